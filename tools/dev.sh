@@ -25,12 +25,15 @@ test_timeout=${ITERLOCK_TEST_TIMEOUT:-300}
 # Debian 12 packages the build, the tests, the benchmarks and the plotting/monitoring tools need.
 # libclang-rt-14-dev carries clang's sanitizer and libFuzzer runtimes; prometheus is the server that
 # scrapes the metrics endpoint; python3-matplotlib draws the benchmark figures.
+# python3-munkres must come with python3-matplotlib: matplotlib needs python3-fonttools, which needs
+# "python3-scipy | python3-munkres"; apt's first choice (scipy -> pythran -> libboost-dev, i.e. Boost 1.74)
+# conflicts with libboost1.81-dev, and the whole install fails.
 packages=(
     cmake ninja-build g++ clang libclang-rt-14-dev
     libgtest-dev libgmock-dev libbenchmark-dev
     libabsl-dev libboost1.81-dev libboost-fiber1.81-dev libtbb-dev libcuckoo-dev libcli11-dev
     libconcurrentqueue-dev prometheus-cpp-dev
-    python3 python3-matplotlib prometheus
+    python3 python3-matplotlib python3-munkres prometheus
     git pkg-config
 )
 
