@@ -1,0 +1,46 @@
+// The one door tests use to look inside iterlock::map (Go's export_test.go): bucket shift, growth state,
+// overflow count. Not for production code: these names may change without notice.
+#pragma once
+
+#include <cstddef>
+
+#include "iterlock/map.hpp"
+
+namespace iterlock::detail {
+
+struct map_test_access {
+    template <class Map>
+    static unsigned bucket_shift(const Map& m) noexcept {
+        return m.t_.bucket_shift();
+    }
+    template <class Map>
+    static std::size_t bucket_count(const Map& m) noexcept {
+        return std::size_t{1} << m.t_.bucket_shift();
+    }
+    template <class Map>
+    static bool growing(const Map& m) noexcept {
+        return m.t_.growing();
+    }
+    template <class Map>
+    static bool same_size_grow(const Map& m) noexcept {
+        return m.t_.same_size_grow();
+    }
+    template <class Map>
+    static std::size_t overflow_buckets(const Map& m) noexcept {
+        return m.t_.overflow_buckets();
+    }
+    template <class Map>
+    static std::size_t live_iterators(const Map& m) noexcept {
+        return m.t_.live_iterators();
+    }
+    template <class Map>
+    static std::size_t allocated_bytes(const Map& m) noexcept {
+        return m.t_.allocated_bytes();
+    }
+    template <class Map>
+    static std::uint64_t generation(const Map& m) noexcept {
+        return m.t_.generation();
+    }
+};
+
+}  // namespace iterlock::detail

@@ -1,0 +1,20 @@
+// iterlock/errors.hpp: the exception types iterlock throws.
+//
+// Owns: iterlock::lock_error (more error types join this header as the library grows).
+// Invariants: every type here derives from a standard exception, so `catch (const std::exception&)` sees it,
+// and its what() says what went wrong and what the caller can do about it.
+#pragma once
+
+#include <stdexcept>
+
+namespace iterlock {
+
+// A lock request that cannot be granted without deadlocking or corrupting the lock, e.g. upgrading an
+// iteration to write while another iteration of the same shard is live. It reports a bug in the calling
+// code (a logic error), not a transient condition: retrying the same call in the same state fails again.
+// When it is thrown, the lock is left exactly as it was before the call.
+struct lock_error : std::logic_error {
+    using std::logic_error::logic_error;
+};
+
+}  // namespace iterlock
