@@ -1,0 +1,303 @@
+// The single-threaded map workloads: W1 (insert/find/erase costs, worst insert against a full rehash),
+// W3 (full iteration) and W6 (memory per entry), for iterlock::map and three flat/node-based peers.
+//
+// Invariants: every implementation sees the same keys (a fixed-seed splitmix64 stream, uint64 -> uint64)
+// in the same order, and uses its own default hash; timed loops feed their results to keep() so the
+// compiler cannot drop them; maps are built and destroyed outside the timed regions. The iterlock
+// implementations are compiled only when <iterlock/map.hpp> exists; until then they throw `unavailable`.
+#include <absl/container/flat_hash_map.h>
+
+#include <algorithm>
+#include <boost/unordered/unordered_flat_map.hpp>
+#include <cstdint>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include "counting_allocator.hpp"
+#include "registry.hpp"
+
+#if __has_include(<iterlock/map.hpp>)
+#include <iterlock/map.hpp>
+#define ITERLOCK_BENCH_HAVE_MAP 1
+#else
+#define ITERLOCK_BENCH_HAVE_MAP 0
+#endif
+
+namespace iterlock::bench {
+namespace {
+
+using u64 = std::uint64_t;
+using value_pair = std::pair<const u64, u64>;
+
+constexpr u64 hit_seed = 0x6a09e667f3bcc908ULL;    // keys that are inserted
+constexpr u64 miss_seed = 0xbb67ae8584caa73bULL;   // keys that are looked up but never inserted
+constexpr u64 order_seed = 0x3c6ef372fe94f82bULL;  // the shuffled order of finds and erases
+
+// Makes `v` observable so the loop that computed it is kept.
+inline void keep(u64 v) noexcept {
+    asm volatile("" : : "r"(v) : "memory");
+}
+
+// ----- the implementations, by name -------------------------------------------------------------
+
+template <class Map>
+struct is_iterlock_map : std::false_type {};
+
+#if ITERLOCK_BENCH_HAVE_MAP
+template <class K, class V, class H, class E, class A, class P>
+struct is_iterlock_map<iterlock::map<K, V, H, E, A, P>> : std::true_type {};
+#endif
+
+// Calls f.template operator()<Map>() with the map type named `impl`, built on allocator Alloc.
+// Throws `unavailable` for an iterlock impl this build lacks, std::invalid_argument for an unknown name.
+template <class Alloc, class F>
+void with_map(const std::string& impl, F&& f) {
+    if (impl == "std_unordered_map") {
+        f.template operator()<std::unordered_map<u64, u64, std::hash<u64>, std::equal_to<u64>, Alloc>>();
+    } else if (impl == "absl_flat_hash_map") {
+        f.template operator()<absl::flat_hash_map<u64, u64, absl::Hash<u64>, std::equal_to<u64>, Alloc>>();
+    } else if (impl == "boost_unordered_flat_map") {
+        f.template
+        operator()<boost::unordered_flat_map<u64, u64, boost::hash<u64>, std::equal_to<u64>, Alloc>>();
+    } else if (impl == "iterlock" || impl == "iterlock_nodetect") {
+#if ITERLOCK_BENCH_HAVE_MAP
+        if (impl == "iterlock") {
+            f.template operator()<iterlock::map<u64, u64, iterlock::hash<u64>, std::equal_to<u64>, Alloc,
+                                                iterlock::detect_misuse>>();
+        } else {
+            f.template operator()<iterlock::map<u64, u64, iterlock::hash<u64>, std::equal_to<u64>, Alloc,
+                                                iterlock::no_misuse_detection>>();
+        }
+#else
+        throw unavailable("iterlock::map is not in this build yet (<iterlock/map.hpp> is missing)");
+#endif
+    } else {
+        throw std::invalid_argument("unknown map implementation '" + impl + "'");
+    }
+}
+
+// Looks `k` up; adds its value to `sum` and returns true when found.
+template <class Map>
+inline bool lookup(Map& m, u64 k, u64& sum) {
+    if constexpr (is_iterlock_map<Map>::value) {
+        auto p = m.find(k);
+        if (!p) return false;
+        sum += p->second;
+        return true;
+    } else {
+        auto it = m.find(k);
+        if (it == m.end()) return false;
+        sum += it->second;
+        return true;
+    }
+}
+
+// Time to move every entry of `m` into a fresh table. For the one-shot-growth peers this is
+// rehash(2 * bucket_count()), the work their worst insert does; iterlock grows incrementally and has no
+// such call, so its figure is reserve(size()) on a new map plus copying every entry into it.
+template <class Map>
+std::int64_t full_rehash_ns(Map& m) {
+    if constexpr (is_iterlock_map<Map>::value) {
+        std::optional<Map> copy;  // destroyed after the clock stops
+        const std::int64_t t0 = now_ns();
+        copy.emplace();
+        copy->reserve(m.size());
+        for (auto& kv : m) copy->insert_or_assign(kv.first, kv.second);
+        const std::int64_t t1 = now_ns();
+        keep(copy->size());
+        return t1 - t0;
+    } else {
+        const std::size_t buckets = m.bucket_count();
+        const std::int64_t t0 = now_ns();
+        m.rehash(2 * buckets);
+        const std::int64_t t1 = now_ns();
+        keep(m.bucket_count());
+        return t1 - t0;
+    }
+}
+
+// ----- inputs -----------------------------------------------------------------------------------
+
+std::vector<u64> stream(u64 seed, std::size_t n) {
+    splitmix64 g{seed};
+    std::vector<u64> v(n);
+    for (auto& k : v) k = g();
+    return v;
+}
+
+// `keys` in a fixed pseudo-random order (Fisher-Yates driven by splitmix64).
+std::vector<u64> shuffled(std::vector<u64> keys) {
+    splitmix64 g{order_seed};
+    for (std::size_t i = keys.size(); i > 1; --i) std::swap(keys[i - 1], keys[g() % i]);
+    return keys;
+}
+
+std::vector<std::size_t> sizes_or(const options& opts, std::vector<std::size_t> defaults) {
+    std::vector<std::size_t> sizes = opts.sizes.empty() ? std::move(defaults) : opts.sizes;
+    for (std::size_t n : sizes) {
+        if (n == 0) throw std::invalid_argument("--size must be at least 1");
+    }
+    return sizes;
+}
+
+double per(std::int64_t ns, std::size_t n) {
+    return static_cast<double>(ns) / static_cast<double>(n);
+}
+
+// ----- W1 ---------------------------------------------------------------------------------------
+
+template <class Map>
+void w1_one_size(std::size_t n, const options& opts, medians& out) {
+    const std::vector<u64> keys = stream(hit_seed, n);
+    const std::vector<u64> order = shuffled(keys);
+    const std::vector<u64> misses = stream(miss_seed, n);
+    for (int rep = 0; rep < opts.repetitions; ++rep) {
+        {
+            Map m;  // no reserve: growth is part of the cost
+            std::int64_t t0 = now_ns();
+            for (std::size_t i = 0; i < n; ++i) m.insert_or_assign(keys[i], u64{i});
+            std::int64_t t1 = now_ns();
+            out.add("insert_ns", per(t1 - t0, n), "ns/op");
+
+            u64 sum = 0;
+            std::size_t found = 0;
+            t0 = now_ns();
+            for (u64 k : order) found += lookup(m, k, sum);
+            t1 = now_ns();
+            keep(sum);
+            if (found != n) throw std::logic_error("W1: a successful find missed");
+            out.add("find_hit_ns", per(t1 - t0, n), "ns/op");
+
+            found = 0;
+            t0 = now_ns();
+            for (u64 k : misses) found += lookup(m, k, sum);
+            t1 = now_ns();
+            keep(sum + found);
+            out.add("find_miss_ns", per(t1 - t0, n), "ns/op");
+
+            std::size_t erased = 0;
+            t0 = now_ns();
+            for (u64 k : order) erased += m.erase(k);
+            t1 = now_ns();
+            if (erased != n || m.size() != 0) throw std::logic_error("W1: erase left entries behind");
+            out.add("erase_ns", per(t1 - t0, n), "ns/op");
+        }
+        {
+            // A second build, each insert timed alone (the clock reads stay out of insert_ns above).
+            Map m;
+            std::int64_t worst = 0;
+            for (std::size_t i = 0; i < n; ++i) {
+                const std::int64_t t0 = now_ns();
+                m.insert_or_assign(keys[i], u64{i});
+                const std::int64_t t1 = now_ns();
+                worst = std::max(worst, t1 - t0);
+            }
+            out.add("max_insert_ns", static_cast<double>(worst), "ns");
+            const std::int64_t rehash = full_rehash_ns(m);
+            out.add("full_rehash_ns", static_cast<double>(rehash), "ns");
+            out.add("max_insert_over_rehash", static_cast<double>(worst) / static_cast<double>(rehash),
+                    "ratio");
+        }
+    }
+}
+
+void run_w1(const std::string& impl, const options& opts, const emit_fn& emit) {
+    for (std::size_t n : sizes_or(opts, {1'000'000})) {
+        medians out;
+        with_map<std::allocator<value_pair>>(impl, [&]<class Map>() { w1_one_size<Map>(n, opts, out); });
+        out.emit(emit, "W1", impl, n, 1);
+    }
+}
+
+// ----- W3 ---------------------------------------------------------------------------------------
+
+// Enough passes that a small map is timed over ~20M entries; at least 3.
+std::size_t w3_passes(std::size_t n) {
+    return std::max<std::size_t>(3, 20'000'000 / n);
+}
+
+template <class Map>
+void w3_one_size(std::size_t n, const options& opts, medians& out) {
+    const std::vector<u64> keys = stream(hit_seed, n);
+    Map m;
+    for (std::size_t i = 0; i < n; ++i) m.insert_or_assign(keys[i], u64{i});
+    const u64 expected = static_cast<u64>(n) * (n - 1) / 2;
+    const std::size_t passes = w3_passes(n);
+    for (int rep = 0; rep < opts.repetitions; ++rep) {
+        u64 total = 0;
+        const std::int64_t t0 = now_ns();
+        for (std::size_t p = 0; p < passes; ++p) {
+            u64 sum = 0;
+            for (auto& kv : m) sum += kv.second;
+            keep(sum);
+            total += sum;
+        }
+        const std::int64_t t1 = now_ns();
+        if (total != expected * passes) throw std::logic_error("W3: a pass did not visit every entry once");
+        out.add("iter_ns_per_entry", per(t1 - t0, n * passes), "ns");
+    }
+}
+
+void run_w3(const std::string& impl, const options& opts, const emit_fn& emit) {
+    for (std::size_t n : sizes_or(opts, {10'000, 1'000'000})) {
+        medians out;
+        with_map<std::allocator<value_pair>>(impl, [&]<class Map>() { w3_one_size<Map>(n, opts, out); });
+        out.emit(emit, "W3", impl, n, 1);
+    }
+}
+
+// ----- W6 ---------------------------------------------------------------------------------------
+
+template <class Map>
+void w6_one_size(std::size_t n, const options& opts, medians& out) {
+    const std::vector<u64> keys = stream(hit_seed, n);
+    for (int rep = 0; rep < opts.repetitions; ++rep) {
+        const std::size_t before = allocation_stats::live.load();
+        allocation_stats::reset_peak();
+        std::size_t held = 0;
+        {
+            Map m;
+            for (std::size_t i = 0; i < n; ++i) m.insert_or_assign(keys[i], u64{i});
+            held = allocation_stats::live.load() - before;
+        }
+        const std::size_t peak = allocation_stats::peak.load() - before;
+        out.add("bytes_per_entry", static_cast<double>(held) / static_cast<double>(n), "B");
+        out.add("peak_bytes_per_entry", static_cast<double>(peak) / static_cast<double>(n), "B");
+    }
+}
+
+void run_w6(const std::string& impl, const options& opts, const emit_fn& emit) {
+    for (std::size_t n : sizes_or(opts, {1'000'000})) {
+        medians out;
+        with_map<counting_allocator<value_pair>>(impl, [&]<class Map>() { w6_one_size<Map>(n, opts, out); });
+        out.emit(emit, "W6", impl, n, 1);
+    }
+}
+
+const std::vector<std::string> map_impls = {"iterlock", "iterlock_nodetect", "std_unordered_map",
+                                            "absl_flat_hash_map", "boost_unordered_flat_map"};
+
+const std::map<std::string, std::string> map_notes = {
+    {"iterlock", "Go map, misuse detection on"},
+    {"iterlock_nodetect", "Go map, detection compiled out"},
+    {"std_unordered_map", "node-based, std::hash"},
+    {"absl_flat_hash_map", "swiss table, absl::Hash"},
+    {"boost_unordered_flat_map", "open addressing, boost::hash"},
+};
+
+const registrar w1{{"W1",
+                    "single thread, uint64->uint64: insert N (no reserve), N hit finds, N miss finds, "
+                    "erase all; worst insert vs a full rehash (default N=1M)",
+                    map_impls, run_w1, "absl_flat_hash_map", map_notes}};
+const registrar w3{{"W3", "single thread: full iteration summing values (default N=10k and 1M)", map_impls,
+                    run_w3, "absl_flat_hash_map", map_notes}};
+const registrar w6{
+    {"W6", "memory: allocated bytes per entry at N entries, and the peak while growing (default N=1M)",
+     map_impls, run_w6, "absl_flat_hash_map", map_notes}};
+
+}  // namespace
+}  // namespace iterlock::bench
