@@ -1,19 +1,22 @@
-// bucket: Go's bmap — 8 slots, their tophash bytes and the overflow link, in one block.
+// bucket: Go's bmap — 8 slots, their tophash bytes and the overflow link — split in two for the cache.
 //
-// Layout (K, V = uint64_t: 144 bytes, 16-byte header then 8 slots):
+// Go stores a bucket's 8 tophash bytes at the head of the bucket. iterlock keeps the tophash bytes of the
+// 2^B main buckets in one dense control array instead (8 bytes per bucket: 2 MiB at a million entries),
+// and the slots in a parallel array of bucket bodies:
 //
-//   +----------------+-----------+-------+----------------------------------------------+
-//   | tophash[8]     | overflow* | extra | slot[0] .. slot[7]  (std::pair<const K, V>)  |
-//   +----------------+-----------+-------+----------------------------------------------+
+//   control array:  | top[0..7] of bucket 0 | top[0..7] of bucket 1 | ...        (8 bytes each)
+//   body array:     | overflow* | extra | slot[0] .. slot[7] | ...                (one body per bucket)
+//   overflow bucket (allocated on demand, chained from a body): | top[0..7] | body |
 //
-// The header shares the first cache line with the first slots, so a miss (which reads tophash only) costs
-// one line, a hit usually the same line. Unlike Go, keys and values are interleaved as std::pair so that
-// iteration can hand out `std::pair<const K, V>&` (what C++ range-for code expects); Go's separate key and
-// value arrays only save padding for mixed-size pairs.
+// A miss or a growth-state check reads only the control array, which stays in cache where Go's inline
+// tophash costs a cache miss per probe; a hit reads the control byte and then one slot. Slots are
+// std::pair<const K, V>, so iteration can hand out `std::pair<const K, V>&` (what C++ code expects); Go
+// keeps separate key and value arrays only to save padding.
 //
 // Invariants (kept by table.hpp):
-//   - slot i holds a constructed object iff is_full(tophash[i]);
-//   - every slot after an empty_rest (in this bucket and down the overflow chain) is empty_rest;
+//   - slot i of a member holds a constructed object iff is_full(top[i]);
+//   - every slot after an empty_rest (in this member and down the overflow chain) is empty_rest, so a
+//     member with an empty_rest slot ends the chain for lookups (its overflow link need not be read);
 //   - `extra` is per-chain bookkeeping for layers above the map (concurrent_map's snapshot label); the
 //     single-owner map instantiates it as an empty type.
 #pragma once
@@ -31,24 +34,48 @@ namespace iterlock::detail {
 
 struct no_chain_extra {};
 
-template <class Slot, class Extra = no_chain_extra>
-struct bucket {
-    std::uint8_t tophash[bucket_cnt];
-    bucket* overflow;
+template <class Slot, class Extra>
+struct overflow_bucket;
+
+template <class Slot, class Extra>
+struct bucket_body {
+    overflow_bucket<Slot, Extra>* overflow;
     [[no_unique_address]] Extra extra;
     alignas(Slot) unsigned char storage[bucket_cnt * sizeof(Slot)];
 
     Slot* slot(unsigned i) noexcept { return std::launder(reinterpret_cast<Slot*>(storage) + i); }
-    const Slot* slot(unsigned i) const noexcept {
-        return std::launder(reinterpret_cast<const Slot*>(storage) + i);
-    }
+};
 
-    // Header of a bucket that has never held anything. (Storage stays uninitialised.)
-    void reset_header() noexcept {
-        std::memset(tophash, empty_rest, sizeof(tophash));
-        overflow = nullptr;
-        extra = Extra{};
+template <class Slot, class Extra>
+struct overflow_bucket {
+    std::uint8_t tophash[bucket_cnt];
+    bucket_body<Slot, Extra> body;
+};
+
+// One member of a bucket chain: its tophash bytes and its body (and, for overflow members, the block
+// that holds both). A null ref (top == nullptr) is the end of a chain.
+template <class Slot, class Extra>
+struct bucket_ref {
+    using body_type = bucket_body<Slot, Extra>;
+    using overflow_type = overflow_bucket<Slot, Extra>;
+
+    std::uint8_t* top = nullptr;
+    body_type* body = nullptr;
+    overflow_type* ovf = nullptr;  // nullptr for a main bucket
+
+    explicit operator bool() const noexcept { return top != nullptr; }
+    Slot* slot(unsigned i) const noexcept { return body->slot(i); }
+    bucket_ref next() const noexcept {
+        overflow_type* o = body->overflow;
+        return o != nullptr ? bucket_ref{o->tophash, &o->body, o} : bucket_ref{};
     }
+    // Header of a member that has never held anything (storage stays uninitialised).
+    void reset() const noexcept {
+        std::memset(top, empty_rest, bucket_cnt);
+        body->overflow = nullptr;
+        body->extra = {};
+    }
+    friend bool operator==(const bucket_ref& a, const bucket_ref& b) noexcept { return a.top == b.top; }
 };
 
 // Moves a std::pair<const K, V> out of a slot that is about to be destroyed. The key is const only to the

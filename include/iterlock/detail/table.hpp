@@ -7,15 +7,16 @@
 // ----------------------------------------
 // The table is an array of 2^B buckets (B). A key's 64-bit hash picks its bucket with the low B bits and
 // its tophash byte with the top 8 bits (see tophash.hpp). A bucket holds 8 slots; when all 8 are full, an
-// overflow bucket is chained behind it.
+// overflow bucket is chained behind it. The tophash bytes of the main buckets live in a separate control
+// array (bucket.hpp says why); a `bucket_ref` names one member of a chain.
 //
 // Growth. When an insert would push the average load past 6.5 entries per bucket (loadFactorNum/Den =
 // 13/2), or when overflow buckets pile up (as many as 2^min(B,15): the table is full of holes left by
 // deletes), `hash_grow` allocates a new array — twice as large, or the same size for the second case
-// (sameSizeGrow) — and keeps the old one as `oldbuckets_`. Nothing moves yet. Afterwards every write
-// first calls `grow_work`, which evacuates (evacuate) the old bucket the write is about to touch and one
-// more in order (nevacuate), so a growth costs each write O(1) bucket moves and no single insert pays for
-// a rehash. Evacuation splits old bucket j into new buckets j (evacuated_x) and j + 2^oldB (evacuated_y)
+// (sameSizeGrow) — and keeps the old one as `old_`. Nothing moves yet, and the new array's memory is not
+// even touched: a new bucket is initialised when its old bucket is evacuated. Afterwards every write first
+// calls `grow_work`, which evacuates (evacuate) two old buckets in order (nevacuate), so a growth costs
+// each write O(1) bucket moves and no single insert pays for a rehash. Evacuation splits old bucket j into new buckets j (evacuated_x) and j + 2^oldB (evacuated_y)
 // by hash bit oldB, and leaves evacuation marks in the old tophash bytes, so lookups know to look in the
 // new array. When the last old bucket is done, the old array is freed.
 //
@@ -51,6 +52,7 @@
 #include <bit>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <memory>
 #include <stdexcept>
 #include <string>
@@ -84,13 +86,14 @@ inline constexpr unsigned bucket_shift_for(std::size_t hint) noexcept {
 }
 
 // A layer above the map may watch chain writes (concurrent_map's snapshots preserve a chain before its
-// first change). The default watcher does nothing and costs nothing.
+// first change) and take over freeing retired arrays. The default watcher does nothing and costs nothing.
 struct no_chain_watch {
-    template <class Bucket>
-    void before_chain_write(Bucket*) noexcept {}
-    template <class Bucket>
-    bool retire_array(Bucket*, std::size_t) noexcept {
-        return false;  // false: the table frees the array itself
+    template <class BucketRef>
+    void before_chain_write(const BucketRef&) noexcept {}
+    // Returns true if the watcher took ownership of the block (it frees it later with the table's allocator).
+    template <class Block>
+    bool retire_block(Block*, std::size_t) noexcept {
+        return false;
     }
 };
 
@@ -104,6 +107,11 @@ inline constexpr std::uint64_t iter_count_bits = 20;
 inline constexpr std::uint64_t iter_count_mask = (std::uint64_t{1} << iter_count_bits) - 1;
 inline constexpr std::uint64_t iter_owner_shared = ~std::uint64_t{0} >> iter_count_bits;
 
+// The unit bucket arrays are allocated in: control bytes first, then the bodies, each cache-line aligned.
+struct alignas(64) cache_line {
+    unsigned char bytes[64];
+};
+
 template <class K, class V, class Hash, class KeyEqual, class Allocator, class ChainExtra = no_chain_extra,
           class ChainWatch = no_chain_watch>
 class table {
@@ -111,24 +119,34 @@ public:
     using key_type = K;
     using mapped_type = V;
     using slot_type = std::pair<const K, V>;
-    using bucket_type = bucket<slot_type, ChainExtra>;
+    using bucket = bucket_ref<slot_type, ChainExtra>;
+    using body_type = bucket_body<slot_type, ChainExtra>;
+    using overflow_type = overflow_bucket<slot_type, ChainExtra>;
     using size_type = std::size_t;
     using allocator_type = Allocator;
 
     static_assert(std::is_nothrow_move_constructible_v<K> && std::is_nothrow_move_constructible_v<V>,
                   "iterlock maps move entries during incremental growth: K and V must be nothrow move "
                   "constructible");
-    static_assert(alignof(slot_type) <= alignof(std::max_align_t),
-                  "over-aligned entries are not supported");
+    static_assert(alignof(body_type) <= alignof(cache_line), "over-aligned entries are not supported");
 
     static constexpr std::size_t no_check = ~std::size_t{0};
 
+    // A bucket array: 2^B control groups and 2^B bodies in one block.
+    struct array_ref {
+        std::uint8_t* ctrl = nullptr;
+        body_type* bodies = nullptr;
+        explicit operator bool() const noexcept { return ctrl != nullptr; }
+        bucket at(std::size_t j) const noexcept { return bucket{ctrl + j * bucket_cnt, bodies + j, nullptr}; }
+        std::uint8_t* top(std::size_t j) const noexcept { return ctrl + j * bucket_cnt; }
+    };
+
     // Go's hiter: the state of one iteration.
     struct iter_state {
-        bucket_type* it_buckets = nullptr;  // the array current when the iteration started
-        bucket_type* b = nullptr;           // bucket being walked (a chain member), nullptr between buckets
+        array_ref it_buckets;  // the array current when the iteration started
+        bucket b;              // chain member being walked; null between buckets
         std::size_t start_bucket = 0;
-        std::size_t bucket = 0;  // next bucket index (in it_B space) to visit
+        std::size_t bucket_index = 0;  // next bucket index (in it_B space) to visit
         std::size_t check_bucket = no_check;
         std::uint64_t clear_epoch = 0;
         slot_mask pending = 0;  // full slots of b not produced yet, rotated by offset
@@ -139,7 +157,7 @@ public:
 
     explicit table(std::uint64_t seed, const Hash& h = Hash(), const KeyEqual& eq = KeyEqual(),
                    const Allocator& a = Allocator())
-        : hash0_(seed), hash_(h), eq_(eq), alloc_(a) {}
+        : hash0_(seed), hash_(h), eq_(eq), line_alloc_(a), ovf_alloc_(a) {}
 
     table(const table&) = delete;
     table& operator=(const table&) = delete;
@@ -150,7 +168,7 @@ public:
     size_type size() const noexcept { return count_; }
     std::uint64_t hash_seed() const noexcept { return hash0_; }
     unsigned bucket_shift() const noexcept { return B_; }
-    bool growing() const noexcept { return oldbuckets_ != nullptr; }
+    bool growing() const noexcept { return static_cast<bool>(old_); }
     bool same_size_grow() const noexcept { return same_size_grow_; }
     std::size_t overflow_buckets() const noexcept { return noverflow_; }
     std::size_t evacuated_buckets() const noexcept { return nevacuate_; }
@@ -158,11 +176,13 @@ public:
     std::uint64_t clear_epoch() const noexcept { return clear_epoch_; }
     const Hash& hash_function() const noexcept { return hash_; }
     const KeyEqual& key_eq() const noexcept { return eq_; }
-    Allocator get_allocator() const { return Allocator(alloc_); }
+    Allocator get_allocator() const { return Allocator(line_alloc_); }
     ChainWatch& chain_watch() noexcept { return watch_; }
+    array_ref current_array() const noexcept { return cur_; }
+    array_ref old_array() const noexcept { return old_; }
 
     // Bytes held by bucket arrays and overflow buckets (for metrics).
-    std::size_t allocated_bytes() const noexcept { return allocated_buckets_ * sizeof(bucket_type); }
+    std::size_t allocated_bytes() const noexcept { return allocated_bytes_; }
 
     template <class K2>
     std::uint64_t hash_of(const K2& k) const noexcept(noexcept(std::declval<const Hash&>()(k))) {
@@ -177,17 +197,17 @@ public:
     template <class K2>
     found_position find_position(const K2& key, std::uint64_t h) const {
         if (count_ == 0) return {nullptr, nullptr};
-        bucket_type* b = read_bucket_for(h);
+        bucket b = read_bucket_for(h);
         const std::uint8_t top = tophash_of(h);
         do {
-            for (slot_mask m = match_byte(b->tophash, top); m != 0; m &= m - 1) {
+            for (slot_mask m = match_byte(b.top, top); m != 0; m &= m - 1) {
                 const unsigned i = static_cast<unsigned>(std::countr_zero(m));
-                slot_type* s = b->slot(i);
-                if (eq_(key, s->first)) return {s, &b->tophash[i]};
+                slot_type* s = b.slot(i);
+                if (eq_(key, s->first)) return {s, b.top + i};
             }
-            if (has_empty_rest(b->tophash)) return {nullptr, nullptr};
-            b = b->overflow;
-        } while (b != nullptr);
+            if (has_empty_rest(b.top)) return {nullptr, nullptr};
+            b = b.next();
+        } while (b);
         return {nullptr, nullptr};
     }
     template <class K2>
@@ -196,44 +216,42 @@ public:
     }
 
     // Where a key lives, or where it would be inserted. `slot` is the existing entry (found) or the free
-    // slot reserved for it; `top` points at that slot's tophash byte. Nothing is modified by a reservation
-    // except structure (growth steps, an empty overflow bucket): a caller that fails to construct the new
-    // entry leaves the map's contents unchanged.
+    // slot reserved for it; `top` points at that slot's tophash byte. A reservation modifies nothing but
+    // structure (growth steps, an empty overflow bucket): a caller that fails to construct the new entry
+    // leaves the map's contents unchanged.
     struct write_position {
         slot_type* slot;
         std::uint8_t* top;
-        bucket_type* chain;  // head of the chain holding the slot
+        bucket chain;  // head of the chain holding the slot
         bool found;
     };
 
-    // Go's mapassign, up to the point of storing the key. Call commit_insert() after constructing the entry
-    // in a not-found slot.
+    // Go's mapassign, up to the point of storing the key. Call will_write() before changing the entry, and
+    // commit_insert() after constructing an entry in a not-found slot.
     template <class K2>
     write_position prepare_write(const K2& key, std::uint64_t h) {
-        if (buckets_ == nullptr) allocate_initial(0);
+        if (!cur_) allocate_initial(0);
         for (;;) {
-            const std::size_t bucket_index = h & bucket_mask(B_);
-            if (growing() && !evacuation_paused()) grow_work(bucket_index);
-            bucket_type* const head = write_bucket_for(h);
-            bucket_type* b = head;
+            if (growing() && !evacuation_paused()) grow_work();
+            const bucket head = read_bucket_for(h);
             const std::uint8_t top = tophash_of(h);
             std::uint8_t* insert_top = nullptr;
             slot_type* insert_slot = nullptr;
-            bucket_type* last = b;
-            for (; b != nullptr; b = b->overflow) {
+            bucket last = head;
+            for (bucket b = head; b; b = b.next()) {
                 last = b;
-                for (slot_mask m = match_byte(b->tophash, top); m != 0; m &= m - 1) {
+                for (slot_mask m = match_byte(b.top, top); m != 0; m &= m - 1) {
                     const unsigned i = static_cast<unsigned>(std::countr_zero(m));
-                    if (eq_(key, b->slot(i)->first)) return {b->slot(i), &b->tophash[i], head, true};
+                    if (eq_(key, b.slot(i)->first)) return {b.slot(i), b.top + i, head, true};
                 }
                 if (insert_top == nullptr) {
-                    if (const slot_mask e = match_empty(b->tophash); e != 0) {
+                    if (const slot_mask e = match_empty(b.top); e != 0) {
                         const unsigned i = static_cast<unsigned>(std::countr_zero(e));
-                        insert_top = &b->tophash[i];
-                        insert_slot = b->slot(i);
+                        insert_top = b.top + i;
+                        insert_slot = b.slot(i);
                     }
                 }
-                if (has_empty_rest(b->tophash)) break;
+                if (has_empty_rest(b.top)) break;
             }
             // Not found. Start growing if the insert would overload the table, then retry (Go: goto again).
             if (!growing() && (over_load_factor(count_ + 1, B_) || too_many_overflow_buckets(noverflow_, B_))) {
@@ -242,19 +260,17 @@ public:
             }
             if (insert_top == nullptr) {
                 watch_.before_chain_write(head);
-                bucket_type* ovf = new_overflow(last, head);
-                insert_top = &ovf->tophash[0];
-                insert_slot = ovf->slot(0);
+                const bucket ovf = new_overflow(last, head);
+                insert_top = ovf.top;
+                insert_slot = ovf.slot(0);
             }
             return {insert_slot, insert_top, head, false};
         }
     }
 
-    // Must be called before the caller modifies the entry at `pos` (assigning a found entry, constructing a
+    // Must be called before the caller changes the entry at `pos` (assigning a found entry, constructing a
     // new one): lets a layer above preserve the chain first.
-    void will_write(const write_position& pos) noexcept(noexcept(std::declval<ChainWatch&>().before_chain_write(pos.chain))) {
-        watch_.before_chain_write(pos.chain);
-    }
+    void will_write(const write_position& pos) noexcept { watch_.before_chain_write(pos.chain); }
 
     // Marks the reserved slot of a not-found write_position as full (after the caller constructed it).
     void commit_insert(const write_position& pos, std::uint64_t h) noexcept {
@@ -266,20 +282,19 @@ public:
     template <class K2>
     bool erase_key(const K2& key, std::uint64_t h) {
         if (count_ == 0) return false;
-        const std::size_t bucket_index = h & bucket_mask(B_);
-        if (growing() && !evacuation_paused()) grow_work(bucket_index);
-        bucket_type* const head = write_bucket_for(h);
+        if (growing() && !evacuation_paused()) grow_work();
+        const bucket head = read_bucket_for(h);
         const std::uint8_t top = tophash_of(h);
-        for (bucket_type* b = head; b != nullptr; b = b->overflow) {
-            for (slot_mask m = match_byte(b->tophash, top); m != 0; m &= m - 1) {
+        for (bucket b = head; b; b = b.next()) {
+            for (slot_mask m = match_byte(b.top, top); m != 0; m &= m - 1) {
                 const unsigned i = static_cast<unsigned>(std::countr_zero(m));
-                if (eq_(key, b->slot(i)->first)) {
+                if (eq_(key, b.slot(i)->first)) {
                     watch_.before_chain_write(head);
                     erase_at(head, b, i);
                     return true;
                 }
             }
-            if (has_empty_rest(b->tophash)) return false;
+            if (has_empty_rest(b.top)) return false;
         }
         return false;
     }
@@ -288,30 +303,23 @@ public:
     template <class Pred>
     size_type erase_if(Pred& pred) {
         if (count_ == 0) return 0;
-        // Finish a pending growth first (when allowed) so every entry sits in the current array.
-        if (!evacuation_paused()) finish_growth();
         size_type erased = 0;
-        auto sweep = [&](bucket_type* head) {
+        for_each_chain([&](bucket head) {
             bool watched = false;
-            for (bucket_type* b = head; b != nullptr; b = b->overflow) {
-                for (slot_mask m = match_full(b->tophash); m != 0; m &= m - 1) {
+            for (bucket b = head; b; b = b.next()) {
+                for (slot_mask m = match_full(b.top); m != 0; m &= m - 1) {
                     const unsigned i = static_cast<unsigned>(std::countr_zero(m));
-                    if (pred(*b->slot(i))) {
-                        if (!watched) watch_.before_chain_write(head), watched = true;
+                    if (pred(*b.slot(i))) {
+                        if (!watched) {
+                            watch_.before_chain_write(head);
+                            watched = true;
+                        }
                         erase_at(head, b, i);
                         ++erased;
                     }
                 }
             }
-        };
-        if (growing()) {
-            for (std::size_t j = 0; j < old_bucket_count(); ++j) {
-                if (!is_evacuated(oldbuckets_ + j)) sweep(oldbuckets_ + j);
-            }
-        }
-        for (std::size_t j = 0, n = bucket_count(); j < n && count_ > 0; ++j) {
-            if (new_bucket_live(j)) sweep(buckets_ + j);
-        }
+        });
         return erased;
     }
 
@@ -319,9 +327,9 @@ public:
     void clear() noexcept {
         ++clear_epoch_;
         ++generation_;
-        if (buckets_ == nullptr) return;
+        if (!cur_) return;
         destroy_entries();
-        for (std::size_t j = 0, n = bucket_count(); j < n; ++j) buckets_[j].reset_header();
+        reset_array(cur_, B_);
         hash0_ = seeded_mix(hash0_, clear_epoch_);  // Go picks a new hash0 on clear
     }
 
@@ -329,7 +337,7 @@ public:
     // O(size) when it must rehash; a hint only (no effect) while an iterator is live.
     void reserve(size_type n) {
         const unsigned want = bucket_shift_for(n);
-        if (buckets_ == nullptr) {
+        if (!cur_) {
             allocate_initial(want);
             return;
         }
@@ -343,14 +351,14 @@ public:
     void iter_init(iter_state& it, std::uint64_t random) const noexcept {
         it = iter_state{};
         it.clear_epoch = clear_epoch_;
-        if (count_ == 0 || buckets_ == nullptr) {
+        if (count_ == 0 || !cur_) {
             it.wrapped = true;  // nothing to visit
             return;
         }
-        it.it_buckets = buckets_;
+        it.it_buckets = cur_;
         it.it_B = static_cast<std::uint8_t>(B_);
         it.start_bucket = static_cast<std::size_t>(random) & bucket_mask(B_);
-        it.bucket = it.start_bucket;
+        it.bucket_index = it.start_bucket;
         it.offset = static_cast<std::uint8_t>((random >> 56) & (bucket_cnt - 1));
     }
 
@@ -358,71 +366,72 @@ public:
     slot_type* iter_next(iter_state& it) const {
         if (it.clear_epoch != clear_epoch_) return nullptr;
         for (;;) {
-            if (it.b == nullptr) {
-                if (it.it_buckets == nullptr || (it.bucket == it.start_bucket && it.wrapped)) return nullptr;
+            if (!it.b) {
+                if (!it.it_buckets || (it.bucket_index == it.start_bucket && it.wrapped)) return nullptr;
+                it.check_bucket = no_check;
+                it.b = it.it_buckets.at(it.bucket_index);
                 if (growing() && it.it_B == B_) {
                     // Started during a growth that is not done: an old bucket that is not evacuated holds
                     // the entries of this bucket (and, unless same-size, of its sibling).
-                    bucket_type* ob = oldbuckets_ + (it.bucket & old_bucket_mask());
-                    if (!is_evacuated(ob)) {
-                        it.b = ob;
-                        it.check_bucket = it.bucket;
-                    } else {
-                        it.b = it.it_buckets + it.bucket;
-                        it.check_bucket = no_check;
+                    const std::size_t ob = it.bucket_index & old_bucket_mask();
+                    if (!is_evacuated(old_.top(ob))) {
+                        it.b = old_.at(ob);
+                        it.check_bucket = it.bucket_index;
                     }
-                } else {
-                    it.b = it.it_buckets + it.bucket;
-                    it.check_bucket = no_check;
                 }
-                if (++it.bucket == (std::size_t{1} << it.it_B)) {
-                    it.bucket = 0;
+                if (++it.bucket_index == (std::size_t{1} << it.it_B)) {
+                    it.bucket_index = 0;
                     it.wrapped = true;
                 }
-                it.pending = rotate_mask(match_full(it.b->tophash), it.offset);
+                it.pending = rotate_mask(match_full(it.b.top), it.offset);
             }
             while (it.pending != 0) {
                 const unsigned k = static_cast<unsigned>(std::countr_zero(it.pending));
                 it.pending &= it.pending - 1;
                 const unsigned i = (k + it.offset) & (bucket_cnt - 1);
-                if (!is_full(it.b->tophash[i])) continue;  // erased since we entered the bucket (rule I1)
-                slot_type* s = it.b->slot(i);
+                if (!is_full(it.b.top[i])) continue;  // erased since we entered the bucket (rule I1)
+                slot_type* s = it.b.slot(i);
                 if (it.check_bucket != no_check && !same_size_grow_ &&
                     (hash_of(s->first) & bucket_mask(it.it_B)) != it.check_bucket) {
                     continue;  // belongs to the sibling bucket
                 }
                 return s;
             }
-            it.b = it.b->overflow;
-            if (it.b != nullptr) it.pending = rotate_mask(match_full(it.b->tophash), it.offset);
+            it.b = has_empty_rest(it.b.top) ? bucket{} : it.b.next();
+            if (it.b) it.pending = rotate_mask(match_full(it.b.top), it.offset);
         }
     }
 
-    // Visits every entry once, in bucket order (no randomisation): for copies, ==, erase_if of the map.
+    // Calls f(head) for every live chain: unevacuated old buckets, then initialised new buckets.
     template <class F>
-    void for_each_slot(F&& f) const {
-        auto walk = [&](bucket_type* head) {
-            for (bucket_type* b = head; b != nullptr; b = b->overflow) {
-                for (slot_mask m = match_full(b->tophash); m != 0; m &= m - 1) {
-                    f(*b->slot(static_cast<unsigned>(std::countr_zero(m))));
-                }
-            }
-        };
-        if (buckets_ == nullptr) return;
+    void for_each_chain(F&& f) const {
+        if (!cur_) return;
         if (growing()) {
-            for (std::size_t j = 0; j < old_bucket_count(); ++j) {
-                if (!is_evacuated(oldbuckets_ + j)) walk(oldbuckets_ + j);
+            for (std::size_t j = 0, n = old_bucket_count(); j < n; ++j) {
+                if (!is_evacuated(old_.top(j))) f(old_.at(j));
             }
         }
         for (std::size_t j = 0, n = bucket_count(); j < n; ++j) {
-            if (new_bucket_live(j)) walk(buckets_ + j);
+            if (new_bucket_live(j)) f(cur_.at(j));
         }
+    }
+
+    // Visits every entry once, in bucket order (no randomisation): for copies, ==, moves.
+    template <class F>
+    void for_each_slot(F&& f) const {
+        for_each_chain([&](bucket head) {
+            for (bucket b = head; b; b = b.next()) {
+                for (slot_mask m = match_full(b.top); m != 0; m &= m - 1) {
+                    f(*b.slot(static_cast<unsigned>(std::countr_zero(m))));
+                }
+            }
+        });
     }
 
     // ---- live iterators ------------------------------------------------------------------------------------
     std::uint64_t iterator_word() const noexcept { return iter_word_.load(std::memory_order_relaxed); }
     std::size_t live_iterators() const noexcept {
-        return static_cast<std::size_t>(iter_word_.load(std::memory_order_relaxed) & iter_count_mask);
+        return static_cast<std::size_t>(iterator_word() & iter_count_mask);
     }
     bool evacuation_paused() const noexcept { return live_iterators() != 0; }
 
@@ -453,12 +462,12 @@ public:
     // Takes other's contents; other becomes empty (with a fresh array on its next insert).
     void steal(table& other) noexcept {
         destroy_all();
-        buckets_ = std::exchange(other.buckets_, nullptr);
-        oldbuckets_ = std::exchange(other.oldbuckets_, nullptr);
+        cur_ = std::exchange(other.cur_, array_ref{});
+        old_ = std::exchange(other.old_, array_ref{});
         count_ = std::exchange(other.count_, 0);
         nevacuate_ = std::exchange(other.nevacuate_, 0);
         noverflow_ = std::exchange(other.noverflow_, 0);
-        allocated_buckets_ = std::exchange(other.allocated_buckets_, 0);
+        allocated_bytes_ = std::exchange(other.allocated_bytes_, 0);
         B_ = std::exchange(other.B_, 0);
         same_size_grow_ = std::exchange(other.same_size_grow_, false);
         hash0_ = other.hash0_;
@@ -470,28 +479,29 @@ public:
 
     void swap_contents(table& other) noexcept {
         using std::swap;
-        swap(buckets_, other.buckets_);
-        swap(oldbuckets_, other.oldbuckets_);
+        swap(cur_, other.cur_);
+        swap(old_, other.old_);
         swap(count_, other.count_);
         swap(nevacuate_, other.nevacuate_);
         swap(noverflow_, other.noverflow_);
-        swap(allocated_buckets_, other.allocated_buckets_);
+        swap(allocated_bytes_, other.allocated_bytes_);
         swap(B_, other.B_);
         swap(same_size_grow_, other.same_size_grow_);
         swap(hash0_, other.hash0_);
         swap(hash_, other.hash_);
         swap(eq_, other.eq_);
-        if constexpr (std::allocator_traits<bucket_alloc>::propagate_on_container_swap::value) {
-            swap(alloc_, other.alloc_);
+        if constexpr (std::allocator_traits<line_alloc>::propagate_on_container_swap::value) {
+            swap(line_alloc_, other.line_alloc_);
+            swap(ovf_alloc_, other.ovf_alloc_);
         }
         ++generation_, ++other.generation_;
         ++clear_epoch_, ++other.clear_epoch_;
     }
 
-    // Inserts an entry known to be absent (copies, rehash): no lookup, no growth check beyond load.
+    // Inserts an entry known to be absent (copies, rehash): no lookup.
     template <class... Args>
     slot_type* insert_unique(std::uint64_t h, Args&&... args) {
-        write_position pos = prepare_unique(h);
+        const write_position pos = prepare_unique(h);
         ::new (static_cast<void*>(pos.slot)) slot_type(std::forward<Args>(args)...);
         commit_insert(pos, h);
         return pos.slot;
@@ -500,48 +510,45 @@ public:
     // Verifies T1-T6; throws std::logic_error naming the first violation. O(size + buckets).
     void check_invariants() const {
         auto fail = [](const std::string& what) { throw std::logic_error("iterlock::map invariant: " + what); };
-        if (buckets_ == nullptr) {
+        if (!cur_) {
             if (count_ != 0) fail("T1 entries counted but no bucket array");
             return;
         }
         std::size_t full = 0;
         std::size_t overflow = 0;
         std::vector<const K*> keys;
-        auto check_chain = [&](const bucket_type* head, std::size_t index, std::size_t mask, bool old_array) {
+        auto check_chain = [&](bucket head, std::size_t index, std::size_t mask, bool old_array) {
             bool rest = false;
-            for (const bucket_type* b = head; b != nullptr; b = b->overflow) {
-                if (b != head && !old_array) ++overflow;
+            for (bucket b = head; b; b = b.next()) {
+                if (b.ovf != nullptr && !old_array) ++overflow;
                 for (unsigned i = 0; i < bucket_cnt; ++i) {
-                    const std::uint8_t t = b->tophash[i];
+                    const std::uint8_t t = b.top[i];
                     if (rest && t != empty_rest) fail("T3 slot after empty_rest is not empty_rest");
                     if (t == empty_rest) rest = true;
                     if (is_evacuated_mark(t)) fail("T4 evacuation mark in a live bucket");
                     if (!is_full(t)) continue;
                     ++full;
-                    const std::uint64_t h = hash_of(b->slot(i)->first);
+                    const std::uint64_t h = hash_of(b.slot(i)->first);
                     if (tophash_of(h) != t) fail("T2 tophash does not match the key's hash");
                     if ((h & mask) != index) fail("T2 key stored in the wrong bucket");
-                    keys.push_back(&b->slot(i)->first);
+                    keys.push_back(&b.slot(i)->first);
                 }
             }
         };
         if (growing()) {
-            const std::size_t om = old_bucket_mask();
             for (std::size_t j = 0; j < old_bucket_count(); ++j) {
-                const bucket_type* ob = oldbuckets_ + j;
-                if (is_evacuated(ob)) {
-                    for (const bucket_type* b = ob; b != nullptr; b = b->overflow)
-                        for (unsigned i = 0; i < bucket_cnt; ++i)
-                            if (!is_evacuated_mark(b->tophash[i])) fail("T4 evacuated bucket holds a live slot");
+                if (is_evacuated(old_.top(j))) {
+                    for (unsigned i = 0; i < bucket_cnt; ++i)
+                        if (!is_evacuated_mark(old_.top(j)[i])) fail("T4 evacuated bucket holds a live slot");
+                    if (old_.at(j).body->overflow != nullptr) fail("T4 evacuated bucket kept its overflow");
                 } else {
                     if (j < nevacuate_) fail("T4 old bucket below nevacuate is not evacuated");
-                    check_chain(ob, j, om, true);
+                    check_chain(old_.at(j), j, old_bucket_mask(), true);
                 }
             }
         }
-        const std::size_t m = bucket_mask(B_);
         for (std::size_t j = 0; j < bucket_count(); ++j) {
-            if (new_bucket_live(j)) check_chain(buckets_ + j, j, m, false);
+            if (new_bucket_live(j)) check_chain(cur_.at(j), j, bucket_mask(B_), false);
         }
         if (full != count_) {
             fail("T1 count " + std::to_string(count_) + " but " + std::to_string(full) + " full slots");
@@ -553,9 +560,14 @@ public:
         }
     }
 
+    // Frees a block previously handed to ChainWatch::retire_block (with this table's allocator).
+    void free_retired_block(void* block, std::size_t lines) noexcept {
+        std::allocator_traits<line_alloc>::deallocate(line_alloc_, static_cast<cache_line*>(block), lines);
+    }
+
 private:
-    using bucket_alloc = typename std::allocator_traits<Allocator>::template rebind_alloc<bucket_type>;
-    using bucket_traits = std::allocator_traits<bucket_alloc>;
+    using line_alloc = typename std::allocator_traits<Allocator>::template rebind_alloc<cache_line>;
+    using ovf_alloc = typename std::allocator_traits<Allocator>::template rebind_alloc<overflow_type>;
 
     static constexpr std::size_t bucket_mask(unsigned B) noexcept { return (std::size_t{1} << B) - 1; }
     std::size_t bucket_count() const noexcept { return std::size_t{1} << B_; }
@@ -563,103 +575,138 @@ private:
         return same_size_grow_ ? bucket_count() : bucket_count() >> 1;
     }
     std::size_t old_bucket_mask() const noexcept { return old_bucket_count() - 1; }
-    static bool is_evacuated(const bucket_type* b) noexcept { return is_evacuated_mark(b->tophash[0]); }
+    static bool is_evacuated(const std::uint8_t* top) noexcept { return is_evacuated_mark(top[0]); }
 
     // Whether new-array bucket j has been initialised (its old bucket was evacuated, or no growth).
     bool new_bucket_live(std::size_t j) const noexcept {
-        return !growing() || is_evacuated(oldbuckets_ + (j & old_bucket_mask()));
+        return !growing() || is_evacuated(old_.top(j & old_bucket_mask()));
     }
 
-    // The bucket a lookup for hash h reads: the old one while it is not evacuated.
-    bucket_type* read_bucket_for(std::uint64_t h) const noexcept {
+    // The chain that holds (or would hold) hash h: the old bucket's while it is not evacuated.
+    bucket read_bucket_for(std::uint64_t h) const noexcept {
         if (growing()) {
-            bucket_type* ob = oldbuckets_ + (h & old_bucket_mask());
-            if (!is_evacuated(ob)) return ob;
+            const std::size_t ob = h & old_bucket_mask();
+            if (!is_evacuated(old_.top(ob))) return old_.at(ob);
         }
-        return buckets_ + (h & bucket_mask(B_));
+        return cur_.at(h & bucket_mask(B_));
     }
-    // Same for a write: after grow_work the old bucket is evacuated, unless evacuation is paused.
-    bucket_type* write_bucket_for(std::uint64_t h) noexcept { return read_bucket_for(h); }
 
-    bucket_type* allocate_array(std::size_t n) {
-        bucket_type* a = bucket_traits::allocate(alloc_, n);
-        allocated_buckets_ += n;
+    // ---- memory ---------------------------------------------------------------------------------------------
+    static constexpr std::size_t ctrl_lines(std::size_t n) noexcept {
+        return (n * bucket_cnt + sizeof(cache_line) - 1) / sizeof(cache_line);
+    }
+    static constexpr std::size_t array_lines(std::size_t n) noexcept {
+        return ctrl_lines(n) + (n * sizeof(body_type) + sizeof(cache_line) - 1) / sizeof(cache_line);
+    }
+    array_ref allocate_array(unsigned B) {
+        const std::size_t n = std::size_t{1} << B;
+        cache_line* block = std::allocator_traits<line_alloc>::allocate(line_alloc_, array_lines(n));
+        allocated_bytes_ += array_lines(n) * sizeof(cache_line);
+        array_ref a;
+        a.ctrl = reinterpret_cast<std::uint8_t*>(block);
+        a.bodies = reinterpret_cast<body_type*>(block + ctrl_lines(n));
         return a;
     }
-    void deallocate_array(bucket_type* a, std::size_t n) noexcept {
-        allocated_buckets_ -= n;
-        if (!watch_.retire_array(a, n)) bucket_traits::deallocate(alloc_, a, n);
+    void free_array(array_ref a, unsigned B) noexcept {
+        const std::size_t lines = array_lines(std::size_t{1} << B);
+        allocated_bytes_ -= lines * sizeof(cache_line);
+        cache_line* block = reinterpret_cast<cache_line*>(a.ctrl);
+        if (!watch_.retire_block(block, lines)) {
+            std::allocator_traits<line_alloc>::deallocate(line_alloc_, block, lines);
+        }
     }
-
+    // Initialises every bucket header of an array (new arrays and clear; growth initialises lazily).
+    static void reset_array(array_ref a, unsigned B) noexcept {
+        const std::size_t n = std::size_t{1} << B;
+        std::memset(a.ctrl, empty_rest, n * bucket_cnt);
+        for (std::size_t j = 0; j < n; ++j) {
+            a.bodies[j].overflow = nullptr;
+            a.bodies[j].extra = {};
+        }
+    }
     void allocate_initial(unsigned B) {
-        bucket_type* a = allocate_array(std::size_t{1} << B);
-        for (std::size_t j = 0, n = std::size_t{1} << B; j < n; ++j) a[j].reset_header();
-        buckets_ = a;
+        const array_ref a = allocate_array(B);
+        reset_array(a, B);
+        cur_ = a;
         B_ = B;
         noverflow_ = 0;
         nevacuate_ = 0;
         same_size_grow_ = false;
     }
 
-    // Go's newoverflow: chains an empty overflow bucket behind `last` (a member of the chain at `head`).
-    bucket_type* new_overflow(bucket_type* last, bucket_type* head) {
-        bucket_type* ovf = allocate_array(1);
-        ovf->reset_header();
-        last->overflow = ovf;
-        if (!growing() || !in_old_array(head)) ++noverflow_;
-        return ovf;
+    bucket allocate_overflow() {
+        overflow_type* o = std::allocator_traits<ovf_alloc>::allocate(ovf_alloc_, 1);
+        allocated_bytes_ += sizeof(overflow_type);
+        const bucket b{o->tophash, &o->body, o};
+        b.reset();
+        return b;
     }
-    bool in_old_array(const bucket_type* b) const noexcept {
-        return oldbuckets_ != nullptr && b >= oldbuckets_ && b < oldbuckets_ + old_bucket_count();
+    void free_overflow(overflow_type* o) noexcept {
+        allocated_bytes_ -= sizeof(overflow_type);
+        if (!watch_.retire_block(o, 0)) std::allocator_traits<ovf_alloc>::deallocate(ovf_alloc_, o, 1);
     }
 
-    // Empties slot i of bucket b (in the chain at head) and maintains empty_rest (Go's mapdelete tail).
-    void erase_at(bucket_type* head, bucket_type* b, unsigned i) noexcept {
-        std::destroy_at(b->slot(i));
-        b->tophash[i] = empty_one;
+    // Go's newoverflow: chains an empty overflow bucket behind `last` (a member of the chain at `head`).
+    bucket new_overflow(bucket last, bucket head) {
+        const bucket ovf = allocate_overflow();
+        last.body->overflow = ovf.ovf;
+        if (!in_old_array(head)) ++noverflow_;
+        return ovf;
+    }
+    bool in_old_array(const bucket& b) const noexcept {
+        return growing() && b.top >= old_.ctrl && b.top < old_.ctrl + old_bucket_count() * bucket_cnt;
+    }
+
+    // Empties slot i of member b (in the chain at head) and maintains empty_rest (Go's mapdelete tail).
+    void erase_at(bucket head, bucket b, unsigned i) noexcept {
+        std::destroy_at(b.slot(i));
+        b.top[i] = empty_one;
         --count_;
         // If the chain now ends in a run of empty_one slots, turn them into empty_rest.
         if (i == bucket_cnt - 1) {
-            if (b->overflow != nullptr && b->overflow->tophash[0] != empty_rest) return;
-        } else if (b->tophash[i + 1] != empty_rest) {
+            const bucket n = b.next();
+            if (n && n.top[0] != empty_rest) return;
+        } else if (b.top[i + 1] != empty_rest) {
             return;
         }
         for (;;) {
-            b->tophash[i] = empty_rest;
+            b.top[i] = empty_rest;
             if (i == 0) {
                 if (b == head) break;
-                bucket_type* c = b;
-                for (b = head; b->overflow != c; b = b->overflow) {
-                }
+                bucket prev = head;
+                while (!(prev.next() == b)) prev = prev.next();
+                b = prev;
                 i = bucket_cnt - 1;
             } else {
                 --i;
             }
-            if (b->tophash[i] != empty_one) break;
+            if (b.top[i] != empty_one) break;
         }
         if (count_ == 0 && !evacuation_paused()) hash0_ = seeded_mix(hash0_, ++reseeds_);
     }
 
+    // ---- growth -------------------------------------------------------------------------------------------
     // Go's hashGrow: allocate the next array; evacuation happens later, a little on each write.
     void hash_grow() {
-        unsigned bigger = 1;
-        if (!over_load_factor(count_ + 1, B_)) {
-            bigger = 0;  // too many overflow buckets: same-size growth compacts them
-        }
-        bucket_type* newb = allocate_array(std::size_t{1} << (B_ + bigger));
+        const unsigned bigger = over_load_factor(count_ + 1, B_) ? 1 : 0;  // 0: too many overflow buckets
         // New buckets are initialised when their old bucket is evacuated (new_bucket_live), so allocating
         // the array touches none of its memory: the growth step itself is O(1).
-        oldbuckets_ = buckets_;
-        buckets_ = newb;
+        const array_ref newb = allocate_array(B_ + bigger);
+        old_ = cur_;
+        cur_ = newb;
         B_ += bigger;
         same_size_grow_ = bigger == 0;
         nevacuate_ = 0;
         noverflow_ = 0;
     }
 
-    // Go's growWork: evacuate the old bucket a write is about to use, and one more to make progress.
-    void grow_work(std::size_t bucket_index) {
-        evacuate(bucket_index & old_bucket_mask());
+    // Go's growWork: two old buckets evacuated per write. Go evacuates the bucket the write is about to
+    // use plus the next one in order; iterlock evacuates the next two in order (nevacuate), because writes
+    // can target an unevacuated old bucket anyway (see "evacuation pauses" above) and a sequential sweep
+    // reads the old array and fills the new one as streams the prefetcher follows, instead of random cache
+    // misses on every write. Growth still ends within 2^oldB / 2 writes.
+    void grow_work() {
+        evacuate(nevacuate_);
         if (growing()) evacuate(nevacuate_);
     }
 
@@ -668,40 +715,37 @@ private:
     }
 
     // Go's evacuate: moves the entries of old bucket `oldbucket` to the new array. Strong guarantee: a
-    // throwing hash or a failed allocation leaves the table as it was (all of that happens before the
-    // first entry moves; moving itself cannot throw).
+    // throwing hash or a failed allocation leaves the table as it was (all of that happens before the first
+    // entry moves; moving itself cannot throw).
     void evacuate(std::size_t oldbucket) {
-        bucket_type* const oldhead = oldbuckets_ + oldbucket;
+        const bucket oldhead = old_.at(oldbucket);
         const std::size_t newbit = old_bucket_count();
-        if (!is_evacuated(oldhead)) {
+        if (!is_evacuated(oldhead.top)) {
             // Pass 1: decide x (same index) or y (index + newbit) for every entry, and count each side.
             std::size_t chain_len = 0;
-            for (bucket_type* b = oldhead; b != nullptr; b = b->overflow) ++chain_len;
+            for (bucket b = oldhead; b; b = b.next()) ++chain_len;
             std::uint8_t y_small[16] = {};
             std::vector<std::uint8_t> y_large;
-            std::uint8_t* y_masks = y_small;  // one byte per chain bucket: bit i = slot i goes to y
+            std::uint8_t* y_masks = y_small;  // one byte per chain member: bit i = slot i goes to y
             if (chain_len > 16) {
                 y_large.assign(chain_len, 0);
                 y_masks = y_large.data();
             }
             std::size_t counts[2] = {0, 0};
             std::size_t n = 0;
-            for (bucket_type* b = oldhead; b != nullptr; b = b->overflow, ++n) {
-                for (slot_mask m = match_full(b->tophash); m != 0; m &= m - 1) {
+            for (bucket b = oldhead; b; b = b.next(), ++n) {
+                for (slot_mask m = match_full(b.top); m != 0; m &= m - 1) {
                     const unsigned i = static_cast<unsigned>(std::countr_zero(m));
-                    const bool use_y = !same_size_grow_ && (hash_of(b->slot(i)->first) & newbit) != 0;
+                    const bool use_y = !same_size_grow_ && (hash_of(b.slot(i)->first) & newbit) != 0;
                     if (use_y) y_masks[n] |= static_cast<std::uint8_t>(1u << i);
                     ++counts[use_y];
                 }
             }
             // Pass 2: build the destination chains; these are the only allocations.
-            bucket_type* const heads[2] = {buckets_ + oldbucket,
-                                           same_size_grow_ ? nullptr : buckets_ + oldbucket + newbit};
+            const bucket heads[2] = {cur_.at(oldbucket), same_size_grow_ ? bucket{} : cur_.at(oldbucket + newbit)};
             watch_.before_chain_write(oldhead);
-            watch_.before_chain_write(heads[0]);
-            if (heads[1] != nullptr) watch_.before_chain_write(heads[1]);
             prepare_chain(heads[0], counts[0]);
-            if (heads[1] != nullptr) {
+            if (heads[1]) {
                 try {
                     prepare_chain(heads[1], counts[1]);
                 } catch (...) {
@@ -711,52 +755,49 @@ private:
             }
             // Pass 3: move. Nothing below throws.
             struct dest {
-                bucket_type* b;
+                bucket b;
                 unsigned i;
             };
             dest xy[2] = {{heads[0], 0}, {heads[1], 0}};
             n = 0;
-            for (bucket_type* b = oldhead; b != nullptr; ++n) {
+            for (bucket b = oldhead; b; ++n) {
                 for (unsigned i = 0; i < bucket_cnt; ++i) {
-                    const std::uint8_t top = b->tophash[i];
+                    const std::uint8_t top = b.top[i];
                     if (!is_full(top)) {
-                        b->tophash[i] = evacuated_empty;
+                        b.top[i] = evacuated_empty;
                         continue;
                     }
                     const unsigned use_y = (y_masks[n] >> i) & 1u;
-                    b->tophash[i] = static_cast<std::uint8_t>(evacuated_x + use_y);
+                    b.top[i] = static_cast<std::uint8_t>(evacuated_x + use_y);
                     dest& d = xy[use_y];
                     if (d.i == bucket_cnt) {
-                        d.b = d.b->overflow;
+                        d.b = d.b.next();
                         d.i = 0;
                     }
-                    d.b->tophash[d.i] = top;
-                    slot_type* src = b->slot(i);
-                    ::new (static_cast<void*>(d.b->slot(d.i))) slot_type(relocate_from(*src));
+                    d.b.top[d.i] = top;
+                    slot_type* src = b.slot(i);
+                    ::new (static_cast<void*>(d.b.slot(d.i))) slot_type(relocate_from(*src));
                     std::destroy_at(src);
                     ++d.i;
                 }
-                bucket_type* next = b->overflow;
-                if (b != oldhead) deallocate_array(b, 1);  // old overflow buckets are done with
+                const bucket next = b.next();
+                if (b.ovf != nullptr) free_overflow(b.ovf);  // old overflow buckets are done with
                 b = next;
             }
-            oldhead->overflow = nullptr;
+            oldhead.body->overflow = nullptr;
             ++generation_;
         }
         if (oldbucket == nevacuate_) advance_evacuation_mark(newbit);
     }
 
     // Initialises a fresh chain at `head` with room for `entries` (overflow buckets linked behind it).
-    void prepare_chain(bucket_type* head, std::size_t entries) {
-        head->reset_header();
-        bucket_type* last = head;
+    void prepare_chain(bucket head, std::size_t entries) {
+        watch_.before_chain_write(head);
+        head.reset();
+        bucket last = head;
         try {
             for (std::size_t room = bucket_cnt; room < entries; room += bucket_cnt) {
-                bucket_type* ovf = allocate_array(1);
-                ovf->reset_header();
-                last->overflow = ovf;
-                last = ovf;
-                ++noverflow_;
+                last = new_overflow(last, head);
             }
         } catch (...) {
             free_overflow_chain(head);
@@ -764,79 +805,72 @@ private:
         }
     }
     // Frees the (empty) overflow buckets behind head.
-    void free_overflow_chain(bucket_type* head) noexcept {
-        for (bucket_type* b = head->overflow; b != nullptr;) {
-            bucket_type* next = b->overflow;
-            deallocate_array(b, 1);
+    void free_overflow_chain(bucket head) noexcept {
+        for (bucket b = head.next(); b;) {
+            const bucket next = b.next();
+            free_overflow(b.ovf);
             --noverflow_;
             b = next;
         }
-        head->overflow = nullptr;
+        head.body->overflow = nullptr;
     }
 
     // Go's advanceEvacuationMark: moves nevacuate_ past evacuated buckets; frees the old array at the end.
     void advance_evacuation_mark(std::size_t newbit) noexcept {
         ++nevacuate_;
         const std::size_t stop = std::min(nevacuate_ + 1024, newbit);
-        while (nevacuate_ != stop && is_evacuated(oldbuckets_ + nevacuate_)) ++nevacuate_;
+        while (nevacuate_ != stop && is_evacuated(old_.top(nevacuate_))) ++nevacuate_;
         if (nevacuate_ == newbit) {
-            deallocate_array(oldbuckets_, newbit);
-            oldbuckets_ = nullptr;
+            free_array(old_, same_size_grow_ ? B_ : B_ - 1);
+            old_ = array_ref{};
             same_size_grow_ = false;
             nevacuate_ = 0;
         }
     }
 
-    // Reservation for an entry known to be absent.
+    // Reservation for an entry known to be absent (copies and rehash: no growth is in progress).
     write_position prepare_unique(std::uint64_t h) {
-        if (buckets_ == nullptr) allocate_initial(0);
-        if (!growing() && over_load_factor(count_ + 1, B_) && !evacuation_paused()) {
-            finish_growth();
-            rehash_into(B_ + 1);
-        }
-        bucket_type* const head = write_bucket_for(h);
-        bucket_type* last = head;
-        for (bucket_type* b = head; b != nullptr; b = b->overflow) {
+        if (!cur_) allocate_initial(0);
+        if (!growing() && over_load_factor(count_ + 1, B_) && !evacuation_paused()) rehash_into(B_ + 1);
+        const bucket head = read_bucket_for(h);
+        bucket last = head;
+        for (bucket b = head; b; b = b.next()) {
             last = b;
-            if (const slot_mask e = match_empty(b->tophash); e != 0) {
+            if (const slot_mask e = match_empty(b.top); e != 0) {
                 const unsigned i = static_cast<unsigned>(std::countr_zero(e));
                 watch_.before_chain_write(head);
-                return {b->slot(i), &b->tophash[i], head, false};
+                return {b.slot(i), b.top + i, head, false};
             }
         }
         watch_.before_chain_write(head);
-        bucket_type* ovf = new_overflow(last, head);
-        return {ovf->slot(0), &ovf->tophash[0], head, false};
+        const bucket ovf = new_overflow(last, head);
+        return {ovf.slot(0), ovf.top, head, false};
     }
 
     // Moves every entry into a fresh array of 2^B buckets (reserve, copies). Requires: not growing.
     void rehash_into(unsigned B) {
-        const std::size_t oldn = bucket_count();
         // Hash everything first: a throwing hash must leave the table as it was.
         std::vector<std::uint64_t> hashes;
         if constexpr (!noexcept(std::declval<const Hash&>()(std::declval<const K&>()))) {
             hashes.reserve(count_);
             for_each_slot([&](slot_type& s) { hashes.push_back(hash_of(s.first)); });
         }
-        bucket_type* old = buckets_;
+        const array_ref old = cur_;
         const unsigned oldB = B_;
-        const std::size_t moved = count_;
-        allocate_initial(B);  // sets buckets_, B_, noverflow_
+        allocate_initial(B);  // sets cur_, B_, noverflow_; throws before anything changed
         count_ = 0;
-        move_all_into_current(old, oldn, hashes);
-        (void)oldB;
-        (void)moved;
-        deallocate_array(old, oldn);
+        move_all_into_current(old, oldB, hashes);
+        free_array(old, oldB);
         ++generation_;
     }
 
     // The moving half of rehash_into. An allocation failure here cannot be undone: terminate (noexcept).
-    void move_all_into_current(bucket_type* old, std::size_t oldn, const std::vector<std::uint64_t>& hashes) noexcept {
+    void move_all_into_current(array_ref old, unsigned oldB, const std::vector<std::uint64_t>& hashes) noexcept {
         std::size_t n = 0;
-        for (std::size_t j = 0; j < oldn; ++j) {
-            for (bucket_type* b = old + j; b != nullptr;) {
-                for (slot_mask m = match_full(b->tophash); m != 0; m &= m - 1) {
-                    slot_type* src = b->slot(static_cast<unsigned>(std::countr_zero(m)));
+        for (std::size_t j = 0, nb = std::size_t{1} << oldB; j < nb; ++j) {
+            for (bucket b = old.at(j); b;) {
+                for (slot_mask m = match_full(b.top); m != 0; m &= m - 1) {
+                    slot_type* src = b.slot(static_cast<unsigned>(std::countr_zero(m)));
                     std::uint64_t h;
                     if constexpr (noexcept(std::declval<const Hash&>()(std::declval<const K&>()))) {
                         h = hash_of(src->first);
@@ -847,8 +881,8 @@ private:
                     insert_unique(h, relocate_from(*src));
                     std::destroy_at(src);
                 }
-                bucket_type* next = b->overflow;
-                if (b != old + j) deallocate_array(b, 1);
+                const bucket next = b.next();
+                if (b.ovf != nullptr) free_overflow(b.ovf);
                 b = next;
             }
         }
@@ -857,26 +891,18 @@ private:
     // Destroys every entry, frees overflow buckets and the old array; the current array stays allocated
     // (its headers are stale: callers reset or free it).
     void destroy_entries() noexcept {
-        auto destroy_chain = [&](bucket_type* head) {
-            for (bucket_type* b = head; b != nullptr;) {
-                for (slot_mask m = match_full(b->tophash); m != 0; m &= m - 1) {
-                    std::destroy_at(b->slot(static_cast<unsigned>(std::countr_zero(m))));
+        for_each_chain([&](bucket head) {
+            for (bucket b = head; b;) {
+                for (slot_mask m = match_full(b.top); m != 0; m &= m - 1) {
+                    std::destroy_at(b.slot(static_cast<unsigned>(std::countr_zero(m))));
                 }
-                bucket_type* next = b->overflow;
-                if (b != head) deallocate_array(b, 1);
+                const bucket next = b.next();
+                if (b.ovf != nullptr) free_overflow(b.ovf);
                 b = next;
             }
-        };
-        if (growing()) {
-            for (std::size_t j = 0; j < old_bucket_count(); ++j) {
-                if (!is_evacuated(oldbuckets_ + j)) destroy_chain(oldbuckets_ + j);
-            }
-        }
-        for (std::size_t j = 0, n = bucket_count(); j < n; ++j) {
-            if (new_bucket_live(j)) destroy_chain(buckets_ + j);
-        }
-        if (growing()) deallocate_array(oldbuckets_, old_bucket_count());
-        oldbuckets_ = nullptr;
+        });
+        if (growing()) free_array(old_, same_size_grow_ ? B_ : B_ - 1);
+        old_ = array_ref{};
         count_ = 0;
         nevacuate_ = 0;
         noverflow_ = 0;
@@ -885,30 +911,31 @@ private:
 
     // Destroys every entry and frees every bucket.
     void destroy_all() noexcept {
-        if (buckets_ == nullptr) return;
+        if (!cur_) return;
         destroy_entries();
-        deallocate_array(buckets_, bucket_count());
-        buckets_ = nullptr;
+        free_array(cur_, B_);
+        cur_ = array_ref{};
         B_ = 0;
     }
 
     // hmap's fields (Go's names: buckets, oldbuckets, count, nevacuate, noverflow, B, hash0).
-    bucket_type* buckets_ = nullptr;     // 2^B_ buckets; nullptr until the first insert or reserve
-    bucket_type* oldbuckets_ = nullptr;  // the previous array while growing, else nullptr
-    std::size_t count_ = 0;              // live entries (Go's count)
-    std::size_t nevacuate_ = 0;          // old buckets below this are evacuated
-    std::size_t noverflow_ = 0;          // overflow buckets on the current array
-    std::size_t allocated_buckets_ = 0;  // buckets allocated, arrays and overflow (for metrics)
-    std::uint64_t hash0_;                // per-map hash seed
-    std::uint64_t generation_ = 0;       // bumped whenever entries move (checked builds compare it)
-    std::uint64_t clear_epoch_ = 0;      // bumped by clear and moves: live iterations end
+    array_ref cur_;                     // 2^B_ buckets (Go's buckets); null until the first insert or reserve
+    array_ref old_;                     // the previous array while growing (Go's oldbuckets), else null
+    std::size_t count_ = 0;             // live entries (Go's count)
+    std::size_t nevacuate_ = 0;         // old buckets below this are evacuated
+    std::size_t noverflow_ = 0;         // overflow buckets on the current array
+    std::size_t allocated_bytes_ = 0;   // bytes of arrays and overflow buckets (for metrics)
+    std::uint64_t hash0_;               // per-map hash seed
+    std::uint64_t generation_ = 0;      // bumped whenever entries move (checked builds compare it)
+    std::uint64_t clear_epoch_ = 0;     // bumped by clear and moves: live iterations end
     std::uint64_t reseeds_ = 0;
-    unsigned B_ = 0;                     // log2 of the bucket count
-    bool same_size_grow_ = false;        // the current growth keeps B (Go's sameSizeGrow flag)
+    unsigned B_ = 0;                    // log2 of the bucket count
+    bool same_size_grow_ = false;       // the current growth keeps B (Go's sameSizeGrow flag)
     mutable std::atomic<std::uint64_t> iter_word_{0};  // live iterators (see iter_count_bits)
     [[no_unique_address]] Hash hash_;
     [[no_unique_address]] KeyEqual eq_;
-    [[no_unique_address]] bucket_alloc alloc_;
+    [[no_unique_address]] line_alloc line_alloc_;
+    [[no_unique_address]] ovf_alloc ovf_alloc_;
     [[no_unique_address]] ChainWatch watch_;
 };
 

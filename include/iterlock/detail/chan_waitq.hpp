@@ -1,0 +1,138 @@
+// Wait queues of iterlock's channels: `chan_waiter` (Go's sudog) and the intrusive FIFO that holds them
+// (Go's waitq), plus `wake_list`, the chain of claimed waiters a caller signals after dropping its locks.
+//
+// Invariants:
+//  - A waiter lives in its owner's stack frame and is linked in at most one queue; `linked` is true exactly
+//    while it is, and both are only read or written under the lock of the channel that owns the queue.
+//  - Whoever unlinks a waiter from the front (`dequeue_claim`) tries to claim its parker; a waiter whose
+//    parker is already claimed elsewhere (a select that another case won, or one that timed out) is dropped
+//    from the queue unclaimed, as Go's dequeue skips such sudogs.
+//  - A claimed waiter is appended to a `wake_list` and signalled after every lock is released; its fields
+//    stay valid until that signal, because its owner never leaves before being signalled.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+
+#include "iterlock/detail/chan_park.hpp"
+
+namespace iterlock::detail {
+
+struct chan_waiter {
+    chan_waiter* prev = nullptr;
+    chan_waiter* next = nullptr;
+    chan_waiter* wake_next = nullptr;  // chain in a wake_list once claimed
+    chan_parker* parker = nullptr;
+    // Unbuffered channels only (Go: sudog.elem): a sender's source object, moved from by the receiver that
+    // completes it; or a receiver's raw storage, into which the completing sender constructs the value.
+    void* elem = nullptr;
+    std::uint32_t case_index = 0;  // which select case this waiter stands for (0 for plain operations)
+    bool linked = false;
+    // Unbuffered channels only: set by the completer: true = the value moved, false = the channel closed.
+    bool transferred = false;
+};
+
+// Claimed waiters to signal once all locks are released, in claim order.
+class wake_list {
+public:
+    wake_list() = default;
+    wake_list(const wake_list&) = delete;
+    wake_list& operator=(const wake_list&) = delete;
+    ~wake_list() { signal_all(); }
+
+    void push(chan_waiter* w) noexcept {
+        w->wake_next = nullptr;
+        if (tail_) {
+            tail_->wake_next = w;
+        } else {
+            head_ = w;
+        }
+        tail_ = w;
+    }
+    // Signals every waiter in the list. Requires: no channel lock held by the caller (not for safety,
+    // but so that a woken thread does not immediately block on it).
+    void signal_all() noexcept {
+        chan_waiter* w = head_;
+        head_ = tail_ = nullptr;
+        while (w) {
+            chan_waiter* next = w->wake_next;  // read before the signal: `w` may be gone right after it
+            w->parker->signal();
+            w = next;
+        }
+    }
+
+private:
+    chan_waiter* head_ = nullptr;
+    chan_waiter* tail_ = nullptr;
+};
+
+// Intrusive FIFO of waiters. Every member requires the owning channel's lock, except `size_hint()`.
+class chan_waitq {
+public:
+    void unprotected_push_back(chan_waiter* w) noexcept {
+        w->prev = tail_;
+        w->next = nullptr;
+        if (tail_) {
+            tail_->next = w;
+        } else {
+            head_ = w;
+        }
+        tail_ = w;
+        w->linked = true;
+        size_.store(size_.load(std::memory_order_relaxed) + 1, std::memory_order_release);
+    }
+
+    void unprotected_remove(chan_waiter* w) noexcept {
+        if (w->prev) {
+            w->prev->next = w->next;
+        } else {
+            head_ = w->next;
+        }
+        if (w->next) {
+            w->next->prev = w->prev;
+        } else {
+            tail_ = w->prev;
+        }
+        w->prev = w->next = nullptr;
+        w->linked = false;
+        size_.store(size_.load(std::memory_order_relaxed) - 1, std::memory_order_release);
+    }
+
+    // Unlinks waiters from the front until one's parker is claimed for its case; returns it (nullptr if the
+    // queue ran empty). `dropped` counts the waiters unlinked without a claim.
+    chan_waiter* unprotected_dequeue_claim(std::size_t& dropped) noexcept {
+        while (chan_waiter* w = head_) {
+            unprotected_remove(w);
+            if (w->parker->try_claim(w->case_index)) return w;
+            ++dropped;
+        }
+        return nullptr;
+    }
+
+    chan_waiter* unprotected_front() const noexcept { return head_; }
+    bool unprotected_empty() const noexcept { return head_ == nullptr; }
+
+    // Number of linked waiters; exact under the lock, a hint without it (Go reads waitq.first racily the
+    // same way for its lock-free "would block" checks).
+    std::uint32_t size_hint() const noexcept { return size_.load(std::memory_order_acquire); }
+
+    // Debug: checks the links; returns the counted length or SIZE_MAX if they are broken.
+    std::size_t unprotected_check() const noexcept {
+        std::size_t n = 0;
+        chan_waiter const* prev = nullptr;
+        for (chan_waiter const* w = head_; w; prev = w, w = w->next) {
+            if (w->prev != prev || !w->linked) return SIZE_MAX;
+            ++n;
+        }
+        if (prev != tail_ || n != size_.load(std::memory_order_relaxed)) return SIZE_MAX;
+        return n;
+    }
+
+private:
+    chan_waiter* head_ = nullptr;
+    chan_waiter* tail_ = nullptr;
+    std::atomic<std::uint32_t> size_{0};
+};
+
+}  // namespace iterlock::detail
