@@ -161,21 +161,22 @@ void writes_during_iteration() {
         m.check_invariants();
     }
 
-    // I5: clear() ends the walk; the iterator compares equal to end().
+    // I5: clear() ends the walk: the next increment makes the iterator equal to end().
     {
         iterlock::map<int, int> m;
         for (int i = 0; i < 20; ++i) m[i] = i;
         int steps = 0;
-        auto it = m.begin();
-        while (it != m.end()) {
+        bool ended_at_next_step = false;
+        for (auto it = m.begin(); it != m.end(); ++it) {
             if (++steps == 3) {
-                m.clear();
-                continue;  // no ++it: the iterator already equals end()
+                m.clear();  // do not dereference `it` after this
+                auto next = it;
+                ended_at_next_step = ++next == m.end();
             }
-            ++it;
         }
-        std::printf("I5: clear() after 3 steps ended the walk (steps %d, size %zu)\n", steps, m.size());
+        std::printf("I5: clear() at step 3 ended the walk (steps %d, size %zu)\n", steps, m.size());
         expect(steps == 3 && m.empty(), "I5: clear during iteration ends it cleanly");
+        expect(ended_at_next_step, "I5: the increment after clear() reaches end()");
     }
 
     // erase_if: Go's `for k, v := range m { if cond { delete(m, k) } }` in one call.
