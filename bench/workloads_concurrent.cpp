@@ -364,14 +364,15 @@ class pass_checker {
 
 struct w5_tally {
     u64 rounds = 0, passes = 0, holed = 0;
+    std::int64_t checked_ns = 0;  // time the rounds' writers ran beside passes (capped by the budget)
     double writer_seconds = 0;
 };
 
-// One round: a fresh map (W5d: prefilled with k_0..k_{n-1}); the writer inserts (W5i) or erases (W5d)
-// k_0, k_1, ... in order while the other thread runs passes until the writer finishes or `deadline`
-// passes (a writer starved by back-to-back passes then finishes alone, unchecked).
+// One round: a fresh map (W5d: prefilled with k_0..k_{n-1}, untimed); the writer inserts (W5i) or erases
+// (W5d) k_0, k_1, ... in order while the other thread runs passes until the writer finishes or `budget_ns`
+// has passed (a writer held off by back-to-back passes then finishes alone, unchecked).
 template <class P>
-void w5_round(std::size_t n, bool inserts, std::int64_t deadline, pass_checker& check, w5_tally& tally) {
+void w5_round(std::size_t n, bool inserts, std::int64_t budget_ns, pass_checker& check, w5_tally& tally) {
     auto p = std::make_unique<P>();
     if (!inserts) {
         for (u64 i = 0; i < n; ++i) p->insert_or_assign(mix64(i), i);
@@ -393,6 +394,8 @@ void w5_round(std::size_t n, bool inserts, std::int64_t deadline, pass_checker& 
         writer_done.store(true, std::memory_order_release);
     });
     go.arrive_and_wait();
+    const std::int64_t start = now_ns();
+    const std::int64_t deadline = start + budget_ns;
     while (!writer_done.load(std::memory_order_acquire) && now_ns() < deadline) {
         check.begin();
         p->for_each_consistent([&](u64 k, u64 v) { check.visit(k, v); });
@@ -400,13 +403,15 @@ void w5_round(std::size_t n, bool inserts, std::int64_t deadline, pass_checker& 
         tally.holed += check.holed(inserts);
     }
     writer.join();
+    // The round's time with the writer, whether or not a pass fitted in it (so rounds always add up).
+    tally.checked_ns += std::max<std::int64_t>(1, std::min(now_ns(), deadline) - start);
     ++tally.rounds;
     tally.writer_seconds += static_cast<double>(t1 - t0) / 1e9;
 }
 
 void run_w5(const char* name, bool inserts, const std::string& impl, const options& opts,
             const emit_fn& emit) {
-    const double duration = opts.duration_s > 0 ? opts.duration_s : 2.0;
+    const std::int64_t duration = seconds(opts.duration_s > 0 ? opts.duration_s : 2.0).count();
     for (std::size_t n : sizes_or(opts, {1'000'000})) {
         medians out;
         for (int rep = 0; rep < opts.repetitions; ++rep) {
@@ -414,11 +419,11 @@ void run_w5(const char* name, bool inserts, const std::string& impl, const optio
                 require_safe_iteration<P>();
                 pass_checker check(n);
                 w5_tally tally;
-                const std::int64_t end = now_ns() + seconds(duration).count();
-                // Rounds until `duration` of wall time has passed (always at least one).
+                // Rounds until the writers have run beside passes for `duration` in all (at least one
+                // round); prefill and teardown are not counted.
                 do {
-                    w5_round<P>(n, inserts, end, check, tally);
-                } while (now_ns() < end);
+                    w5_round<P>(n, inserts, duration - tally.checked_ns, check, tally);
+                } while (tally.checked_ns < duration);
                 out.add("passes", static_cast<double>(tally.passes), "passes");
                 out.add("holed_passes", static_cast<double>(tally.holed), "passes");
                 out.add("rounds", static_cast<double>(tally.rounds), "rounds");
