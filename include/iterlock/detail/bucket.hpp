@@ -78,6 +78,18 @@ struct bucket_ref {
     friend bool operator==(const bucket_ref& a, const bucket_ref& b) noexcept { return a.top == b.top; }
 };
 
+// A bucket array: 2^B control groups and 2^B bodies in one block (table.hpp allocates it).
+template <class Slot, class Extra>
+struct bucket_array {
+    std::uint8_t* ctrl = nullptr;
+    bucket_body<Slot, Extra>* bodies = nullptr;
+    explicit operator bool() const noexcept { return ctrl != nullptr; }
+    bucket_ref<Slot, Extra> at(std::size_t j) const noexcept {
+        return {ctrl + j * bucket_cnt, bodies + j, nullptr};
+    }
+    std::uint8_t* top(std::size_t j) const noexcept { return ctrl + j * bucket_cnt; }
+};
+
 // Moves a std::pair<const K, V> out of a slot that is about to be destroyed. The key is const only to the
 // user; the table owns the storage, and the source is destroyed right after, so casting away const to move
 // it is how node-less hash tables (abseil, Boost.Unordered) relocate keys too.

@@ -87,9 +87,20 @@ inline constexpr unsigned bucket_shift_for(std::size_t hint) noexcept {
 
 // A layer above the map may watch chain writes (concurrent_map's snapshots preserve a chain before its
 // first change) and take over freeing retired arrays. The default watcher does nothing and costs nothing.
+//   before_chain_write(head)     a logical write (insert, assign, erase) is about to change the chain;
+//   before_physical_write(head)  evacuation is about to empty the (old) chain;
+//   chain_initialized(head)      evacuation just initialised a fresh chain of the new array;
+//   before_structure_change()    the arrays, B or the growth state are about to change;
+//   retire_block(block, lines)   an array is being freed (lines > 0) or an overflow bucket (lines == 0).
 struct no_chain_watch {
     template <class BucketRef>
     void before_chain_write(const BucketRef&) noexcept {}
+    template <class BucketRef>
+    void before_physical_write(const BucketRef&) noexcept {}
+    template <class BucketRef>
+    void chain_initialized(const BucketRef&) noexcept {}
+    template <class Table>
+    void before_structure_change(const Table&) noexcept {}
     // Returns true if the watcher took ownership of the block (it frees it later with the table's allocator).
     template <class Block>
     bool retire_block(Block*, std::size_t) noexcept {
@@ -132,14 +143,7 @@ public:
 
     static constexpr std::size_t no_check = ~std::size_t{0};
 
-    // A bucket array: 2^B control groups and 2^B bodies in one block.
-    struct array_ref {
-        std::uint8_t* ctrl = nullptr;
-        body_type* bodies = nullptr;
-        explicit operator bool() const noexcept { return ctrl != nullptr; }
-        bucket at(std::size_t j) const noexcept { return bucket{ctrl + j * bucket_cnt, bodies + j, nullptr}; }
-        std::uint8_t* top(std::size_t j) const noexcept { return ctrl + j * bucket_cnt; }
-    };
+    using array_ref = bucket_array<slot_type, ChainExtra>;
 
     // Go's hiter: the state of one iteration.
     struct iter_state {
@@ -188,6 +192,12 @@ public:
     std::uint64_t hash_of(const K2& k) const noexcept(noexcept(std::declval<const Hash&>()(k))) {
         return seeded_mix(static_cast<std::uint64_t>(hash_(k)), hash0_);
     }
+    // The table hash of a key whose user hash is already known (concurrent_map hashes once per call).
+    std::uint64_t mix(std::uint64_t user_hash) const noexcept { return seeded_mix(user_hash, hash0_); }
+
+    // Go re-seeds hash0 when a map empties or is cleared. A layer whose readers rely on a stable hash0
+    // (concurrent_map's snapshots) turns that off.
+    void set_reseed(bool on) noexcept { reseed_ = on; }
 
     // ---- lookup (Go's mapaccess) ---------------------------------------------------------------------------
     struct found_position {
@@ -330,7 +340,7 @@ public:
         if (!cur_) return;
         destroy_entries();
         reset_array(cur_, B_);
-        hash0_ = seeded_mix(hash0_, clear_epoch_);  // Go picks a new hash0 on clear
+        if (reseed_) hash0_ = seeded_mix(hash0_, clear_epoch_);  // Go picks a new hash0 on clear
     }
 
     // Go's make(map, hint) applied to an existing map: makes room for `n` entries without further growth.
@@ -627,6 +637,7 @@ private:
     void allocate_initial(unsigned B) {
         const array_ref a = allocate_array(B);
         reset_array(a, B);
+        watch_.before_structure_change(*this);
         cur_ = a;
         B_ = B;
         noverflow_ = 0;
@@ -682,7 +693,7 @@ private:
             }
             if (b.top[i] != empty_one) break;
         }
-        if (count_ == 0 && !evacuation_paused()) hash0_ = seeded_mix(hash0_, ++reseeds_);
+        if (count_ == 0 && reseed_ && !evacuation_paused()) hash0_ = seeded_mix(hash0_, ++reseeds_);
     }
 
     // ---- growth -------------------------------------------------------------------------------------------
@@ -692,6 +703,7 @@ private:
         // New buckets are initialised when their old bucket is evacuated (new_bucket_live), so allocating
         // the array touches none of its memory: the growth step itself is O(1).
         const array_ref newb = allocate_array(B_ + bigger);
+        watch_.before_structure_change(*this);
         old_ = cur_;
         cur_ = newb;
         B_ += bigger;
@@ -743,7 +755,6 @@ private:
             }
             // Pass 2: build the destination chains; these are the only allocations.
             const bucket heads[2] = {cur_.at(oldbucket), same_size_grow_ ? bucket{} : cur_.at(oldbucket + newbit)};
-            watch_.before_chain_write(oldhead);
             prepare_chain(heads[0], counts[0]);
             if (heads[1]) {
                 try {
@@ -754,6 +765,7 @@ private:
                 }
             }
             // Pass 3: move. Nothing below throws.
+            watch_.before_physical_write(oldhead);
             struct dest {
                 bucket b;
                 unsigned i;
@@ -792,8 +804,8 @@ private:
 
     // Initialises a fresh chain at `head` with room for `entries` (overflow buckets linked behind it).
     void prepare_chain(bucket head, std::size_t entries) {
-        watch_.before_chain_write(head);
         head.reset();
+        watch_.chain_initialized(head);
         bucket last = head;
         try {
             for (std::size_t room = bucket_cnt; room < entries; room += bucket_cnt) {
@@ -821,6 +833,7 @@ private:
         const std::size_t stop = std::min(nevacuate_ + 1024, newbit);
         while (nevacuate_ != stop && is_evacuated(old_.top(nevacuate_))) ++nevacuate_;
         if (nevacuate_ == newbit) {
+            watch_.before_structure_change(*this);
             free_array(old_, same_size_grow_ ? B_ : B_ - 1);
             old_ = array_ref{};
             same_size_grow_ = false;
@@ -857,6 +870,7 @@ private:
         }
         const array_ref old = cur_;
         const unsigned oldB = B_;
+        watch_.before_structure_change(*this);
         allocate_initial(B);  // sets cur_, B_, noverflow_; throws before anything changed
         count_ = 0;
         move_all_into_current(old, oldB, hashes);
@@ -930,6 +944,7 @@ private:
     std::uint64_t clear_epoch_ = 0;     // bumped by clear and moves: live iterations end
     std::uint64_t reseeds_ = 0;
     unsigned B_ = 0;                    // log2 of the bucket count
+    bool reseed_ = true;                // re-seed hash0 on clear and when the map empties (Go does)
     bool same_size_grow_ = false;       // the current growth keeps B (Go's sameSizeGrow flag)
     mutable std::atomic<std::uint64_t> iter_word_{0};  // live iterators (see iter_count_bits)
     [[no_unique_address]] Hash hash_;

@@ -1,0 +1,902 @@
+// iterlock::concurrent_map — a thread-safe, sharded Go map whose iterations writers cannot corrupt.
+//
+// Each shard is a Go map (detail/table.hpp, the same core as iterlock::map) with its own lock
+// (detail/shard_lock.hpp) and its own incremental growth. Which iteration the map offers is chosen at the
+// type by the Options parameter:
+//
+//   iterlock::snapshot_iteration (default)   auto s = m.snapshot();  for (const auto& [k, v] : s) ...
+//   iterlock::locked_iteration               auto g = m.lock_for_iteration();  for (auto& [k, v] : g) ...
+//
+// Snapshot iteration: what a snapshot guarantees
+// ----------------------------------------------
+//   S1  A snapshot is one instant of the map: there is a point T between the start and the return of
+//       snapshot() such that the snapshot holds exactly the writes that took effect before T (every write,
+//       on every shard: a write that finished before another started is never missing from a snapshot
+//       that holds the later one).
+//   S2  Walking it yields each entry of that instant exactly once (no holes, no duplicates, no value that
+//       was never written); size() equals the number of entries the walk yields; find(k) agrees with it.
+//   S3  Writers never wait for a snapshot: taking one is O(1) (a registry mutex), walking it takes each
+//       shard's lock in shared mode for one short batch of buckets at a time (never across user code).
+//   S4  While snapshots live, a writer preserves only what it changes, one bucket chain at a time (the
+//       chain's entries, copied once per snapshot epoch); growth and evacuation during a snapshot preserve
+//       the same way and retire the old bucket array instead of freeing it.
+//   S5  Memory: what was preserved is freed when the last snapshot that needs it ends (preserved_bytes()
+//       returns to zero when no snapshot is alive). With no snapshot alive a write pays one load and a
+//       compare for all this.
+//   S6  revision(): every successful write (insert, assignment, erase, visit) advances the map's revision by
+//       one; a snapshot's revision() is the number of writes it reflects.
+//   Snapshots may be taken and walked by any thread and several may live at once. A snapshot must not
+//   outlive its map (destroying a map with a live snapshot aborts with a message). K and V must be copy
+//   constructible: a walk copies each bucket's entries out under the shard lock.
+//
+// Locked iteration: what the guard guarantees
+// -------------------------------------------
+//   L1  While a guard lives, no other thread writes: the walk sees one instant, without copies.
+//   L2  Any number of guards may live at once (on any threads); finds never wait for them.
+//   L3  Writer preference: a waiting writer blocks new guards, so a stream of walks cannot starve writers.
+//       A guard already held keeps holding; writers wait for it.
+//   L4  Priorities: acquirers waiting with iterlock::priority::realtime (see priority_scope) go before
+//       best_effort ones (detail/shard_lock.hpp, rule R4).
+//   L5  try_lock_for_iteration(timeout) returns an empty optional, leaving no trace, if it cannot get every
+//       shard in time.
+//   L6  The thread that holds the only live guard may write to the map during its walk ("iterate and
+//       expire"); Go's rules for writes during iteration apply (iterlock::map, I1-I4). If another guard is
+//       live, such a write would deadlock: it throws iterlock::lock_error instead.
+//   L7  Nested guards on one thread share the first one's locks (no self-deadlock behind a waiting writer).
+//
+// Misuse that would deadlock gets iterlock::lock_error, never a hang: calling the map from inside
+// visit/cvisit/update on the same map, taking a guard or walking a snapshot inside visit, and L6.
+//
+// Complexity: find/insert/erase O(1) expected, one shard lock each (finds share it). snapshot() O(1);
+// a walk O(buckets + entries) plus the copies of S4. lock_for_iteration() O(shards) lock acquisitions.
+// Exception safety: a write that throws (hash, equality, allocation, K/V constructors) leaves the map
+// unchanged.
+#pragma once
+
+#include <algorithm>
+#include <atomic>
+#include <bit>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <iterator>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <thread>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "iterlock/detail/shard_lock.hpp"
+#include "iterlock/detail/snapshot_store.hpp"
+#include "iterlock/detail/table.hpp"
+#include "iterlock/errors.hpp"
+#include "iterlock/hash.hpp"
+#include "iterlock/map.hpp"
+#include "iterlock/priority.hpp"
+
+namespace iterlock {
+
+enum class iteration_policy { snapshot, locked };
+
+struct snapshot_iteration {
+    static constexpr iteration_policy iteration = iteration_policy::snapshot;
+};
+struct locked_iteration {
+    static constexpr iteration_policy iteration = iteration_policy::locked;
+};
+
+namespace detail {
+
+// What the calling thread is doing with concurrent maps, to turn would-be deadlocks into lock_error.
+struct thread_map_state {
+    const void* visiting = nullptr;  // the map whose visit/cvisit/update callback is running
+    struct held {
+        const void* map;
+        int depth;
+    };
+    held iterating[4] = {};  // maps this thread holds locked-iteration guards of
+
+    int* depth_for(const void* m) noexcept {
+        for (auto& h : iterating)
+            if (h.map == m) return &h.depth;
+        return nullptr;
+    }
+};
+inline thread_map_state& this_thread_maps() noexcept {
+    thread_local thread_map_state s;
+    return s;
+}
+
+// Default shard count: a power of two, 8 per hardware thread, between 16 and 1024.
+inline std::size_t default_shard_count() noexcept {
+    const std::size_t hw = std::max(1u, std::thread::hardware_concurrency());
+    return std::clamp<std::size_t>(std::bit_ceil(hw * 8), 16, 1024);
+}
+
+}  // namespace detail
+
+template <class K, class V, class Hash = hash<K>, class KeyEqual = std::equal_to<K>,
+          class Allocator = std::allocator<std::pair<const K, V>>, class Options = snapshot_iteration>
+class concurrent_map {
+    static constexpr bool snapshots = Options::iteration == iteration_policy::snapshot;
+    using slot_type = std::pair<const K, V>;
+    using extra_type = std::conditional_t<snapshots, detail::chain_tag, detail::no_chain_extra>;
+    using array_ref_probe = detail::bucket_array<slot_type, extra_type>;
+    using watch_type = std::conditional_t<snapshots, detail::shard_versions<slot_type, array_ref_probe>,
+                                          detail::no_chain_watch>;
+    using table_type = detail::table<K, V, Hash, KeyEqual, Allocator, extra_type, watch_type>;
+    using bucket = typename table_type::bucket;
+    static_assert(std::is_same_v<typename table_type::array_ref, array_ref_probe>);
+    static_assert(!snapshots || (std::is_copy_constructible_v<K> && std::is_copy_constructible_v<V>),
+                  "snapshot iteration copies entries: K and V must be copy constructible "
+                  "(or choose iterlock::locked_iteration)");
+    static constexpr bool transparent =
+        requires { typename Hash::is_transparent; } && requires { typename KeyEqual::is_transparent; };
+
+    struct alignas(64) shard {
+        detail::shard_lock lock;
+        table_type t;
+        std::atomic<std::uint64_t> revision{0};  // successful writes (S6)
+        std::atomic<std::size_t> count{0};        // t.size(), readable without the lock
+        explicit shard(std::uint64_t seed, const Hash& h, const KeyEqual& eq, const Allocator& a)
+            : t(seed, h, eq, a) {}
+    };
+
+public:
+    using key_type = K;
+    using mapped_type = V;
+    using value_type = std::pair<const K, V>;
+    using size_type = std::size_t;
+    using hasher = Hash;
+    using key_equal = KeyEqual;
+    using allocator_type = Allocator;
+
+    class snapshot_view;
+    class iteration_guard;
+
+    // ---- construction ------------------------------------------------------------------------------------
+    concurrent_map() : concurrent_map(0) {}
+    // `shards`: rounded up to a power of two; 0 picks detail::default_shard_count().
+    explicit concurrent_map(std::size_t shards, const Hash& h = Hash(), const KeyEqual& eq = KeyEqual(),
+                            const Allocator& a = Allocator())
+        : concurrent_map(shards, seed{detail::random_seed()}, h, eq, a) {}
+    concurrent_map(std::size_t shards, seed s, const Hash& h = Hash(), const KeyEqual& eq = KeyEqual(),
+                   const Allocator& a = Allocator())
+        : hash_(h), eq_(eq) {
+        const std::size_t n = std::bit_ceil(shards == 0 ? detail::default_shard_count() : shards);
+        shard_shift_ = 64 - static_cast<unsigned>(std::countr_zero(n));
+        shard_seed_ = detail::seeded_mix(s.value, 0x5348415244ull);  // "SHARD"
+        shards_.reserve(n);
+        for (std::size_t i = 0; i < n; ++i) {
+            shards_.push_back(std::make_unique<shard>(s.value, h, eq, a));
+            if constexpr (snapshots) {
+                shards_.back()->t.set_reseed(false);
+                shards_.back()->t.chain_watch().bind(&registry_);
+            }
+        }
+    }
+    concurrent_map(const concurrent_map&) = delete;
+    concurrent_map& operator=(const concurrent_map&) = delete;
+    ~concurrent_map() {
+        if constexpr (snapshots) {
+            if (registry_.live() != 0) detail::fatal("iterlock: concurrent_map destroyed while a snapshot is alive");
+            for (auto& s : shards_) s->t.chain_watch().release_all(s->t);
+        }
+    }
+
+    // ---- lookup ------------------------------------------------------------------------------------------
+    // A copy of the value (cannot dangle), or nullopt. Shares the shard lock; never waits for iterations.
+    std::optional<V> find(const K& k) const { return find_impl(k); }
+    template <class K2>
+        requires transparent
+    std::optional<V> find(const K2& k) const {
+        return find_impl(k);
+    }
+    bool contains(const K& k) const {
+        return cvisit(k, [](const K&, const V&) {});
+    }
+    template <class K2>
+        requires transparent
+    bool contains(const K2& k) const {
+        return cvisit(k, [](const K&, const V&) {});
+    }
+
+    // Runs f(const K&, const V&) on the entry under its shard lock (shared). Returns whether it exists.
+    template <class K2, class F>
+    bool cvisit(const K2& k, F&& f) const {
+        const std::uint64_t raw = user_hash(k);
+        shard& s = shard_for(raw);
+        entry_check();
+        s.lock.lock_shared();
+        visit_scope vs(this);
+        struct unlock {
+            shard& s;
+            ~unlock() { s.lock.unlock_shared(); }
+        } u{s};
+        const slot_type* e = s.t.find_slot(k, s.t.mix(raw));
+        if (e == nullptr) return false;
+        f(e->first, static_cast<const V&>(e->second));
+        return true;
+    }
+
+    // ---- modifiers ---------------------------------------------------------------------------------------
+    // Each returns true if it inserted a new entry.
+    bool insert(const value_type& v) { return try_emplace(v.first, v.second); }
+    bool insert(value_type&& v) { return try_emplace(v.first, std::move(v.second)); }
+
+    template <class KArg, class... Args>
+    bool try_emplace(KArg&& k, Args&&... args) {
+        return write(k, [&](table_type& t, const typename table_type::write_position& pos, std::uint64_t h) {
+            if (pos.found) return write_result::unchanged;
+            t.will_write(pos);
+            ::new (static_cast<void*>(pos.slot)) slot_type(std::piecewise_construct,
+                                                           std::forward_as_tuple(std::forward<KArg>(k)),
+                                                           std::forward_as_tuple(std::forward<Args>(args)...));
+            t.commit_insert(pos, h);
+            return write_result::inserted;
+        });
+    }
+
+    template <class KArg, class M>
+    bool insert_or_assign(KArg&& k, M&& v) {
+        return write(k, [&](table_type& t, const typename table_type::write_position& pos, std::uint64_t h) {
+            t.will_write(pos);
+            if (pos.found) {
+                pos.slot->second = std::forward<M>(v);
+                return write_result::assigned;
+            }
+            ::new (static_cast<void*>(pos.slot)) slot_type(std::forward<KArg>(k), std::forward<M>(v));
+            t.commit_insert(pos, h);
+            return write_result::inserted;
+        });
+    }
+
+    // Runs f(const K&, V&) on the entry under its shard lock (exclusive); counts as a write. Returns whether
+    // the entry exists. f must not use this map (lock_error).
+    template <class K2, class F>
+    bool visit(const K2& k, F&& f) {
+        return write_existing(k, [&](slot_type& e) { f(e.first, e.second); });
+    }
+    // Runs f(V&) on the entry's value under its shard lock; counts as a write. Returns whether it exists.
+    template <class K2, class F>
+    bool update(const K2& k, F&& f) {
+        return write_existing(k, [&](slot_type& e) { f(e.second); });
+    }
+
+    // Removes k. Returns the number of entries removed (0 or 1).
+    template <class K2 = K>
+    size_type erase(const K2& k) {
+        const std::uint64_t raw = user_hash(k);
+        shard& s = shard_for(raw);
+        write_lock wl(*this, s);
+        if (s.t.size() == 0) return 0;
+        const std::uint64_t h = s.t.mix(raw);
+        // Find it first: an erase of an absent key is not a write (no revision, nothing preserved).
+        if (s.t.find_slot(k, h) == nullptr) return 0;
+        before_counter_change(s);
+        const bool erased = s.t.erase_key(k, h);
+        after_write(s, erased ? 1 : 0);
+        return erased ? 1 : 0;
+    }
+
+    // Erases every entry for which pred(const K&, V&) (or pred(value_type&)) is true, shard by shard (each
+    // shard atomically). pred must not use this map. Returns the number erased.
+    template <class Pred>
+    size_type erase_if(Pred pred) {
+        size_type total = 0;
+        for (auto& sp : shards_) {
+            shard& s = *sp;
+            write_lock wl(*this, s);
+            if (s.t.size() == 0) continue;
+            visit_scope vs(this);
+            before_counter_change(s);
+            auto test = [&](slot_type& e) -> bool {
+                if constexpr (std::is_invocable_r_v<bool, Pred&, const K&, V&>) {
+                    return pred(e.first, e.second);
+                } else {
+                    return pred(e);
+                }
+            };
+            const size_type n = s.t.erase_if(test);
+            after_write(s, n);
+            total += n;
+        }
+        return total;
+    }
+
+    // Removes every entry (shard by shard, each atomically). With snapshots alive, what they need is
+    // preserved first (O(size) copies then).
+    void clear() {
+        for (auto& sp : shards_) {
+            shard& s = *sp;
+            write_lock wl(*this, s);
+            const size_type n = s.t.size();
+            if (n == 0) continue;
+            before_counter_change(s);
+            if constexpr (snapshots) {
+                if (registry_.live() != 0 || s.t.chain_watch().has_items()) {
+                    auto all = [](slot_type&) { return true; };
+                    s.t.erase_if(all);
+                    after_write(s, n);
+                    continue;
+                }
+            }
+            s.t.clear();
+            after_write(s, n);
+        }
+    }
+
+    // Go's size hint, spread over the shards. A hint: skipped for shards that a live snapshot or iteration
+    // is reading.
+    void reserve(size_type n) {
+        const size_type per = n / shards_.size() + 1;
+        for (auto& sp : shards_) {
+            shard& s = *sp;
+            write_lock wl(*this, s);
+            if constexpr (snapshots) {
+                if (registry_.live() != 0 || s.t.chain_watch().has_items()) continue;
+            }
+            s.t.reserve(per);
+        }
+    }
+
+    // ---- observers ---------------------------------------------------------------------------------------
+    // Sum of the shards' sizes, each read atomically (exact when no write is in flight).
+    size_type size() const noexcept {
+        size_type n = 0;
+        for (auto& s : shards_) n += s->count.load(std::memory_order_relaxed);
+        return n;
+    }
+    bool empty() const noexcept { return size() == 0; }
+    // Number of successful writes so far (S6). Monotonic.
+    std::uint64_t revision() const noexcept {
+        std::uint64_t r = 0;
+        for (auto& s : shards_) r += s->revision.load(std::memory_order_relaxed);
+        return r;
+    }
+    std::size_t shard_count() const noexcept { return shards_.size(); }
+    // Bytes currently held for live snapshots (S5). 0 with the locked policy.
+    std::size_t preserved_bytes() const noexcept {
+        std::size_t b = 0;
+        if constexpr (snapshots)
+            for (auto& s : shards_) b += s->t.chain_watch().preserved_bytes();
+        return b;
+    }
+    std::size_t snapshots_alive() const noexcept {
+        if constexpr (snapshots) return registry_.live();
+        return 0;
+    }
+
+    // ---- snapshot iteration --------------------------------------------------------------------------------
+    // The map at one instant (S1-S6). O(1); never waits for writers, and writers never wait for it.
+    snapshot_view snapshot() const
+        requires snapshots
+    {
+        return snapshot_view(this, registry_.acquire());
+    }
+
+    // ---- locked iteration ----------------------------------------------------------------------------------
+    // Blocks writers for the guard's life (L1-L7). Waits (with the thread's priority) for current writers.
+    iteration_guard lock_for_iteration()
+        requires(!snapshots)
+    {
+        return iteration_guard(this, std::nullopt);
+    }
+    template <class Rep, class Period>
+    std::optional<iteration_guard> try_lock_for_iteration(std::chrono::duration<Rep, Period> timeout)
+        requires(!snapshots)
+    {
+        iteration_guard g(this, std::chrono::steady_clock::now() + timeout);
+        if (!g.owns_lock()) return std::nullopt;
+        return std::optional<iteration_guard>(std::move(g));
+    }
+
+private:
+    enum class write_result { unchanged, inserted, assigned };
+
+    template <class K2>
+    std::uint64_t user_hash(const K2& k) const {
+        return static_cast<std::uint64_t>(hash_(k));
+    }
+    shard& shard_for(std::uint64_t raw) const noexcept {
+        return *shards_[detail::seeded_mix(raw, shard_seed_) >> shard_shift_];
+    }
+
+    // Misuse that would deadlock: a call from inside a visit callback of this map.
+    void entry_check() const {
+        if (detail::this_thread_maps().visiting == this) {
+            throw lock_error("iterlock::concurrent_map: the map was used from inside visit/cvisit/update/erase_if "
+                             "on the same map; that would deadlock on the shard lock");
+        }
+    }
+    struct visit_scope {
+        explicit visit_scope(const void* m) noexcept : saved(detail::this_thread_maps().visiting) {
+            detail::this_thread_maps().visiting = m;
+        }
+        ~visit_scope() { detail::this_thread_maps().visiting = saved; }
+        const void* saved;
+    };
+
+    // The exclusive access a write needs: the shard's writer lock, or, for the thread that holds the only
+    // locked-iteration guard of this map, an upgrade of its iteration lock (L6).
+    struct write_lock {
+        write_lock(concurrent_map& m, shard& s) : s_(s) {
+            m.entry_check();
+            if constexpr (!snapshots) {
+                if (const int* d = detail::this_thread_maps().depth_for(&m); d != nullptr && *d > 0) {
+                    s_.lock.upgrade_iteration_to_write();  // throws lock_error if another iteration is live
+                    upgraded_ = true;
+                    return;
+                }
+            }
+            s_.lock.lock();
+            if constexpr (snapshots) s_.t.chain_watch().begin_op();
+        }
+        ~write_lock() {
+            if (upgraded_) {
+                s_.lock.downgrade_write_to_iteration();
+            } else {
+                s_.lock.unlock();
+            }
+        }
+        write_lock(const write_lock&) = delete;
+        write_lock& operator=(const write_lock&) = delete;
+        shard& s_;
+        bool upgraded_ = false;
+    };
+
+    void before_counter_change(shard& s) {
+        if constexpr (snapshots) {
+            s.t.chain_watch().before_counter_change(
+                detail::shard_counters{s.t.size(), s.revision.load(std::memory_order_relaxed)});
+        }
+    }
+    // Publishes a write's effect on the shard's counters (writes: the shard's lock is held).
+    static void after_write(shard& s, std::uint64_t writes) noexcept {
+        if (writes != 0) {
+            s.revision.store(s.revision.load(std::memory_order_relaxed) + writes, std::memory_order_relaxed);
+        }
+        s.count.store(s.t.size(), std::memory_order_relaxed);
+    }
+
+    template <class K2, class F>
+    bool write(const K2& k, F&& apply) {
+        const std::uint64_t raw = user_hash(k);
+        shard& s = shard_for(raw);
+        write_lock wl(*this, s);
+        const std::uint64_t h = s.t.mix(raw);
+        const auto pos = s.t.prepare_write(k, h);
+        // The counters are preserved before anything changes; a write that turns out to change nothing
+        // (try_emplace of a present key) preserves them needlessly, which is harmless.
+        before_counter_change(s);
+        const write_result r = apply(s.t, pos, h);
+        after_write(s, r != write_result::unchanged ? 1 : 0);
+        return r == write_result::inserted;
+    }
+
+    template <class K2, class F>
+    bool write_existing(const K2& k, F&& f) {
+        const std::uint64_t raw = user_hash(k);
+        shard& s = shard_for(raw);
+        write_lock wl(*this, s);
+        const std::uint64_t h = s.t.mix(raw);
+        if (s.t.find_slot(k, h) == nullptr) return false;
+        const auto pos = s.t.prepare_write(k, h);  // found: no structural change beyond growth steps
+        before_counter_change(s);
+        s.t.will_write(pos);
+        visit_scope vs(this);
+        f(*pos.slot);
+        after_write(s, 1);
+        return true;
+    }
+
+    template <class K2>
+    std::optional<V> find_impl(const K2& k) const {
+        const std::uint64_t raw = user_hash(k);
+        shard& s = shard_for(raw);
+        entry_check();
+        s.lock.lock_shared();
+        struct unlock {
+            shard& s;
+            ~unlock() { s.lock.unlock_shared(); }
+        } u{s};
+        const slot_type* e = s.t.find_slot(k, s.t.mix(raw));
+        if (e == nullptr) return std::nullopt;
+        return e->second;
+    }
+
+    void release_snapshot(std::uint64_t marker) const noexcept {
+        registry_.release(marker);
+        const std::vector<std::uint64_t> live = registry_.markers();
+        for (auto& sp : shards_) {
+            shard& s = *sp;
+            if (!s.t.chain_watch().has_items()) continue;
+            s.lock.lock();
+            s.t.chain_watch().sweep(live, s.t);
+            s.lock.unlock();
+        }
+    }
+
+    std::vector<std::unique_ptr<shard>> shards_;
+    unsigned shard_shift_ = 0;
+    std::uint64_t shard_seed_ = 0;
+    [[no_unique_address]] Hash hash_;
+    [[no_unique_address]] KeyEqual eq_;
+    mutable detail::snapshot_registry registry_;
+
+public:
+    // ==== snapshot_view: what snapshot() returns ====================================================================
+    class snapshot_view {
+    public:
+        snapshot_view(snapshot_view&& o) noexcept
+            : m_(std::exchange(o.m_, nullptr)), marker_(o.marker_), totals_(o.totals_) {}
+        snapshot_view& operator=(snapshot_view&& o) noexcept {
+            if (this != &o) {
+                release();
+                m_ = std::exchange(o.m_, nullptr);
+                marker_ = o.marker_;
+                totals_ = o.totals_;
+            }
+            return *this;
+        }
+        snapshot_view(const snapshot_view&) = delete;
+        snapshot_view& operator=(const snapshot_view&) = delete;
+        ~snapshot_view() { release(); }
+
+        // Entries at the snapshot's instant (S2). O(shards) shard locks, shared, on the first call.
+        size_type size() const { return totals().count; }
+        bool empty() const { return size() == 0; }
+        // The number of writes the snapshot reflects (S6).
+        std::uint64_t revision() const { return totals().revision; }
+        std::uint64_t marker() const noexcept { return marker_; }
+
+        std::optional<V> find(const K& k) const { return find_impl(k); }
+        template <class K2>
+            requires transparent
+        std::optional<V> find(const K2& k) const {
+            return find_impl(k);
+        }
+        bool contains(const K& k) const { return find(k).has_value(); }
+
+        class iterator;
+        iterator begin() const { return iterator(this); }
+        iterator end() const noexcept { return iterator(); }
+
+        // A forward walk over copies of the entries, one batch of buckets at a time.
+        class iterator {
+        public:
+            using iterator_category = std::input_iterator_tag;
+            using value_type = concurrent_map::value_type;
+            using difference_type = std::ptrdiff_t;
+            using pointer = const value_type*;
+            using reference = const value_type&;
+
+            iterator() = default;
+            reference operator*() const noexcept { return *batch_->at(pos_); }
+            pointer operator->() const noexcept { return batch_->at(pos_); }
+            iterator& operator++() {
+                if (++pos_ == batch_->size()) fill();
+                return *this;
+            }
+            void operator++(int) { ++*this; }
+            friend bool operator==(const iterator& a, const iterator& b) noexcept {
+                return a.done() == b.done() && (a.done() || (a.batch_ == b.batch_ && a.pos_ == b.pos_));
+            }
+
+        private:
+            friend class snapshot_view;
+            // Entries copied out of the shard under its lock.
+            struct batch {
+                std::vector<slot_type> items;
+                std::size_t size() const noexcept { return items.size(); }
+                const slot_type* at(std::size_t i) const noexcept { return &items[i]; }
+                void clear() noexcept { items.clear(); }
+                void push(const slot_type& e) { items.emplace_back(e); }
+            };
+
+            explicit iterator(const snapshot_view* s) : s_(s), batch_(std::make_shared<batch>()) {
+                fill();
+            }
+            bool done() const noexcept { return s_ == nullptr; }
+
+            // Copies the next batch of chains (at least one entry, unless the walk is over).
+            void fill() {
+                batch_->clear();
+                pos_ = 0;
+                const concurrent_map& m = *s_->m_;
+                while (batch_->size() == 0) {
+                    if (shard_ == m.shards_.size()) {
+                        s_ = nullptr;
+                        return;
+                    }
+                    shard& sh = *m.shards_[shard_];
+                    m.entry_check();
+                    sh.lock.lock_shared();
+                    struct unlock {
+                        shard& s;
+                        ~unlock() { s.lock.unlock_shared(); }
+                    } u{sh};
+                    if (!have_structure_) {
+                        st_ = sh.t.chain_watch().structure_at(sh.t, s_->marker_);
+                        bucket_ = 0;
+                        have_structure_ = true;
+                    }
+                    const std::size_t nb = std::size_t{1} << st_.B;
+                    const std::size_t walk = !st_.cur ? 0 : st_.old ? (st_.same_size ? nb : nb >> 1) : nb;
+                    const std::size_t stop = std::min(walk, bucket_ + batch_buckets);
+                    for (; bucket_ < stop; ++bucket_) copy_bucket(bucket_);
+                    if (bucket_ == walk) {
+                        ++shard_;
+                        have_structure_ = false;
+                    }
+                }
+            }
+            void copy_bucket(std::size_t j) {
+                const std::uint64_t m = s_->marker_;
+                if (!st_.old) {
+                    copy_chain(st_.cur.at(j), m);
+                    return;
+                }
+                const bucket ob = st_.old.at(j);
+                auto* v = watch_type::chain_at(ob, m);
+                if (v != nullptr) {  // preserved: it was not evacuated at the snapshot's instant
+                    for (std::uint32_t i = 0; i < v->count; ++i) batch_->push(v->entries()[i]);
+                    return;
+                }
+                if (!detail::is_evacuated_mark(ob.top[0])) {
+                    copy_live(ob);
+                    return;
+                }
+                copy_chain(st_.cur.at(j), m);
+                if (!st_.same_size) copy_chain(st_.cur.at(j + ((std::size_t{1} << st_.B) >> 1)), m);
+            }
+            void copy_chain(const bucket& head, std::uint64_t m) {
+                auto* v = watch_type::chain_at(head, m);
+                if (v != nullptr) {
+                    for (std::uint32_t i = 0; i < v->count; ++i) batch_->push(v->entries()[i]);
+                } else {
+                    copy_live(head);
+                }
+            }
+            void copy_live(const bucket& head) {
+                for (bucket b = head; b; b = b.next()) {
+                    for (detail::slot_mask msk = detail::match_full(b.top); msk != 0; msk &= msk - 1) {
+                        batch_->push(*b.slot(static_cast<unsigned>(std::countr_zero(msk))));
+                    }
+                    if (detail::has_empty_rest(b.top)) break;
+                }
+            }
+
+            static constexpr std::size_t batch_buckets = 32;
+            const snapshot_view* s_ = nullptr;
+            std::shared_ptr<batch> batch_;
+            std::size_t pos_ = 0;
+            std::size_t shard_ = 0;
+            std::size_t bucket_ = 0;
+            bool have_structure_ = false;
+            detail::structure<typename table_type::array_ref> st_{};
+        };
+
+    private:
+        friend class concurrent_map;
+        snapshot_view(const concurrent_map* m, std::uint64_t marker) : m_(m), marker_(marker) {}
+
+        struct totals_t {
+            size_type count = 0;
+            std::uint64_t revision = 0;
+            bool known = false;
+        };
+        const totals_t& totals() const {
+            if (!totals_.known) {
+                totals_t t;
+                for (auto& sp : m_->shards_) {
+                    shard& s = *sp;
+                    m_->entry_check();
+                    s.lock.lock_shared();
+                    const detail::shard_counters c = s.t.chain_watch().counters_at(
+                        detail::shard_counters{s.t.size(), s.revision.load(std::memory_order_relaxed)}, marker_);
+                    s.lock.unlock_shared();
+                    t.count += c.count;
+                    t.revision += c.revision;
+                }
+                t.known = true;
+                totals_ = t;
+            }
+            return totals_;
+        }
+
+        template <class K2>
+        std::optional<V> find_impl(const K2& k) const {
+            const std::uint64_t raw = m_->user_hash(k);
+            shard& s = m_->shard_for(raw);
+            m_->entry_check();
+            s.lock.lock_shared();
+            struct unlock {
+                shard& s;
+                ~unlock() { s.lock.unlock_shared(); }
+            } u{s};
+            const auto st = s.t.chain_watch().structure_at(s.t, marker_);
+            if (!st.cur) return std::nullopt;
+            const std::uint64_t h = detail::seeded_mix(raw, st.hash0);
+            auto search_version = [&](auto* v) -> std::optional<V> {
+                for (std::uint32_t i = 0; i < v->count; ++i)
+                    if (m_->eq_(k, v->entries()[i].first)) return v->entries()[i].second;
+                return std::nullopt;
+            };
+            auto search_live = [&](const bucket& head) -> std::optional<V> {
+                const std::uint8_t top = detail::tophash_of(h);
+                for (bucket b = head; b; b = b.next()) {
+                    for (detail::slot_mask msk = detail::match_byte(b.top, top); msk != 0; msk &= msk - 1) {
+                        const slot_type* e = b.slot(static_cast<unsigned>(std::countr_zero(msk)));
+                        if (m_->eq_(k, e->first)) return e->second;
+                    }
+                    if (detail::has_empty_rest(b.top)) break;
+                }
+                return std::nullopt;
+            };
+            const std::size_t mask = (std::size_t{1} << st.B) - 1;
+            if (st.old) {
+                const std::size_t omask = st.same_size ? mask : mask >> 1;
+                const bucket ob = st.old.at(h & omask);
+                if (auto* v = watch_type::chain_at(ob, marker_)) return search_version(v);
+                if (!detail::is_evacuated_mark(ob.top[0])) return search_live(ob);
+            }
+            const bucket head = st.cur.at(h & mask);
+            if (auto* v = watch_type::chain_at(head, marker_)) return search_version(v);
+            return search_live(head);
+        }
+
+        void release() noexcept {
+            if (m_ != nullptr) {
+                m_->release_snapshot(marker_);
+                m_ = nullptr;
+            }
+        }
+
+        const concurrent_map* m_;
+        std::uint64_t marker_;
+        mutable totals_t totals_;
+    };
+
+    // ==== iteration_guard: what lock_for_iteration() returns ==========================================================
+    class iteration_guard {
+    public:
+        iteration_guard(iteration_guard&& o) noexcept
+            : m_(std::exchange(o.m_, nullptr)), owner_(o.owner_), nested_(o.nested_) {}
+        iteration_guard& operator=(iteration_guard&&) = delete;
+        iteration_guard(const iteration_guard&) = delete;
+        iteration_guard& operator=(const iteration_guard&) = delete;
+        ~iteration_guard() { release(); }
+
+        bool owns_lock() const noexcept { return m_ != nullptr; }
+        explicit operator bool() const noexcept { return owns_lock(); }
+        // Entries while the guard lives (an estimate is not needed: writers are excluded).
+        size_type size() const noexcept { return m_->size(); }
+
+        // Walks every shard (in order from a random one), each shard in Go's randomized order. The entries
+        // may be modified through the iterator; the holding thread may also insert and erase (L6).
+        class iterator {
+        public:
+            using iterator_category = std::forward_iterator_tag;
+            using value_type = concurrent_map::value_type;
+            using difference_type = std::ptrdiff_t;
+            using pointer = value_type*;
+            using reference = value_type&;
+
+            iterator() = default;
+            reference operator*() const noexcept { return *cur_; }
+            pointer operator->() const noexcept { return cur_; }
+            iterator& operator++() {
+                step();
+                return *this;
+            }
+            iterator operator++(int) {
+                iterator c = *this;
+                step();
+                return c;
+            }
+            friend bool operator==(const iterator& a, const iterator& b) noexcept { return a.cur_ == b.cur_; }
+
+        private:
+            friend class iteration_guard;
+            explicit iterator(concurrent_map* m) : m_(m) {
+                const std::size_t n = m_->shards_.size();
+                start_ = static_cast<std::size_t>(detail::random_seed()) & (n - 1);
+                open(start_);
+                step();
+            }
+            void open(std::size_t i) {
+                shard_ = i;
+                m_->shards_[i]->t.iter_init(st_, detail::random_seed());
+            }
+            void step() {
+                const std::size_t n = m_->shards_.size();
+                for (;;) {
+                    cur_ = m_->shards_[shard_]->t.iter_next(st_);
+                    if (cur_ != nullptr) return;
+                    if (++visited_ == n) return;  // cur_ == nullptr: end
+                    open((shard_ + 1) & (n - 1));
+                }
+            }
+            concurrent_map* m_ = nullptr;
+            typename table_type::iter_state st_{};
+            slot_type* cur_ = nullptr;
+            std::size_t start_ = 0;
+            std::size_t shard_ = 0;
+            std::size_t visited_ = 0;
+        };
+        iterator begin() const {
+            if (m_ == nullptr) throw lock_error("iterlock: iterating through a guard that does not own the lock");
+            return iterator(m_);
+        }
+        iterator end() const noexcept { return iterator(); }
+
+    private:
+        friend class concurrent_map;
+        using deadline_t = std::optional<std::chrono::steady_clock::time_point>;
+
+        iteration_guard(concurrent_map* m, deadline_t deadline) : owner_(detail::thread_tag()) {
+            m->entry_check();
+            detail::thread_map_state& tls = detail::this_thread_maps();
+            if (int* d = tls.depth_for(m); d != nullptr && *d > 0) {  // L7: nested, share the locks
+                ++*d;
+                m_ = m;
+                nested_ = true;
+                return;
+            }
+            detail::thread_map_state::held* slot = nullptr;
+            for (auto& h : tls.iterating)
+                if (h.map == nullptr) {
+                    slot = &h;
+                    break;
+                }
+            if (slot == nullptr) {
+                throw lock_error("iterlock: one thread may hold iteration guards of at most 4 maps at once");
+            }
+            const priority p = current_priority();
+            std::size_t got = 0;
+            for (; got < m->shards_.size(); ++got) {
+                detail::shard_lock& l = m->shards_[got]->lock;
+                if (deadline) {
+                    if (!l.try_lock_iteration_until(*deadline, p)) break;
+                } else {
+                    l.lock_iteration(p);
+                }
+            }
+            if (got != m->shards_.size()) {  // L5: timed out, undo
+                while (got > 0) m->shards_[--got]->lock.unlock_iteration();
+                return;
+            }
+            for (auto& sp : m->shards_) sp->t.register_iterator(owner_);
+            *slot = {m, 1};
+            m_ = m;
+        }
+
+        void release() noexcept {
+            if (m_ == nullptr) return;
+            if (owner_ != detail::thread_tag()) {
+                detail::fatal("iterlock: an iteration guard must be released by the thread that took it");
+            }
+            detail::thread_map_state& tls = detail::this_thread_maps();
+            int* d = tls.depth_for(m_);
+            if (--*d == 0) {
+                for (auto& h : tls.iterating)
+                    if (h.map == m_) h = {nullptr, 0};
+                for (auto& sp : m_->shards_) {
+                    sp->t.unregister_iterator();
+                    sp->lock.unlock_iteration();
+                }
+            }
+            m_ = nullptr;
+        }
+
+        concurrent_map* m_ = nullptr;
+        std::uint64_t owner_ = 0;
+        bool nested_ = false;
+    };
+};
+
+}  // namespace iterlock

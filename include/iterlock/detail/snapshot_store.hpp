@@ -1,0 +1,381 @@
+// snapshot_store: what concurrent_map's snapshots need from each shard — the registry of live snapshots,
+// the per-chain labels, the preserved copies (pre-images) of chains that writers changed while a snapshot
+// needed them, and their reclamation.
+//
+// Markers and labels
+// ------------------
+// The registry keeps `seq`, a counter that only snapshot creation advances: a new snapshot takes marker
+// M = seq and publishes seq = M + 1. Every change a shard makes (a logical write, an evacuation step, a
+// structure change) happens under the shard's lock and reads seq once per operation (`op_seq`); the change
+// labels what it touched with op_seq. Because seq is read inside the critical section, every operation sits
+// wholly before or wholly after each snapshot's instant:
+//   a chain, a structure or a shard counter labelled L is seen as it is now by snapshot M iff L <= M.
+// Before a change with label op_seq overwrites something labelled L < op_seq while a live snapshot has a
+// marker in [L, op_seq), the writer copies it (a pre-image valid for markers lo = L <= M < hi = op_seq).
+// "Is one live?" is one comparison: every live marker is < seq, so one exists in [L, seq) iff the largest
+// live marker is >= L. With no snapshot alive the check is one relaxed load of `live`.
+//
+//   chain_tag (in each main bucket's body):  | label (u64) | versions* (newest first) |
+//   chain_version:                            | next | lo | hi | count | entries[count] (copies) |
+//
+// Reclamation: a pre-image, a preserved structure or counter is needed while a live marker falls in its
+// [lo, hi). When a snapshot ends, the releasing thread sweeps every shard that holds preserved items (under
+// that shard's lock) and frees what no remaining snapshot needs; with no snapshot left, everything goes.
+// Arrays that growth retired while a snapshot could still read them are freed in the same sweep.
+#pragma once
+
+#include <algorithm>
+#include <atomic>
+#include <bit>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <new>
+#include <vector>
+
+#include "iterlock/detail/bucket.hpp"
+#include "iterlock/detail/tophash.hpp"
+#include "iterlock/misuse.hpp"
+
+namespace iterlock::detail {
+
+// The live snapshots of one map. Creation and release take a mutex (they are rare next to writes); the
+// writers' question (needed_since) is lock-free.
+class snapshot_registry {
+public:
+    // The marker the next snapshot would get. Writers read it under their shard lock.
+    std::uint64_t seq() const noexcept { return seq_.load(std::memory_order_acquire); }
+
+    // Whether a live snapshot has a marker in [lo, seq()). Precondition: lo < the caller's op_seq.
+    bool needed_since(std::uint64_t lo) const noexcept {
+        return live_.load(std::memory_order_acquire) != 0 && max_live_.load(std::memory_order_acquire) >= lo;
+    }
+    std::size_t live() const noexcept { return live_.load(std::memory_order_relaxed); }
+
+    std::uint64_t acquire() {
+        std::lock_guard<std::mutex> g(mu_);
+        const std::uint64_t m = seq_.load(std::memory_order_relaxed);
+        markers_.insert(std::upper_bound(markers_.begin(), markers_.end(), m), m);
+        max_live_.store(m, std::memory_order_relaxed);
+        live_.store(markers_.size(), std::memory_order_relaxed);
+        seq_.store(m + 1, std::memory_order_seq_cst);  // publishes the registration with the new seq
+        return m;
+    }
+    void release(std::uint64_t m) noexcept {
+        std::lock_guard<std::mutex> g(mu_);
+        auto it = std::lower_bound(markers_.begin(), markers_.end(), m);
+        if (it == markers_.end() || *it != m) fatal("iterlock: releasing a snapshot marker that is not live");
+        markers_.erase(it);
+        live_.store(markers_.size(), std::memory_order_seq_cst);
+        max_live_.store(markers_.empty() ? 0 : markers_.back(), std::memory_order_seq_cst);
+    }
+    // A sorted copy of the live markers (for sweeps).
+    std::vector<std::uint64_t> markers() const {
+        std::lock_guard<std::mutex> g(mu_);
+        return markers_;
+    }
+
+private:
+    std::atomic<std::uint64_t> seq_{1};  // starts at 1 so that label 0 ("never written") is <= every marker
+    std::atomic<std::size_t> live_{0};
+    std::atomic<std::uint64_t> max_live_{0};
+    mutable std::mutex mu_;
+    std::vector<std::uint64_t> markers_;  // sorted
+};
+
+// Whether some marker in the sorted `live` lies in [lo, hi).
+inline bool any_marker_in(const std::vector<std::uint64_t>& live, std::uint64_t lo, std::uint64_t hi) noexcept {
+    auto it = std::lower_bound(live.begin(), live.end(), lo);
+    return it != live.end() && *it < hi;
+}
+
+// A preserved copy of one chain's entries, valid for markers lo <= M < hi.
+template <class Slot>
+struct chain_version {
+    chain_version* next;  // the next older version
+    std::uint64_t lo;
+    std::uint64_t hi;
+    std::uint32_t count;
+
+    Slot* entries() noexcept {
+        return std::launder(reinterpret_cast<Slot*>(reinterpret_cast<unsigned char*>(this) + header_size()));
+    }
+    static constexpr std::size_t header_size() noexcept {
+        return (sizeof(chain_version) + alignof(Slot) - 1) / alignof(Slot) * alignof(Slot);
+    }
+    static constexpr std::size_t bytes_for(std::size_t n) noexcept { return header_size() + n * sizeof(Slot); }
+};
+
+// The per-chain bookkeeping stored in each main bucket's body (the table's ChainExtra).
+struct chain_tag {
+    std::uint64_t label = 0;     // op_seq of the last change
+    void* versions = nullptr;    // chain_version<Slot>*, newest first
+};
+
+// A shard's structure as a snapshot needs it (Go's buckets, oldbuckets, B, sameSizeGrow, hash0).
+template <class ArrayRef>
+struct structure {
+    ArrayRef cur;
+    ArrayRef old;
+    unsigned B = 0;
+    bool same_size = false;
+    std::uint64_t hash0 = 0;
+};
+
+// A shard's counters as a snapshot needs them.
+struct shard_counters {
+    std::size_t count = 0;
+    std::uint64_t revision = 0;
+};
+
+// The ChainWatch of a snapshot-enabled shard: preserves what live snapshots need before the table changes
+// it, and reclaims it later. Every member is used under the shard's lock, except preserved_bytes().
+template <class Slot, class ArrayRef>
+class shard_versions {
+    using version = chain_version<Slot>;
+
+public:
+    shard_versions() = default;
+    shard_versions(const shard_versions&) = delete;
+    shard_versions& operator=(const shard_versions&) = delete;
+    shard_versions& operator=(shard_versions&&) = delete;
+    ~shard_versions() { free_all_versions(); }
+
+    void bind(const snapshot_registry* r) noexcept { reg_ = r; }
+
+    // Starts an operation: reads seq once (see the file comment).
+    void begin_op() noexcept { op_seq_ = reg_->seq(); }
+    std::uint64_t op_seq() const noexcept { return op_seq_; }
+
+    // ---- the table's hooks ------------------------------------------------------------------------------
+    template <class BucketRef>
+    void before_chain_write(const BucketRef& head) {
+        preserve(head);
+    }
+    template <class BucketRef>
+    void before_physical_write(const BucketRef& head) {
+        preserve(head);
+    }
+    template <class BucketRef>
+    void chain_initialized(const BucketRef& head) noexcept {
+        head.body->extra = chain_tag{op_seq_, nullptr};
+    }
+    template <class Table>
+    void before_structure_change(const Table& t) {
+        if (struct_label_ < op_seq_ && reg_->needed_since(struct_label_)) {
+            struct_hist_.push_back({struct_label_, op_seq_, describe(t)});
+            items_.fetch_add(1, std::memory_order_relaxed);
+        }
+        struct_label_ = op_seq_;
+    }
+    // Arrays that a preserved structure still names are kept until the sweep frees them. An array that no
+    // snapshot can reach any more is freed now, and so are the chain versions stored in it (no snapshot
+    // can reach those either: it would have to go through a structure naming the array).
+    template <class Block>
+    bool retire_block(Block* block, std::size_t lines) noexcept {
+        if (lines == 0) return false;
+        for (const auto& s : struct_hist_) {
+            if (static_cast<const void*>(s.value.cur.ctrl) == static_cast<const void*>(block) ||
+                static_cast<const void*>(s.value.old.ctrl) == static_cast<const void*>(block)) {
+                retired_.push_back({static_cast<void*>(block), lines});
+                items_.fetch_add(1, std::memory_order_relaxed);
+                return true;
+            }
+        }
+        drop_tags_in({static_cast<void*>(block), lines});
+        return false;
+    }
+
+    // Called by the map before a logical write changes the shard's counters.
+    void before_counter_change(const shard_counters& now) {
+        if (counters_label_ < op_seq_ && reg_->needed_since(counters_label_)) {
+            counter_hist_.push_back({counters_label_, op_seq_, now});
+            items_.fetch_add(1, std::memory_order_relaxed);
+        }
+        counters_label_ = op_seq_;
+    }
+
+    // ---- what a snapshot with marker m reads (under the shard's lock) ---------------------------------------
+    template <class Table>
+    structure<ArrayRef> structure_at(const Table& t, std::uint64_t m) const {
+        if (struct_label_ <= m) return describe(t);
+        for (const auto& s : struct_hist_)
+            if (s.lo <= m && m < s.hi) return s.value;
+        fatal("iterlock: a snapshot's structure was not preserved (internal error)");
+    }
+    shard_counters counters_at(const shard_counters& now, std::uint64_t m) const {
+        if (counters_label_ <= m) return now;
+        for (const auto& c : counter_hist_)
+            if (c.lo <= m && m < c.hi) return c.value;
+        fatal("iterlock: a snapshot's counters were not preserved (internal error)");
+    }
+    // The preserved version of the chain at head for marker m, or nullptr if the live chain is the one.
+    template <class BucketRef>
+    static version* chain_at(const BucketRef& head, std::uint64_t m) noexcept {
+        const chain_tag& tag = head.body->extra;
+        if (tag.label <= m) return nullptr;
+        for (version* v = static_cast<version*>(tag.versions); v != nullptr; v = v->next)
+            if (v->lo <= m && m < v->hi) return v;
+        fatal("iterlock: a snapshot's chain was not preserved (internal error)");
+    }
+
+    // ---- reclamation ----------------------------------------------------------------------------------------
+    bool has_items() const noexcept { return items_.load(std::memory_order_relaxed) != 0; }
+    std::size_t preserved_bytes() const noexcept { return bytes_.load(std::memory_order_relaxed); }
+
+    // Frees every preserved item that no marker in `live` (sorted) needs. Requires: the shard's lock.
+    template <class Table>
+    void sweep(const std::vector<std::uint64_t>& live, Table& t) noexcept {
+        for (std::size_t i = 0; i < dirty_.size();) {
+            chain_tag* tag = dirty_[i];
+            version** link = reinterpret_cast<version**>(&tag->versions);
+            while (*link != nullptr) {
+                version* v = *link;
+                if (!any_marker_in(live, v->lo, v->hi)) {
+                    *link = v->next;
+                    free_version(v);
+                } else {
+                    link = &v->next;
+                }
+            }
+            if (tag->versions == nullptr) {
+                dirty_[i] = dirty_.back();
+                dirty_.pop_back();
+            } else {
+                ++i;
+            }
+        }
+        auto unneeded = [&](const auto& item) { return !any_marker_in(live, item.lo, item.hi); };
+        items_.fetch_sub(std::erase_if(struct_hist_, unneeded), std::memory_order_relaxed);
+        items_.fetch_sub(std::erase_if(counter_hist_, unneeded), std::memory_order_relaxed);
+        for (std::size_t i = 0; i < retired_.size();) {
+            const void* block = retired_[i].block;
+            const bool named = std::any_of(struct_hist_.begin(), struct_hist_.end(), [&](const auto& s) {
+                return static_cast<const void*>(s.value.cur.ctrl) == block ||
+                       static_cast<const void*>(s.value.old.ctrl) == block;
+            });
+            if (named) {
+                ++i;
+                continue;
+            }
+            drop_tags_in(retired_[i]);
+            t.free_retired_block(retired_[i].block, retired_[i].lines);
+            retired_[i] = retired_.back();
+            retired_.pop_back();
+            items_.fetch_sub(1, std::memory_order_relaxed);
+        }
+    }
+    // Frees everything (map destruction; or when no snapshot can ever read it again).
+    template <class Table>
+    void release_all(Table& t) noexcept {
+        sweep(std::vector<std::uint64_t>{}, t);
+    }
+
+private:
+    template <class T>
+    struct dated {
+        std::uint64_t lo;
+        std::uint64_t hi;
+        T value;
+    };
+    struct retired_block {
+        void* block;
+        std::size_t lines;
+    };
+
+    template <class Table>
+    static structure<ArrayRef> describe(const Table& t) noexcept {
+        return {t.current_array(), t.old_array(), t.bucket_shift(), t.same_size_grow(), t.hash_seed()};
+    }
+
+    template <class BucketRef>
+    void preserve(const BucketRef& head) {
+        chain_tag& tag = head.body->extra;
+        if (tag.label >= op_seq_) return;  // already changed in this epoch (the steady state)
+        if (reg_->needed_since(tag.label)) {
+            std::size_t n = 0;
+            for (BucketRef b = head; b; b = b.next()) n += static_cast<std::size_t>(std::popcount(match_full(b.top)));
+            const std::size_t bytes = version::bytes_for(n);
+            void* raw = ::operator new(bytes, std::align_val_t{alignof(version) > alignof(Slot) ? alignof(version)
+                                                                                                   : alignof(Slot)});
+            version* v = ::new (raw) version{static_cast<version*>(tag.versions), tag.label, op_seq_, 0};
+            try {
+                for (BucketRef b = head; b; b = b.next()) {
+                    for (slot_mask msk = match_full(b.top); msk != 0; msk &= msk - 1) {
+                        ::new (static_cast<void*>(v->entries() + v->count))
+                            Slot(*b.slot(static_cast<unsigned>(std::countr_zero(msk))));
+                        ++v->count;
+                    }
+                }
+            } catch (...) {
+                v->next = nullptr;
+                free_version(v, false);
+                throw;
+            }
+            if (tag.versions == nullptr) dirty_.push_back(&tag);
+            tag.versions = v;
+            bytes_.fetch_add(bytes, std::memory_order_relaxed);
+            items_.fetch_add(1, std::memory_order_relaxed);
+        }
+        tag.label = op_seq_;
+    }
+
+    void free_version(version* v, bool counted = true) noexcept {
+        const std::size_t bytes = version::bytes_for(v->count);
+        for (std::uint32_t i = 0; i < v->count; ++i) std::destroy_at(v->entries() + i);
+        const std::size_t al = alignof(version) > alignof(Slot) ? alignof(version) : alignof(Slot);
+        v->~version();
+        ::operator delete(static_cast<void*>(v), std::align_val_t{al});
+        if (counted) {
+            bytes_.fetch_sub(bytes, std::memory_order_relaxed);
+            items_.fetch_sub(1, std::memory_order_relaxed);
+        }
+    }
+
+    // Frees the versions of tags that live inside a block about to be freed.
+    void drop_tags_in(const retired_block& r) noexcept {
+        const auto* lo = static_cast<const unsigned char*>(r.block);
+        const auto* hi = lo + r.lines * 64;
+        for (std::size_t i = 0; i < dirty_.size();) {
+            const auto* p = reinterpret_cast<const unsigned char*>(dirty_[i]);
+            if (p >= lo && p < hi) {
+                for (version* v = static_cast<version*>(dirty_[i]->versions); v != nullptr;) {
+                    version* next = v->next;
+                    free_version(v);
+                    v = next;
+                }
+                dirty_[i]->versions = nullptr;
+                dirty_[i] = dirty_.back();
+                dirty_.pop_back();
+            } else {
+                ++i;
+            }
+        }
+    }
+
+    void free_all_versions() noexcept {
+        for (chain_tag* tag : dirty_) {
+            for (version* v = static_cast<version*>(tag->versions); v != nullptr;) {
+                version* next = v->next;
+                free_version(v);
+                v = next;
+            }
+            tag->versions = nullptr;
+        }
+        dirty_.clear();
+    }
+
+    const snapshot_registry* reg_ = nullptr;
+    std::uint64_t op_seq_ = 0;
+    std::uint64_t struct_label_ = 0;
+    std::uint64_t counters_label_ = 0;
+    std::vector<chain_tag*> dirty_;  // tags with at least one version
+    std::vector<dated<structure<ArrayRef>>> struct_hist_;
+    std::vector<dated<shard_counters>> counter_hist_;
+    std::vector<retired_block> retired_;
+    std::atomic<std::size_t> items_{0};  // versions + preserved structures/counters + retired blocks
+    std::atomic<std::size_t> bytes_{0};  // bytes held by chain versions
+};
+
+}  // namespace iterlock::detail
