@@ -75,18 +75,21 @@
 #include "iterlock/errors.hpp"
 #include "iterlock/hash.hpp"
 #include "iterlock/map.hpp"
+#include "iterlock/metrics.hpp"
 #include "iterlock/priority.hpp"
 
 namespace iterlock {
 
 enum class iteration_policy { snapshot, locked };
 
-struct snapshot_iteration {
-    static constexpr iteration_policy iteration = iteration_policy::snapshot;
+// The Options of a concurrent_map: its iteration policy, and whether it records metrics (metrics.hpp).
+template <iteration_policy Policy, bool Metrics = true>
+struct map_options {
+    static constexpr iteration_policy iteration = Policy;
+    static constexpr bool metrics = Metrics;
 };
-struct locked_iteration {
-    static constexpr iteration_policy iteration = iteration_policy::locked;
-};
+using snapshot_iteration = map_options<iteration_policy::snapshot>;
+using locked_iteration = map_options<iteration_policy::locked>;
 
 namespace detail {
 
@@ -122,6 +125,15 @@ template <class K, class V, class Hash = hash<K>, class KeyEqual = std::equal_to
           class Allocator = std::allocator<std::pair<const K, V>>, class Options = snapshot_iteration>
 class concurrent_map {
     static constexpr bool snapshots = Options::iteration == iteration_policy::snapshot;
+    static constexpr bool metrics_on = [] {
+        if constexpr (requires { Options::metrics; }) {
+            return static_cast<bool>(Options::metrics);
+        } else {
+            return true;
+        }
+    }();
+    using shard_stats = std::conditional_t<metrics_on, detail::shard_metrics, detail::no_metrics>;
+    using map_stats = std::conditional_t<metrics_on, detail::map_event_metrics, detail::no_metrics>;
     using slot_type = std::pair<const K, V>;
     using extra_type = std::conditional_t<snapshots, detail::chain_tag, detail::no_chain_extra>;
     using array_ref_probe = detail::bucket_array<slot_type, extra_type>;
@@ -141,6 +153,7 @@ class concurrent_map {
         table_type t;
         std::atomic<std::uint64_t> revision{0};  // successful writes (S6)
         std::atomic<std::size_t> count{0};        // t.size(), readable without the lock
+        [[no_unique_address]] shard_stats stats;  // writer lock waits (metrics.hpp)
         explicit shard(std::uint64_t seed, const Hash& h, const KeyEqual& eq, const Allocator& a)
             : t(seed, h, eq, a) {}
     };
@@ -370,12 +383,49 @@ public:
         return 0;
     }
 
+    // The map's metrics (metrics.hpp). O(shards): takes each shard's lock shared for a moment. With metrics
+    // compiled out, only the gauges (entries, revision, snapshots, preserved bytes, growth) are filled.
+    map_metrics metrics() const {
+        map_metrics out;
+        out.policy = snapshots ? "snapshot" : "locked";
+        for (auto& sp : shards_) {
+            shard& s = *sp;
+            s.lock.lock_shared();
+            out.growths += s.t.growths();
+            out.evacuated_buckets += s.t.evacuated_buckets();
+            s.lock.unlock_shared();
+            if constexpr (metrics_on) {
+                for (int p = 0; p < 2; ++p) s.stats.writer_wait[p].add_to(out.lock_wait[0][p]);
+            }
+        }
+        if constexpr (metrics_on) {
+            out.iterations_started = events_.iterations_started.load(std::memory_order_relaxed);
+            out.iterations_success = events_.iterations_success.load(std::memory_order_relaxed);
+            out.iterations_timeout = events_.iterations_timeout.load(std::memory_order_relaxed);
+            out.iterations_error = events_.iterations_error.load(std::memory_order_relaxed);
+            out.misuse_detected = events_.misuse_detected.load(std::memory_order_relaxed);
+            for (int p = 0; p < 2; ++p) events_.iterator_wait[p].add_to(out.lock_wait[1][p]);
+        }
+        // Empty histograms still carry their bounds, so exporters always print every series.
+        for (auto& role : out.lock_wait)
+            for (auto& h : role)
+                if (h.upper_bounds.empty()) detail::wait_histogram().add_to(h);
+        out.entries = size();
+        out.revision = revision();
+        out.snapshots_active = snapshots_alive();
+        out.snapshot_preserved_bytes = preserved_bytes();
+        return out;
+    }
+
     // ---- snapshot iteration --------------------------------------------------------------------------------
     // The map at one instant (S1-S6). O(1); never waits for writers, and writers never wait for it.
     snapshot_view snapshot() const
         requires snapshots
     {
-        return snapshot_view(this, registry_.acquire());
+        entry_check();
+        snapshot_view v(this, registry_.acquire());
+        count_event(&detail::map_event_metrics::iterations_started);
+        return v;
     }
 
     // ---- locked iteration ----------------------------------------------------------------------------------
@@ -408,6 +458,7 @@ private:
     // Misuse that would deadlock: a call from inside a visit callback of this map.
     void entry_check() const {
         if (detail::this_thread_maps().visiting == this) {
+            count_misuse();
             throw lock_error("iterlock::concurrent_map: the map was used from inside visit/cvisit/update/erase_if "
                              "on the same map; that would deadlock on the shard lock");
         }
@@ -425,15 +476,29 @@ private:
     struct write_lock {
         write_lock(concurrent_map& m, shard& s) : s_(s) {
             m.entry_check();
+            std::chrono::nanoseconds waited{0};
+            std::chrono::nanoseconds* wp = metrics_on ? &waited : nullptr;
             if constexpr (!snapshots) {
                 if (const int* d = detail::this_thread_maps().depth_for(&m); d != nullptr && *d > 0) {
-                    s_.lock.upgrade_iteration_to_write();  // throws lock_error if another iteration is live
+                    try {
+                        s_.lock.upgrade_iteration_to_write(wp);  // lock_error if another iteration is live
+                    } catch (const lock_error&) {
+                        m.count_misuse();
+                        throw;
+                    }
                     upgraded_ = true;
+                    record(waited);
                     return;
                 }
             }
-            s_.lock.lock();
+            s_.lock.lock(wp);
+            record(waited);
             if constexpr (snapshots) s_.t.chain_watch().begin_op();
+        }
+        void record([[maybe_unused]] std::chrono::nanoseconds waited) noexcept {
+            if constexpr (metrics_on) {
+                s_.stats.writer_wait[current_priority() == priority::realtime ? 1 : 0].record_exclusive(waited);
+            }
         }
         ~write_lock() {
             if (upgraded_) {
@@ -508,7 +573,15 @@ private:
         return e->second;
     }
 
+    void count_misuse() const noexcept {
+        count_event(&detail::map_event_metrics::misuse_detected);
+    }
+    void count_event([[maybe_unused]] std::atomic<std::uint64_t> detail::map_event_metrics::*which) const noexcept {
+        if constexpr (metrics_on) (events_.*which).fetch_add(1, std::memory_order_relaxed);
+    }
+
     void release_snapshot(std::uint64_t marker) const noexcept {
+        count_event(&detail::map_event_metrics::iterations_success);
         registry_.release(marker);
         const std::vector<std::uint64_t> live = registry_.markers();
         for (auto& sp : shards_) {
@@ -526,6 +599,7 @@ private:
     [[no_unique_address]] Hash hash_;
     [[no_unique_address]] KeyEqual eq_;
     mutable detail::snapshot_registry registry_;
+    [[no_unique_address]] mutable map_stats events_;
 
 public:
     // ==== snapshot_view: what snapshot() returns ====================================================================
@@ -839,7 +913,13 @@ public:
         using deadline_t = std::optional<std::chrono::steady_clock::time_point>;
 
         iteration_guard(concurrent_map* m, deadline_t deadline) : owner_(detail::thread_tag()) {
-            m->entry_check();
+            m->count_event(&detail::map_event_metrics::iterations_started);
+            try {
+                m->entry_check();
+            } catch (const lock_error&) {
+                m->count_event(&detail::map_event_metrics::iterations_error);
+                throw;
+            }
             detail::thread_map_state& tls = detail::this_thread_maps();
             if (int* d = tls.depth_for(m); d != nullptr && *d > 0) {  // L7: nested, share the locks
                 ++*d;
@@ -854,9 +934,11 @@ public:
                     break;
                 }
             if (slot == nullptr) {
+                m->count_event(&detail::map_event_metrics::iterations_error);
                 throw lock_error("iterlock: one thread may hold iteration guards of at most 4 maps at once");
             }
             const priority p = current_priority();
+            const auto t0 = metrics_on ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point{};
             std::size_t got = 0;
             for (; got < m->shards_.size(); ++got) {
                 detail::shard_lock& l = m->shards_[got]->lock;
@@ -868,7 +950,12 @@ public:
             }
             if (got != m->shards_.size()) {  // L5: timed out, undo
                 while (got > 0) m->shards_[--got]->lock.unlock_iteration();
+                m->count_event(&detail::map_event_metrics::iterations_timeout);
                 return;
+            }
+            if constexpr (metrics_on) {
+                m->events_.iterator_wait[p == priority::realtime ? 1 : 0].record_shared(
+                    std::chrono::steady_clock::now() - t0);
             }
             for (auto& sp : m->shards_) sp->t.register_iterator(owner_);
             *slot = {m, 1};
@@ -882,6 +969,7 @@ public:
             }
             detail::thread_map_state& tls = detail::this_thread_maps();
             int* d = tls.depth_for(m_);
+            m_->count_event(&detail::map_event_metrics::iterations_success);
             if (--*d == 0) {
                 for (auto& h : tls.iterating)
                     if (h.map == m_) h = {nullptr, 0};

@@ -175,7 +175,9 @@ public:
     bool growing() const noexcept { return static_cast<bool>(old_); }
     bool same_size_grow() const noexcept { return same_size_grow_; }
     std::size_t overflow_buckets() const noexcept { return noverflow_; }
-    std::size_t evacuated_buckets() const noexcept { return nevacuate_; }
+    std::size_t evacuation_mark() const noexcept { return nevacuate_; }
+    std::uint64_t growths() const noexcept { return growths_; }                // hash_grow calls
+    std::uint64_t evacuated_buckets() const noexcept { return evacuated_; }   // old buckets evacuated
     std::uint64_t generation() const noexcept { return generation_; }
     std::uint64_t clear_epoch() const noexcept { return clear_epoch_; }
     const Hash& hash_function() const noexcept { return hash_; }
@@ -707,6 +709,7 @@ private:
         old_ = cur_;
         cur_ = newb;
         B_ += bigger;
+        ++growths_;
         same_size_grow_ = bigger == 0;
         nevacuate_ = 0;
         noverflow_ = 0;
@@ -798,6 +801,7 @@ private:
             }
             oldhead.body->overflow = nullptr;
             ++generation_;
+            ++evacuated_;
         }
         if (oldbucket == nevacuate_) advance_evacuation_mark(newbit);
     }
@@ -943,6 +947,8 @@ private:
     std::uint64_t generation_ = 0;      // bumped whenever entries move (checked builds compare it)
     std::uint64_t clear_epoch_ = 0;     // bumped by clear and moves: live iterations end
     std::uint64_t reseeds_ = 0;
+    std::uint64_t growths_ = 0;
+    std::uint64_t evacuated_ = 0;
     unsigned B_ = 0;                    // log2 of the bucket count
     bool reseed_ = true;                // re-seed hash0 on clear and when the map empties (Go does)
     bool same_size_grow_ = false;       // the current growth keeps B (Go's sameSizeGrow flag)
