@@ -53,7 +53,8 @@ void with_peer(const std::string& impl, F&& f) {
         if (impl == name) {
             throw unavailable(
                 "iterlock::concurrent_map is not in this build yet "
-                "(<iterlock/concurrent_map.hpp> is missing)");
+                "(<iterlock/concurrent_map.hpp> was missing when this file was compiled; if it exists now, "
+                "touch bench/workloads_concurrent.cpp and rebuild)");
         }
     }
     throw std::invalid_argument("unknown concurrent implementation '" + impl + "'");

@@ -73,7 +73,9 @@ void with_map(const std::string& impl, F&& f) {
                                                 iterlock::no_misuse_detection>>();
         }
 #else
-        throw unavailable("iterlock::map is not in this build yet (<iterlock/map.hpp> is missing)");
+        throw unavailable(
+            "iterlock::map is not in this build yet (<iterlock/map.hpp> was missing when this file was "
+            "compiled; if it exists now, touch bench/workloads_map.cpp and rebuild)");
 #endif
     } else {
         throw std::invalid_argument("unknown map implementation '" + impl + "'");

@@ -7,6 +7,7 @@ and one column per metric, for each (workload, size, threads). With --baseline, 
 one table of ratios (value / baseline's value) per baseline present in that group.
 
   tools/plot_bench.py table results.csv [--baseline absl_flat_hash_map --baseline iterlock]
+                      [--pending iterlock_snapshot] [--max-columns 6]
   tools/plot_bench.py plot results.csv --out figures/   (needs matplotlib)
 
 Only the standard library is needed for `table`.
@@ -68,25 +69,34 @@ def markdown(header, lines):
     return "\n".join(out)
 
 
+def chunks(items, n):
+    return [items[i:i + n] for i in range(0, len(items), n)] if n > 0 else [items]
+
+
 def table(args):
     for (workload, size, threads), g in groups_of(read_rows(args.csv)).items():
-        metrics = g["metrics"]
-        print(f"\n#### {workload}, size {int(size):,}, threads {threads}\n")
-        header = ["impl"] + [f"{m} ({u})" for m, u in metrics]
-        lines = [[impl] + [fmt(g["v"][(impl, m)]) if (impl, m) in g["v"] else "" for m, _ in metrics]
-                 for impl in g["impls"]]
-        print(markdown(header, lines))
+        impls = list(g["impls"]) + [p for p in args.pending if p not in g["impls"]]
+
+        def cell(impl, m, text):
+            if (impl, m) in g["v"]:
+                return text
+            return "pending" if impl in args.pending else ""
+
+        print(f"\n#### {workload}, size {int(size):,}, threads {threads}")
+        for metrics in chunks(g["metrics"], args.max_columns):
+            header = ["impl"] + [f"{m} ({u})" for m, u in metrics]
+            lines = [[impl] + [cell(impl, m, fmt(g["v"].get((impl, m), 0))) for m, _ in metrics] for impl in impls]
+            print("\n" + markdown(header, lines))
         for base in args.baseline:
             if base not in g["impls"]:
                 continue
-            ratio_metrics = [(m, u) for m, u in metrics if u != "ratio" and g["v"].get((base, m))]
-            if not ratio_metrics:
-                continue
-            print(f"\nRatio to {base} (value / {base}'s):\n")
-            header = ["impl"] + [m for m, _ in ratio_metrics]
-            lines = [[impl] + [ratio(g["v"][(impl, m)] / g["v"][(base, m)]) if (impl, m) in g["v"] else ""
-                               for m, _ in ratio_metrics] for impl in g["impls"]]
-            print(markdown(header, lines))
+            ratio_metrics = [(m, u) for m, u in g["metrics"] if u != "ratio" and g["v"].get((base, m))]
+            for metrics in chunks(ratio_metrics, args.max_columns) if ratio_metrics else []:
+                print(f"\nRatio to {base} (value / {base}'s):\n")
+                header = ["impl"] + [m for m, _ in metrics]
+                lines = [[impl] + [cell(impl, m, ratio(g["v"].get((impl, m), 0) / g["v"][(base, m)]))
+                                   for m, _ in metrics] for impl in impls]
+                print(markdown(header, lines))
 
 
 def plot(args):
@@ -117,6 +127,8 @@ def main():
     t = sub.add_parser("table", help="Markdown tables, with ratio tables per --baseline")
     t.add_argument("csv", nargs="*", help="CSV files (default: stdin)")
     t.add_argument("--baseline", action="append", default=[], help="implementation to divide by (repeatable)")
+    t.add_argument("--pending", action="append", default=[], help="implementation not measured yet: a row of 'pending'")
+    t.add_argument("--max-columns", type=int, default=0, help="split tables wider than this many metrics")
     t.set_defaults(func=table)
     q = sub.add_parser("plot", help="one horizontal bar chart per (workload, size, threads, metric)")
     q.add_argument("csv", nargs="*", help="CSV files (default: stdin)")
