@@ -137,7 +137,7 @@ class concurrent_map {
     using slot_type = std::pair<const K, V>;
     using extra_type = std::conditional_t<snapshots, detail::chain_tag, detail::no_chain_extra>;
     using array_ref_probe = detail::bucket_array<slot_type, extra_type>;
-    using watch_type = std::conditional_t<snapshots, detail::shard_versions<slot_type, array_ref_probe>,
+    using watch_type = std::conditional_t<snapshots, detail::shard_versions<slot_type, array_ref_probe, Allocator>,
                                           detail::no_chain_watch>;
     using table_type = detail::table<K, V, Hash, KeyEqual, Allocator, extra_type, watch_type>;
     using bucket = typename table_type::bucket;
@@ -187,7 +187,7 @@ public:
             shards_.push_back(std::make_unique<shard>(s.value, h, eq, a));
             if constexpr (snapshots) {
                 shards_.back()->t.set_reseed(false);
-                shards_.back()->t.chain_watch().bind(&registry_);
+                shards_.back()->t.chain_watch().bind(&registry_, a);
             }
         }
     }

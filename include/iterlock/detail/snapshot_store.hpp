@@ -131,9 +131,16 @@ struct shard_counters {
 
 // The ChainWatch of a snapshot-enabled shard: preserves what live snapshots need before the table changes
 // it, and reclaims it later. Every member is used under the shard's lock, except preserved_bytes().
-template <class Slot, class ArrayRef>
+template <class Slot, class ArrayRef, class Allocator = std::allocator<Slot>>
 class shard_versions {
     using version = chain_version<Slot>;
+    // Versions are allocated through the map's allocator, in max_align_t units.
+    using unit = std::max_align_t;
+    using unit_alloc = typename std::allocator_traits<Allocator>::template rebind_alloc<unit>;
+    static_assert(alignof(Slot) <= alignof(unit) && alignof(version) <= alignof(unit));
+    static constexpr std::size_t units_for(std::size_t bytes) noexcept {
+        return (bytes + sizeof(unit) - 1) / sizeof(unit);
+    }
 
 public:
     shard_versions() = default;
@@ -142,7 +149,10 @@ public:
     shard_versions& operator=(shard_versions&&) = delete;
     ~shard_versions() { free_all_versions(); }
 
-    void bind(const snapshot_registry* r) noexcept { reg_ = r; }
+    void bind(const snapshot_registry* r, const Allocator& a) {
+        reg_ = r;
+        alloc_ = unit_alloc(a);
+    }
 
     // Starts an operation: reads seq once (see the file comment).
     void begin_op() noexcept { op_seq_ = reg_->seq(); }
@@ -297,8 +307,7 @@ private:
             std::size_t n = 0;
             for (BucketRef b = head; b; b = b.next()) n += static_cast<std::size_t>(std::popcount(match_full(b.top)));
             const std::size_t bytes = version::bytes_for(n);
-            void* raw = ::operator new(bytes, std::align_val_t{alignof(version) > alignof(Slot) ? alignof(version)
-                                                                                                   : alignof(Slot)});
+            void* raw = std::allocator_traits<unit_alloc>::allocate(alloc_, units_for(bytes));
             version* v = ::new (raw) version{static_cast<version*>(tag.versions), tag.label, op_seq_, 0};
             try {
                 for (BucketRef b = head; b; b = b.next()) {
@@ -324,9 +333,8 @@ private:
     void free_version(version* v, bool counted = true) noexcept {
         const std::size_t bytes = version::bytes_for(v->count);
         for (std::uint32_t i = 0; i < v->count; ++i) std::destroy_at(v->entries() + i);
-        const std::size_t al = alignof(version) > alignof(Slot) ? alignof(version) : alignof(Slot);
         v->~version();
-        ::operator delete(static_cast<void*>(v), std::align_val_t{al});
+        std::allocator_traits<unit_alloc>::deallocate(alloc_, reinterpret_cast<unit*>(v), units_for(bytes));
         if (counted) {
             bytes_.fetch_sub(bytes, std::memory_order_relaxed);
             items_.fetch_sub(1, std::memory_order_relaxed);
@@ -367,6 +375,7 @@ private:
     }
 
     const snapshot_registry* reg_ = nullptr;
+    [[no_unique_address]] unit_alloc alloc_{};
     std::uint64_t op_seq_ = 0;
     std::uint64_t struct_label_ = 0;
     std::uint64_t counters_label_ = 0;
