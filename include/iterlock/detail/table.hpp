@@ -74,9 +74,12 @@ inline constexpr unsigned load_factor_den = 2;
 inline constexpr bool over_load_factor(std::size_t count, unsigned B) noexcept {
     return count > bucket_cnt && count > load_factor_num * ((std::size_t{1} << B) / load_factor_den);
 }
-// Go's tooManyOverflowBuckets: as many overflow buckets as (capped) regular ones.
+// Go's tooManyOverflowBuckets: about as many overflow buckets as regular ones. Go keeps a 16-bit count
+// that, for B > 15, only advances with probability 2^(15-B), and compares it with 2^min(B, 15): in effect
+// "noverflow >= 2^B". iterlock counts exactly, so it compares with 2^B directly. (Comparing an exact count
+// with the capped 2^15 would start a same-size growth every few thousand inserts once B > 15.)
 inline constexpr bool too_many_overflow_buckets(std::size_t noverflow, unsigned B) noexcept {
-    return noverflow >= (std::size_t{1} << std::min(B, 15u));
+    return noverflow >= (std::size_t{1} << B);
 }
 // Smallest B whose array holds `hint` entries without growing (Go's makemap).
 inline constexpr unsigned bucket_shift_for(std::size_t hint) noexcept {
