@@ -26,6 +26,12 @@
 #else
 #define ITERLOCK_BENCH_HAVE_MAP 0
 #endif
+#if __has_include(<iterlock/concurrent_map.hpp>)
+#include <iterlock/concurrent_map.hpp>
+#define ITERLOCK_BENCH_HAVE_CMAP 1
+#else
+#define ITERLOCK_BENCH_HAVE_CMAP 0
+#endif
 
 namespace iterlock::bench {
 namespace {
@@ -244,10 +250,54 @@ void w3_one_size(std::size_t n, const options& opts, medians& out) {
     }
 }
 
+#if ITERLOCK_BENCH_HAVE_CMAP
+// The same walk over iterlock::concurrent_map: a snapshot pass (taken per pass, as a user would) or a
+// pass under the iteration lock. No writer runs: this measures the walk's own cost against the idle map.
+template <class Options>
+void w3_concurrent(std::size_t n, const options& opts, medians& out) {
+    const std::vector<u64> keys = stream(hit_seed, n);
+    iterlock::concurrent_map<u64, u64, iterlock::hash<u64>, std::equal_to<u64>, std::allocator<value_pair>, Options> m;
+    for (std::size_t i = 0; i < n; ++i) m.insert_or_assign(keys[i], u64{i});
+    const u64 expected = static_cast<u64>(n) * (n - 1) / 2;
+    const std::size_t passes = w3_passes(n);
+    for (int rep = 0; rep < opts.repetitions; ++rep) {
+        u64 total = 0;
+        const std::int64_t t0 = now_ns();
+        for (std::size_t p = 0; p < passes; ++p) {
+            u64 sum = 0;
+            if constexpr (Options::iteration == iterlock::iteration_policy::snapshot) {
+                const auto snap = m.snapshot();
+                for (const auto& kv : snap) sum += kv.second;
+            } else {
+                auto guard = m.lock_for_iteration();
+                for (auto& kv : guard) sum += kv.second;
+            }
+            keep(sum);
+            total += sum;
+        }
+        const std::int64_t t1 = now_ns();
+        if (total != expected * passes) throw std::logic_error("W3: a pass did not visit every entry once");
+        out.add("iter_ns_per_entry", per(t1 - t0, n * passes), "ns");
+    }
+}
+#endif
+
 void run_w3(const std::string& impl, const options& opts, const emit_fn& emit) {
     for (std::size_t n : sizes_or(opts, {10'000, 1'000'000})) {
         medians out;
-        with_map<std::allocator<value_pair>>(impl, [&]<class Map>() { w3_one_size<Map>(n, opts, out); });
+        if (impl == "iterlock_snapshot" || impl == "iterlock_locked") {
+#if ITERLOCK_BENCH_HAVE_CMAP
+            if (impl == "iterlock_snapshot") {
+                w3_concurrent<iterlock::snapshot_iteration>(n, opts, out);
+            } else {
+                w3_concurrent<iterlock::locked_iteration>(n, opts, out);
+            }
+#else
+            throw unavailable("iterlock/concurrent_map.hpp is not in this build");
+#endif
+        } else {
+            with_map<std::allocator<value_pair>>(impl, [&]<class Map>() { w3_one_size<Map>(n, opts, out); });
+        }
         out.emit(emit, "W3", impl, n, 1);
     }
 }
@@ -295,8 +345,17 @@ const registrar w1{{"W1",
                     "single thread, uint64->uint64: insert N (no reserve), N hit finds, N miss finds, "
                     "erase all; worst insert vs a full rehash (default N=1M)",
                     map_impls, run_w1, "absl_flat_hash_map", map_notes}};
-const registrar w3{{"W3", "single thread: full iteration summing values (default N=10k and 1M)", map_impls,
-                    run_w3, "absl_flat_hash_map", map_notes}};
+const std::vector<std::string> w3_impls = {"iterlock",          "iterlock_nodetect", "iterlock_snapshot",
+                                           "iterlock_locked",   "std_unordered_map", "absl_flat_hash_map",
+                                           "boost_unordered_flat_map"};
+std::map<std::string, std::string> w3_notes() {
+    auto n = map_notes;
+    n.emplace("iterlock_snapshot", "concurrent_map, one snapshot per pass, no writer");
+    n.emplace("iterlock_locked", "concurrent_map, one iteration guard per pass, no writer");
+    return n;
+}
+const registrar w3{{"W3", "single thread: full iteration summing values (default N=10k and 1M)", w3_impls,
+                    run_w3, "absl_flat_hash_map", w3_notes()}};
 const registrar w6{
     {"W6", "memory: allocated bytes per entry at N entries, and the peak while growing (default N=1M)",
      map_impls, run_w6, "absl_flat_hash_map", map_notes}};
