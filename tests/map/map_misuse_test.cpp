@@ -1,0 +1,429 @@
+// Misuse detection tests (Policy detect_misuse): Go's three fatal errors, "concurrent map writes",
+// "concurrent map read and map write" and "concurrent map iteration and map write", plus "map moved while
+// an iteration is live". Each scenario is deterministic and race-free: a thread is parked *inside* a map
+// write (in KeyEqual, via iterlock_test::gate) or holds a live iterator, and the other thread acts only
+// after a latch says so. Death tests use the "threadsafe" style (re-exec), which also works under TSan.
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <exception>
+#include <latch>
+#include <string>
+#include <thread>
+
+#include "iterlock/map.hpp"
+#include "map_test_types.hpp"
+
+namespace {
+
+using iterlock_test::constant_hash;
+using iterlock_test::gate;
+using iterlock_test::gate_equal;
+using iterlock_test::misuse_action_scope;
+using gated_map = iterlock::map<int, int, constant_hash, gate_equal>;
+using int_map = iterlock::map<int, int>;
+
+constexpr const char* writes_re = "fatal error: concurrent map writes";
+constexpr const char* read_write_re = "fatal error: concurrent map read and map write";
+constexpr const char* iteration_write_re = "fatal error: concurrent map iteration and map write";
+
+class MapMisuse : public ::testing::Test {
+  protected:
+    void SetUp() override { GTEST_FLAG_SET(death_test_style, "threadsafe"); }
+};
+
+// Parks a writer thread inside `m.insert_or_assign(2, 2)` (KeyEqual compares 2 with the resident key 1,
+// and every key hashes alike, so the compare happens mid-write). The destructor releases and joins it.
+class parked_writer {
+  public:
+    explicit parked_writer(gated_map& m) : m_(m) {
+        g_.arm();
+        thread_ = std::thread([this] {
+            try {
+                m_.insert_or_assign(2, 2);
+            } catch (...) {
+                error_ = std::current_exception();
+            }
+        });
+        g_.entered.wait();
+    }
+    parked_writer(const parked_writer&) = delete;
+    parked_writer& operator=(const parked_writer&) = delete;
+    ~parked_writer() { finish(); }
+
+    // Lets the writer complete its write; returns whatever it threw (nullptr: nothing).
+    std::exception_ptr finish() {
+        if (thread_.joinable()) {
+            g_.release.count_down();
+            thread_.join();
+        }
+        return error_;
+    }
+
+  private:
+    gated_map& m_;
+    gate g_;
+    std::thread thread_;
+    std::exception_ptr error_;
+};
+
+gated_map make_gated() {
+    gated_map m;
+    m.insert({1, 1});  // the gate is disarmed, nothing parks here
+    return m;
+}
+
+// Keeps an iterator of `m`, created on another thread, alive (and never stepped) until destruction.
+template <class Map>
+class foreign_iterator {
+  public:
+    explicit foreign_iterator(Map& m) {
+        thread_ = std::thread([this, &m] {
+            auto it = m.begin();
+            live_.count_down();
+            done_.wait();
+            (void)it;
+        });
+        live_.wait();
+    }
+    foreign_iterator(const foreign_iterator&) = delete;
+    foreign_iterator& operator=(const foreign_iterator&) = delete;
+    ~foreign_iterator() { release(); }
+    void release() {
+        if (thread_.joinable()) {
+            done_.count_down();
+            thread_.join();
+        }
+    }
+
+  private:
+    std::latch live_{1};
+    std::latch done_{1};
+    std::thread thread_;
+};
+
+int_map make_filled(int n) {
+    int_map m;
+    for (int i = 0; i < n; ++i) m.insert({i, i});
+    return m;
+}
+
+// ---- "concurrent map writes" ---------------------------------------------------------------------------
+
+TEST_F(MapMisuse, ConcurrentWritesAbort) {
+    EXPECT_DEATH(
+        {
+            gated_map m = make_gated();
+            parked_writer w(m);
+            m.insert_or_assign(3, 3);
+        },
+        writes_re);
+}
+
+TEST_F(MapMisuse, ConcurrentWriteViaEraseAborts) {
+    EXPECT_DEATH(
+        {
+            gated_map m = make_gated();
+            parked_writer w(m);
+            m.erase(1);
+        },
+        writes_re);
+}
+
+TEST_F(MapMisuse, ConcurrentWritesThrowInThrowMode) {
+    misuse_action_scope mode(iterlock::misuse_action::throw_exception);
+    gated_map m = make_gated();
+    {
+        parked_writer w(m);
+        try {
+            m.insert_or_assign(3, 3);
+            ADD_FAILURE() << "second writer was not detected";
+        } catch (const iterlock::concurrent_misuse& e) {
+            EXPECT_STREQ(e.what(), "concurrent map writes");
+        }
+        EXPECT_EQ(w.finish(), nullptr) << "the first writer must complete normally";
+    }
+    // The detected write did not modify the map; the parked write completed.
+    EXPECT_EQ(m.size(), 2u);
+    EXPECT_FALSE(m.contains(3));
+    EXPECT_EQ(m.get(2), std::optional<int>(2));
+    m.check_invariants();
+}
+
+// ---- "concurrent map read and map write" -----------------------------------------------------------------
+
+TEST_F(MapMisuse, ReadDuringWriteAborts) {
+    EXPECT_DEATH(
+        {
+            gated_map m = make_gated();
+            parked_writer w(m);
+            (void)m.contains(5);
+        },
+        read_write_re);
+}
+
+TEST_F(MapMisuse, FindAndGetDuringWriteAbort) {
+    EXPECT_DEATH(
+        {
+            gated_map m = make_gated();
+            parked_writer w(m);
+            (void)m.find(1);
+        },
+        read_write_re);
+    EXPECT_DEATH(
+        {
+            gated_map m = make_gated();
+            parked_writer w(m);
+            (void)m.get(1);
+        },
+        read_write_re);
+}
+
+TEST_F(MapMisuse, ReadDuringWriteThrowsInThrowMode) {
+    misuse_action_scope mode(iterlock::misuse_action::throw_exception);
+    gated_map m = make_gated();
+    parked_writer w(m);
+    try {
+        (void)m.get(1);
+        ADD_FAILURE() << "read during a write was not detected";
+    } catch (const iterlock::concurrent_misuse& e) {
+        EXPECT_STREQ(e.what(), "concurrent map read and map write");
+    }
+    EXPECT_EQ(w.finish(), nullptr);
+    EXPECT_EQ(m.size(), 2u);
+    m.check_invariants();
+}
+
+// ---- "concurrent map iteration and map write" -----------------------------------------------------------
+
+TEST_F(MapMisuse, WriteWhileOtherThreadHoldsIteratorAborts) {
+    EXPECT_DEATH(
+        {
+            int_map m = make_filled(100);
+            foreign_iterator<int_map> it(m);
+            m.insert_or_assign(1000, 1);
+        },
+        iteration_write_re);
+}
+
+TEST_F(MapMisuse, SlowWriterIsCaughtEveryTime) {
+    // The iterator is alive but never steps; the writer pauses 1 ms between writes. Detection must not
+    // depend on the iterator stepping at the right moment (Go's check is in mapiternext and can miss).
+    for (int round = 0; round < 20; ++round) {
+        EXPECT_DEATH(
+            {
+                int_map m = make_filled(100);
+                foreign_iterator<int_map> it(m);
+                for (int i = 0; i < 5; ++i) {
+                    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+                    m.insert_or_assign(1000 + i, i);
+                }
+            },
+            iteration_write_re)
+            << "round " << round;
+    }
+}
+
+TEST_F(MapMisuse, EraseAndClearWhileOtherThreadHoldsIteratorAbort) {
+    EXPECT_DEATH(
+        {
+            int_map m = make_filled(10);
+            foreign_iterator<int_map> it(m);
+            m.erase(3);
+        },
+        iteration_write_re);
+    EXPECT_DEATH(
+        {
+            int_map m = make_filled(10);
+            foreign_iterator<int_map> it(m);
+            m.clear();
+        },
+        iteration_write_re);
+}
+
+TEST_F(MapMisuse, WriteWhileOwnAndForeignIteratorsAreLiveAborts) {
+    // The writer holds an iterator too: the other thread's live iterator must still be noticed.
+    EXPECT_DEATH(
+        {
+            int_map m = make_filled(100);
+            auto own = m.begin();
+            foreign_iterator<int_map> it(m);
+            m.insert_or_assign(1000, 1);
+        },
+        iteration_write_re);
+    EXPECT_DEATH(
+        {
+            int_map m = make_filled(100);
+            foreign_iterator<int_map> it(m);
+            auto own = m.begin();
+            m.insert_or_assign(1000, 1);
+        },
+        iteration_write_re);
+}
+
+// Thread B iterates briefly while main holds an iterator (concurrent reads are legal), then B's iterator is
+// gone: main's write during its own iteration is legal again (only *another* thread's live iterator makes a
+// write misuse). FAILS with map.hpp at 81a60cc: the live-iterator word keeps the "shared owner" tag until
+// the count drops to zero, so main's own write is reported as "concurrent map iteration and map write".
+// Disabled until the lead decides (fix, or document the conservative report).
+TEST_F(MapMisuse, DISABLED_OwnIterationAfterForeignIteratorEndedIsNotReported) {
+    misuse_action_scope mode(iterlock::misuse_action::throw_exception);
+    int_map m = make_filled(100);
+    auto own = m.begin();
+    std::thread b([&] {
+        auto other = m.begin();
+        (void)other;
+    });
+    b.join();
+    EXPECT_NO_THROW(m.insert_or_assign(1000, 1)) << "a foreign iterator that no longer exists was reported";
+    EXPECT_EQ(m.size(), 101u);
+}
+
+TEST_F(MapMisuse, IterationStartedDuringWriteAborts) {
+    // Go reports this from mapiternext; a begin() while another thread is mid-write is either message.
+    EXPECT_DEATH(
+        {
+            gated_map m = make_gated();
+            parked_writer w(m);
+            auto it = m.begin();
+            (void)it;
+        },
+        "fatal error: concurrent map (iteration|read) and map write");
+}
+
+TEST_F(MapMisuse, IterationWriteThrowsBeforeModifying) {
+    misuse_action_scope mode(iterlock::misuse_action::throw_exception);
+    int_map m = make_filled(100);
+    {
+        foreign_iterator<int_map> it(m);
+        try {
+            m.insert_or_assign(1000, 1);
+            ADD_FAILURE() << "write during a foreign iteration was not detected";
+        } catch (const iterlock::concurrent_misuse& e) {
+            EXPECT_STREQ(e.what(), "concurrent map iteration and map write");
+        }
+        EXPECT_THROW(m.erase(5), iterlock::concurrent_misuse);
+    }
+    EXPECT_EQ(m.size(), 100u);
+    EXPECT_FALSE(m.contains(1000));
+    EXPECT_TRUE(m.contains(5));
+    m.check_invariants();
+    // The iterator died with its thread: writing is legal again.
+    EXPECT_NO_THROW(m.insert_or_assign(1000, 1));
+    EXPECT_EQ(m.size(), 101u);
+}
+
+TEST_F(MapMisuse, IteratingThreadMayWriteItself) {
+    // Rules I1-I5: writes by the thread that owns the iteration are legal, on any thread.
+    misuse_action_scope mode(iterlock::misuse_action::throw_exception);
+    int_map m = make_filled(200);
+    std::exception_ptr error;
+    std::thread t([&] {
+        try {
+            int next = 1000;
+            for (auto it = m.begin(); it != m.end(); ++it) {
+                const int k = it->first;
+                it->second += 1;
+                if (k < 1000 && k % 2 == 0) m.erase(k);  // erases the current entry: no deref after this
+                if (k < 1000) m.insert_or_assign(next++, 0);
+            }
+            for (auto& kv : m) kv.second = 0;  // a second iteration on the same thread
+            m.clear();
+        } catch (...) {
+            error = std::current_exception();
+        }
+    });
+    t.join();
+    EXPECT_EQ(error, nullptr) << "a write by the iterating thread itself was reported as misuse";
+    EXPECT_TRUE(m.empty());
+    m.check_invariants();
+}
+
+TEST_F(MapMisuse, MainThreadIteratesAndWritesWhileIdleThreadExists) {
+    misuse_action_scope mode(iterlock::misuse_action::throw_exception);
+    int_map m = make_filled(50);
+    std::latch go{1};
+    std::thread idle([&] { go.wait(); });  // another thread exists but never touches the map
+    EXPECT_NO_THROW({
+        for (auto it = m.begin(); it != m.end(); ++it) {
+            if (it->first < 1000) m.insert_or_assign(it->first + 1000, 0);
+        }
+    });
+    go.count_down();
+    idle.join();
+    m.check_invariants();
+}
+
+TEST_F(MapMisuse, SequentialHandOffBetweenThreadsIsNotReported) {
+    // Properly synchronized use from many threads, including iterators that ended, is not misuse.
+    misuse_action_scope mode(iterlock::misuse_action::throw_exception);
+    int_map m;
+    for (int round = 0; round < 8; ++round) {
+        std::exception_ptr error;
+        std::thread t([&] {
+            try {
+                for (int i = 0; i < 100; ++i) m.insert_or_assign(round * 100 + i, i);
+                std::size_t n = 0;
+                for (auto it = m.begin(); it != m.end(); ++it) ++n;
+                if (n != m.size()) throw std::logic_error("iteration count");
+            } catch (...) {
+                error = std::current_exception();
+            }
+        });
+        t.join();
+        ASSERT_EQ(error, nullptr) << "round " << round;
+        {
+            auto it = m.begin();  // an iterator on the main thread, destroyed before the next round
+            (void)it;
+        }
+    }
+    EXPECT_EQ(m.size(), 800u);
+}
+
+TEST_F(MapMisuse, NoMisuseDetectionPolicyDoesNotReport) {
+    using quiet_map = iterlock::map<int, int, iterlock::hash<int>, std::equal_to<int>,
+                                    std::allocator<std::pair<const int, int>>, iterlock::no_misuse_detection>;
+    misuse_action_scope mode(iterlock::misuse_action::throw_exception);
+    quiet_map m;
+    for (int i = 0; i < 10; ++i) m.insert({i, i});
+    foreign_iterator<quiet_map> it(m);
+    EXPECT_NO_THROW(m.insert_or_assign(100, 1));
+    it.release();
+    EXPECT_EQ(m.size(), 11u);
+}
+
+// ---- moving a map while an iteration is live
+// ----------------------------------------------------------------
+
+TEST_F(MapMisuse, MoveConstructWhileIteratingAborts) {
+    int_map m = make_filled(10);
+    auto it = m.begin();
+    EXPECT_DEATH({ int_map moved(std::move(m)); }, "map moved while an iteration is live");
+    (void)it;
+}
+
+TEST_F(MapMisuse, MoveAssignWhileIteratingAborts) {
+    int_map m = make_filled(10);
+    auto it = m.begin();
+    EXPECT_DEATH(
+        {
+            int_map other;
+            other = std::move(m);
+        },
+        "map moved while an iteration is live");
+    (void)it;
+}
+
+TEST_F(MapMisuse, MoveAfterIterationEndedIsFine) {
+    int_map m = make_filled(10);
+    {
+        std::size_t n = 0;
+        for (auto it = m.begin(); it != m.end(); ++it) ++n;
+        EXPECT_EQ(n, 10u);
+    }
+    int_map moved(std::move(m));
+    EXPECT_EQ(moved.size(), 10u);
+    EXPECT_TRUE(m.empty());  // NOLINT(bugprone-use-after-move): moved-from is empty by contract
+}
+
+}  // namespace
