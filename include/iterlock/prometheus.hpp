@@ -1,11 +1,13 @@
-// iterlock/prometheus.hpp: exports concurrent_map metrics to Prometheus through prometheus-cpp's pull exposer.
+// iterlock/prometheus.hpp: exports concurrent_map metrics to Prometheus through prometheus-cpp's pull
+// exposer.
 //
 // Owns: iterlock::prometheus::registry, iterlock::prometheus::exposure, iterlock::prometheus::expose(),
 //       iterlock::prometheus::endpoint. Link the CMake target iterlock::prometheus (it brings
 //       prometheus-cpp::pull and prometheus-cpp::core; Debian: prometheus-cpp-dev).
 //
 //     iterlock::prometheus::endpoint ep("0.0.0.0:9464");          // serves http://host:9464/metrics
-//     auto handle = ep.expose(sessions, "sessions");               // or expose(ep.maps(), sessions, "sessions")
+//     auto handle = ep.expose(sessions, "sessions");               // or expose(ep.maps(), sessions,
+//     "sessions")
 //     ...                                                          // handle's destructor unregisters the map
 //
 // What it exports, per map, labelled {map="<name>", <your constant labels>}:
@@ -109,7 +111,7 @@ class registry;
 
 // The RAII handle expose() returns: the map is exported while it lives (P3). Movable, not copyable.
 class exposure {
-public:
+  public:
     exposure() noexcept = default;
     exposure(exposure&& o) noexcept : state_(std::move(o.state_)), id_(std::exchange(o.id_, 0)) {}
     exposure& operator=(exposure&& o) noexcept {
@@ -130,7 +132,8 @@ public:
         if (id_ == 0) return;
         if (auto s = state_.lock()) {
             std::lock_guard lk(s->mu);
-            std::erase_if(s->sources, [&](const detail::registry_state::source& src) { return src.id == id_; });
+            std::erase_if(s->sources,
+                          [&](const detail::registry_state::source& src) { return src.id == id_; });
         }
         state_.reset();
         id_ = 0;
@@ -138,19 +141,20 @@ public:
     // Whether this handle still exports a map (false once reset, moved from, or its registry is gone).
     bool active() const noexcept { return id_ != 0 && !state_.expired(); }
 
-private:
+  private:
     friend class registry;
-    exposure(std::weak_ptr<detail::registry_state> s, std::uint64_t id) noexcept : state_(std::move(s)), id_(id) {}
+    exposure(std::weak_ptr<detail::registry_state> s, std::uint64_t id) noexcept
+        : state_(std::move(s)), id_(id) {}
 
     std::weak_ptr<detail::registry_state> state_;
     std::uint64_t id_ = 0;
 };
 
 // A ::prometheus::Collectable holding the exposed maps. Register it with a ::prometheus::Exposer
-// (`exposer.RegisterCollectable(reg)`, which needs it in a shared_ptr), or use iterlock::prometheus::endpoint,
-// which does that for you.
+// (`exposer.RegisterCollectable(reg)`, which needs it in a shared_ptr), or use
+// iterlock::prometheus::endpoint, which does that for you.
 class registry final : public ::prometheus::Collectable {
-public:
+  public:
     registry() : state_(std::make_shared<detail::registry_state>()) {}
     registry(const registry&) = delete;
     registry& operator=(const registry&) = delete;
@@ -158,11 +162,12 @@ public:
     // Exports `map` under {map="name", labels...} until the returned exposure goes away (P3, P5). The map's
     // metrics are read only when a scrape comes (P1). Throws std::invalid_argument (P5).
     template <metrics_source Map>
-    [[nodiscard]] exposure add(const Map& map, std::string_view name, const ::prometheus::Labels& labels = {}) {
+    [[nodiscard]] exposure add(const Map& map, std::string_view name,
+                               const ::prometheus::Labels& labels = {}) {
         iterlock::detail::prom_labels extra;
         for (const auto& [k, v] : labels) {
-            if (!::prometheus::CheckLabelName(k) || k == "map" || k == "state" || k == "role" || k == "priority" ||
-                k == "le") {
+            if (!::prometheus::CheckLabelName(k) || k == "map" || k == "state" || k == "role" ||
+                k == "priority" || k == "le") {
                 throw std::invalid_argument("iterlock::prometheus: label name '" + k +
                                             "' is invalid or reserved by iterlock's metrics");
             }
@@ -172,13 +177,14 @@ public:
         std::lock_guard lk(state_->mu);
         for (const auto& s : state_->sources) {
             if (s.name == name && s.labels == extra) {
-                throw std::invalid_argument("iterlock::prometheus: a map named '" + std::string(name) +
-                                            "' is already exposed in this registry; give each map its own name");
+                throw std::invalid_argument(
+                    "iterlock::prometheus: a map named '" + std::string(name) +
+                    "' is already exposed in this registry; give each map its own name");
             }
         }
         const std::uint64_t id = state_->next_id++;
-        state_->sources.push_back(
-            {id, std::string(name), std::move(extra), [m] { return map_metrics(m->metrics()); }, records_metrics<Map>::value});
+        state_->sources.push_back({id, std::string(name), std::move(extra),
+                                   [m] { return map_metrics(m->metrics()); }, records_metrics<Map>::value});
         return exposure(state_, id);
     }
 
@@ -202,7 +208,7 @@ public:
         return out;
     }
 
-private:
+  private:
     std::shared_ptr<detail::registry_state> state_;
 };
 
@@ -216,7 +222,7 @@ template <metrics_source Map>
 // An HTTP endpoint serving /metrics (prometheus-cpp's Exposer, civetweb inside) with a registry of maps
 // already registered. Other collectables (a ::prometheus::Registry of your own counters) can be added.
 class endpoint {
-public:
+  public:
     // bind_address: "host:port", e.g. "127.0.0.1:0" (port 0: the system picks a free one; see port()).
     // Starts serving at once. Throws (a std::runtime_error from civetweb) if the address cannot be bound.
     explicit endpoint(const std::string& bind_address = "127.0.0.1:0", std::size_t threads = 2)
@@ -227,7 +233,8 @@ public:
     }
     endpoint(const endpoint&) = delete;
     endpoint& operator=(const endpoint&) = delete;
-    // Stops serving (waits for a scrape in progress) before anything it serves goes away.
+    // Stops serving (waits for a scrape in progress) before anything it serves goes away. Takes up to about
+    // 2 s: civetweb's shutdown waits for its worker threads' poll timeouts.
     ~endpoint() { exposer_.reset(); }
 
     // The port actually bound (the chosen one when the address said port 0).
@@ -243,7 +250,8 @@ public:
 
     registry& maps() noexcept { return *maps_; }
     template <metrics_source Map>
-    [[nodiscard]] exposure expose(const Map& map, std::string_view name, const ::prometheus::Labels& labels = {}) {
+    [[nodiscard]] exposure expose(const Map& map, std::string_view name,
+                                  const ::prometheus::Labels& labels = {}) {
         return maps_->add(map, name, labels);
     }
     // Serves `c` too (kept alive by the endpoint). Its names must not collide with iterlock's.
@@ -253,7 +261,7 @@ public:
     }
     ::prometheus::Exposer& exposer() noexcept { return *exposer_; }
 
-private:
+  private:
     std::shared_ptr<registry> maps_;
     std::vector<std::shared_ptr<::prometheus::Collectable>> others_;
     std::unique_ptr<::prometheus::Exposer> exposer_;

@@ -18,7 +18,6 @@
 
 #include <algorithm>
 #include <array>
-#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -36,7 +35,7 @@ using prom_labels = std::vector<::prometheus::ClientMetric::Label>;
 
 // Collects the samples of any number of maps into one family per metric name.
 class prom_family_builder {
-public:
+  public:
     // Family indices, in exposition order.
     enum family : std::size_t {
         locked_iterations,
@@ -76,8 +75,8 @@ public:
                "Bytes of old entries kept alive for live snapshots (zero when no snapshot is alive).",
                T::Gauge);
         define(entries, "iterlock_map_entries", "Entries in the map.", T::Gauge);
-        define(growths, "iterlock_map_growths_total", "Table growths started (doubling or same-size), all shards.",
-               T::Counter);
+        define(growths, "iterlock_map_growths_total",
+               "Table growths started (doubling or same-size), all shards.", T::Counter);
         define(evacuated, "iterlock_map_evacuated_buckets_total",
                "Old buckets moved to the new table by incremental growth, all shards.", T::Counter);
         define(misuse, "iterlock_misuse_detected_total",
@@ -90,19 +89,23 @@ public:
     }
 
     // Adds one map's samples. `metrics_recorded` is false for a map whose Options compiled metrics out.
-    void add(std::string_view map_name, const prom_labels& extra, const map_metrics& m, bool metrics_recorded) {
+    void add(std::string_view map_name, const prom_labels& extra, const map_metrics& m,
+             bool metrics_recorded) {
         const prom_labels base = labels_for(map_name, extra);
         const bool locked = std::string_view(m.policy == nullptr ? "" : m.policy) == "locked";
         if (metrics_recorded) {
             const family it = locked ? locked_iterations : snapshot_iterations;
             counter(it, with(base, "state", "success"), m.iterations_success);
-            if (locked) counter(it, with(base, "state", "timeout"), m.iterations_timeout);  // snapshots never wait
+            if (locked)
+                counter(it, with(base, "state", "timeout"), m.iterations_timeout);  // snapshots never wait
             counter(it, with(base, "state", "error"), m.iterations_error);
             counter(iterations_started, base, m.iterations_started);
             for (int role = 0; role < 2; ++role) {
                 for (int p = 0; p < 2; ++p) {
-                    prom_labels l = with(base, "role", role == static_cast<int>(lock_role::writer) ? "writer" : "iterator");
-                    l = with(l, "priority", priority_name(p == 1 ? priority::realtime : priority::best_effort));
+                    prom_labels l = with(base, "role",
+                                         role == static_cast<int>(lock_role::writer) ? "writer" : "iterator");
+                    l = with(l, "priority",
+                             priority_name(p == 1 ? priority::realtime : priority::best_effort));
                     histogram(l, m.lock_wait[role][p]);
                 }
             }
@@ -134,7 +137,7 @@ public:
         return l;
     }
 
-private:
+  private:
     void define(family f, const char* name, const char* help, ::prometheus::MetricType type) {
         families_[f].name = name;
         families_[f].help = help;
@@ -144,12 +147,6 @@ private:
         prom_labels l = base;
         l.push_back({name, std::string(value)});
         return l;
-    }
-    // A bound that is a whole number of nanoseconds, as metrics.hpp's are, printed without binary noise:
-    // 2^13 * 1e-9 is 8.192000000000001e-06 in double arithmetic, 8192 / 1e9 is 8.192e-06.
-    static double tidy_bound(double seconds) {
-        const double ns = std::nearbyint(seconds * 1e9);
-        return ns >= 1 && std::fabs(seconds * 1e9 - ns) <= 1e-6 * ns ? ns / 1e9 : seconds;
     }
     void counter(family f, const prom_labels& l, std::uint64_t v) {
         ::prometheus::ClientMetric c;
@@ -174,7 +171,7 @@ private:
         for (std::size_t i = 0; i < n; ++i) {
             // Cumulative counts read without one instant may dip; Prometheus needs them non-decreasing.
             running = std::max(running, h.cumulative_counts[i]);
-            c.histogram.bucket.push_back({std::min(running, h.count), tidy_bound(h.upper_bounds[i])});
+            c.histogram.bucket.push_back({std::min(running, h.count), h.upper_bounds[i]});
         }
         families_[lock_wait].metric.push_back(std::move(c));
     }

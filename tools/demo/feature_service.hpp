@@ -1,0 +1,226 @@
+// tools/demo/feature_service.hpp: the load iterlock-demo runs: writers stream session updates, an aggregator
+// walks every session on a fixed period, and a built-in check counts the walks that were not one instant.
+//
+// Owns: iterlock_demo::service_config, iterlock_demo::live_counters, iterlock_demo::window_check,
+//       iterlock_demo::service_result, iterlock_demo::run_feature_service().
+//
+// The consistency check. Writer w owns K sessions, keys r*W + w for r in [0, K). Its updates carry a
+// sequence number that only grows, and update i goes to slot i mod K. The prefill writes sequence r into slot
+// r, so at every instant writer w's sessions hold exactly the K newest sequence numbers [j-K+1, j] of that
+// writer (j = its last finished update). Therefore a walk that reflects one instant sees, for every writer,
+// K distinct sequence numbers whose max - min is K-1. A walk that sees some updates of w and misses earlier
+// ones (it read slot a before w overwrote it, and slot b after w's later update landed) sees a wider
+// spread: that aggregation counts as one violation. (A torn walk may happen to look whole; then it is not
+// counted: the count is a lower bound.)
+//
+// Invariants of a run: threads start together behind a latch; the measured window runs from that start to
+// the stop signal; writer latency covers each put() alone (two clock reads around it); every aggregation
+// that starts is finished, checked and counted.
+#pragma once
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <latch>
+#include <limits>
+#include <stdexcept>
+#include <thread>
+#include <vector>
+
+#include "contenders.hpp"
+#include "latency_histogram.hpp"
+
+namespace iterlock_demo {
+
+struct service_config {
+    unsigned writers = 2;                         // writer threads (at most 255: the stamp's writer field)
+    std::uint64_t sessions = 200'000;             // rounded down to a multiple of `writers`
+    std::chrono::milliseconds interval{100};      // aggregation period
+    std::chrono::duration<double> duration{7.5};  // measured window
+    double rate = 0;  // updates per second per writer; 0: as fast as possible (closed loop)
+    std::uint64_t per_writer() const { return sessions / writers; }
+};
+
+// Progress, readable while the run goes on (progress line, /metrics). Relaxed: they are reports, not locks.
+struct live_counters {
+    std::atomic<std::uint64_t> writes{0};
+    std::atomic<std::uint64_t> aggregations{0};
+    std::atomic<std::uint64_t> violations{0};
+    std::atomic<bool> running{false};
+};
+
+// Per-aggregation bookkeeping of the consistency check (see the top of the file). Not thread-safe: one
+// aggregator owns one.
+class window_check {
+  public:
+    window_check(unsigned writers, std::uint64_t per_writer) : per_writer_(per_writer), w_(writers) {}
+
+    void begin() {
+        for (auto& w : w_) w = {};
+        foreign_ = 0;
+    }
+    void see(std::uint64_t stamp) noexcept {
+        const unsigned w = stamp_writer(stamp);
+        if (w >= w_.size()) {
+            ++foreign_;
+            return;
+        }
+        const std::uint64_t seq = stamp_seq(stamp);
+        auto& s = w_[w];
+        s.min = std::min(s.min, seq);
+        s.max = std::max(s.max, seq);
+        ++s.count;
+    }
+    // Whether the walk since begin() could have been one instant.
+    bool consistent() const noexcept {
+        if (foreign_ != 0) return false;
+        for (const auto& s : w_)
+            if (s.count != per_writer_ || s.max - s.min != per_writer_ - 1) return false;
+        return true;
+    }
+
+  private:
+    struct window {
+        std::uint64_t min = std::numeric_limits<std::uint64_t>::max();
+        std::uint64_t max = 0;
+        std::uint64_t count = 0;
+    };
+    std::uint64_t per_writer_;
+    std::vector<window> w_;
+    std::uint64_t foreign_ = 0;
+};
+
+struct service_result {
+    std::uint64_t aggregations = 0;
+    std::uint64_t violations = 0;
+    std::uint64_t writer_ops = 0;
+    double seconds = 0;          // the measured window
+    double prefill_seconds = 0;  // filling the sessions before the window
+    latency_histogram write_latency;
+    latency_histogram aggregation_time;
+    double writer_ops_per_s() const { return seconds > 0 ? static_cast<double>(writer_ops) / seconds : 0; }
+};
+
+inline double score_of(std::uint64_t seq) noexcept {
+    return static_cast<double>(seq & 1023) / 1024.0;
+}
+
+// Runs the feature service against `store` (prefill, then cfg.duration of load). `tick(elapsed_seconds)` is
+// called from the calling thread about four times a second while the load runs (progress display).
+template <class Store>
+service_result run_feature_service(Store& store, const service_config& cfg, live_counters& live,
+                                   const std::function<void(double)>& tick) {
+    using clock = std::chrono::steady_clock;
+    if (cfg.writers == 0 || cfg.writers > 255) throw std::invalid_argument("writers must be in [1, 255]");
+    const std::uint64_t k = cfg.per_writer();
+    if (k < 2) throw std::invalid_argument("need at least 2 sessions per writer");
+    const unsigned nw = cfg.writers;
+
+    service_result res;
+    const auto p0 = clock::now();
+    store.reserve(static_cast<std::size_t>(k * nw));
+    for (unsigned w = 0; w < nw; ++w)
+        for (std::uint64_t r = 0; r < k; ++r)
+            store.prefill(r * nw + w, session{make_stamp(w, r), score_of(r)});
+    res.prefill_seconds = std::chrono::duration<double>(clock::now() - p0).count();
+
+    std::atomic<bool> stop{false};
+    std::latch start(nw + 2);  // writers, the aggregator, this thread
+    std::vector<latency_histogram> write_lat(nw);
+    std::vector<std::uint64_t> write_ops(nw, 0);
+
+    std::vector<std::thread> threads;
+    for (unsigned w = 0; w < nw; ++w) {
+        threads.emplace_back([&, w] {
+            latency_histogram& lat = write_lat[w];
+            std::uint64_t seq = k, slot = 0, ops = 0;  // the prefill wrote sequences [0, k)
+            const auto period = cfg.rate > 0 ? std::chrono::duration<double>(1.0 / cfg.rate)
+                                             : std::chrono::duration<double>(0);
+            start.arrive_and_wait();
+            const auto w_start = clock::now();
+            while (!stop.load(std::memory_order_relaxed)) {
+                const key_type key = slot * nw + w;
+                const session s{make_stamp(w, seq), score_of(seq)};
+                auto t0 = clock::now();
+                if (cfg.rate > 0) {
+                    // Open loop: update number `ops` is due at w_start + ops * period, and its latency counts
+                    // from then, so time spent blocked delays (and is charged to) every update that fell due.
+                    const auto due = w_start + std::chrono::duration_cast<clock::duration>(
+                                                   period * static_cast<double>(ops));
+                    if (t0 < due) {
+                        if (due - t0 > std::chrono::microseconds(200))
+                            std::this_thread::sleep_until(due - std::chrono::microseconds(100));
+                        while (clock::now() < due) {
+                        }
+                    }
+                    t0 = due;
+                }
+                store.put(key, s);
+                const auto t1 = clock::now();
+                lat.record(static_cast<std::uint64_t>(
+                    std::chrono::duration_cast<std::chrono::nanoseconds>(t1 - t0).count()));
+                ++seq;
+                if (++slot == k) slot = 0;
+                if ((++ops & 1023) == 0) live.writes.fetch_add(1024, std::memory_order_relaxed);
+            }
+            live.writes.fetch_add(ops & 1023, std::memory_order_relaxed);
+            write_ops[w] = ops;
+        });
+    }
+    threads.emplace_back([&] {
+        window_check check(nw, k);
+        volatile double sink = 0;  // keeps the aggregation's sum alive
+        start.arrive_and_wait();
+        auto next = clock::now();
+        while (!stop.load(std::memory_order_relaxed)) {
+            const auto t0 = clock::now();
+            double sum = 0;
+            check.begin();
+            store.walk([&](key_type, std::uint64_t stamp, double score) {
+                check.see(stamp);
+                sum += score;
+            });
+            const auto t1 = clock::now();
+            sink = sum;
+            res.aggregation_time.record(static_cast<std::uint64_t>(
+                std::chrono::duration_cast<std::chrono::nanoseconds>(t1 - t0).count()));
+            ++res.aggregations;
+            live.aggregations.fetch_add(1, std::memory_order_relaxed);
+            if (!check.consistent()) {
+                ++res.violations;
+                live.violations.fetch_add(1, std::memory_order_relaxed);
+            }
+            next += cfg.interval;
+            if (next < t1) next = t1;  // an aggregation longer than the period: start the next one at once
+            while (!stop.load(std::memory_order_relaxed) && clock::now() < next)
+                std::this_thread::sleep_for(
+                    std::min<clock::duration>(next - clock::now(), std::chrono::milliseconds(5)));
+        }
+        (void)sink;
+    });
+
+    live.running.store(true, std::memory_order_relaxed);
+    start.arrive_and_wait();
+    const auto t_start = clock::now();
+    const auto deadline = t_start + std::chrono::duration_cast<clock::duration>(cfg.duration);
+    for (auto now = clock::now(); now < deadline; now = clock::now()) {
+        std::this_thread::sleep_for(
+            std::min<clock::duration>(deadline - now, std::chrono::milliseconds(250)));
+        tick(std::chrono::duration<double>(clock::now() - t_start).count());
+    }
+    stop.store(true, std::memory_order_relaxed);
+    const auto t_stop = clock::now();
+    for (auto& t : threads) t.join();
+    live.running.store(false, std::memory_order_relaxed);
+
+    res.seconds = std::chrono::duration<double>(t_stop - t_start).count();
+    for (unsigned w = 0; w < nw; ++w) {
+        res.write_latency.merge(write_lat[w]);
+        res.writer_ops += write_ops[w];
+    }
+    return res;
+}
+
+}  // namespace iterlock_demo
