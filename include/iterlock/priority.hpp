@@ -1,10 +1,10 @@
-// iterlock/priority.hpp: the two acquisition priorities of iterlock's locks, and the calling thread's default.
+// iterlock/priority.hpp: the acquisition priorities of iterlock's locks, and the calling thread's default.
 //
-// Owns: iterlock::priority, iterlock::current_priority(), iterlock::priority_scope, iterlock::priority_name().
+// Owns: iterlock::priority, current_priority(), priority_scope, priority_name().
 // Invariants:
 //   - every thread starts at priority::best_effort;
-//   - a priority_scope restores, when it ends, the value it found when it began, so scopes nest (the innermost
-//     one wins) and a priority never leaks out of the block that set it;
+//   - a priority_scope restores, when it ends, the value it found when it began, so scopes nest (the
+//     innermost one wins) and a priority never leaks out of the block that set it;
 //   - the value is per thread: setting it never affects another thread's acquisitions.
 //
 // Where it matters: a shard lock that is released while acquirers wait hands the lock to realtime waiters
@@ -39,7 +39,9 @@ inline priority& thread_priority_slot() noexcept {
 
 // The calling thread's current priority: the one set by the innermost live priority_scope on this thread,
 // or priority::best_effort when there is none. O(1) (one thread-local load), never blocks, noexcept.
-inline priority current_priority() noexcept { return detail::thread_priority_slot(); }
+inline priority current_priority() noexcept {
+    return detail::thread_priority_slot();
+}
 
 // RAII setter of the calling thread's priority:
 //     { iterlock::priority_scope p(iterlock::priority::realtime); m.insert_or_assign(k, v); }
@@ -47,7 +49,7 @@ inline priority current_priority() noexcept { return detail::thread_priority_slo
 // blocks nor throws. A scope must end on the thread that created it (it is neither copyable nor movable),
 // and scopes must end in reverse order of creation, which block scoping guarantees.
 class priority_scope {
-public:
+  public:
     explicit priority_scope(priority p) noexcept : saved_(detail::thread_priority_slot()) {
         detail::thread_priority_slot() = p;
     }
@@ -61,7 +63,7 @@ public:
     // The priority that was current before this scope began (restored when it ends).
     priority previous() const noexcept { return saved_; }
 
-private:
+  private:
     priority saved_;
 };
 

@@ -5,7 +5,7 @@
 // Terminology. Each shard of a concurrent_map is a single-threaded Go map guarded by one shard_lock. The lock
 // has three roles (and one transition):
 //   reader     lock_shared() / unlock_shared(): a find. Short. Any number at once.
-//              read_begin() / read_validate(): the optimistic (sequence-lock) form of a read, no store at all.
+//              read_begin() / read_validate(): the optimistic (sequence-lock) form of a read: no store.
 //   writer     lock() / unlock(): an insert, assign or erase. Short. Exclusive against everybody.
 //   iteration  lock_iteration() / unlock_iteration(): a whole walk of the shard. Long. Any number of
 //              iterations at once; readers too; no writer.
@@ -30,7 +30,8 @@
 //       A class further down the list waits while any class above it waits (even one that cannot be granted
 //       yet). Writers go one at a time; all waiting iterations of the granted class go together. Hence a
 //       realtime iteration arriving while only best-effort writers wait goes ahead of them as soon as no
-//       writer holds (priority beats writer preference), and a realtime writer blocks new realtime iterations.
+//       writer holds (priority beats writer preference), and a realtime writer blocks new realtime
+//       iterations.
 //   R5. No barging: while anybody is queued, a new writer or iteration MUST take the queue path (R4), so a
 //       fast-path acquirer cannot overtake a queued one. Readers are exempt (R1).
 //   R6. A timed acquisition (try_*_until / try_*_for) that fails MUST leave no trace: its queue entry is
@@ -43,24 +44,24 @@
 //       writes it may see (a reader sees every write of writers that released before it acquired).
 //   R9. Sequence reads: read_validate(read_begin()) is true only if no writer (nor upgraded iteration)
 //       acquired the lock between the two calls. The sequence counter has 30 bits: a reader stalled across
-//       exactly 2^30 writes could validate wrongly; callers treat a validated read as "very probably clean" and
-//       must not loop unboundedly on it (fall back to lock_shared() after a few failures).
+//       exactly 2^30 writes could validate wrongly. Callers must not loop unboundedly on failed validations
+//       (fall back to lock_shared() after a few).
 //
 // FAQ
 //   Is it recursive? No role is. A thread that holds an iteration and asks for a second iteration of the same
 //   shard deadlocks if a writer is queued between the two (R3). Take the lock once per walk.
 //   Can a walk be preempted by a realtime writer? No. Priorities order the waiters; they never revoke a hold.
-//   Why can readers starve a writer (R2)? Blocking readers behind a waiting writer would make every find pay
-//   for writer preference. Finds are short, so in practice readers drain; upgrade (R7) does block new readers,
-//   because its caller already excludes every other writer and iteration.
+//   Why can readers starve a writer (R2)? Blocking readers behind a waiting writer would make every find
+//   pay for writer preference. Finds are short, so in practice readers drain; upgrade (R7) does block new
+//   readers, because its caller already excludes every other writer and iteration.
 //   What do the sequence reads need from the caller? The data read between read_begin() and read_validate()
-//   can be torn by a concurrent writer; copy it with relaxed atomic loads (std::atomic_ref) into locals and use
-//   the copy only after read_validate() returns true. Plain memcpy works on common hardware but is a data race
-//   in the C++ model (ThreadSanitizer reports it).
-//   How is waiting measured? Every acquiring call takes an optional `std::chrono::nanoseconds* waited`. When it
-//   is null (the default) nothing is measured and the fast paths are unchanged; otherwise it receives the time
-//   the call spent between entering its slow path and holding the lock (zero on the fast path). The caller
-//   knows the role and priority, which is all a lock_wait_seconds{role, priority} histogram needs.
+//   can be torn by a concurrent writer; copy it with relaxed atomic loads (std::atomic_ref) into locals and
+//   use the copy only after read_validate() returns true. Plain memcpy works on common hardware but is a
+//   data race in the C++ model (ThreadSanitizer reports it).
+//   How is waiting measured? Every acquiring call takes an optional `std::chrono::nanoseconds* waited`. When
+//   it is null (the default) nothing is measured and the fast paths are unchanged; otherwise it receives the
+//   time the call spent between entering its slow path and holding the lock (zero on the fast path). The
+//   caller knows the role and priority, which is all a lock_wait_seconds{role, priority} histogram needs.
 //
 // Implementation. One 64-bit atomic word carries the fast paths (bits from least significant):
 //
@@ -70,7 +71,8 @@
 //   +-------------------------------------+----+----+------------------+------------------+
 //     readers     readers holding, plus readers that added themselves, saw W and are about to leave again
 //     iterations  iterations holding (including an upgraded one)
-//     W           a writer holds, or the only iteration is upgraded (then iterations == 1); W => iterations <= 1
+//     W           a writer holds, or the only iteration is upgraded (then iterations == 1);
+//                 so W implies iterations <= 1
 //     Q           somebody is queued in the slow path; set and cleared only under mu_, always equal to
 //                 "some waiter count below is non-zero" when mu_ is held
 //     seq         +1 each time W is set (writer acquisition or upgrade); the sequence-read token
@@ -81,13 +83,14 @@
 // A release whose RMW returns Q set (and, for readers and iterations, was the last of its kind) takes mu_ and
 // wakes whoever may now be granted.
 //
-// Slow path: a short bounded spin (about a microsecond), then a queue kept under a per-shard std::mutex with one
-// condition variable per waiter class (4 priority classes, readers, upgrade drain). Why a mutex and condition
-// variables rather than C++20 atomic wait/notify on the word: the hand-off order (R4) and the timeouts (R6) are
-// decisions over several counters that must be consistent with each other and with the word; under one mutex
-// a grant, a timeout's withdrawal and a release's wake-up are totally ordered, so "no lost wake-up" has a short
-// proof (below) and ThreadSanitizer models every step. glibc's mutex and condition variable park on futexes, so
-// a parked waiter costs nothing, and none of this is touched while the lock is uncontended.
+// Slow path: a short bounded spin (about a microsecond), then a queue kept under a per-shard std::mutex with
+// one condition variable per waiter class (4 priority classes, readers, upgrade drain). Why a mutex and
+// condition variables rather than C++20 atomic wait/notify on the word: the hand-off order (R4) and the
+// timeouts (R6) are decisions over several counters that must be consistent with each other and with the
+// word; under one mutex a grant, a timeout's withdrawal and a release's wake-up are totally ordered, so "no
+// lost wake-up" has a short proof (below) and ThreadSanitizer models every step. glibc's mutex and condition
+// variable park on futexes, so a parked waiter costs nothing, and none of this is touched while the lock is
+// uncontended.
 //
 // No lost wake-up. A waiter sets Q with an RMW under mu_ and only then tests the word (all under mu_ until it
 // parks, which releases mu_ atomically). A releaser's RMW either precedes that RMW in the word's modification
@@ -111,9 +114,9 @@
 // Misuse checks that cost a branch on a value already loaded (unlock without lock and the like): on in debug
 // and checked builds, off in release builds.
 #if defined(ITERLOCK_CHECKED) || !defined(NDEBUG)
-#define ITERLOCK_DETAIL_LOCK_CHECK(cond, msg) \
-    do {                                      \
-        if (!(cond)) [[unlikely]]             \
+#define ITERLOCK_DETAIL_LOCK_CHECK(cond, msg)           \
+    do {                                                \
+        if (!(cond)) [[unlikely]]                       \
             ::iterlock::detail::shard_lock_misuse(msg); \
     } while (false)
 #else
@@ -165,10 +168,10 @@ struct shard_lock_state {
     }
 };
 
-// The per-shard lock; see the essay above for the rules (R1..R9) and the design. Neither copyable nor movable.
+// The per-shard lock; see the essay above for the rules (R1..R9) and the design. Not copyable, not movable.
 // The fast-path word sits alone on the first cache line; the slow-path queue follows on its own lines.
 class alignas(64) shard_lock {
-public:
+  public:
     using nanoseconds = std::chrono::nanoseconds;
 
     shard_lock() = default;
@@ -214,13 +217,15 @@ public:
     void unlock_shared() noexcept {
         const std::uint64_t old = state_.fetch_sub(reader_one, std::memory_order_release);
         ITERLOCK_DETAIL_LOCK_CHECK((old & reader_mask) != 0, "unlock_shared() without lock_shared()");
-        if ((old & queued_bit) != 0 && (old & reader_mask) == reader_one) [[unlikely]] wake_waiters();
+        if ((old & queued_bit) != 0 && (old & reader_mask) == reader_one) [[unlikely]]
+            wake_waiters();
     }
 
-    // Sequence read, step 1: waits while a writer holds (like lock_shared(), R1) and returns a token. No store.
+    // Sequence read, step 1: waits while a writer holds (as lock_shared() does, R1); returns a token.
     std::uint64_t read_begin() noexcept {
         std::uint64_t s = state_.load(std::memory_order_acquire);
-        if ((s & write_bit) != 0) [[unlikely]] s = wait_for_no_writer();
+        if ((s & write_bit) != 0) [[unlikely]]
+            s = wait_for_no_writer();
         return s & seq_mask;
     }
 
@@ -269,7 +274,8 @@ public:
     }
 
     template <class Rep, class Period>
-    bool try_lock_for(const std::chrono::duration<Rep, Period>& timeout, nanoseconds* waited = nullptr) noexcept {
+    bool try_lock_for(const std::chrono::duration<Rep, Period>& timeout,
+                      nanoseconds* waited = nullptr) noexcept {
         return try_lock_until(std::chrono::steady_clock::now() + timeout, waited);
     }
 
@@ -280,7 +286,8 @@ public:
         ITERLOCK_DETAIL_LOCK_CHECK((old & write_bit) != 0 && (old & iter_mask) == 0,
                                    "unlock() without lock() (an upgraded iteration calls "
                                    "downgrade_write_to_iteration())");
-        if ((old & queued_bit) != 0) [[unlikely]] wake_waiters();
+        if ((old & queued_bit) != 0) [[unlikely]]
+            wake_waiters();
     }
 
     // ---- iteration -------------------------------------------------------------------------------------
@@ -307,8 +314,8 @@ public:
         return false;
     }
 
-    // Like lock_iteration(), but gives up at `deadline` and then returns false leaving no trace (R6): its queue
-    // entry is withdrawn and anybody it held back is reconsidered. Never throws.
+    // Like lock_iteration(), but gives up at `deadline` and then returns false leaving no trace (R6): its
+    // queue entry is withdrawn and anybody it held back is reconsidered. Never throws.
     template <class Clock, class Duration>
     bool try_lock_iteration_until(const std::chrono::time_point<Clock, Duration>& deadline,
                                   priority p = current_priority(), nanoseconds* waited = nullptr) noexcept {
@@ -320,19 +327,22 @@ public:
     }
 
     template <class Rep, class Period>
-    bool try_lock_iteration_for(const std::chrono::duration<Rep, Period>& timeout, priority p = current_priority(),
-                                nanoseconds* waited = nullptr) noexcept {
+    bool try_lock_iteration_for(const std::chrono::duration<Rep, Period>& timeout,
+                                priority p = current_priority(), nanoseconds* waited = nullptr) noexcept {
         return try_lock_iteration_until(std::chrono::steady_clock::now() + timeout, p, waited);
     }
 
-    // Releases an iteration hold. One atomic RMW; takes the internal mutex only when it was the last iteration
-    // and somebody is queued. Never throws. Requires: the caller holds an iteration that is not upgraded.
+    // Releases an iteration hold. One atomic RMW; takes the internal mutex only when it was the last
+    // iteration and somebody is queued. Never throws. Requires: the caller holds an iteration that is not
+    // upgraded.
     void unlock_iteration() noexcept {
         const std::uint64_t old = state_.fetch_sub(iter_one, std::memory_order_release);
         ITERLOCK_DETAIL_LOCK_CHECK((old & iter_mask) != 0, "unlock_iteration() without lock_iteration()");
-        ITERLOCK_DETAIL_LOCK_CHECK((old & write_bit) == 0,
-                                   "unlock_iteration() while upgraded (call downgrade_write_to_iteration() first)");
-        if ((old & queued_bit) != 0 && (old & iter_mask) == iter_one) [[unlikely]] wake_waiters();
+        ITERLOCK_DETAIL_LOCK_CHECK(
+            (old & write_bit) == 0,
+            "unlock_iteration() while upgraded (call downgrade_write_to_iteration() first)");
+        if ((old & queued_bit) != 0 && (old & iter_mask) == iter_one) [[unlikely]]
+            wake_waiters();
     }
 
     // ---- upgrade ---------------------------------------------------------------------------------------
@@ -352,13 +362,14 @@ public:
                     "(call lock_iteration() first)");
             if ((s & write_bit) != 0)
                 throw lock_error(
-                    "iterlock: upgrade_iteration_to_write() on a shard that is already upgraded (writes during a "
-                    "walk need one upgrade; call downgrade_write_to_iteration() before upgrading again)");
+                    "iterlock: upgrade_iteration_to_write() on a shard that is already upgraded (writes "
+                    "during a walk need one upgrade; call downgrade_write_to_iteration() before upgrading "
+                    "again)");
             if (iterations > 1)
                 throw lock_error(
-                    "iterlock: upgrade_iteration_to_write() refused: another iteration of this shard is live, and "
-                    "waiting for it to end would deadlock if it waits for this one; write after the walk, or "
-                    "make this the only walk of the map");
+                    "iterlock: upgrade_iteration_to_write() refused: another iteration of this shard is "
+                    "live, and waiting for it to end would deadlock if it waits for this one; write after "
+                    "the walk, or make this the only walk of the map");
             if (state_.compare_exchange_weak(s, s + write_bit + seq_one, std::memory_order_acquire,
                                              std::memory_order_relaxed))
                 break;
@@ -411,13 +422,14 @@ public:
     // internal mutex; meant for debug builds and randomized tests.
     void check_invariants() const noexcept {
         const shard_lock_state st = state();
-        if (st.queued != (st.total_waiting() != 0)) shard_lock_misuse("Q bit disagrees with the waiter counts");
+        if (st.queued != (st.total_waiting() != 0))
+            shard_lock_misuse("Q bit disagrees with the waiter counts");
         if (st.write_held && st.iterations > 1) shard_lock_misuse("W set while several iterations hold");
         if (st.upgrade_draining && !(st.write_held && st.iterations == 1))
             shard_lock_misuse("an upgrade drains readers without holding the upgraded iteration");
     }
 
-private:
+  private:
     // ---- the word (see the bit diagram) ----
     static constexpr std::uint64_t reader_one = 1;
     static constexpr std::uint64_t reader_mask = 0xFFFFULL;
@@ -437,7 +449,12 @@ private:
     static constexpr int spin_pauses = 4;
 
     // ---- waiter classes, in hand-off order (R4) ----
-    enum waiter_class : int { cls_rt_writer = 0, cls_rt_iteration = 1, cls_be_writer = 2, cls_be_iteration = 3 };
+    enum waiter_class : int {
+        cls_rt_writer = 0,
+        cls_rt_iteration = 1,
+        cls_be_writer = 2,
+        cls_be_iteration = 3
+    };
     static constexpr int class_count = 4;
 
     static constexpr waiter_class class_of(bool iteration, priority p) noexcept {
@@ -466,7 +483,9 @@ private:
         return -1;
     }
 
-    bool anybody_waiting() const noexcept { return head_class() >= 0 || readers_waiting_ != 0 || drain_waiting_; }
+    bool anybody_waiting() const noexcept {
+        return head_class() >= 0 || readers_waiting_ != 0 || drain_waiting_;
+    }
 
     // Registers the caller as queued: sets Q and returns the word with Q. Requires: mu_ held, count bumped.
     std::uint64_t publish_queued() noexcept {
@@ -505,7 +524,8 @@ private:
     bool try_grab(int cls, std::uint64_t& s) noexcept {
         const std::uint64_t add = is_iteration(cls) ? iter_one : write_bit + seq_one;
         while (compatible(cls, s)) {
-            if (state_.compare_exchange_weak(s, s + add, std::memory_order_acquire, std::memory_order_relaxed)) {
+            if (state_.compare_exchange_weak(s, s + add, std::memory_order_acquire,
+                                             std::memory_order_relaxed)) {
                 if (!is_iteration(cls)) after_write_acquired();
                 return true;
             }
@@ -514,7 +534,8 @@ private:
     }
 
     template <class Deadline>
-    ITERLOCK_DETAIL_NOINLINE bool acquire_slow(waiter_class cls, const Deadline& deadline, nanoseconds* waited) {
+    ITERLOCK_DETAIL_NOINLINE bool acquire_slow(waiter_class cls, const Deadline& deadline,
+                                               nanoseconds* waited) {
         if (waited == nullptr) return acquire_queued(cls, deadline);
         const auto start = std::chrono::steady_clock::now();
         const bool granted = acquire_queued(cls, deadline);
@@ -556,7 +577,8 @@ private:
     }
 
     ITERLOCK_DETAIL_NOINLINE void lock_shared_slow(nanoseconds* waited) noexcept {
-        const auto start = waited != nullptr ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point{};
+        const auto start =
+            waited != nullptr ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point{};
         // Undo the fast path's increment (it may have been the one an upgrade is draining).
         const std::uint64_t old = state_.fetch_sub(reader_one, std::memory_order_relaxed);
         if ((old & queued_bit) != 0 && (old & reader_mask) == reader_one) wake_waiters();
@@ -571,8 +593,9 @@ private:
             ++readers_waiting_;
             std::uint64_t s = publish_queued();
             for (;;) {
-                if ((s & write_bit) == 0 && state_.compare_exchange_weak(s, s + reader_one, std::memory_order_acquire,
-                                                                         std::memory_order_relaxed))
+                if ((s & write_bit) == 0 &&
+                    state_.compare_exchange_weak(s, s + reader_one, std::memory_order_acquire,
+                                                 std::memory_order_relaxed))
                     break;
                 if ((s & write_bit) != 0) {
                     cv_readers_.wait(lk);
@@ -608,7 +631,8 @@ private:
 
     // upgrade's second half: W is set by the caller; waits until the readers inside have left.
     ITERLOCK_DETAIL_NOINLINE void drain_readers(nanoseconds* waited) noexcept {
-        const auto start = waited != nullptr ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point{};
+        const auto start =
+            waited != nullptr ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point{};
         bool drained = false;
         for (int round = 0; round < spin_rounds && !drained; ++round) {
             for (int i = 0; i < spin_pauses; ++i) spin_pause();
@@ -633,7 +657,7 @@ private:
     alignas(64) mutable std::mutex mu_;
     std::uint32_t waiting_[class_count] = {};  // queued writers / iterations, indexed by waiter_class
     std::uint32_t readers_waiting_ = 0;        // readers and sequence reads waiting for W to clear
-    bool drain_waiting_ = false;               // an upgrade waits for readers to leave (at most one: W is held)
+    bool drain_waiting_ = false;  // an upgrade waits for readers to leave (at most one: W is held)
     std::condition_variable cv_[class_count];  // one per waiter_class
     std::condition_variable cv_readers_;
     std::condition_variable cv_drain_;
@@ -642,7 +666,7 @@ private:
 // RAII holder of an iteration lock: acquires in the constructor (with `p`), releases in the destructor.
 // Neither copyable nor movable. Blocking and exception behaviour are those of lock_iteration().
 class iteration_guard {
-public:
+  public:
     explicit iteration_guard(shard_lock& lock, priority p = current_priority()) noexcept : lock_(lock) {
         lock_.lock_iteration(p);
     }
@@ -653,7 +677,7 @@ public:
     iteration_guard(iteration_guard&&) = delete;
     iteration_guard& operator=(iteration_guard&&) = delete;
 
-private:
+  private:
     shard_lock& lock_;
 };
 
