@@ -261,16 +261,25 @@ std::string plot_script() {
     return "tools/plot_latency.py";
 }
 
-// Runs python3 plot_latency.py --latency CSV --output PNG; returns its exit status.
+// The Python that has Debian's python3-matplotlib: $ITERLOCK_PYTHON, else /usr/bin/python3 (a python3 earlier
+// on PATH, such as a pyenv shim, usually lacks the Debian packages), else python3 from PATH.
+std::string python_interpreter() {
+    if (const char* e = std::getenv("ITERLOCK_PYTHON")) return e;
+    if (::access("/usr/bin/python3", X_OK) == 0) return "/usr/bin/python3";
+    return "python3";
+}
+
+// Runs PYTHON plot_latency.py --latency CSV --output PNG --title TITLE; returns its exit status.
 int run_plot(const std::string& csv, const std::string& png, const std::string& title) {
-    const std::string script = plot_script();
-    std::vector<std::string> args = {"python3", script, "--latency", csv, "--output", png, "--title", title};
+    const std::string python = python_interpreter();
+    std::vector<std::string> args = {python,     plot_script(), "--latency", csv,
+                                     "--output", png,           "--title",   title};
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);
     pid_t pid = 0;
-    if (posix_spawnp(&pid, "python3", nullptr, nullptr, argv.data(), environ) != 0) {
-        std::cerr << "iterlock-demo: cannot start python3 for the plot\n";
+    if (posix_spawnp(&pid, python.c_str(), nullptr, nullptr, argv.data(), environ) != 0) {
+        std::cerr << "iterlock-demo: cannot start " << python << " for the plot\n";
         return 127;
     }
     int status = 0;
