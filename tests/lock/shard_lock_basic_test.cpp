@@ -2,6 +2,7 @@
 // reads, upgrade rules, timeouts, misuse detection) and of iterlock::priority / priority_scope.
 #include <chrono>
 #include <cstddef>
+#include <cstdint>
 #include <mutex>
 #include <shared_mutex>
 #include <string>

@@ -209,6 +209,7 @@ TEST_F(ShardLockOrder, WritersOfOneClassGoOneAtATimeIterationsTogether) {  // R4
     std::atomic<int> iterations_in{0};
     std::atomic<bool> iterations_release{false};
     std::vector<std::thread> threads;
+    threads.reserve(6);
     for (int i = 0; i < 3; ++i)
         threads.emplace_back([&] {
             l.lock();

@@ -4,6 +4,7 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <cstddef>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -151,6 +152,7 @@ void run_random_mix(int threads, int ops, int max_dwell, bool use_timeouts) {
     };
 
     std::vector<std::thread> pool;
+    pool.reserve(static_cast<std::size_t>(threads));
     for (int t = 0; t < threads; ++t) pool.emplace_back(worker, 1234U + static_cast<unsigned>(t));
     {
         std::unique_lock<std::mutex> lk(done_mu);
@@ -204,6 +206,7 @@ TEST_F(ShardLockStress, WritersAndReadersOnly) {
     const int ops = scaled(300000);
     std::latch start(threads);
     std::vector<std::thread> pool;
+    pool.reserve(threads);
     for (int t = 0; t < threads; ++t)
         pool.emplace_back([&, t] {
             start.arrive_and_wait();
@@ -283,6 +286,7 @@ TEST_F(ShardLockStress, WaitHookReportsQueuedTime) {
     constexpr int readers = 4;
     std::vector<std::chrono::nanoseconds> waited(readers, std::chrono::nanoseconds{-1});
     std::vector<std::thread> pool;
+    pool.reserve(readers);
     for (int r = 0; r < readers; ++r)
         pool.emplace_back([&, r] {
             l.lock_shared(&waited[static_cast<std::size_t>(r)]);
