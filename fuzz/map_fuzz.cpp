@@ -70,7 +70,12 @@ struct string_keys {
     }
 };
 
-constexpr std::size_t max_entries = 6000;  // keeps the O(n) invariant checks cheap per input
+constexpr std::size_t max_entries = 2048;  // keeps the O(n) invariant checks cheap per input
+// Inserts allowed during one iteration: evacuation pauses while an iterator is live, so these lengthen the
+// old array's overflow chains and make every lookup (and check_invariants) slower until the iteration ends.
+constexpr std::size_t max_inserts_per_iteration = 256;
+// During an iteration, check_invariants() runs after each write only while the map is this small.
+constexpr std::size_t check_each_write_below = 512;
 
 template <class Keys>
 class fuzz_run {
@@ -264,6 +269,12 @@ class fuzz_run {
         iterlock_test::iteration_oracle<key, int> oracle(mirror_);
         std::vector<key> start_keys;
         for (const auto& kv : mirror_) start_keys.push_back(kv.first);
+        std::size_t budget = max_inserts_per_iteration;
+        auto may_insert = [&](const key& nk) {
+            if (budget == 0 || mirror_.count(nk) != 0 || mirror_.size() >= max_entries) return false;
+            --budget;
+            return true;
+        };
         for (auto it = map_.begin(); it != map_.end(); ++it) {
             const key k = it->first;
             const std::string err = oracle.on_produced(k, it->second, mirror_);
@@ -284,7 +295,7 @@ class fuzz_run {
                     break;
                 case 3: {  // insert one key
                     const key nk = next_key(op);
-                    if (mirror_.count(nk) == 0 && mirror_.size() < max_entries) {
+                    if (may_insert(nk)) {
                         insert_new(nk, 3);
                         oracle.on_insert(nk);
                     }
@@ -295,7 +306,7 @@ class fuzz_run {
                     const std::uint16_t base = in_.u16();
                     for (unsigned i = 0; i < count; ++i) {
                         const key nk = Keys::make(static_cast<std::uint16_t>(base + i));
-                        if (mirror_.count(nk) == 0 && mirror_.size() < max_entries) {
+                        if (may_insert(nk)) {
                             insert_new(nk, 4);
                             oracle.on_insert(nk);
                         }
@@ -308,7 +319,7 @@ class fuzz_run {
                     break;
                 case 6: {  // insert then erase at once: never produced
                     const key nk = next_key(op);
-                    if (mirror_.count(nk) == 0) {
+                    if (may_insert(nk)) {
                         MAP_FUZZ_CHECK(map_.insert({nk, 6}).second);
                         oracle.on_insert(nk);
                         MAP_FUZZ_CHECK(map_.erase(nk) == 1);
@@ -325,9 +336,13 @@ class fuzz_run {
                     check();
                     return;
                 default:
-                    break;
+                    continue;  // no write: nothing to check
             }
-            check();
+            if (map_.size() < check_each_write_below) {
+                check();
+            } else {
+                MAP_FUZZ_CHECK(map_.size() == mirror_.size());
+            }
         }
         const std::string err = oracle.finish();
         if (!err.empty()) fail("iteration:", err);
