@@ -133,6 +133,29 @@ TEST(MapExceptionSafety, ThrowingEqualityLeavesMapUnchanged) {
     m.check_invariants();
 }
 
+TEST(MapExceptionSafety, ThrowingEraseIfPredicateKeepsMapValid) {
+    // Basic guarantee: entries erased before the throw stay erased, the rest stay, and the write ends
+    // (no stale "writing" state makes the next write look concurrent).
+    iterlock::map<int, int> m{iterlock::seed{3}};
+    for (int i = 0; i < 500; ++i) m.insert({i, i});
+    int calls = 0;
+    std::size_t erased_before_throw = 0;
+    EXPECT_THROW(m.erase_if([&](const int&, int& v) {
+        if (++calls == 200) throw std::runtime_error("predicate");
+        const bool erase = v % 2 == 0;
+        erased_before_throw += erase ? 1 : 0;
+        return erase;
+    }),
+                 std::runtime_error);
+    EXPECT_EQ(m.size(), 500u - erased_before_throw);
+    EXPECT_NO_THROW(m.check_invariants());
+    EXPECT_TRUE(m.insert({1000, 1}).second);
+    EXPECT_EQ(m.erase(1000), 1u);
+    std::size_t n = 0;
+    for (const auto& kv : m) n += kv.first < 500 ? 1 : 0;
+    EXPECT_EQ(n, m.size());
+}
+
 // Runs `op` on a copy of `base` with the countdown at 1, 2, ... until an attempt no longer throws; every
 // attempt that throws must leave the map equal to `base` and valid. Returns how many attempts threw.
 template <class Map, class Op>

@@ -392,6 +392,22 @@ TEST_F(MapMisuse, NoMisuseDetectionPolicyDoesNotReport) {
     EXPECT_EQ(m.size(), 11u);
 }
 
+TEST_F(MapMisuse, EraseIfPredicateThatReadsTheMapIsReported) {
+    // erase_if is a write: a predicate that looks the map up reads during that write.
+    misuse_action_scope mode(iterlock::misuse_action::throw_exception);
+    int_map m = make_filled(20);
+    try {
+        m.erase_if([&](const int&, int&) { return m.contains(1); });
+        ADD_FAILURE() << "a read from inside erase_if's predicate was not detected";
+    } catch (const iterlock::concurrent_misuse& e) {
+        EXPECT_STREQ(e.what(), "concurrent map read and map write");
+    }
+    // The aborted write ended cleanly: the map is intact and later writes are not misreported.
+    EXPECT_EQ(m.size(), 20u);
+    EXPECT_NO_THROW(m.insert_or_assign(100, 1));
+    m.check_invariants();
+}
+
 // ---- moving a map while an iteration is live
 // ----------------------------------------------------------------
 
