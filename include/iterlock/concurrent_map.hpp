@@ -974,7 +974,7 @@ public:
                 for (auto& h : tls.iterating)
                     if (h.map == m_) h = {nullptr, 0};
                 for (auto& sp : m_->shards_) {
-                    sp->t.unregister_iterator();
+                    sp->t.unregister_iterator(owner_);
                     sp->lock.unlock_iteration();
                 }
             }

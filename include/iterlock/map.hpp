@@ -123,6 +123,10 @@ class map {
     static constexpr bool detect = Policy::enabled;
     static constexpr bool transparent =
         requires { typename Hash::is_transparent; } && requires { typename KeyEqual::is_transparent; };
+    // A key argument of another type that a transparent map can hash, compare, and build a K from.
+    template <class K2>
+    static constexpr bool heterogeneous_key =
+        transparent && !std::is_same_v<std::remove_cvref_t<K2>, K> && std::is_constructible_v<K, K2&&>;
 
 public:
     using key_type = K;
@@ -210,13 +214,13 @@ public:
 
         basic_iterator() noexcept = default;
         basic_iterator(const basic_iterator& o) noexcept : m_(o.m_), st_(o.st_), cur_(o.cur_) {
-            if (m_ != nullptr) m_->t_.register_iterator(detail::thread_tag());
+            if (m_ != nullptr) m_->t_.register_iterator(tag_ = detail::thread_tag());
         }
         basic_iterator(basic_iterator&& o) noexcept
-            : m_(std::exchange(o.m_, nullptr)), st_(o.st_), cur_(std::exchange(o.cur_, nullptr)) {}
+            : m_(std::exchange(o.m_, nullptr)), st_(o.st_), cur_(std::exchange(o.cur_, nullptr)), tag_(o.tag_) {}
         template <bool C2, class = std::enable_if_t<Const && !C2>>
         basic_iterator(const basic_iterator<C2>& o) noexcept : m_(o.m_), st_(o.st_), cur_(o.cur_) {
-            if (m_ != nullptr) m_->t_.register_iterator(detail::thread_tag());
+            if (m_ != nullptr) m_->t_.register_iterator(tag_ = detail::thread_tag());
         }
         basic_iterator& operator=(basic_iterator o) noexcept {
             swap(o);
@@ -248,6 +252,7 @@ public:
             std::swap(m_, o.m_);
             std::swap(st_, o.st_);
             std::swap(cur_, o.cur_);
+            std::swap(tag_, o.tag_);
         }
 
     private:
@@ -257,7 +262,7 @@ public:
 
         explicit basic_iterator(map_ptr m) : m_(m) {
             m_->check_read();
-            m_->t_.register_iterator(detail::thread_tag());
+            m_->t_.register_iterator(tag_ = detail::thread_tag());
             const std::uint64_t r =
                 detail::seeded_mix(m_->t_.hash_seed(), m_->iter_seq_.fetch_add(1, std::memory_order_relaxed));
             m_->t_.iter_init(st_, r);
@@ -276,7 +281,7 @@ public:
         }
         void release() noexcept {
             if (m_ != nullptr) {
-                m_->t_.unregister_iterator();
+                m_->t_.unregister_iterator(tag_);
                 m_ = nullptr;
             }
         }
@@ -291,6 +296,7 @@ public:
         map_ptr m_ = nullptr;  // nullptr: end, or exhausted
         typename table_type::iter_state st_{};
         slot_type* cur_ = nullptr;
+        std::uint64_t tag_ = 0;  // the thread that registered this iterator
     };
     using iterator = basic_iterator<false>;
     using const_iterator = basic_iterator<true>;
@@ -455,9 +461,27 @@ public:
         return insert_or_assign_impl(std::move(k), std::forward<M>(v));
     }
 
+    // Heterogeneous writes (transparent Hash and KeyEqual): the key is built from `k` only if it is absent,
+    // e.g. m.try_emplace(std::string_view("id"), v) on a std::string-keyed map.
+    template <class K2, class... Args>
+        requires heterogeneous_key<K2>
+    std::pair<entry_ptr, bool> try_emplace(K2&& k, Args&&... args) {
+        return try_emplace_impl(std::forward<K2>(k), std::forward<Args>(args)...);
+    }
+    template <class K2, class M>
+        requires heterogeneous_key<K2>
+    std::pair<entry_ptr, bool> insert_or_assign(K2&& k, M&& v) {
+        return insert_or_assign_impl(std::forward<K2>(k), std::forward<M>(v));
+    }
+
     // Go's m[k]: the value, default-constructed if absent. The reference is unchecked.
     V& operator[](const K& k) { return try_emplace(k).first.get_unchecked()->second; }
     V& operator[](K&& k) { return try_emplace(std::move(k)).first.get_unchecked()->second; }
+    template <class K2>
+        requires heterogeneous_key<K2>
+    V& operator[](K2&& k) {
+        return try_emplace(std::forward<K2>(k)).first.get_unchecked()->second;
+    }
 
     // Go's delete(m, k). Returns the number of entries removed (0 or 1).
     size_type erase(const K& k) { return erase_impl(k); }

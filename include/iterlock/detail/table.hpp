@@ -450,27 +450,38 @@ public:
     }
     bool evacuation_paused() const noexcept { return live_iterators() != 0; }
 
-    // Registers a live iterator created by the thread `tag`.
+    // Registers a live iterator created by the thread `tag` (and unregisters it, with the same tag). The
+    // per-thread counts sit behind a tiny spinlock (registration is per loop, not per step); the word that
+    // writers read is recomputed from them, so "another thread's iterator is alive" is exact as long as at
+    // most `iter_slots` threads iterate at once (beyond that the word says "several", which is cautious).
     void register_iterator(std::uint64_t tag) const noexcept {
-        std::uint64_t w = iter_word_.load(std::memory_order_relaxed);
-        for (;;) {
-            const std::uint64_t n = w & iter_count_mask;
-            const std::uint64_t owner = w >> iter_count_bits;
-            const std::uint64_t new_owner = (n == 0 || owner == tag) ? tag : iter_owner_shared;
-            if (n + 1 > iter_count_mask) fatal("iterlock: too many live iterators of one map (2^20)");
-            const std::uint64_t nw = (new_owner << iter_count_bits) | (n + 1);
-            if (iter_word_.compare_exchange_weak(w, nw, std::memory_order_acq_rel, std::memory_order_relaxed))
-                return;
+        iter_lock();
+        std::size_t i = 0;
+        while (i < iter_slots && iter_threads_[i].tag != tag) ++i;
+        if (i == iter_slots) {
+            i = 0;
+            while (i < iter_slots && iter_threads_[i].count != 0) ++i;
         }
+        if (i == iter_slots) {
+            ++iter_overflow_;
+        } else {
+            iter_threads_[i].tag = tag;
+            ++iter_threads_[i].count;
+        }
+        publish_iterators();
+        iter_unlock();
     }
-    void unregister_iterator() const noexcept {
-        std::uint64_t w = iter_word_.load(std::memory_order_relaxed);
-        for (;;) {
-            const std::uint64_t n = (w & iter_count_mask) - 1;
-            const std::uint64_t nw = n == 0 ? 0 : ((w & ~iter_count_mask) | n);
-            if (iter_word_.compare_exchange_weak(w, nw, std::memory_order_acq_rel, std::memory_order_relaxed))
-                return;
+    void unregister_iterator(std::uint64_t tag) const noexcept {
+        iter_lock();
+        std::size_t i = 0;
+        while (i < iter_slots && !(iter_threads_[i].tag == tag && iter_threads_[i].count != 0)) ++i;
+        if (i == iter_slots) {
+            --iter_overflow_;
+        } else {
+            --iter_threads_[i].count;
         }
+        publish_iterators();
+        iter_unlock();
     }
 
     // ---- whole-table operations ----------------------------------------------------------------------------
@@ -604,6 +615,29 @@ private:
             if (!is_evacuated(old_.top(ob))) return old_.at(ob);
         }
         return cur_.at(h & bucket_mask(B_));
+    }
+
+    void iter_lock() const noexcept {
+        while (iter_busy_.exchange(true, std::memory_order_acquire)) {
+            while (iter_busy_.load(std::memory_order_relaxed)) {
+            }
+        }
+    }
+    void iter_unlock() const noexcept { iter_busy_.store(false, std::memory_order_release); }
+    // Recomputes the word writers read from the per-thread counts. Requires: iter_lock held.
+    void publish_iterators() const noexcept {
+        std::uint64_t total = iter_overflow_;
+        std::uint64_t owner = 0;
+        std::size_t threads = iter_overflow_ != 0 ? 2 : 0;
+        for (const iter_thread& t : iter_threads_) {
+            if (t.count == 0) continue;
+            total += t.count;
+            owner = t.tag;
+            ++threads;
+        }
+        if (total > iter_count_mask) fatal("iterlock: too many live iterators of one map (2^20)");
+        const std::uint64_t o = threads > 1 ? iter_owner_shared : owner;
+        iter_word_.store(total == 0 ? 0 : ((o << iter_count_bits) | total), std::memory_order_release);
     }
 
     // ---- memory ---------------------------------------------------------------------------------------------
@@ -956,6 +990,14 @@ private:
     bool reseed_ = true;                // re-seed hash0 on clear and when the map empties (Go does)
     bool same_size_grow_ = false;       // the current growth keeps B (Go's sameSizeGrow flag)
     mutable std::atomic<std::uint64_t> iter_word_{0};  // live iterators (see iter_count_bits)
+    struct iter_thread {
+        std::uint64_t tag = 0;
+        std::uint64_t count = 0;
+    };
+    static constexpr std::size_t iter_slots = 4;
+    mutable std::atomic<bool> iter_busy_{false};
+    mutable iter_thread iter_threads_[iter_slots] = {};
+    mutable std::uint64_t iter_overflow_ = 0;  // iterators of threads beyond the slots
     [[no_unique_address]] Hash hash_;
     [[no_unique_address]] KeyEqual eq_;
     [[no_unique_address]] line_alloc line_alloc_;
