@@ -27,7 +27,10 @@ namespace it = iterlock_test;
 
 class prometheus_server {
   public:
-    prometheus_server(const std::string& binary, std::uint16_t target_port) : port_(it::free_port()) {
+    // Starts Prometheus and waits (bounded) until it is ready. The free port is picked before Prometheus
+    // binds it, so another process may take it in between: then Prometheus exits, and it is started again on
+    // another port (three tries).
+    prometheus_server(const std::string& binary, std::uint16_t target_port) {
         it::write_file(dir_.path() / "prometheus.yml",
                        "global:\n"
                        "  scrape_interval: 1s\n"
@@ -38,14 +41,22 @@ class prometheus_server {
                        "    static_configs:\n"
                        "      - targets: ['127.0.0.1:" +
                            std::to_string(target_port) + "']\n");
-        proc_.emplace(
-            std::vector<std::string>{binary, "--config.file=" + (dir_.path() / "prometheus.yml").string(),
-                                     "--storage.tsdb.path=" + (dir_.path() / "data").string(),
-                                     "--web.listen-address=127.0.0.1:" + std::to_string(port_)},
-            dir_.path() / "prometheus.log");
+        for (int attempt = 0; attempt < 3; ++attempt) {
+            port_ = it::free_port();
+            proc_.reset();
+            proc_.emplace(
+                std::vector<std::string>{binary, "--config.file=" + (dir_.path() / "prometheus.yml").string(),
+                                         "--storage.tsdb.path=" + (dir_.path() / "data").string(),
+                                         "--web.listen-address=127.0.0.1:" + std::to_string(port_)},
+                dir_.path() / "prometheus.log");
+            const auto deadline = std::chrono::steady_clock::now() + 30s;
+            while (proc_->running() && std::chrono::steady_clock::now() < deadline) {
+                if (it::http_get(port_, "/-/ready", 1000ms).status == 200) return;
+                std::this_thread::sleep_for(100ms);
+            }
+            if (proc_->running()) return;  // not ready in 30 s: let the queries fail with the log
+        }
     }
-    ~prometheus_server() { proc_.reset(); }  // stops it by PID before the temp dir goes
-
     // The value of an instant query that yields one sample, or nullopt (no answer yet, no sample).
     std::optional<std::string> query(const std::string& promql) {
         const auto r = it::http_get(port_, "/api/v1/query?query=" + it::url_encode(promql), 2000ms);
@@ -75,7 +86,7 @@ class prometheus_server {
 
   private:
     it::temp_dir dir_;
-    std::uint16_t port_;
+    std::uint16_t port_ = 0;
     std::optional<it::child_process> proc_;
 };
 
