@@ -1,0 +1,591 @@
+// tests/concurrent/concurrent_snapshot_test.cpp: threaded tests of snapshot iteration (rules S1-S6 of
+// iterlock/concurrent_map.hpp): prefix/suffix rules under an ordered writer, real-time order across shards,
+// growth and same-size growth under live snapshots, a snapshot equals the state after some prefix of one
+// writer's random history (content, size and revision together), and the memory of S5 returning to the
+// no-snapshot level.
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+#include <latch>
+#include <map>
+#include <memory>
+#include <optional>
+#include <random>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "concurrent_test_util.hpp"
+#include "iterlock/concurrent_map.hpp"
+#include "ordered_writes.hpp"
+
+namespace {
+
+using iterlock::seed;
+using iterlock::ctest::scaled;
+using iterlock::ctest::snap_map;
+using iterlock::ctest::value_of;
+using iterlock::ctest::walk_result;
+using iterlock::ctest::write_kind;
+
+using lmap = snap_map<long, long>;
+
+class CMapSnapshot : public iterlock::ctest::watched {};
+
+// Walks a snapshot of m, calling started() right after snapshot() returns.
+template <class Started>
+walk_result snapshot_walk(lmap& m, Started&& started) {
+    auto s = m.snapshot();
+    started();
+    walk_result w;
+    for (const auto& [k, v] : s) w.entries.emplace_back(k, v);
+    w.reported_size = s.size();
+    // find() agrees with the walk (S2), probed at the boundary and at a few keys.
+    std::set<long> keys;
+    for (const auto& e : w.entries) keys.insert(e.first);
+    for (long k : {0L, 1L, 17L, 100L, 255L, 256L}) {
+        const auto f = s.find(k);
+        EXPECT_EQ(f.has_value(), keys.count(k) == 1) << "find(" << k << ") disagrees with the walk";
+        if (f) EXPECT_EQ(*f, value_of(k));
+    }
+    return w;
+}
+
+// S1/S2: one writer inserts k0, k1, ... in order; every snapshot holds exactly a prefix.
+TEST_F(CMapSnapshot, OrderedInsertsShowAPrefix) {
+    const auto st = iterlock::ctest::run_ordered_rounds(
+        write_kind::insert, 256, 8, scaled(4000, 1000),
+        [](long round) { return std::make_unique<lmap>(4, seed{static_cast<std::uint64_t>(round) + 1}); },
+        [](lmap& m, auto started) { return snapshot_walk(m, started); });
+    EXPECT_GE(st.passes, scaled(4000, 1000));
+    RecordProperty("partial_passes", static_cast<int>(st.partial));
+}
+
+// The erasing twin: prefilled, erased k0, k1, ... in order; every snapshot holds exactly a suffix.
+TEST_F(CMapSnapshot, OrderedErasesShowASuffix) {
+    const auto st = iterlock::ctest::run_ordered_rounds(
+        write_kind::erase, 256, 8, scaled(4000, 1000),
+        [](long round) { return std::make_unique<lmap>(4, seed{static_cast<std::uint64_t>(round) + 101}); },
+        [](lmap& m, auto started) { return snapshot_walk(m, started); });
+    EXPECT_GE(st.passes, scaled(4000, 1000));
+}
+
+// S1 across shards: A writes a[i], then B (who waited for A's write to return) writes b[i]. No snapshot may
+// hold b[i] without a[i]. a[i] = 2i and b[i] = 2i + 1 land on different shards for most i (16 shards).
+TEST_F(CMapSnapshot, RealTimeOrderAcrossShards) {
+    const long n = 512;
+    const long min_passes = scaled(3000, 1000);
+    long passes = 0;
+    for (long round = 0; passes < min_passes; ++round) {
+        lmap m(16, seed{static_cast<std::uint64_t>(round) + 7});
+        std::atomic<long> a_done{0};
+        std::atomic<long> walks{0};
+        std::atomic<bool> finished{false};
+        std::latch start(3);
+        std::thread a([&] {
+            start.arrive_and_wait();
+            for (long i = 0; i < n; ++i) {
+                m.insert({2 * i, value_of(2 * i)});
+                a_done.store(i + 1);
+                if (i % 8 == 7) {
+                    const long seen = walks.load();
+                    while (walks.load() == seen) std::this_thread::yield();
+                }
+            }
+        });
+        std::thread b([&] {
+            start.arrive_and_wait();
+            for (long i = 0; i < n; ++i) {
+                while (a_done.load() <= i) std::this_thread::yield();
+                m.insert({2 * i + 1, value_of(2 * i + 1)});
+            }
+            finished.store(true);
+        });
+        start.arrive_and_wait();
+        bool failed = false;
+        for (bool last = false; !last;) {
+            last = finished.load();
+            auto s = m.snapshot();
+            walks.fetch_add(1);
+            std::vector<char> have(static_cast<std::size_t>(2 * n), 0);
+            std::size_t produced = 0;
+            for (const auto& [k, v] : s) {
+                ASSERT_TRUE(k >= 0 && k < 2 * n) << k;
+                EXPECT_EQ(v, value_of(k));
+                EXPECT_EQ(have[static_cast<std::size_t>(k)], 0) << "duplicate " << k;
+                have[static_cast<std::size_t>(k)] = 1;
+                ++produced;
+            }
+            EXPECT_EQ(s.size(), produced);
+            ++passes;
+            long as = 0, bs = 0;
+            for (long i = 0; i < n; ++i) {
+                as += have[static_cast<std::size_t>(2 * i)];
+                bs += have[static_cast<std::size_t>(2 * i + 1)];
+            }
+            for (long i = 0; i < n && !failed; ++i) {
+                const bool ai = have[static_cast<std::size_t>(2 * i)] != 0;
+                const bool bi = have[static_cast<std::size_t>(2 * i + 1)] != 0;
+                if (bi && !ai) {
+                    ADD_FAILURE() << "round " << round << ": snapshot holds b[" << i << "] but not a[" << i
+                                  << "]";
+                    failed = true;
+                }
+                if (ai != (i < as) || bi != (i < bs)) {
+                    ADD_FAILURE() << "round " << round << ": a or b is not a prefix at " << i;
+                    failed = true;
+                }
+            }
+        }
+        a.join();
+        b.join();
+        ASSERT_FALSE(failed);
+    }
+}
+
+// Growth under snapshots: 16 shards start empty and grow many times while snapshots live; a snapshot is held
+// while the writer adds a twentieth of the total before it is walked (S4: growth preserves and retires).
+TEST_F(CMapSnapshot, GrowthDuringSnapshotsKeepsPrefixes) {
+    const long n = scaled(200000, 40000);
+    const long hold = n / 20;
+    lmap m(16, seed{77});
+    std::atomic<long> done{0};
+    std::atomic<long> taken{0};
+    std::atomic<bool> parked{false};
+    std::latch start(2);
+    std::thread writer([&] {
+        start.arrive_and_wait();
+        long seen = 0;
+        for (long k = 0; k < n; ++k) {
+            m.insert({k, value_of(k)});
+            done.store(k + 1);
+            if (k % hold == hold - 1) {  // at least one snapshot per `hold` writes, whatever the scheduler
+                parked.store(true);
+                while (taken.load() == seen) std::this_thread::yield();
+                parked.store(false);
+                seen = taken.load();
+            }
+        }
+    });
+    start.arrive_and_wait();
+    long passes = 0;
+    std::vector<char> present;
+    std::mt19937_64 rng(5);
+    for (bool last = false; !last; ++passes) {
+        last = done.load() == n;
+        const long p0 = done.load();
+        auto s = m.snapshot();
+        taken.fetch_add(1);
+        const long p1 = done.load();
+        if (passes % 2 == 0) {  // keep it alive across more growth before walking
+            while (done.load() < std::min(n, p1 + hold) && !parked.load()) std::this_thread::yield();
+        }
+        present.assign(static_cast<std::size_t>(n), 0);
+        long count = 0;
+        for (const auto& [k, v] : s) {
+            ASSERT_TRUE(k >= 0 && k < n) << k;
+            ASSERT_EQ(present[static_cast<std::size_t>(k)], 0) << "pass " << passes << ": duplicate " << k;
+            ASSERT_EQ(v, value_of(k));
+            present[static_cast<std::size_t>(k)] = 1;
+            ++count;
+        }
+        ASSERT_EQ(s.size(), static_cast<std::size_t>(count));
+        ASSERT_GE(count, p0) << "pass " << passes << ": a write that returned before snapshot() is missing";
+        ASSERT_LE(count, p1 + 1) << "pass " << passes
+                                 << ": holds a write that started after snapshot() returned";
+        for (long k = 0; k < count; ++k)
+            ASSERT_EQ(present[static_cast<std::size_t>(k)], 1) << "pass " << passes << ": hole at " << k;
+        for (int probe = 0; probe < 64; ++probe) {
+            const long k = static_cast<long>(rng() % static_cast<std::uint64_t>(n));
+            ASSERT_EQ(s.contains(k), k < count) << "find(" << k << ") disagrees with the walk";
+        }
+    }
+    writer.join();
+    EXPECT_GE(passes, n / hold) << "the writer waits for a snapshot every `hold` writes";
+    EXPECT_EQ(m.size(), static_cast<std::size_t>(n));
+    EXPECT_EQ(m.snapshots_alive(), 0u);
+    EXPECT_EQ(m.preserved_bytes(), 0u);
+}
+
+// ---- one writer's random history
+// ---------------------------------------------------------------------------------
+
+// A deterministic single-writer history and, for every prefix length j, the state it leaves: a commutative
+// fingerprint of the content, the entry count and the number of successful writes (S6).
+struct history {
+    struct op {
+        enum kind_t : std::uint8_t { assign, erase, emplace } kind;
+        long key;
+        long value;
+    };
+    std::vector<op> ops;
+    std::vector<std::uint64_t> fingerprint;  // [j] after j ops
+    std::vector<std::size_t> count;
+    std::vector<std::uint64_t> revision;
+
+    static std::uint64_t entry_print(long k, long v) {
+        return iterlock::detail::seeded_mix(
+            static_cast<std::uint64_t>(k) * 0x100000001B3ull ^ static_cast<std::uint64_t>(v), 0xC0FFEEull);
+    }
+
+    history(std::uint64_t sd, long n_ops, long key_space) {
+        std::mt19937_64 rng(sd);
+        std::map<long, long> model;
+        std::uint64_t fp = 0, rev = 0;
+        fingerprint.push_back(0);
+        count.push_back(0);
+        revision.push_back(0);
+        for (long i = 0; i < n_ops; ++i) {
+            op o{};
+            const auto r = rng() % 10;
+            o.kind = r < 5 ? op::assign : r < 8 ? op::erase : op::emplace;
+            o.key = static_cast<long>(rng() % static_cast<std::uint64_t>(key_space));
+            o.value = i + 1;
+            auto it = model.find(o.key);
+            if (o.kind == op::erase) {
+                if (it != model.end()) {
+                    fp -= entry_print(it->first, it->second);
+                    model.erase(it);
+                    ++rev;
+                }
+            } else if (it == model.end()) {
+                model.emplace(o.key, o.value);
+                fp += entry_print(o.key, o.value);
+                ++rev;
+            } else if (o.kind == op::assign) {
+                fp -= entry_print(it->first, it->second);
+                it->second = o.value;
+                fp += entry_print(o.key, o.value);
+                ++rev;
+            }
+            ops.push_back(o);
+            fingerprint.push_back(fp);
+            count.push_back(model.size());
+            revision.push_back(rev);
+        }
+    }
+
+    template <class Map>
+    void apply(Map& m, std::size_t i) const {
+        const op& o = ops[i];
+        switch (o.kind) {
+            case op::assign:
+                m.insert_or_assign(o.key, o.value);
+                break;
+            case op::erase:
+                m.erase(o.key);
+                break;
+            case op::emplace:
+                m.try_emplace(o.key, o.value);
+                break;
+        }
+    }
+};
+
+// Checks that snapshot s equals the state after some prefix j in [lo, hi] of h: content fingerprint, walk
+// length, size() and revision() must all name the same j. Returns that j, or -1.
+template <class Snap>
+long matching_prefix(const Snap& s, const history& h, long lo, long hi) {
+    std::uint64_t fp = 0;
+    std::size_t n = 0;
+    std::set<long> keys;
+    for (const auto& [k, v] : s) {
+        fp += history::entry_print(k, v);
+        ++n;
+        if (!keys.insert(k).second) {
+            ADD_FAILURE() << "duplicate key " << k;
+            return -1;
+        }
+    }
+    EXPECT_EQ(s.size(), n) << "size() disagrees with the walk";
+    hi = std::min<long>(hi, static_cast<long>(h.ops.size()));
+    for (long j = lo; j <= hi; ++j) {
+        const auto ju = static_cast<std::size_t>(j);
+        if (h.fingerprint[ju] == fp && h.count[ju] == n && h.revision[ju] == s.revision()) return j;
+    }
+    ADD_FAILURE() << "snapshot (" << n << " entries, revision " << s.revision()
+                  << ") is not the state after any prefix of the writer's history in [" << lo << ", " << hi
+                  << "]";
+    return -1;
+}
+
+// S1/S2/S6 together under random writes: each snapshot is exactly the state after some prefix of the writer's
+// history, bounded by what returned before snapshot() and what started after it; its revision() is that
+// prefix's count of successful writes. Snapshots overlap (up to three alive) and end in random order.
+template <class Alloc>
+void run_random_history(snap_map<long, long, iterlock::hash<long>, std::equal_to<long>, Alloc>& m,
+                        const history& h, std::uint64_t reader_seed, long* checked) {
+    using map_t = std::remove_reference_t<decltype(m)>;
+    std::atomic<long> done{0};
+    std::latch start(2);
+    std::thread writer([&] {
+        start.arrive_and_wait();
+        for (std::size_t i = 0; i < h.ops.size(); ++i) {
+            h.apply(m, i);
+            done.store(static_cast<long>(i) + 1);
+            if (i % 64 == 63) std::this_thread::yield();
+        }
+    });
+    start.arrive_and_wait();
+    struct live {
+        typename map_t::snapshot_view s;
+        long lo, hi;
+    };
+    std::vector<live> alive;
+    std::mt19937_64 rng(reader_seed);
+    const long total = static_cast<long>(h.ops.size());
+    const long stride = std::max<long>(1, total / 400);  // about 400 snapshots per history
+    long prev = -stride;
+    for (bool last = false; !last;) {
+        while (done.load() < std::min(total, prev + stride)) std::this_thread::yield();
+        last = done.load() == total;
+        const long p0 = done.load();
+        prev = p0;
+        auto s = m.snapshot();
+        const long p1 = done.load();
+        alive.push_back(live{std::move(s), p0, p1 + 1});
+        if (alive.size() > 3 || last) {
+            while (!alive.empty()) {
+                const std::size_t pick = static_cast<std::size_t>(rng() % alive.size());
+                const long j = matching_prefix(alive[pick].s, h, alive[pick].lo, alive[pick].hi);
+                ASSERT_GE(j, 0);
+                ++*checked;
+                alive.erase(alive.begin() + static_cast<std::ptrdiff_t>(pick));  // ends it
+                if (rng() % 2 == 0) break;  // sometimes keep the others across more writes
+            }
+        }
+    }
+    writer.join();
+    alive.clear();
+}
+
+TEST_F(CMapSnapshot, SnapshotIsTheStateAfterAPrefixOfTheHistory) {
+    long checked = 0;
+    for (std::uint64_t sd = 1; sd <= static_cast<std::uint64_t>(scaled(4, 2)); ++sd) {
+        const history h(sd, scaled(30000, 8000), 3000);
+        snap_map<long, long> m(8, seed{sd});
+        run_random_history(m, h, sd * 31, &checked);
+        EXPECT_EQ(m.revision(), h.revision.back());
+        auto s = m.snapshot();  // S6 with no writer: the snapshot's revision is the map's
+        EXPECT_EQ(s.revision(), m.revision());
+        EXPECT_EQ(s.size(), h.count.back());
+    }
+    EXPECT_GE(checked, 50);
+}
+
+// Same-size growth: a sliding window of keys (insert the newest, erase the oldest) builds overflow chains
+// until a shard grows in place; the window's size sweeps 180..220 over two shards, which makes same-size
+// growths frequent for this table (measured with iterlock::map offline). Each snapshot is one window.
+TEST_F(CMapSnapshot, SameSizeGrowthChurnKeepsWindows) {
+    const long per_step = scaled(1000, 300);
+    // The writer's history: for each step, per_step inserts, each followed by erases down to the window size.
+    struct op {
+        bool insert;
+        long key;
+    };
+    std::vector<op> ops;
+    std::vector<long> lo_after{0}, hi_after{0};  // the window [lo, hi) after j ops
+    long lo = 0, hi = 0;
+    for (long w = 180; w <= 220; w += 2) {
+        for (long i = 0; i < per_step; ++i) {
+            ops.push_back({true, hi++});
+            lo_after.push_back(lo);
+            hi_after.push_back(hi);
+            while (hi - lo > w) {
+                ops.push_back({false, lo++});
+                lo_after.push_back(lo);
+                hi_after.push_back(hi);
+            }
+        }
+    }
+    for (std::uint64_t sd : {3u, 4u}) {
+        lmap m(2, seed{sd});
+        std::atomic<long> done{0};
+        std::atomic<long> taken{0};
+        std::atomic<bool> parked{false};
+        std::latch start(2);
+        std::thread writer([&] {
+            start.arrive_and_wait();
+            long seen = 0;
+            for (std::size_t i = 0; i < ops.size(); ++i) {
+                if (ops[i].insert) {
+                    EXPECT_TRUE(m.insert({ops[i].key, value_of(ops[i].key)}));
+                } else {
+                    EXPECT_EQ(m.erase(ops[i].key), 1u);
+                }
+                done.store(static_cast<long>(i) + 1);
+                if (i % 200 == 199) {  // at least one snapshot per 200 writes
+                    parked.store(true);
+                    while (taken.load() == seen) std::this_thread::yield();
+                    parked.store(false);
+                    seen = taken.load();
+                }
+            }
+        });
+        start.arrive_and_wait();
+        long passes = 0;
+        const long total = static_cast<long>(ops.size());
+        for (bool last = false; !last; ++passes) {
+            last = done.load() == total;
+            const long p0 = done.load();
+            auto s = m.snapshot();
+            taken.fetch_add(1);
+            const long p1 = std::min(total, done.load() + 1);
+            if (passes % 3 == 0) {  // let the churn run on under a live snapshot
+                while (done.load() < std::min(total, p1 + 500) && !parked.load()) std::this_thread::yield();
+            }
+            std::vector<long> keys;
+            for (const auto& [k, v] : s) {
+                ASSERT_EQ(v, value_of(k));
+                keys.push_back(k);
+            }
+            ASSERT_EQ(s.size(), keys.size());
+            std::sort(keys.begin(), keys.end());
+            ASSERT_TRUE(std::adjacent_find(keys.begin(), keys.end()) == keys.end()) << "duplicate key";
+            const long a = keys.empty() ? 0 : keys.front();
+            const long b = keys.empty() ? 0 : keys.back() + 1;
+            ASSERT_EQ(b - a, static_cast<long>(keys.size())) << "pass " << passes << ": the window has holes";
+            bool found = false;
+            for (long j = p0; j <= p1 && !found; ++j) {
+                const auto ju = static_cast<std::size_t>(j);
+                found = (keys.empty() && lo_after[ju] == hi_after[ju]) ||
+                        (lo_after[ju] == a && hi_after[ju] == b);
+            }
+            ASSERT_TRUE(found) << "pass " << passes << ": window [" << a << ", " << b
+                               << ") is not the state after any write in [" << p0 << ", " << p1 << "]";
+        }
+        writer.join();
+        EXPECT_GE(passes, total / 200) << "the writer waits for a snapshot every 200 writes";
+        EXPECT_EQ(m.preserved_bytes(), 0u);
+    }
+}
+
+// S6 with several writers: r0 <= s.revision() <= r1 + writers, where r0 and r1 are m.revision() read before
+// and after snapshot(). (m.revision() sums counters that a write publishes after its effect, so up to one
+// write per writer may already be in the snapshot but not yet in r1; the bound allows exactly that.)
+TEST_F(CMapSnapshot, RevisionBetweenReadsAroundSnapshot) {
+    const int writers = 2;
+    const long per_writer = scaled(40000, 8000);
+    lmap m(8, seed{9});
+    std::latch start(writers + 1);
+    std::atomic<int> finished{0};
+    std::atomic<long> taken{0};
+    std::vector<std::thread> ts;
+    for (int t = 0; t < writers; ++t) {
+        ts.emplace_back([&, t] {
+            std::mt19937_64 rng(static_cast<std::uint64_t>(t) + 100);
+            start.arrive_and_wait();
+            long seen = 0;
+            for (long i = 0; i < per_writer; ++i) {
+                if (i % 256 == 255) {  // snapshots overlap the writes on any scheduler
+                    while (taken.load() == seen) std::this_thread::yield();
+                    seen = taken.load();
+                }
+                const long k = static_cast<long>(rng() % 2000) * writers + t;
+                if (rng() % 3 == 0) {
+                    m.erase(k);
+                } else {
+                    m.insert_or_assign(k, i);
+                }
+            }
+            finished.fetch_add(1);
+        });
+    }
+    start.arrive_and_wait();
+    long passes = 0, beyond_r1 = 0;
+    std::uint64_t prev = 0;
+    while (finished.load() < writers) {
+        const std::uint64_t r0 = m.revision();
+        auto s = m.snapshot();
+        const std::uint64_t r1 = m.revision();
+        taken.fetch_add(1);
+        const std::uint64_t sr = s.revision();
+        ASSERT_LE(r0, sr) << "the snapshot misses writes that had completed before snapshot()";
+        ASSERT_LE(sr, r1 + writers) << "the snapshot holds writes that started after snapshot() returned";
+        ASSERT_GE(sr, prev) << "a later snapshot has a smaller revision";
+        ASSERT_LE(r0, r1);
+        beyond_r1 += sr > r1 ? 1 : 0;
+        prev = sr;
+        ++passes;
+    }
+    for (auto& t : ts) t.join();
+    EXPECT_GE(passes, per_writer / 256);
+    auto s = m.snapshot();
+    EXPECT_EQ(s.revision(), m.revision());
+    RecordProperty("passes", static_cast<int>(passes));
+    RecordProperty("beyond_r1", static_cast<int>(beyond_r1));
+}
+
+// ---- S5: memory
+// ----------------------------------------------------------------------------------------------
+
+using counted_map = snap_map<long, long, iterlock::hash<long>, std::equal_to<long>,
+                             iterlock::ctest::counting_allocator<std::pair<const long, long>>>;
+
+// Under continuous writes with overlapping snapshots ending in random order, the preserved memory and the
+// allocator's live bytes return, once the writer stops and the last snapshot ends, to exactly the level of
+// a twin map that ran the same history without any snapshot.
+TEST_F(CMapSnapshot, MemoryReturnsToTheNoSnapshotLevel) {
+    for (std::uint64_t sd = 11; sd < 11 + static_cast<std::uint64_t>(scaled(3, 2)); ++sd) {
+        const history h(sd, scaled(30000, 8000), 4000);
+        iterlock::ctest::alloc_counter with, without;
+        {
+            counted_map twin(8, seed{sd}, {}, {},
+                             iterlock::ctest::counting_allocator<std::pair<const long, long>>(&without));
+            for (std::size_t i = 0; i < h.ops.size(); ++i) h.apply(twin, i);
+
+            counted_map m(8, seed{sd}, {}, {},
+                          iterlock::ctest::counting_allocator<std::pair<const long, long>>(&with));
+            long checked = 0;
+            run_random_history(m, h, sd, &checked);
+            EXPECT_EQ(m.snapshots_alive(), 0u);
+            EXPECT_EQ(m.preserved_bytes(), 0u);
+            EXPECT_EQ(with.bytes.load(), without.bytes.load()) << "seed " << sd;
+            EXPECT_EQ(with.blocks.load(), without.blocks.load()) << "seed " << sd;
+            EXPECT_EQ(m.size(), twin.size());
+            EXPECT_EQ(m.revision(), twin.revision());
+        }
+        EXPECT_EQ(with.bytes.load(), 0);
+        EXPECT_EQ(without.bytes.load(), 0);
+    }
+    EXPECT_EQ(iterlock::ctest::unbound_counter().blocks.load(), 0)
+        << "something used a default-made allocator";
+}
+
+// While a snapshot lives, a writer preserves what it changes (S4); the memory is returned when it ends (S5),
+// also when the map is written to again afterwards.
+TEST_F(CMapSnapshot, PreservedBytesFollowSnapshotLifetimes) {
+    iterlock::ctest::alloc_counter c;
+    counted_map m(4, seed{2}, {}, {}, iterlock::ctest::counting_allocator<std::pair<const long, long>>(&c));
+    for (long k = 0; k < 2000; ++k) m.insert({k, k});
+    const long long baseline = c.bytes.load();
+    EXPECT_EQ(m.preserved_bytes(), 0u);
+    std::latch taken(2);
+    std::latch written(2);
+    std::thread holder([&] {
+        auto s = m.snapshot();
+        taken.arrive_and_wait();
+        written.arrive_and_wait();
+        long n = 0;
+        for (const auto& [k, v] : s) n += (k == v) ? 1 : 0;
+        EXPECT_EQ(n, 2000);
+    });
+    taken.arrive_and_wait();
+    for (long k = 0; k < 2000; ++k) m.insert_or_assign(k, -k);
+    EXPECT_GT(m.preserved_bytes(), 0u);
+    EXPECT_GT(c.bytes.load(), baseline);
+    EXPECT_EQ(m.snapshots_alive(), 1u);
+    written.arrive_and_wait();
+    holder.join();
+    EXPECT_EQ(m.snapshots_alive(), 0u);
+    EXPECT_EQ(m.preserved_bytes(), 0u);
+    EXPECT_EQ(c.bytes.load(), baseline);
+    for (long k = 0; k < 2000; ++k) m.insert_or_assign(k, k);
+    EXPECT_EQ(m.preserved_bytes(), 0u) << "no snapshot alive: nothing to preserve";
+    EXPECT_EQ(c.bytes.load(), baseline);
+}
+
+}  // namespace
