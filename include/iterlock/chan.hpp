@@ -61,7 +61,7 @@ namespace iterlock {
 
 // Thrown by a send on a closed channel and by closing a closed channel (Go: panic).
 class chan_closed : public std::logic_error {
-public:
+  public:
     using std::logic_error::logic_error;
 };
 
@@ -76,7 +76,7 @@ enum class chan_status : unsigned char {
 // Result of try_recv / recv_for / recv_until: a status, and the value when the status is ok.
 template <class T>
 class recv_result {
-public:
+  public:
     recv_result(chan_status s) noexcept : status_(s) {}
     recv_result(std::optional<T>&& v) noexcept : value_(std::move(v)), status_(chan_status::ok) {}
 
@@ -94,7 +94,7 @@ public:
     T&& value() && { return std::move(value_.value()); }
     std::optional<T>& as_optional() & noexcept { return value_; }
 
-private:
+  private:
     std::optional<T> value_;
     chan_status status_;
 };
@@ -110,7 +110,7 @@ class chan {
     static_assert(std::is_nothrow_move_constructible_v<T> && std::is_nothrow_destructible_v<T>,
                   "iterlock::chan<T>: T must be nothrow move constructible and nothrow destructible");
 
-public:
+  public:
     using value_type = T;
     using clock = std::chrono::steady_clock;
 
@@ -209,7 +209,7 @@ public:
     // --- range-style consumption: for (auto& v : ch) receives until closed and drained ---
 
     class iterator {
-    public:
+      public:
         using value_type = T;
         using difference_type = std::ptrdiff_t;
         using iterator_concept = std::input_iterator_tag;
@@ -224,7 +224,7 @@ public:
         void operator++(int) { ++*this; }
         friend bool operator==(const iterator& it, std::default_sentinel_t) noexcept { return !it.cur_; }
 
-    private:
+      private:
         friend class chan;
         explicit iterator(const chan* ch) : ch_(ch) { ++*this; }
         const chan* ch_ = nullptr;
@@ -234,7 +234,7 @@ public:
     iterator begin() const { return iterator(this); }
     std::default_sentinel_t end() const noexcept { return {}; }
 
-private:
+  private:
     friend struct detail::chan_access;
 
     // Uninitialised storage a receive constructs into.
@@ -281,7 +281,9 @@ private:
         if (d <= std::chrono::duration<Rep, Period>::zero()) return now;
         // Saturate instead of overflowing for "effectively forever" timeouts.
         if (std::chrono::duration_cast<std::chrono::duration<double>>(d).count() >
-            std::chrono::duration_cast<std::chrono::duration<double>>(clock::time_point::max() - now).count() / 2)
+            std::chrono::duration_cast<std::chrono::duration<double>>(clock::time_point::max() - now)
+                    .count() /
+                2)
             return clock::time_point::max();
         return now + std::chrono::ceil<clock::duration>(d);
     }

@@ -61,7 +61,7 @@ struct no_handler {
 // A receive case (built by on_recv). Not copyable or movable: it lives in select's full-expression.
 template <class T, class F>
 class recv_case {
-public:
+  public:
     static constexpr detail::case_kind kind = detail::case_kind::channel;
 
     recv_case(const chan<T>& ch, F f) : st_(detail::chan_access::state(ch)), f_(std::move(f)) {}
@@ -88,7 +88,7 @@ public:
         }
     }
 
-private:
+  private:
     detail::chan_state<T>* st_;
     F f_;
     alignas(T) unsigned char storage_[sizeof(T)];
@@ -97,10 +97,11 @@ private:
 // A send case (built by on_send). `Owned` says whether the value was copied into the case.
 template <class T, class F, bool Owned>
 class send_case {
-public:
+  public:
     static constexpr detail::case_kind kind = detail::case_kind::channel;
 
-    send_case(const chan<T>& ch, T&& v, F f) requires(!Owned) : st_(detail::chan_access::state(ch)), src_(&v), f_(std::move(f)) {}
+    send_case(const chan<T>& ch, T&& v, F f) requires(!Owned)
+        : st_(detail::chan_access::state(ch)), src_(&v), f_(std::move(f)) {}
     send_case(const chan<T>& ch, const T& v, F f) requires(Owned)
         : st_(detail::chan_access::state(ch)), own_(v), f_(std::move(f)) {}
     send_case(const send_case&) = delete;
@@ -122,7 +123,7 @@ public:
         std::invoke(f_);
     }
 
-private:
+  private:
     struct empty {};
     detail::chan_state<T>* st_;
     T* src_ = nullptr;
@@ -133,7 +134,7 @@ private:
 // The default case (built by on_default).
 template <class F>
 class default_case {
-public:
+  public:
     static constexpr detail::case_kind kind = detail::case_kind::default_;
     explicit default_case(F f) : f_(std::move(f)) {}
     default_case(const default_case&) = delete;
@@ -141,23 +142,24 @@ public:
     void bind(detail::select_case&) noexcept {}
     void fire(const detail::select_case&) { std::invoke(f_); }
 
-private:
+  private:
     F f_;
 };
 
 // The timeout case (built by on_timeout / on_deadline).
 template <class F>
 class timeout_case {
-public:
+  public:
     static constexpr detail::case_kind kind = detail::case_kind::timeout;
-    timeout_case(std::chrono::steady_clock::time_point deadline, F f) : deadline_(deadline), f_(std::move(f)) {}
+    timeout_case(std::chrono::steady_clock::time_point deadline, F f)
+        : deadline_(deadline), f_(std::move(f)) {}
     timeout_case(const timeout_case&) = delete;
     timeout_case& operator=(const timeout_case&) = delete;
     void bind(detail::select_case&) noexcept {}
     void fire(const detail::select_case&) { std::invoke(f_); }
     std::chrono::steady_clock::time_point deadline() const noexcept { return deadline_; }
 
-private:
+  private:
     std::chrono::steady_clock::time_point deadline_;
     F f_;
 };
@@ -191,11 +193,13 @@ timeout_case<std::decay_t<F>> on_timeout(std::chrono::duration<Rep, Period> d, F
     auto const now = clock::now();
     clock::time_point deadline = now;
     if (d > std::chrono::duration<Rep, Period>::zero()) {
-        deadline = std::chrono::duration_cast<std::chrono::duration<double>>(d).count() >
-                           std::chrono::duration_cast<std::chrono::duration<double>>(clock::time_point::max() - now)
-                                   .count() / 2
-                       ? clock::time_point::max()
-                       : now + std::chrono::ceil<clock::duration>(d);
+        deadline =
+            std::chrono::duration_cast<std::chrono::duration<double>>(d).count() >
+                    std::chrono::duration_cast<std::chrono::duration<double>>(clock::time_point::max() - now)
+                            .count() /
+                        2
+                ? clock::time_point::max()
+                : now + std::chrono::ceil<clock::duration>(d);
     }
     return timeout_case<std::decay_t<F>>(deadline, std::forward<F>(f));
 }
@@ -230,8 +234,9 @@ template <class... Cases>
 std::size_t select(Cases&&... cases) {
     constexpr std::size_t n = sizeof...(Cases);
     static_assert(n > 0, "iterlock::select needs at least one case");
-    static_assert((detail::is_select_case<std::remove_cvref_t<Cases>>::value && ...),
-                  "iterlock::select arguments must be built by on_recv/on_send/on_default/on_timeout/on_deadline");
+    static_assert(
+        (detail::is_select_case<std::remove_cvref_t<Cases>>::value && ...),
+        "iterlock::select arguments must be built by on_recv/on_send/on_default/on_timeout/on_deadline");
     constexpr std::size_t n_default =
         (std::size_t{0} + ... + (std::remove_cvref_t<Cases>::kind == detail::case_kind::default_ ? 1 : 0));
     constexpr std::size_t n_timeout =

@@ -33,7 +33,7 @@
 namespace iterlock::detail {
 
 class chan_core {
-public:
+  public:
     explicit chan_core(std::size_t capacity) noexcept : cap_(capacity) {}
     chan_core(const chan_core&) = delete;
     chan_core& operator=(const chan_core&) = delete;
@@ -70,11 +70,9 @@ public:
     }
 
     // Linked waiters (receivers / senders); exact under the lock, a hint otherwise.
-    std::uint32_t waiting(bool send) const noexcept {
-        return (send ? sendq_ : recvq_).size_hint();
-    }
+    std::uint32_t waiting(bool send) const noexcept { return (send ? sendq_ : recvq_).size_hint(); }
 
-protected:
+  protected:
     // Buffered kind: after a successful ring operation, wakes one waiter on the other side if any announced.
     // `other_send` names that side. Takes `lock_` unless `locked`.
     void notify_one(bool other_send, bool locked, wake_list& wakes) noexcept {
@@ -117,7 +115,8 @@ protected:
             return recv_waiters_.load(std::memory_order_relaxed) == nr &&
                    send_waiters_.load(std::memory_order_relaxed) == ns;
         }
-        return recv_waiters_.load(std::memory_order_relaxed) == 0 && send_waiters_.load(std::memory_order_relaxed) == 0;
+        return recv_waiters_.load(std::memory_order_relaxed) == 0 &&
+               send_waiters_.load(std::memory_order_relaxed) == 0;
     }
 
     chan_waitq& queue_of(bool send) noexcept { return send ? sendq_ : recvq_; }

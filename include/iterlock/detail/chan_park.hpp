@@ -1,5 +1,6 @@
 // Blocking primitives for iterlock's channels: a futex word, a bounded backoff, the channel lock, and the
-// parker (Go's `g` plus its `selectDone` word) through which exactly one channel completes a blocked operation.
+// parker (Go's `g` plus its `selectDone` word) through which exactly one channel completes a blocked
+// operation.
 //
 // Invariants kept here:
 //  - Nothing spins without bound: `backoff` spins a few rounds, then yields, then reports `done()`; every
@@ -72,7 +73,8 @@ inline void futex_wait(std::atomic<std::uint32_t>* word, std::uint32_t expected,
 
 inline void futex_wake(std::atomic<std::uint32_t>* word, int count) noexcept {
 #if defined(__linux__)
-    ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(word), FUTEX_WAKE_PRIVATE, count, nullptr, nullptr, 0);
+    ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(word), FUTEX_WAKE_PRIVATE, count, nullptr, nullptr,
+              0);
 #else
     if (count == 1) {
         word->notify_one();
@@ -86,7 +88,7 @@ inline void futex_wake(std::atomic<std::uint32_t>* word, int count) noexcept {
 // for the first rounds and then yields the processor. `done()` says the caller should block instead.
 // Measured on the 2-core bench machine: 6 spin rounds (~2 us in total) cover a ping-pong round trip.
 class backoff {
-public:
+  public:
     static constexpr unsigned spin_limit = 6;
     static constexpr unsigned yield_limit = 10;
 
@@ -106,7 +108,7 @@ public:
     bool done() const noexcept { return step_ > yield_limit; }
     void reset() noexcept { step_ = 0; }
 
-private:
+  private:
     unsigned step_ = 0;
 };
 
@@ -115,7 +117,7 @@ private:
 //
 //   word_:  0 = free | 1 = held, nobody asleep | 2 = held, sleepers may exist
 class chan_lock {
-public:
+  public:
     void lock() noexcept {
         std::uint32_t expected = 0;
         if (word_.compare_exchange_strong(expected, 1, std::memory_order_acquire, std::memory_order_relaxed))
@@ -124,13 +126,14 @@ public:
     }
     bool try_lock() noexcept {
         std::uint32_t expected = 0;
-        return word_.compare_exchange_strong(expected, 1, std::memory_order_acquire, std::memory_order_relaxed);
+        return word_.compare_exchange_strong(expected, 1, std::memory_order_acquire,
+                                             std::memory_order_relaxed);
     }
     void unlock() noexcept {
         if (word_.exchange(0, std::memory_order_release) == 2) futex_wake(&word_, 1);
     }
 
-private:
+  private:
     void lock_slow() noexcept {
         backoff b;
         while (!b.done()) {
@@ -168,7 +171,7 @@ inline void unlock_all(Lockable* const* locks, std::size_t n) noexcept {
 // its deadline by winning `try_abandon`; if that CAS loses, a claimer is mid-way and the owner waits for
 // its signal without a deadline.
 class chan_parker {
-public:
+  public:
     static constexpr std::uint32_t unclaimed = 0;
     static constexpr std::uint32_t abandoned = UINT32_MAX;
 
@@ -201,7 +204,8 @@ public:
         std::uint32_t seen = wake_.load(std::memory_order_acquire);
         while (seen != 2) {
             if (seen == 0) {
-                if (!wake_.compare_exchange_weak(seen, 1, std::memory_order_acquire, std::memory_order_acquire))
+                if (!wake_.compare_exchange_weak(seen, 1, std::memory_order_acquire,
+                                                 std::memory_order_acquire))
                     continue;
             }
             if (timed && chan_clock::now() >= deadline) return false;
@@ -217,7 +221,7 @@ public:
         wake_.store(0, std::memory_order_relaxed);
     }
 
-private:
+  private:
     std::atomic<std::uint32_t> sel_{unclaimed};
     std::atomic<std::uint32_t> wake_{0};
 };
@@ -227,7 +231,8 @@ inline std::uint64_t chan_random() noexcept {
     thread_local std::uint64_t state = [] {
         static std::atomic<std::uint64_t> seeds{0x9e3779b97f4a7c15ull};
         auto mix = static_cast<std::uint64_t>(chan_clock::now().time_since_epoch().count());
-        return seeds.fetch_add(0x9e3779b97f4a7c15ull, std::memory_order_relaxed) ^ (mix * 0xbf58476d1ce4e5b9ull);
+        return seeds.fetch_add(0x9e3779b97f4a7c15ull, std::memory_order_relaxed) ^
+               (mix * 0xbf58476d1ce4e5b9ull);
     }();
     std::uint64_t z = (state += 0x9e3779b97f4a7c15ull);
     z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;

@@ -43,7 +43,7 @@ enum class op_status : unsigned char {
 
 template <class T>
 class chan_ring {
-public:
+  public:
     // Requires: cap >= 1 (a capacity of 0 builds an unused ring).
     explicit chan_ring(std::size_t cap)
         : cap_(cap), mark_bit_(std::bit_ceil(cap + 1)), one_lap_(mark_bit_ << 1), slots_(new slot[cap]) {
@@ -148,7 +148,8 @@ public:
     bool check() const noexcept {
         std::size_t const head = head_.load(std::memory_order_relaxed);
         std::size_t const tail = tail_.load(std::memory_order_relaxed) & ~mark_bit_;
-        if ((head & mark_bit_) || (head & (mark_bit_ - 1)) >= cap_ || (tail & (mark_bit_ - 1)) >= cap_) return false;
+        if ((head & mark_bit_) || (head & (mark_bit_ - 1)) >= cap_ || (tail & (mark_bit_ - 1)) >= cap_)
+            return false;
         std::size_t n = 0;
         for (std::size_t pos = head; pos != tail; pos = next(pos)) {
             if (++n > cap_) return false;
@@ -161,7 +162,7 @@ public:
         return n == size();
     }
 
-private:
+  private:
     struct slot {
         std::atomic<std::size_t> stamp{0};
         alignas(T) unsigned char storage[sizeof(T)];

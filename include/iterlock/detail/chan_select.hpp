@@ -51,7 +51,8 @@ struct select_scratch {
 namespace select_detail {
 
 inline op_status attempt(select_case& c, bool locked, wake_list& wakes) noexcept {
-    return c.is_send ? c.ch->try_send_erased(c.elem, locked, wakes) : c.ch->try_recv_erased(c.elem, locked, wakes);
+    return c.is_send ? c.ch->try_send_erased(c.elem, locked, wakes)
+                     : c.ch->try_recv_erased(c.elem, locked, wakes);
 }
 
 }  // namespace select_detail
@@ -115,7 +116,8 @@ inline std::size_t select_run(select_case* cases, std::size_t n, select_scratch 
             select_case& c = cases[order[k]];
             op_status const st = attempt(c, true, wakes);
             if (st != op_status::would_block) {
-                for (std::size_t q = 0; q < m; ++q) cases[order[q]].ch->unprotected_retract(cases[order[q]].is_send);
+                for (std::size_t q = 0; q < m; ++q)
+                    cases[order[q]].ch->unprotected_retract(cases[order[q]].is_send);
                 unlock_all(locks, nlocks);
                 wakes.signal_all();
                 c.status = st;

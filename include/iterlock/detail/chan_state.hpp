@@ -29,7 +29,7 @@ class chan_state final : public chan_core {
     static_assert(std::is_nothrow_move_constructible_v<T> && std::is_nothrow_destructible_v<T>,
                   "iterlock::chan<T> requires T to be nothrow move constructible and nothrow destructible");
 
-public:
+  public:
     explicit chan_state(std::size_t capacity) : chan_core(capacity), ring_(capacity) {}
 
     op_status try_send_erased(void* src, bool locked, wake_list& wakes) noexcept override {
@@ -98,13 +98,14 @@ public:
         return ok;
     }
 
-private:
+  private:
     // Requires: lock_ held unless !locked (then it is taken here). Go: chansend's recvq path.
     op_status rendezvous_try_send(T& src, bool locked, wake_list& wakes) noexcept {
         if (!locked) {
             // Fast fail without the lock, as Go's chansend: read the queue before the closed flag; closed
             // is monotonic, so "no receiver and not closed" held at the instant of the first load.
-            if (recvq_.size_hint() == 0 && !closed_.load(std::memory_order_acquire)) return op_status::would_block;
+            if (recvq_.size_hint() == 0 && !closed_.load(std::memory_order_acquire))
+                return op_status::would_block;
             lock_.lock();
         }
         op_status st = op_status::would_block;
@@ -126,7 +127,8 @@ private:
     // Requires: lock_ held unless !locked. Go: chanrecv's sendq path.
     op_status rendezvous_try_recv(void* dst, bool locked, wake_list& wakes) noexcept {
         if (!locked) {
-            if (sendq_.size_hint() == 0 && !closed_.load(std::memory_order_acquire)) return op_status::would_block;
+            if (sendq_.size_hint() == 0 && !closed_.load(std::memory_order_acquire))
+                return op_status::would_block;
             lock_.lock();
         }
         op_status st = op_status::would_block;

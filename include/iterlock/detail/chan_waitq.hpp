@@ -35,7 +35,7 @@ struct chan_waiter {
 
 // Claimed waiters to signal once all locks are released, in claim order.
 class wake_list {
-public:
+  public:
     wake_list() = default;
     wake_list(const wake_list&) = delete;
     wake_list& operator=(const wake_list&) = delete;
@@ -62,14 +62,14 @@ public:
         }
     }
 
-private:
+  private:
     chan_waiter* head_ = nullptr;
     chan_waiter* tail_ = nullptr;
 };
 
 // Intrusive FIFO of waiters. Every member requires the owning channel's lock, except `size_hint()`.
 class chan_waitq {
-public:
+  public:
     void unprotected_push_back(chan_waiter* w) noexcept {
         w->prev = tail_;
         w->next = nullptr;
@@ -129,7 +129,7 @@ public:
         return n;
     }
 
-private:
+  private:
     chan_waiter* head_ = nullptr;
     chan_waiter* tail_ = nullptr;
     std::atomic<std::uint32_t> size_{0};

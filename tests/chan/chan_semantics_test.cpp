@@ -1,0 +1,407 @@
+// Go's channel semantics, rule by rule (the C-numbers of include/iterlock/chan.hpp's contract).
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+#include <latch>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "chan_test_util.hpp"
+#include "iterlock/chan.hpp"
+
+namespace {
+
+using namespace std::chrono_literals;
+using chan_test::access;
+using iterlock::chan;
+using iterlock::chan_closed;
+using iterlock::chan_status;
+
+// Counts live instances so tests can see that the channel destroys what it holds exactly once.
+struct counted {
+    static inline std::atomic<int> live{0};
+    int v = 0;
+    explicit counted(int x) : v(x) { ++live; }
+    counted(const counted& o) : v(o.v) { ++live; }
+    counted(counted&& o) noexcept : v(o.v) { ++live; }
+    counted& operator=(const counted&) = default;
+    ~counted() { --live; }
+};
+
+TEST(ChanBasics, CapacityAndSizeAndHandles) {
+    chan<int> u(0);
+    chan<int> b(5);
+    EXPECT_EQ(u.capacity(), 0u);
+    EXPECT_EQ(b.capacity(), 5u);
+    EXPECT_EQ(b.size(), 0u);
+    b.send(1);
+    b.send(2);
+    EXPECT_EQ(b.size(), 2u);
+    chan<int> copy = b;  // shared ownership: the same channel
+    EXPECT_TRUE(copy == b);
+    EXPECT_FALSE(copy == u);
+    EXPECT_EQ(copy.recv(), 1);
+    EXPECT_EQ(b.size(), 1u);
+    EXPECT_TRUE(access::check_invariants(b));
+}
+
+TEST(ChanBasics, NilChannelIsLoudOnDirectUse) {
+    chan<int> nil;
+    EXPECT_FALSE(static_cast<bool>(nil));
+    EXPECT_THROW(nil.send(1), std::logic_error);
+    EXPECT_THROW((void)nil.recv(), std::logic_error);
+    EXPECT_THROW(nil.close(), std::logic_error);
+    EXPECT_THROW((void)nil.try_recv(), std::logic_error);
+}
+
+// C1: a send on an unbuffered channel completes only when a receiver takes the value.
+TEST(ChanC1Unbuffered, TryOpsFailWithoutPartner) {
+    chan<int> c(0);
+    EXPECT_FALSE(c.try_send(1));
+    auto r = c.try_recv();
+    EXPECT_EQ(r.status(), chan_status::would_block);
+    EXPECT_FALSE(r.has_value());
+    EXPECT_EQ(c.size(), 0u);
+}
+
+TEST(ChanC1Unbuffered, SendReturnsOnlyAfterReceiverTakesValue) {
+    chan<int> c(0);
+    std::atomic<bool> sent{false};
+    std::thread sender([&] {
+        c.send(42);
+        sent = true;
+    });
+    chan_test::wait_senders(c, 1);  // the sender is parked with its value
+    EXPECT_FALSE(sent.load());
+    EXPECT_EQ(c.size(), 0u);
+    EXPECT_EQ(c.recv(), 42);
+    sender.join();
+    EXPECT_TRUE(sent.load());
+    EXPECT_TRUE(access::check_invariants(c));
+}
+
+TEST(ChanC1Unbuffered, TrySendSucceedsAgainstParkedReceiver) {
+    chan<std::string> c(0);
+    std::optional<std::string> got;
+    std::thread receiver([&] { got = c.recv(); });
+    chan_test::wait_receivers(c, 1);
+    EXPECT_TRUE(c.try_send(std::string("rendezvous")));
+    receiver.join();
+    ASSERT_TRUE(got);
+    EXPECT_EQ(*got, "rendezvous");
+}
+
+TEST(ChanC1Unbuffered, TryRecvTakesFromParkedSender) {
+    chan<int> c(0);
+    std::thread sender([&] { c.send(7); });
+    chan_test::wait_senders(c, 1);
+    auto r = c.try_recv();
+    ASSERT_TRUE(r);
+    EXPECT_EQ(*r, 7);
+    sender.join();
+}
+
+// C2: a buffered channel holds exactly `capacity` values.
+TEST(ChanC2Buffered, FillsToCapacityThenWouldBlock) {
+    chan<int> c(3);
+    EXPECT_TRUE(c.try_send(1));
+    EXPECT_TRUE(c.try_send(2));
+    EXPECT_TRUE(c.try_send(3));
+    EXPECT_FALSE(c.try_send(4));
+    EXPECT_EQ(c.size(), 3u);
+    EXPECT_EQ(*c.try_recv(), 1);
+    EXPECT_TRUE(c.try_send(4));
+    EXPECT_EQ(c.size(), 3u);
+    EXPECT_TRUE(access::check_invariants(c));
+}
+
+TEST(ChanC2Buffered, BlockedSenderResumesWhenRoomAppears) {
+    chan<int> c(1);
+    c.send(1);
+    std::atomic<bool> sent{false};
+    std::thread sender([&] {
+        c.send(2);
+        sent = true;
+    });
+    chan_test::wait_senders(c, 1);
+    EXPECT_FALSE(sent.load());
+    EXPECT_EQ(c.recv(), 1);
+    sender.join();
+    EXPECT_TRUE(sent.load());
+    EXPECT_EQ(c.recv(), 2);
+}
+
+TEST(ChanC2Buffered, BlockedReceiverResumesWhenValueArrives) {
+    chan<int> c(4);
+    std::optional<int> got;
+    std::thread receiver([&] { got = c.recv(); });
+    chan_test::wait_receivers(c, 1);
+    c.send(9);
+    receiver.join();
+    EXPECT_EQ(got, 9);
+}
+
+// C3: FIFO, across many laps of the ring and for odd capacities.
+TEST(ChanC3Fifo, OrderKeptAcrossLaps) {
+    for (std::size_t cap : {1u, 2u, 3u, 7u, 64u}) {
+        chan<int> c(cap);
+        int next_in = 0;
+        int next_out = 0;
+        for (int round = 0; round < 200; ++round) {
+            std::size_t const k = (round * 7) % (cap + 1);
+            for (std::size_t i = 0; i < k && c.try_send(int{next_in}); ++i) ++next_in;
+            std::size_t const j = (round * 5) % (cap + 1);
+            for (std::size_t i = 0; i < j; ++i) {
+                auto r = c.try_recv();
+                if (!r) break;
+                EXPECT_EQ(*r, next_out++);
+            }
+            ASSERT_EQ(c.size(), static_cast<std::size_t>(next_in - next_out));
+            ASSERT_TRUE(access::check_invariants(c));
+        }
+    }
+}
+
+// C4: a failed send leaves its argument untouched; values are moved, not copied.
+TEST(ChanC4ExactlyOnce, FailedTrySendLeavesMoveOnlyValue) {
+    chan<std::unique_ptr<int>> c(1);
+    EXPECT_TRUE(c.try_send(std::make_unique<int>(1)));
+    auto p = std::make_unique<int>(2);
+    EXPECT_FALSE(c.try_send(std::move(p)));
+    ASSERT_NE(p, nullptr);
+    EXPECT_EQ(*p, 2);
+    EXPECT_FALSE(c.send_for(std::move(p), 1ms));
+    ASSERT_NE(p, nullptr);
+    auto got = c.recv();
+    ASSERT_TRUE(got && *got);
+    EXPECT_EQ(**got, 1);
+}
+
+TEST(ChanC4ExactlyOnce, BufferedValuesDestroyedOnceWithLastHandle) {
+    ASSERT_EQ(counted::live.load(), 0);
+    {
+        chan<counted> c(8);
+        for (int i = 0; i < 5; ++i) c.send(counted(i));
+        EXPECT_EQ(c.recv()->v, 0);
+        EXPECT_EQ(counted::live.load(), 4);
+        chan<counted> copy = c;
+    }
+    EXPECT_EQ(counted::live.load(), 0);
+    {
+        // Wrap around the ring before dropping it.
+        chan<counted> c(3);
+        for (int i = 0; i < 10; ++i) {
+            if (c.size() == c.capacity()) (void)c.recv();
+            c.send(counted(i));
+        }
+        EXPECT_EQ(counted::live.load(), static_cast<int>(c.size()));
+    }
+    EXPECT_EQ(counted::live.load(), 0);
+}
+
+// C5: close.
+TEST(ChanC5Close, SendOnClosedThrows) {
+    for (std::size_t cap : {0u, 3u}) {
+        chan<int> c(cap);
+        c.close();
+        EXPECT_THROW(c.send(1), chan_closed);
+        EXPECT_THROW(c.try_send(1), chan_closed);
+        EXPECT_THROW(c.send_for(1, 1ms), chan_closed);
+    }
+}
+
+TEST(ChanC5Close, DoubleCloseThrows) {
+    for (std::size_t cap : {0u, 3u}) {
+        chan<int> c(cap);
+        c.close();
+        EXPECT_THROW(c.close(), chan_closed);
+        EXPECT_TRUE(access::check_invariants(c));
+    }
+}
+
+TEST(ChanC5Close, ReceiversDrainThenSeeClosed) {
+    chan<int> c(4);
+    c.send(1);
+    c.send(2);
+    c.send(3);
+    c.close();
+    EXPECT_EQ(c.size(), 3u);
+    EXPECT_EQ(c.recv(), 1);
+    EXPECT_EQ(*c.try_recv(), 2);
+    auto r = c.recv_for(1s);
+    ASSERT_TRUE(r);
+    EXPECT_EQ(*r, 3);
+    EXPECT_EQ(c.recv(), std::nullopt);
+    EXPECT_EQ(c.recv(), std::nullopt);
+    EXPECT_EQ(c.try_recv().status(), chan_status::closed);
+    EXPECT_EQ(c.recv_for(1s).status(), chan_status::closed);
+    EXPECT_TRUE(access::check_invariants(c));
+}
+
+TEST(ChanC5Close, UnbufferedReceiveAfterCloseIsClosed) {
+    chan<int> c(0);
+    c.close();
+    EXPECT_EQ(c.recv(), std::nullopt);
+    EXPECT_EQ(c.try_recv().status(), chan_status::closed);
+}
+
+TEST(ChanC5Close, CloseWakesEveryBlockedReceiver) {
+    for (std::size_t cap : {0u, 4u}) {
+        chan<int> c(cap);
+        constexpr int k = 6;
+        std::atomic<int> saw_closed{0};
+        std::vector<std::thread> ts;
+        for (int i = 0; i < k; ++i) {
+            ts.emplace_back([&] {
+                if (!c.recv()) ++saw_closed;
+            });
+        }
+        chan_test::wait_receivers(c, k);
+        c.close();
+        for (auto& t : ts) t.join();
+        EXPECT_EQ(saw_closed.load(), k) << "capacity " << cap;
+        EXPECT_TRUE(access::check_invariants(c));
+    }
+}
+
+TEST(ChanC5Close, CloseWakesEveryBlockedSenderWithError) {
+    for (std::size_t cap : {0u, 2u}) {
+        chan<int> c(cap);
+        for (std::size_t i = 0; i < cap; ++i) c.send(static_cast<int>(i));
+        constexpr int k = 5;
+        std::atomic<int> threw{0};
+        std::vector<std::thread> ts;
+        for (int i = 0; i < k; ++i) {
+            ts.emplace_back([&, i] {
+                try {
+                    c.send(100 + i);
+                } catch (const chan_closed&) {
+                    ++threw;
+                }
+            });
+        }
+        chan_test::wait_senders(c, k);
+        c.close();
+        for (auto& t : ts) t.join();
+        EXPECT_EQ(threw.load(), k) << "capacity " << cap;
+        // What was buffered before close is still delivered.
+        for (std::size_t i = 0; i < cap; ++i) EXPECT_EQ(c.recv(), static_cast<int>(i));
+        EXPECT_EQ(c.recv(), std::nullopt);
+    }
+}
+
+TEST(ChanC5Close, CloseWakesTimedWaitersToo) {
+    chan<int> c(0);
+    std::atomic<int> closed_seen{0};
+    std::thread r([&] {
+        if (c.recv_for(std::chrono::hours(1)).closed()) ++closed_seen;
+    });
+    chan_test::wait_receivers(c, 1);
+    c.close();
+    r.join();
+    EXPECT_EQ(closed_seen.load(), 1);
+}
+
+// C7: timeouts report "timeout" and change nothing.
+TEST(ChanC7Timeouts, RecvForOnEmptyTimesOut) {
+    for (std::size_t cap : {0u, 2u}) {
+        chan<int> c(cap);
+        auto r = c.recv_for(2ms);
+        EXPECT_TRUE(r.timed_out());
+        EXPECT_FALSE(r.has_value());
+        auto r0 = c.recv_for(0ms);
+        EXPECT_TRUE(r0.timed_out());
+        auto r1 = c.recv_until(std::chrono::system_clock::now() + 1ms);
+        EXPECT_TRUE(r1.timed_out());
+        EXPECT_TRUE(access::check_invariants(c));
+    }
+}
+
+TEST(ChanC7Timeouts, SendForOnFullOrPartnerlessTimesOut) {
+    chan<int> u(0);
+    EXPECT_FALSE(u.send_for(1, 2ms));
+    chan<int> b(1);
+    EXPECT_TRUE(b.send_for(1, 2ms));
+    EXPECT_FALSE(b.send_for(2, 2ms));
+    EXPECT_FALSE(b.send_until(3, std::chrono::system_clock::now()));
+    EXPECT_EQ(b.size(), 1u);
+    EXPECT_TRUE(access::check_invariants(u));
+    EXPECT_TRUE(access::check_invariants(b));
+}
+
+TEST(ChanC7Timeouts, TimedOperationsCompleteAgainstPartner) {
+    chan<int> c(0);
+    std::thread s([&] { c.send(5); });
+    auto r = c.recv_for(std::chrono::hours(1));
+    s.join();
+    ASSERT_TRUE(r);
+    EXPECT_EQ(*r, 5);
+    std::optional<int> got;
+    std::thread rcv([&] { got = c.recv(); });
+    EXPECT_TRUE(c.send_for(6, std::chrono::hours(1)));
+    rcv.join();
+    EXPECT_EQ(got, 6);
+}
+
+// Range-style consumption.
+TEST(ChanRange, ForLoopReceivesUntilClosed) {
+    for (std::size_t cap : {0u, 1u, 16u}) {
+        chan<int> c(cap);
+        std::thread p([&] {
+            for (int i = 1; i <= 100; ++i) c.send(i);
+            c.close();
+        });
+        int sum = 0;
+        int expect = 1;
+        for (int& v : c) {
+            EXPECT_EQ(v, expect++);
+            sum += v;
+        }
+        p.join();
+        EXPECT_EQ(sum, 5050);
+    }
+}
+
+TEST(ChanRange, EmptyClosedChannelYieldsNothing) {
+    chan<int> c(2);
+    c.close();
+    int n = 0;
+    for ([[maybe_unused]] int v : c) ++n;
+    EXPECT_EQ(n, 0);
+}
+
+// C1 + C4 under concurrency in a tiny setting: many rendezvous with timed and plain partners.
+TEST(ChanC7Timeouts, TimeoutRacesNeverLoseOrDuplicate) {
+    chan<int> c(0);
+    std::size_t const n = chan_test::iters(4000);
+    std::atomic<long> sent_sum{0};
+    std::atomic<long> recv_sum{0};
+    std::latch start(2);
+    std::thread s([&] {
+        start.arrive_and_wait();
+        for (std::size_t i = 1; i <= n; ++i) {
+            if (c.send_for(static_cast<int>(i), std::chrono::microseconds(i % 7 * 5)))
+                sent_sum += static_cast<long>(i);
+        }
+        c.close();
+    });
+    std::thread r([&] {
+        start.arrive_and_wait();
+        for (;;) {
+            auto v = c.recv_for(std::chrono::microseconds(3));
+            if (v.closed()) break;
+            if (v) recv_sum += *v;
+        }
+    });
+    s.join();
+    r.join();
+    EXPECT_EQ(sent_sum.load(), recv_sum.load());
+    EXPECT_TRUE(access::check_invariants(c));
+}
+
+}  // namespace

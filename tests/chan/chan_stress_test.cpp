@@ -1,0 +1,290 @@
+// Concurrency stress for chan<T>: MPMC exactly-once and per-producer order (C3, C4), close racing with
+// sends (C5), ping-pong and a pipeline. Threads start behind a latch; checks are on values, never on time.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+#include <latch>
+#include <ostream>
+#include <string>
+#include <thread>
+#include <tuple>
+#include <vector>
+
+#include "chan_test_util.hpp"
+#include "iterlock/chan.hpp"
+
+namespace {
+
+using chan_test::access;
+using iterlock::chan;
+using iterlock::chan_closed;
+
+std::uint64_t encode(std::uint32_t producer, std::uint32_t seq) {
+    return (static_cast<std::uint64_t>(producer) << 32) | seq;
+}
+
+enum class style { blocking, try_ops, timed };
+
+struct mpmc_param {
+    int producers;
+    int consumers;
+    std::size_t capacity;
+    style how;
+};
+
+const char* style_name(style s) {
+    switch (s) {
+        case style::blocking:
+            return "blocking";
+        case style::try_ops:
+            return "try";
+        case style::timed:
+            return "timed";
+    }
+    return "?";
+}
+
+// Readable, deterministic names for ctest (the default would print the struct's bytes, padding included).
+std::string shape_name(const ::testing::TestParamInfo<mpmc_param>& info) {
+    auto const& p = info.param;
+    return "P" + std::to_string(p.producers) + "C" + std::to_string(p.consumers) + "Cap" +
+           std::to_string(p.capacity) + "_" + style_name(p.how);
+}
+
+void PrintTo(const mpmc_param& p, std::ostream* os) {
+    *os << p.producers << " producers, " << p.consumers << " consumers, capacity " << p.capacity << ", "
+        << style_name(p.how);
+}
+
+class ChanMpmc : public ::testing::TestWithParam<mpmc_param> {};
+
+// Every value is received exactly once, and each consumer sees each producer's values in send order.
+TEST_P(ChanMpmc, ExactlyOnceAndPerProducerOrder) {
+    auto const p = GetParam();
+    std::size_t const per_producer = chan_test::iters(p.capacity == 0 ? 20000 : 50000);
+    chan<std::uint64_t> c(p.capacity);
+    std::latch start(p.producers + p.consumers);
+    std::vector<std::vector<std::uint64_t>> got(p.consumers);
+    std::vector<std::thread> ts;
+    for (int id = 0; id < p.producers; ++id) {
+        ts.emplace_back([&, id] {
+            start.arrive_and_wait();
+            for (std::uint32_t s = 0; s < per_producer; ++s) {
+                std::uint64_t v = encode(static_cast<std::uint32_t>(id), s);
+                switch (p.how) {
+                    case style::blocking:
+                        c.send(v);
+                        break;
+                    case style::try_ops:
+                        while (!c.try_send(std::uint64_t{v})) std::this_thread::yield();
+                        break;
+                    case style::timed:
+                        while (!c.send_for(std::uint64_t{v}, std::chrono::microseconds(20))) {
+                        }
+                        break;
+                }
+            }
+        });
+    }
+    for (int k = 0; k < p.consumers; ++k) {
+        ts.emplace_back([&, k] {
+            start.arrive_and_wait();
+            auto& mine = got[k];
+            for (;;) {
+                // Two sides that only try can never meet on an unbuffered channel (nobody parks), so there
+                // the try_ops consumers block.
+                if (p.how == style::blocking || (p.how == style::try_ops && p.capacity == 0)) {
+                    auto v = c.recv();
+                    if (!v) break;
+                    mine.push_back(*v);
+                } else if (p.how == style::try_ops) {
+                    auto r = c.try_recv();
+                    if (r.closed()) break;
+                    if (r) {
+                        mine.push_back(*r);
+                    } else {
+                        std::this_thread::yield();
+                    }
+                } else {
+                    auto r = c.recv_for(std::chrono::microseconds(30));
+                    if (r.closed()) break;
+                    if (r) mine.push_back(*r);
+                }
+            }
+        });
+    }
+    for (int id = 0; id < p.producers; ++id) ts[id].join();
+    c.close();
+    for (std::size_t i = p.producers; i < ts.size(); ++i) ts[i].join();
+
+    std::vector<std::uint64_t> all;
+    for (auto const& mine : got) {
+        std::vector<std::int64_t> last(p.producers, -1);
+        for (std::uint64_t v : mine) {
+            auto const id = static_cast<std::uint32_t>(v >> 32);
+            auto const seq = static_cast<std::int64_t>(v & 0xffffffffu);
+            ASSERT_LT(id, static_cast<std::uint32_t>(p.producers));
+            ASSERT_GT(seq, last[id]) << "producer " << id << " reordered";
+            last[id] = seq;
+        }
+        all.insert(all.end(), mine.begin(), mine.end());
+    }
+    ASSERT_EQ(all.size(), per_producer * p.producers);
+    std::sort(all.begin(), all.end());
+    EXPECT_TRUE(std::adjacent_find(all.begin(), all.end()) == all.end()) << "a value was received twice";
+    EXPECT_TRUE(access::check_invariants(c));
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Shapes, ChanMpmc,
+    ::testing::Values(mpmc_param{1, 1, 0, style::blocking}, mpmc_param{4, 4, 0, style::blocking},
+                      mpmc_param{4, 4, 1, style::blocking}, mpmc_param{3, 5, 7, style::blocking},
+                      mpmc_param{2, 2, 1024, style::blocking}, mpmc_param{8, 2, 16, style::blocking},
+                      mpmc_param{2, 6, 3, style::blocking}, mpmc_param{3, 3, 0, style::try_ops},
+                      mpmc_param{3, 3, 4, style::try_ops}, mpmc_param{3, 3, 0, style::timed},
+                      mpmc_param{3, 3, 2, style::timed}),
+    shape_name);
+
+// Close racing with blocked and running senders: every send that returned normally is received, every
+// other send threw, nothing else is received.
+TEST(ChanStress, CloseRacingWithSendsKeepsAccounts) {
+    for (std::size_t cap : {0u, 1u, 8u}) {
+        for (int round = 0; round < static_cast<int>(chan_test::iters(40)); ++round) {
+            chan<int> c(cap);
+            constexpr int producers = 3;
+            std::latch start(producers + 2);
+            std::atomic<long> sent{0};
+            std::atomic<long> received{0};
+            std::atomic<int> threw{0};
+            std::vector<std::thread> ts;
+            for (int id = 0; id < producers; ++id) {
+                ts.emplace_back([&] {
+                    start.arrive_and_wait();
+                    try {
+                        for (int v = 1;; ++v) {
+                            c.send(v);
+                            sent += v;
+                        }
+                    } catch (const chan_closed&) {
+                        ++threw;
+                    }
+                });
+            }
+            ts.emplace_back([&] {
+                start.arrive_and_wait();
+                while (auto v = c.recv()) received += *v;
+            });
+            ts.emplace_back([&, round] {
+                start.arrive_and_wait();
+                for (int i = 0; i < round * 10; ++i) std::this_thread::yield();
+                c.close();
+            });
+            for (auto& t : ts) t.join();
+            EXPECT_EQ(threw.load(), producers);
+            EXPECT_EQ(sent.load(), received.load()) << "capacity " << cap << " round " << round;
+            EXPECT_TRUE(access::check_invariants(c));
+        }
+    }
+}
+
+TEST(ChanStress, PingPongOverUnbufferedChannels) {
+    chan<int> ping(0);
+    chan<int> pong(0);
+    int const rounds = static_cast<int>(chan_test::iters(20000));
+    std::latch start(2);
+    std::thread echo([&] {
+        start.arrive_and_wait();
+        while (auto v = ping.recv()) pong.send(*v + 1);
+        pong.close();
+    });
+    start.arrive_and_wait();
+    int x = 0;
+    for (int i = 0; i < rounds; ++i) {
+        ping.send(x);
+        auto r = pong.recv();
+        ASSERT_TRUE(r);
+        ASSERT_EQ(*r, x + 1);
+        x = *r;
+    }
+    ping.close();
+    EXPECT_EQ(pong.recv(), std::nullopt);
+    echo.join();
+    EXPECT_EQ(x, rounds);
+}
+
+// Stages connected by channels of mixed capacities, each closing its output when its input closes.
+TEST(ChanStress, PipelineDeliversEverythingInOrder) {
+    std::vector<std::size_t> caps = {0, 1, 16, 0, 3};
+    std::vector<chan<long>> links;
+    for (std::size_t cap : caps) links.emplace_back(cap);
+    long const n = static_cast<long>(chan_test::iters(20000));
+    std::latch start(static_cast<std::ptrdiff_t>(caps.size()) + 1);
+    std::vector<std::thread> stages;
+    stages.emplace_back([&] {
+        start.arrive_and_wait();
+        for (long i = 0; i < n; ++i) links[0].send(i);
+        links[0].close();
+    });
+    for (std::size_t s = 1; s < caps.size(); ++s) {
+        stages.emplace_back([&, s] {
+            start.arrive_and_wait();
+            for (long& v : links[s - 1]) links[s].send(v * 2);
+            links[s].close();
+        });
+    }
+    start.arrive_and_wait();
+    long expect = 0;
+    long count = 0;
+    long const factor = 1L << (caps.size() - 1);
+    for (long& v : links.back()) {
+        ASSERT_EQ(v, expect * factor);
+        ++expect;
+        ++count;
+    }
+    for (auto& t : stages) t.join();
+    EXPECT_EQ(count, n);
+}
+
+// Fan-in/fan-out with several handles per thread and mixed blocking styles on one channel.
+TEST(ChanStress, MixedStylesShareOneChannel) {
+    chan<int> c(2);
+    std::size_t const n = chan_test::iters(30000);
+    std::atomic<long> sent{0};
+    std::atomic<long> received{0};
+    std::latch start(4);
+    std::thread a([&, h = c] {
+        start.arrive_and_wait();
+        for (std::size_t i = 1; i <= n; ++i) {
+            h.send(static_cast<int>(i));
+            sent += static_cast<long>(i);
+        }
+    });
+    std::thread b([&, h = c] {
+        start.arrive_and_wait();
+        for (std::size_t i = 1; i <= n; ++i) {
+            if (h.try_send(static_cast<int>(i))) sent += static_cast<long>(i);
+        }
+    });
+    std::thread r1([&, h = c] {
+        start.arrive_and_wait();
+        while (auto v = h.recv()) received += *v;
+    });
+    std::thread r2([&, h = c] {
+        start.arrive_and_wait();
+        for (;;) {
+            auto v = h.recv_for(std::chrono::microseconds(50));
+            if (v.closed()) break;
+            if (v) received += *v;
+        }
+    });
+    a.join();
+    b.join();
+    c.close();
+    r1.join();
+    r2.join();
+    EXPECT_EQ(sent.load(), received.load());
+}
+
+}  // namespace
