@@ -422,10 +422,14 @@ public:
     snapshot_view snapshot() const
         requires snapshots
     {
-        entry_check();
-        snapshot_view v(this, registry_.acquire());
         count_event(&detail::map_event_metrics::iterations_started);
-        return v;
+        try {
+            entry_check();
+        } catch (const lock_error&) {
+            count_event(&detail::map_event_metrics::iterations_error);
+            throw;
+        }
+        return snapshot_view(this, registry_.acquire());
     }
 
     // ---- locked iteration ----------------------------------------------------------------------------------
