@@ -519,6 +519,49 @@ TEST_F(CMapSnapshot, RevisionBetweenReadsAroundSnapshot) {
     RecordProperty("beyond_r1", static_cast<int>(beyond_r1));
 }
 
+// Regression: a snapshot ends (its release sweeps the shards) while another thread takes a new snapshot and a
+// writer writes. release_snapshot() reads the list of live markers once, then sweeps each shard under its
+// lock with that list; a pre-image that a writer made after the list was read, for a snapshot taken after it,
+// is freed as unneeded, and the new snapshot then dies with "a snapshot's chain (or counters) were not
+// preserved" (or could read a retired array that the sweep freed). Seen in release builds within about 0.1 s.
+// Disabled until the sweep keeps what a newer snapshot may need (e.g. items whose hi exceeds the registry's
+// seq read before markers()).
+TEST_F(CMapSnapshot, DISABLED_ReleaseRacesWithNewSnapshots) {
+    lmap m(2, seed{1});
+    std::atomic<bool> stop{false};
+    std::latch start(3);
+    std::thread writer([&] {
+        std::mt19937_64 rng(1);
+        start.arrive_and_wait();
+        while (!stop.load()) {
+            const long k = static_cast<long>(rng() % 64);
+            if (rng() % 4 == 0) {
+                m.erase(k);
+            } else {
+                m.insert_or_assign(k, value_of(k));
+            }
+        }
+    });
+    std::thread releaser([&] {
+        start.arrive_and_wait();
+        while (!stop.load()) (void)m.snapshot();  // each one ends at once and sweeps
+    });
+    start.arrive_and_wait();
+    const long passes = scaled(300000, 20000);
+    for (long p = 0; p < passes; ++p) {
+        auto s = m.snapshot();
+        std::set<long> keys;
+        for (const auto& [k, v] : s) {
+            ASSERT_TRUE(keys.insert(k).second) << "duplicate " << k;
+            ASSERT_EQ(v, value_of(k));
+        }
+        ASSERT_EQ(s.size(), keys.size());
+    }
+    stop.store(true);
+    writer.join();
+    releaser.join();
+}
+
 // ---- S5: memory
 // ----------------------------------------------------------------------------------------------
 
