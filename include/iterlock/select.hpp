@@ -245,9 +245,10 @@ std::size_t select(Cases&&... cases) {
     static_assert(n_timeout <= 1, "iterlock::select: at most one on_timeout/on_deadline case");
 
     std::array<detail::select_case, n> descs{};
-    std::array<std::uint32_t, n> order{};
-    std::array<detail::chan_waiter, n> waiters{};
-    std::array<detail::chan_core*, n> locks{};
+    std::array<std::uint32_t, n> order;
+    std::array<detail::chan_core*, n> locks;
+    // Waiters are built only when the select has to block.
+    alignas(detail::chan_waiter) unsigned char waiter_storage[n * sizeof(detail::chan_waiter)];
 
     std::size_t default_index = n;
     std::size_t timeout_index = n;
@@ -267,9 +268,10 @@ std::size_t select(Cases&&... cases) {
         (bind_one(cases), ...);
     }
 
-    std::size_t chosen = detail::select_run(descs.data(), n, {order.data(), waiters.data(), locks.data()},
-                                            /*nonblocking=*/default_index != n,
-                                            /*timed=*/timeout_index != n, deadline);
+    std::size_t chosen = detail::select_run(
+        descs.data(), n, {order.data(), reinterpret_cast<detail::chan_waiter*>(waiter_storage), locks.data()},
+        /*nonblocking=*/default_index != n,
+        /*timed=*/timeout_index != n, deadline);
     if (chosen == detail::select_none) chosen = default_index != n ? default_index : timeout_index;
 
     std::size_t i = 0;

@@ -27,6 +27,16 @@
 #include <immintrin.h>
 #endif
 
+// Tuning of a parked operation's wait before it sleeps on its futex: pause-polls (about 20 ns each on
+// current x86), then yields. Override with -D for experiments; the defaults were measured on the 2-core
+// bench machine (docs/CHANNELS.md).
+#ifndef ITERLOCK_CHAN_SPIN_POLLS
+#define ITERLOCK_CHAN_SPIN_POLLS 128
+#endif
+#ifndef ITERLOCK_CHAN_YIELD_POLLS
+#define ITERLOCK_CHAN_YIELD_POLLS 4
+#endif
+
 namespace iterlock::detail {
 
 static_assert(sizeof(std::atomic<std::uint32_t>) == sizeof(std::uint32_t) &&
@@ -34,7 +44,7 @@ static_assert(sizeof(std::atomic<std::uint32_t>) == sizeof(std::uint32_t) &&
               "futex words must be plain 32-bit atomics");
 
 // One processor hint for a spin-wait iteration (about 20 ns on current x86).
-inline void cpu_relax() noexcept {
+inline void chan_pause() noexcept {
 #if defined(__x86_64__) || defined(__i386__)
     _mm_pause();
 #elif defined(__aarch64__)
@@ -94,12 +104,12 @@ class backoff {
 
     void spin() noexcept {
         unsigned const rounds = 1u << (step_ < spin_limit ? step_ : spin_limit);
-        for (unsigned i = 0; i < rounds; ++i) cpu_relax();
+        for (unsigned i = 0; i < rounds; ++i) chan_pause();
         if (step_ <= spin_limit) ++step_;
     }
     void snooze() noexcept {
         if (step_ <= spin_limit) {
-            for (unsigned i = 0; i < (1u << step_); ++i) cpu_relax();
+            for (unsigned i = 0; i < (1u << step_); ++i) chan_pause();
         } else {
             std::this_thread::yield();
         }
@@ -196,10 +206,15 @@ class chan_parker {
     // Waits for `signal()`: spins briefly, yields, then sleeps. Returns false if `deadline` passed first
     // (only when `timed`). Never returns false once signalled.
     bool wait(bool timed, chan_clock::time_point deadline) noexcept {
-        backoff b;
-        while (!b.done()) {
+        // Poll at a fixed, fine grain first: a partner that answers within a few microseconds (a ping-pong
+        // round trip) is seen within one pause of its signal.
+        for (int i = 0; i < ITERLOCK_CHAN_SPIN_POLLS; ++i) {
             if (wake_.load(std::memory_order_acquire) == 2) return true;
-            b.snooze();
+            chan_pause();
+        }
+        for (int i = 0; i < ITERLOCK_CHAN_YIELD_POLLS; ++i) {
+            if (wake_.load(std::memory_order_acquire) == 2) return true;
+            std::this_thread::yield();
         }
         std::uint32_t seen = wake_.load(std::memory_order_acquire);
         while (seen != 2) {

@@ -24,6 +24,8 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
+#include <new>
 
 #include "iterlock/detail/chan_core.hpp"
 #include "iterlock/detail/chan_park.hpp"
@@ -41,7 +43,8 @@ struct select_case {
 
 inline constexpr std::size_t select_none = SIZE_MAX;  // default or timeout
 
-// Scratch space the caller provides, one entry per case (stack arrays in the public wrapper).
+// Scratch space the caller provides, one entry per case (stack arrays in the public wrapper). `waiters`
+// may be uninitialised storage: the slow path constructs each waiter before linking it.
 struct select_scratch {
     std::uint32_t* order;
     chan_waiter* waiters;
@@ -66,26 +69,27 @@ inline std::size_t select_run(select_case* cases, std::size_t n, select_scratch 
     chan_waiter* const waiters = scratch.waiters;
     chan_core** const locks = scratch.locks;
 
-    // 1. Random poll order over the channel cases; lock order = distinct channels sorted by address.
+    // 1. Random poll order over the channel cases (Fisher-Yates, 16 random bits per step: the bias is at
+    //    most n / 65536 and zero for n a power of two).
     std::size_t m = 0;
     for (std::size_t i = 0; i < n; ++i) {
         if (cases[i].ch) order[m++] = static_cast<std::uint32_t>(i);
     }
-    for (std::size_t k = m; k > 1; --k) {
-        std::size_t const j = chan_random_below(static_cast<std::uint32_t>(k));
-        std::uint32_t const t = order[k - 1];
-        order[k - 1] = order[j];
-        order[j] = t;
-    }
-    std::size_t nlocks = 0;
-    for (std::size_t k = 0; k < m; ++k) {
-        chan_core* const c = cases[order[k]].ch;
-        std::size_t pos = nlocks;
-        while (pos > 0 && locks[pos - 1] > c) --pos;
-        if (pos > 0 && locks[pos - 1] == c) continue;  // already present
-        for (std::size_t q = nlocks; q > pos; --q) locks[q] = locks[q - 1];
-        locks[pos] = c;
-        ++nlocks;
+    {
+        std::uint64_t bits = 0;
+        unsigned left = 0;
+        for (std::size_t k = m; k > 1; --k) {
+            if (left == 0) {
+                bits = chan_random();
+                left = 4;
+            }
+            std::size_t const j = static_cast<std::size_t>(((bits & 0xffffu) * k) >> 16);
+            bits >>= 16;
+            --left;
+            std::uint32_t const t = order[k - 1];
+            order[k - 1] = order[j];
+            order[j] = t;
+        }
     }
 
     // 2. Fast passes.
@@ -106,7 +110,18 @@ inline std::size_t select_run(select_case* cases, std::size_t n, select_scratch 
         b.snooze();
     }
 
-    // 3-5. Slow passes.
+    // 3-5. Slow passes. Lock order: the distinct channels sorted by address.
+    std::size_t nlocks = 0;
+    for (std::size_t k = 0; k < m; ++k) {
+        chan_core* const c = cases[order[k]].ch;
+        std::size_t pos = nlocks;
+        while (pos > 0 && std::less<chan_core*>{}(c, locks[pos - 1])) --pos;
+        if (pos > 0 && locks[pos - 1] == c) continue;  // already present
+        for (std::size_t q = nlocks; q > pos; --q) locks[q] = locks[q - 1];
+        locks[pos] = c;
+        ++nlocks;
+    }
+    auto waiter_at = [waiters](std::size_t i) { return std::launder(waiters + i); };
     chan_parker parker;
     for (;;) {
         wake_list wakes;
@@ -126,8 +141,7 @@ inline std::size_t select_run(select_case* cases, std::size_t n, select_scratch 
         }
         for (std::size_t k = 0; k < m; ++k) {
             std::uint32_t const i = order[k];
-            chan_waiter& w = waiters[i];
-            w = chan_waiter{};
+            chan_waiter& w = *::new (static_cast<void*>(waiters + i)) chan_waiter{};
             w.parker = &parker;
             w.elem = cases[i].elem;
             w.case_index = i;
@@ -142,7 +156,7 @@ inline std::size_t select_run(select_case* cases, std::size_t n, select_scratch 
         lock_all(locks, nlocks);
         for (std::size_t k = 0; k < m; ++k) {
             std::uint32_t const i = order[k];
-            cases[i].ch->unprotected_unlink(&waiters[i], cases[i].is_send);
+            cases[i].ch->unprotected_unlink(waiter_at(i), cases[i].is_send);
         }
         unlock_all(locks, nlocks);
         if (abandoned) return select_none;
@@ -150,7 +164,7 @@ inline std::size_t select_run(select_case* cases, std::size_t n, select_scratch 
         std::uint32_t const won = parker.claimed_case();
         select_case& c = cases[won];
         if (!c.ch->buffered()) {
-            c.status = waiters[won].transferred ? op_status::ok : op_status::closed;
+            c.status = waiter_at(won)->transferred ? op_status::ok : op_status::closed;
             return won;
         }
         // Notified by a buffered channel: honour that notification first.
