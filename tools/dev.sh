@@ -180,18 +180,28 @@ leg_fuzz() {
     fi
 }
 
+# CPU seconds (user + system) used so far by this script's finished children (cutime + cstime of this
+# shell, /proc/<pid>/stat fields 16-17). With the wall time it shows how much of a slow leg was the
+# machine being busy with other work.
+children_cpu_s() {
+    local hz
+    hz=$(getconf CLK_TCK 2>/dev/null || echo 100)
+    awk -v hz="$hz" '{ sub(/^.*\) /, ""); printf "%d", ($14 + $15) / hz }' "/proc/$$/stat" 2>/dev/null || echo 0
+}
+
 run_leg() {
-    local leg=$1 start rc=0
+    local leg=$1 start rc=0 cpu0
     start=$SECONDS
+    cpu0=$(children_cpu_s)
     say "leg $leg: start"
     if "leg_$leg"; then rc=0; else rc=$?; fi
-    local took=$((SECONDS - start))
+    local took=$((SECONDS - start)) cpu=$(($(children_cpu_s) - cpu0))
     if [ "$rc" -eq 0 ]; then
-        summary+=("$(printf '%-8s passed   %5ds' "$leg" "$took")")
+        summary+=("$(printf '%-8s passed   %5ds wall, %5ds cpu' "$leg" "$took" "$cpu")")
     elif [ "$leg" = fuzz ] && [ "$rc" -eq 77 ]; then
         summary+=("$(printf '%-8s skipped  (tools/fuzz-smoke.sh does not exist yet)' "$leg")")
     else
-        summary+=("$(printf '%-8s FAILED   %5ds (exit %d)' "$leg" "$took" "$rc")")
+        summary+=("$(printf '%-8s FAILED   %5ds wall, %5ds cpu (exit %d)' "$leg" "$took" "$cpu" "$rc")")
         print_summary
         die "leg '$leg' failed (exit $rc); rerun it alone with: tools/dev.sh test --only $leg"
     fi
