@@ -587,7 +587,7 @@ private:
     void release_snapshot(std::uint64_t marker) const noexcept {
         count_event(&detail::map_event_metrics::iterations_success);
         registry_.release(marker);
-        const std::vector<std::uint64_t> live = registry_.markers();
+        const detail::snapshot_registry::live_set live = registry_.live_markers();
         for (auto& sp : shards_) {
             shard& s = *sp;
             if (!s.t.chain_watch().has_items()) continue;

@@ -40,6 +40,12 @@
 
 namespace iterlock::detail {
 
+// Whether some marker in the sorted `live` lies in [lo, hi).
+inline bool any_marker_in(const std::vector<std::uint64_t>& live, std::uint64_t lo, std::uint64_t hi) noexcept {
+    auto it = std::lower_bound(live.begin(), live.end(), lo);
+    return it != live.end() && *it < hi;
+}
+
 // The live snapshots of one map. Creation and release take a mutex (they are rare next to writes); the
 // writers' question (needed_since) is lock-free.
 class snapshot_registry {
@@ -70,10 +76,19 @@ public:
         live_.store(markers_.size(), std::memory_order_seq_cst);
         max_live_.store(markers_.empty() ? 0 : markers_.back(), std::memory_order_seq_cst);
     }
-    // A sorted copy of the live markers (for sweeps).
-    std::vector<std::uint64_t> markers() const {
+    // What a sweep may rely on: the live markers (sorted) and seq, read together. A snapshot created after
+    // this read has a marker >= seq, so it cannot need an item whose hi <= seq; items with hi > seq were made
+    // after the read and must be left alone (a newer snapshot may need them).
+    struct live_set {
+        std::vector<std::uint64_t> markers;
+        std::uint64_t seq = ~std::uint64_t{0};
+        bool unneeded(std::uint64_t lo, std::uint64_t hi) const noexcept {
+            return hi <= seq && !any_marker_in(markers, lo, hi);
+        }
+    };
+    live_set live_markers() const {
         std::lock_guard<std::mutex> g(mu_);
-        return markers_;
+        return {markers_, seq_.load(std::memory_order_relaxed)};
     }
 
 private:
@@ -83,12 +98,6 @@ private:
     mutable std::mutex mu_;
     std::vector<std::uint64_t> markers_;  // sorted
 };
-
-// Whether some marker in the sorted `live` lies in [lo, hi).
-inline bool any_marker_in(const std::vector<std::uint64_t>& live, std::uint64_t lo, std::uint64_t hi) noexcept {
-    auto it = std::lower_bound(live.begin(), live.end(), lo);
-    return it != live.end() && *it < hi;
-}
 
 // A preserved copy of one chain's entries, valid for markers lo <= M < hi.
 template <class Slot>
@@ -234,15 +243,15 @@ public:
     bool has_items() const noexcept { return items_.load(std::memory_order_relaxed) != 0; }
     std::size_t preserved_bytes() const noexcept { return bytes_.load(std::memory_order_relaxed); }
 
-    // Frees every preserved item that no marker in `live` (sorted) needs. Requires: the shard's lock.
+    // Frees every preserved item that `live` says is unneeded. Requires: the shard's lock.
     template <class Table>
-    void sweep(const std::vector<std::uint64_t>& live, Table& t) noexcept {
+    void sweep(const snapshot_registry::live_set& live, Table& t) noexcept {
         for (std::size_t i = 0; i < dirty_.size();) {
             chain_tag* tag = dirty_[i];
             version** link = reinterpret_cast<version**>(&tag->versions);
             while (*link != nullptr) {
                 version* v = *link;
-                if (!any_marker_in(live, v->lo, v->hi)) {
+                if (live.unneeded(v->lo, v->hi)) {
                     *link = v->next;
                     free_version(v);
                 } else {
@@ -256,7 +265,7 @@ public:
                 ++i;
             }
         }
-        auto unneeded = [&](const auto& item) { return !any_marker_in(live, item.lo, item.hi); };
+        auto unneeded = [&](const auto& item) { return live.unneeded(item.lo, item.hi); };
         items_.fetch_sub(std::erase_if(struct_hist_, unneeded), std::memory_order_relaxed);
         items_.fetch_sub(std::erase_if(counter_hist_, unneeded), std::memory_order_relaxed);
         for (std::size_t i = 0; i < retired_.size();) {
@@ -279,7 +288,7 @@ public:
     // Frees everything (map destruction; or when no snapshot can ever read it again).
     template <class Table>
     void release_all(Table& t) noexcept {
-        sweep(std::vector<std::uint64_t>{}, t);
+        sweep(snapshot_registry::live_set{}, t);
     }
 
 private:
