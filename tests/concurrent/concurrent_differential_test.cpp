@@ -169,7 +169,7 @@ TYPED_TEST(CMapDifferential, MatchesAMutexProtectedUnorderedMap) {
     constexpr long owned = 3000;  // keys [t * owned, (t + 1) * owned) belong to thread t
     constexpr long shared_first = threads * owned;
     constexpr long shared_keys = 64;  // keys [shared_first, shared_first + shared_keys) are shared
-    const long ops = scaled(200000, 20000);
+    const long ops = scaled(200000, 50000);
     for (std::uint64_t sd : {1u, 2u}) {
         TypeParam m(sd == 1 ? 4 : 16, seed{sd});
         reference ref;

@@ -208,7 +208,7 @@ lin_history record_round(Map& m, int ops, std::uint64_t round_seed) {
 
 template <class Map>
 void check_rounds(const char* policy, std::uint64_t first_seed) {
-    const int rounds = static_cast<int>(scaled(800, 100));
+    const int rounds = static_cast<int>(scaled(800, 300));
     const int ops = 200;
     for (int round = 0; round < rounds; ++round) {
         const std::uint64_t sd = first_seed + static_cast<std::uint64_t>(round);

@@ -67,26 +67,26 @@ walk_result guard_walk(lmap& m, Started&& started) {
 // L1: one writer inserts k0, k1, ... in order; every guard walk sees exactly a prefix.
 TEST_F(CMapLocked, OrderedInsertsShowAPrefix) {
     const auto st = iterlock::ctest::run_ordered_rounds(
-        write_kind::insert, 256, 8, scaled(4000, 1000),
+        write_kind::insert, 256, 8, scaled(4000, 2000),
         [](long round) { return std::make_unique<lmap>(4, seed{static_cast<std::uint64_t>(round) + 1}); },
         [](lmap& m, auto started) { return guard_walk(m, started); });
-    EXPECT_GE(st.passes, scaled(4000, 1000));
+    EXPECT_GE(st.passes, scaled(4000, 2000));
 }
 
 // The erasing twin: every guard walk sees exactly a suffix.
 TEST_F(CMapLocked, OrderedErasesShowASuffix) {
     const auto st = iterlock::ctest::run_ordered_rounds(
-        write_kind::erase, 256, 8, scaled(4000, 1000),
+        write_kind::erase, 256, 8, scaled(4000, 2000),
         [](long round) { return std::make_unique<lmap>(4, seed{static_cast<std::uint64_t>(round) + 51}); },
         [](lmap& m, auto started) { return guard_walk(m, started); });
-    EXPECT_GE(st.passes, scaled(4000, 1000));
+    EXPECT_GE(st.passes, scaled(4000, 2000));
 }
 
 // L1 across shards: A writes a[i], B writes b[i] after A's write returned; no walk holds b[i] without a[i],
 // and no write at all lands while the guard lives (the revision stays put).
 TEST_F(CMapLocked, RealTimeOrderAcrossShards) {
     const long n = 512;
-    const long min_passes = scaled(2000, 600);
+    const long min_passes = scaled(2000, 1200);
     long passes = 0;
     for (long round = 0; passes < min_passes; ++round) {
         lmap m(16, seed{static_cast<std::uint64_t>(round) + 9});
@@ -350,7 +350,7 @@ TEST_F(CMapLocked, NestedGuardsWhileAWriterWaits) {
 // L6 with I1-I4 under load: the only guard holder erases every odd key during its walk while readers keep
 // finding the even keys (never missing, never a wrong value) and a writer waits to add new keys.
 TEST_F(CMapLocked, IterateAndEraseWhileOthersRead) {
-    const long n = scaled(20000, 4000);
+    const long n = scaled(20000, 10000);
     lmap m(8, seed{7});
     for (long k = 0; k < n; ++k) m.insert({k, value_of(k)});
     std::atomic<bool> stop{false};

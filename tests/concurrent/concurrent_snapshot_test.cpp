@@ -57,27 +57,27 @@ walk_result snapshot_walk(lmap& m, Started&& started) {
 // S1/S2: one writer inserts k0, k1, ... in order; every snapshot holds exactly a prefix.
 TEST_F(CMapSnapshot, OrderedInsertsShowAPrefix) {
     const auto st = iterlock::ctest::run_ordered_rounds(
-        write_kind::insert, 256, 8, scaled(4000, 1000),
+        write_kind::insert, 256, 8, scaled(4000, 2000),
         [](long round) { return std::make_unique<lmap>(4, seed{static_cast<std::uint64_t>(round) + 1}); },
         [](lmap& m, auto started) { return snapshot_walk(m, started); });
-    EXPECT_GE(st.passes, scaled(4000, 1000));
+    EXPECT_GE(st.passes, scaled(4000, 2000));
     RecordProperty("partial_passes", static_cast<int>(st.partial));
 }
 
 // The erasing twin: prefilled, erased k0, k1, ... in order; every snapshot holds exactly a suffix.
 TEST_F(CMapSnapshot, OrderedErasesShowASuffix) {
     const auto st = iterlock::ctest::run_ordered_rounds(
-        write_kind::erase, 256, 8, scaled(4000, 1000),
+        write_kind::erase, 256, 8, scaled(4000, 2000),
         [](long round) { return std::make_unique<lmap>(4, seed{static_cast<std::uint64_t>(round) + 101}); },
         [](lmap& m, auto started) { return snapshot_walk(m, started); });
-    EXPECT_GE(st.passes, scaled(4000, 1000));
+    EXPECT_GE(st.passes, scaled(4000, 2000));
 }
 
 // S1 across shards: A writes a[i], then B (who waited for A's write to return) writes b[i]. No snapshot may
 // hold b[i] without a[i]. a[i] = 2i and b[i] = 2i + 1 land on different shards for most i (16 shards).
 TEST_F(CMapSnapshot, RealTimeOrderAcrossShards) {
     const long n = 512;
-    const long min_passes = scaled(3000, 1000);
+    const long min_passes = scaled(3000, 2000);
     long passes = 0;
     for (long round = 0; passes < min_passes; ++round) {
         lmap m(16, seed{static_cast<std::uint64_t>(round) + 7});
@@ -149,7 +149,7 @@ TEST_F(CMapSnapshot, RealTimeOrderAcrossShards) {
 // Growth under snapshots: 16 shards start empty and grow many times while snapshots live; a snapshot is held
 // while the writer adds a twentieth of the total before it is walked (S4: growth preserves and retires).
 TEST_F(CMapSnapshot, GrowthDuringSnapshotsKeepsPrefixes) {
-    const long n = scaled(200000, 40000);
+    const long n = scaled(200000, 80000);
     const long hold = n / 20;
     lmap m(16, seed{77});
     std::atomic<long> done{0};
@@ -365,7 +365,7 @@ void run_random_history(snap_map<long, long, iterlock::hash<long>, std::equal_to
 TEST_F(CMapSnapshot, SnapshotIsTheStateAfterAPrefixOfTheHistory) {
     long checked = 0;
     for (std::uint64_t sd = 1; sd <= static_cast<std::uint64_t>(scaled(4, 2)); ++sd) {
-        const history h(sd, scaled(30000, 8000), 3000);
+        const history h(sd, scaled(30000, 15000), 3000);
         snap_map<long, long> m(8, seed{sd});
         run_random_history(m, h, sd * 31, &checked);
         EXPECT_EQ(m.revision(), h.revision.back());
@@ -380,7 +380,7 @@ TEST_F(CMapSnapshot, SnapshotIsTheStateAfterAPrefixOfTheHistory) {
 // until a shard grows in place; the window's size sweeps 180..220 over two shards, which makes same-size
 // growths frequent for this table (measured with iterlock::map offline). Each snapshot is one window.
 TEST_F(CMapSnapshot, SameSizeGrowthChurnKeepsWindows) {
-    const long per_step = scaled(1000, 300);
+    const long per_step = scaled(1000, 500);
     // The writer's history: for each step, per_step inserts, each followed by erases down to the window size.
     struct op {
         bool insert;
@@ -468,7 +468,7 @@ TEST_F(CMapSnapshot, SameSizeGrowthChurnKeepsWindows) {
 // write per writer may already be in the snapshot but not yet in r1; the bound allows exactly that.)
 TEST_F(CMapSnapshot, RevisionBetweenReadsAroundSnapshot) {
     const int writers = 2;
-    const long per_writer = scaled(40000, 8000);
+    const long per_writer = scaled(40000, 20000);
     lmap m(8, seed{9});
     std::latch start(writers + 1);
     std::atomic<int> finished{0};
@@ -573,7 +573,7 @@ using counted_map = snap_map<long, long, iterlock::hash<long>, std::equal_to<lon
 // a twin map that ran the same history without any snapshot.
 TEST_F(CMapSnapshot, MemoryReturnsToTheNoSnapshotLevel) {
     for (std::uint64_t sd = 11; sd < 11 + static_cast<std::uint64_t>(scaled(3, 2)); ++sd) {
-        const history h(sd, scaled(30000, 8000), 4000);
+        const history h(sd, scaled(30000, 15000), 4000);
         iterlock::ctest::alloc_counter with, without;
         {
             counted_map twin(8, seed{sd}, {}, {},
