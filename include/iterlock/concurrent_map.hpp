@@ -23,8 +23,10 @@
 //   S5  Memory: what was preserved is freed when the last snapshot that needs it ends (preserved_bytes()
 //       returns to zero when no snapshot is alive). With no snapshot alive a write pays one load and a
 //       compare for all this.
-//   S6  revision(): every successful write (insert, assignment, erase, visit) advances the map's revision by
-//       one; a snapshot's revision() is the number of writes it reflects.
+//   S6  revision(): every successful write (insert, assignment, erase, visit; clear and erase_if count one per
+//       entry removed) advances the map's revision by one; a snapshot's revision() is the number of writes it
+//       reflects. (m.revision() sums per-shard counters that a write updates as it finishes, so while writes
+//       are in flight it may trail a snapshot's revision by the writes in progress.)
 //   Snapshots may be taken and walked by any thread and several may live at once. A snapshot must not
 //   outlive its map (destroying a map with a live snapshot aborts with a message). K and V must be copy
 //   constructible: a walk copies each bucket's entries out under the shard lock.
@@ -180,7 +182,6 @@ public:
                    const Allocator& a = Allocator())
         : hash_(h), eq_(eq) {
         const std::size_t n = std::bit_ceil(shards == 0 ? detail::default_shard_count() : shards);
-        shard_shift_ = 64 - static_cast<unsigned>(std::countr_zero(n));
         shard_seed_ = detail::seeded_mix(s.value, 0x5348415244ull);  // "SHARD"
         shards_.reserve(n);
         for (std::size_t i = 0; i < n; ++i) {
@@ -455,8 +456,11 @@ private:
     std::uint64_t user_hash(const K2& k) const {
         return static_cast<std::uint64_t>(hash_(k));
     }
+    // The shard of a key: the top bits of a second seeded mix (a multiply-high maps them onto [0, shards)),
+    // so shard choice is independent of the bucket bits and the tophash byte the shard's table uses.
     shard& shard_for(std::uint64_t raw) const noexcept {
-        return *shards_[detail::seeded_mix(raw, shard_seed_) >> shard_shift_];
+        const std::uint64_t x = detail::seeded_mix(raw, shard_seed_);
+        return *shards_[static_cast<std::size_t>((static_cast<unsigned __int128>(x) * shards_.size()) >> 64)];
     }
 
     // Misuse that would deadlock: a call from inside a visit callback of this map.
@@ -598,7 +602,6 @@ private:
     }
 
     std::vector<std::unique_ptr<shard>> shards_;
-    unsigned shard_shift_ = 0;
     std::uint64_t shard_seed_ = 0;
     [[no_unique_address]] Hash hash_;
     [[no_unique_address]] KeyEqual eq_;

@@ -32,6 +32,7 @@
 #include <memory>
 #include <mutex>
 #include <new>
+#include <optional>
 #include <vector>
 
 #include "iterlock/detail/bucket.hpp"
@@ -160,7 +161,7 @@ public:
 
     void bind(const snapshot_registry* r, const Allocator& a) {
         reg_ = r;
-        alloc_ = unit_alloc(a);
+        alloc_.emplace(a);
     }
 
     // Starts an operation: reads seq once (see the file comment).
@@ -316,7 +317,7 @@ private:
             std::size_t n = 0;
             for (BucketRef b = head; b; b = b.next()) n += static_cast<std::size_t>(std::popcount(match_full(b.top)));
             const std::size_t bytes = version::bytes_for(n);
-            void* raw = std::allocator_traits<unit_alloc>::allocate(alloc_, units_for(bytes));
+            void* raw = std::allocator_traits<unit_alloc>::allocate(*alloc_, units_for(bytes));
             version* v = ::new (raw) version{static_cast<version*>(tag.versions), tag.label, op_seq_, 0};
             try {
                 for (BucketRef b = head; b; b = b.next()) {
@@ -343,7 +344,7 @@ private:
         const std::size_t bytes = version::bytes_for(v->count);
         for (std::uint32_t i = 0; i < v->count; ++i) std::destroy_at(v->entries() + i);
         v->~version();
-        std::allocator_traits<unit_alloc>::deallocate(alloc_, reinterpret_cast<unit*>(v), units_for(bytes));
+        std::allocator_traits<unit_alloc>::deallocate(*alloc_, reinterpret_cast<unit*>(v), units_for(bytes));
         if (counted) {
             bytes_.fetch_sub(bytes, std::memory_order_relaxed);
             items_.fetch_sub(1, std::memory_order_relaxed);
@@ -384,7 +385,7 @@ private:
     }
 
     const snapshot_registry* reg_ = nullptr;
-    [[no_unique_address]] unit_alloc alloc_{};
+    std::optional<unit_alloc> alloc_;  // set by bind(); optional because an allocator need not be default-constructible
     std::uint64_t op_seq_ = 0;
     std::uint64_t struct_label_ = 0;
     std::uint64_t counters_label_ = 0;
