@@ -164,8 +164,15 @@ public:
         alloc_.emplace(a);
     }
 
-    // Starts an operation: reads seq once (see the file comment).
-    void begin_op() noexcept { op_seq_ = reg_->seq(); }
+    // Starts an operation: reads seq once (see the file comment), then whether any snapshot is alive. With
+    // none alive, nothing needs preserving and labels may stay as they are: a label older than the change
+    // only makes a later snapshot (marker >= op_seq) treat the chain as unchanged since before its instant,
+    // which it is; and a snapshot that becomes live later and then meets a newer change preserves the state
+    // it needs then (lo = the stale label: no snapshot between the two was alive to need anything older).
+    void begin_op() noexcept {
+        op_seq_ = reg_->seq();
+        quiet_ = reg_->live() == 0;
+    }
     std::uint64_t op_seq() const noexcept { return op_seq_; }
 
     // ---- the table's hooks ------------------------------------------------------------------------------
@@ -183,6 +190,7 @@ public:
     }
     template <class Table>
     void before_structure_change(const Table& t) {
+        if (quiet_) return;
         if (struct_label_ < op_seq_ && reg_->needed_since(struct_label_)) {
             struct_hist_.push_back({struct_label_, op_seq_, describe(t)});
             items_.fetch_add(1, std::memory_order_relaxed);
@@ -209,6 +217,7 @@ public:
 
     // Called by the map before a logical write changes the shard's counters.
     void before_counter_change(const shard_counters& now) {
+        if (quiet_) return;
         if (counters_label_ < op_seq_ && reg_->needed_since(counters_label_)) {
             counter_hist_.push_back({counters_label_, op_seq_, now});
             items_.fetch_add(1, std::memory_order_relaxed);
@@ -311,6 +320,7 @@ private:
 
     template <class BucketRef>
     void preserve(const BucketRef& head) {
+        if (quiet_) return;  // no snapshot alive: do not even touch the tag (see begin_op)
         chain_tag& tag = head.body->extra;
         if (tag.label >= op_seq_) return;  // already changed in this epoch (the steady state)
         if (reg_->needed_since(tag.label)) {
@@ -387,6 +397,7 @@ private:
     const snapshot_registry* reg_ = nullptr;
     std::optional<unit_alloc> alloc_;  // set by bind(); optional because an allocator need not be default-constructible
     std::uint64_t op_seq_ = 0;
+    bool quiet_ = true;  // no snapshot was alive when the operation began
     std::uint64_t struct_label_ = 0;
     std::uint64_t counters_label_ = 0;
     std::vector<chain_tag*> dirty_;  // tags with at least one version
