@@ -309,8 +309,10 @@ class sharded_spinlock_peer {
 // ----- iterlock ---------------------------------------------------------------------------------------
 
 #if ITERLOCK_BENCH_HAVE_CONCURRENT_MAP
-// iterlock::concurrent_map with its default (snapshot) iteration: a pass walks a snapshot.
-class iterlock_snapshot_peer {
+// iterlock::concurrent_map with its default (snapshot) iteration: a pass walks a snapshot. The template
+// parameter switches the map's metrics on (the default) or off, to measure what they cost.
+template <bool Metrics>
+class iterlock_snapshot_peer_t {
   public:
     std::optional<std::uint64_t> find(std::uint64_t k) const { return map_.find(k); }
     void insert_or_assign(std::uint64_t k, std::uint64_t v) { map_.insert_or_assign(k, v); }
@@ -320,13 +322,19 @@ class iterlock_snapshot_peer {
         auto snap = map_.snapshot();
         for (const auto& [k, v] : snap) f(k, v);
     }
-    static constexpr std::string_view name = "iterlock_snapshot";
+    static constexpr std::string_view name = Metrics ? "iterlock_snapshot" : "iterlock_snapshot_nometrics";
     static constexpr bool iteration_safe = true;
-    static constexpr std::string_view guarantee = "snapshot: one instant, writers never wait (S1-S3)";
+    static constexpr std::string_view guarantee = Metrics ? "snapshot: one instant, writers never wait (S1-S3)"
+                                                          : "as iterlock_snapshot, metrics compiled out";
 
   private:
-    iterlock::concurrent_map<std::uint64_t, std::uint64_t> map_;
+    iterlock::concurrent_map<std::uint64_t, std::uint64_t, iterlock::hash<std::uint64_t>, std::equal_to<std::uint64_t>,
+                             std::allocator<std::pair<const std::uint64_t, std::uint64_t>>,
+                             iterlock::map_options<iterlock::iteration_policy::snapshot, Metrics>>
+        map_;
 };
+using iterlock_snapshot_peer = iterlock_snapshot_peer_t<true>;
+using iterlock_snapshot_nometrics_peer = iterlock_snapshot_peer_t<false>;
 
 // iterlock::concurrent_map with locked iteration: a pass runs under the iteration lock.
 class iterlock_locked_peer {
@@ -358,11 +366,12 @@ struct peer_list {};
 
 using available_peers = peer_list<
 #if ITERLOCK_BENCH_HAVE_CONCURRENT_MAP
-    iterlock_snapshot_peer, iterlock_locked_peer,
+    iterlock_snapshot_peer, iterlock_locked_peer, iterlock_snapshot_nometrics_peer,
 #endif
     std_shared_mutex_peer, absl_mutex_peer, boost_shared_mutex_peer, tbb_hash_map_peer,
     tbb_unordered_map_peer, libcuckoo_peer, sharded_spinlock_peer>;
 
-inline constexpr std::string_view iterlock_peer_names[] = {"iterlock_snapshot", "iterlock_locked"};
+inline constexpr std::string_view iterlock_peer_names[] = {"iterlock_snapshot", "iterlock_locked",
+                                                           "iterlock_snapshot_nometrics"};
 
 }  // namespace iterlock::bench
