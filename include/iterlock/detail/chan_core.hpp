@@ -122,13 +122,16 @@ class chan_core {
     chan_waitq& queue_of(bool send) noexcept { return send ? sendq_ : recvq_; }
     std::atomic<std::uint32_t>& count_of(bool send) noexcept { return send ? send_waiters_ : recv_waiters_; }
 
-    std::size_t const cap_;
+    // Layout: the first line (with the vtable pointer) holds everything an operation touches under the lock,
+    // so handing a value over on an unbuffered channel moves one line of channel state between threads.
     chan_lock lock_;
     std::atomic<bool> closed_{false};  // written under lock_, read anywhere
     chan_waitq recvq_;                 // blocked receivers (Go: recvq)
     chan_waitq sendq_;                 // blocked senders (Go: sendq)
-    // Buffered kind only; each on its own line: every ring operation reads one of them.
+    // Buffered kind only; each count on its own line, read by every ring operation and written only by
+    // threads that park. cap_ is read-only and rides along.
     alignas(64) std::atomic<std::uint32_t> recv_waiters_{0};
+    std::size_t const cap_;
     alignas(64) std::atomic<std::uint32_t> send_waiters_{0};
 };
 

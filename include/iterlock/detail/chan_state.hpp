@@ -24,6 +24,18 @@
 
 namespace iterlock::detail {
 
+// What a blocked plain operation keeps on its stack, packed on one or two cache lines: the parker, the
+// waiter and, for a receive of a small T, the buffer the completing sender constructs the value in. The
+// thread that completes the operation then touches one line of the blocked thread's stack, and the blocked
+// thread reads back one line.
+template <class T>
+struct alignas(64) wait_frame {
+    static constexpr bool inline_value = sizeof(T) <= 64;
+    chan_parker parker;
+    chan_waiter waiter;
+    alignas(T) unsigned char value[inline_value ? sizeof(T) : 1];
+};
+
 template <class T>
 class chan_state final : public chan_core {
     static_assert(std::is_nothrow_move_constructible_v<T> && std::is_nothrow_destructible_v<T>,
@@ -155,10 +167,12 @@ class chan_state final : public chan_core {
             wakes.signal_all();
             return st;
         }
-        chan_parker parker;
-        chan_waiter w;
+        wait_frame<T> f;
+        chan_parker& parker = f.parker;
+        chan_waiter& w = f.waiter;
+        bool const via_frame = wait_frame<T>::inline_value && !send;
         w.parker = &parker;
-        w.elem = elem;
+        w.elem = via_frame ? static_cast<void*>(f.value) : elem;
         queue_of(send).unprotected_push_back(&w);
         lock_.unlock();
         if (!parker.wait(timed, deadline)) {
@@ -170,7 +184,13 @@ class chan_state final : public chan_core {
             }
             parker.wait(false, {});  // claimed meanwhile: the claimer is about to signal
         }
-        return w.transferred ? op_status::ok : op_status::closed;
+        if (!w.transferred) return op_status::closed;
+        if (via_frame) {
+            T* v = std::launder(reinterpret_cast<T*>(f.value));
+            ::new (elem) T(std::move(*v));
+            v->~T();
+        }
+        return op_status::ok;
     }
 
     op_status ring_block(bool send, void* elem, bool timed, chan_clock::time_point deadline) noexcept {
@@ -189,8 +209,9 @@ class chan_state final : public chan_core {
                 b.snooze();
                 continue;
             }
-            chan_parker parker;
-            chan_waiter w;
+            wait_frame<T> f;
+            chan_parker& parker = f.parker;
+            chan_waiter& w = f.waiter;
             w.parker = &parker;
             wake_list wakes;
             lock_.lock();
