@@ -37,7 +37,10 @@ double chi_square(const std::vector<long>& counts) {
     for (long c : counts) total += c;
     double const expected = static_cast<double>(total) / static_cast<double>(counts.size());
     double x2 = 0;
-    for (long c : counts) x2 += (c - expected) * (c - expected) / expected;
+    for (long c : counts) {
+        double const d = static_cast<double>(c) - expected;
+        x2 += d * d / expected;
+    }
     return x2;
 }
 // Critical value for 3 degrees of freedom at p = 1e-6 is about 30.7; a fair select fails this bound about
@@ -241,6 +244,7 @@ TEST(SelectS1ExactlyOne, ValuesCountedOnBothSides) {
     std::vector<std::vector<std::uint64_t>> sent(producers);
     std::vector<std::vector<std::uint64_t>> got(consumers + 1);
     std::vector<std::thread> ts;
+    ts.reserve(producers + consumers + 1);
     for (int id = 0; id < producers; ++id) {
         ts.emplace_back([&, id] {
             start.arrive_and_wait();

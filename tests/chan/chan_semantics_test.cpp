@@ -42,7 +42,7 @@ TEST(ChanBasics, CapacityAndSizeAndHandles) {
     b.send(1);
     b.send(2);
     EXPECT_EQ(b.size(), 2u);
-    chan<int> copy = b;  // shared ownership: the same channel
+    chan<int> const copy = b;  // NOLINT(performance-unnecessary-copy-initialization): the copy is the test
     EXPECT_TRUE(copy == b);
     EXPECT_FALSE(copy == u);
     EXPECT_EQ(copy.recv(), 1);
@@ -153,9 +153,9 @@ TEST(ChanC3Fifo, OrderKeptAcrossLaps) {
         int next_in = 0;
         int next_out = 0;
         for (int round = 0; round < 200; ++round) {
-            std::size_t const k = (round * 7) % (cap + 1);
+            std::size_t const k = static_cast<std::size_t>(round) * 7 % (cap + 1);
             for (std::size_t i = 0; i < k && c.try_send(int{next_in}); ++i) ++next_in;
-            std::size_t const j = (round * 5) % (cap + 1);
+            std::size_t const j = static_cast<std::size_t>(round) * 5 % (cap + 1);
             for (std::size_t i = 0; i < j; ++i) {
                 auto r = c.try_recv();
                 if (!r) break;
@@ -172,11 +172,13 @@ TEST(ChanC4ExactlyOnce, FailedTrySendLeavesMoveOnlyValue) {
     chan<std::unique_ptr<int>> c(1);
     EXPECT_TRUE(c.try_send(std::make_unique<int>(1)));
     auto p = std::make_unique<int>(2);
+    // NOLINTBEGIN(bugprone-use-after-move): the point is that a failed send does not move.
     EXPECT_FALSE(c.try_send(std::move(p)));
     ASSERT_NE(p, nullptr);
     EXPECT_EQ(*p, 2);
     EXPECT_FALSE(c.send_for(std::move(p), 1ms));
     ASSERT_NE(p, nullptr);
+    // NOLINTEND(bugprone-use-after-move)
     auto got = c.recv();
     ASSERT_TRUE(got && *got);
     EXPECT_EQ(**got, 1);
@@ -189,7 +191,8 @@ TEST(ChanC4ExactlyOnce, BufferedValuesDestroyedOnceWithLastHandle) {
         for (int i = 0; i < 5; ++i) c.send(counted(i));
         EXPECT_EQ(c.recv()->v, 0);
         EXPECT_EQ(counted::live.load(), 4);
-        chan<counted> copy = c;
+        chan<counted> const copy = c;  // NOLINT(performance-unnecessary-copy-initialization): a second handle
+        EXPECT_TRUE(copy == c);
     }
     EXPECT_EQ(counted::live.load(), 0);
     {
@@ -256,6 +259,7 @@ TEST(ChanC5Close, CloseWakesEveryBlockedReceiver) {
         constexpr int k = 6;
         std::atomic<int> saw_closed{0};
         std::vector<std::thread> ts;
+        ts.reserve(k);
         for (int i = 0; i < k; ++i) {
             ts.emplace_back([&] {
                 if (!c.recv()) ++saw_closed;
@@ -276,6 +280,7 @@ TEST(ChanC5Close, CloseWakesEveryBlockedSenderWithError) {
         constexpr int k = 5;
         std::atomic<int> threw{0};
         std::vector<std::thread> ts;
+        ts.reserve(k);
         for (int i = 0; i < k; ++i) {
             ts.emplace_back([&, i] {
                 try {

@@ -68,6 +68,7 @@ TEST_P(ChanMpmc, ExactlyOnceAndPerProducerOrder) {
     std::latch start(p.producers + p.consumers);
     std::vector<std::vector<std::uint64_t>> got(p.consumers);
     std::vector<std::thread> ts;
+    ts.reserve(static_cast<std::size_t>(p.producers) + static_cast<std::size_t>(p.consumers));
     for (int id = 0; id < p.producers; ++id) {
         ts.emplace_back([&, id] {
             start.arrive_and_wait();
@@ -159,6 +160,7 @@ TEST(ChanStress, CloseRacingWithSendsKeepsAccounts) {
             std::atomic<long> received{0};
             std::atomic<int> threw{0};
             std::vector<std::thread> ts;
+            ts.reserve(producers + 2);
             for (int id = 0; id < producers; ++id) {
                 ts.emplace_back([&] {
                     start.arrive_and_wait();
@@ -218,6 +220,7 @@ TEST(ChanStress, PingPongOverUnbufferedChannels) {
 TEST(ChanStress, PipelineDeliversEverythingInOrder) {
     std::vector<std::size_t> caps = {0, 1, 16, 0, 3};
     std::vector<chan<long>> links;
+    links.reserve(caps.size());
     for (std::size_t cap : caps) links.emplace_back(cap);
     long const n = static_cast<long>(chan_test::iters(20000));
     std::latch start(static_cast<std::ptrdiff_t>(caps.size()) + 1);
