@@ -596,8 +596,9 @@ private:
             shard& s = *sp;
             if (!s.t.chain_watch().has_items()) continue;
             s.lock.lock();
-            s.t.chain_watch().sweep(live, s.t);
+            auto garbage = s.t.chain_watch().sweep(live, s.t);
             s.lock.unlock();
+            s.t.chain_watch().free_garbage(garbage);
         }
     }
 
@@ -722,7 +723,7 @@ public:
                     return;
                 }
                 const bucket ob = st_.old.at(j);
-                auto* v = watch_type::chain_at(ob, m);
+                auto* v = s_->m_->shards_[shard_]->t.chain_watch().chain_at(ob, m);
                 if (v != nullptr) {  // preserved: it was not evacuated at the snapshot's instant
                     for (std::uint32_t i = 0; i < v->count; ++i) batch_->push(v->entries()[i]);
                     return;
@@ -735,7 +736,7 @@ public:
                 if (!st_.same_size) copy_chain(st_.cur.at(j + ((std::size_t{1} << st_.B) >> 1)), m);
             }
             void copy_chain(const bucket& head, std::uint64_t m) {
-                auto* v = watch_type::chain_at(head, m);
+                auto* v = s_->m_->shards_[shard_]->t.chain_watch().chain_at(head, m);
                 if (v != nullptr) {
                     for (std::uint32_t i = 0; i < v->count; ++i) batch_->push(v->entries()[i]);
                 } else {
@@ -822,11 +823,11 @@ public:
             if (st.old) {
                 const std::size_t omask = st.same_size ? mask : mask >> 1;
                 const bucket ob = st.old.at(h & omask);
-                if (auto* v = watch_type::chain_at(ob, marker_)) return search_version(v);
+                if (auto* v = s.t.chain_watch().chain_at(ob, marker_)) return search_version(v);
                 if (!detail::is_evacuated_mark(ob.top[0])) return search_live(ob);
             }
             const bucket head = st.cur.at(h & mask);
-            if (auto* v = watch_type::chain_at(head, marker_)) return search_version(v);
+            if (auto* v = s.t.chain_watch().chain_at(head, marker_)) return search_version(v);
             return search_live(head);
         }
 

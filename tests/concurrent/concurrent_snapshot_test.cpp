@@ -320,6 +320,10 @@ void run_random_history(snap_map<long, long, iterlock::hash<long>, std::equal_to
                         const history& h, std::uint64_t reader_seed, long* checked) {
     using map_t = std::remove_reference_t<decltype(m)>;
     std::atomic<long> done{0};
+    std::atomic<long> taken{0};  // snapshots the reader has taken: the writer waits for it now and then, so the
+                                 // number of snapshots checked does not depend on how fast the writer runs
+    const long total_ops = static_cast<long>(h.ops.size());
+    const long pace = std::max<long>(1, total_ops / 400);
     std::latch start(2);
     std::thread writer([&] {
         start.arrive_and_wait();
@@ -327,6 +331,10 @@ void run_random_history(snap_map<long, long, iterlock::hash<long>, std::equal_to
             h.apply(m, i);
             done.store(static_cast<long>(i) + 1);
             if (i % 64 == 63) std::this_thread::yield();
+            if (static_cast<long>(i) % pace == pace - 1) {
+                const long want = static_cast<long>(i) / pace / 2;  // at least one snapshot per two strides
+                for (int spins = 0; taken.load() < want && spins < 100000; ++spins) std::this_thread::yield();
+            }
         }
     });
     start.arrive_and_wait();
@@ -346,6 +354,7 @@ void run_random_history(snap_map<long, long, iterlock::hash<long>, std::equal_to
         prev = p0;
         auto s = m.snapshot();
         const long p1 = done.load();
+        taken.fetch_add(1);
         alive.push_back(live{std::move(s), p0, p1 + 1});
         if (alive.size() > 3 || last) {
             while (!alive.empty()) {

@@ -15,13 +15,17 @@
 // "Is one live?" is one comparison: every live marker is < seq, so one exists in [L, seq) iff the largest
 // live marker is >= L. With no snapshot alive the check is one relaxed load of `live`.
 //
-//   chain_tag (in each main bucket's body):  | label (u64) | versions* (newest first) |
+//   chain_tag (in each main bucket's body):  | label (u64) | versions* (newest first) | gen (u32) |
 //   chain_version:                            | next | lo | hi | count | entries[count] (copies) |
 //
 // Reclamation: a pre-image, a preserved structure or counter is needed while a live marker falls in its
 // [lo, hi). When a snapshot ends, the releasing thread sweeps every shard that holds preserved items (under
 // that shard's lock) and frees what no remaining snapshot needs; with no snapshot left, everything goes.
 // Arrays that growth retired while a snapshot could still read them are freed in the same sweep.
+// The common sweep (no snapshot left) is O(1) under the lock: the shard bumps its version generation, which
+// makes every tag's version list read as empty (a tag is trusted only if its gen matches), and takes the
+// list of all its versions with it; the versions are destroyed after the lock is released, so a writer
+// never waits for thousands of frees.
 #pragma once
 
 #include <algorithm>
@@ -107,6 +111,7 @@ struct chain_version {
     std::uint64_t lo;
     std::uint64_t hi;
     std::uint32_t count;
+    bool dead = false;    // unlinked by a partial sweep, waiting to be freed
 
     Slot* entries() noexcept {
         return std::launder(reinterpret_cast<Slot*>(reinterpret_cast<unsigned char*>(this) + header_size()));
@@ -120,7 +125,8 @@ struct chain_version {
 // The per-chain bookkeeping stored in each main bucket's body (the table's ChainExtra).
 struct chain_tag {
     std::uint64_t label = 0;     // op_seq of the last change
-    void* versions = nullptr;    // chain_version<Slot>*, newest first
+    void* versions = nullptr;    // chain_version<Slot>*, newest first; valid only if gen is the shard's
+    std::uint32_t gen = 0;       // the shard's version generation when `versions` was set
 };
 
 // A shard's structure as a snapshot needs it (Go's buckets, oldbuckets, B, sameSizeGrow, hash0).
@@ -193,6 +199,7 @@ public:
         if (quiet_) return;
         if (struct_label_ < op_seq_ && reg_->needed_since(struct_label_)) {
             struct_hist_.push_back({struct_label_, op_seq_, describe(t)});
+            max_hi_ = op_seq_;
             items_.fetch_add(1, std::memory_order_relaxed);
         }
         struct_label_ = op_seq_;
@@ -220,6 +227,7 @@ public:
         if (quiet_) return;
         if (counters_label_ < op_seq_ && reg_->needed_since(counters_label_)) {
             counter_hist_.push_back({counters_label_, op_seq_, now});
+            max_hi_ = op_seq_;
             items_.fetch_add(1, std::memory_order_relaxed);
         }
         counters_label_ = op_seq_;
@@ -241,39 +249,56 @@ public:
     }
     // The preserved version of the chain at head for marker m, or nullptr if the live chain is the one.
     template <class BucketRef>
-    static version* chain_at(const BucketRef& head, std::uint64_t m) noexcept {
+    version* chain_at(const BucketRef& head, std::uint64_t m) const noexcept {
         const chain_tag& tag = head.body->extra;
         if (tag.label <= m) return nullptr;
-        for (version* v = static_cast<version*>(tag.versions); v != nullptr; v = v->next)
+        for (version* v = versions_of(tag); v != nullptr; v = v->next)
             if (v->lo <= m && m < v->hi) return v;
         fatal("iterlock: a snapshot's chain was not preserved (internal error)");
     }
+
+    // Versions a sweep took out of the shard; destroy them with free_garbage() after unlocking.
+    using garbage = std::vector<version*>;
 
     // ---- reclamation ----------------------------------------------------------------------------------------
     bool has_items() const noexcept { return items_.load(std::memory_order_relaxed) != 0; }
     std::size_t preserved_bytes() const noexcept { return bytes_.load(std::memory_order_relaxed); }
 
-    // Frees every preserved item that `live` says is unneeded. Requires: the shard's lock.
+    // Takes out every preserved item that `live` says is unneeded: chain versions go to the returned list
+    // (free them with free_garbage() after releasing the lock), the rest is freed here. Requires: the
+    // shard's lock.
     template <class Table>
-    void sweep(const snapshot_registry::live_set& live, Table& t) noexcept {
-        for (std::size_t i = 0; i < dirty_.size();) {
-            chain_tag* tag = dirty_[i];
-            version** link = reinterpret_cast<version**>(&tag->versions);
-            while (*link != nullptr) {
-                version* v = *link;
-                if (live.unneeded(v->lo, v->hi)) {
-                    *link = v->next;
-                    free_version(v);
+    garbage sweep(const snapshot_registry::live_set& live, Table& t) noexcept {
+        garbage out;
+        if (live.markers.empty() && max_hi_ <= live.seq) {
+            // Nothing alive can need any version: O(1) (see the file comment).
+            out.swap(all_);
+            dirty_.clear();
+            ++gen_;
+        } else {
+            bool any_dead = false;
+            for (std::size_t i = 0; i < dirty_.size();) {
+                chain_tag* tag = dirty_[i];
+                version** link = reinterpret_cast<version**>(&tag->versions);
+                while (*link != nullptr) {
+                    version* v = *link;
+                    if (live.unneeded(v->lo, v->hi)) {
+                        *link = v->next;
+                        v->dead = true;
+                        any_dead = true;
+                        out.push_back(v);
+                    } else {
+                        link = &v->next;
+                    }
+                }
+                if (tag->versions == nullptr) {
+                    dirty_[i] = dirty_.back();
+                    dirty_.pop_back();
                 } else {
-                    link = &v->next;
+                    ++i;
                 }
             }
-            if (tag->versions == nullptr) {
-                dirty_[i] = dirty_.back();
-                dirty_.pop_back();
-            } else {
-                ++i;
-            }
+            if (any_dead) std::erase_if(all_, [](const version* v) { return v->dead; });
         }
         auto unneeded = [&](const auto& item) { return live.unneeded(item.lo, item.hi); };
         items_.fetch_sub(std::erase_if(struct_hist_, unneeded), std::memory_order_relaxed);
@@ -294,11 +319,18 @@ public:
             retired_.pop_back();
             items_.fetch_sub(1, std::memory_order_relaxed);
         }
+        return out;
+    }
+    // Destroys versions a sweep took out. No lock needed: nothing can reach them any more.
+    void free_garbage(garbage& g) noexcept {
+        for (version* v : g) free_version(v);
+        g.clear();
     }
     // Frees everything (map destruction; or when no snapshot can ever read it again).
     template <class Table>
     void release_all(Table& t) noexcept {
-        sweep(snapshot_registry::live_set{}, t);
+        garbage g = sweep(snapshot_registry::live_set{}, t);
+        free_garbage(g);
     }
 
 private:
@@ -324,11 +356,13 @@ private:
         chain_tag& tag = head.body->extra;
         if (tag.label >= op_seq_) return;  // already changed in this epoch (the steady state)
         if (reg_->needed_since(tag.label)) {
+            version* const older = versions_of(tag);
+            if (all_.size() == all_.capacity()) all_.reserve(all_.size() * 2 + 16);  // the only throwing step left
             std::size_t n = 0;
             for (BucketRef b = head; b; b = b.next()) n += static_cast<std::size_t>(std::popcount(match_full(b.top)));
             const std::size_t bytes = version::bytes_for(n);
             void* raw = std::allocator_traits<unit_alloc>::allocate(*alloc_, units_for(bytes));
-            version* v = ::new (raw) version{static_cast<version*>(tag.versions), tag.label, op_seq_, 0};
+            version* v = ::new (raw) version{older, tag.label, op_seq_, 0};
             try {
                 for (BucketRef b = head; b; b = b.next()) {
                     for (slot_mask msk = match_full(b.top); msk != 0; msk &= msk - 1) {
@@ -342,8 +376,11 @@ private:
                 free_version(v, false);
                 throw;
             }
-            if (tag.versions == nullptr) dirty_.push_back(&tag);
+            all_.push_back(v);  // capacity reserved above: cannot throw
+            if (older == nullptr) dirty_.push_back(&tag);
             tag.versions = v;
+            tag.gen = gen_;
+            max_hi_ = op_seq_;
             bytes_.fetch_add(bytes, std::memory_order_relaxed);
             items_.fetch_add(1, std::memory_order_relaxed);
         }
@@ -368,11 +405,7 @@ private:
         for (std::size_t i = 0; i < dirty_.size();) {
             const auto* p = reinterpret_cast<const unsigned char*>(dirty_[i]);
             if (p >= lo && p < hi) {
-                for (version* v = static_cast<version*>(dirty_[i]->versions); v != nullptr;) {
-                    version* next = v->next;
-                    free_version(v);
-                    v = next;
-                }
+                for (version* v = versions_of(*dirty_[i]); v != nullptr; v = v->next) v->dead = true;
                 dirty_[i]->versions = nullptr;
                 dirty_[i] = dirty_.back();
                 dirty_.pop_back();
@@ -380,18 +413,24 @@ private:
                 ++i;
             }
         }
+        for (version*& v : all_) {
+            if (v->dead) {
+                free_version(v);
+                v = nullptr;
+            }
+        }
+        std::erase(all_, nullptr);
     }
 
     void free_all_versions() noexcept {
-        for (chain_tag* tag : dirty_) {
-            for (version* v = static_cast<version*>(tag->versions); v != nullptr;) {
-                version* next = v->next;
-                free_version(v);
-                v = next;
-            }
-            tag->versions = nullptr;
-        }
+        for (version* v : all_) free_version(v);
+        all_.clear();
         dirty_.clear();
+        ++gen_;
+    }
+
+    version* versions_of(const chain_tag& tag) const noexcept {
+        return tag.gen == gen_ ? static_cast<version*>(tag.versions) : nullptr;
     }
 
     const snapshot_registry* reg_ = nullptr;
@@ -400,7 +439,10 @@ private:
     bool quiet_ = true;  // no snapshot was alive when the operation began
     std::uint64_t struct_label_ = 0;
     std::uint64_t counters_label_ = 0;
-    std::vector<chain_tag*> dirty_;  // tags with at least one version
+    std::vector<chain_tag*> dirty_;  // tags with at least one version (of the current generation)
+    std::vector<version*> all_;      // every live version of this shard
+    std::uint32_t gen_ = 1;          // tags of another generation have no versions (gen 0: never had any)
+    std::uint64_t max_hi_ = 0;       // the largest hi of anything preserved so far
     std::vector<dated<structure<ArrayRef>>> struct_hist_;
     std::vector<dated<shard_counters>> counter_hist_;
     std::vector<retired_block> retired_;
