@@ -271,7 +271,7 @@ public:
         void advance() {
             if (m_ == nullptr) return;
             if constexpr (detect) {
-                if (m_->writing()) detail::report_misuse(messages::iteration_during_write);
+                if (m_->writing()) [[unlikely]] detail::report_misuse(messages::iteration_during_write);
             }
             step();
         }
@@ -569,22 +569,24 @@ private:
 
     void check_read() const {
         if constexpr (detect) {
-            if (writing()) detail::report_misuse(messages::read_during_write);
+            if (writing()) [[unlikely]] detail::report_misuse(messages::read_during_write);
         }
     }
     void begin_write() {
         if constexpr (detect) {
-            if (writing()) detail::report_misuse(messages::concurrent_writes);
+            if (writing()) [[unlikely]] detail::report_misuse(messages::concurrent_writes);
             const std::uint64_t w = t_.iterator_word();
-            if ((w & detail::iter_count_mask) != 0 && (w >> detail::iter_count_bits) != detail::thread_tag()) {
-                detail::report_misuse(messages::iteration_during_write);
+            if ((w & detail::iter_count_mask) != 0) [[unlikely]] {
+                if ((w >> detail::iter_count_bits) != detail::thread_tag()) {
+                    detail::report_misuse(messages::iteration_during_write);
+                }
             }
             flags_.store(hash_writing, std::memory_order_relaxed);
         }
     }
     void end_write() noexcept {
         if constexpr (detect) {
-            if (!writing()) detail::fatal(messages::concurrent_writes);
+            if (!writing()) [[unlikely]] detail::fatal(messages::concurrent_writes);
             flags_.store(0, std::memory_order_relaxed);
         }
     }

@@ -27,8 +27,9 @@ enum class misuse_action {
 namespace detail {
 inline std::atomic<misuse_action> g_misuse_action{misuse_action::abort};
 
-// Reports a detected misuse. Never returns normally.
-[[noreturn]] inline void report_misuse(const char* message) {
+// Reports a detected misuse. Never returns normally. Cold and out of line, so the checks on the hot paths
+// compile to a load, a test and a never-taken branch.
+[[noreturn, gnu::cold, gnu::noinline]] inline void report_misuse(const char* message) {
     if (g_misuse_action.load(std::memory_order_relaxed) == misuse_action::throw_exception) {
         throw concurrent_misuse(message);
     }
@@ -38,7 +39,7 @@ inline std::atomic<misuse_action> g_misuse_action{misuse_action::abort};
 }
 
 // Misuse that cannot be turned into an exception (the structure may already be damaged): always aborts.
-[[noreturn]] inline void fatal(const char* message) noexcept {
+[[noreturn, gnu::cold, gnu::noinline]] inline void fatal(const char* message) noexcept {
     std::fprintf(stderr, "fatal error: %s\n", message);
     std::fflush(stderr);
     std::abort();
