@@ -324,11 +324,13 @@ class iterlock_snapshot_peer_t {
     }
     static constexpr std::string_view name = Metrics ? "iterlock_snapshot" : "iterlock_snapshot_nometrics";
     static constexpr bool iteration_safe = true;
-    static constexpr std::string_view guarantee = Metrics ? "snapshot: one instant, writers never wait (S1-S3)"
-                                                          : "as iterlock_snapshot, metrics compiled out";
+    static constexpr std::string_view guarantee = Metrics
+                                                      ? "snapshot: one instant, writers never wait (S1-S3)"
+                                                      : "as iterlock_snapshot, metrics compiled out";
 
   private:
-    iterlock::concurrent_map<std::uint64_t, std::uint64_t, iterlock::hash<std::uint64_t>, std::equal_to<std::uint64_t>,
+    iterlock::concurrent_map<std::uint64_t, std::uint64_t, iterlock::hash<std::uint64_t>,
+                             std::equal_to<std::uint64_t>,
                              std::allocator<std::pair<const std::uint64_t, std::uint64_t>>,
                              iterlock::map_options<iterlock::iteration_policy::snapshot, Metrics>>
         map_;

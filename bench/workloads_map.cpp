@@ -256,7 +256,9 @@ void w3_one_size(std::size_t n, const options& opts, medians& out) {
 template <class Options>
 void w3_concurrent(std::size_t n, const options& opts, medians& out) {
     const std::vector<u64> keys = stream(hit_seed, n);
-    iterlock::concurrent_map<u64, u64, iterlock::hash<u64>, std::equal_to<u64>, std::allocator<value_pair>, Options> m;
+    iterlock::concurrent_map<u64, u64, iterlock::hash<u64>, std::equal_to<u64>, std::allocator<value_pair>,
+                             Options>
+        m;
     for (std::size_t i = 0; i < n; ++i) m.insert_or_assign(keys[i], u64{i});
     const u64 expected = static_cast<u64>(n) * (n - 1) / 2;
     const std::size_t passes = w3_passes(n);
@@ -345,9 +347,9 @@ const registrar w1{{"W1",
                     "single thread, uint64->uint64: insert N (no reserve), N hit finds, N miss finds, "
                     "erase all; worst insert vs a full rehash (default N=1M)",
                     map_impls, run_w1, "absl_flat_hash_map", map_notes}};
-const std::vector<std::string> w3_impls = {"iterlock",          "iterlock_nodetect", "iterlock_snapshot",
-                                           "iterlock_locked",   "std_unordered_map", "absl_flat_hash_map",
-                                           "boost_unordered_flat_map"};
+const std::vector<std::string> w3_impls = {
+    "iterlock",          "iterlock_nodetect",  "iterlock_snapshot",       "iterlock_locked",
+    "std_unordered_map", "absl_flat_hash_map", "boost_unordered_flat_map"};
 std::map<std::string, std::string> w3_notes() {
     auto n = map_notes;
     n.emplace("iterlock_snapshot", "concurrent_map, one snapshot per pass, no writer");

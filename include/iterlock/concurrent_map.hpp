@@ -23,7 +23,8 @@
 //   S5  Memory: what was preserved is freed when the last snapshot that needs it ends (preserved_bytes()
 //       returns to zero when no snapshot is alive). With no snapshot alive a write pays one load and a
 //       compare for all this.
-//   S6  revision(): every successful write (insert, assignment, erase, visit; clear and erase_if count one per
+//   S6  revision(): every successful write (insert, assignment, erase, visit; clear and erase_if count one
+//   per
 //       entry removed) advances the map's revision by one; a snapshot's revision() is the number of writes it
 //       reflects. (m.revision() sums per-shard counters that a write updates as it finishes, so while writes
 //       are in flight it may trail a snapshot's revision by the writes in progress.)
@@ -139,28 +140,29 @@ class concurrent_map {
     using slot_type = std::pair<const K, V>;
     using extra_type = std::conditional_t<snapshots, detail::chain_tag, detail::no_chain_extra>;
     using array_ref_probe = detail::bucket_array<slot_type, extra_type>;
-    using watch_type = std::conditional_t<snapshots, detail::shard_versions<slot_type, array_ref_probe, Allocator>,
-                                          detail::no_chain_watch>;
+    using watch_type =
+        std::conditional_t<snapshots, detail::shard_versions<slot_type, array_ref_probe, Allocator>,
+                           detail::no_chain_watch>;
     using table_type = detail::table<K, V, Hash, KeyEqual, Allocator, extra_type, watch_type>;
     using bucket = typename table_type::bucket;
     static_assert(std::is_same_v<typename table_type::array_ref, array_ref_probe>);
     static_assert(!snapshots || (std::is_copy_constructible_v<K> && std::is_copy_constructible_v<V>),
                   "snapshot iteration copies entries: K and V must be copy constructible "
                   "(or choose iterlock::locked_iteration)");
-    static constexpr bool transparent =
-        requires { typename Hash::is_transparent; } && requires { typename KeyEqual::is_transparent; };
+    static constexpr bool transparent = requires { typename Hash::is_transparent; }
+    &&requires { typename KeyEqual::is_transparent; };
 
     struct alignas(64) shard {
         detail::shard_lock lock;
         table_type t;
-        std::atomic<std::uint64_t> revision{0};  // successful writes (S6)
+        std::atomic<std::uint64_t> revision{0};   // successful writes (S6)
         std::atomic<std::size_t> count{0};        // t.size(), readable without the lock
         [[no_unique_address]] shard_stats stats;  // writer lock waits (metrics.hpp)
         explicit shard(std::uint64_t seed, const Hash& h, const KeyEqual& eq, const Allocator& a)
             : t(seed, h, eq, a) {}
     };
 
-public:
+  public:
     using key_type = K;
     using mapped_type = V;
     using value_type = std::pair<const K, V>;
@@ -196,7 +198,8 @@ public:
     concurrent_map& operator=(const concurrent_map&) = delete;
     ~concurrent_map() {
         if constexpr (snapshots) {
-            if (registry_.live() != 0) detail::fatal("iterlock: concurrent_map destroyed while a snapshot is alive");
+            if (registry_.live() != 0)
+                detail::fatal("iterlock: concurrent_map destroyed while a snapshot is alive");
             for (auto& s : shards_) s->t.chain_watch().release_all(s->t);
         }
     }
@@ -205,16 +208,13 @@ public:
     // A copy of the value (cannot dangle), or nullopt. Shares the shard lock; never waits for iterations.
     std::optional<V> find(const K& k) const { return find_impl(k); }
     template <class K2>
-        requires transparent
-    std::optional<V> find(const K2& k) const {
-        return find_impl(k);
-    }
+    requires transparent std::optional<V> find(const K2& k)
+    const { return find_impl(k); }
     bool contains(const K& k) const {
         return cvisit(k, [](const K&, const V&) {});
     }
     template <class K2>
-        requires transparent
-    bool contains(const K2& k) const {
+    requires transparent bool contains(const K2& k) const {
         return cvisit(k, [](const K&, const V&) {});
     }
 
@@ -246,9 +246,9 @@ public:
         return write(k, [&](table_type& t, const typename table_type::write_position& pos, std::uint64_t h) {
             if (pos.found) return write_result::unchanged;
             t.will_write(pos);
-            ::new (static_cast<void*>(pos.slot)) slot_type(std::piecewise_construct,
-                                                           std::forward_as_tuple(std::forward<KArg>(k)),
-                                                           std::forward_as_tuple(std::forward<Args>(args)...));
+            ::new (static_cast<void*>(pos.slot))
+                slot_type(std::piecewise_construct, std::forward_as_tuple(std::forward<KArg>(k)),
+                          std::forward_as_tuple(std::forward<Args>(args)...));
             t.commit_insert(pos, h);
             return write_result::inserted;
         });
@@ -418,11 +418,10 @@ public:
         return out;
     }
 
-    // ---- snapshot iteration --------------------------------------------------------------------------------
-    // The map at one instant (S1-S6). O(1); never waits for writers, and writers never wait for it.
-    snapshot_view snapshot() const
-        requires snapshots
-    {
+    // ---- snapshot iteration
+    // -------------------------------------------------------------------------------- The map at one instant
+    // (S1-S6). O(1); never waits for writers, and writers never wait for it.
+    snapshot_view snapshot() const requires snapshots {
         count_event(&detail::map_event_metrics::iterations_started);
         try {
             entry_check();
@@ -433,23 +432,19 @@ public:
         return snapshot_view(this, registry_.acquire());
     }
 
-    // ---- locked iteration ----------------------------------------------------------------------------------
-    // Blocks writers for the guard's life (L1-L7). Waits (with the thread's priority) for current writers.
-    iteration_guard lock_for_iteration()
-        requires(!snapshots)
-    {
-        return iteration_guard(this, std::nullopt);
-    }
+    // ---- locked iteration
+    // ---------------------------------------------------------------------------------- Blocks writers for
+    // the guard's life (L1-L7). Waits (with the thread's priority) for current writers.
+    iteration_guard lock_for_iteration() requires(!snapshots) { return iteration_guard(this, std::nullopt); }
     template <class Rep, class Period>
-    std::optional<iteration_guard> try_lock_for_iteration(std::chrono::duration<Rep, Period> timeout)
-        requires(!snapshots)
-    {
+    std::optional<iteration_guard> try_lock_for_iteration(
+        std::chrono::duration<Rep, Period> timeout) requires(!snapshots) {
         iteration_guard g(this, std::chrono::steady_clock::now() + timeout);
         if (!g.owns_lock()) return std::nullopt;
         return std::optional<iteration_guard>(std::move(g));
     }
 
-private:
+  private:
     enum class write_result { unchanged, inserted, assigned };
 
     template <class K2>
@@ -467,8 +462,9 @@ private:
     void entry_check() const {
         if (detail::this_thread_maps().visiting == this) {
             count_misuse();
-            throw lock_error("iterlock::concurrent_map: the map was used from inside visit/cvisit/update/erase_if "
-                             "on the same map; that would deadlock on the shard lock");
+            throw lock_error(
+                "iterlock::concurrent_map: the map was used from inside visit/cvisit/update/erase_if "
+                "on the same map; that would deadlock on the shard lock");
         }
     }
     struct visit_scope {
@@ -505,7 +501,8 @@ private:
         }
         void record([[maybe_unused]] std::chrono::nanoseconds waited) noexcept {
             if constexpr (metrics_on) {
-                s_.stats.writer_wait[current_priority() == priority::realtime ? 1 : 0].record_exclusive(waited);
+                s_.stats.writer_wait[current_priority() == priority::realtime ? 1 : 0].record_exclusive(
+                    waited);
             }
         }
         ~write_lock() {
@@ -581,10 +578,9 @@ private:
         return e->second;
     }
 
-    void count_misuse() const noexcept {
-        count_event(&detail::map_event_metrics::misuse_detected);
-    }
-    void count_event([[maybe_unused]] std::atomic<std::uint64_t> detail::map_event_metrics::*which) const noexcept {
+    void count_misuse() const noexcept { count_event(&detail::map_event_metrics::misuse_detected); }
+    void count_event(
+        [[maybe_unused]] std::atomic<std::uint64_t> detail::map_event_metrics::*which) const noexcept {
         if constexpr (metrics_on) (events_.*which).fetch_add(1, std::memory_order_relaxed);
     }
 
@@ -609,10 +605,11 @@ private:
     mutable detail::snapshot_registry registry_;
     [[no_unique_address]] mutable map_stats events_;
 
-public:
-    // ==== snapshot_view: what snapshot() returns ====================================================================
+  public:
+    // ==== snapshot_view: what snapshot() returns
+    // ====================================================================
     class snapshot_view {
-    public:
+      public:
         snapshot_view(snapshot_view&& o) noexcept
             : m_(std::exchange(o.m_, nullptr)), marker_(o.marker_), totals_(o.totals_) {}
         snapshot_view& operator=(snapshot_view&& o) noexcept {
@@ -637,10 +634,8 @@ public:
 
         std::optional<V> find(const K& k) const { return find_impl(k); }
         template <class K2>
-            requires transparent
-        std::optional<V> find(const K2& k) const {
-            return find_impl(k);
-        }
+        requires transparent std::optional<V> find(const K2& k)
+        const { return find_impl(k); }
         bool contains(const K& k) const { return find(k).has_value(); }
 
         class iterator;
@@ -649,7 +644,7 @@ public:
 
         // A forward walk over copies of the entries, one batch of buckets at a time.
         class iterator {
-        public:
+          public:
             using iterator_category = std::input_iterator_tag;
             using value_type = concurrent_map::value_type;
             using difference_type = std::ptrdiff_t;
@@ -668,7 +663,7 @@ public:
                 return a.done() == b.done() && (a.done() || (a.batch_ == b.batch_ && a.pos_ == b.pos_));
             }
 
-        private:
+          private:
             friend class snapshot_view;
             // Entries copied out of the shard under its lock.
             struct batch {
@@ -679,9 +674,7 @@ public:
                 void push(const slot_type& e) { items.emplace_back(e); }
             };
 
-            explicit iterator(const snapshot_view* s) : s_(s), batch_(std::make_shared<batch>()) {
-                fill();
-            }
+            explicit iterator(const snapshot_view* s) : s_(s), batch_(std::make_shared<batch>()) { fill(); }
             bool done() const noexcept { return s_ == nullptr; }
 
             // Copies the next batch of chains (at least one entry, unless the walk is over).
@@ -762,7 +755,7 @@ public:
             detail::structure<typename table_type::array_ref> st_{};
         };
 
-    private:
+      private:
         friend class concurrent_map;
         snapshot_view(const concurrent_map* m, std::uint64_t marker) : m_(m), marker_(marker) {}
 
@@ -779,7 +772,8 @@ public:
                     m_->entry_check();
                     s.lock.lock_shared();
                     const detail::shard_counters c = s.t.chain_watch().counters_at(
-                        detail::shard_counters{s.t.size(), s.revision.load(std::memory_order_relaxed)}, marker_);
+                        detail::shard_counters{s.t.size(), s.revision.load(std::memory_order_relaxed)},
+                        marker_);
                     s.lock.unlock_shared();
                     t.count += c.count;
                     t.revision += c.revision;
@@ -843,9 +837,10 @@ public:
         mutable totals_t totals_;
     };
 
-    // ==== iteration_guard: what lock_for_iteration() returns ==========================================================
+    // ==== iteration_guard: what lock_for_iteration() returns
+    // ==========================================================
     class iteration_guard {
-    public:
+      public:
         iteration_guard(iteration_guard&& o) noexcept
             : m_(std::exchange(o.m_, nullptr)), owner_(o.owner_), nested_(o.nested_) {}
         iteration_guard& operator=(iteration_guard&&) = delete;
@@ -861,7 +856,7 @@ public:
         // Walks every shard (in order from a random one), each shard in Go's randomized order. The entries
         // may be modified through the iterator; the holding thread may also insert and erase (L6).
         class iterator {
-        public:
+          public:
             using iterator_category = std::forward_iterator_tag;
             using value_type = concurrent_map::value_type;
             using difference_type = std::ptrdiff_t;
@@ -882,7 +877,7 @@ public:
             }
             friend bool operator==(const iterator& a, const iterator& b) noexcept { return a.cur_ == b.cur_; }
 
-        private:
+          private:
             friend class iteration_guard;
             explicit iterator(concurrent_map* m) : m_(m) {
                 const std::size_t n = m_->shards_.size();
@@ -911,12 +906,13 @@ public:
             std::size_t visited_ = 0;
         };
         iterator begin() const {
-            if (m_ == nullptr) throw lock_error("iterlock: iterating through a guard that does not own the lock");
+            if (m_ == nullptr)
+                throw lock_error("iterlock: iterating through a guard that does not own the lock");
             return iterator(m_);
         }
         iterator end() const noexcept { return iterator(); }
 
-    private:
+      private:
         friend class concurrent_map;
         using deadline_t = std::optional<std::chrono::steady_clock::time_point>;
 
@@ -946,7 +942,8 @@ public:
                 throw lock_error("iterlock: one thread may hold iteration guards of at most 4 maps at once");
             }
             const priority p = current_priority();
-            const auto t0 = metrics_on ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point{};
+            const auto t0 =
+                metrics_on ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point{};
             std::size_t got = 0;
             for (; got < m->shards_.size(); ++got) {
                 detail::shard_lock& l = m->shards_[got]->lock;

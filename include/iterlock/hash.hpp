@@ -103,7 +103,9 @@ struct hash<T, std::enable_if_t<std::is_integral_v<T> || std::is_enum_v<T> || st
 // Strings: transparent over std::string, std::string_view and const char*.
 struct string_hash {
     using is_transparent = void;
-    std::uint64_t operator()(std::string_view s) const noexcept { return detail::hash_bytes(s.data(), s.size()); }
+    std::uint64_t operator()(std::string_view s) const noexcept {
+        return detail::hash_bytes(s.data(), s.size());
+    }
     std::uint64_t operator()(const std::string& s) const noexcept {
         return detail::hash_bytes(s.data(), s.size());
     }

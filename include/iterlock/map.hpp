@@ -28,7 +28,8 @@
 //   "concurrent map read and map write"      a read starts while a write is in progress (best effort);
 //   "concurrent map iteration and map write" a write while an iterator created by *another* thread is alive,
 //                                            caught every time (Go only catches it if the iterator happens to
-//                                            step during the write); also an iterator stepping during a write.
+//                                            step during the write); also an iterator stepping during a
+//                                            write.
 // The default action prints "fatal error: <message>" and aborts; set_misuse_action(throw_exception)
 // throws iterlock::concurrent_misuse before the map is modified. Detection costs a relaxed load and store
 // per write and a relaxed load per read (see docs/BENCHMARKS.md, iterlock vs iterlock_nodetect).
@@ -121,14 +122,14 @@ class map {
     using table_type = detail::table<K, V, Hash, KeyEqual, Allocator>;
     using slot_type = typename table_type::slot_type;
     static constexpr bool detect = Policy::enabled;
-    static constexpr bool transparent =
-        requires { typename Hash::is_transparent; } && requires { typename KeyEqual::is_transparent; };
+    static constexpr bool transparent = requires { typename Hash::is_transparent; }
+    &&requires { typename KeyEqual::is_transparent; };
     // A key argument of another type that a transparent map can hash, compare, and build a K from.
     template <class K2>
     static constexpr bool heterogeneous_key =
         transparent && !std::is_same_v<std::remove_cvref_t<K2>, K> && std::is_constructible_v<K, K2&&>;
 
-public:
+  public:
     using key_type = K;
     using mapped_type = V;
     using value_type = std::pair<const K, V>;
@@ -143,7 +144,7 @@ public:
     // ---- entry pointers ---------------------------------------------------------------------------------
     template <bool Const>
     class basic_entry_ptr {
-    public:
+      public:
         using element_type = std::conditional_t<Const, const value_type, value_type>;
         basic_entry_ptr() noexcept = default;
         basic_entry_ptr(std::nullptr_t) noexcept {}
@@ -153,7 +154,9 @@ public:
             t_ = o.t_, gen_ = o.gen_, top_ = o.top_;
 #endif
         }
-        explicit operator bool() const noexcept { return s_ != nullptr; }
+        explicit operator bool() const noexcept {
+            return s_ != nullptr;
+        }
         element_type& operator*() const noexcept {
             check();
             return *s_;
@@ -163,13 +166,17 @@ public:
             return s_;
         }
         // The entry's address without the checked-build validation (for identity comparisons).
-        element_type* get_unchecked() const noexcept { return s_; }
+        element_type* get_unchecked() const noexcept {
+            return s_;
+        }
         friend bool operator==(const basic_entry_ptr& a, const basic_entry_ptr& b) noexcept {
             return a.s_ == b.s_;
         }
-        friend bool operator==(const basic_entry_ptr& a, std::nullptr_t) noexcept { return a.s_ == nullptr; }
+        friend bool operator==(const basic_entry_ptr& a, std::nullptr_t) noexcept {
+            return a.s_ == nullptr;
+        }
 
-    private:
+      private:
         friend class map;
         template <bool>
         friend class basic_entry_ptr;
@@ -204,7 +211,7 @@ public:
     class basic_iterator {
         using map_ptr = std::conditional_t<Const, const map*, map*>;
 
-    public:
+      public:
         using iterator_category = std::forward_iterator_tag;
         using iterator_concept = std::forward_iterator_tag;
         using value_type = map::value_type;
@@ -217,7 +224,10 @@ public:
             if (m_ != nullptr) m_->t_.register_iterator(tag_ = detail::thread_tag());
         }
         basic_iterator(basic_iterator&& o) noexcept
-            : m_(std::exchange(o.m_, nullptr)), st_(o.st_), cur_(std::exchange(o.cur_, nullptr)), tag_(o.tag_) {}
+            : m_(std::exchange(o.m_, nullptr)),
+              st_(o.st_),
+              cur_(std::exchange(o.cur_, nullptr)),
+              tag_(o.tag_) {}
         template <bool C2, class = std::enable_if_t<Const && !C2>>
         basic_iterator(const basic_iterator<C2>& o) noexcept : m_(o.m_), st_(o.st_), cur_(o.cur_) {
             if (m_ != nullptr) m_->t_.register_iterator(tag_ = detail::thread_tag());
@@ -255,7 +265,7 @@ public:
             std::swap(tag_, o.tag_);
         }
 
-    private:
+      private:
         friend class map;
         template <bool>
         friend class basic_iterator;
@@ -271,7 +281,8 @@ public:
         void advance() {
             if (m_ == nullptr) return;
             if constexpr (detect) {
-                if (m_->writing()) [[unlikely]] detail::report_misuse(messages::iteration_during_write);
+                if (m_->writing()) [[unlikely]]
+                    detail::report_misuse(messages::iteration_during_write);
             }
             step();
         }
@@ -355,9 +366,8 @@ public:
         } else {
             clear();
             reserve(o.size());
-            o.t_.for_each_slot([&](slot_type& s) {
-                t_.insert_unique(t_.hash_of(s.first), detail::relocate_from(s));
-            });
+            o.t_.for_each_slot(
+                [&](slot_type& s) { t_.insert_unique(t_.hash_of(s.first), detail::relocate_from(s)); });
             o.clear();
         }
         return *this;
@@ -369,45 +379,61 @@ public:
         o.check_not_iterating_for_move();
         t_.swap_contents(o.t_);
     }
-    friend void swap(map& a, map& b) noexcept { a.swap(b); }
+    friend void swap(map& a, map& b) noexcept {
+        a.swap(b);
+    }
 
     // ---- capacity ----------------------------------------------------------------------------------------
-    size_type size() const noexcept { return t_.size(); }
-    bool empty() const noexcept { return t_.size() == 0; }
-    size_type max_size() const noexcept { return std::numeric_limits<difference_type>::max() / sizeof(value_type); }
+    size_type size() const noexcept {
+        return t_.size();
+    }
+    bool empty() const noexcept {
+        return t_.size() == 0;
+    }
+    size_type max_size() const noexcept {
+        return std::numeric_limits<difference_type>::max() / sizeof(value_type);
+    }
 
     // ---- lookup (reads: any number of threads at once, none writing) --------------------------------------
-    entry_ptr find(const K& k) { return find_impl(k); }
-    const_entry_ptr find(const K& k) const { return const_cast<map*>(this)->find_impl(k); }
+    entry_ptr find(const K& k) {
+        return find_impl(k);
+    }
+    const_entry_ptr find(const K& k) const {
+        return const_cast<map*>(this)->find_impl(k);
+    }
     template <class K2>
-        requires transparent
-    entry_ptr find(const K2& k) {
+    requires transparent entry_ptr find(const K2& k) {
         return find_impl(k);
     }
     template <class K2>
-        requires transparent
-    const_entry_ptr find(const K2& k) const {
+    requires transparent const_entry_ptr find(const K2& k)
+    const {
         return const_cast<map*>(this)->find_impl(k);
     }
 
     // Go's `v, ok := m[k]`: a copy of the value, or nullopt.
-    std::optional<V> get(const K& k) const { return get_impl(k); }
+    std::optional<V> get(const K& k) const {
+        return get_impl(k);
+    }
     template <class K2>
-        requires transparent
-    std::optional<V> get(const K2& k) const {
+    requires transparent std::optional<V> get(const K2& k)
+    const {
         return get_impl(k);
     }
 
-    bool contains(const K& k) const { return static_cast<bool>(find(k)); }
-    template <class K2>
-        requires transparent
-    bool contains(const K2& k) const {
+    bool contains(const K& k) const {
         return static_cast<bool>(find(k));
     }
-    size_type count(const K& k) const { return contains(k) ? 1 : 0; }
     template <class K2>
-        requires transparent
-    size_type count(const K2& k) const {
+    requires transparent bool contains(const K2& k) const {
+        return static_cast<bool>(find(k));
+    }
+    size_type count(const K& k) const {
+        return contains(k) ? 1 : 0;
+    }
+    template <class K2>
+    requires transparent size_type count(const K2& k)
+    const {
         return contains(k) ? 1 : 0;
     }
 
@@ -423,19 +449,25 @@ public:
         return p->second;
     }
 
-    // ---- modifiers (writes: one thread, nothing else using the map) ----------------------------------------
-    std::pair<entry_ptr, bool> insert(const value_type& v) { return emplace_value(v.first, v); }
-    std::pair<entry_ptr, bool> insert(value_type&& v) { return emplace_value(v.first, std::move(v)); }
+    // ---- modifiers (writes: one thread, nothing else using the map)
+    // ----------------------------------------
+    std::pair<entry_ptr, bool> insert(const value_type& v) {
+        return emplace_value(v.first, v);
+    }
+    std::pair<entry_ptr, bool> insert(value_type&& v) {
+        return emplace_value(v.first, std::move(v));
+    }
     template <class P>
-        requires std::is_constructible_v<value_type, P&&>
-    std::pair<entry_ptr, bool> insert(P&& p) {
+    requires std::is_constructible_v<value_type, P&&> std::pair<entry_ptr, bool> insert(P&& p) {
         return emplace(std::forward<P>(p));
     }
     template <class InputIt>
     void insert(InputIt first, InputIt last) {
         for (; first != last; ++first) insert(*first);
     }
-    void insert(std::initializer_list<value_type> init) { insert(init.begin(), init.end()); }
+    void insert(std::initializer_list<value_type> init) {
+        insert(init.begin(), init.end());
+    }
 
     template <class... Args>
     std::pair<entry_ptr, bool> emplace(Args&&... args) {
@@ -464,30 +496,32 @@ public:
     // Heterogeneous writes (transparent Hash and KeyEqual): the key is built from `k` only if it is absent,
     // e.g. m.try_emplace(std::string_view("id"), v) on a std::string-keyed map.
     template <class K2, class... Args>
-        requires heterogeneous_key<K2>
-    std::pair<entry_ptr, bool> try_emplace(K2&& k, Args&&... args) {
+    requires heterogeneous_key<K2> std::pair<entry_ptr, bool> try_emplace(K2&& k, Args&&... args) {
         return try_emplace_impl(std::forward<K2>(k), std::forward<Args>(args)...);
     }
     template <class K2, class M>
-        requires heterogeneous_key<K2>
-    std::pair<entry_ptr, bool> insert_or_assign(K2&& k, M&& v) {
+    requires heterogeneous_key<K2> std::pair<entry_ptr, bool> insert_or_assign(K2&& k, M&& v) {
         return insert_or_assign_impl(std::forward<K2>(k), std::forward<M>(v));
     }
 
     // Go's m[k]: the value, default-constructed if absent. The reference is unchecked.
-    V& operator[](const K& k) { return try_emplace(k).first.get_unchecked()->second; }
-    V& operator[](K&& k) { return try_emplace(std::move(k)).first.get_unchecked()->second; }
+    V& operator[](const K& k) {
+        return try_emplace(k).first.get_unchecked()->second;
+    }
+    V& operator[](K&& k) {
+        return try_emplace(std::move(k)).first.get_unchecked()->second;
+    }
     template <class K2>
-        requires heterogeneous_key<K2>
-    V& operator[](K2&& k) {
+    requires heterogeneous_key<K2> V& operator[](K2&& k) {
         return try_emplace(std::forward<K2>(k)).first.get_unchecked()->second;
     }
 
     // Go's delete(m, k). Returns the number of entries removed (0 or 1).
-    size_type erase(const K& k) { return erase_impl(k); }
+    size_type erase(const K& k) {
+        return erase_impl(k);
+    }
     template <class K2>
-        requires transparent
-    size_type erase(const K2& k) {
+    requires transparent size_type erase(const K2& k) {
         return erase_impl(k);
     }
 
@@ -520,18 +554,38 @@ public:
     }
 
     // ---- iteration ---------------------------------------------------------------------------------------
-    iterator begin() { return iterator(this); }
-    iterator end() noexcept { return iterator(); }
-    const_iterator begin() const { return const_iterator(this); }
-    const_iterator end() const noexcept { return const_iterator(); }
-    const_iterator cbegin() const { return const_iterator(this); }
-    const_iterator cend() const noexcept { return const_iterator(); }
+    iterator begin() {
+        return iterator(this);
+    }
+    iterator end() noexcept {
+        return iterator();
+    }
+    const_iterator begin() const {
+        return const_iterator(this);
+    }
+    const_iterator end() const noexcept {
+        return const_iterator();
+    }
+    const_iterator cbegin() const {
+        return const_iterator(this);
+    }
+    const_iterator cend() const noexcept {
+        return const_iterator();
+    }
 
     // ---- observers ---------------------------------------------------------------------------------------
-    std::uint64_t hash_seed() const noexcept { return t_.hash_seed(); }
-    hasher hash_function() const { return t_.hash_function(); }
-    key_equal key_eq() const { return t_.key_eq(); }
-    allocator_type get_allocator() const { return t_.get_allocator(); }
+    std::uint64_t hash_seed() const noexcept {
+        return t_.hash_seed();
+    }
+    hasher hash_function() const {
+        return t_.hash_function();
+    }
+    key_equal key_eq() const {
+        return t_.key_eq();
+    }
+    allocator_type get_allocator() const {
+        return t_.get_allocator();
+    }
 
     // Verifies the table's invariants (detail/table.hpp, T1-T6); throws std::logic_error on the first
     // violation. O(size + buckets): for tests.
@@ -551,7 +605,7 @@ public:
         return equal;
     }
 
-private:
+  private:
     friend struct detail::map_test_access;
 
     static constexpr std::uint8_t hash_writing = 1;  // Go's hashWriting flag
@@ -565,16 +619,20 @@ private:
         map& m_;
     };
 
-    bool writing() const noexcept { return (flags_.load(std::memory_order_relaxed) & hash_writing) != 0; }
+    bool writing() const noexcept {
+        return (flags_.load(std::memory_order_relaxed) & hash_writing) != 0;
+    }
 
     void check_read() const {
         if constexpr (detect) {
-            if (writing()) [[unlikely]] detail::report_misuse(messages::read_during_write);
+            if (writing()) [[unlikely]]
+                detail::report_misuse(messages::read_during_write);
         }
     }
     void begin_write() {
         if constexpr (detect) {
-            if (writing()) [[unlikely]] detail::report_misuse(messages::concurrent_writes);
+            if (writing()) [[unlikely]]
+                detail::report_misuse(messages::concurrent_writes);
             const std::uint64_t w = t_.iterator_word();
             if ((w & detail::iter_count_mask) != 0) [[unlikely]] {
                 if ((w >> detail::iter_count_bits) != detail::thread_tag()) {
@@ -586,7 +644,8 @@ private:
     }
     void end_write() noexcept {
         if constexpr (detect) {
-            if (!writing()) [[unlikely]] detail::fatal(messages::concurrent_writes);
+            if (!writing()) [[unlikely]]
+                detail::fatal(messages::concurrent_writes);
             flags_.store(0, std::memory_order_relaxed);
         }
     }
@@ -594,7 +653,9 @@ private:
         if (t_.live_iterators() != 0) detail::fatal(messages::moved_while_iterating);
     }
 
-    entry_ptr make_ptr(slot_type* s, const std::uint8_t* top) const noexcept { return entry_ptr(s, &t_, top); }
+    entry_ptr make_ptr(slot_type* s, const std::uint8_t* top) const noexcept {
+        return entry_ptr(s, &t_, top);
+    }
 
     template <class K2>
     entry_ptr find_impl(const K2& k) {
@@ -617,9 +678,9 @@ private:
         const auto pos = t_.prepare_write(k, h);
         if (pos.found) return {make_ptr(pos.slot, pos.top), false};
         t_.will_write(pos);
-        ::new (static_cast<void*>(pos.slot)) slot_type(std::piecewise_construct,
-                                                       std::forward_as_tuple(std::forward<KArg>(k)),
-                                                       std::forward_as_tuple(std::forward<Args>(args)...));
+        ::new (static_cast<void*>(pos.slot))
+            slot_type(std::piecewise_construct, std::forward_as_tuple(std::forward<KArg>(k)),
+                      std::forward_as_tuple(std::forward<Args>(args)...));
         t_.commit_insert(pos, h);
         return {make_ptr(pos.slot, pos.top), true};
     }

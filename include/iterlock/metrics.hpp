@@ -1,10 +1,10 @@
-// Metrics of iterlock's concurrent maps: what a map records about its locks, iterations and snapshots, and the
-// plain-data view (`map_metrics`) that exporters such as iterlock/prometheus.hpp read.
+// Metrics of iterlock's concurrent maps: what a map records about its locks, iterations and snapshots, and
+// the plain-data view (`map_metrics`) that exporters such as iterlock/prometheus.hpp read.
 //
-// Recording is relaxed and local: writer lock waits go to a histogram inside the writer's shard (updated under
-// that shard's lock, so a write adds a load and a store on a line no other shard touches); iteration events
-// and iterator lock waits are rare and go to per-map counters. Nothing allocates. A map whose Options say
-// `metrics = false` compiles all of it out (see iterlock::map_options).
+// Recording is relaxed and local: writer lock waits go to a histogram inside the writer's shard (updated
+// under that shard's lock, so a write adds a load and a store on a line no other shard touches); iteration
+// events and iterator lock waits are rare and go to per-map counters. Nothing allocates. A map whose Options
+// say `metrics = false` compiles all of it out (see iterlock::map_options).
 //
 // Histogram buckets are powers of two in nanoseconds, from 256 ns to 2^34 ns (about 17 s), plus +Inf:
 //   bucket i counts waits w with 2^(i+7) < w <= 2^(i+8) ns (bucket 0 also takes every shorter wait).
@@ -29,20 +29,21 @@ struct histogram_data {
 
 enum class lock_role : int { writer = 0, iterator = 1 };
 
-// One consistent-enough read of a map's metrics (each counter is read atomically; the set is not one instant).
+// One consistent-enough read of a map's metrics (each counter is read atomically; the set is not one
+// instant).
 struct map_metrics {
-    const char* policy = "";                   // "snapshot" or "locked"
-    std::uint64_t iterations_started = 0;      // guards asked for (locked) or snapshots taken (snapshot)
-    std::uint64_t iterations_success = 0;      // finished normally
-    std::uint64_t iterations_timeout = 0;      // try_lock_for_iteration gave up
-    std::uint64_t iterations_error = 0;        // lock_error instead of an iteration
-    histogram_data lock_wait[2][2];            // [lock_role][priority: 0 best_effort, 1 realtime]
+    const char* policy = "";               // "snapshot" or "locked"
+    std::uint64_t iterations_started = 0;  // guards asked for (locked) or snapshots taken (snapshot)
+    std::uint64_t iterations_success = 0;  // finished normally
+    std::uint64_t iterations_timeout = 0;  // try_lock_for_iteration gave up
+    std::uint64_t iterations_error = 0;    // lock_error instead of an iteration
+    histogram_data lock_wait[2][2];        // [lock_role][priority: 0 best_effort, 1 realtime]
     std::uint64_t snapshots_active = 0;
     std::uint64_t snapshot_preserved_bytes = 0;
     std::uint64_t entries = 0;
-    std::uint64_t growths = 0;                 // hash_grow calls (doubling or same-size)
-    std::uint64_t evacuated_buckets = 0;       // old buckets moved by incremental growth
-    std::uint64_t misuse_detected = 0;         // lock_error thrown for would-be deadlocks
+    std::uint64_t growths = 0;            // hash_grow calls (doubling or same-size)
+    std::uint64_t evacuated_buckets = 0;  // old buckets moved by incremental growth
+    std::uint64_t misuse_detected = 0;    // lock_error thrown for would-be deadlocks
     std::uint64_t revision = 0;
 };
 
@@ -50,7 +51,7 @@ namespace detail {
 
 // Fixed log2 histogram of durations, relaxed atomics.
 class wait_histogram {
-public:
+  public:
     static constexpr int buckets = 27;  // 2^8 .. 2^34 ns
     static constexpr int first_shift = 8;
 
@@ -71,7 +72,8 @@ public:
     // Adds this histogram into `out` (bounds are filled on first use).
     void add_to(histogram_data& out) const {
         if (out.upper_bounds.empty()) {
-            for (int i = 0; i < buckets; ++i) out.upper_bounds.push_back(static_cast<double>(std::uint64_t{1} << (i + first_shift)) * 1e-9);
+            for (int i = 0; i < buckets; ++i)
+                out.upper_bounds.push_back(static_cast<double>(std::uint64_t{1} << (i + first_shift)) * 1e-9);
             out.cumulative_counts.assign(buckets, 0);
         }
         std::uint64_t running = 0;
@@ -84,7 +86,7 @@ public:
         out.sum += static_cast<double>(sum_ns_.load(std::memory_order_relaxed)) * 1e-9;
     }
 
-private:
+  private:
     static std::uint64_t clamp(std::chrono::nanoseconds d) noexcept {
         return d.count() < 0 ? 0 : static_cast<std::uint64_t>(d.count());
     }

@@ -67,7 +67,8 @@ inline constexpr const char* read_during_write = "concurrent map read and map wr
 inline constexpr const char* iteration_during_write = "concurrent map iteration and map write";
 inline constexpr const char* moved_while_iterating = "map moved while an iteration is live";
 inline constexpr const char* entry_used_after_move =
-    "iterlock: entry used after the map moved or erased it (growth, clear, erase or move); look the key up again";
+    "iterlock: entry used after the map moved or erased it (growth, clear, erase or move); look the key up "
+    "again";
 }  // namespace messages
 
 }  // namespace iterlock

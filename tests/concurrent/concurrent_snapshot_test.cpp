@@ -320,8 +320,9 @@ void run_random_history(snap_map<long, long, iterlock::hash<long>, std::equal_to
                         const history& h, std::uint64_t reader_seed, long* checked) {
     using map_t = std::remove_reference_t<decltype(m)>;
     std::atomic<long> done{0};
-    std::atomic<long> taken{0};  // snapshots the reader has taken: the writer waits for it now and then, so the
-                                 // number of snapshots checked does not depend on how fast the writer runs
+    std::atomic<long> taken{
+        0};  // snapshots the reader has taken: the writer waits for it now and then, so the
+             // number of snapshots checked does not depend on how fast the writer runs
     const long total_ops = static_cast<long>(h.ops.size());
     const long pace = std::max<long>(1, total_ops / 400);
     std::latch start(2);

@@ -46,7 +46,8 @@
 namespace iterlock::detail {
 
 // Whether some marker in the sorted `live` lies in [lo, hi).
-inline bool any_marker_in(const std::vector<std::uint64_t>& live, std::uint64_t lo, std::uint64_t hi) noexcept {
+inline bool any_marker_in(const std::vector<std::uint64_t>& live, std::uint64_t lo,
+                          std::uint64_t hi) noexcept {
     auto it = std::lower_bound(live.begin(), live.end(), lo);
     return it != live.end() && *it < hi;
 }
@@ -54,7 +55,7 @@ inline bool any_marker_in(const std::vector<std::uint64_t>& live, std::uint64_t 
 // The live snapshots of one map. Creation and release take a mutex (they are rare next to writes); the
 // writers' question (needed_since) is lock-free.
 class snapshot_registry {
-public:
+  public:
     // The marker the next snapshot would get. Writers read it under their shard lock.
     std::uint64_t seq() const noexcept { return seq_.load(std::memory_order_acquire); }
 
@@ -96,7 +97,7 @@ public:
         return {markers_, seq_.load(std::memory_order_relaxed)};
     }
 
-private:
+  private:
     std::atomic<std::uint64_t> seq_{1};  // starts at 1 so that label 0 ("never written") is <= every marker
     std::atomic<std::size_t> live_{0};
     std::atomic<std::uint64_t> max_live_{0};
@@ -111,7 +112,7 @@ struct chain_version {
     std::uint64_t lo;
     std::uint64_t hi;
     std::uint32_t count;
-    bool dead = false;    // unlinked by a partial sweep, waiting to be freed
+    bool dead = false;  // unlinked by a partial sweep, waiting to be freed
 
     Slot* entries() noexcept {
         return std::launder(reinterpret_cast<Slot*>(reinterpret_cast<unsigned char*>(this) + header_size()));
@@ -119,14 +120,16 @@ struct chain_version {
     static constexpr std::size_t header_size() noexcept {
         return (sizeof(chain_version) + alignof(Slot) - 1) / alignof(Slot) * alignof(Slot);
     }
-    static constexpr std::size_t bytes_for(std::size_t n) noexcept { return header_size() + n * sizeof(Slot); }
+    static constexpr std::size_t bytes_for(std::size_t n) noexcept {
+        return header_size() + n * sizeof(Slot);
+    }
 };
 
 // The per-chain bookkeeping stored in each main bucket's body (the table's ChainExtra).
 struct chain_tag {
-    std::uint64_t label = 0;     // op_seq of the last change
-    void* versions = nullptr;    // chain_version<Slot>*, newest first; valid only if gen is the shard's
-    std::uint32_t gen = 0;       // the shard's version generation when `versions` was set
+    std::uint64_t label = 0;   // op_seq of the last change
+    void* versions = nullptr;  // chain_version<Slot>*, newest first; valid only if gen is the shard's
+    std::uint32_t gen = 0;     // the shard's version generation when `versions` was set
 };
 
 // A shard's structure as a snapshot needs it (Go's buckets, oldbuckets, B, sameSizeGrow, hash0).
@@ -158,7 +161,7 @@ class shard_versions {
         return (bytes + sizeof(unit) - 1) / sizeof(unit);
     }
 
-public:
+  public:
     shard_versions() = default;
     shard_versions(const shard_versions&) = delete;
     shard_versions& operator=(const shard_versions&) = delete;
@@ -233,7 +236,8 @@ public:
         counters_label_ = op_seq_;
     }
 
-    // ---- what a snapshot with marker m reads (under the shard's lock) ---------------------------------------
+    // ---- what a snapshot with marker m reads (under the shard's lock)
+    // ---------------------------------------
     template <class Table>
     structure<ArrayRef> structure_at(const Table& t, std::uint64_t m) const {
         if (struct_label_ <= m) return describe(t);
@@ -260,7 +264,8 @@ public:
     // Versions a sweep took out of the shard; destroy them with free_garbage() after unlocking.
     using garbage = std::vector<version*>;
 
-    // ---- reclamation ----------------------------------------------------------------------------------------
+    // ---- reclamation
+    // ----------------------------------------------------------------------------------------
     bool has_items() const noexcept { return items_.load(std::memory_order_relaxed) != 0; }
     std::size_t preserved_bytes() const noexcept { return bytes_.load(std::memory_order_relaxed); }
 
@@ -333,7 +338,7 @@ public:
         free_garbage(g);
     }
 
-private:
+  private:
     template <class T>
     struct dated {
         std::uint64_t lo;
@@ -357,9 +362,11 @@ private:
         if (tag.label >= op_seq_) return;  // already changed in this epoch (the steady state)
         if (reg_->needed_since(tag.label)) {
             version* const older = versions_of(tag);
-            if (all_.size() == all_.capacity()) all_.reserve(all_.size() * 2 + 16);  // the only throwing step left
+            if (all_.size() == all_.capacity())
+                all_.reserve(all_.size() * 2 + 16);  // the only throwing step left
             std::size_t n = 0;
-            for (BucketRef b = head; b; b = b.next()) n += static_cast<std::size_t>(std::popcount(match_full(b.top)));
+            for (BucketRef b = head; b; b = b.next())
+                n += static_cast<std::size_t>(std::popcount(match_full(b.top)));
             const std::size_t bytes = version::bytes_for(n);
             void* raw = std::allocator_traits<unit_alloc>::allocate(*alloc_, units_for(bytes));
             version* v = ::new (raw) version{older, tag.label, op_seq_, 0};
@@ -434,7 +441,8 @@ private:
     }
 
     const snapshot_registry* reg_ = nullptr;
-    std::optional<unit_alloc> alloc_;  // set by bind(); optional because an allocator need not be default-constructible
+    std::optional<unit_alloc>
+        alloc_;  // set by bind(); optional because an allocator need not be default-constructible
     std::uint64_t op_seq_ = 0;
     bool quiet_ = true;  // no snapshot was alive when the operation began
     std::uint64_t struct_label_ = 0;

@@ -16,9 +16,10 @@
 // (sameSizeGrow) — and keeps the old one as `old_`. Nothing moves yet, and the new array's memory is not
 // even touched: a new bucket is initialised when its old bucket is evacuated. Afterwards every write first
 // calls `grow_work`, which evacuates (evacuate) two old buckets in order (nevacuate), so a growth costs
-// each write O(1) bucket moves and no single insert pays for a rehash. Evacuation splits old bucket j into new buckets j (evacuated_x) and j + 2^oldB (evacuated_y)
-// by hash bit oldB, and leaves evacuation marks in the old tophash bytes, so lookups know to look in the
-// new array. When the last old bucket is done, the old array is freed.
+// each write O(1) bucket moves and no single insert pays for a rehash. Evacuation splits old bucket j into
+// new buckets j (evacuated_x) and j + 2^oldB (evacuated_y) by hash bit oldB, and leaves evacuation marks in
+// the old tophash bytes, so lookups know to look in the new array. When the last old bucket is done, the old
+// array is freed.
 //
 // Iteration (hiter / mapiternext). An iteration fixes the array and B current at its start, picks a
 // random start bucket and slot offset, and walks every bucket once. If the table was growing when the
@@ -129,7 +130,7 @@ struct alignas(64) cache_line {
 template <class K, class V, class Hash, class KeyEqual, class Allocator, class ChainExtra = no_chain_extra,
           class ChainWatch = no_chain_watch>
 class table {
-public:
+  public:
     using key_type = K;
     using mapped_type = V;
     using slot_type = std::pair<const K, V>;
@@ -179,8 +180,8 @@ public:
     bool same_size_grow() const noexcept { return same_size_grow_; }
     std::size_t overflow_buckets() const noexcept { return noverflow_; }
     std::size_t evacuation_mark() const noexcept { return nevacuate_; }
-    std::uint64_t growths() const noexcept { return growths_; }                // hash_grow calls
-    std::uint64_t evacuated_buckets() const noexcept { return evacuated_; }   // old buckets evacuated
+    std::uint64_t growths() const noexcept { return growths_; }              // hash_grow calls
+    std::uint64_t evacuated_buckets() const noexcept { return evacuated_; }  // old buckets evacuated
     std::uint64_t generation() const noexcept { return generation_; }
     std::uint64_t clear_epoch() const noexcept { return clear_epoch_; }
     const Hash& hash_function() const noexcept { return hash_; }
@@ -204,7 +205,8 @@ public:
     // (concurrent_map's snapshots) turns that off.
     void set_reseed(bool on) noexcept { reseed_ = on; }
 
-    // ---- lookup (Go's mapaccess) ---------------------------------------------------------------------------
+    // ---- lookup (Go's mapaccess)
+    // ---------------------------------------------------------------------------
     struct found_position {
         slot_type* slot;    // nullptr: not found
         std::uint8_t* top;  // the slot's tophash byte
@@ -269,7 +271,8 @@ public:
                 if (has_empty_rest(b.top)) break;
             }
             // Not found. Start growing if the insert would overload the table, then retry (Go: goto again).
-            if (!growing() && (over_load_factor(count_ + 1, B_) || too_many_overflow_buckets(noverflow_, B_))) {
+            if (!growing() &&
+                (over_load_factor(count_ + 1, B_) || too_many_overflow_buckets(noverflow_, B_))) {
                 hash_grow();
                 continue;
             }
@@ -443,7 +446,8 @@ public:
         });
     }
 
-    // ---- live iterators ------------------------------------------------------------------------------------
+    // ---- live iterators
+    // ------------------------------------------------------------------------------------
     std::uint64_t iterator_word() const noexcept { return iter_word_.load(std::memory_order_relaxed); }
     std::size_t live_iterators() const noexcept {
         return static_cast<std::size_t>(iterator_word() & iter_count_mask);
@@ -484,8 +488,9 @@ public:
         iter_unlock();
     }
 
-    // ---- whole-table operations ----------------------------------------------------------------------------
-    // Takes other's contents; other becomes empty (with a fresh array on its next insert).
+    // ---- whole-table operations
+    // ---------------------------------------------------------------------------- Takes other's contents;
+    // other becomes empty (with a fresh array on its next insert).
     void steal(table& other) noexcept {
         destroy_all();
         cur_ = std::exchange(other.cur_, array_ref{});
@@ -535,7 +540,9 @@ public:
 
     // Verifies T1-T6; throws std::logic_error naming the first violation. O(size + buckets).
     void check_invariants() const {
-        auto fail = [](const std::string& what) { throw std::logic_error("iterlock::map invariant: " + what); };
+        auto fail = [](const std::string& what) {
+            throw std::logic_error("iterlock::map invariant: " + what);
+        };
         if (!cur_) {
             if (count_ != 0) fail("T1 entries counted but no bucket array");
             return;
@@ -591,7 +598,7 @@ public:
         std::allocator_traits<line_alloc>::deallocate(line_alloc_, static_cast<cache_line*>(block), lines);
     }
 
-private:
+  private:
     using line_alloc = typename std::allocator_traits<Allocator>::template rebind_alloc<cache_line>;
     using ovf_alloc = typename std::allocator_traits<Allocator>::template rebind_alloc<overflow_type>;
 
@@ -640,7 +647,8 @@ private:
         iter_word_.store(total == 0 ? 0 : ((o << iter_count_bits) | total), std::memory_order_release);
     }
 
-    // ---- memory ---------------------------------------------------------------------------------------------
+    // ---- memory
+    // ---------------------------------------------------------------------------------------------
     static constexpr std::size_t ctrl_lines(std::size_t n) noexcept {
         return (n * bucket_cnt + sizeof(cache_line) - 1) / sizeof(cache_line);
     }
@@ -794,7 +802,8 @@ private:
                 }
             }
             // Pass 2: build the destination chains; these are the only allocations.
-            const bucket heads[2] = {cur_.at(oldbucket), same_size_grow_ ? bucket{} : cur_.at(oldbucket + newbit)};
+            const bucket heads[2] = {cur_.at(oldbucket),
+                                     same_size_grow_ ? bucket{} : cur_.at(oldbucket + newbit)};
             prepare_chain(heads[0], counts[0]);
             if (heads[1]) {
                 try {
@@ -920,7 +929,8 @@ private:
     }
 
     // The moving half of rehash_into. An allocation failure here cannot be undone: terminate (noexcept).
-    void move_all_into_current(array_ref old, unsigned oldB, const std::vector<std::uint64_t>& hashes) noexcept {
+    void move_all_into_current(array_ref old, unsigned oldB,
+                               const std::vector<std::uint64_t>& hashes) noexcept {
         std::size_t n = 0;
         for (std::size_t j = 0, nb = std::size_t{1} << oldB; j < nb; ++j) {
             for (bucket b = old.at(j); b;) {
@@ -974,21 +984,21 @@ private:
     }
 
     // hmap's fields (Go's names: buckets, oldbuckets, count, nevacuate, noverflow, B, hash0).
-    array_ref cur_;                     // 2^B_ buckets (Go's buckets); null until the first insert or reserve
-    array_ref old_;                     // the previous array while growing (Go's oldbuckets), else null
-    std::size_t count_ = 0;             // live entries (Go's count)
-    std::size_t nevacuate_ = 0;         // old buckets below this are evacuated
-    std::size_t noverflow_ = 0;         // overflow buckets on the current array
-    std::size_t allocated_bytes_ = 0;   // bytes of arrays and overflow buckets (for metrics)
-    std::uint64_t hash0_;               // per-map hash seed
-    std::uint64_t generation_ = 0;      // bumped whenever entries move (checked builds compare it)
-    std::uint64_t clear_epoch_ = 0;     // bumped by clear and moves: live iterations end
+    array_ref cur_;                    // 2^B_ buckets (Go's buckets); null until the first insert or reserve
+    array_ref old_;                    // the previous array while growing (Go's oldbuckets), else null
+    std::size_t count_ = 0;            // live entries (Go's count)
+    std::size_t nevacuate_ = 0;        // old buckets below this are evacuated
+    std::size_t noverflow_ = 0;        // overflow buckets on the current array
+    std::size_t allocated_bytes_ = 0;  // bytes of arrays and overflow buckets (for metrics)
+    std::uint64_t hash0_;              // per-map hash seed
+    std::uint64_t generation_ = 0;     // bumped whenever entries move (checked builds compare it)
+    std::uint64_t clear_epoch_ = 0;    // bumped by clear and moves: live iterations end
     std::uint64_t reseeds_ = 0;
     std::uint64_t growths_ = 0;
     std::uint64_t evacuated_ = 0;
-    unsigned B_ = 0;                    // log2 of the bucket count
-    bool reseed_ = true;                // re-seed hash0 on clear and when the map empties (Go does)
-    bool same_size_grow_ = false;       // the current growth keeps B (Go's sameSizeGrow flag)
+    unsigned B_ = 0;               // log2 of the bucket count
+    bool reseed_ = true;           // re-seed hash0 on clear and when the map empties (Go does)
+    bool same_size_grow_ = false;  // the current growth keeps B (Go's sameSizeGrow flag)
     mutable std::atomic<std::uint64_t> iter_word_{0};  // live iterators (see iter_count_bits)
     struct iter_thread {
         std::uint64_t tag = 0;

@@ -38,8 +38,12 @@ inline constexpr std::uint8_t tophash_of(std::uint64_t hash) noexcept {
     std::uint8_t top = static_cast<std::uint8_t>(hash >> 56);
     return top < min_top_hash ? static_cast<std::uint8_t>(top + min_top_hash) : top;
 }
-inline constexpr bool is_empty(std::uint8_t top) noexcept { return top <= empty_one; }
-inline constexpr bool is_full(std::uint8_t top) noexcept { return top >= min_top_hash; }
+inline constexpr bool is_empty(std::uint8_t top) noexcept {
+    return top <= empty_one;
+}
+inline constexpr bool is_full(std::uint8_t top) noexcept {
+    return top >= min_top_hash;
+}
 inline constexpr bool is_evacuated_mark(std::uint8_t top) noexcept {
     return top > empty_one && top < min_top_hash;
 }
@@ -89,7 +93,9 @@ inline slot_mask match_empty(const std::uint8_t* t) noexcept {
 #endif
 
 // Whether any slot is empty_rest (a lookup can stop after this bucket).
-inline bool has_empty_rest(const std::uint8_t* t) noexcept { return match_byte(t, empty_rest) != 0; }
+inline bool has_empty_rest(const std::uint8_t* t) noexcept {
+    return match_byte(t, empty_rest) != 0;
+}
 
 // Rotates an 8-bit slot mask right by r: bit (i + r) & 7 moves to bit i. Iteration visits slots in the
 // order offset, offset+1, ... (mod 8), as Go's iterator does.
