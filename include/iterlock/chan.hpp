@@ -15,7 +15,9 @@
 //      sending thread are received in the order it sent them, by whichever receivers take them.
 //  C4  Exactly once: every value whose send returned normally (or whose try/timed send returned true) is
 //      received exactly once or still sits in the buffer; no other value is ever received. A send that
-//      fails (closed, full, timeout) leaves its argument untouched.
+//      fails (closed, full, timeout) leaves its argument with the value it had. (A sender parked on an
+//      unbuffered channel may have its value moved into the channel while it waits; a failure moves it
+//      back, by move assignment.)
 //  C5  close(): afterwards every send (blocked or new) throws chan_closed; receives drain the values still
 //      buffered, then report "closed" (recv() returns std::nullopt) forever. Closing twice throws
 //      chan_closed. Every blocked sender and receiver is woken.

@@ -106,6 +106,61 @@ TEST(ChanC1Unbuffered, TryRecvTakesFromParkedSender) {
     sender.join();
 }
 
+// C3 among parked threads: senders parked on an unbuffered channel are served in the order they parked (the
+// first one sits in the channel's hand-over slot, the others in the queue), and so are receivers.
+TEST(ChanC1Unbuffered, ParkedSendersServedInArrivalOrder) {
+    chan<int> c(0);
+    std::vector<std::thread> ts;
+    ts.reserve(4);
+    for (int i = 0; i < 4; ++i) {
+        ts.emplace_back([&c, i] { c.send(i); });
+        chan_test::wait_senders(c, static_cast<std::size_t>(i) + 1);
+    }
+    for (int i = 0; i < 4; ++i) EXPECT_EQ(c.recv(), i);
+    for (auto& t : ts) t.join();
+    EXPECT_TRUE(access::check_invariants(c));
+}
+
+TEST(ChanC1Unbuffered, ParkedReceiversServedInArrivalOrder) {
+    chan<std::unique_ptr<int>> c(0);
+    std::vector<int> got(4, -1);
+    std::vector<std::thread> ts;
+    ts.reserve(4);
+    for (int i = 0; i < 4; ++i) {
+        ts.emplace_back([&c, &got, i] { got[static_cast<std::size_t>(i)] = **c.recv(); });
+        chan_test::wait_receivers(c, static_cast<std::size_t>(i) + 1);
+    }
+    for (int i = 0; i < 4; ++i) c.send(std::make_unique<int>(i));
+    for (auto& t : ts) t.join();
+    EXPECT_EQ(got, (std::vector<int>{0, 1, 2, 3}));
+}
+
+// C4/C5/C7 for a sender parked in the hand-over slot: its value went into the channel and must come back.
+TEST(ChanC4ExactlyOnce, ParkedSenderGetsValueBackOnTimeoutAndClose) {
+    chan<std::unique_ptr<int>> c(0);
+    auto p = std::make_unique<int>(7);
+    // NOLINTBEGIN(bugprone-use-after-move): a failed send must leave the argument as it was.
+    EXPECT_FALSE(c.send_for(std::move(p), std::chrono::milliseconds(2)));
+    ASSERT_NE(p, nullptr);
+    EXPECT_EQ(*p, 7);
+    std::atomic<bool> threw{false};
+    std::thread s([&] {
+        try {
+            c.send(std::move(p));
+        } catch (const chan_closed&) {
+            threw = true;
+        }
+    });
+    chan_test::wait_senders(c, 1);
+    c.close();
+    s.join();
+    EXPECT_TRUE(threw.load());
+    ASSERT_NE(p, nullptr);
+    EXPECT_EQ(*p, 7);
+    // NOLINTEND(bugprone-use-after-move)
+    EXPECT_TRUE(access::check_invariants(c));
+}
+
 // C2: a buffered channel holds exactly `capacity` values.
 TEST(ChanC2Buffered, FillsToCapacityThenWouldBlock) {
     chan<int> c(3);

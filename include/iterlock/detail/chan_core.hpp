@@ -1,11 +1,17 @@
-// The untyped part of a channel (Go: hchan minus the buffer): its lock, closed flag, wait queues and waiter
-// counts, and the type-erased entry points that select drives. chan_state<T> (chan_state.hpp) adds the
-// element type, the ring buffer and the blocking operations.
+// The untyped part of a channel (Go: hchan minus the buffer): its lock, closed flag, wait queues, waiter
+// counts and the hand-over slot, and the type-erased entry points that select drives. chan_state<T>
+// (chan_state.hpp) adds the element type, the ring buffer and the blocking operations.
 //
 // Two kinds of channel share this core:
-//  - unbuffered (capacity 0): Go's model exactly. Every operation runs under `lock_`; a sender that finds a
+//  - unbuffered (capacity 0): Go's model. Every operation runs under `lock_`; a sender that finds a
 //    waiting receiver moves its value straight into the receiver's storage (and vice versa), then wakes it.
 //    Waiters in `recvq_`/`sendq_` carry `elem` pointers and are *completed* by their counterpart.
+//    One addition (not in Go): the *hand-over slot*, room for one parked plain operation and its value (T
+//    of at most 16 bytes) inside the channel's first cache line, next to the lock. A receiver parks there
+//    when the slot is free and recvq_ is empty; a sender parks there, its value moved into the slot, when
+//    the slot is free and sendq_ is empty. The parked thread polls `slot_state_`; its partner completes it
+//    by writing next to the lock it already holds. A hand-over then moves one cache line each way instead
+//    of three (the channel's, the waiter's and back), which halves a ping-pong round trip between cores.
 //  - buffered (capacity > 0): values go through the lock-free chan_ring; `lock_` only guards the queues.
 //    Waiters are *notified* (claimed and woken) when the ring changes and retry themselves. The counts
 //    `recv_waiters_`/`send_waiters_` are read after every successful ring operation so that nobody takes
@@ -20,6 +26,19 @@
 //
 // Invariant (both kinds): `closed_` only goes false -> true, under `lock_`; once it is true both queues are
 // empty and stay empty (close() wakes everybody and no operation links a waiter on a closed channel).
+//
+// Hand-over slot (unbuffered kind), `slot_state_`:
+//   0 free
+//   1 / 2   receiver parked, polling / asleep on the futex     -> 3 value in slot_value_ | 4 closed
+//   5 / 6   sender parked with its value in slot_value_,
+//           polling / asleep on the futex                      -> 7 value taken | 8 closed (value still
+//           there)
+// Under `lock_`: a party takes the free slot only while its own queue is empty (so it is older than every
+// queued party of its side, and partners serve the slot first: FIFO holds); the partner or close() moves
+// a parked state to its outcome (exchange; FUTEX_WAKE if the old state was "asleep"); a party whose deadline
+// passes takes its value back and frees the slot. Without the lock: the parked party moves polling ->
+// asleep (CAS), and outcome -> 0 once it has taken the outcome.
+
 #pragma once
 
 #include <atomic>
@@ -32,22 +51,31 @@
 
 namespace iterlock::detail {
 
+class chan_core;
+
+// The element-typed operations select needs, one table per element type (instead of virtual functions:
+// no vtable pointer in the channel's first cache line). `src` points to a T moved from on ok; `dst` to raw
+// storage where a T is constructed on ok. With `locked` the caller holds the channel's lock (and possibly
+// other channels' locks); waiters claimed on the way are appended to `wakes`.
+struct chan_ops {
+    op_status (*try_send)(chan_core* ch, void* src, bool locked, wake_list& wakes) noexcept;
+    op_status (*try_recv)(chan_core* ch, void* dst, bool locked, wake_list& wakes) noexcept;
+};
+
 class chan_core {
   public:
-    explicit chan_core(std::size_t capacity) noexcept : cap_(capacity) {}
     chan_core(const chan_core&) = delete;
     chan_core& operator=(const chan_core&) = delete;
-    virtual ~chan_core() = default;
 
     std::size_t capacity() const noexcept { return cap_; }
     bool buffered() const noexcept { return cap_ != 0; }
-    bool closed_hint() const noexcept { return closed_.load(std::memory_order_acquire); }
 
-    // Type-erased non-blocking attempts (select's poll). `src` points to a T that is moved from on ok;
-    // `dst` to raw storage where a T is constructed on ok. With `locked` the caller holds `lock_` (and
-    // possibly other channels' locks); waiters claimed on the way are appended to `wakes`.
-    virtual op_status try_send_erased(void* src, bool locked, wake_list& wakes) noexcept = 0;
-    virtual op_status try_recv_erased(void* dst, bool locked, wake_list& wakes) noexcept = 0;
+    op_status try_send_erased(void* src, bool locked, wake_list& wakes) noexcept {
+        return ops_->try_send(this, src, locked, wakes);
+    }
+    op_status try_recv_erased(void* dst, bool locked, wake_list& wakes) noexcept {
+        return ops_->try_recv(this, dst, locked, wakes);
+    }
 
     void lock() noexcept { lock_.lock(); }
     void unlock() noexcept { lock_.unlock(); }
@@ -69,10 +97,43 @@ class chan_core {
         unprotected_retract(send);
     }
 
-    // Linked waiters (receivers / senders); exact under the lock, a hint otherwise.
-    std::uint32_t waiting(bool send) const noexcept { return (send ? sendq_ : recvq_).size_hint(); }
+    // Parked receivers (`send` false) or senders, the hand-over slot included. Takes the lock (tests only).
+    std::size_t waiting(bool send) noexcept {
+        lock_.lock();
+        std::size_t n = queue_of(send).unprotected_check();
+        if (slot_waiting(slot_state_.load(std::memory_order_relaxed), send)) ++n;
+        lock_.unlock();
+        return n;
+    }
 
   protected:
+    static constexpr std::uint32_t slot_free = 0;
+    static constexpr std::uint32_t slot_recv_polling = 1;
+    static constexpr std::uint32_t slot_recv_sleeping = 2;
+    static constexpr std::uint32_t slot_recv_value = 3;
+    static constexpr std::uint32_t slot_recv_closed = 4;
+    static constexpr std::uint32_t slot_send_polling = 5;
+    static constexpr std::uint32_t slot_send_sleeping = 6;
+    static constexpr std::uint32_t slot_send_taken = 7;
+    static constexpr std::uint32_t slot_send_closed = 8;
+    static constexpr std::size_t slot_bytes = 16;
+    static constexpr std::uint32_t slot_polling(bool send) noexcept {
+        return send ? slot_send_polling : slot_recv_polling;
+    }
+    static constexpr std::uint32_t slot_sleeping(bool send) noexcept {
+        return send ? slot_send_sleeping : slot_recv_sleeping;
+    }
+    // Whether `s` is a parked sender (`send`) or receiver.
+    static bool slot_waiting(std::uint32_t s, bool send) noexcept {
+        return s == slot_polling(send) || s == slot_sleeping(send);
+    }
+    static bool slot_parked(std::uint32_t s) noexcept {
+        return slot_waiting(s, false) || slot_waiting(s, true);
+    }
+
+    chan_core(std::size_t capacity, const chan_ops* ops) noexcept : cap_(capacity), ops_(ops) {}
+    ~chan_core() = default;
+
     // Buffered kind: after a successful ring operation, wakes one waiter on the other side if any announced.
     // `other_send` names that side. Takes `lock_` unless `locked`.
     void notify_one(bool other_send, bool locked, wake_list& wakes) noexcept {
@@ -87,7 +148,8 @@ class chan_core {
         if (!locked) lock_.unlock();
     }
 
-    // Requires: lock_ held and closed_ just set. Claims every waiter (transferred = false) into `wakes`.
+    // Requires: lock_ held and closed_ just set. Claims every waiter (transferred = false) into `wakes` and
+    // completes the hand-over slot's party with "closed".
     void unprotected_release_all(wake_list& wakes) noexcept {
         for (bool send : {false, true}) {
             std::size_t removed = 0;
@@ -103,16 +165,27 @@ class chan_core {
             if (buffered() && removed)
                 count_of(send).fetch_sub(static_cast<std::uint32_t>(removed), std::memory_order_release);
         }
+        std::uint32_t const s = slot_state_.load(std::memory_order_relaxed);
+        if (slot_parked(s))
+            unprotected_complete_slot(slot_waiting(s, true) ? slot_send_closed : slot_recv_closed);
     }
 
-    // Debug: queue links and counts. Requires: lock_ held and no announcement in progress.
+    // Requires: lock_ held and a party parked in the slot. Publishes `outcome` and wakes it.
+    void unprotected_complete_slot(std::uint32_t outcome) noexcept {
+        std::uint32_t const old = slot_state_.exchange(outcome, std::memory_order_release);
+        if (old == slot_recv_sleeping || old == slot_send_sleeping) futex_wake(&slot_state_, 1);
+    }
+
+    // Debug: queue links, counts and the hand-over slot. Requires: lock_ held and no announcement in
+    // progress.
     bool unprotected_check() const noexcept {
         std::size_t const nr = recvq_.unprotected_check();
         std::size_t const ns = sendq_.unprotected_check();
         if (nr == SIZE_MAX || ns == SIZE_MAX) return false;
-        if (closed_.load(std::memory_order_relaxed) && (nr != 0 || ns != 0)) return false;
+        bool const parked = slot_parked(slot_state_.load(std::memory_order_relaxed));
+        if (closed_.load(std::memory_order_relaxed) && (nr != 0 || ns != 0 || parked)) return false;
         if (buffered()) {
-            return recv_waiters_.load(std::memory_order_relaxed) == nr &&
+            return !parked && recv_waiters_.load(std::memory_order_relaxed) == nr &&
                    send_waiters_.load(std::memory_order_relaxed) == ns;
         }
         return recv_waiters_.load(std::memory_order_relaxed) == 0 &&
@@ -120,18 +193,23 @@ class chan_core {
     }
 
     chan_waitq& queue_of(bool send) noexcept { return send ? sendq_ : recvq_; }
+    const chan_waitq& queue_of(bool send) const noexcept { return send ? sendq_ : recvq_; }
     std::atomic<std::uint32_t>& count_of(bool send) noexcept { return send ? send_waiters_ : recv_waiters_; }
 
-    // Layout: the first line (with the vtable pointer) holds everything an operation touches under the lock,
-    // so handing a value over on an unbuffered channel moves one line of channel state between threads.
-    chan_lock lock_;
+    // Layout. Line 0 holds everything an unbuffered operation touches under the lock, hand-over slot included
+    // (4 + 1 + 3 + 16 + 16 + 4 + 4 + 16 = 64 bytes).
+    alignas(64) chan_lock lock_;
     std::atomic<bool> closed_{false};  // written under lock_, read anywhere
     chan_waitq recvq_;                 // blocked receivers (Go: recvq)
     chan_waitq sendq_;                 // blocked senders (Go: sendq)
+    std::atomic<std::uint32_t> slot_state_{slot_free};
+    std::uint32_t unused_ = 0;
+    alignas(16) unsigned char slot_value_[slot_bytes];
     // Buffered kind only; each count on its own line, read by every ring operation and written only by
-    // threads that park. cap_ is read-only and rides along.
+    // threads that park. cap_ and ops_ are read-only and ride along.
     alignas(64) std::atomic<std::uint32_t> recv_waiters_{0};
     std::size_t const cap_;
+    const chan_ops* const ops_;
     alignas(64) std::atomic<std::uint32_t> send_waiters_{0};
 };
 

@@ -15,6 +15,7 @@
 
 #include <cstddef>
 #include <new>
+#include <thread>
 #include <type_traits>
 
 #include "iterlock/detail/chan_core.hpp"
@@ -41,15 +42,14 @@ class chan_state final : public chan_core {
     static_assert(std::is_nothrow_move_constructible_v<T> && std::is_nothrow_destructible_v<T>,
                   "iterlock::chan<T> requires T to be nothrow move constructible and nothrow destructible");
 
-  public:
-    explicit chan_state(std::size_t capacity) : chan_core(capacity), ring_(capacity) {}
+    // Whether an unbuffered channel of T can use the hand-over slot (chan_core.hpp): a receiver if T fits;
+    // a sender if T also has a nothrow move assignment (to give the value back on close or timeout).
+    static constexpr bool slot_fits = sizeof(T) <= slot_bytes && alignof(T) <= 16;
+    static constexpr bool slot_fits_sender = slot_fits && std::is_nothrow_move_assignable_v<T>;
 
-    op_status try_send_erased(void* src, bool locked, wake_list& wakes) noexcept override {
-        return try_send(*static_cast<T*>(src), locked, wakes);
-    }
-    op_status try_recv_erased(void* dst, bool locked, wake_list& wakes) noexcept override {
-        return try_recv(dst, locked, wakes);
-    }
+  public:
+    explicit chan_state(std::size_t capacity) : chan_core(capacity, &ops), ring_(capacity) {}
+    ~chan_state() = default;
 
     // Non-blocking send: ok (src moved from), closed (src untouched), would_block (src untouched).
     op_status try_send(T& src, bool locked, wake_list& wakes) noexcept {
@@ -114,15 +114,20 @@ class chan_state final : public chan_core {
     // Requires: lock_ held unless !locked (then it is taken here). Go: chansend's recvq path.
     op_status rendezvous_try_send(T& src, bool locked, wake_list& wakes) noexcept {
         if (!locked) {
-            // Fast fail without the lock, as Go's chansend: read the queue before the closed flag; closed
-            // is monotonic, so "no receiver and not closed" held at the instant of the first load.
-            if (recvq_.size_hint() == 0 && !closed_.load(std::memory_order_acquire))
+            // Fast fail without the lock, as Go's chansend: read the receivers before the closed flag;
+            // closed is monotonic, so "no receiver and not closed" held at one instant. The slot is read
+            // before the queue: a receiver takes the slot only while the queue is empty, so "no receiver
+            // in the slot, then queue empty" proves an instant with no receiver parked.
+            if (!slot_waiting(slot_state_.load(std::memory_order_acquire), false) && recvq_.empty_hint() &&
+                !closed_.load(std::memory_order_acquire))
                 return op_status::would_block;
             lock_.lock();
         }
         op_status st = op_status::would_block;
         if (closed_.load(std::memory_order_relaxed)) {
             st = op_status::closed;
+        } else if (unprotected_serve_slot(src)) {
+            st = op_status::ok;
         } else {
             std::size_t dropped = 0;
             if (chan_waiter* r = recvq_.unprotected_dequeue_claim(dropped)) {
@@ -139,13 +144,16 @@ class chan_state final : public chan_core {
     // Requires: lock_ held unless !locked. Go: chanrecv's sendq path.
     op_status rendezvous_try_recv(void* dst, bool locked, wake_list& wakes) noexcept {
         if (!locked) {
-            if (sendq_.size_hint() == 0 && !closed_.load(std::memory_order_acquire))
+            if (!slot_waiting(slot_state_.load(std::memory_order_acquire), true) && sendq_.empty_hint() &&
+                !closed_.load(std::memory_order_acquire))
                 return op_status::would_block;
             lock_.lock();
         }
         op_status st = op_status::would_block;
         std::size_t dropped = 0;
-        if (chan_waiter* s = sendq_.unprotected_dequeue_claim(dropped)) {
+        if (unprotected_take_from_slot(dst)) {
+            st = op_status::ok;
+        } else if (chan_waiter* s = sendq_.unprotected_dequeue_claim(dropped)) {
             ::new (dst) T(std::move(*static_cast<T*>(s->elem)));
             s->transferred = true;
             wakes.push(s);
@@ -166,6 +174,25 @@ class chan_state final : public chan_core {
             lock_.unlock();
             wakes.signal_all();
             return st;
+        }
+        // "Free" is read with acquire: the previous party released the slot (and finished with its value)
+        // without the lock.
+        if constexpr (slot_fits) {
+            if (!send && slot_state_.load(std::memory_order_acquire) == slot_free &&
+                recvq_.unprotected_empty()) {
+                slot_state_.store(slot_recv_polling, std::memory_order_relaxed);
+                lock_.unlock();
+                return slot_wait(false, elem, timed, deadline);
+            }
+        }
+        if constexpr (slot_fits_sender) {
+            if (send && slot_state_.load(std::memory_order_acquire) == slot_free &&
+                sendq_.unprotected_empty()) {
+                ::new (static_cast<void*>(slot_value_)) T(std::move(*static_cast<T*>(elem)));
+                slot_state_.store(slot_send_polling, std::memory_order_relaxed);
+                lock_.unlock();
+                return slot_wait(true, elem, timed, deadline);
+            }
         }
         wait_frame<T> f;
         chan_parker& parker = f.parker;
@@ -192,6 +219,103 @@ class chan_state final : public chan_core {
         }
         return op_status::ok;
     }
+
+    T* slot_object() noexcept { return std::launder(reinterpret_cast<T*>(slot_value_)); }
+
+    // Requires: lock_ held, channel open. Completes the receiver parked in the hand-over slot, if any; it
+    // came before every queued receiver.
+    bool unprotected_serve_slot(T& src) noexcept {
+        if constexpr (slot_fits) {
+            if (slot_waiting(slot_state_.load(std::memory_order_relaxed), false)) {
+                ::new (static_cast<void*>(slot_value_)) T(std::move(src));
+                unprotected_complete_slot(slot_recv_value);
+                return true;
+            }
+        }
+        return false;
+    }
+
+    // Requires: lock_ held. Takes the value of the sender parked in the hand-over slot, if any; it came
+    // before every queued sender.
+    bool unprotected_take_from_slot(void* dst) noexcept {
+        if constexpr (slot_fits_sender) {
+            if (slot_waiting(slot_state_.load(std::memory_order_relaxed), true)) {
+                T* v = slot_object();
+                ::new (dst) T(std::move(*v));
+                v->~T();
+                unprotected_complete_slot(slot_send_taken);
+                return true;
+            }
+        }
+        return false;
+    }
+
+    // A plain operation parked in the hand-over slot (a receiver, or a sender whose value was moved into
+    // the slot from *elem): polls slot_state_ (the channel's first line), yields, then sleeps on it as a
+    // futex. Same budgets as chan_parker::wait. On timeout it frees the slot under the lock (a sender
+    // takes its value back into *elem first).
+    op_status slot_wait(bool send, void* elem, bool timed, chan_clock::time_point deadline) noexcept {
+        std::uint32_t const polling = slot_polling(send);
+        std::uint32_t s = slot_state_.load(std::memory_order_acquire);
+        for (int i = 0; i < ITERLOCK_CHAN_SPIN_POLLS && slot_waiting(s, send); ++i) {
+            chan_pause();
+            s = slot_state_.load(std::memory_order_acquire);
+        }
+        for (int i = 0; i < ITERLOCK_CHAN_YIELD_POLLS && slot_waiting(s, send); ++i) {
+            std::this_thread::yield();
+            s = slot_state_.load(std::memory_order_acquire);
+        }
+        while (slot_waiting(s, send)) {
+            if (s == polling &&
+                !slot_state_.compare_exchange_weak(s, slot_sleeping(send), std::memory_order_acquire,
+                                                   std::memory_order_acquire))
+                continue;  // `s` reloaded: completed meanwhile, or a spurious CAS failure
+            if (timed && chan_clock::now() >= deadline) {
+                lock_.lock();
+                s = slot_state_.load(std::memory_order_acquire);
+                if (slot_waiting(s, send)) {
+                    if (send) give_back(elem);
+                    slot_state_.store(slot_free, std::memory_order_relaxed);
+                    lock_.unlock();
+                    return op_status::would_block;
+                }
+                lock_.unlock();
+                break;  // completed just before the deadline: take the outcome
+            }
+            futex_wait(&slot_state_, slot_sleeping(send), timed, deadline);
+            s = slot_state_.load(std::memory_order_acquire);
+        }
+        op_status st = op_status::ok;
+        if (s == slot_recv_value) {
+            T* v = slot_object();
+            ::new (elem) T(std::move(*v));
+            v->~T();
+        } else if (s == slot_send_closed) {
+            give_back(elem);
+            st = op_status::closed;
+        } else if (s == slot_recv_closed) {
+            st = op_status::closed;
+        }
+        slot_state_.store(slot_free, std::memory_order_release);  // hands the slot to the next party
+        return st;
+    }
+
+    // A parked sender's value goes back from the slot into the caller's object.
+    void give_back(void* elem) noexcept {
+        if constexpr (slot_fits_sender) {
+            T* v = slot_object();
+            *static_cast<T*>(elem) = std::move(*v);
+            v->~T();
+        }
+    }
+
+    static op_status ops_try_send(chan_core* ch, void* src, bool locked, wake_list& wakes) noexcept {
+        return static_cast<chan_state*>(ch)->try_send(*static_cast<T*>(src), locked, wakes);
+    }
+    static op_status ops_try_recv(chan_core* ch, void* dst, bool locked, wake_list& wakes) noexcept {
+        return static_cast<chan_state*>(ch)->try_recv(dst, locked, wakes);
+    }
+    static constexpr chan_ops ops{&ops_try_send, &ops_try_recv};
 
     op_status ring_block(bool send, void* elem, bool timed, chan_clock::time_point deadline) noexcept {
         auto attempt = [&](bool locked, wake_list& wakes) {

@@ -67,27 +67,27 @@ class wake_list {
     chan_waiter* tail_ = nullptr;
 };
 
-// Intrusive FIFO of waiters. Every member requires the owning channel's lock, except `size_hint()`.
+// Intrusive FIFO of waiters (16 bytes, so that a channel's lock-path state fits one cache line). Every
+// member requires the owning channel's lock, except `empty_hint()`.
 class chan_waitq {
   public:
     void unprotected_push_back(chan_waiter* w) noexcept {
         w->prev = tail_;
         w->next = nullptr;
+        w->linked = true;
         if (tail_) {
             tail_->next = w;
         } else {
-            head_ = w;
+            head_.store(w, std::memory_order_release);
         }
         tail_ = w;
-        w->linked = true;
-        size_.store(size_.load(std::memory_order_relaxed) + 1, std::memory_order_release);
     }
 
     void unprotected_remove(chan_waiter* w) noexcept {
         if (w->prev) {
             w->prev->next = w->next;
         } else {
-            head_ = w->next;
+            head_.store(w->next, std::memory_order_release);
         }
         if (w->next) {
             w->next->prev = w->prev;
@@ -96,13 +96,12 @@ class chan_waitq {
         }
         w->prev = w->next = nullptr;
         w->linked = false;
-        size_.store(size_.load(std::memory_order_relaxed) - 1, std::memory_order_release);
     }
 
     // Unlinks waiters from the front until one's parker is claimed for its case; returns it (nullptr if the
     // queue ran empty). `dropped` counts the waiters unlinked without a claim.
     chan_waiter* unprotected_dequeue_claim(std::size_t& dropped) noexcept {
-        while (chan_waiter* w = head_) {
+        while (chan_waiter* w = head_.load(std::memory_order_relaxed)) {
             unprotected_remove(w);
             if (w->parker->try_claim(w->case_index)) return w;
             ++dropped;
@@ -110,29 +109,26 @@ class chan_waitq {
         return nullptr;
     }
 
-    chan_waiter* unprotected_front() const noexcept { return head_; }
-    bool unprotected_empty() const noexcept { return head_ == nullptr; }
+    bool unprotected_empty() const noexcept { return head_.load(std::memory_order_relaxed) == nullptr; }
 
-    // Number of linked waiters; exact under the lock, a hint without it (Go reads waitq.first racily the
-    // same way for its lock-free "would block" checks).
-    std::uint32_t size_hint() const noexcept { return size_.load(std::memory_order_acquire); }
+    // Whether the queue looks empty; exact under the lock, a hint without it (Go reads waitq.first racily
+    // the same way for its lock-free "would block" checks).
+    bool empty_hint() const noexcept { return head_.load(std::memory_order_acquire) == nullptr; }
 
-    // Debug: checks the links; returns the counted length or SIZE_MAX if they are broken.
+    // Debug and tests: checks the links; returns the length, or SIZE_MAX if the links are broken.
     std::size_t unprotected_check() const noexcept {
         std::size_t n = 0;
         chan_waiter const* prev = nullptr;
-        for (chan_waiter const* w = head_; w; prev = w, w = w->next) {
+        for (chan_waiter const* w = head_.load(std::memory_order_relaxed); w; prev = w, w = w->next) {
             if (w->prev != prev || !w->linked) return SIZE_MAX;
             ++n;
         }
-        if (prev != tail_ || n != size_.load(std::memory_order_relaxed)) return SIZE_MAX;
-        return n;
+        return prev == tail_ ? n : SIZE_MAX;
     }
 
   private:
-    chan_waiter* head_ = nullptr;
+    std::atomic<chan_waiter*> head_{nullptr};
     chan_waiter* tail_ = nullptr;
-    std::atomic<std::uint32_t> size_{0};
 };
 
 }  // namespace iterlock::detail
