@@ -3,11 +3,13 @@
 //
 // Blocking, buffered kind: try the ring; on full/empty back off (a few spin rounds, a few yields) and try
 // again; then lock, announce, try once more, link a waiter and park. A notified waiter retries from the top.
-// Blocking, unbuffered kind: lock; complete a waiting counterpart if there is one, else link a waiter that
-// carries the value (or the storage for it) and park until a counterpart completes it or close() fails it.
+// Blocking, unbuffered kind: lock; complete a waiting counterpart if there is one (the hand-over slot's
+// first, then the queue's), else park: in the hand-over slot if it is free and this side's queue is empty
+// (a sender moves its value into the slot), otherwise by linking a waiter that carries the value (or the
+// storage for it); a counterpart completes it, or close() fails it.
 // Timeouts: a parked waiter that reaches its deadline abandons its parker (CAS); if a claimer won that race
 // it waits for the claimer's signal and takes the outcome, so a value is never both moved and reported as a
-// timeout.
+// timeout. In the hand-over slot the same decision is made under the channel's lock.
 //
 // Requires of T: nothrow move construction and destruction. Values are moved while channel locks are held,
 // so a throwing move could not be undone.
