@@ -38,11 +38,11 @@
 //   P5  expose() throws std::invalid_argument for a name (with the same constant labels) already exposed in
 //       the registry, or for a constant label whose name is invalid or reserved (map, state, role, priority,
 //       le, anything starting with "__").
-// Naming: inside namespace iterlock (or after `using namespace iterlock`), `prometheus::` means this namespace;
-// spell prometheus-cpp's `::prometheus::`.
-// Thread safety: every call may come from any thread. A map must outlive its exposure (P3 makes that easy:
-// declare the exposure after the map). Do not destroy an exposure from inside a visit/cvisit/update callback
-// of the exposed map (a scrape in progress may be waiting for that shard).
+// Naming: inside namespace iterlock (or after `using namespace iterlock`), `prometheus::` means this
+// namespace; spell prometheus-cpp's `::prometheus::`. Thread safety: every call may come from any thread. A
+// map must outlive its exposure (P3 makes that easy: declare the exposure after the map). Do not destroy an
+// exposure from inside a visit/cvisit/update callback of the exposed map (a scrape in progress may be waiting
+// for that shard).
 #pragma once
 
 #include <prometheus/check_names.h>
