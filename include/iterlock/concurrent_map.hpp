@@ -287,11 +287,10 @@ class concurrent_map {
         shard& s = shard_for(raw);
         write_lock wl(*this, s);
         if (s.t.size() == 0) return 0;
-        const std::uint64_t h = s.t.mix(raw);
-        // Find it first: an erase of an absent key is not a write (no revision, nothing preserved).
-        if (s.t.find_slot(k, h) == nullptr) return 0;
+        // The counters are preserved before the table may change them; an erase of an absent key preserves
+        // them needlessly (harmless, as for try_emplace of a present key) and advances no revision.
         before_counter_change(s);
-        const bool erased = s.t.erase_key(k, h);
+        const bool erased = s.t.erase_key(k, s.t.mix(raw));
         after_write(s, erased ? 1 : 0);
         return erased ? 1 : 0;
     }
