@@ -228,19 +228,16 @@ std::size_t w3_passes(std::size_t n) {
     return std::max<std::size_t>(3, 20'000'000 / n);
 }
 
-template <class Map>
-void w3_one_size(std::size_t n, const options& opts, medians& out) {
-    const std::vector<u64> keys = stream(hit_seed, n);
-    Map m;
-    for (std::size_t i = 0; i < n; ++i) m.insert_or_assign(keys[i], u64{i});
+// Times `passes` walks of an n-entry map holding values 0..n-1; `pass()` walks once and returns the sum.
+template <class Pass>
+void w3_time(std::size_t n, const options& opts, medians& out, Pass&& pass) {
     const u64 expected = static_cast<u64>(n) * (n - 1) / 2;
     const std::size_t passes = w3_passes(n);
     for (int rep = 0; rep < opts.repetitions; ++rep) {
         u64 total = 0;
         const std::int64_t t0 = now_ns();
         for (std::size_t p = 0; p < passes; ++p) {
-            u64 sum = 0;
-            for (auto& kv : m) sum += kv.second;
+            const u64 sum = pass();
             keep(sum);
             total += sum;
         }
@@ -248,6 +245,18 @@ void w3_one_size(std::size_t n, const options& opts, medians& out) {
         if (total != expected * passes) throw std::logic_error("W3: a pass did not visit every entry once");
         out.add("iter_ns_per_entry", per(t1 - t0, n * passes), "ns");
     }
+}
+
+template <class Map>
+void w3_one_size(std::size_t n, const options& opts, medians& out) {
+    const std::vector<u64> keys = stream(hit_seed, n);
+    Map m;
+    for (std::size_t i = 0; i < n; ++i) m.insert_or_assign(keys[i], u64{i});
+    w3_time(n, opts, out, [&] {
+        u64 sum = 0;
+        for (auto& kv : m) sum += kv.second;
+        return sum;
+    });
 }
 
 #if ITERLOCK_BENCH_HAVE_CMAP
@@ -260,27 +269,17 @@ void w3_concurrent(std::size_t n, const options& opts, medians& out) {
                              Options>
         m;
     for (std::size_t i = 0; i < n; ++i) m.insert_or_assign(keys[i], u64{i});
-    const u64 expected = static_cast<u64>(n) * (n - 1) / 2;
-    const std::size_t passes = w3_passes(n);
-    for (int rep = 0; rep < opts.repetitions; ++rep) {
-        u64 total = 0;
-        const std::int64_t t0 = now_ns();
-        for (std::size_t p = 0; p < passes; ++p) {
-            u64 sum = 0;
-            if constexpr (Options::iteration == iterlock::iteration_policy::snapshot) {
-                const auto snap = m.snapshot();
-                for (const auto& kv : snap) sum += kv.second;
-            } else {
-                auto guard = m.lock_for_iteration();
-                for (auto& kv : guard) sum += kv.second;
-            }
-            keep(sum);
-            total += sum;
+    w3_time(n, opts, out, [&] {
+        u64 sum = 0;
+        if constexpr (Options::iteration == iterlock::iteration_policy::snapshot) {
+            const auto snap = m.snapshot();
+            for (const auto& kv : snap) sum += kv.second;
+        } else {
+            auto guard = m.lock_for_iteration();
+            for (auto& kv : guard) sum += kv.second;
         }
-        const std::int64_t t1 = now_ns();
-        if (total != expected * passes) throw std::logic_error("W3: a pass did not visit every entry once");
-        out.add("iter_ns_per_entry", per(t1 - t0, n * passes), "ns");
-    }
+        return sum;
+    });
 }
 #endif
 
