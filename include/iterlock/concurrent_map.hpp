@@ -146,6 +146,13 @@ class concurrent_map {
     using table_type = detail::table<K, V, Hash, KeyEqual, Allocator, extra_type, watch_type>;
     using bucket = typename table_type::bucket;
     static_assert(std::is_same_v<typename table_type::array_ref, array_ref_probe>);
+    // Optimistic finds (sequence-lock reads, see find_impl): only where a torn copy is harmless bytes —
+    // trivially copyable K and V compared by std::equal_to — and not under ThreadSanitizer, which cannot
+    // model a sequence lock's racy reads (detail/racy_read.hpp).
+    static constexpr bool optimistic_finds =
+        !ITERLOCK_DETAIL_TSAN && std::is_trivially_copyable_v<K> && std::is_trivially_copyable_v<V> &&
+        (std::is_same_v<KeyEqual, std::equal_to<K>> || std::is_same_v<KeyEqual, std::equal_to<>>);
+    static constexpr int optimistic_attempts = 4;
     static_assert(!snapshots || (std::is_copy_constructible_v<K> && std::is_copy_constructible_v<V>),
                   "snapshot iteration copies entries: K and V must be copy constructible "
                   "(or choose iterlock::locked_iteration)");
@@ -163,6 +170,8 @@ class concurrent_map {
     };
 
   public:
+    // Whether find/contains read without storing to the shard's lock (a sequence-lock read; see find_impl).
+    static constexpr bool optimistic_reads = optimistic_finds;
     using key_type = K;
     using mapped_type = V;
     using value_type = std::pair<const K, V>;
@@ -188,6 +197,10 @@ class concurrent_map {
         shards_.reserve(n);
         for (std::size_t i = 0; i < n; ++i) {
             shards_.push_back(std::make_unique<shard>(s.value, h, eq, a));
+            if constexpr (optimistic_finds) {
+                shards_.back()->t.set_reseed(false);  // find_racy hashes with a hash0 it reads unlocked
+                shards_.back()->t.enable_deferred_frees(&detail::epoch_domain::global());
+            }
             if constexpr (snapshots) {
                 shards_.back()->t.set_reseed(false);
                 shards_.back()->t.chain_watch().bind(&registry_, a);
@@ -211,10 +224,12 @@ class concurrent_map {
     requires transparent std::optional<V> find(const K2& k)
     const { return find_impl(k); }
     bool contains(const K& k) const {
+        if constexpr (optimistic_finds) return find_impl(k).has_value();
         return cvisit(k, [](const K&, const V&) {});
     }
     template <class K2>
     requires transparent bool contains(const K2& k) const {
+        if constexpr (optimistic_finds) return find_impl(k).has_value();
         return cvisit(k, [](const K&, const V&) {});
     }
 
@@ -505,6 +520,9 @@ class concurrent_map {
             }
         }
         ~write_lock() {
+            if constexpr (optimistic_finds) {
+                if (s_.t.reclaim_due()) s_.t.reclaim_deferred();
+            }
             if (upgraded_) {
                 s_.lock.downgrade_write_to_iteration();
             } else {
@@ -567,6 +585,25 @@ class concurrent_map {
         const std::uint64_t raw = user_hash(k);
         shard& s = shard_for(raw);
         entry_check();
+        if constexpr (optimistic_finds) {
+            // A sequence-lock read: no store to the shard's lock word, so finds on two cores do not bounce
+            // its cache line. The epoch section keeps every block the walk can reach allocated
+            // (detail/epoch.hpp); the validation keeps the answer only if no writer came in between. A
+            // writer that holds the lock makes read_begin() wait, as lock_shared() would; after a few
+            // failed validations (a writer on this shard at every try) the find takes the lock.
+            const std::uint64_t h = s.t.mix(raw);
+            detail::epoch_domain& d = detail::epoch_domain::global();
+            detail::epoch_domain::record& rec = d.mine();
+            for (int attempt = 0; attempt < optimistic_attempts; ++attempt) {
+                const std::uint64_t token = s.lock.read_begin();
+                std::optional<V> out;
+                d.enter(rec);
+                const auto r = s.t.find_racy(k, h, out);
+                detail::epoch_domain::leave(rec);
+                if (r == table_type::racy_find::torn) break;
+                if (s.lock.read_validate(token)) return out;
+            }
+        }
         s.lock.lock_shared();
         struct unlock {
             shard& s;
@@ -592,6 +629,7 @@ class concurrent_map {
             if (!s.t.chain_watch().has_items()) continue;
             s.lock.lock();
             auto garbage = s.t.chain_watch().sweep(live, s.t);
+            if constexpr (optimistic_finds) s.t.reclaim_deferred();
             s.lock.unlock();
             s.t.chain_watch().free_garbage(garbage);
         }

@@ -55,6 +55,7 @@
 #include <cstdint>
 #include <cstring>
 #include <memory>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <type_traits>
@@ -62,6 +63,8 @@
 #include <vector>
 
 #include "iterlock/detail/bucket.hpp"
+#include "iterlock/detail/epoch.hpp"
+#include "iterlock/detail/racy_read.hpp"
 #include "iterlock/detail/tophash.hpp"
 #include "iterlock/hash.hpp"
 #include "iterlock/misuse.hpp"
@@ -170,7 +173,10 @@ class table {
     table(const table&) = delete;
     table& operator=(const table&) = delete;
 
-    ~table() { destroy_all(); }
+    ~table() {
+        destroy_all();
+        reclaim_deferred(true);  // no reader can outlive the table
+    }
 
     // ---- observers -------------------------------------------------------------------------------------
     size_type size() const noexcept { return count_; }
@@ -502,6 +508,8 @@ class table {
         B_ = std::exchange(other.B_, 0);
         same_size_grow_ = std::exchange(other.same_size_grow_, false);
         hash0_ = other.hash0_;
+        publish_view();
+        other.publish_view();
         ++other.generation_;
         ++other.clear_epoch_;
         ++generation_;
@@ -525,6 +533,8 @@ class table {
             swap(line_alloc_, other.line_alloc_);
             swap(ovf_alloc_, other.ovf_alloc_);
         }
+        publish_view();
+        other.publish_view();
         ++generation_, ++other.generation_;
         ++clear_epoch_, ++other.clear_epoch_;
     }
@@ -594,12 +604,100 @@ class table {
     }
 
     // Frees a block previously handed to ChainWatch::retire_block (with this table's allocator).
-    void free_retired_block(void* block, std::size_t lines) noexcept {
-        std::allocator_traits<line_alloc>::deallocate(line_alloc_, static_cast<cache_line*>(block), lines);
+    void free_retired_block(void* block, std::size_t lines) noexcept { release_block(block, lines); }
+
+    // ---- optimistic lookup (concurrent_map's sequence-lock finds)
+    // --------------------------------------------
+    // With deferred frees on, a block that the table unlinks (an array that growth retired, an overflow
+    // bucket that evacuation or clear emptied) is kept until no epoch section that began before the unlink
+    // is still open (detail/epoch.hpp), so find_racy() never reads freed memory. The map's owner calls
+    // reclaim_deferred() now and then (under its lock, like every other call that changes the table).
+    void enable_deferred_frees(epoch_domain* d) noexcept { deferred_ = d; }
+    std::size_t deferred_blocks() const noexcept { return limbo_.size(); }
+    // Frees the deferred blocks no reader can reach any more (all of them with `all`: no reader exists).
+    void reclaim_deferred(bool all = false) noexcept {
+        if (limbo_.empty()) return;
+        const std::uint64_t oldest = all ? ~std::uint64_t{0} : deferred_->oldest_reader();
+        std::erase_if(limbo_, [&](const limbo_item& it) {
+            if (it.stamp >= oldest) return false;
+            if (it.lines != 0) --limbo_arrays_;
+            deallocate_block(it.block, it.lines);
+            return true;
+        });
+    }
+    // Whether reclaim_deferred() is worth its scan of the readers: a retired array is waiting, or many
+    // overflow buckets.
+    bool reclaim_due() const noexcept { return limbo_arrays_ != 0 || limbo_.size() >= 64; }
+
+    enum class racy_find { miss, hit, torn };
+    // Go's mapaccess for a reader that holds no lock, only an epoch section: every load is a relaxed atomic
+    // load (detail/racy_read.hpp) and only blocks named by the published array views or reached through
+    // them are read, so concurrent writers can make the answer wrong but never make the read unsafe. The
+    // caller keeps the answer only if its sequence validation succeeds. `torn` means the walk met something
+    // no consistent table has (a chain longer than any real one); the caller falls back to its lock.
+    // Requires: K and V trivially copyable, deferred frees on, hash0 stable (set_reseed(false)).
+    template <class K2>
+    racy_find find_racy(const K2& key, std::uint64_t h, std::optional<V>& out) const noexcept {
+        static_assert(std::is_trivially_copyable_v<K> && std::is_trivially_copyable_v<V>);
+        // cur first (acquire): a reader that sees an array as current also sees the old view stored
+        // before it (publish_view), so it never reads a new bucket that evacuation has not initialised.
+        const std::uintptr_t cv = view_cur_.load(std::memory_order_acquire);
+        const std::uintptr_t ov = view_old_.load(std::memory_order_acquire);
+        bucket b{};
+        if (ov != 0) {
+            const array_ref o = view_array(ov);
+            const std::size_t j = h & bucket_mask(static_cast<unsigned>(ov & view_b_mask));
+            const std::uint64_t first = racy_load_u64(o.top(j));
+            std::atomic_thread_fence(std::memory_order_acquire);  // pairs with evacuate's release fence
+            if (!is_evacuated_mark(static_cast<std::uint8_t>(first))) b = o.at(j);
+        }
+        if (!b) {
+            if (cv == 0) return racy_find::miss;
+            b = view_array(cv).at(h & bucket_mask(static_cast<unsigned>(cv & view_b_mask)));
+        }
+        const std::uint8_t top = tophash_of(h);
+        for (unsigned hops = 0; hops < max_racy_hops; ++hops) {
+            std::uint8_t group[bucket_cnt];
+            const std::uint64_t w = racy_load_u64(b.top);
+            std::memcpy(group, &w, bucket_cnt);
+            for (slot_mask m = match_byte(group, top); m != 0; m &= m - 1) {
+                const slot_type* s = b.slot(static_cast<unsigned>(std::countr_zero(m)));
+                if (eq_(key, racy_copy<K>(&s->first))) {
+                    out = racy_copy<V>(&s->second);
+                    return racy_find::hit;
+                }
+            }
+            if (has_empty_rest(group)) return racy_find::miss;
+            overflow_type* o = racy_load_ptr(&b.body->overflow);
+            if (o == nullptr) return racy_find::miss;
+            std::atomic_thread_fence(std::memory_order_acquire);  // pairs with new_overflow's release fence
+            b = bucket{o->tophash, &o->body, o};
+        }
+        return racy_find::torn;
     }
 
   private:
     using line_alloc = typename std::allocator_traits<Allocator>::template rebind_alloc<cache_line>;
+
+    static constexpr unsigned max_racy_hops = 1u << 16;
+    // Array views: an array's control pointer (64-byte aligned) with its B in the low 6 bits, so a racy
+    // reader gets a pointer and the size that goes with it in one load.
+    static constexpr std::uintptr_t view_b_mask = 63;
+    static array_ref view_array(std::uintptr_t v) noexcept {
+        array_ref a;
+        a.ctrl = reinterpret_cast<std::uint8_t*>(v & ~view_b_mask);
+        a.bodies = reinterpret_cast<body_type*>(reinterpret_cast<cache_line*>(a.ctrl) +
+                                                ctrl_lines(std::size_t{1} << (v & view_b_mask)));
+        return a;
+    }
+    // Publishes cur_/old_ for find_racy: old first, then cur with release (see find_racy).
+    void publish_view() noexcept {
+        const std::uintptr_t ov =
+            old_ ? reinterpret_cast<std::uintptr_t>(old_.ctrl) | (same_size_grow_ ? B_ : B_ - 1) : 0;
+        view_old_.store(ov, std::memory_order_relaxed);
+        view_cur_.store(cur_ ? reinterpret_cast<std::uintptr_t>(cur_.ctrl) | B_ : 0,
+                        std::memory_order_release);
+    }
     using ovf_alloc = typename std::allocator_traits<Allocator>::template rebind_alloc<overflow_type>;
 
     static constexpr std::size_t bucket_mask(unsigned B) noexcept { return (std::size_t{1} << B) - 1; }
@@ -668,8 +766,29 @@ class table {
         const std::size_t lines = array_lines(std::size_t{1} << B);
         allocated_bytes_ -= lines * sizeof(cache_line);
         cache_line* block = reinterpret_cast<cache_line*>(a.ctrl);
-        if (!watch_.retire_block(block, lines)) {
-            std::allocator_traits<line_alloc>::deallocate(line_alloc_, block, lines);
+        if (!watch_.retire_block(block, lines)) release_block(block, lines);
+    }
+    // Frees a block now, or (deferred frees on) once no optimistic reader can be reading it.
+    void release_block(void* block, std::size_t lines) noexcept {
+        if (deferred_ == nullptr) {
+            deallocate_block(block, lines);
+            return;
+        }
+        const std::uint64_t stamp = deferred_->retire_stamp();
+        try {
+            limbo_.push_back({block, lines, stamp});
+            if (lines != 0) ++limbo_arrays_;
+        } catch (...) {  // no memory to remember it: wait for the readers instead (epoch E2)
+            deferred_->wait_until_safe(stamp);
+            deallocate_block(block, lines);
+        }
+    }
+    void deallocate_block(void* block, std::size_t lines) noexcept {
+        if (lines == 0) {
+            std::allocator_traits<ovf_alloc>::deallocate(ovf_alloc_, static_cast<overflow_type*>(block), 1);
+        } else {
+            std::allocator_traits<line_alloc>::deallocate(line_alloc_, static_cast<cache_line*>(block),
+                                                          lines);
         }
     }
     // Initialises every bucket header of an array (new arrays and clear; growth initialises lazily).
@@ -690,6 +809,7 @@ class table {
         noverflow_ = 0;
         nevacuate_ = 0;
         same_size_grow_ = false;
+        publish_view();
     }
 
     bucket allocate_overflow() {
@@ -701,12 +821,14 @@ class table {
     }
     void free_overflow(overflow_type* o) noexcept {
         allocated_bytes_ -= sizeof(overflow_type);
-        if (!watch_.retire_block(o, 0)) std::allocator_traits<ovf_alloc>::deallocate(ovf_alloc_, o, 1);
+        if (!watch_.retire_block(o, 0)) release_block(o, 0);
     }
 
     // Go's newoverflow: chains an empty overflow bucket behind `last` (a member of the chain at `head`).
     bucket new_overflow(bucket last, bucket head) {
         const bucket ovf = allocate_overflow();
+        std::atomic_thread_fence(
+            std::memory_order_release);  // a racy reader that follows the link sees reset()
         last.body->overflow = ovf.ovf;
         if (!in_old_array(head)) ++noverflow_;
         return ovf;
@@ -758,6 +880,7 @@ class table {
         same_size_grow_ = bigger == 0;
         nevacuate_ = 0;
         noverflow_ = 0;
+        publish_view();
     }
 
     // Go's growWork: two old buckets evacuated per write. Go evacuates the bucket the write is about to
@@ -815,6 +938,8 @@ class table {
             }
             // Pass 3: move. Nothing below throws.
             watch_.before_physical_write(oldhead);
+            // A racy reader that sees an evacuation mark also sees the destination chains initialised.
+            std::atomic_thread_fence(std::memory_order_release);
             struct dest {
                 bucket b;
                 unsigned i;
@@ -888,6 +1013,7 @@ class table {
             old_ = array_ref{};
             same_size_grow_ = false;
             nevacuate_ = 0;
+            publish_view();
         }
     }
 
@@ -972,6 +1098,7 @@ class table {
         nevacuate_ = 0;
         noverflow_ = 0;
         same_size_grow_ = false;
+        publish_view();
     }
 
     // Destroys every entry and frees every bucket.
@@ -981,6 +1108,7 @@ class table {
         free_array(cur_, B_);
         cur_ = array_ref{};
         B_ = 0;
+        publish_view();
     }
 
     // hmap's fields (Go's names: buckets, oldbuckets, count, nevacuate, noverflow, B, hash0).
@@ -1013,6 +1141,17 @@ class table {
     [[no_unique_address]] line_alloc line_alloc_;
     [[no_unique_address]] ovf_alloc ovf_alloc_;
     [[no_unique_address]] ChainWatch watch_;
+    // For find_racy (see publish_view) and deferred frees (enable_deferred_frees).
+    std::atomic<std::uintptr_t> view_cur_{0};
+    std::atomic<std::uintptr_t> view_old_{0};
+    epoch_domain* deferred_ = nullptr;
+    struct limbo_item {
+        void* block;
+        std::size_t lines;  // 0: an overflow bucket
+        std::uint64_t stamp;
+    };
+    std::vector<limbo_item> limbo_;
+    std::size_t limbo_arrays_ = 0;
 };
 
 }  // namespace iterlock::detail

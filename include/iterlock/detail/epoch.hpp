@@ -1,0 +1,143 @@
+// epoch: when memory that optimistic readers may still be reading can be freed (epoch-based reclamation).
+//
+// concurrent_map's optimistic finds (sequence-lock reads, concurrent_map.hpp) read a shard's buckets
+// without holding its lock. A writer may meanwhile unlink an overflow bucket or retire a whole array; the
+// reader's validation then fails and it retries, but until then it may still be reading the unlinked
+// block, so the block must stay allocated. This file decides when it no longer can be read.
+//
+//   readers   section s(domain);   ... relaxed reads ...   (the destructor leaves)
+//             enter: publish the global epoch G in the thread's record, then a seq_cst fence.
+//             leave: store 0 (release).
+//   writers   unlink the block (under the shard's lock), then stamp = retire_stamp() (G++), keep it.
+//             free it once safe(stamp): no record shows an epoch <= stamp.
+//
+// Why it is safe (E1): take a reader whose record the reclaimer's scan read as 0 or as an epoch > stamp.
+//   - an epoch e > stamp: the reader loaded G (acquire) after the increment that made it > stamp, which
+//     synchronises with that increment (release); the unlink happened before it, so the reader cannot
+//     reach the block.
+//   - 0: the reader's store of its epoch comes after the scan's load. The scan and the reader's entry are
+//     each followed/preceded by a seq_cst fence (store-buffering with fences), so the reader's later reads
+//     see everything before the scan, the unlink included.
+// E2: a reader's section never waits for anything (it never takes a lock), so a writer that must free
+//     synchronously (wait_until_safe, the out-of-memory fallback) waits at most for sections to end.
+// E3: records belong to threads for their lifetime and are reused, never freed; a scan is O(threads that
+//     ever held a record at once).
+//
+// One domain serves the process (records are per thread, not per map): a thread's record costs one cache
+// line; the scan reads one word per record.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <limits>
+#include <thread>
+
+namespace iterlock::detail {
+
+class epoch_domain {
+  public:
+    struct alignas(64) record {
+        std::atomic<std::uint64_t> epoch{0};  // 0: not in a section; else the G it entered with
+        std::atomic<bool> taken{false};
+        record* next = nullptr;  // immutable once published
+    };
+
+    static epoch_domain& global() noexcept {
+        static epoch_domain d;
+        return d;
+    }
+
+    // The calling thread's record (claimed on first use, returned when the thread exits).
+    record& mine() {
+        record* r = tls_record();
+        if (r == nullptr) [[unlikely]]
+            r = claim();
+        return *r;
+    }
+
+    void enter(record& r) noexcept {
+        r.epoch.store(epoch_.load(std::memory_order_acquire), std::memory_order_relaxed);
+        std::atomic_thread_fence(std::memory_order_seq_cst);
+    }
+    static void leave(record& r) noexcept { r.epoch.store(0, std::memory_order_release); }
+
+    // Called after unlinking a block: the stamp to free it under.
+    std::uint64_t retire_stamp() noexcept { return epoch_.fetch_add(1, std::memory_order_acq_rel); }
+
+    // The oldest epoch a reader is in, or the maximum value if none is: blocks with stamp < this are safe.
+    std::uint64_t oldest_reader() const noexcept {
+        std::atomic_thread_fence(std::memory_order_seq_cst);
+        std::uint64_t oldest = std::numeric_limits<std::uint64_t>::max();
+        for (record* r = head_.load(std::memory_order_acquire); r != nullptr; r = r->next) {
+            const std::uint64_t e = r->epoch.load(std::memory_order_acquire);
+            if (e != 0 && e < oldest) oldest = e;
+        }
+        return oldest;
+    }
+    bool safe(std::uint64_t stamp) const noexcept { return stamp < oldest_reader(); }
+    // Waits until safe(stamp) (E2). Only for paths that cannot keep the block for later.
+    void wait_until_safe(std::uint64_t stamp) const noexcept {
+        while (!safe(stamp)) std::this_thread::yield();
+    }
+
+    // A read section (RAII).
+    class section {
+      public:
+        explicit section(epoch_domain& d) : r_(d.mine()) { d.enter(r_); }
+        ~section() { leave(r_); }
+        section(const section&) = delete;
+        section& operator=(const section&) = delete;
+
+      private:
+        record& r_;
+    };
+
+  private:
+    epoch_domain() = default;
+
+    static record*& tls_record() noexcept {
+        thread_local record* r = nullptr;
+        return r;
+    }
+
+    // Returns the record to the pool when the thread exits.
+    struct release_on_exit {
+        record* r = nullptr;
+        ~release_on_exit() {
+            if (r != nullptr) {
+                r->epoch.store(0, std::memory_order_release);
+                r->taken.store(false, std::memory_order_release);
+            }
+        }
+    };
+
+    record* claim() {
+        record* r = nullptr;
+        for (record* p = head_.load(std::memory_order_acquire); p != nullptr; p = p->next) {
+            bool expected = false;
+            if (!p->taken.load(std::memory_order_relaxed) &&
+                p->taken.compare_exchange_strong(expected, true, std::memory_order_acq_rel)) {
+                r = p;
+                break;
+            }
+        }
+        if (r == nullptr) {
+            r = new record;  // never freed (E3)
+            r->taken.store(true, std::memory_order_relaxed);
+            record* h = head_.load(std::memory_order_relaxed);
+            do {
+                r->next = h;
+            } while (
+                !head_.compare_exchange_weak(h, r, std::memory_order_acq_rel, std::memory_order_relaxed));
+        }
+        thread_local release_on_exit guard;
+        guard.r = r;
+        tls_record() = r;
+        return r;
+    }
+
+    alignas(64) std::atomic<std::uint64_t> epoch_{1};
+    alignas(64) std::atomic<record*> head_{nullptr};
+};
+
+}  // namespace iterlock::detail

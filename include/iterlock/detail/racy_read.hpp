@@ -1,0 +1,60 @@
+// racy_read: loads of memory that a writer may be changing at the same time, for sequence-lock readers.
+//
+// A sequence-lock reader copies data that a writer may be overwriting and keeps the copy only if the
+// lock's sequence did not move (shard_lock R9). Plain loads would let the compiler re-read a value it
+// already checked (a pointer tested for null, then loaded again) or tear it; these loads are relaxed atomic
+// loads (GCC/Clang __atomic builtins), each read exactly once. The writer's side stays plain stores under
+// the lock: in the C++ model that is still a race (what P1478's byte-wise atomic memcpy would make
+// well-defined), so ThreadSanitizer builds do not use the optimistic paths at all (ITERLOCK_DETAIL_TSAN).
+//
+// Requirements on callers: T is trivially copyable (a torn copy is bytes, never a broken object), and the
+// memory stays allocated while it is read (detail/epoch.hpp).
+#pragma once
+
+#include <array>
+#include <bit>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
+
+#if defined(__SANITIZE_THREAD__)
+#define ITERLOCK_DETAIL_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define ITERLOCK_DETAIL_TSAN 1
+#endif
+#endif
+#ifndef ITERLOCK_DETAIL_TSAN
+#define ITERLOCK_DETAIL_TSAN 0
+#endif
+
+namespace iterlock::detail {
+
+inline std::uint64_t racy_load_u64(const void* p) noexcept {
+    return __atomic_load_n(static_cast<const std::uint64_t*>(p), __ATOMIC_RELAXED);
+}
+
+template <class T>
+T* racy_load_ptr(T* const* p) noexcept {
+    return __atomic_load_n(p, __ATOMIC_RELAXED);
+}
+
+// A copy of *p made of relaxed loads: 8-byte words where size and alignment allow, bytes otherwise.
+template <class T>
+T racy_copy(const T* p) noexcept {
+    static_assert(std::is_trivially_copyable_v<T>);
+    std::array<unsigned char, sizeof(T)> bytes;
+    if constexpr (sizeof(T) % 8 == 0 && alignof(T) >= 8) {
+        for (std::size_t i = 0; i < sizeof(T); i += 8) {
+            const std::uint64_t w = racy_load_u64(reinterpret_cast<const unsigned char*>(p) + i);
+            std::memcpy(bytes.data() + i, &w, 8);
+        }
+    } else {
+        const auto* src = reinterpret_cast<const unsigned char*>(p);
+        for (std::size_t i = 0; i < sizeof(T); ++i) bytes[i] = __atomic_load_n(src + i, __ATOMIC_RELAXED);
+    }
+    return std::bit_cast<T>(bytes);
+}
+
+}  // namespace iterlock::detail
