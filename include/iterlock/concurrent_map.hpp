@@ -62,6 +62,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <functional>
 #include <iterator>
 #include <memory>
@@ -200,6 +201,8 @@ class concurrent_map {
             if constexpr (optimistic_finds) {
                 shards_.back()->t.set_reseed(false);  // find_racy hashes with a hash0 it reads unlocked
                 shards_.back()->t.enable_deferred_frees(&detail::epoch_domain::global());
+                if constexpr (snapshots)
+                    shards_.back()->t.chain_watch().enable_deferred_frees(&detail::epoch_domain::global());
             }
             if constexpr (snapshots) {
                 shards_.back()->t.set_reseed(false);
@@ -520,9 +523,7 @@ class concurrent_map {
             }
         }
         ~write_lock() {
-            if constexpr (optimistic_finds) {
-                if (s_.t.reclaim_due()) s_.t.reclaim_deferred();
-            }
+            if constexpr (optimistic_finds) reclaim(s_);
             if (upgraded_) {
                 s_.lock.downgrade_write_to_iteration();
             } else {
@@ -620,6 +621,17 @@ class concurrent_map {
         if constexpr (metrics_on) (events_.*which).fetch_add(1, std::memory_order_relaxed);
     }
 
+    // Frees what optimistic readers can no longer reach (table blocks, dropped versions). Requires: the
+    // shard's writer lock.
+    static void reclaim(shard& s) noexcept {
+        bool due = s.t.reclaim_due();
+        if constexpr (snapshots) due = due || s.t.chain_watch().reclaim_due();
+        if (!due) return;
+        const std::uint64_t oldest = detail::epoch_domain::global().oldest_reader();
+        s.t.reclaim_deferred(oldest);
+        if constexpr (snapshots) s.t.chain_watch().reclaim_deferred(oldest);
+    }
+
     void release_snapshot(std::uint64_t marker) const noexcept {
         count_event(&detail::map_event_metrics::iterations_success);
         registry_.release(marker);
@@ -629,8 +641,16 @@ class concurrent_map {
             if (!s.t.chain_watch().has_items()) continue;
             s.lock.lock();
             auto garbage = s.t.chain_watch().sweep(live, s.t);
-            if constexpr (optimistic_finds) s.t.reclaim_deferred();
+            if constexpr (optimistic_finds) reclaim(s);
             s.lock.unlock();
+            if constexpr (optimistic_finds) {
+                // An optimistic walk of another snapshot may still be reading what the sweep unlinked:
+                // wait for the sections open now to end (they never wait themselves: epoch E2).
+                if (!garbage.empty()) {
+                    detail::epoch_domain& d = detail::epoch_domain::global();
+                    d.wait_until_safe(d.retire_stamp());
+                }
+            }
             s.t.chain_watch().free_garbage(garbage);
         }
     }
@@ -709,6 +729,9 @@ class concurrent_map {
                 const slot_type* at(std::size_t i) const noexcept { return &items[i]; }
                 void clear() noexcept { items.clear(); }
                 void push(const slot_type& e) { items.emplace_back(e); }
+                void truncate(std::size_t n) noexcept {
+                    while (items.size() > n) items.pop_back();
+                }
             };
 
             explicit iterator(const snapshot_view* s) : s_(s), batch_(std::make_shared<batch>()) { fill(); }
@@ -726,12 +749,15 @@ class concurrent_map {
                     }
                     shard& sh = *m.shards_[shard_];
                     m.entry_check();
-                    sh.lock.lock_shared();
                     struct unlock {
                         shard& s;
                         ~unlock() { s.lock.unlock_shared(); }
-                    } u{sh};
+                    };
                     if (!have_structure_) {
+                        // The arrays named here stay allocated while this snapshot lives (S4), so later
+                        // batches may read them without the lock.
+                        sh.lock.lock_shared();
+                        unlock u{sh};
                         st_ = sh.t.chain_watch().structure_at(sh.t, s_->marker_);
                         bucket_ = 0;
                         have_structure_ = true;
@@ -739,7 +765,14 @@ class concurrent_map {
                     const std::size_t nb = std::size_t{1} << st_.B;
                     const std::size_t walk = !st_.cur ? 0 : st_.old ? (st_.same_size ? nb : nb >> 1) : nb;
                     const std::size_t stop = std::min(walk, bucket_ + batch_buckets);
-                    for (; bucket_ < stop; ++bucket_) copy_bucket(bucket_);
+                    bool copied = false;
+                    if constexpr (optimistic_finds) copied = copy_batch_racy(sh, stop);
+                    if (!copied) {
+                        sh.lock.lock_shared();
+                        unlock u{sh};
+                        for (; bucket_ < stop; ++bucket_) copy_bucket(bucket_);
+                    }
+                    bucket_ = stop;
                     if (bucket_ == walk) {
                         ++shard_;
                         have_structure_ = false;
@@ -780,6 +813,81 @@ class concurrent_map {
                     }
                     if (detail::has_empty_rest(b.top)) break;
                 }
+            }
+
+            using version_type = detail::chain_version<slot_type>;
+            static constexpr std::uint32_t max_racy_entries = std::uint32_t{1} << 20;
+
+            // ---- the optimistic batch (trivially copyable K and V): a sequence-lock read of buckets
+            // [bucket_, stop), so writers never wait for a walk. Every load is a relaxed atomic load
+            // (detail/racy_read.hpp); the epoch section keeps every block reachable from the snapshot's
+            // structure allocated (overflow buckets, dropped versions: detail/epoch.hpp); a batch that a
+            // writer overlapped is discarded and read again, under the lock after a few tries.
+            bool copy_batch_racy(shard& sh, std::size_t stop) {
+                detail::epoch_domain& d = detail::epoch_domain::global();
+                detail::epoch_domain::record& rec = d.mine();
+                const std::size_t mark = batch_->size();
+                for (int attempt = 0; attempt < optimistic_attempts; ++attempt) {
+                    const std::uint64_t token = sh.lock.read_begin();  // outside the section (E2)
+                    bool ok = true;
+                    {
+                        d.enter(rec);
+                        struct leave_section {
+                            detail::epoch_domain::record& r;
+                            ~leave_section() { detail::epoch_domain::leave(r); }
+                        } leave{rec};
+                        for (std::size_t j = bucket_; j < stop && ok; ++j) ok = copy_bucket_racy(sh, j);
+                    }
+                    if (ok && sh.lock.read_validate(token)) return true;
+                    batch_->truncate(mark);
+                }
+                return false;
+            }
+            bool copy_bucket_racy(shard& sh, std::size_t j) {
+                const std::uint64_t m = s_->marker_;
+                if (!st_.old) return copy_chain_racy(sh, st_.cur.at(j), m);
+                const bucket ob = st_.old.at(j);
+                const version_type* v = nullptr;
+                if (!sh.t.chain_watch().chain_at_racy(ob, m, v)) return false;
+                if (v != nullptr) return push_version_racy(v);
+                const auto first = static_cast<std::uint8_t>(detail::racy_load_u64(ob.top));
+                std::atomic_thread_fence(std::memory_order_acquire);  // pairs with evacuate's fence
+                if (!detail::is_evacuated_mark(first)) return copy_live_racy(ob);
+                if (!copy_chain_racy(sh, st_.cur.at(j), m)) return false;
+                if (st_.same_size) return true;
+                return copy_chain_racy(sh, st_.cur.at(j + ((std::size_t{1} << st_.B) >> 1)), m);
+            }
+            bool copy_chain_racy(shard& sh, const bucket& head, std::uint64_t m) {
+                const version_type* v = nullptr;
+                if (!sh.t.chain_watch().chain_at_racy(head, m, v)) return false;
+                return v != nullptr ? push_version_racy(v) : copy_live_racy(head);
+            }
+            bool push_version_racy(const version_type* v) {
+                const std::uint32_t n = __atomic_load_n(&v->count, __ATOMIC_RELAXED);
+                if (n > max_racy_entries) return false;
+                const slot_type* e = const_cast<version_type*>(v)->entries();
+                for (std::uint32_t i = 0; i < n; ++i)
+                    batch_->items.emplace_back(detail::racy_copy(&e[i].first),
+                                               detail::racy_copy(&e[i].second));
+                return true;
+            }
+            bool copy_live_racy(bucket b) {
+                for (std::size_t hops = 0; hops < max_racy_entries / detail::bucket_cnt; ++hops) {
+                    std::uint8_t group[detail::bucket_cnt];
+                    const std::uint64_t w = detail::racy_load_u64(b.top);
+                    std::memcpy(group, &w, detail::bucket_cnt);
+                    for (detail::slot_mask msk = detail::match_full(group); msk != 0; msk &= msk - 1) {
+                        const slot_type* e = b.slot(static_cast<unsigned>(std::countr_zero(msk)));
+                        batch_->items.emplace_back(detail::racy_copy(&e->first),
+                                                   detail::racy_copy(&e->second));
+                    }
+                    if (detail::has_empty_rest(group)) return true;
+                    auto* o = detail::racy_load_ptr(&b.body->overflow);
+                    if (o == nullptr) return true;
+                    std::atomic_thread_fence(std::memory_order_acquire);  // pairs with new_overflow's fence
+                    b = bucket{o->tophash, &o->body, o};
+                }
+                return false;  // longer than any real chain: torn
             }
 
             static constexpr std::size_t batch_buckets = 32;

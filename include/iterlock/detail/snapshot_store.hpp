@@ -40,6 +40,8 @@
 #include <vector>
 
 #include "iterlock/detail/bucket.hpp"
+#include "iterlock/detail/epoch.hpp"
+#include "iterlock/detail/racy_read.hpp"
 #include "iterlock/detail/tophash.hpp"
 #include "iterlock/misuse.hpp"
 
@@ -105,6 +107,13 @@ class snapshot_registry {
     std::vector<std::uint64_t> markers_;  // sorted
 };
 
+// The block versions are carved from (see shard_versions::carve). Freed by whoever drops the last reference.
+struct version_chunk {
+    std::atomic<std::size_t>
+        refs;           // versions carved from it and alive, +1 while it is a shard's current chunk
+    std::size_t units;  // its size, in allocation units
+};
+
 // A preserved copy of one chain's entries, valid for markers lo <= M < hi.
 template <class Slot>
 struct chain_version {
@@ -112,7 +121,8 @@ struct chain_version {
     std::uint64_t lo;
     std::uint64_t hi;
     std::uint32_t count;
-    bool dead = false;  // unlinked by a partial sweep, waiting to be freed
+    bool dead = false;               // unlinked by a partial sweep, waiting to be freed
+    version_chunk* chunk = nullptr;  // the chunk it was carved from
 
     Slot* entries() noexcept {
         return std::launder(reinterpret_cast<Slot*>(reinterpret_cast<unsigned char*>(this) + header_size()));
@@ -172,6 +182,10 @@ class shard_versions {
         reg_ = r;
         alloc_.emplace(a);
     }
+    // Optimistic walks (chain_at_racy) read versions without the shard's lock: then versions that a
+    // writer drops under the lock are freed only once no epoch section can still be reading them, and the
+    // caller of sweep() waits for the readers before free_garbage() (detail/epoch.hpp).
+    void enable_deferred_frees(epoch_domain* d) noexcept { defer_ = d; }
 
     // Starts an operation: reads seq once (see the file comment), then whether any snapshot is alive. With
     // none alive, nothing needs preserving and labels may stay as they are: a label older than the change
@@ -261,12 +275,44 @@ class shard_versions {
         fatal("iterlock: a snapshot's chain was not preserved (internal error)");
     }
 
+    // chain_at for a reader that holds no lock, only an epoch section (concurrent_map's optimistic walk):
+    // each field is read once with a relaxed atomic load, and only versions reachable from the tag are read.
+    // Sets `out` as chain_at would return it; returns false if what it read is no consistent state (a chain
+    // changed after the snapshot with no version for it): the caller's validation fails then anyway.
+    template <class BucketRef>
+    bool chain_at_racy(const BucketRef& head, std::uint64_t m, const version*& out) const noexcept {
+        const chain_tag& tag = head.body->extra;
+        out = nullptr;
+        if (racy_load_u64(&tag.label) <= m) return true;
+        if (__atomic_load_n(&tag.gen, __ATOMIC_RELAXED) != __atomic_load_n(&gen_, __ATOMIC_RELAXED))
+            return false;
+        const version* v = static_cast<const version*>(racy_load_ptr(&tag.versions));
+        for (unsigned hops = 0; v != nullptr && hops < max_racy_versions; ++hops) {
+            std::atomic_thread_fence(std::memory_order_acquire);  // pairs with preserve's release fence
+            if (racy_load_u64(&v->lo) <= m && m < racy_load_u64(&v->hi)) {
+                out = v;
+                return true;
+            }
+            v = racy_load_ptr(&v->next);
+        }
+        return false;
+    }
+
     // Versions a sweep took out of the shard; destroy them with free_garbage() after unlocking.
     using garbage = std::vector<version*>;
 
     // ---- reclamation
     // ----------------------------------------------------------------------------------------
     bool has_items() const noexcept { return items_.load(std::memory_order_relaxed) != 0; }
+    // Versions dropped under the lock while optimistic readers may exist (drop_tags_in), waiting for them.
+    bool reclaim_due() const noexcept { return !limbo_.empty(); }
+    void reclaim_deferred(std::uint64_t oldest_reader) noexcept {
+        std::erase_if(limbo_, [&](const std::pair<version*, std::uint64_t>& item) {
+            if (item.second >= oldest_reader) return false;
+            free_version(item.first);
+            return true;
+        });
+    }
     std::size_t preserved_bytes() const noexcept { return bytes_.load(std::memory_order_relaxed); }
 
     // Takes out every preserved item that `live` says is unneeded: chain versions go to the returned list
@@ -278,7 +324,14 @@ class shard_versions {
         if (live.markers.empty() && max_hi_ <= live.seq) {
             // Nothing alive can need any version: O(1) (see the file comment).
             out.swap(all_);
+            // Keep the room: the next snapshot's writers will preserve about as many chains again, and
+            // regrowing the list from empty would copy it over and over under the lock (write tails).
+            try {
+                all_.reserve(out.size());
+            } catch (...) {  // preserve() reserves again before it needs the room
+            }
             dirty_.clear();
+            drop_current_chunk();  // its versions are all in `out`: the chunk goes with the last of them
             ++gen_;
         } else {
             bool any_dead = false;
@@ -304,6 +357,7 @@ class shard_versions {
                 }
             }
             if (any_dead) std::erase_if(all_, [](const version* v) { return v->dead; });
+            if (all_.empty()) drop_current_chunk();  // nothing left in it that a snapshot needs
         }
         auto unneeded = [&](const auto& item) { return live.unneeded(item.lo, item.hi); };
         items_.fetch_sub(std::erase_if(struct_hist_, unneeded), std::memory_order_relaxed);
@@ -368,8 +422,9 @@ class shard_versions {
             for (BucketRef b = head; b; b = b.next())
                 n += static_cast<std::size_t>(std::popcount(match_full(b.top)));
             const std::size_t bytes = version::bytes_for(n);
-            void* raw = std::allocator_traits<unit_alloc>::allocate(*alloc_, units_for(bytes));
-            version* v = ::new (raw) version{older, tag.label, op_seq_, 0};
+            version_chunk* chunk = nullptr;
+            void* raw = carve(bytes, chunk);
+            version* v = ::new (raw) version{older, tag.label, op_seq_, 0, false, chunk};
             try {
                 for (BucketRef b = head; b; b = b.next()) {
                     for (slot_mask msk = match_full(b.top); msk != 0; msk &= msk - 1) {
@@ -385,6 +440,7 @@ class shard_versions {
             }
             all_.push_back(v);  // capacity reserved above: cannot throw
             if (older == nullptr) dirty_.push_back(&tag);
+            std::atomic_thread_fence(std::memory_order_release);  // a racy reader of tag.versions sees *v
             tag.versions = v;
             tag.gen = gen_;
             max_hi_ = op_seq_;
@@ -394,11 +450,54 @@ class shard_versions {
         tag.label = op_seq_;
     }
 
+    // ---- version memory
+    // Versions are carved from per-shard chunks of chunk_units: a writer's copy costs a pointer bump instead
+    // of a malloc, and a sweep returns whole chunks to the allocator (one free per chunk, not per version,
+    // so the thread that ends a snapshot does not contend with the writers' own allocations). A chunk is
+    // freed by whoever drops its last reference: its versions' frees (any thread: atomic count) and, while
+    // it is the chunk being carved, the shard itself (under the lock). A version larger than an eighth of a
+    // chunk gets a chunk of its own. With no snapshot left (the O(1) sweep) the shard lets go of its
+    // current chunk too, so all of this memory returns when the last snapshot ends (S5).
+    static constexpr std::size_t chunk_units = (std::size_t{16} << 10) / sizeof(unit);
+    static constexpr std::size_t chunk_head_units = (sizeof(version_chunk) + sizeof(unit) - 1) / sizeof(unit);
+
+    void* carve(std::size_t bytes, version_chunk*& owner) {
+        const std::size_t need = units_for(bytes);
+        if (need > chunk_units / 8) {
+            unit* raw = std::allocator_traits<unit_alloc>::allocate(*alloc_, chunk_head_units + need);
+            owner = ::new (static_cast<void*>(raw)) version_chunk{{1}, chunk_head_units + need};
+            return raw + chunk_head_units;
+        }
+        if (cur_chunk_ == nullptr || used_ + need > chunk_units) {
+            unit* raw =
+                std::allocator_traits<unit_alloc>::allocate(*alloc_, chunk_units);  // may throw: first
+            drop_current_chunk();
+            cur_chunk_ = ::new (static_cast<void*>(raw)) version_chunk{{1}, chunk_units};
+            used_ = chunk_head_units;
+        }
+        cur_chunk_->refs.fetch_add(1, std::memory_order_relaxed);
+        owner = cur_chunk_;
+        void* p = reinterpret_cast<unit*>(cur_chunk_) + used_;
+        used_ += need;
+        return p;
+    }
+    void unref(version_chunk* c) noexcept {
+        if (c->refs.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+            const std::size_t units = c->units;
+            c->~version_chunk();
+            std::allocator_traits<unit_alloc>::deallocate(*alloc_, reinterpret_cast<unit*>(c), units);
+        }
+    }
+    void drop_current_chunk() noexcept {
+        if (cur_chunk_ != nullptr) unref(std::exchange(cur_chunk_, nullptr));
+    }
+
     void free_version(version* v, bool counted = true) noexcept {
         const std::size_t bytes = version::bytes_for(v->count);
         for (std::uint32_t i = 0; i < v->count; ++i) std::destroy_at(v->entries() + i);
+        version_chunk* const chunk = v->chunk;
         v->~version();
-        std::allocator_traits<unit_alloc>::deallocate(*alloc_, reinterpret_cast<unit*>(v), units_for(bytes));
+        unref(chunk);
         if (counted) {
             bytes_.fetch_sub(bytes, std::memory_order_relaxed);
             items_.fetch_sub(1, std::memory_order_relaxed);
@@ -420,18 +519,34 @@ class shard_versions {
                 ++i;
             }
         }
+        const std::uint64_t stamp = defer_ != nullptr ? defer_->retire_stamp() : 0;
         for (version*& v : all_) {
             if (v->dead) {
-                free_version(v);
+                if (defer_ == nullptr || !defer_later(v, stamp)) free_version(v);
                 v = nullptr;
             }
         }
         std::erase(all_, nullptr);
+        if (all_.empty()) drop_current_chunk();
+    }
+    // Keeps v until no reader can reach it; false if there is no memory to remember it (then the caller
+    // waits for the readers instead: epoch E2).
+    bool defer_later(version* v, std::uint64_t stamp) noexcept {
+        try {
+            limbo_.emplace_back(v, stamp);
+            return true;
+        } catch (...) {
+            defer_->wait_until_safe(stamp);
+            return false;
+        }
     }
 
     void free_all_versions() noexcept {
+        for (auto& item : limbo_) free_version(item.first);
+        limbo_.clear();
         for (version* v : all_) free_version(v);
         all_.clear();
+        drop_current_chunk();
         dirty_.clear();
         ++gen_;
     }
@@ -440,7 +555,12 @@ class shard_versions {
         return tag.gen == gen_ ? static_cast<version*>(tag.versions) : nullptr;
     }
 
+    static constexpr unsigned max_racy_versions = 1u << 16;
     const snapshot_registry* reg_ = nullptr;
+    epoch_domain* defer_ = nullptr;
+    std::vector<std::pair<version*, std::uint64_t>> limbo_;  // dropped versions and their retire stamps
+    version_chunk* cur_chunk_ = nullptr;                     // the chunk preserve() carves from
+    std::size_t used_ = 0;                                   // units of cur_chunk_ in use
     std::optional<unit_alloc>
         alloc_;  // set by bind(); optional because an allocator need not be default-constructible
     std::uint64_t op_seq_ = 0;

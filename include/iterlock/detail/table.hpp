@@ -175,7 +175,7 @@ class table {
 
     ~table() {
         destroy_all();
-        reclaim_deferred(true);  // no reader can outlive the table
+        reclaim_deferred(~std::uint64_t{0});  // no reader can outlive the table
     }
 
     // ---- observers -------------------------------------------------------------------------------------
@@ -614,12 +614,11 @@ class table {
     // reclaim_deferred() now and then (under its lock, like every other call that changes the table).
     void enable_deferred_frees(epoch_domain* d) noexcept { deferred_ = d; }
     std::size_t deferred_blocks() const noexcept { return limbo_.size(); }
-    // Frees the deferred blocks no reader can reach any more (all of them with `all`: no reader exists).
-    void reclaim_deferred(bool all = false) noexcept {
-        if (limbo_.empty()) return;
-        const std::uint64_t oldest = all ? ~std::uint64_t{0} : deferred_->oldest_reader();
+    // Frees the deferred blocks that no reader can reach any more: those retired before the oldest open
+    // epoch section began (epoch_domain::oldest_reader(); the maximum value frees all).
+    void reclaim_deferred(std::uint64_t oldest_reader) noexcept {
         std::erase_if(limbo_, [&](const limbo_item& it) {
-            if (it.stamp >= oldest) return false;
+            if (it.stamp >= oldest_reader) return false;
             if (it.lines != 0) --limbo_arrays_;
             deallocate_block(it.block, it.lines);
             return true;
