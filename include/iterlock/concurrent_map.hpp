@@ -15,8 +15,10 @@
 //       that holds the later one).
 //   S2  Walking it yields each entry of that instant exactly once (no holes, no duplicates, no value that
 //       was never written); size() equals the number of entries the walk yields; find(k) agrees with it.
-//   S3  Writers never wait for a snapshot: taking one is O(1) (a registry mutex), walking it takes each
-//       shard's lock in shared mode for one short batch of buckets at a time (never across user code).
+//   S3  Writers never wait for a snapshot: taking one is O(1) (a registry mutex). A walk copies one batch
+//       of 32 buckets at a time, never across user code: for trivially copyable K and V as a sequence-lock
+//       read that no writer waits for (a batch that a writer overlapped is read again; after four tries it
+//       takes the shard's lock in shared mode), otherwise under the shard's lock in shared mode.
 //   S4  While snapshots live, a writer preserves only what it changes, one bucket chain at a time (the
 //       chain's entries, copied once per snapshot epoch); growth and evacuation during a snapshot preserve
 //       the same way and retire the old bucket array instead of freeing it.
@@ -49,6 +51,14 @@
 //
 // Misuse that would deadlock gets iterlock::lock_error, never a hang: calling the map from inside
 // visit/cvisit/update on the same map, taking a guard or walking a snapshot inside visit, and L6.
+//
+// Optimistic reads: with trivially copyable K and V compared by std::equal_to (and outside ThreadSanitizer
+// builds; see optimistic_reads), find/contains store nothing to shared memory: a sequence-lock read of the
+// shard under an epoch section (detail/epoch.hpp) keeps the blocks it may reach allocated, and the answer
+// is kept only if no writer came in between (else retried, then taken under the lock). Otherwise finds take
+// the shard's lock in shared mode. Either way a find is linearizable and returns a copy. Memory: a block
+// that a writer unlinks (an overflow bucket, an array that growth retired) is freed by a later write to the
+// same shard, or by the map's destructor, once no read that began before the unlink is still running.
 //
 // Complexity: find/insert/erase O(1) expected, one shard lock each (finds share it). snapshot() O(1);
 // a walk O(buckets + entries) plus the copies of S4. lock_for_iteration() O(shards) lock acquisitions.
