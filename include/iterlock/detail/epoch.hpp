@@ -105,6 +105,7 @@ class epoch_domain {
         record* r = nullptr;
         ~release_on_exit() {
             if (r != nullptr) {
+                tls_record() = nullptr;  // a later use on this thread (another TLS destructor) claims again
                 r->epoch.store(0, std::memory_order_release);
                 r->taken.store(false, std::memory_order_release);
             }

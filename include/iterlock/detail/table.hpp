@@ -221,6 +221,7 @@ class table {
     found_position find_position(const K2& key, std::uint64_t h) const {
         if (count_ == 0) return {nullptr, nullptr};
         bucket b = read_bucket_for(h);
+        prefetch_slots(b);
         const std::uint8_t top = tophash_of(h);
         do {
             for (slot_mask m = match_byte(b.top, top); m != 0; m &= m - 1) {
@@ -257,6 +258,7 @@ class table {
         for (;;) {
             if (growing() && !evacuation_paused()) grow_work();
             const bucket head = read_bucket_for(h);
+            prefetch_slots(head);
             const std::uint8_t top = tophash_of(h);
             std::uint8_t* insert_top = nullptr;
             slot_type* insert_slot = nullptr;
@@ -308,6 +310,7 @@ class table {
         if (count_ == 0) return false;
         if (growing() && !evacuation_paused()) grow_work();
         const bucket head = read_bucket_for(h);
+        prefetch_slots(head);
         const std::uint8_t top = tophash_of(h);
         for (bucket b = head; b; b = b.next()) {
             for (slot_mask m = match_byte(b.top, top); m != 0; m &= m - 1) {
@@ -654,6 +657,7 @@ class table {
             if (cv == 0) return racy_find::miss;
             b = view_array(cv).at(h & bucket_mask(static_cast<unsigned>(cv & view_b_mask)));
         }
+        prefetch_slots(b);
         const std::uint8_t top = tophash_of(h);
         for (unsigned hops = 0; hops < max_racy_hops; ++hops) {
             std::uint8_t group[bucket_cnt];
@@ -679,6 +683,16 @@ class table {
     using line_alloc = typename std::allocator_traits<Allocator>::template rebind_alloc<cache_line>;
 
     static constexpr unsigned max_racy_hops = 1u << 16;
+
+    // Starts fetching a bucket's slots (two or three cache lines of its body) while the caller matches its
+    // control group, so a hit's slot miss overlaps the control byte's instead of following it (Boost's
+    // flat maps prefetch their element group the same way). Measured on a find-only loop over 1M keys in
+    // concurrent_map: 69 -> 53-58 ns; W2: +17-50% (docs/BENCHMARKS.md).
+    static void prefetch_slots(const bucket& b) noexcept {
+        __builtin_prefetch(b.slot(0));
+        __builtin_prefetch(b.slot(bucket_cnt / 2));
+        __builtin_prefetch(b.slot(bucket_cnt - 1));
+    }
     // Array views: an array's control pointer (64-byte aligned) with its B in the low 6 bits, so a racy
     // reader gets a pointer and the size that goes with it in one load.
     static constexpr std::uintptr_t view_b_mask = 63;
