@@ -217,7 +217,7 @@ class shard_versions {
         if (struct_label_ < op_seq_ && reg_->needed_since(struct_label_)) {
             struct_hist_.push_back({struct_label_, op_seq_, describe(t)});
             max_hi_ = op_seq_;
-            items_.fetch_add(1, std::memory_order_relaxed);
+            add(items_, 1);
         }
         struct_label_ = op_seq_;
     }
@@ -231,7 +231,7 @@ class shard_versions {
             if (static_cast<const void*>(s.value.cur.ctrl) == static_cast<const void*>(block) ||
                 static_cast<const void*>(s.value.old.ctrl) == static_cast<const void*>(block)) {
                 retired_.push_back({static_cast<void*>(block), lines});
-                items_.fetch_add(1, std::memory_order_relaxed);
+                add(items_, 1);
                 return true;
             }
         }
@@ -245,7 +245,7 @@ class shard_versions {
         if (counters_label_ < op_seq_ && reg_->needed_since(counters_label_)) {
             counter_hist_.push_back({counters_label_, op_seq_, now});
             max_hi_ = op_seq_;
-            items_.fetch_add(1, std::memory_order_relaxed);
+            add(items_, 1);
         }
         counters_label_ = op_seq_;
     }
@@ -309,6 +309,8 @@ class shard_versions {
     void reclaim_deferred(std::uint64_t oldest_reader) noexcept {
         std::erase_if(limbo_, [&](const std::pair<version*, std::uint64_t>& item) {
             if (item.second >= oldest_reader) return false;
+            sub(items_, 1);
+            sub(bytes_, version::bytes_for(item.first->count));
             free_version(item.first);
             return true;
         });
@@ -324,6 +326,9 @@ class shard_versions {
         if (live.markers.empty() && max_hi_ <= live.seq) {
             // Nothing alive can need any version: O(1) (see the file comment).
             out.swap(all_);
+            sub(items_, out.size());  // the versions leave the counts now; free_garbage() only frees
+            sub(bytes_, all_bytes_);
+            all_bytes_ = 0;
             // Keep the room: the next snapshot's writers will preserve about as many chains again, and
             // regrowing the list from empty would copy it over and over under the lock (write tails).
             try {
@@ -345,6 +350,10 @@ class shard_versions {
                         v->dead = true;
                         any_dead = true;
                         out.push_back(v);
+                        const std::size_t b = version::bytes_for(v->count);
+                        sub(items_, 1);
+                        sub(bytes_, b);
+                        all_bytes_ -= b;
                     } else {
                         link = &v->next;
                     }
@@ -360,8 +369,8 @@ class shard_versions {
             if (all_.empty()) drop_current_chunk();  // nothing left in it that a snapshot needs
         }
         auto unneeded = [&](const auto& item) { return live.unneeded(item.lo, item.hi); };
-        items_.fetch_sub(std::erase_if(struct_hist_, unneeded), std::memory_order_relaxed);
-        items_.fetch_sub(std::erase_if(counter_hist_, unneeded), std::memory_order_relaxed);
+        sub(items_, std::erase_if(struct_hist_, unneeded));
+        sub(items_, std::erase_if(counter_hist_, unneeded));
         for (std::size_t i = 0; i < retired_.size();) {
             const void* block = retired_[i].block;
             const bool named = std::any_of(struct_hist_.begin(), struct_hist_.end(), [&](const auto& s) {
@@ -376,7 +385,7 @@ class shard_versions {
             t.free_retired_block(retired_[i].block, retired_[i].lines);
             retired_[i] = retired_.back();
             retired_.pop_back();
-            items_.fetch_sub(1, std::memory_order_relaxed);
+            sub(items_, 1);
         }
         return out;
     }
@@ -435,7 +444,7 @@ class shard_versions {
                 }
             } catch (...) {
                 v->next = nullptr;
-                free_version(v, false);
+                free_version(v);
                 throw;
             }
             all_.push_back(v);  // capacity reserved above: cannot throw
@@ -444,8 +453,9 @@ class shard_versions {
             tag.versions = v;
             tag.gen = gen_;
             max_hi_ = op_seq_;
-            bytes_.fetch_add(bytes, std::memory_order_relaxed);
-            items_.fetch_add(1, std::memory_order_relaxed);
+            add(bytes_, bytes);
+            add(items_, 1);
+            all_bytes_ += bytes;
         }
         tag.label = op_seq_;
     }
@@ -472,36 +482,35 @@ class shard_versions {
             unit* raw =
                 std::allocator_traits<unit_alloc>::allocate(*alloc_, chunk_units);  // may throw: first
             drop_current_chunk();
-            cur_chunk_ = ::new (static_cast<void*>(raw)) version_chunk{{1}, chunk_units};
+            // The chunk starts with a reference for every version it could hold plus the shard's own, so
+            // carving needs no atomic operation; drop_current_chunk() returns the ones not used.
+            cur_chunk_ = ::new (static_cast<void*>(raw)) version_chunk{{1 + chunk_units}, chunk_units};
             used_ = chunk_head_units;
+            carved_ = 0;
         }
-        cur_chunk_->refs.fetch_add(1, std::memory_order_relaxed);
+        ++carved_;
         owner = cur_chunk_;
         void* p = reinterpret_cast<unit*>(cur_chunk_) + used_;
         used_ += need;
         return p;
     }
-    void unref(version_chunk* c) noexcept {
-        if (c->refs.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+    void unref(version_chunk* c, std::size_t n) noexcept {
+        if (c->refs.fetch_sub(n, std::memory_order_acq_rel) == n) {
             const std::size_t units = c->units;
             c->~version_chunk();
             std::allocator_traits<unit_alloc>::deallocate(*alloc_, reinterpret_cast<unit*>(c), units);
         }
     }
     void drop_current_chunk() noexcept {
-        if (cur_chunk_ != nullptr) unref(std::exchange(cur_chunk_, nullptr));
+        if (cur_chunk_ != nullptr) unref(std::exchange(cur_chunk_, nullptr), 1 + chunk_units - carved_);
     }
 
-    void free_version(version* v, bool counted = true) noexcept {
-        const std::size_t bytes = version::bytes_for(v->count);
+    // Destroys and frees a version. The counters are the caller's (they change under the lock only).
+    void free_version(version* v) noexcept {
         for (std::uint32_t i = 0; i < v->count; ++i) std::destroy_at(v->entries() + i);
         version_chunk* const chunk = v->chunk;
         v->~version();
-        unref(chunk);
-        if (counted) {
-            bytes_.fetch_sub(bytes, std::memory_order_relaxed);
-            items_.fetch_sub(1, std::memory_order_relaxed);
-        }
+        unref(chunk, 1);
     }
 
     // Frees the versions of tags that live inside a block about to be freed.
@@ -522,7 +531,13 @@ class shard_versions {
         const std::uint64_t stamp = defer_ != nullptr ? defer_->retire_stamp() : 0;
         for (version*& v : all_) {
             if (v->dead) {
-                if (defer_ == nullptr || !defer_later(v, stamp)) free_version(v);
+                const std::size_t b = version::bytes_for(v->count);
+                all_bytes_ -= b;
+                if (defer_ == nullptr || !defer_later(v, stamp)) {  // else counted until reclaimed
+                    sub(items_, 1);
+                    sub(bytes_, b);
+                    free_version(v);
+                }
                 v = nullptr;
             }
         }
@@ -561,6 +576,8 @@ class shard_versions {
     std::vector<std::pair<version*, std::uint64_t>> limbo_;  // dropped versions and their retire stamps
     version_chunk* cur_chunk_ = nullptr;                     // the chunk preserve() carves from
     std::size_t used_ = 0;                                   // units of cur_chunk_ in use
+    std::size_t carved_ = 0;                                 // versions carved from cur_chunk_
+    std::size_t all_bytes_ = 0;                              // bytes of the versions in all_
     std::optional<unit_alloc>
         alloc_;  // set by bind(); optional because an allocator need not be default-constructible
     std::uint64_t op_seq_ = 0;
@@ -574,8 +591,16 @@ class shard_versions {
     std::vector<dated<structure<ArrayRef>>> struct_hist_;
     std::vector<dated<shard_counters>> counter_hist_;
     std::vector<retired_block> retired_;
+    // Read from any thread (has_items, preserved_bytes); written only under the shard's lock, so a writer
+    // updates them with a load and a store (a locked add here cost more than the chain copy itself).
     std::atomic<std::size_t> items_{0};  // versions + preserved structures/counters + retired blocks
-    std::atomic<std::size_t> bytes_{0};  // bytes held by chain versions
+    std::atomic<std::size_t> bytes_{0};  // bytes held by chain versions (in all_ or waiting in limbo_)
+    static void add(std::atomic<std::size_t>& c, std::size_t d) noexcept {
+        c.store(c.load(std::memory_order_relaxed) + d, std::memory_order_relaxed);
+    }
+    static void sub(std::atomic<std::size_t>& c, std::size_t d) noexcept {
+        c.store(c.load(std::memory_order_relaxed) - d, std::memory_order_relaxed);
+    }
 };
 
 }  // namespace iterlock::detail
