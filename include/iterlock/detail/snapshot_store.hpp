@@ -492,6 +492,12 @@ class shard_versions {
         owner = cur_chunk_;
         void* p = reinterpret_cast<unit*>(cur_chunk_) + used_;
         used_ += need;
+        // The next copies land right after this one: start owning those lines now (versions fill chunks
+        // in order, and a fresh chunk's lines are usually cold).
+        if (used_ + 8 < chunk_units) {
+            __builtin_prefetch(reinterpret_cast<unit*>(cur_chunk_) + used_ + 4, 1);
+            __builtin_prefetch(reinterpret_cast<unit*>(cur_chunk_) + used_ + 8, 1);
+        }
         return p;
     }
     void unref(version_chunk* c, std::size_t n) noexcept {
