@@ -157,12 +157,6 @@ class concurrent_map {
     using table_type = detail::table<K, V, Hash, KeyEqual, Allocator, extra_type, watch_type>;
     using bucket = typename table_type::bucket;
     static_assert(std::is_same_v<typename table_type::array_ref, array_ref_probe>);
-    // Optimistic finds (sequence-lock reads, see find_impl): only where a torn copy is harmless bytes —
-    // trivially copyable K and V compared by std::equal_to — and not under ThreadSanitizer, which cannot
-    // model a sequence lock's racy reads (detail/racy_read.hpp).
-    static constexpr bool optimistic_finds =
-        !ITERLOCK_DETAIL_TSAN && std::is_trivially_copyable_v<K> && std::is_trivially_copyable_v<V> &&
-        (std::is_same_v<KeyEqual, std::equal_to<K>> || std::is_same_v<KeyEqual, std::equal_to<>>);
     static constexpr int optimistic_attempts = 4;
     static_assert(!snapshots || (std::is_copy_constructible_v<K> && std::is_copy_constructible_v<V>),
                   "snapshot iteration copies entries: K and V must be copy constructible "
@@ -181,8 +175,13 @@ class concurrent_map {
     };
 
   public:
-    // Whether find/contains read without storing to the shard's lock (a sequence-lock read; see find_impl).
-    static constexpr bool optimistic_reads = optimistic_finds;
+    // Whether finds and snapshot walks read without storing to shared memory (sequence-lock reads; see
+    // "Optimistic reads" above and find_impl): only where a torn copy is harmless bytes — trivially
+    // copyable K and V compared by std::equal_to — and not under ThreadSanitizer, which cannot model a
+    // sequence lock's racy reads (detail/racy_read.hpp).
+    static constexpr bool optimistic_reads =
+        !ITERLOCK_DETAIL_TSAN && std::is_trivially_copyable_v<K> && std::is_trivially_copyable_v<V> &&
+        (std::is_same_v<KeyEqual, std::equal_to<K>> || std::is_same_v<KeyEqual, std::equal_to<>>);
     using key_type = K;
     using mapped_type = V;
     using value_type = std::pair<const K, V>;
@@ -208,7 +207,7 @@ class concurrent_map {
         shards_.reserve(n);
         for (std::size_t i = 0; i < n; ++i) {
             shards_.push_back(std::make_unique<shard>(s.value, h, eq, a));
-            if constexpr (optimistic_finds) {
+            if constexpr (optimistic_reads) {
                 shards_.back()->t.set_reseed(false);  // find_racy hashes with a hash0 it reads unlocked
                 shards_.back()->t.enable_deferred_frees(&detail::epoch_domain::global());
                 if constexpr (snapshots)
@@ -237,12 +236,12 @@ class concurrent_map {
     requires transparent std::optional<V> find(const K2& k)
     const { return find_impl(k); }
     bool contains(const K& k) const {
-        if constexpr (optimistic_finds) return find_impl(k).has_value();
+        if constexpr (optimistic_reads) return find_impl(k).has_value();
         return cvisit(k, [](const K&, const V&) {});
     }
     template <class K2>
     requires transparent bool contains(const K2& k) const {
-        if constexpr (optimistic_finds) return find_impl(k).has_value();
+        if constexpr (optimistic_reads) return find_impl(k).has_value();
         return cvisit(k, [](const K&, const V&) {});
     }
 
@@ -533,7 +532,7 @@ class concurrent_map {
             }
         }
         ~write_lock() {
-            if constexpr (optimistic_finds) reclaim(s_);
+            if constexpr (optimistic_reads) reclaim(s_);
             if (upgraded_) {
                 s_.lock.downgrade_write_to_iteration();
             } else {
@@ -596,7 +595,7 @@ class concurrent_map {
         const std::uint64_t raw = user_hash(k);
         shard& s = shard_for(raw);
         entry_check();
-        if constexpr (optimistic_finds) {
+        if constexpr (optimistic_reads) {
             // A sequence-lock read: no store to the shard's lock word, so finds on two cores do not bounce
             // its cache line. The epoch section keeps every block the walk can reach allocated
             // (detail/epoch.hpp); the validation keeps the answer only if no writer came in between. A
@@ -608,9 +607,11 @@ class concurrent_map {
             for (int attempt = 0; attempt < optimistic_attempts; ++attempt) {
                 const std::uint64_t token = s.lock.read_begin();
                 std::optional<V> out;
-                d.enter(rec);
-                const auto r = s.t.find_racy(k, h, out);
-                detail::epoch_domain::leave(rec);
+                typename table_type::racy_find r;
+                {
+                    const detail::epoch_domain::section in_section(d, rec);
+                    r = s.t.find_racy(k, h, out);
+                }
                 if (r == table_type::racy_find::torn) break;
                 if (s.lock.read_validate(token)) return out;
             }
@@ -651,9 +652,9 @@ class concurrent_map {
             if (!s.t.chain_watch().has_items()) continue;
             s.lock.lock();
             auto garbage = s.t.chain_watch().sweep(live, s.t);
-            if constexpr (optimistic_finds) reclaim(s);
+            if constexpr (optimistic_reads) reclaim(s);
             s.lock.unlock();
-            if constexpr (optimistic_finds) {
+            if constexpr (optimistic_reads) {
                 // An optimistic walk of another snapshot may still be reading what the sweep unlinked:
                 // wait for the sections open now to end (they never wait themselves: epoch E2).
                 if (!garbage.empty()) {
@@ -776,7 +777,7 @@ class concurrent_map {
                     const std::size_t walk = !st_.cur ? 0 : st_.old ? (st_.same_size ? nb : nb >> 1) : nb;
                     const std::size_t stop = std::min(walk, bucket_ + batch_buckets);
                     bool copied = false;
-                    if constexpr (optimistic_finds) copied = copy_batch_racy(sh, stop);
+                    if constexpr (optimistic_reads) copied = copy_batch_racy(sh, stop);
                     if (!copied) {
                         sh.lock.lock_shared();
                         unlock u{sh};
@@ -841,11 +842,7 @@ class concurrent_map {
                     const std::uint64_t token = sh.lock.read_begin();  // outside the section (E2)
                     bool ok = true;
                     {
-                        d.enter(rec);
-                        struct leave_section {
-                            detail::epoch_domain::record& r;
-                            ~leave_section() { detail::epoch_domain::leave(r); }
-                        } leave{rec};
+                        const detail::epoch_domain::section in_section(d, rec);
                         for (std::size_t j = bucket_; j < stop && ok; ++j) ok = copy_bucket_racy(sh, j);
                     }
                     if (ok && sh.lock.read_validate(token)) return true;

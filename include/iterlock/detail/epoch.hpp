@@ -83,7 +83,9 @@ class epoch_domain {
     // A read section (RAII).
     class section {
       public:
-        explicit section(epoch_domain& d) : r_(d.mine()) { d.enter(r_); }
+        explicit section(epoch_domain& d) : section(d, d.mine()) {}
+        // With the thread's record already at hand (callers that open many sections).
+        section(epoch_domain& d, record& r) : r_(r) { d.enter(r_); }
         ~section() { leave(r_); }
         section(const section&) = delete;
         section& operator=(const section&) = delete;

@@ -428,7 +428,7 @@ class shard_versions {
             if (all_.size() == all_.capacity())
                 all_.reserve(all_.size() * 2 + 16);  // the only throwing step left
             std::size_t n = 0;
-            for (BucketRef b = head; b; b = b.next()) n += popcount8(match_full(b.top));
+            for (BucketRef b = head; b; b = b.next()) n += slot_count(match_full(b.top));
             const std::size_t bytes = version::bytes_for(n);
             version_chunk* chunk = nullptr;
             void* raw = carve(bytes, chunk);
@@ -576,13 +576,6 @@ class shard_versions {
     }
 
     static constexpr unsigned max_racy_versions = 1u << 16;
-    // Bits set in an 8-slot mask. std::popcount is a library call on x86-64 builds without -mpopcnt.
-    static constexpr std::size_t popcount8(slot_mask m) noexcept {
-        m = m - ((m >> 1) & 0x55u);
-        m = (m & 0x33u) + ((m >> 2) & 0x33u);
-        return (m + (m >> 4)) & 0x0Fu;
-    }
-    static_assert(popcount8(0xFFu) == 8 && popcount8(0xA5u) == 4 && popcount8(0) == 0);
     const snapshot_registry* reg_ = nullptr;
     epoch_domain* defer_ = nullptr;
     std::vector<std::pair<version*, std::uint64_t>> limbo_;  // dropped versions and their retire stamps

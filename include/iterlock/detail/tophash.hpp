@@ -92,6 +92,14 @@ inline slot_mask match_empty(const std::uint8_t* t) noexcept {
 }
 #endif
 
+// Slots set in a mask (std::popcount is a library call on x86-64 builds without -mpopcnt).
+inline constexpr unsigned slot_count(slot_mask m) noexcept {
+    m = m - ((m >> 1) & 0x55u);
+    m = (m & 0x33u) + ((m >> 2) & 0x33u);
+    return (m + (m >> 4)) & 0x0Fu;
+}
+static_assert(slot_count(0xFFu) == 8 && slot_count(0xA5u) == 4 && slot_count(0) == 0);
+
 // Whether any slot is empty_rest (a lookup can stop after this bucket).
 inline bool has_empty_rest(const std::uint8_t* t) noexcept {
     return match_byte(t, empty_rest) != 0;
