@@ -72,7 +72,6 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
-#include <cstring>
 #include <functional>
 #include <iterator>
 #include <memory>
@@ -207,14 +206,14 @@ class concurrent_map {
         shards_.reserve(n);
         for (std::size_t i = 0; i < n; ++i) {
             shards_.push_back(std::make_unique<shard>(s.value, h, eq, a));
+            // Snapshots and find_racy both hash with a hash0 they read later: it must not change.
+            if constexpr (snapshots || optimistic_reads) shards_.back()->t.set_reseed(false);
             if constexpr (optimistic_reads) {
-                shards_.back()->t.set_reseed(false);  // find_racy hashes with a hash0 it reads unlocked
                 shards_.back()->t.enable_deferred_frees(&detail::epoch_domain::global());
                 if constexpr (snapshots)
                     shards_.back()->t.chain_watch().enable_deferred_frees(&detail::epoch_domain::global());
             }
             if constexpr (snapshots) {
-                shards_.back()->t.set_reseed(false);
                 shards_.back()->t.chain_watch().bind(&registry_, a);
             }
         }
@@ -643,27 +642,37 @@ class concurrent_map {
         if constexpr (snapshots) s.t.chain_watch().reclaim_deferred(oldest);
     }
 
+    // An optimistic walk of another snapshot may still be reading what a sweep unlinked: waits for the
+    // epoch sections open now to end (they never wait themselves: epoch E2).
+    static void wait_for_open_sections() noexcept {
+        detail::epoch_domain& d = detail::epoch_domain::global();
+        d.wait_until_safe(d.retire_stamp());
+    }
+
     void release_snapshot(std::uint64_t marker) const noexcept {
         count_event(&detail::map_event_metrics::iterations_success);
         registry_.release(marker);
         const detail::snapshot_registry::live_set live = registry_.live_markers();
+        using garbage_t = typename watch_type::garbage;
+        std::vector<std::pair<shard*, garbage_t>> swept;
         for (auto& sp : shards_) {
             shard& s = *sp;
             if (!s.t.chain_watch().has_items()) continue;
             s.lock.lock();
-            auto garbage = s.t.chain_watch().sweep(live, s.t);
+            garbage_t garbage = s.t.chain_watch().sweep(live, s.t);
             if constexpr (optimistic_reads) reclaim(s);
             s.lock.unlock();
-            if constexpr (optimistic_reads) {
-                // An optimistic walk of another snapshot may still be reading what the sweep unlinked:
-                // wait for the sections open now to end (they never wait themselves: epoch E2).
-                if (!garbage.empty()) {
-                    detail::epoch_domain& d = detail::epoch_domain::global();
-                    d.wait_until_safe(d.retire_stamp());
-                }
+            if (garbage.empty()) continue;
+            try {
+                swept.emplace_back(&s, std::move(garbage));
+            } catch (...) {  // no room to keep it for later: wait for the readers and free it now
+                if constexpr (optimistic_reads) wait_for_open_sections();
+                s.t.chain_watch().free_garbage(garbage);
             }
-            s.t.chain_watch().free_garbage(garbage);
         }
+        if (swept.empty()) return;
+        if constexpr (optimistic_reads) wait_for_open_sections();
+        for (auto& [s, garbage] : swept) s->t.chain_watch().free_garbage(garbage);
     }
 
     std::vector<std::unique_ptr<shard>> shards_;
@@ -857,9 +866,7 @@ class concurrent_map {
                 const version_type* v = nullptr;
                 if (!sh.t.chain_watch().chain_at_racy(ob, m, v)) return false;
                 if (v != nullptr) return push_version_racy(v);
-                const auto first = static_cast<std::uint8_t>(detail::racy_load_u64(ob.top));
-                std::atomic_thread_fence(std::memory_order_acquire);  // pairs with evacuate's fence
-                if (!detail::is_evacuated_mark(first)) return copy_live_racy(ob);
+                if (!ob.evacuated_racy()) return copy_live_racy(ob);
                 if (!copy_chain_racy(sh, st_.cur.at(j), m)) return false;
                 if (st_.same_size) return true;
                 return copy_chain_racy(sh, st_.cur.at(j + ((std::size_t{1} << st_.B) >> 1)), m);
@@ -881,18 +888,15 @@ class concurrent_map {
             bool copy_live_racy(bucket b) {
                 for (std::size_t hops = 0; hops < max_racy_entries / detail::bucket_cnt; ++hops) {
                     std::uint8_t group[detail::bucket_cnt];
-                    const std::uint64_t w = detail::racy_load_u64(b.top);
-                    std::memcpy(group, &w, detail::bucket_cnt);
+                    b.load_top_racy(group);
                     for (detail::slot_mask msk = detail::match_full(group); msk != 0; msk &= msk - 1) {
                         const slot_type* e = b.slot(static_cast<unsigned>(std::countr_zero(msk)));
                         batch_->items.emplace_back(detail::racy_copy(&e->first),
                                                    detail::racy_copy(&e->second));
                     }
                     if (detail::has_empty_rest(group)) return true;
-                    auto* o = detail::racy_load_ptr(&b.body->overflow);
-                    if (o == nullptr) return true;
-                    std::atomic_thread_fence(std::memory_order_acquire);  // pairs with new_overflow's fence
-                    b = bucket{o->tophash, &o->body, o};
+                    b = b.next_racy();
+                    if (!b) return true;
                 }
                 return false;  // longer than any real chain: torn
             }

@@ -21,6 +21,7 @@
 //     single-owner map instantiates it as an empty type.
 #pragma once
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -28,6 +29,7 @@
 #include <type_traits>
 #include <utility>
 
+#include "iterlock/detail/racy_read.hpp"
 #include "iterlock/detail/tophash.hpp"
 
 namespace iterlock::detail {
@@ -68,6 +70,29 @@ struct bucket_ref {
     bucket_ref next() const noexcept {
         overflow_type* o = body->overflow;
         return o != nullptr ? bucket_ref{o->tophash, &o->body, o} : bucket_ref{};
+    }
+
+    // The same steps for a reader that holds no lock (sequence-lock readers; detail/racy_read.hpp): each
+    // value is read once with a relaxed atomic load, and the acquire fences pair with the writer's release
+    // fences (table::new_overflow before linking a member, table::evacuate before marking old buckets), so
+    // what the reader goes on to read was initialised.
+    // This member's 8 tophash bytes, copied into `group`.
+    void load_top_racy(std::uint8_t (&group)[bucket_cnt]) const noexcept {
+        const std::uint64_t w = racy_load_u64(top);
+        std::memcpy(group, &w, bucket_cnt);
+    }
+    // next(), reading the overflow link once.
+    bucket_ref next_racy() const noexcept {
+        overflow_type* o = racy_load_ptr(&body->overflow);
+        if (o == nullptr) return bucket_ref{};
+        std::atomic_thread_fence(std::memory_order_acquire);
+        return bucket_ref{o->tophash, &o->body, o};
+    }
+    // Whether this (old) bucket carries an evacuation mark.
+    bool evacuated_racy() const noexcept {
+        const auto first = static_cast<std::uint8_t>(racy_load_u64(top));
+        std::atomic_thread_fence(std::memory_order_acquire);
+        return is_evacuated_mark(first);
     }
     // Header of a member that has never held anything (storage stays uninitialised).
     void reset() const noexcept {

@@ -109,8 +109,9 @@ class snapshot_registry {
 
 // The block versions are carved from (see shard_versions::carve). Freed by whoever drops the last reference.
 struct version_chunk {
-    std::atomic<std::size_t>
-        refs;           // versions carved from it and alive, +1 while it is a shard's current chunk
+    // While it is a shard's current chunk: 1 + one per version it could hold, less the versions freed;
+    // after: the versions carved from it and not yet freed.
+    std::atomic<std::size_t> refs;
     std::size_t units;  // its size, in allocation units
 };
 
@@ -309,8 +310,7 @@ class shard_versions {
     void reclaim_deferred(std::uint64_t oldest_reader) noexcept {
         std::erase_if(limbo_, [&](const std::pair<version*, std::uint64_t>& item) {
             if (item.second >= oldest_reader) return false;
-            sub(items_, 1);
-            sub(bytes_, version::bytes_for(item.first->count));
+            uncount(item.first);
             free_version(item.first);
             return true;
         });
@@ -350,10 +350,7 @@ class shard_versions {
                         v->dead = true;
                         any_dead = true;
                         out.push_back(v);
-                        const std::size_t b = version::bytes_for(v->count);
-                        sub(items_, 1);
-                        sub(bytes_, b);
-                        all_bytes_ -= b;
+                        all_bytes_ -= uncount(v);
                     } else {
                         link = &v->next;
                     }
@@ -510,6 +507,13 @@ class shard_versions {
         if (cur_chunk_ != nullptr) unref(std::exchange(cur_chunk_, nullptr), 1 + chunk_units - carved_);
     }
 
+    // Takes a version out of items_ and bytes_; returns its bytes. Requires: the shard's lock.
+    std::size_t uncount(const version* v) noexcept {
+        const std::size_t b = version::bytes_for(v->count);
+        sub(items_, 1);
+        sub(bytes_, b);
+        return b;
+    }
     // Destroys and frees a version. The counters are the caller's (they change under the lock only).
     void free_version(version* v) noexcept {
         for (std::uint32_t i = 0; i < v->count; ++i) std::destroy_at(v->entries() + i);
@@ -536,11 +540,9 @@ class shard_versions {
         const std::uint64_t stamp = defer_ != nullptr ? defer_->retire_stamp() : 0;
         for (version*& v : all_) {
             if (v->dead) {
-                const std::size_t b = version::bytes_for(v->count);
-                all_bytes_ -= b;
+                all_bytes_ -= version::bytes_for(v->count);
                 if (defer_ == nullptr || !defer_later(v, stamp)) {  // else counted until reclaimed
-                    sub(items_, 1);
-                    sub(bytes_, b);
+                    uncount(v);
                     free_version(v);
                 }
                 v = nullptr;

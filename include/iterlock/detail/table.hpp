@@ -616,7 +616,6 @@ class table {
     // is still open (detail/epoch.hpp), so find_racy() never reads freed memory. The map's owner calls
     // reclaim_deferred() now and then (under its lock, like every other call that changes the table).
     void enable_deferred_frees(epoch_domain* d) noexcept { deferred_ = d; }
-    std::size_t deferred_blocks() const noexcept { return limbo_.size(); }
     // Frees the deferred blocks that no reader can reach any more: those retired before the oldest open
     // epoch section began (epoch_domain::oldest_reader(); the maximum value frees all).
     void reclaim_deferred(std::uint64_t oldest_reader) noexcept {
@@ -647,11 +646,8 @@ class table {
         const std::uintptr_t ov = view_old_.load(std::memory_order_acquire);
         bucket b{};
         if (ov != 0) {
-            const array_ref o = view_array(ov);
-            const std::size_t j = h & bucket_mask(static_cast<unsigned>(ov & view_b_mask));
-            const std::uint64_t first = racy_load_u64(o.top(j));
-            std::atomic_thread_fence(std::memory_order_acquire);  // pairs with evacuate's release fence
-            if (!is_evacuated_mark(static_cast<std::uint8_t>(first))) b = o.at(j);
+            const bucket ob = view_array(ov).at(h & bucket_mask(static_cast<unsigned>(ov & view_b_mask)));
+            if (!ob.evacuated_racy()) b = ob;
         }
         if (!b) {
             if (cv == 0) return racy_find::miss;
@@ -661,8 +657,7 @@ class table {
         const std::uint8_t top = tophash_of(h);
         for (unsigned hops = 0; hops < max_racy_hops; ++hops) {
             std::uint8_t group[bucket_cnt];
-            const std::uint64_t w = racy_load_u64(b.top);
-            std::memcpy(group, &w, bucket_cnt);
+            b.load_top_racy(group);
             for (slot_mask m = match_byte(group, top); m != 0; m &= m - 1) {
                 const slot_type* s = b.slot(static_cast<unsigned>(std::countr_zero(m)));
                 if (eq_(key, racy_copy<K>(&s->first))) {
@@ -671,10 +666,8 @@ class table {
                 }
             }
             if (has_empty_rest(group)) return racy_find::miss;
-            overflow_type* o = racy_load_ptr(&b.body->overflow);
-            if (o == nullptr) return racy_find::miss;
-            std::atomic_thread_fence(std::memory_order_acquire);  // pairs with new_overflow's release fence
-            b = bucket{o->tophash, &o->body, o};
+            b = b.next_racy();
+            if (!b) return racy_find::miss;
         }
         return racy_find::torn;
     }
@@ -840,8 +833,8 @@ class table {
     // Go's newoverflow: chains an empty overflow bucket behind `last` (a member of the chain at `head`).
     bucket new_overflow(bucket last, bucket head) {
         const bucket ovf = allocate_overflow();
-        std::atomic_thread_fence(
-            std::memory_order_release);  // a racy reader that follows the link sees reset()
+        // A racy reader that follows the link sees reset() (bucket_ref::next_racy).
+        std::atomic_thread_fence(std::memory_order_release);
         last.body->overflow = ovf.ovf;
         if (!in_old_array(head)) ++noverflow_;
         return ovf;
