@@ -51,8 +51,9 @@ class mutex_condvar_queue {
   public:
     explicit mutex_condvar_queue(std::size_t cap) : cap_(cap ? cap : 1) {}
 
-    // Returns false if the queue was closed.
-    bool push(T v) {
+    // Channel vocabulary (send/recv/close), so the channel workloads run it through the same code as
+    // iterlock::chan. send returns false if the queue was closed.
+    bool send(T v) {
         std::unique_lock<std::mutex> l(m_);
         not_full_.wait(l, [&] { return q_.size() < cap_ || closed_; });
         if (closed_) return false;
@@ -61,7 +62,7 @@ class mutex_condvar_queue {
         not_empty_.notify_one();
         return true;
     }
-    std::optional<T> pop() {
+    std::optional<T> recv() {
         std::unique_lock<std::mutex> l(m_);
         not_empty_.wait(l, [&] { return !q_.empty() || closed_; });
         if (q_.empty()) return std::nullopt;
@@ -162,32 +163,29 @@ double ping_pong(double secs, Ping ping, Echo echo, Stop stop) {
     return elapsed * 1e9 / static_cast<double>(n);
 }
 
+// C1 over anything with channel vocabulary: send(v), recv() -> optional, close().
+template <class Chan>
+double c1_channel(Chan& ping, Chan& pong, double secs) {
+    return ping_pong(
+        secs,
+        [&](long v) {
+            ping.send(v);
+            if (pong.recv() != v) throw std::runtime_error("C1: wrong echo");
+        },
+        [&] {
+            while (auto v = ping.recv()) pong.send(*v);
+        },
+        [&] { ping.close(); });
+}
+
 double c1_once(const std::string& impl, double secs) {
     if (impl == "iterlock_chan") {
         iterlock::chan<long> ping(0), pong(0);
-        return ping_pong(
-            secs,
-            [&](long v) {
-                ping.send(v);
-                if (pong.recv() != v) throw std::runtime_error("C1: wrong echo");
-            },
-            [&] {
-                while (auto v = ping.recv()) pong.send(*v);
-            },
-            [&] { ping.close(); });
+        return c1_channel(ping, pong, secs);
     }
     if (impl == "mutex_condvar_queue") {
         mutex_condvar_queue<long> ping(1), pong(1);
-        return ping_pong(
-            secs,
-            [&](long v) {
-                ping.push(v);
-                if (pong.pop() != v) throw std::runtime_error("C1: wrong echo");
-            },
-            [&] {
-                while (auto v = ping.pop()) pong.push(*v);
-            },
-            [&] { ping.close(); });
+        return c1_channel(ping, pong, secs);
     }
     if (impl == "moodycamel") {
         moodycamel::BlockingConcurrentQueue<long> ping, pong;
@@ -263,8 +261,8 @@ double c2_once(const std::string& impl, int pairs, std::size_t cap, double secs)
     auto const keep_going = [](std::atomic<bool>& stop, long i) {
         return (i & 255) != 0 || !stop.load(std::memory_order_relaxed);
     };
-    if (impl == "iterlock_chan") {
-        iterlock::chan<long> c(cap);
+    // Anything with channel vocabulary: send(v), recv() -> optional, close().
+    auto const channel = [&](auto& c) {
         return mpmc(
             pairs, secs,
             [&](int, std::atomic<bool>& stop) {
@@ -276,20 +274,14 @@ double c2_once(const std::string& impl, int pairs, std::size_t cap, double secs)
                 return n;
             },
             [&] { c.close(); });
+    };
+    if (impl == "iterlock_chan") {
+        iterlock::chan<long> c(cap);
+        return channel(c);
     }
     if (impl == "mutex_condvar_queue") {
         mutex_condvar_queue<long> q(cap);
-        return mpmc(
-            pairs, secs,
-            [&](int, std::atomic<bool>& stop) {
-                for (long i = 0; keep_going(stop, i); ++i) q.push(i);
-            },
-            [&] {
-                long n = 0;
-                while (q.pop()) ++n;
-                return n;
-            },
-            [&] { q.close(); });
+        return channel(q);
     }
     if (impl == "moodycamel") {
         // No bound and no close: a LightweightSemaphore of `cap` free slots bounds it (the usual way; it beat
