@@ -605,14 +605,19 @@ class concurrent_map {
             detail::epoch_domain::record& rec = d.mine();
             for (int attempt = 0; attempt < optimistic_attempts; ++attempt) {
                 const std::uint64_t token = s.lock.read_begin();
-                std::optional<V> out;
-                typename table_type::racy_find r;
+                bool torn = false;
+                const slot_type* hit;
+                detail::racy_value<V> value;
                 {
                     const detail::epoch_domain::section in_section(d, rec);
-                    r = s.t.find_racy(k, h, out);
+                    hit = s.t.find_racy(k, h, torn);
+                    if (hit != nullptr) value.value = detail::racy_copy<V>(&hit->second);
                 }
-                if (r == table_type::racy_find::torn) break;
-                if (s.lock.read_validate(token)) return out;
+                if (torn) break;
+                if (s.lock.read_validate(token)) {
+                    if (hit == nullptr) return std::nullopt;
+                    return value.value;
+                }
             }
         }
         s.lock.lock_shared();

@@ -12,6 +12,7 @@
 #include <atomic>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <string>
 #include <thread>
 #include <vector>
@@ -91,6 +92,77 @@ TEST(Epoch, E2_WaitUntilSafeReturnsOnceTheSectionEnds) {
     d.wait_until_safe(stamp);  // would hang (watchdog) if leaving were not seen
     EXPECT_TRUE(d.safe(stamp));
     reader.join();
+}
+
+// E4 as a store-buffering litmus test. Per round the reclaimer "unlinks" (stores the round number) and then
+// scans; the reader enters a section and then reads the unlink flag, and stays inside until the scan is
+// over. A reader that missed the unlink must be visible to the scan; "missed and unseen" is the outcome that
+// would let a block be freed under a reader. It is forbidden with the fences of either mode; with the heavy
+// fence reduced to a plain fence while the light one is a compiler barrier, it shows up within a few
+// thousand rounds on x86 (checked by hand).
+TEST(Epoch, E4_AScanSeesTheSectionOrTheSectionSeesTheUnlink) {
+    epoch_domain& d = epoch_domain::global();
+    const int rounds = static_cast<int>(scaled(40000, 5000));
+    std::atomic<int> ready{0}, go{0}, entered{0}, scanned{0};
+    std::atomic<int> unlinked{0};
+    std::vector<char> reader_saw(static_cast<std::size_t>(rounds));
+    std::vector<char> scan_saw(static_cast<std::size_t>(rounds));
+    // Both sides leave the start line together, then each spins a pseudo-random number of steps, so that
+    // over the rounds the reader's entry and the reclaimer's unlink land at every distance from each other.
+    auto spin = [](std::uint64_t steps) {
+        for (std::uint64_t k = 0; k < steps; ++k) std::atomic_signal_fence(std::memory_order_seq_cst);
+    };
+    std::thread reader([&] {
+        epoch_domain::record& r = d.mine();
+        std::uint64_t x = 0x9E3779B97F4A7C15ULL;
+        for (int i = 1; i <= rounds; ++i) {
+            ready.store(i, std::memory_order_release);
+            while (go.load(std::memory_order_acquire) < i) {
+            }
+            x = x * 6364136223846793005ULL + 1442695040888963407ULL;
+            spin((x >> 58) * 4);
+            d.enter(r);
+            reader_saw[static_cast<std::size_t>(i - 1)] = unlinked.load(std::memory_order_relaxed) == i;
+            entered.store(i, std::memory_order_release);
+            while (scanned.load(std::memory_order_acquire) < i) {
+            }
+            epoch_domain::leave(r);
+        }
+    });
+    std::uint64_t x = 0xD1B54A32D192ED03ULL;
+    for (int i = 1; i <= rounds; ++i) {
+        while (ready.load(std::memory_order_acquire) < i) {
+        }
+        go.store(i, std::memory_order_release);
+        x = x * 6364136223846793005ULL + 1442695040888963407ULL;
+        spin((x >> 58) * 4 + 40);  // about the time the go flag takes to reach the reader's core
+        unlinked.store(i, std::memory_order_relaxed);
+        scan_saw[static_cast<std::size_t>(i - 1)] =
+            d.oldest_reader() != std::numeric_limits<std::uint64_t>::max();
+        scanned.store(i, std::memory_order_release);
+        while (entered.load(std::memory_order_acquire) < i) {
+        }
+    }
+    reader.join();
+    int missed_and_unseen = 0;
+    int missed = 0;
+    for (std::size_t i = 0; i < reader_saw.size(); ++i) {
+        missed += !reader_saw[i];
+        missed_and_unseen += !reader_saw[i] && !scan_saw[i];
+    }
+    EXPECT_EQ(missed_and_unseen, 0) << "asymmetric fences: " << d.asymmetric()
+                                    << "; reader missed the unlink in " << missed << " of " << rounds
+                                    << " rounds";
+}
+
+TEST(Epoch, E4_AsymmetricWhereMembarrierIsOffered) {
+#if defined(__linux__) && !ITERLOCK_DETAIL_TSAN
+    const long cmds = ::syscall(__NR_membarrier, MEMBARRIER_CMD_QUERY, 0, 0);
+    const bool offered = cmds >= 0 && (cmds & MEMBARRIER_CMD_PRIVATE_EXPEDITED) != 0;
+    EXPECT_EQ(epoch_domain::global().asymmetric(), offered);
+#else
+    EXPECT_FALSE(epoch_domain::global().asymmetric());
+#endif
 }
 
 // Values carry their key: a find that returns a value of another key (or garbage) is caught.

@@ -630,15 +630,16 @@ class table {
     // overflow buckets.
     bool reclaim_due() const noexcept { return limbo_arrays_ != 0 || limbo_.size() >= 64; }
 
-    enum class racy_find { miss, hit, torn };
     // Go's mapaccess for a reader that holds no lock, only an epoch section: every load is a relaxed atomic
     // load (detail/racy_read.hpp) and only blocks named by the published array views or reached through
-    // them are read, so concurrent writers can make the answer wrong but never make the read unsafe. The
-    // caller keeps the answer only if its sequence validation succeeds. `torn` means the walk met something
-    // no consistent table has (a chain longer than any real one); the caller falls back to its lock.
-    // Requires: K and V trivially copyable, deferred frees on, hash0 stable (set_reseed(false)).
+    // them are read, so concurrent writers can make the answer wrong but never make the read unsafe.
+    // Returns the slot whose key matched (nullptr: none); the caller copies what it needs with racy_copy
+    // before its section ends and keeps the answer only if its sequence validation succeeds. `torn` is set
+    // when the walk met something no consistent table has (a chain longer than any real one); the caller
+    // then falls back to its lock. Requires: K and V trivially copyable, deferred frees on, hash0 stable
+    // (set_reseed(false)).
     template <class K2>
-    racy_find find_racy(const K2& key, std::uint64_t h, std::optional<V>& out) const noexcept {
+    const slot_type* find_racy(const K2& key, std::uint64_t h, bool& torn) const noexcept {
         static_assert(std::is_trivially_copyable_v<K> && std::is_trivially_copyable_v<V>);
         // cur first (acquire): a reader that sees an array as current also sees the old view stored
         // before it (publish_view), so it never reads a new bucket that evacuation has not initialised.
@@ -650,7 +651,7 @@ class table {
             if (!ob.evacuated_racy()) b = ob;
         }
         if (!b) {
-            if (cv == 0) return racy_find::miss;
+            if (cv == 0) return nullptr;
             b = view_array(cv).at(h & bucket_mask(static_cast<unsigned>(cv & view_b_mask)));
         }
         prefetch_slots(b);
@@ -660,16 +661,14 @@ class table {
             b.load_top_racy(group);
             for (slot_mask m = match_byte(group, top); m != 0; m &= m - 1) {
                 const slot_type* s = b.slot(static_cast<unsigned>(std::countr_zero(m)));
-                if (eq_(key, racy_copy<K>(&s->first))) {
-                    out = racy_copy<V>(&s->second);
-                    return racy_find::hit;
-                }
+                if (eq_(key, racy_copy<K>(&s->first))) return s;
             }
-            if (has_empty_rest(group)) return racy_find::miss;
+            if (has_empty_rest(group)) return nullptr;
             b = b.next_racy();
-            if (!b) return racy_find::miss;
+            if (!b) return nullptr;
         }
-        return racy_find::torn;
+        torn = true;
+        return nullptr;
     }
 
   private:
