@@ -23,17 +23,17 @@
 // E3: records belong to threads for their lifetime and are reused, never freed; a scan is O(threads that
 //     ever held a record at once).
 // E4: the two fences. A reader enters once per find, a reclaimer scans once per many retired blocks, so
-// the cost goes to the scan. On Linux the light fence is only a compiler barrier and the heavy fence is
-// membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED), which makes every running thread of the process execute a
-// full memory barrier before it returns (a thread that is not running passes one when it is switched
-// in): wherever a reader was between its epoch store and its first read, that barrier now separates them.
-// It costs the scan microseconds (an interrupt to each CPU running one of our threads; 2.3 us measured
-// on the 2-core VM of docs/BENCHMARKS.md with one other thread busy), and it spares every find a full
-// fence: clang emits `mfence`, which stops a find's loads from overlapping the next find's (a find-only
-// loop over 1M keys: 182 ns with it, 40 ns without); GCC's `lock or` costs less only while nothing
-// reloads the stack word it locks. Where membarrier cannot be registered (not Linux, a kernel before
-// 4.14, a seccomp filter) and under ThreadSanitizer (which does not model it), both fences are seq_cst
-// fences; asymmetric() says which.
+//     the cost goes to the scan. On Linux the light fence is only a compiler barrier and the heavy fence
+//     is membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED), which makes every running thread of the process
+//     execute a full memory barrier before it returns (a thread that is not running passes one when it is
+//     switched in): wherever a reader was between its epoch store and its first read, that barrier now
+//     separates them. It costs the scan microseconds (an interrupt to each CPU running one of our
+//     threads; 2.3 us on the 2-core VM of docs/BENCHMARKS.md with one other thread busy) and spares every
+//     find a full fence: clang emits `mfence`, which keeps a find's loads from overlapping the next
+//     find's (a find-only loop over 1M keys: 180-200 ns per find with it, 48-50 ns without); GCC's
+//     `lock or` costs less only while nothing reloads the stack word it locks. Where membarrier cannot be
+//     registered (not Linux, a kernel before 4.14, a seccomp filter) and under ThreadSanitizer (which
+//     does not model it), both fences are seq_cst fences; asymmetric() says which.
 //
 // One domain serves the process (records are per thread, not per map): a thread's record costs one cache
 // line; the scan reads one word per record.
