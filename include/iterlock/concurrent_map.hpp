@@ -82,6 +82,7 @@
 #include <utility>
 #include <vector>
 
+#include "iterlock/detail/inplace_array.hpp"
 #include "iterlock/detail/shard_lock.hpp"
 #include "iterlock/detail/snapshot_store.hpp"
 #include "iterlock/detail/table.hpp"
@@ -200,21 +201,22 @@ class concurrent_map {
         : concurrent_map(shards, seed{detail::random_seed()}, h, eq, a) {}
     concurrent_map(std::size_t shards, seed s, const Hash& h = Hash(), const KeyEqual& eq = KeyEqual(),
                    const Allocator& a = Allocator())
-        : hash_(h), eq_(eq) {
-        const std::size_t n = std::bit_ceil(shards == 0 ? detail::default_shard_count() : shards);
-        shard_seed_ = detail::seeded_mix(s.value, 0x5348415244ull);  // "SHARD"
-        shards_.reserve(n);
-        for (std::size_t i = 0; i < n; ++i) {
-            shards_.push_back(std::make_unique<shard>(s.value, h, eq, a));
-            // Snapshots and find_racy both hash with a hash0 they read later: it must not change.
-            if constexpr (snapshots || optimistic_reads) shards_.back()->t.set_reseed(false);
+        : shards_(shard_count_for(shards), s.value, h, eq, a),
+          shard_shift_(shard_shift_for(shards_.size())),
+          seed_(s.value),
+          hash_(h),
+          eq_(eq) {
+        for (shard& sh : shards_) {
+            // One hash serves the shard choice and the shard's table (key_hash), so no table may re-seed:
+            // Go picks a new hash0 when a map is cleared or empties; a concurrent_map keeps its seed.
+            sh.t.set_reseed(false);
             if constexpr (optimistic_reads) {
-                shards_.back()->t.enable_deferred_frees(&detail::epoch_domain::global());
+                sh.t.enable_deferred_frees(&detail::epoch_domain::global());
                 if constexpr (snapshots)
-                    shards_.back()->t.chain_watch().enable_deferred_frees(&detail::epoch_domain::global());
+                    sh.t.chain_watch().enable_deferred_frees(&detail::epoch_domain::global());
             }
             if constexpr (snapshots) {
-                shards_.back()->t.chain_watch().bind(&registry_, a);
+                sh.t.chain_watch().bind(&registry_, a);
             }
         }
     }
@@ -224,7 +226,7 @@ class concurrent_map {
         if constexpr (snapshots) {
             if (registry_.live() != 0)
                 detail::fatal("iterlock: concurrent_map destroyed while a snapshot is alive");
-            for (auto& s : shards_) s->t.chain_watch().release_all(s->t);
+            for (shard& s : shards_) s.t.chain_watch().release_all(s.t);
         }
     }
 
@@ -247,8 +249,8 @@ class concurrent_map {
     // Runs f(const K&, const V&) on the entry under its shard lock (shared). Returns whether it exists.
     template <class K2, class F>
     bool cvisit(const K2& k, F&& f) const {
-        const std::uint64_t raw = user_hash(k);
-        shard& s = shard_for(raw);
+        const std::uint64_t h = key_hash(k);
+        shard& s = shard_for(h);
         entry_check();
         s.lock.lock_shared();
         visit_scope vs(this);
@@ -256,7 +258,7 @@ class concurrent_map {
             shard& s;
             ~unlock() { s.lock.unlock_shared(); }
         } u{s};
-        const slot_type* e = s.t.find_slot(k, s.t.mix(raw));
+        const slot_type* e = s.t.find_slot(k, h);
         if (e == nullptr) return false;
         f(e->first, static_cast<const V&>(e->second));
         return true;
@@ -309,14 +311,14 @@ class concurrent_map {
     // Removes k. Returns the number of entries removed (0 or 1).
     template <class K2 = K>
     size_type erase(const K2& k) {
-        const std::uint64_t raw = user_hash(k);
-        shard& s = shard_for(raw);
+        const std::uint64_t h = key_hash(k);
+        shard& s = shard_for(h);
         write_lock wl(*this, s);
         if (s.t.size() == 0) return 0;
         // The counters are preserved before the table may change them; an erase of an absent key preserves
         // them needlessly (harmless, as for try_emplace of a present key) and advances no revision.
         before_counter_change(s);
-        const bool erased = s.t.erase_key(k, s.t.mix(raw));
+        const bool erased = s.t.erase_key(k, h);
         after_write(s, erased ? 1 : 0);
         return erased ? 1 : 0;
     }
@@ -326,8 +328,7 @@ class concurrent_map {
     template <class Pred>
     size_type erase_if(Pred pred) {
         size_type total = 0;
-        for (auto& sp : shards_) {
-            shard& s = *sp;
+        for (shard& s : shards_) {
             write_lock wl(*this, s);
             if (s.t.size() == 0) continue;
             visit_scope vs(this);
@@ -349,8 +350,7 @@ class concurrent_map {
     // Removes every entry (shard by shard, each atomically). With snapshots alive, what they need is
     // preserved first (O(size) copies then).
     void clear() {
-        for (auto& sp : shards_) {
-            shard& s = *sp;
+        for (shard& s : shards_) {
             write_lock wl(*this, s);
             const size_type n = s.t.size();
             if (n == 0) continue;
@@ -372,8 +372,7 @@ class concurrent_map {
     // is reading.
     void reserve(size_type n) {
         const size_type per = n / shards_.size() + 1;
-        for (auto& sp : shards_) {
-            shard& s = *sp;
+        for (shard& s : shards_) {
             write_lock wl(*this, s);
             if constexpr (snapshots) {
                 if (registry_.live() != 0 || s.t.chain_watch().has_items()) continue;
@@ -386,14 +385,14 @@ class concurrent_map {
     // Sum of the shards' sizes, each read atomically (exact when no write is in flight).
     size_type size() const noexcept {
         size_type n = 0;
-        for (auto& s : shards_) n += s->count.load(std::memory_order_relaxed);
+        for (shard& s : shards_) n += s.count.load(std::memory_order_relaxed);
         return n;
     }
     bool empty() const noexcept { return size() == 0; }
     // Number of successful writes so far (S6). Monotonic.
     std::uint64_t revision() const noexcept {
         std::uint64_t r = 0;
-        for (auto& s : shards_) r += s->revision.load(std::memory_order_relaxed);
+        for (shard& s : shards_) r += s.revision.load(std::memory_order_relaxed);
         return r;
     }
     std::size_t shard_count() const noexcept { return shards_.size(); }
@@ -401,7 +400,7 @@ class concurrent_map {
     std::size_t preserved_bytes() const noexcept {
         std::size_t b = 0;
         if constexpr (snapshots)
-            for (auto& s : shards_) b += s->t.chain_watch().preserved_bytes();
+            for (shard& s : shards_) b += s.t.chain_watch().preserved_bytes();
         return b;
     }
     std::size_t snapshots_alive() const noexcept {
@@ -414,8 +413,7 @@ class concurrent_map {
     map_metrics metrics() const {
         map_metrics out;
         out.policy = snapshots ? "snapshot" : "locked";
-        for (auto& sp : shards_) {
-            shard& s = *sp;
+        for (shard& s : shards_) {
             s.lock.lock_shared();
             out.growths += s.t.growths();
             out.evacuated_buckets += s.t.evacuated_buckets();
@@ -472,15 +470,25 @@ class concurrent_map {
   private:
     enum class write_result { unchanged, inserted, assigned };
 
+    // A key's hash, as every shard's table computes it (hash0 = the map's seed; tables never re-seed). Its
+    // bits are split three ways: the low B select the table's bucket, the top 8 are the tophash byte, and
+    // the shard is chosen by the log2(shards) bits just below those (shard_for).
     template <class K2>
-    std::uint64_t user_hash(const K2& k) const {
-        return static_cast<std::uint64_t>(hash_(k));
+    std::uint64_t key_hash(const K2& k) const {
+        return detail::seeded_mix(static_cast<std::uint64_t>(hash_(k)), seed_);
     }
-    // The shard of a key: the top bits of a second seeded mix (a multiply-high maps them onto [0, shards)),
-    // so shard choice is independent of the bucket bits and the tophash byte the shard's table uses.
-    shard& shard_for(std::uint64_t raw) const noexcept {
-        const std::uint64_t x = detail::seeded_mix(raw, shard_seed_);
-        return *shards_[static_cast<std::size_t>((static_cast<unsigned __int128>(x) * shards_.size()) >> 64)];
+    shard& shard_for(std::uint64_t h) const noexcept {
+        return shards_[static_cast<std::size_t>(h >> shard_shift_) & (shards_.size() - 1)];
+    }
+    // Shards: a power of two, at most max_shards (so a table's bucket bits, under 2^40 buckets, never reach
+    // the shard bits).
+    static constexpr std::size_t max_shards = std::size_t{1} << 16;
+    static std::size_t shard_count_for(std::size_t requested) noexcept {
+        return std::bit_ceil(std::clamp<std::size_t>(
+            requested == 0 ? detail::default_shard_count() : requested, 1, max_shards));
+    }
+    static unsigned shard_shift_for(std::size_t n) noexcept {
+        return 56 - static_cast<unsigned>(std::countr_zero(n));
     }
 
     // Misuse that would deadlock: a call from inside a visit callback of this map.
@@ -560,10 +568,9 @@ class concurrent_map {
 
     template <class K2, class F>
     bool write(const K2& k, F&& apply) {
-        const std::uint64_t raw = user_hash(k);
-        shard& s = shard_for(raw);
+        const std::uint64_t h = key_hash(k);
+        shard& s = shard_for(h);
         write_lock wl(*this, s);
-        const std::uint64_t h = s.t.mix(raw);
         const auto pos = s.t.prepare_write(k, h);
         // The counters are preserved before anything changes; a write that turns out to change nothing
         // (try_emplace of a present key) preserves them needlessly, which is harmless.
@@ -575,10 +582,9 @@ class concurrent_map {
 
     template <class K2, class F>
     bool write_existing(const K2& k, F&& f) {
-        const std::uint64_t raw = user_hash(k);
-        shard& s = shard_for(raw);
+        const std::uint64_t h = key_hash(k);
+        shard& s = shard_for(h);
         write_lock wl(*this, s);
-        const std::uint64_t h = s.t.mix(raw);
         if (s.t.find_slot(k, h) == nullptr) return false;
         const auto pos = s.t.prepare_write(k, h);  // found: no structural change beyond growth steps
         before_counter_change(s);
@@ -591,8 +597,8 @@ class concurrent_map {
 
     template <class K2>
     std::optional<V> find_impl(const K2& k) const {
-        const std::uint64_t raw = user_hash(k);
-        shard& s = shard_for(raw);
+        const std::uint64_t h = key_hash(k);
+        shard& s = shard_for(h);
         entry_check();
         if constexpr (optimistic_reads) {
             // A sequence-lock read: no store to the shard's lock word, so finds on two cores do not bounce
@@ -600,7 +606,6 @@ class concurrent_map {
             // (detail/epoch.hpp); the validation keeps the answer only if no writer came in between. A
             // writer that holds the lock makes read_begin() wait, as lock_shared() would; after a few
             // failed validations (a writer on this shard at every try) the find takes the lock.
-            const std::uint64_t h = s.t.mix(raw);
             detail::epoch_domain& d = detail::epoch_domain::global();
             detail::epoch_domain::record& rec = d.mine();
             for (int attempt = 0; attempt < optimistic_attempts; ++attempt) {
@@ -625,7 +630,7 @@ class concurrent_map {
             shard& s;
             ~unlock() { s.lock.unlock_shared(); }
         } u{s};
-        const slot_type* e = s.t.find_slot(k, s.t.mix(raw));
+        const slot_type* e = s.t.find_slot(k, h);
         if (e == nullptr) return std::nullopt;
         return e->second;
     }
@@ -660,8 +665,7 @@ class concurrent_map {
         const detail::snapshot_registry::live_set live = registry_.live_markers();
         using garbage_t = typename watch_type::garbage;
         std::vector<std::pair<shard*, garbage_t>> swept;
-        for (auto& sp : shards_) {
-            shard& s = *sp;
+        for (shard& s : shards_) {
             if (!s.t.chain_watch().has_items()) continue;
             s.lock.lock();
             garbage_t garbage = s.t.chain_watch().sweep(live, s.t);
@@ -680,8 +684,9 @@ class concurrent_map {
         for (auto& [s, garbage] : swept) s->t.chain_watch().free_garbage(garbage);
     }
 
-    std::vector<std::unique_ptr<shard>> shards_;
-    std::uint64_t shard_seed_ = 0;
+    detail::inplace_array<shard> shards_;  // contiguous: shard_for is an address computation
+    unsigned shard_shift_;
+    std::uint64_t seed_;  // every table's hash0
     [[no_unique_address]] Hash hash_;
     [[no_unique_address]] KeyEqual eq_;
     mutable detail::snapshot_registry registry_;
@@ -772,7 +777,7 @@ class concurrent_map {
                         s_ = nullptr;
                         return;
                     }
-                    shard& sh = *m.shards_[shard_];
+                    shard& sh = m.shards_[shard_];
                     m.entry_check();
                     struct unlock {
                         shard& s;
@@ -811,7 +816,7 @@ class concurrent_map {
                     return;
                 }
                 const bucket ob = st_.old.at(j);
-                auto* v = s_->m_->shards_[shard_]->t.chain_watch().chain_at(ob, m);
+                auto* v = s_->m_->shards_[shard_].t.chain_watch().chain_at(ob, m);
                 if (v != nullptr) {  // preserved: it was not evacuated at the snapshot's instant
                     for (std::uint32_t i = 0; i < v->count; ++i) batch_->push(v->entries()[i]);
                     return;
@@ -824,7 +829,7 @@ class concurrent_map {
                 if (!st_.same_size) copy_chain(st_.cur.at(j + ((std::size_t{1} << st_.B) >> 1)), m);
             }
             void copy_chain(const bucket& head, std::uint64_t m) {
-                auto* v = s_->m_->shards_[shard_]->t.chain_watch().chain_at(head, m);
+                auto* v = s_->m_->shards_[shard_].t.chain_watch().chain_at(head, m);
                 if (v != nullptr) {
                     for (std::uint32_t i = 0; i < v->count; ++i) batch_->push(v->entries()[i]);
                 } else {
@@ -928,8 +933,7 @@ class concurrent_map {
         const totals_t& totals() const {
             if (!totals_.known) {
                 totals_t t;
-                for (auto& sp : m_->shards_) {
-                    shard& s = *sp;
+                for (shard& s : m_->shards_) {
                     m_->entry_check();
                     s.lock.lock_shared();
                     const detail::shard_counters c = s.t.chain_watch().counters_at(
@@ -947,8 +951,8 @@ class concurrent_map {
 
         template <class K2>
         std::optional<V> find_impl(const K2& k) const {
-            const std::uint64_t raw = m_->user_hash(k);
-            shard& s = m_->shard_for(raw);
+            const std::uint64_t h = m_->key_hash(k);
+            shard& s = m_->shard_for(h);
             m_->entry_check();
             s.lock.lock_shared();
             struct unlock {
@@ -956,8 +960,7 @@ class concurrent_map {
                 ~unlock() { s.lock.unlock_shared(); }
             } u{s};
             const auto st = s.t.chain_watch().structure_at(s.t, marker_);
-            if (!st.cur) return std::nullopt;
-            const std::uint64_t h = detail::seeded_mix(raw, st.hash0);
+            if (!st.cur) return std::nullopt;  // (st.hash0 is the map's seed: tables never re-seed)
             auto search_version = [&](auto* v) -> std::optional<V> {
                 for (std::uint32_t i = 0; i < v->count; ++i)
                     if (m_->eq_(k, v->entries()[i].first)) return v->entries()[i].second;
@@ -1048,12 +1051,12 @@ class concurrent_map {
             }
             void open(std::size_t i) {
                 shard_ = i;
-                m_->shards_[i]->t.iter_init(st_, detail::random_seed());
+                m_->shards_[i].t.iter_init(st_, detail::random_seed());
             }
             void step() {
                 const std::size_t n = m_->shards_.size();
                 for (;;) {
-                    cur_ = m_->shards_[shard_]->t.iter_next(st_);
+                    cur_ = m_->shards_[shard_].t.iter_next(st_);
                     if (cur_ != nullptr) return;
                     if (++visited_ == n) return;  // cur_ == nullptr: end
                     open((shard_ + 1) & (n - 1));
@@ -1107,7 +1110,7 @@ class concurrent_map {
                 metrics_on ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point{};
             std::size_t got = 0;
             for (; got < m->shards_.size(); ++got) {
-                detail::shard_lock& l = m->shards_[got]->lock;
+                detail::shard_lock& l = m->shards_[got].lock;
                 if (deadline) {
                     if (!l.try_lock_iteration_until(*deadline, p)) break;
                 } else {
@@ -1115,7 +1118,7 @@ class concurrent_map {
                 }
             }
             if (got != m->shards_.size()) {  // L5: timed out, undo
-                while (got > 0) m->shards_[--got]->lock.unlock_iteration();
+                while (got > 0) m->shards_[--got].lock.unlock_iteration();
                 m->count_event(&detail::map_event_metrics::iterations_timeout);
                 return;
             }
@@ -1123,7 +1126,7 @@ class concurrent_map {
                 m->events_.iterator_wait[p == priority::realtime ? 1 : 0].record_shared(
                     std::chrono::steady_clock::now() - t0);
             }
-            for (auto& sp : m->shards_) sp->t.register_iterator(owner_);
+            for (shard& s : m->shards_) s.t.register_iterator(owner_);
             *slot = {m, 1};
             m_ = m;
         }
@@ -1139,9 +1142,9 @@ class concurrent_map {
             if (--*d == 0) {
                 for (auto& h : tls.iterating)
                     if (h.map == m_) h = {nullptr, 0};
-                for (auto& sp : m_->shards_) {
-                    sp->t.unregister_iterator(owner_);
-                    sp->lock.unlock_iteration();
+                for (shard& s : m_->shards_) {
+                    s.t.unregister_iterator(owner_);
+                    s.lock.unlock_iteration();
                 }
             }
             m_ = nullptr;
