@@ -195,7 +195,9 @@ class concurrent_map {
 
     // ---- construction ------------------------------------------------------------------------------------
     concurrent_map() : concurrent_map(0) {}
-    // `shards`: rounded up to a power of two; 0 picks detail::default_shard_count().
+    // `shards`: rounded up to a power of two, at most 65536; 0 picks detail::default_shard_count(). The map
+    // draws one hash seed (or takes `s`) and keeps it for its lifetime: unlike iterlock::map, clear() does
+    // not re-seed, because the seed also decides each key's shard.
     explicit concurrent_map(std::size_t shards, const Hash& h = Hash(), const KeyEqual& eq = KeyEqual(),
                             const Allocator& a = Allocator())
         : concurrent_map(shards, seed{detail::random_seed()}, h, eq, a) {}
