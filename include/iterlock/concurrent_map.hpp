@@ -627,6 +627,12 @@ class concurrent_map {
                 }
             }
         }
+        return find_locked(k, h, s);
+    }
+    // The find under the shard's lock (shared). Out of line: for optimistic maps it is the rare fallback,
+    // and keeping it out of find_impl keeps that small enough to inline into callers.
+    template <class K2>
+    ITERLOCK_DETAIL_NOINLINE std::optional<V> find_locked(const K2& k, std::uint64_t h, shard& s) const {
         s.lock.lock_shared();
         struct unlock {
             shard& s;
