@@ -170,6 +170,27 @@ void print_tables(const workload& w, const std::vector<row>& rows, const std::ve
     for (const auto& s : skipped) std::cout << "  not run: " << s.impl << ": " << s.why << "\n";
 }
 
+// Reduces the rows of several one-repetition passes to one row per (impl, size, threads, metric) holding
+// the median of its values, in first-seen order.
+std::vector<row> interleaved_medians(const std::vector<row>& samples) {
+    std::vector<row> out;
+    std::vector<std::vector<double>> values;
+    for (const row& r : samples) {
+        auto same = [&](const row& o) {
+            return o.impl == r.impl && o.size == r.size && o.threads == r.threads && o.metric == r.metric;
+        };
+        const auto it = std::find_if(out.begin(), out.end(), same);
+        if (it == out.end()) {
+            out.push_back(r);
+            values.push_back({r.value});
+        } else {
+            values[static_cast<std::size_t>(it - out.begin())].push_back(r.value);
+        }
+    }
+    for (std::size_t i = 0; i < out.size(); ++i) out[i].value = median(values[i]);
+    return out;
+}
+
 void print_list() {
     for (const auto& w : registry()) {
         std::cout << w.name << ": " << w.description << "\n";
@@ -208,7 +229,7 @@ int run(int argc, char** argv) {
     std::vector<int> threads;
     std::string baseline;
     options opts;
-    bool csv = false, list = false;
+    bool csv = false, list = false, interleave = false;
     app.add_option("-w,--workload", workload_names, "workloads to run, e.g. W1,W3 (see --list)")
         ->delimiter(',');
     app.add_option("-i,--impl", impl_names, "implementations to run (default: all of each workload)")
@@ -226,6 +247,9 @@ int run(int argc, char** argv) {
         ->capture_default_str();
     app.add_option("--baseline", baseline,
                    "implementation the ratio column divides by (default: per workload)");
+    app.add_flag("--interleave", interleave,
+                 "run the repetitions round-robin over the implementations (rep 1 of each, then rep 2, "
+                 "...) so that each median spans the same stretch of time; for ratios on a noisy machine");
     app.add_flag("--csv", csv, "print CSV: workload,impl,size,threads,metric,value,unit");
     app.add_flag("--list", list, "list workloads and implementations, then exit");
     try {
@@ -287,19 +311,47 @@ int run(int argc, char** argv) {
         }
         std::vector<row> rows;
         std::vector<not_run> skipped;
-        for (const auto& impl : impls) {
-            std::cerr << "[" << w->name << "] " << impl << " ...\n";
-            try {
-                w->run(impl, opts, [&](row r) {
-                    if (csv) print_csv_row(r);
-                    rows.push_back(std::move(r));
-                });
-            } catch (const unavailable& e) {
-                std::cerr << "[" << w->name << "] " << impl << ": not run: " << e.what() << "\n";
-                skipped.push_back({impl, e.what()});
-            } catch (const std::exception& e) {
-                std::cerr << "[" << w->name << "] " << impl << ": FAILED: " << e.what() << "\n";
-                ++failures;
+        // One pass runs every implementation once with `pass_opts`; --interleave makes `reps` passes of
+        // one repetition each and takes the medians at the end, otherwise one pass does every repetition.
+        const int reps = interleave ? opts.repetitions : 1;
+        options pass_opts = opts;
+        if (interleave) pass_opts.repetitions = 1;
+        std::vector<row> samples;  // --interleave: every pass's rows, reduced to medians below
+        std::vector<std::string> failed;
+        for (int pass = 0; pass < reps; ++pass) {
+            for (const auto& impl : impls) {
+                const auto gave_up = [&](const std::string& i) {
+                    return std::find(failed.begin(), failed.end(), i) != failed.end() ||
+                           std::any_of(skipped.begin(), skipped.end(),
+                                       [&](const not_run& n) { return n.impl == i; });
+                };
+                if (gave_up(impl)) continue;
+                std::cerr << "[" << w->name << "] " << impl;
+                if (interleave) std::cerr << " (pass " << pass + 1 << " of " << reps << ")";
+                std::cerr << " ...\n";
+                try {
+                    w->run(impl, pass_opts, [&](row r) {
+                        if (interleave) {
+                            samples.push_back(std::move(r));
+                            return;
+                        }
+                        if (csv) print_csv_row(r);
+                        rows.push_back(std::move(r));
+                    });
+                } catch (const unavailable& e) {
+                    std::cerr << "[" << w->name << "] " << impl << ": not run: " << e.what() << "\n";
+                    skipped.push_back({impl, e.what()});
+                } catch (const std::exception& e) {
+                    std::cerr << "[" << w->name << "] " << impl << ": FAILED: " << e.what() << "\n";
+                    failed.push_back(impl);
+                    ++failures;
+                }
+            }
+        }
+        if (interleave) {
+            for (row& r : interleaved_medians(samples)) {
+                if (csv) print_csv_row(r);
+                rows.push_back(std::move(r));
             }
         }
         if (!csv) {
