@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <map>
 #include <set>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -14,6 +15,7 @@
 
 #include "concurrent_test_util.hpp"
 #include "iterlock/concurrent_map.hpp"
+#include "iterlock/detail/inplace_array.hpp"
 #include "iterlock/errors.hpp"
 
 namespace {
@@ -54,6 +56,51 @@ TYPED_TEST(CMapMembers, ShardCountIsAPowerOfTwo) {
     EXPECT_EQ(TypeParam(16).shard_count(), 16u);
     EXPECT_EQ(TypeParam(1000, seed{5}).shard_count(), 1024u);
     EXPECT_EQ(TypeParam(2).shard_count(), 2u);
+}
+
+// detail::inplace_array (the shards' storage): built in place, destroyed in reverse, and a constructor that
+// throws leaves nothing behind (ASan's leak check runs this too).
+struct counted_ctor {
+    static inline int live = 0;
+    static inline int built = 0;
+    static inline int throw_at = -1;
+    static inline std::vector<int> destroyed;
+    int id;
+    explicit counted_ctor(int base) : id(base + built) {
+        if (built == throw_at) throw std::runtime_error("ctor");
+        ++built;
+        ++live;
+    }
+    ~counted_ctor() {
+        --live;
+        destroyed.push_back(id);
+    }
+    counted_ctor(const counted_ctor&) = delete;
+    counted_ctor& operator=(const counted_ctor&) = delete;
+};
+
+TEST(InplaceArray, BuildsInPlaceAndDestroysInReverse) {
+    counted_ctor::built = 0;
+    counted_ctor::throw_at = -1;
+    counted_ctor::destroyed.clear();
+    {
+        iterlock::detail::inplace_array<counted_ctor> a(4, 100);
+        ASSERT_EQ(a.size(), 4u);
+        EXPECT_EQ(counted_ctor::live, 4);
+        for (std::size_t i = 0; i < a.size(); ++i) EXPECT_EQ(a[i].id, 100 + static_cast<int>(i));
+        EXPECT_EQ(a.end() - a.begin(), 4);
+    }
+    EXPECT_EQ(counted_ctor::live, 0);
+    EXPECT_EQ(counted_ctor::destroyed, (std::vector<int>{103, 102, 101, 100}));
+}
+
+TEST(InplaceArray, AThrowingConstructorLeavesNothingBehind) {
+    counted_ctor::built = 0;
+    counted_ctor::throw_at = 2;
+    counted_ctor::destroyed.clear();
+    EXPECT_THROW(iterlock::detail::inplace_array<counted_ctor>(5, 0), std::runtime_error);
+    EXPECT_EQ(counted_ctor::live, 0);
+    EXPECT_EQ(counted_ctor::destroyed, (std::vector<int>{1, 0}));
 }
 
 // concurrent_map(1): a single shard (shard choice once shifted a 64-bit value by 64).
