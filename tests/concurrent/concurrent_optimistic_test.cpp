@@ -19,6 +19,11 @@
 
 #include <gtest/gtest.h>
 
+#if defined(__linux__)
+#include <sys/wait.h>
+#include <unistd.h>
+#endif
+
 #include "concurrent_test_util.hpp"
 #include "iterlock/concurrent_map.hpp"
 #include "iterlock/detail/epoch.hpp"
@@ -162,6 +167,26 @@ TEST(Epoch, E4_AsymmetricWhereMembarrierIsOffered) {
     EXPECT_EQ(epoch_domain::global().asymmetric(), offered);
 #else
     EXPECT_FALSE(epoch_domain::global().asymmetric());
+#endif
+}
+
+// The heavy fence in a forked child of a registered process (the registration is per process): it must
+// work, not abort.
+TEST(Epoch, E4_HeavyFenceWorksInAForkedChild) {
+#if defined(__linux__) && !ITERLOCK_DETAIL_TSAN
+    epoch_domain& d = epoch_domain::global();  // registered (if offered) before the fork
+    const pid_t child = ::fork();
+    ASSERT_GE(child, 0);
+    if (child == 0) {
+        const std::uint64_t stamp = d.retire_stamp();
+        ::_exit(d.safe(stamp) ? 0 : 3);  // no section is open in the child
+    }
+    int status = 0;
+    ASSERT_EQ(::waitpid(child, &status, 0), child);
+    ASSERT_TRUE(WIFEXITED(status)) << "the child was killed (signal " << WTERMSIG(status) << ")";
+    EXPECT_EQ(WEXITSTATUS(status), 0);
+#else
+    GTEST_SKIP() << "fork with sanitizer threads, or no membarrier";
 #endif
 }
 

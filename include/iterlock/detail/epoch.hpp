@@ -133,9 +133,14 @@ class epoch_domain {
         if (!asymmetric_) return;
 #if defined(__linux__)
         if (::syscall(__NR_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) != 0) [[unlikely]] {
-            // Registered, so it cannot fail; if it did, freeing would be unsafe: stop, as for misuse.
-            std::fputs("iterlock: membarrier(PRIVATE_EXPEDITED) failed after registration\n", stderr);
-            std::abort();
+            // Registered once, so this fails only if the registration was lost (EPERM; the kernel keeps
+            // it across fork, not across exec, which starts a new process anyway): register again and
+            // retry. If that fails too, freeing would be unsafe: stop, as for misuse.
+            if (::syscall(__NR_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) != 0 ||
+                ::syscall(__NR_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) != 0) {
+                std::fputs("iterlock: membarrier(PRIVATE_EXPEDITED) failed after registration\n", stderr);
+                std::abort();
+            }
         }
 #endif
         std::atomic_thread_fence(std::memory_order_seq_cst);
