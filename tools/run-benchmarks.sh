@@ -19,7 +19,7 @@ run() {  # name, args...
 { date -u +%FT%TZ; lscpu | grep -E 'Model name|^CPU\(s\)'; uname -r; } >"$out/machine.txt"
 run map        --workload W1,W3,W6 --reps 3
 run w1_10m     --workload W1 --size 10M --impl iterlock,absl_flat_hash_map --reps 1
-run w2         --workload W2 --threads 1,2 --duration 2 --reps 3
+run w2         --workload W2 --threads 1,2 --duration 2 --reps 5 --interleave  # ratios: same stretch of time
 run w4         --workload W4 --duration 2 --reps 1
 run w5         --workload W5i,W5d --duration 4 --reps 1
 run chan       --workload C1,C2,C3 --reps 3
