@@ -318,13 +318,13 @@ int run(int argc, char** argv) {
         if (interleave) pass_opts.repetitions = 1;
         std::vector<row> samples;  // --interleave: every pass's rows, reduced to medians below
         std::vector<std::string> failed;
+        const auto gave_up = [&](const std::string& impl) {  // failed or unavailable in an earlier pass
+            return std::find(failed.begin(), failed.end(), impl) != failed.end() ||
+                   std::any_of(skipped.begin(), skipped.end(),
+                               [&](const not_run& n) { return n.impl == impl; });
+        };
         for (int pass = 0; pass < reps; ++pass) {
             for (const auto& impl : impls) {
-                const auto gave_up = [&](const std::string& i) {
-                    return std::find(failed.begin(), failed.end(), i) != failed.end() ||
-                           std::any_of(skipped.begin(), skipped.end(),
-                                       [&](const not_run& n) { return n.impl == i; });
-                };
                 if (gave_up(impl)) continue;
                 std::cerr << "[" << w->name << "] " << impl;
                 if (interleave) std::cerr << " (pass " << pass + 1 << " of " << reps << ")";
