@@ -204,8 +204,6 @@ class table {
     std::uint64_t hash_of(const K2& k) const noexcept(noexcept(std::declval<const Hash&>()(k))) {
         return seeded_mix(static_cast<std::uint64_t>(hash_(k)), hash0_);
     }
-    // The table hash of a key whose user hash is already known (concurrent_map hashes once per call).
-    std::uint64_t mix(std::uint64_t user_hash) const noexcept { return seeded_mix(user_hash, hash0_); }
 
     // Go re-seeds hash0 when a map empties or is cleared. A layer whose readers rely on a stable hash0
     // (concurrent_map's snapshots) turns that off.
