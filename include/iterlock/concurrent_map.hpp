@@ -968,7 +968,7 @@ class concurrent_map {
                 ~unlock() { s.lock.unlock_shared(); }
             } u{s};
             const auto st = s.t.chain_watch().structure_at(s.t, marker_);
-            if (!st.cur) return std::nullopt;  // (st.hash0 is the map's seed: tables never re-seed)
+            if (!st.cur) return std::nullopt;
             auto search_version = [&](auto* v) -> std::optional<V> {
                 for (std::uint32_t i = 0; i < v->count; ++i)
                     if (m_->eq_(k, v->entries()[i].first)) return v->entries()[i].second;

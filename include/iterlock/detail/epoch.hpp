@@ -132,12 +132,11 @@ class epoch_domain {
         std::atomic_thread_fence(std::memory_order_seq_cst);
         if (!asymmetric_) return;
 #if defined(__linux__)
-        if (::syscall(__NR_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) != 0) [[unlikely]] {
+        if (membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED) != 0) [[unlikely]] {
             // Registered once, so this fails only if the registration was lost (EPERM; the kernel keeps
             // it across fork, not across exec, which starts a new process anyway): register again and
             // retry. If that fails too, freeing would be unsafe: stop, as for misuse.
-            if (::syscall(__NR_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) != 0 ||
-                ::syscall(__NR_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) != 0) {
+            if (!register_membarrier() || membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED) != 0) {
                 std::fputs("iterlock: membarrier(PRIVATE_EXPEDITED) failed after registration\n", stderr);
                 std::abort();
             }
@@ -149,13 +148,18 @@ class epoch_domain {
     // idempotent). False where the kernel or a sandbox does not offer them.
     static bool register_membarrier() noexcept {
 #if defined(__linux__)
-        const long cmds = ::syscall(__NR_membarrier, MEMBARRIER_CMD_QUERY, 0, 0);
+        const long cmds = membarrier(MEMBARRIER_CMD_QUERY);
         if (cmds < 0 || (cmds & MEMBARRIER_CMD_PRIVATE_EXPEDITED) == 0) return false;
-        return ::syscall(__NR_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) == 0;
+        return membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED) == 0;
 #else
         return false;
 #endif
     }
+#if defined(__linux__)
+    static long membarrier(int cmd) noexcept {
+        return ::syscall(__NR_membarrier, cmd, 0, 0);
+    }
+#endif
 
     static record*& tls_record() noexcept {
         thread_local record* r = nullptr;

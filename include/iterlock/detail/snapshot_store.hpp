@@ -143,14 +143,14 @@ struct chain_tag {
     std::uint32_t gen = 0;     // the shard's version generation when `versions` was set
 };
 
-// A shard's structure as a snapshot needs it (Go's buckets, oldbuckets, B, sameSizeGrow, hash0).
+// A shard's structure as a snapshot needs it (Go's buckets, oldbuckets, B, sameSizeGrow). Not hash0:
+// concurrent_map's tables never re-seed.
 template <class ArrayRef>
 struct structure {
     ArrayRef cur;
     ArrayRef old;
     unsigned B = 0;
     bool same_size = false;
-    std::uint64_t hash0 = 0;
 };
 
 // A shard's counters as a snapshot needs them.
@@ -412,7 +412,7 @@ class shard_versions {
 
     template <class Table>
     static structure<ArrayRef> describe(const Table& t) noexcept {
-        return {t.current_array(), t.old_array(), t.bucket_shift(), t.same_size_grow(), t.hash_seed()};
+        return {t.current_array(), t.old_array(), t.bucket_shift(), t.same_size_grow()};
     }
 
     template <class BucketRef>
