@@ -234,9 +234,9 @@ class concurrent_map {
 
     // ---- lookup ------------------------------------------------------------------------------------------
     // A copy of the value (cannot dangle), or nullopt. Shares the shard lock; never waits for iterations.
-    std::optional<V> find(const K& k) const { return find_impl(k); }
+    ITERLOCK_DETAIL_ALWAYS_INLINE std::optional<V> find(const K& k) const { return find_impl(k); }
     template <class K2>
-    requires transparent std::optional<V> find(const K2& k)
+    requires transparent ITERLOCK_DETAIL_ALWAYS_INLINE std::optional<V> find(const K2& k)
     const { return find_impl(k); }
     bool contains(const K& k) const {
         if constexpr (optimistic_reads) return find_impl(k).has_value();
@@ -495,13 +495,14 @@ class concurrent_map {
 
     // Misuse that would deadlock: a call from inside a visit callback of this map.
     void entry_check() const {
-        if (detail::this_thread_maps().visiting == this) {
+        if (visiting_this()) [[unlikely]] {
             count_misuse();
             throw lock_error(
                 "iterlock::concurrent_map: the map was used from inside visit/cvisit/update/erase_if "
                 "on the same map; that would deadlock on the shard lock");
         }
     }
+    bool visiting_this() const noexcept { return detail::this_thread_maps().visiting == this; }
     struct visit_scope {
         explicit visit_scope(const void* m) noexcept : saved(detail::this_thread_maps().visiting) {
             detail::this_thread_maps().visiting = m;
@@ -598,36 +599,65 @@ class concurrent_map {
     }
 
     template <class K2>
-    std::optional<V> find_impl(const K2& k) const {
+    ITERLOCK_DETAIL_ALWAYS_INLINE std::optional<V> find_impl(const K2& k) const {
         const std::uint64_t h = key_hash(k);
         shard& s = shard_for(h);
-        entry_check();
         if constexpr (optimistic_reads) {
             // A sequence-lock read: no store to the shard's lock word, so finds on two cores do not bounce
             // its cache line. The epoch section keeps every block the walk can reach allocated
-            // (detail/epoch.hpp); the validation keeps the answer only if no writer came in between. A
-            // writer that holds the lock makes read_begin() wait, as lock_shared() would; after a few
-            // failed validations (a writer on this shard at every try) the find takes the lock.
-            detail::epoch_domain& d = detail::epoch_domain::global();
-            detail::epoch_domain::record& rec = d.mine();
-            for (int attempt = 0; attempt < optimistic_attempts; ++attempt) {
-                const std::uint64_t token = s.lock.read_begin();
-                bool torn = false;
-                const slot_type* hit;
-                detail::racy_value<V> value;
-                {
-                    const detail::epoch_domain::section in_section(d, rec);
-                    hit = s.t.find_racy(k, h, torn);
-                    if (hit != nullptr) value.value = detail::racy_copy<V>(&hit->second);
+            // (detail/epoch.hpp); the validation keeps the answer only if no writer came in between.
+            // This is the fast path, one attempt, inline: over a large map every find waits for a cache
+            // miss, and how many finds a core keeps in flight at once depends on how few instructions
+            // each one takes (measured: 170 -> 140 instructions per find cut a 1M-key find loop by 10%).
+            // Everything rare is out of line in find_slow: the thread's first find (it claims an epoch
+            // record), a writer holding the shard, a failed validation, a call from a visit callback.
+            detail::epoch_domain::record* rec = detail::epoch_domain::current();
+            std::uint64_t token;
+            if (rec != nullptr && s.lock.try_read_begin(token) && !visiting_this()) [[likely]] {
+                const racy_find r = find_in_section(k, h, s, *rec);
+                if (!r.torn && s.lock.read_validate(token)) [[likely]] {
+                    if (r.hit == nullptr) return std::nullopt;
+                    return r.value.value;
                 }
-                if (torn) break;
-                if (s.lock.read_validate(token)) {
-                    if (hit == nullptr) return std::nullopt;
-                    return value.value;
-                }
+            }
+            return find_slow(k, h, s);
+        } else {
+            entry_check();
+            return find_locked(k, h, s);
+        }
+    }
+    // The optimistic find's rare cases: more attempts (read_begin waits while a writer holds), then the
+    // lock. Requires: optimistic_reads.
+    template <class K2>
+    ITERLOCK_DETAIL_NOINLINE std::optional<V> find_slow(const K2& k, std::uint64_t h, shard& s) const {
+        entry_check();
+        detail::epoch_domain::record& rec = detail::epoch_domain::global().mine();
+        for (int attempt = 1; attempt < optimistic_attempts; ++attempt) {
+            const std::uint64_t token = s.lock.read_begin();  // outside the section: it may wait (E2)
+            const racy_find r = find_in_section(k, h, s, rec);
+            if (r.torn) break;
+            if (s.lock.read_validate(token)) {
+                if (r.hit == nullptr) return std::nullopt;
+                return r.value.value;
             }
         }
         return find_locked(k, h, s);
+    }
+    // One racy lookup inside an epoch section: the matched slot, a copy of its value (meaningful only if
+    // the caller's validation succeeds) and whether the walk met a torn chain.
+    struct racy_find {
+        const slot_type* hit = nullptr;
+        detail::racy_value<V> value;
+        bool torn = false;
+    };
+    template <class K2>
+    ITERLOCK_DETAIL_ALWAYS_INLINE racy_find find_in_section(const K2& k, std::uint64_t h, const shard& s,
+                                                            detail::epoch_domain::record& rec) const {
+        racy_find r;
+        const detail::epoch_domain::section in_section(detail::epoch_domain::global(), rec);
+        r.hit = s.t.find_racy(k, h, r.torn);
+        if (r.hit != nullptr) r.value.value = detail::racy_copy<V>(&r.hit->second);
+        return r;
     }
     // The find under the shard's lock (shared). Out of line: for optimistic maps it is the rare fallback,
     // and keeping it out of find_impl keeps that small enough to inline into callers.

@@ -77,6 +77,10 @@ class epoch_domain {
         return *r;
     }
 
+    // The calling thread's record if it has claimed one (any earlier mine()), else nullptr. One
+    // thread-local load: for fast paths that send a thread's first use to a slow path calling mine().
+    static record* current() noexcept { return tls_record(); }
+
     void enter(record& r) noexcept {
         r.epoch.store(epoch_.load(std::memory_order_acquire), std::memory_order_relaxed);
         light_fence();

@@ -108,6 +108,7 @@
 #include <mutex>
 #include <type_traits>
 
+#include "iterlock/detail/inline.hpp"
 #include "iterlock/errors.hpp"
 #include "iterlock/priority.hpp"
 
@@ -123,12 +124,6 @@
 #define ITERLOCK_DETAIL_LOCK_CHECK(cond, msg) \
     do {                                      \
     } while (false)
-#endif
-
-#if defined(__GNUC__) || defined(__clang__)
-#define ITERLOCK_DETAIL_NOINLINE __attribute__((noinline))
-#else
-#define ITERLOCK_DETAIL_NOINLINE
 #endif
 
 namespace iterlock::detail {
@@ -227,6 +222,14 @@ class alignas(64) shard_lock {
         if ((s & write_bit) != 0) [[unlikely]]
             s = wait_for_no_writer();
         return s & seq_mask;
+    }
+
+    // read_begin() without waiting: false if a writer (or an upgraded iteration) holds; then the caller
+    // waits with read_begin() or takes the lock. One load; never blocks.
+    bool try_read_begin(std::uint64_t& token) const noexcept {
+        const std::uint64_t s = state_.load(std::memory_order_acquire);
+        token = s & seq_mask;
+        return (s & write_bit) == 0;
     }
 
     // Sequence read, step 2: true if no writer acquired the lock since the read_begin() that returned `token`

@@ -64,6 +64,7 @@
 
 #include "iterlock/detail/bucket.hpp"
 #include "iterlock/detail/epoch.hpp"
+#include "iterlock/detail/inline.hpp"
 #include "iterlock/detail/racy_read.hpp"
 #include "iterlock/detail/tophash.hpp"
 #include "iterlock/hash.hpp"
@@ -637,7 +638,8 @@ class table {
     // then falls back to its lock. Requires: K and V trivially copyable, deferred frees on, hash0 stable
     // (set_reseed(false)).
     template <class K2>
-    const slot_type* find_racy(const K2& key, std::uint64_t h, bool& torn) const noexcept {
+    ITERLOCK_DETAIL_ALWAYS_INLINE const slot_type* find_racy(const K2& key, std::uint64_t h,
+                                                             bool& torn) const noexcept {
         static_assert(std::is_trivially_copyable_v<K> && std::is_trivially_copyable_v<V>);
         // cur first (acquire): a reader that sees an array as current also sees the old view stored
         // before it (publish_view), so it never reads a new bucket that evacuation has not initialised.
