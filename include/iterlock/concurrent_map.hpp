@@ -531,8 +531,12 @@ class concurrent_map {
                     return;
                 }
             }
-            s_.lock.lock(wp);
-            record(waited);
+            if (s_.lock.try_lock()) [[likely]] {
+                record_uncontended();
+            } else {
+                s_.lock.lock(wp);
+                record(waited);
+            }
             if constexpr (snapshots) s_.t.chain_watch().begin_op();
         }
         void record([[maybe_unused]] std::chrono::nanoseconds waited) noexcept {
@@ -540,6 +544,11 @@ class concurrent_map {
                 s_.stats.writer_wait[current_priority() == priority::realtime ? 1 : 0].record_exclusive(
                     waited);
             }
+        }
+        void record_uncontended() noexcept {
+            if constexpr (metrics_on)
+                s_.stats.writer_wait[current_priority() == priority::realtime ? 1 : 0]
+                    .record_exclusive_zero();
         }
         ~write_lock() {
             if constexpr (optimistic_reads) reclaim(s_);
@@ -684,7 +693,10 @@ class concurrent_map {
     static void reclaim(shard& s) noexcept {
         bool due = s.t.reclaim_due();
         if constexpr (snapshots) due = due || s.t.chain_watch().reclaim_due();
-        if (!due) return;
+        if (due) [[unlikely]]
+            reclaim_now(s);
+    }
+    ITERLOCK_DETAIL_NOINLINE static void reclaim_now(shard& s) noexcept {
         const std::uint64_t oldest = detail::epoch_domain::global().oldest_reader();
         s.t.reclaim_deferred(oldest);
         if constexpr (snapshots) s.t.chain_watch().reclaim_deferred(oldest);

@@ -41,6 +41,7 @@
 
 #include "iterlock/detail/bucket.hpp"
 #include "iterlock/detail/epoch.hpp"
+#include "iterlock/detail/inline.hpp"
 #include "iterlock/detail/racy_read.hpp"
 #include "iterlock/detail/tophash.hpp"
 #include "iterlock/misuse.hpp"
@@ -202,11 +203,13 @@ class shard_versions {
     // ---- the table's hooks ------------------------------------------------------------------------------
     template <class BucketRef>
     void before_chain_write(const BucketRef& head) {
-        preserve(head);
+        if (!quiet_) [[unlikely]]  // no snapshot alive: do not even touch the tag (see begin_op)
+            preserve(head);
     }
     template <class BucketRef>
     void before_physical_write(const BucketRef& head) {
-        preserve(head);
+        if (!quiet_) [[unlikely]]
+            preserve(head);
     }
     template <class BucketRef>
     void chain_initialized(const BucketRef& head) noexcept {
@@ -416,8 +419,7 @@ class shard_versions {
     }
 
     template <class BucketRef>
-    void preserve(const BucketRef& head) {
-        if (quiet_) return;  // no snapshot alive: do not even touch the tag (see begin_op)
+    ITERLOCK_DETAIL_NOINLINE void preserve(const BucketRef& head) {
         chain_tag& tag = head.body->extra;
         if (tag.label >= op_seq_) return;  // already changed in this epoch (the steady state)
         if (reg_->needed_since(tag.label)) {
