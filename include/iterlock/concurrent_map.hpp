@@ -623,11 +623,10 @@ class concurrent_map {
             detail::epoch_domain::record* rec = detail::epoch_domain::current();
             std::uint64_t token;
             if (rec != nullptr && s.lock.try_read_begin(token) && !visiting_this()) [[likely]] {
-                const racy_find r = find_in_section(k, h, s, *rec);
-                if (!r.torn && s.lock.read_validate(token)) [[likely]] {
-                    if (r.hit == nullptr) return std::nullopt;
-                    return r.value.value;
-                }
+                bool torn = false;
+                std::optional<V> r = find_in_section(k, h, s, *rec, torn);
+                if (!torn && s.lock.read_validate(token)) [[likely]]
+                    return r;
             }
             return find_slow(k, h, s);
         } else {
@@ -643,30 +642,24 @@ class concurrent_map {
         detail::epoch_domain::record& rec = detail::epoch_domain::global().mine();
         for (int attempt = 1; attempt < optimistic_attempts; ++attempt) {
             const std::uint64_t token = s.lock.read_begin();  // outside the section: it may wait (E2)
-            const racy_find r = find_in_section(k, h, s, rec);
-            if (r.torn) break;
-            if (s.lock.read_validate(token)) {
-                if (r.hit == nullptr) return std::nullopt;
-                return r.value.value;
-            }
+            bool torn = false;
+            std::optional<V> r = find_in_section(k, h, s, rec, torn);
+            if (torn) break;
+            if (s.lock.read_validate(token)) return r;
         }
         return find_locked(k, h, s);
     }
-    // One racy lookup inside an epoch section: the matched slot, a copy of its value (meaningful only if
-    // the caller's validation succeeds) and whether the walk met a torn chain.
-    struct racy_find {
-        const slot_type* hit = nullptr;
-        detail::racy_value<V> value;
-        bool torn = false;
-    };
+    // One racy lookup inside an epoch section: a copy of the matched value (meaningful only if the
+    // caller's validation succeeds); `torn` is set if the walk met a torn chain.
     template <class K2>
-    ITERLOCK_DETAIL_ALWAYS_INLINE racy_find find_in_section(const K2& k, std::uint64_t h, const shard& s,
-                                                            detail::epoch_domain::record& rec) const {
-        racy_find r;
+    ITERLOCK_DETAIL_ALWAYS_INLINE std::optional<V> find_in_section(const K2& k, std::uint64_t h,
+                                                                   const shard& s,
+                                                                   detail::epoch_domain::record& rec,
+                                                                   bool& torn) const {
         const detail::epoch_domain::section in_section(detail::epoch_domain::global(), rec);
-        r.hit = s.t.find_racy(k, h, r.torn);
-        if (r.hit != nullptr) r.value.value = detail::racy_copy<V>(&r.hit->second);
-        return r;
+        const slot_type* hit = s.t.find_racy(k, h, torn);
+        if (hit == nullptr) return std::nullopt;
+        return detail::racy_copy<V>(&hit->second);
     }
     // The find under the shard's lock (shared). Out of line: for optimistic maps it is the rare fallback,
     // and keeping it out of find_impl keeps that small enough to inline into callers.

@@ -57,13 +57,4 @@ T racy_copy(const T* p) noexcept {
     return std::bit_cast<T>(bytes);
 }
 
-// Where an optimistic read keeps a copied value until its validation: a union member, so T needs no default
-// constructor (T is trivially copyable, so the union is too and needs no destructor call).
-template <class T>
-union racy_value {
-    static_assert(std::is_trivially_copyable_v<T>);
-    racy_value() noexcept {}
-    T value;
-};
-
 }  // namespace iterlock::detail
