@@ -127,10 +127,13 @@ inline thread_map_state& this_thread_maps() noexcept {
     return s;
 }
 
-// Default shard count: a power of two, 8 per hardware thread, between 16 and 1024.
+// Default shard count: a power of two, 32 per hardware thread, between 16 and 1024. A writer holding a
+// shard sends that shard's finds to their slow path (they wait for it) and queues other writers, so
+// fewer collisions pay; 8 per thread measured 5-10% below 32 on W2 with 2 threads (docs/BENCHMARKS.md),
+// and a shard costs 1.5 KiB plus its table.
 inline std::size_t default_shard_count() noexcept {
     const std::size_t hw = std::max(1u, std::thread::hardware_concurrency());
-    return std::clamp<std::size_t>(std::bit_ceil(hw * 8), 16, 1024);
+    return std::clamp<std::size_t>(std::bit_ceil(hw * 32), 16, 1024);
 }
 
 }  // namespace detail
