@@ -218,10 +218,10 @@ class alignas(64) shard_lock {
 
     // Sequence read, step 1: waits while a writer holds (as lock_shared() does, R1); returns a token.
     std::uint64_t read_begin() noexcept {
-        std::uint64_t s = state_.load(std::memory_order_acquire);
-        if ((s & write_bit) != 0) [[unlikely]]
-            s = wait_for_no_writer();
-        return s & seq_mask;
+        std::uint64_t token;
+        if (try_read_begin(token)) [[likely]]
+            return token;
+        return wait_for_no_writer() & seq_mask;
     }
 
     // read_begin() without waiting: false if a writer (or an upgraded iteration) holds; then the caller
