@@ -167,12 +167,16 @@ class concurrent_map {
     static constexpr bool transparent = requires { typename Hash::is_transparent; }
     &&requires { typename KeyEqual::is_transparent; };
 
+    // Every write changes the lock word, the table's header and the line that starts at `revision`
+    // (revision, count and, with metrics, writer_wait[0]'s total and zero bucket): three lines. When two
+    // cores write the same shard in turn, each line changed is a transfer between them, so these are kept
+    // together (the histogram's first words and this alignment; the chain watch stores only on change).
     struct alignas(64) shard {
         detail::shard_lock lock;
         table_type t;
-        std::atomic<std::uint64_t> revision{0};   // successful writes (S6)
-        std::atomic<std::size_t> count{0};        // t.size(), readable without the lock
-        [[no_unique_address]] shard_stats stats;  // writer lock waits (metrics.hpp)
+        alignas(64) std::atomic<std::uint64_t> revision{0};  // successful writes (S6)
+        std::atomic<std::size_t> count{0};                   // t.size(), readable without the lock
+        [[no_unique_address]] shard_stats stats;             // writer lock waits (metrics.hpp)
         explicit shard(std::uint64_t seed, const Hash& h, const KeyEqual& eq, const Allocator& a)
             : t(seed, h, eq, a) {}
     };
@@ -624,24 +628,36 @@ class concurrent_map {
             // of a bare table lookup; docs/BENCHMARKS.md, fourth session).
             // Everything rare is out of line in find_slow: the thread's first find (it claims an epoch
             // record), a writer holding the shard, a failed validation, a call from a visit callback.
-            detail::epoch_domain::record* rec = detail::epoch_domain::current();
+            detail::epoch_domain::record* rec = detail::epoch_domain::fast_record();
             std::uint64_t token;
             if (rec != nullptr && s.lock.try_read_begin(token) && !visiting_this()) [[likely]] {
+                detail::epoch_domain::enter_fast(*rec);
                 bool torn = false;
-                std::optional<V> r = find_in_section(k, h, s, *rec, torn);
-                if (!torn && s.lock.read_validate(token)) [[likely]]
-                    return r;
+                const slot_type* hit = s.t.find_racy(k, h, torn);
+                // The value as bytes (no V is made before the validation; GCC keeps these in registers
+                // where an std::optional went through the stack).
+                std::array<unsigned char, sizeof(V)> value{};
+                if (hit != nullptr) value = detail::racy_bytes(&hit->second);
+                detail::epoch_domain::leave(*rec);
+                if (!torn && s.lock.read_validate(token)) [[likely]] {
+                    if (hit == nullptr) return std::nullopt;
+                    return std::bit_cast<V>(value);
+                }
             }
-            return find_slow(k, h, s);
+            return find_slow<K2>(k, h, s);
         } else {
             entry_check();
             return find_locked(k, h, s);
         }
     }
+    // A key handed to an out-of-line call: by value where that is a register or two, so the inline caller
+    // need not keep it in memory for the call.
+    template <class K2>
+    using key_pass = std::conditional_t<std::is_trivially_copyable_v<K2> && sizeof(K2) <= 16, K2, const K2&>;
     // The optimistic find's rare cases: more attempts (read_begin waits while a writer holds), then the
     // lock. Requires: optimistic_reads.
     template <class K2>
-    ITERLOCK_DETAIL_NOINLINE std::optional<V> find_slow(const K2& k, std::uint64_t h, shard& s) const {
+    ITERLOCK_DETAIL_NOINLINE std::optional<V> find_slow(key_pass<K2> k, std::uint64_t h, shard& s) const {
         entry_check();
         detail::epoch_domain::record& rec = detail::epoch_domain::global().mine();
         for (int attempt = 1; attempt < optimistic_attempts; ++attempt) {

@@ -104,9 +104,11 @@ class wait_histogram {
         a.store(a.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
     }
 
-    std::atomic<std::uint64_t> counts_[buckets + 1] = {};
+    // total_ and counts_[0] first: an uncontended write bumps both, so they share a cache line (and, in
+    // concurrent_map's shard, the line of the shard's revision and count, which that write changes too).
     std::atomic<std::uint64_t> total_{0};
     std::atomic<std::uint64_t> sum_ns_{0};
+    std::atomic<std::uint64_t> counts_[buckets + 1] = {};
 };
 
 // Per-shard recorders (writer waits by priority).

@@ -174,7 +174,8 @@ TEST(Epoch, E4_AsymmetricWhereMembarrierIsOffered) {
 // work, not abort.
 TEST(Epoch, E4_HeavyFenceWorksInAForkedChild) {
 #if defined(__linux__) && !ITERLOCK_DETAIL_TSAN
-    epoch_domain& d = epoch_domain::global();  // registered (if offered) before the fork
+    epoch_domain& d = epoch_domain::global();
+    (void)d.asymmetric();  // decides the fences (registers, if offered) before the fork
     const pid_t child = ::fork();
     ASSERT_GE(child, 0);
     if (child == 0) {

@@ -36,7 +36,13 @@
 //     does not model it), both fences are seq_cst fences; asymmetric() says which.
 //
 // One domain serves the process (records are per thread, not per map): a thread's record costs one cache
-// line; the scan reads one word per record.
+// line; the scan reads one word per record. The domain is constant-initialised (no static-init guard on
+// the find path); which fences it uses is decided on first need (a claim or a scan) and never changes.
+//
+// The fast path (concurrent_map::find): fast_record() is the thread's record only where the fences are
+// asymmetric, so a find that has one enters with enter_fast() — one load of G, one store, a compiler
+// barrier — and tests nothing else; a thread without one (its first find, or symmetric fences) goes
+// through the slow path and section, which fence as the mode requires.
 #pragma once
 
 #include <atomic>
@@ -64,10 +70,7 @@ class epoch_domain {
         record* next = nullptr;  // immutable once published
     };
 
-    static epoch_domain& global() noexcept {
-        static epoch_domain d;
-        return d;
-    }
+    static epoch_domain& global() noexcept { return global_; }
 
     // The calling thread's record (claimed on first use, returned when the thread exits).
     record& mine() {
@@ -77,13 +80,20 @@ class epoch_domain {
         return *r;
     }
 
-    // The calling thread's record if it has claimed one (any earlier mine()), else nullptr. One
-    // thread-local load: for fast paths that send a thread's first use to a slow path calling mine().
-    static record* current() noexcept { return tls_record(); }
+    // The calling thread's record if it has claimed one (any earlier mine()) and the fences are
+    // asymmetric, else nullptr. One thread-local load: fast paths send every other case to a slow path
+    // that calls mine() and opens a section.
+    static record* fast_record() noexcept { return tls_fast_record(); }
 
     void enter(record& r) noexcept {
         r.epoch.store(epoch_.load(std::memory_order_acquire), std::memory_order_relaxed);
         light_fence();
+    }
+    // enter() for a record from fast_record(): the fences are asymmetric, so the light fence is a compiler
+    // barrier and needs no test.
+    static void enter_fast(record& r) noexcept {
+        r.epoch.store(global_.epoch_.load(std::memory_order_acquire), std::memory_order_relaxed);
+        std::atomic_signal_fence(std::memory_order_seq_cst);
     }
     static void leave(record& r) noexcept { r.epoch.store(0, std::memory_order_release); }
 
@@ -102,7 +112,7 @@ class epoch_domain {
     }
     bool safe(std::uint64_t stamp) const noexcept { return stamp < oldest_reader(); }
     // Whether the fences are asymmetric (E4): readers pay a compiler barrier, scans a membarrier.
-    bool asymmetric() const noexcept { return asymmetric_; }
+    bool asymmetric() const noexcept { return fence_mode() == fences_asymmetric; }
     // Waits until safe(stamp) (E2). Only for paths that cannot keep the block for later.
     void wait_until_safe(std::uint64_t stamp) const noexcept {
         while (!safe(stamp)) std::this_thread::yield();
@@ -123,10 +133,25 @@ class epoch_domain {
     };
 
   private:
-    epoch_domain() : asymmetric_(!ITERLOCK_DETAIL_TSAN && register_membarrier()) {}
+    constexpr epoch_domain() = default;
+
+    static constexpr int fences_undecided = 0;
+    static constexpr int fences_asymmetric = 1;
+    static constexpr int fences_symmetric = 2;
+    // Decides the fences on first use: asymmetric where membarrier registers (and not under TSan). Two
+    // threads deciding at once both register (idempotent) and reach the same answer.
+    int fence_mode() const noexcept {
+        int m = fences_.load(std::memory_order_acquire);
+        if (m == fences_undecided) [[unlikely]] {
+            const int decided =
+                !ITERLOCK_DETAIL_TSAN && register_membarrier() ? fences_asymmetric : fences_symmetric;
+            if (fences_.compare_exchange_strong(m, decided, std::memory_order_acq_rel)) m = decided;
+        }
+        return m;
+    }
 
     void light_fence() const noexcept {
-        if (asymmetric_) {
+        if (asymmetric()) {
             std::atomic_signal_fence(std::memory_order_seq_cst);
         } else {
             std::atomic_thread_fence(std::memory_order_seq_cst);
@@ -134,7 +159,7 @@ class epoch_domain {
     }
     void heavy_fence() const noexcept {
         std::atomic_thread_fence(std::memory_order_seq_cst);
-        if (!asymmetric_) return;
+        if (!asymmetric()) return;
 #if defined(__linux__)
         if (membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED) != 0) [[unlikely]] {
             // Registered once, so this fails only if the registration was lost (EPERM; the kernel keeps
@@ -169,6 +194,10 @@ class epoch_domain {
         thread_local record* r = nullptr;
         return r;
     }
+    static record*& tls_fast_record() noexcept {
+        thread_local record* r = nullptr;
+        return r;
+    }
 
     // Returns the record to the pool when the thread exits.
     struct release_on_exit {
@@ -176,6 +205,7 @@ class epoch_domain {
         ~release_on_exit() {
             if (r != nullptr) {
                 tls_record() = nullptr;  // a later use on this thread (another TLS destructor) claims again
+                tls_fast_record() = nullptr;
                 r->epoch.store(0, std::memory_order_release);
                 r->taken.store(false, std::memory_order_release);
             }
@@ -204,12 +234,17 @@ class epoch_domain {
         thread_local release_on_exit guard;
         guard.r = r;
         tls_record() = r;
+        if (asymmetric()) tls_fast_record() = r;
         return r;
     }
 
-    const bool asymmetric_;
+    static epoch_domain global_;
+
+    mutable std::atomic<int> fences_{fences_undecided};
     alignas(64) std::atomic<std::uint64_t> epoch_{1};
     alignas(64) std::atomic<record*> head_{nullptr};
 };
+
+inline constinit epoch_domain epoch_domain::global_;
 
 }  // namespace iterlock::detail

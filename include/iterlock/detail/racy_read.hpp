@@ -40,9 +40,9 @@ T* racy_load_ptr(T* const* p) noexcept {
     return __atomic_load_n(p, __ATOMIC_RELAXED);
 }
 
-// A copy of *p made of relaxed loads: 8-byte words where size and alignment allow, bytes otherwise.
+// The bytes of *p read with relaxed loads: 8-byte words where size and alignment allow, bytes otherwise.
 template <class T>
-T racy_copy(const T* p) noexcept {
+std::array<unsigned char, sizeof(T)> racy_bytes(const T* p) noexcept {
     static_assert(std::is_trivially_copyable_v<T>);
     std::array<unsigned char, sizeof(T)> bytes;
     if constexpr (sizeof(T) % 8 == 0 && alignof(T) >= 8) {
@@ -54,7 +54,13 @@ T racy_copy(const T* p) noexcept {
         const auto* src = reinterpret_cast<const unsigned char*>(p);
         for (std::size_t i = 0; i < sizeof(T); ++i) bytes[i] = __atomic_load_n(src + i, __ATOMIC_RELAXED);
     }
-    return std::bit_cast<T>(bytes);
+    return bytes;
+}
+
+// A copy of *p made of relaxed loads (racy_bytes, as a T).
+template <class T>
+T racy_copy(const T* p) noexcept {
+    return std::bit_cast<T>(racy_bytes(p));
 }
 
 }  // namespace iterlock::detail

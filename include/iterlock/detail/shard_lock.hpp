@@ -221,22 +221,24 @@ class alignas(64) shard_lock {
         std::uint64_t token;
         if (try_read_begin(token)) [[likely]]
             return token;
-        return wait_for_no_writer() & seq_mask;
+        return wait_for_no_writer();
     }
 
     // read_begin() without waiting: false if a writer (or an upgraded iteration) holds; then the caller
     // waits with read_begin() or takes the lock. One load; never blocks.
+    // The token is the word as loaded (its W bit clear when this returns true).
     bool try_read_begin(std::uint64_t& token) const noexcept {
-        const std::uint64_t s = state_.load(std::memory_order_acquire);
-        token = s & seq_mask;
-        return (s & write_bit) == 0;
+        token = state_.load(std::memory_order_acquire);
+        return (token & write_bit) == 0;
     }
 
     // Sequence read, step 2: true if no writer acquired the lock since the read_begin() that returned `token`
-    // (R9), so the data copied in between is consistent. One load and a fence (free on x86). Never blocks.
+    // (R9), so the data copied in between is consistent: the word's sequence is the token's and W is clear
+    // (the token's W is clear, so one xor compares both; reader and iteration counts are ignored). One
+    // load and a fence (free on x86). Never blocks.
     bool read_validate(std::uint64_t token) const noexcept {
         std::atomic_thread_fence(std::memory_order_acquire);
-        return (state_.load(std::memory_order_relaxed) & (seq_mask | write_bit)) == token;
+        return ((state_.load(std::memory_order_relaxed) ^ token) & (seq_mask | write_bit)) == 0;
     }
 
     // ---- writer ----------------------------------------------------------------------------------------

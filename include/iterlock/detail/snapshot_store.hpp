@@ -194,9 +194,14 @@ class shard_versions {
     // only makes a later snapshot (marker >= op_seq) treat the chain as unchanged since before its instant,
     // which it is; and a snapshot that becomes live later and then meets a newer change preserves the state
     // it needs then (lo = the stale label: no snapshot between the two was alive to need anything older).
+    // Both are stored only when they change: with no snapshot taken they stay the same from write to
+    // write, and a store of the same value would still take the line from a core that wrote the shard
+    // before (concurrent_map's shard layout).
     void begin_op() noexcept {
-        op_seq_ = reg_->seq();
-        quiet_ = reg_->live() == 0;
+        const std::uint64_t seq = reg_->seq();
+        const bool quiet = reg_->live() == 0;
+        if (op_seq_ != seq) op_seq_ = seq;
+        if (quiet_ != quiet) quiet_ = quiet;
     }
     std::uint64_t op_seq() const noexcept { return op_seq_; }
 
@@ -580,17 +585,19 @@ class shard_versions {
     }
 
     static constexpr unsigned max_racy_versions = 1u << 16;
-    const snapshot_registry* reg_ = nullptr;
-    epoch_domain* defer_ = nullptr;
+    // What every write reads (begin_op, the quiet_ tests, reclaim_due), on one cache line: each line a
+    // write touches is one more miss when another core wrote the shard last.
+    alignas(64) const snapshot_registry* reg_ = nullptr;
+    std::uint64_t op_seq_ = 0;
+    bool quiet_ = true;                                      // no snapshot was alive when the operation began
     std::vector<std::pair<version*, std::uint64_t>> limbo_;  // dropped versions and their retire stamps
+    epoch_domain* defer_ = nullptr;
     version_chunk* cur_chunk_ = nullptr;                     // the chunk preserve() carves from
     std::size_t used_ = 0;                                   // units of cur_chunk_ in use
     std::size_t carved_ = 0;                                 // versions carved from cur_chunk_
     std::size_t all_bytes_ = 0;                              // bytes of the versions in all_
     std::optional<unit_alloc>
         alloc_;  // set by bind(); optional because an allocator need not be default-constructible
-    std::uint64_t op_seq_ = 0;
-    bool quiet_ = true;  // no snapshot was alive when the operation began
     std::uint64_t struct_label_ = 0;
     std::uint64_t counters_label_ = 0;
     std::vector<chain_tag*> dirty_;  // tags with at least one version (of the current generation)

@@ -624,10 +624,11 @@ class table {
             deallocate_block(it.block, it.lines);
             return true;
         });
+        update_reclaim_due();
     }
     // Whether reclaim_deferred() is worth its scan of the readers: a retired array is waiting, or many
     // overflow buckets.
-    bool reclaim_due() const noexcept { return limbo_arrays_ != 0 || limbo_.size() >= 64; }
+    bool reclaim_due() const noexcept { return reclaim_due_; }
 
     // Go's mapaccess for a reader that holds no lock, only an epoch section: every load is a relaxed atomic
     // load (detail/racy_read.hpp) and only blocks named by the published array views or reached through
@@ -783,6 +784,7 @@ class table {
         try {
             limbo_.push_back({block, lines, stamp});
             if (lines != 0) ++limbo_arrays_;
+            update_reclaim_due();
         } catch (...) {  // no memory to remember it: wait for the readers instead (epoch E2)
             deferred_->wait_until_safe(stamp);
             deallocate_block(block, lines);
@@ -1116,12 +1118,18 @@ class table {
         publish_view();
     }
 
-    // hmap's fields (Go's names: buckets, oldbuckets, count, nevacuate, noverflow, B, hash0).
-    array_ref cur_;                    // 2^B_ buckets (Go's buckets); null until the first insert or reserve
-    array_ref old_;                    // the previous array while growing (Go's oldbuckets), else null
-    std::size_t count_ = 0;            // live entries (Go's count)
-    std::size_t nevacuate_ = 0;        // old buckets below this are evacuated
-    std::size_t noverflow_ = 0;        // overflow buckets on the current array
+    // hmap's fields (Go's names: buckets, oldbuckets, count, nevacuate, noverflow, B, hash0). The first
+    // line holds what every write reads or changes (64 bytes), so that a write touches one line of the
+    // header: when writers on two cores take turns at a table, each line is a transfer between them.
+    alignas(64) array_ref cur_;    // 2^B_ buckets (Go's buckets); null until the first insert or reserve
+    array_ref old_;                // the previous array while growing (Go's oldbuckets), else null
+    std::size_t count_ = 0;        // live entries (Go's count)
+    std::size_t noverflow_ = 0;    // overflow buckets on the current array
+    std::size_t nevacuate_ = 0;    // old buckets below this are evacuated
+    unsigned B_ = 0;               // log2 of the bucket count
+    bool reseed_ = true;           // re-seed hash0 on clear and when the map empties (Go does)
+    bool same_size_grow_ = false;  // the current growth keeps B (Go's sameSizeGrow flag)
+    bool reclaim_due_ = false;     // reclaim_due(), kept up to date where limbo_ changes
     std::size_t allocated_bytes_ = 0;  // bytes of arrays and overflow buckets (for metrics)
     std::uint64_t hash0_;              // per-map hash seed
     std::uint64_t generation_ = 0;     // bumped whenever entries move (checked builds compare it)
@@ -1129,9 +1137,6 @@ class table {
     std::uint64_t reseeds_ = 0;
     std::uint64_t growths_ = 0;
     std::uint64_t evacuated_ = 0;
-    unsigned B_ = 0;               // log2 of the bucket count
-    bool reseed_ = true;           // re-seed hash0 on clear and when the map empties (Go does)
-    bool same_size_grow_ = false;  // the current growth keeps B (Go's sameSizeGrow flag)
     mutable std::atomic<std::uint64_t> iter_word_{0};  // live iterators (see iter_count_bits)
     struct iter_thread {
         std::uint64_t tag = 0;
@@ -1157,6 +1162,7 @@ class table {
     };
     std::vector<limbo_item> limbo_;
     std::size_t limbo_arrays_ = 0;
+    void update_reclaim_due() noexcept { reclaim_due_ = limbo_arrays_ != 0 || limbo_.size() >= 64; }
 };
 
 }  // namespace iterlock::detail

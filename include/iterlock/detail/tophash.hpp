@@ -57,9 +57,11 @@ inline __m128i load_tophash(const std::uint8_t* t) noexcept {
     std::memcpy(&w, t, 8);
     return _mm_cvtsi64_si128(static_cast<long long>(w));
 }
-// Slots whose tophash equals `top`.
+// Slots whose tophash equals `top`. The byte is spread over the low 8 lanes by a multiply (two
+// instructions; SSE2's set1 takes four); the high lanes are 0 in both operands and masked off.
 inline slot_mask match_byte(const std::uint8_t* t, std::uint8_t top) noexcept {
-    const __m128i eq = _mm_cmpeq_epi8(load_tophash(t), _mm_set1_epi8(static_cast<char>(top)));
+    const __m128i spread = _mm_cvtsi64_si128(static_cast<long long>(top * 0x0101010101010101ULL));
+    const __m128i eq = _mm_cmpeq_epi8(load_tophash(t), spread);
     return static_cast<slot_mask>(_mm_movemask_epi8(eq)) & 0xFFu;
 }
 // Slots holding a live entry (tophash >= min_top_hash).
