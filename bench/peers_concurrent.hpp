@@ -13,6 +13,9 @@
 //                                          behaviour; the workloads then refuse to run it
 // Invariant: an adapter adds only the locking its container needs to meet the first three rules; it
 // never adds a lock that changes what an iteration pass may see beyond what `guarantee` says.
+// The three operations are ITERLOCK_BENCH_FORWARD (always inlined into the workload's loop), for every
+// peer alike: an adapter is a harness seam, and whether the compiler happened to inline it (it did for
+// small bodies and not for large ones) must not be part of what is measured.
 // The iterlock adapters compile only when <iterlock/concurrent_map.hpp> exists (and
 // ITERLOCK_BENCH_SKIP_CONCURRENT_MAP is not defined: a way to measure the peers while that header is
 // being edited).
@@ -43,6 +46,8 @@
 #define ITERLOCK_BENCH_HAVE_CONCURRENT_MAP 0
 #endif
 
+#define ITERLOCK_BENCH_FORWARD [[gnu::always_inline]] inline
+
 namespace iterlock::bench {
 
 // An iteration visitor for the concept check below.
@@ -70,17 +75,17 @@ concept concurrent_peer = std::default_initializable<P> &&
 template <class Map>
 class shared_mutex_peer {
   public:
-    std::optional<std::uint64_t> find(std::uint64_t k) const {
+    ITERLOCK_BENCH_FORWARD std::optional<std::uint64_t> find(std::uint64_t k) const {
         std::shared_lock lock(mu_);
         auto it = map_.find(k);
         if (it == map_.end()) return std::nullopt;
         return it->second;
     }
-    void insert_or_assign(std::uint64_t k, std::uint64_t v) {
+    ITERLOCK_BENCH_FORWARD void insert_or_assign(std::uint64_t k, std::uint64_t v) {
         std::unique_lock lock(mu_);
         map_.insert_or_assign(k, v);
     }
-    bool erase(std::uint64_t k) {
+    ITERLOCK_BENCH_FORWARD bool erase(std::uint64_t k) {
         std::unique_lock lock(mu_);
         return map_.erase(k) != 0;
     }
@@ -108,17 +113,17 @@ struct boost_shared_mutex_peer : shared_mutex_peer<boost::unordered_flat_map<std
 // absl::flat_hash_map behind an absl::Mutex: reader lock for finds and passes, writer lock for writes.
 class absl_mutex_peer {
   public:
-    std::optional<std::uint64_t> find(std::uint64_t k) const {
+    ITERLOCK_BENCH_FORWARD std::optional<std::uint64_t> find(std::uint64_t k) const {
         absl::ReaderMutexLock lock(&mu_);
         auto it = map_.find(k);
         if (it == map_.end()) return std::nullopt;
         return it->second;
     }
-    void insert_or_assign(std::uint64_t k, std::uint64_t v) {
+    ITERLOCK_BENCH_FORWARD void insert_or_assign(std::uint64_t k, std::uint64_t v) {
         absl::MutexLock lock(&mu_);
         map_.insert_or_assign(k, v);
     }
-    bool erase(std::uint64_t k) {
+    ITERLOCK_BENCH_FORWARD bool erase(std::uint64_t k) {
         absl::MutexLock lock(&mu_);
         return map_.erase(k) != 0;
     }
@@ -142,17 +147,17 @@ class absl_mutex_peer {
 // traversal as unsafe while other threads insert or erase. A pass is offered for quiescent use only.
 class tbb_hash_map_peer {
   public:
-    std::optional<std::uint64_t> find(std::uint64_t k) const {
+    ITERLOCK_BENCH_FORWARD std::optional<std::uint64_t> find(std::uint64_t k) const {
         map_type::const_accessor a;
         if (!map_.find(a, k)) return std::nullopt;
         return a->second;
     }
-    void insert_or_assign(std::uint64_t k, std::uint64_t v) {
+    ITERLOCK_BENCH_FORWARD void insert_or_assign(std::uint64_t k, std::uint64_t v) {
         map_type::accessor a;  // write-locks the element until it goes out of scope
         map_.insert(a, k);
         a->second = v;
     }
-    bool erase(std::uint64_t k) { return map_.erase(k); }
+    ITERLOCK_BENCH_FORWARD bool erase(std::uint64_t k) { return map_.erase(k); }
     // Requires: no concurrent insert or erase.
     template <class F>
     void for_each_consistent(F&& f) const {
@@ -174,18 +179,18 @@ class tbb_hash_map_peer {
 // every entry present throughout it and some of those inserted during it: not a snapshot.
 class tbb_unordered_map_peer {
   public:
-    std::optional<std::uint64_t> find(std::uint64_t k) const {
+    ITERLOCK_BENCH_FORWARD std::optional<std::uint64_t> find(std::uint64_t k) const {
         std::shared_lock lock(erase_mu_);
         auto it = map_.find(k);
         if (it == map_.end()) return std::nullopt;
         return it->second.load(std::memory_order_relaxed);
     }
-    void insert_or_assign(std::uint64_t k, std::uint64_t v) {
+    ITERLOCK_BENCH_FORWARD void insert_or_assign(std::uint64_t k, std::uint64_t v) {
         std::shared_lock lock(erase_mu_);
         auto [it, inserted] = map_.emplace(k, v);
         if (!inserted) it->second.store(v, std::memory_order_relaxed);
     }
-    bool erase(std::uint64_t k) {
+    ITERLOCK_BENCH_FORWARD bool erase(std::uint64_t k) {
         std::unique_lock lock(erase_mu_);
         return map_.unsafe_erase(k) != 0;
     }
@@ -208,13 +213,13 @@ class tbb_unordered_map_peer {
 // a pass is consistent and blocks all writers until it ends.
 class libcuckoo_peer {
   public:
-    std::optional<std::uint64_t> find(std::uint64_t k) const {
+    ITERLOCK_BENCH_FORWARD std::optional<std::uint64_t> find(std::uint64_t k) const {
         std::uint64_t v;
         if (!map_.find(k, v)) return std::nullopt;
         return v;
     }
-    void insert_or_assign(std::uint64_t k, std::uint64_t v) { map_.insert_or_assign(k, v); }
-    bool erase(std::uint64_t k) { return map_.erase(k); }
+    ITERLOCK_BENCH_FORWARD void insert_or_assign(std::uint64_t k, std::uint64_t v) { map_.insert_or_assign(k, v); }
+    ITERLOCK_BENCH_FORWARD bool erase(std::uint64_t k) { return map_.erase(k); }
     template <class F>
     void for_each_consistent(F&& f) {
         auto table = map_.lock_table();
@@ -266,19 +271,19 @@ class sharded_spinlock_peer {
 
     sharded_spinlock_peer() : shards_(std::make_unique<shard[]>(shard_count)) {}
 
-    std::optional<std::uint64_t> find(std::uint64_t k) const {
+    ITERLOCK_BENCH_FORWARD std::optional<std::uint64_t> find(std::uint64_t k) const {
         shard& s = shard_of(k);
         std::lock_guard lock(s.lock);
         auto it = s.map.find(k);
         if (it == s.map.end()) return std::nullopt;
         return it->second;
     }
-    void insert_or_assign(std::uint64_t k, std::uint64_t v) {
+    ITERLOCK_BENCH_FORWARD void insert_or_assign(std::uint64_t k, std::uint64_t v) {
         shard& s = shard_of(k);
         std::lock_guard lock(s.lock);
         s.map.insert_or_assign(k, v);
     }
-    bool erase(std::uint64_t k) {
+    ITERLOCK_BENCH_FORWARD bool erase(std::uint64_t k) {
         shard& s = shard_of(k);
         std::lock_guard lock(s.lock);
         return s.map.erase(k) != 0;
@@ -314,9 +319,9 @@ class sharded_spinlock_peer {
 template <bool Metrics>
 class iterlock_snapshot_peer_t {
   public:
-    std::optional<std::uint64_t> find(std::uint64_t k) const { return map_.find(k); }
-    void insert_or_assign(std::uint64_t k, std::uint64_t v) { map_.insert_or_assign(k, v); }
-    bool erase(std::uint64_t k) { return map_.erase(k) != 0; }
+    ITERLOCK_BENCH_FORWARD std::optional<std::uint64_t> find(std::uint64_t k) const { return map_.find(k); }
+    ITERLOCK_BENCH_FORWARD void insert_or_assign(std::uint64_t k, std::uint64_t v) { map_.insert_or_assign(k, v); }
+    ITERLOCK_BENCH_FORWARD bool erase(std::uint64_t k) { return map_.erase(k) != 0; }
     template <class F>
     void for_each_consistent(F&& f) {
         auto snap = map_.snapshot();
@@ -341,9 +346,9 @@ using iterlock_snapshot_nometrics_peer = iterlock_snapshot_peer_t<false>;
 // iterlock::concurrent_map with locked iteration: a pass runs under the iteration lock.
 class iterlock_locked_peer {
   public:
-    std::optional<std::uint64_t> find(std::uint64_t k) const { return map_.find(k); }
-    void insert_or_assign(std::uint64_t k, std::uint64_t v) { map_.insert_or_assign(k, v); }
-    bool erase(std::uint64_t k) { return map_.erase(k) != 0; }
+    ITERLOCK_BENCH_FORWARD std::optional<std::uint64_t> find(std::uint64_t k) const { return map_.find(k); }
+    ITERLOCK_BENCH_FORWARD void insert_or_assign(std::uint64_t k, std::uint64_t v) { map_.insert_or_assign(k, v); }
+    ITERLOCK_BENCH_FORWARD bool erase(std::uint64_t k) { return map_.erase(k) != 0; }
     template <class F>
     void for_each_consistent(F&& f) {
         auto guard = map_.lock_for_iteration();

@@ -321,7 +321,7 @@ class concurrent_map {
     template <class K2 = K>
     size_type erase(const K2& k) {
         const std::uint64_t h = key_hash(k);
-        shard& s = shard_for(h);
+        shard& s = shard_for_write(h);
         write_lock wl(*this, s);
         if (s.t.size() == 0) return 0;
         // The counters are preserved before the table may change them; an erase of an absent key preserves
@@ -588,7 +588,7 @@ class concurrent_map {
     template <class K2, class F>
     bool write(const K2& k, F&& apply) {
         const std::uint64_t h = key_hash(k);
-        shard& s = shard_for(h);
+        shard& s = shard_for_write(h);
         write_lock wl(*this, s);
         const auto pos = s.t.prepare_write(k, h);
         // The counters are preserved before anything changes; a write that turns out to change nothing
@@ -602,7 +602,7 @@ class concurrent_map {
     template <class K2, class F>
     bool write_existing(const K2& k, F&& f) {
         const std::uint64_t h = key_hash(k);
-        shard& s = shard_for(h);
+        shard& s = shard_for_write(h);
         write_lock wl(*this, s);
         if (s.t.find_slot(k, h) == nullptr) return false;
         const auto pos = s.t.prepare_write(k, h);  // found: no structural change beyond growth steps
@@ -693,6 +693,16 @@ class concurrent_map {
         const slot_type* e = s.t.find_slot(k, h);
         if (e == nullptr) return std::nullopt;
         return e->second;
+    }
+
+    // shard_for(h), and the lines a write of h will touch start loading before the caller locks the shard
+    // (table::prefetch_for_write): a write's lock is a locked instruction, and on two cores the lock word
+    // is usually in the other core's cache (its finds read it), so the data misses overlap that transfer
+    // instead of following it.
+    shard& shard_for_write(std::uint64_t h) const noexcept {
+        shard& s = shard_for(h);
+        s.t.prefetch_for_write(h);
+        return s;
     }
 
     void count_misuse() const noexcept { count_event(&detail::map_event_metrics::misuse_detected); }

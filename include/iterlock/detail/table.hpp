@@ -672,6 +672,22 @@ class table {
         return nullptr;
     }
 
+    // Starts fetching the lines a write of hash h will touch — the header, and the control group and body
+    // of h's bucket in the published current array — so that a caller can issue it before it takes its
+    // lock: the misses then overlap the lock's own (the acquire is a locked instruction, which later loads
+    // wait for; earlier prefetches they do not). A racy hint: the view may be replaced meanwhile, and a
+    // prefetch of a block freed since is harmless (prefetches never fault).
+    void prefetch_for_write(std::uint64_t h) const noexcept {
+        __builtin_prefetch(&cur_, 1);
+        const std::uintptr_t cv = view_cur_.load(std::memory_order_relaxed);
+        if (cv == 0) return;
+        const bucket b = view_array(cv).at(h & bucket_mask(static_cast<unsigned>(cv & view_b_mask)));
+        __builtin_prefetch(b.top, 1);
+        __builtin_prefetch(b.slot(0), 1);
+        __builtin_prefetch(b.slot(bucket_cnt / 2), 1);
+        __builtin_prefetch(b.slot(bucket_cnt - 1), 1);
+    }
+
   private:
     using line_alloc = typename std::allocator_traits<Allocator>::template rebind_alloc<cache_line>;
 
