@@ -167,19 +167,24 @@ class concurrent_map {
     static constexpr bool transparent = requires { typename Hash::is_transparent; }
     &&requires { typename KeyEqual::is_transparent; };
 
-    // Every write changes the lock word, the table's header and the line that starts at `revision`
-    // (revision, count and, with metrics, writer_wait[0]'s total and zero bucket): three lines. When two
-    // cores write the same shard in turn, each line changed is a transfer between them, so these are kept
-    // together (the histogram's first words and this alignment; the chain watch stores only on change).
+    // Every write changes two lines of its shard: the lock word's, which also holds the shard's revision,
+    // entry count and uncontended-write counts (shard_lock::owner_words), and the table's header. When
+    // two cores write the same shard in turn, each line changed is a transfer between them, so the
+    // counters ride on the line the lock takes anyway, and the chain watch stores only on change.
     struct alignas(64) shard {
         detail::shard_lock lock;
         table_type t;
-        alignas(64) std::atomic<std::uint64_t> revision{0};  // successful writes (S6)
-        std::atomic<std::size_t> count{0};                   // t.size(), readable without the lock
-        [[no_unique_address]] shard_stats stats;             // writer lock waits (metrics.hpp)
+        [[no_unique_address]] shard_stats stats;  // writer lock waits (metrics.hpp)
         explicit shard(std::uint64_t seed, const Hash& h, const KeyEqual& eq, const Allocator& a)
             : t(seed, h, eq, a) {}
+        // Successful writes (S6).
+        std::atomic<std::uint64_t>& revision() noexcept { return lock.owner_words[0]; }
+        // t.size(), readable without the lock.
+        std::atomic<std::uint64_t>& count() noexcept { return lock.owner_words[1]; }
+        // Writer lock acquisitions that did not wait, by priority (metrics: the 0 ns bucket of writer_wait).
+        std::atomic<std::uint64_t>& zero_waits(int p) noexcept { return lock.owner_words[2 + p]; }
     };
+    static_assert(detail::shard_lock::owner_word_count >= 4);
 
   public:
     // Whether finds and snapshot walks read without storing to shared memory (sequence-lock reads; see
@@ -394,14 +399,14 @@ class concurrent_map {
     // Sum of the shards' sizes, each read atomically (exact when no write is in flight).
     size_type size() const noexcept {
         size_type n = 0;
-        for (shard& s : shards_) n += s.count.load(std::memory_order_relaxed);
+        for (shard& s : shards_) n += s.count().load(std::memory_order_relaxed);
         return n;
     }
     bool empty() const noexcept { return size() == 0; }
     // Number of successful writes so far (S6). Monotonic.
     std::uint64_t revision() const noexcept {
         std::uint64_t r = 0;
-        for (shard& s : shards_) r += s.revision.load(std::memory_order_relaxed);
+        for (shard& s : shards_) r += s.revision().load(std::memory_order_relaxed);
         return r;
     }
     std::size_t shard_count() const noexcept { return shards_.size(); }
@@ -428,7 +433,9 @@ class concurrent_map {
             out.evacuated_buckets += s.t.evacuated_buckets();
             s.lock.unlock_shared();
             if constexpr (metrics_on) {
-                for (int p = 0; p < 2; ++p) s.stats.writer_wait[p].add_to(out.lock_wait[0][p]);
+                for (int p = 0; p < 2; ++p)
+                    s.stats.writer_wait[p].add_to(out.lock_wait[0][p],
+                                                  s.zero_waits(p).load(std::memory_order_relaxed));
             }
         }
         if constexpr (metrics_on) {
@@ -553,9 +560,11 @@ class concurrent_map {
             }
         }
         void record_uncontended() noexcept {
-            if constexpr (metrics_on)
-                s_.stats.writer_wait[current_priority() == priority::realtime ? 1 : 0]
-                    .record_exclusive_zero();
+            if constexpr (metrics_on) {
+                std::atomic<std::uint64_t>& c =
+                    s_.zero_waits(current_priority() == priority::realtime ? 1 : 0);
+                c.store(c.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+            }
         }
         ~write_lock() {
             if constexpr (optimistic_reads) reclaim(s_);
@@ -573,16 +582,18 @@ class concurrent_map {
 
     void before_counter_change(shard& s) {
         if constexpr (snapshots) {
+            if (s.t.chain_watch().quiet()) return;  // before the counters are read (the common case)
             s.t.chain_watch().before_counter_change(
-                detail::shard_counters{s.t.size(), s.revision.load(std::memory_order_relaxed)});
+                detail::shard_counters{s.t.size(), s.revision().load(std::memory_order_relaxed)});
         }
     }
     // Publishes a write's effect on the shard's counters (writes: the shard's lock is held).
     static void after_write(shard& s, std::uint64_t writes) noexcept {
         if (writes != 0) {
-            s.revision.store(s.revision.load(std::memory_order_relaxed) + writes, std::memory_order_relaxed);
+            s.revision().store(s.revision().load(std::memory_order_relaxed) + writes,
+                               std::memory_order_relaxed);
         }
-        s.count.store(s.t.size(), std::memory_order_relaxed);
+        s.count().store(s.t.size(), std::memory_order_relaxed);
     }
 
     template <class K2, class F>
@@ -1010,7 +1021,7 @@ class concurrent_map {
                     m_->entry_check();
                     s.lock.lock_shared();
                     const detail::shard_counters c = s.t.chain_watch().counters_at(
-                        detail::shard_counters{s.t.size(), s.revision.load(std::memory_order_relaxed)},
+                        detail::shard_counters{s.t.size(), s.revision().load(std::memory_order_relaxed)},
                         marker_);
                     s.lock.unlock_shared();
                     t.count += c.count;

@@ -62,11 +62,6 @@ class wait_histogram {
         bump(total_);
         sum_ns_.store(sum_ns_.load(std::memory_order_relaxed) + ns, std::memory_order_relaxed);
     }
-    // record_exclusive(0ns), for the uncontended fast path: two bumps, no bucket search.
-    void record_exclusive_zero() noexcept {
-        bump(counts_[0]);
-        bump(total_);
-    }
     // Any number of concurrent recorders.
     void record_shared(std::chrono::nanoseconds d) noexcept {
         const std::uint64_t ns = clamp(d);
@@ -74,19 +69,21 @@ class wait_histogram {
         total_.fetch_add(1, std::memory_order_relaxed);
         sum_ns_.fetch_add(ns, std::memory_order_relaxed);
     }
-    // Adds this histogram into `out` (bounds are filled on first use).
-    void add_to(histogram_data& out) const {
+    // Adds this histogram into `out` (bounds are filled on first use), with `zero_waits` observations of
+    // 0 ns that the caller counted elsewhere (concurrent_map counts uncontended writes on the shard lock's
+    // line instead of here: one bump on a line the write takes anyway).
+    void add_to(histogram_data& out, std::uint64_t zero_waits = 0) const {
         if (out.upper_bounds.empty()) {
             for (int i = 0; i < buckets; ++i)
                 out.upper_bounds.push_back(static_cast<double>(std::uint64_t{1} << (i + first_shift)) * 1e-9);
             out.cumulative_counts.assign(buckets, 0);
         }
-        std::uint64_t running = 0;
+        std::uint64_t running = zero_waits;
         for (int i = 0; i < buckets; ++i) {
             running += counts_[i].load(std::memory_order_relaxed);
             out.cumulative_counts[i] += running;
         }
-        const std::uint64_t total = total_.load(std::memory_order_relaxed);
+        const std::uint64_t total = total_.load(std::memory_order_relaxed) + zero_waits;
         out.count += total < running ? running : total;
         out.sum += static_cast<double>(sum_ns_.load(std::memory_order_relaxed)) * 1e-9;
     }
@@ -104,8 +101,6 @@ class wait_histogram {
         a.store(a.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
     }
 
-    // total_ and counts_[0] first: an uncontended write bumps both, so they share a cache line (and, in
-    // concurrent_map's shard, the line of the shard's revision and count, which that write changes too).
     std::atomic<std::uint64_t> total_{0};
     std::atomic<std::uint64_t> sum_ns_{0};
     std::atomic<std::uint64_t> counts_[buckets + 1] = {};

@@ -204,6 +204,8 @@ class shard_versions {
         if (quiet_ != quiet) quiet_ = quiet;
     }
     std::uint64_t op_seq() const noexcept { return op_seq_; }
+    // Whether no snapshot was alive when the operation began (then nothing is preserved).
+    bool quiet() const noexcept { return quiet_; }
 
     // ---- the table's hooks ------------------------------------------------------------------------------
     template <class BucketRef>
