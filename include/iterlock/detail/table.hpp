@@ -644,16 +644,16 @@ class table {
         static_assert(std::is_trivially_copyable_v<K> && std::is_trivially_copyable_v<V>);
         // cur first (acquire): a reader that sees an array as current also sees the old view stored
         // before it (publish_view), so it never reads a new bucket that evacuation has not initialised.
+        // The current view always names an array (an empty table's is the shared empty one) and says
+        // whether an old array is published too, so a table that is not growing costs one load.
         const std::uintptr_t cv = view_cur_.load(std::memory_order_acquire);
-        const std::uintptr_t ov = view_old_.load(std::memory_order_acquire);
-        bucket b{};
-        if (ov != 0) {
-            const bucket ob = view_array(ov).at(h & bucket_mask(static_cast<unsigned>(ov & view_b_mask)));
-            if (!ob.evacuated_racy()) b = ob;
-        }
-        if (!b) {
-            if (cv == 0) return nullptr;
-            b = view_array(cv).at(h & bucket_mask(static_cast<unsigned>(cv & view_b_mask)));
+        bucket b = view_array(cv).at(h & view_mask(cv));
+        if ((cv & view_old_bit) != 0) [[unlikely]] {
+            const std::uintptr_t ov = view_old_.load(std::memory_order_acquire);
+            if (ov != 0) {
+                const bucket ob = view_array(ov).at(h & view_mask(ov));
+                if (!ob.evacuated_racy()) b = ob;
+            }
         }
         prefetch_slots(b);
         const std::uint8_t top = tophash_of(h);
@@ -680,8 +680,7 @@ class table {
     void prefetch_for_write(std::uint64_t h) const noexcept {
         __builtin_prefetch(&cur_, 1);
         const std::uintptr_t cv = view_cur_.load(std::memory_order_relaxed);
-        if (cv == 0) return;
-        const bucket b = view_array(cv).at(h & bucket_mask(static_cast<unsigned>(cv & view_b_mask)));
+        const bucket b = view_array(cv).at(h & view_mask(cv));
         __builtin_prefetch(b.top, 1);
         __builtin_prefetch(b.slot(0), 1);
         __builtin_prefetch(b.slot(bucket_cnt / 2), 1);
@@ -704,21 +703,37 @@ class table {
     }
     // Array views: an array's control pointer (64-byte aligned) with its B in the low 6 bits, so a racy
     // reader gets a pointer and the size that goes with it in one load.
-    static constexpr std::uintptr_t view_b_mask = 63;
+    // Bits 0-4: B (max_bucket_shift bounds it); bit 5, in the current view only: an old array is published
+    // in view_old_ (the table is growing).
+    static constexpr unsigned max_bucket_shift = 31;
+    static constexpr std::uintptr_t view_b_mask = 31;
+    static constexpr std::uintptr_t view_old_bit = 32;
+    static constexpr std::uintptr_t view_addr_mask = ~std::uintptr_t{63};
     static array_ref view_array(std::uintptr_t v) noexcept {
         array_ref a;
-        a.ctrl = reinterpret_cast<std::uint8_t*>(v & ~view_b_mask);
+        a.ctrl = reinterpret_cast<std::uint8_t*>(v & view_addr_mask);
         a.bodies = reinterpret_cast<body_type*>(reinterpret_cast<cache_line*>(a.ctrl) +
                                                 ctrl_lines(std::size_t{1} << (v & view_b_mask)));
         return a;
     }
+    static std::size_t view_mask(std::uintptr_t v) noexcept {
+        return bucket_mask(static_cast<unsigned>(v & view_b_mask));
+    }
+    // The array an empty table publishes: one bucket whose control group is all empty_rest (0), so a racy
+    // lookup ends at its first group, and a body that is only ever prefetched.
+    struct alignas(cache_line) empty_array_block {
+        cache_line ctrl;
+        body_type body;
+    };
+    static constexpr empty_array_block empty_array_{};
     // Publishes cur_/old_ for find_racy: old first, then cur with release (see find_racy).
     void publish_view() noexcept {
         const std::uintptr_t ov =
             old_ ? reinterpret_cast<std::uintptr_t>(old_.ctrl) | (same_size_grow_ ? B_ : B_ - 1) : 0;
         view_old_.store(ov, std::memory_order_relaxed);
-        view_cur_.store(cur_ ? reinterpret_cast<std::uintptr_t>(cur_.ctrl) | B_ : 0,
-                        std::memory_order_release);
+        const std::uintptr_t cv = cur_ ? reinterpret_cast<std::uintptr_t>(cur_.ctrl) | B_
+                                       : reinterpret_cast<std::uintptr_t>(&empty_array_.ctrl);
+        view_cur_.store(cv | (ov != 0 ? view_old_bit : 0), std::memory_order_release);
     }
     using ovf_alloc = typename std::allocator_traits<Allocator>::template rebind_alloc<overflow_type>;
 
@@ -776,6 +791,8 @@ class table {
         return ctrl_lines(n) + (n * sizeof(body_type) + sizeof(cache_line) - 1) / sizeof(cache_line);
     }
     array_ref allocate_array(unsigned B) {
+        if (B > max_bucket_shift)
+            throw std::length_error("iterlock: a table of more than 2^31 buckets (about 14e9 entries)");
         const std::size_t n = std::size_t{1} << B;
         cache_line* block = std::allocator_traits<line_alloc>::allocate(line_alloc_, array_lines(n));
         allocated_bytes_ += array_lines(n) * sizeof(cache_line);
@@ -1168,7 +1185,7 @@ class table {
     [[no_unique_address]] ovf_alloc ovf_alloc_;
     [[no_unique_address]] ChainWatch watch_;
     // For find_racy (see publish_view) and deferred frees (enable_deferred_frees).
-    std::atomic<std::uintptr_t> view_cur_{0};
+    std::atomic<std::uintptr_t> view_cur_{reinterpret_cast<std::uintptr_t>(&empty_array_.ctrl)};
     std::atomic<std::uintptr_t> view_old_{0};
     epoch_domain* deferred_ = nullptr;
     struct limbo_item {
