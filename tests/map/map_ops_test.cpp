@@ -1,6 +1,7 @@
 // Unit tests of iterlock::map, one group per operation: insert, insert_or_assign, try_emplace, operator[],
 // find/get/contains/count, erase/erase_if, clear, reserve, copy/move/swap, ==, heterogeneous lookup and
 // initializer lists. Every test ends with check_invariants() on each map it touched.
+#include <stdexcept>
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -266,6 +267,17 @@ TEST(MapReserve, NoGrowthWhileFillingToTheHint) {
         EXPECT_FALSE(access::growing(m)) << n;
         m.check_invariants();
     }
+}
+
+// More than 2^31 buckets is refused before anything is allocated (the array view's B field has 5 bits),
+// and the map is left as it was.
+TEST(MapReserve, BeyondTwoToThe31BucketsThrowsLengthError) {
+    int_map m{iterlock::seed{1}};
+    m.insert({1, 2});
+    EXPECT_THROW(m.reserve(std::size_t{1} << 40), std::length_error);
+    EXPECT_EQ(m.get(1), std::optional<int>(2));
+    EXPECT_EQ(m.size(), 1u);
+    m.check_invariants();
 }
 
 TEST(MapReserve, SizeHintConstructorMatchesReserve) {
