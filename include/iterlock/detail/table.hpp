@@ -701,10 +701,9 @@ class table {
         __builtin_prefetch(b.slot(bucket_cnt / 2));
         __builtin_prefetch(b.slot(bucket_cnt - 1));
     }
-    // Array views: an array's control pointer (64-byte aligned) with its B in the low 6 bits, so a racy
-    // reader gets a pointer and the size that goes with it in one load.
-    // Bits 0-4: B (max_bucket_shift bounds it); bit 5, in the current view only: an old array is published
-    // in view_old_ (the table is growing).
+    // Array views: an array's control pointer (64-byte aligned) with its B in the low bits, so a racy
+    // reader gets a pointer and the size that goes with it in one load. Bits 0-4: B (max_bucket_shift
+    // bounds it); bit 5, in the current view only: an old array is published in view_old_ (growing).
     static constexpr unsigned max_bucket_shift = 31;
     static constexpr std::uintptr_t view_b_mask = 31;
     static constexpr std::uintptr_t view_old_bit = 32;
