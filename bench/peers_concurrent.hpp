@@ -218,7 +218,9 @@ class libcuckoo_peer {
         if (!map_.find(k, v)) return std::nullopt;
         return v;
     }
-    ITERLOCK_BENCH_FORWARD void insert_or_assign(std::uint64_t k, std::uint64_t v) { map_.insert_or_assign(k, v); }
+    ITERLOCK_BENCH_FORWARD void insert_or_assign(std::uint64_t k, std::uint64_t v) {
+        map_.insert_or_assign(k, v);
+    }
     ITERLOCK_BENCH_FORWARD bool erase(std::uint64_t k) { return map_.erase(k); }
     template <class F>
     void for_each_consistent(F&& f) {
@@ -320,7 +322,9 @@ template <bool Metrics>
 class iterlock_snapshot_peer_t {
   public:
     ITERLOCK_BENCH_FORWARD std::optional<std::uint64_t> find(std::uint64_t k) const { return map_.find(k); }
-    ITERLOCK_BENCH_FORWARD void insert_or_assign(std::uint64_t k, std::uint64_t v) { map_.insert_or_assign(k, v); }
+    ITERLOCK_BENCH_FORWARD void insert_or_assign(std::uint64_t k, std::uint64_t v) {
+        map_.insert_or_assign(k, v);
+    }
     ITERLOCK_BENCH_FORWARD bool erase(std::uint64_t k) { return map_.erase(k) != 0; }
     template <class F>
     void for_each_consistent(F&& f) {
@@ -347,7 +351,9 @@ using iterlock_snapshot_nometrics_peer = iterlock_snapshot_peer_t<false>;
 class iterlock_locked_peer {
   public:
     ITERLOCK_BENCH_FORWARD std::optional<std::uint64_t> find(std::uint64_t k) const { return map_.find(k); }
-    ITERLOCK_BENCH_FORWARD void insert_or_assign(std::uint64_t k, std::uint64_t v) { map_.insert_or_assign(k, v); }
+    ITERLOCK_BENCH_FORWARD void insert_or_assign(std::uint64_t k, std::uint64_t v) {
+        map_.insert_or_assign(k, v);
+    }
     ITERLOCK_BENCH_FORWARD bool erase(std::uint64_t k) { return map_.erase(k) != 0; }
     template <class F>
     void for_each_consistent(F&& f) {

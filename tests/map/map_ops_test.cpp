@@ -1,8 +1,8 @@
 // Unit tests of iterlock::map, one group per operation: insert, insert_or_assign, try_emplace, operator[],
 // find/get/contains/count, erase/erase_if, clear, reserve, copy/move/swap, ==, heterogeneous lookup and
 // initializer lists. Every test ends with check_invariants() on each map it touched.
-#include <stdexcept>
 #include <gtest/gtest.h>
+#include <stdexcept>
 
 #include <algorithm>
 #include <cstdint>

@@ -668,7 +668,6 @@ class alignas(64) shard_lock {
     std::atomic<std::uint64_t> owner_words[owner_word_count] = {};
 
   private:
-
     // The queue. Everything below is read and written only under mu_.
     alignas(64) mutable std::mutex mu_;
     std::uint32_t waiting_[class_count] = {};  // queued writers / iterations, indexed by waiter_class

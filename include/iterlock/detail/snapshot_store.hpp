@@ -594,10 +594,10 @@ class shard_versions {
     bool quiet_ = true;                                      // no snapshot was alive when the operation began
     std::vector<std::pair<version*, std::uint64_t>> limbo_;  // dropped versions and their retire stamps
     epoch_domain* defer_ = nullptr;
-    version_chunk* cur_chunk_ = nullptr;                     // the chunk preserve() carves from
-    std::size_t used_ = 0;                                   // units of cur_chunk_ in use
-    std::size_t carved_ = 0;                                 // versions carved from cur_chunk_
-    std::size_t all_bytes_ = 0;                              // bytes of the versions in all_
+    version_chunk* cur_chunk_ = nullptr;  // the chunk preserve() carves from
+    std::size_t used_ = 0;                // units of cur_chunk_ in use
+    std::size_t carved_ = 0;              // versions carved from cur_chunk_
+    std::size_t all_bytes_ = 0;           // bytes of the versions in all_
     std::optional<unit_alloc>
         alloc_;  // set by bind(); optional because an allocator need not be default-constructible
     std::uint64_t struct_label_ = 0;

@@ -65,6 +65,7 @@
 #include "iterlock/detail/bucket.hpp"
 #include "iterlock/detail/epoch.hpp"
 #include "iterlock/detail/inline.hpp"
+#include "iterlock/detail/prefetch.hpp"
 #include "iterlock/detail/racy_read.hpp"
 #include "iterlock/detail/tophash.hpp"
 #include "iterlock/hash.hpp"
@@ -678,13 +679,13 @@ class table {
     // wait for; earlier prefetches they do not). A racy hint: the view may be replaced meanwhile, and a
     // prefetch of a block freed since is harmless (prefetches never fault).
     void prefetch_for_write(std::uint64_t h) const noexcept {
-        __builtin_prefetch(&cur_, 1);
+        detail::prefetch_for_write(&cur_);
         const std::uintptr_t cv = view_cur_.load(std::memory_order_relaxed);
         const bucket b = view_array(cv).at(h & view_mask(cv));
-        __builtin_prefetch(b.top, 1);
-        __builtin_prefetch(b.slot(0), 1);
-        __builtin_prefetch(b.slot(bucket_cnt / 2), 1);
-        __builtin_prefetch(b.slot(bucket_cnt - 1), 1);
+        detail::prefetch_for_write(b.top);
+        detail::prefetch_for_write(b.slot(0));
+        detail::prefetch_for_write(b.slot(bucket_cnt / 2));
+        detail::prefetch_for_write(b.slot(bucket_cnt - 1));
     }
 
   private:
@@ -1153,15 +1154,15 @@ class table {
     // hmap's fields (Go's names: buckets, oldbuckets, count, nevacuate, noverflow, B, hash0). The first
     // line holds what every write reads or changes (64 bytes), so that a write touches one line of the
     // header: when writers on two cores take turns at a table, each line is a transfer between them.
-    alignas(64) array_ref cur_;    // 2^B_ buckets (Go's buckets); null until the first insert or reserve
-    array_ref old_;                // the previous array while growing (Go's oldbuckets), else null
-    std::size_t count_ = 0;        // live entries (Go's count)
-    std::size_t noverflow_ = 0;    // overflow buckets on the current array
-    std::size_t nevacuate_ = 0;    // old buckets below this are evacuated
-    unsigned B_ = 0;               // log2 of the bucket count
-    bool reseed_ = true;           // re-seed hash0 on clear and when the map empties (Go does)
-    bool same_size_grow_ = false;  // the current growth keeps B (Go's sameSizeGrow flag)
-    bool reclaim_due_ = false;     // reclaim_due(), kept up to date where limbo_ changes
+    alignas(64) array_ref cur_;        // 2^B_ buckets (Go's buckets); null until the first insert or reserve
+    array_ref old_;                    // the previous array while growing (Go's oldbuckets), else null
+    std::size_t count_ = 0;            // live entries (Go's count)
+    std::size_t noverflow_ = 0;        // overflow buckets on the current array
+    std::size_t nevacuate_ = 0;        // old buckets below this are evacuated
+    unsigned B_ = 0;                   // log2 of the bucket count
+    bool reseed_ = true;               // re-seed hash0 on clear and when the map empties (Go does)
+    bool same_size_grow_ = false;      // the current growth keeps B (Go's sameSizeGrow flag)
+    bool reclaim_due_ = false;         // reclaim_due(), kept up to date where limbo_ changes
     std::size_t allocated_bytes_ = 0;  // bytes of arrays and overflow buckets (for metrics)
     std::uint64_t hash0_;              // per-map hash seed
     std::uint64_t generation_ = 0;     // bumped whenever entries move (checked builds compare it)
