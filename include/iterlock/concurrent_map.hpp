@@ -561,9 +561,7 @@ class concurrent_map {
         }
         void record_uncontended() noexcept {
             if constexpr (metrics_on) {
-                std::atomic<std::uint64_t>& c =
-                    s_.zero_waits(current_priority() == priority::realtime ? 1 : 0);
-                c.store(c.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+                detail::add_exclusive(s_.zero_waits(current_priority() == priority::realtime ? 1 : 0), 1);
             }
         }
         ~write_lock() {
@@ -582,17 +580,14 @@ class concurrent_map {
 
     void before_counter_change(shard& s) {
         if constexpr (snapshots) {
-            if (s.t.chain_watch().quiet()) return;  // before the counters are read (the common case)
-            s.t.chain_watch().before_counter_change(
-                detail::shard_counters{s.t.size(), s.revision().load(std::memory_order_relaxed)});
+            s.t.chain_watch().before_counter_change([&s] {
+                return detail::shard_counters{s.t.size(), s.revision().load(std::memory_order_relaxed)};
+            });
         }
     }
     // Publishes a write's effect on the shard's counters (writes: the shard's lock is held).
     static void after_write(shard& s, std::uint64_t writes) noexcept {
-        if (writes != 0) {
-            s.revision().store(s.revision().load(std::memory_order_relaxed) + writes,
-                               std::memory_order_relaxed);
-        }
+        if (writes != 0) detail::add_exclusive(s.revision(), writes);
         s.count().store(s.t.size(), std::memory_order_relaxed);
     }
 

@@ -17,6 +17,8 @@
 #include <cstdint>
 #include <vector>
 
+#include "iterlock/detail/exclusive_add.hpp"
+
 namespace iterlock {
 
 // A histogram as exporters want it (Prometheus' cumulative buckets).
@@ -60,7 +62,7 @@ class wait_histogram {
         const std::uint64_t ns = clamp(d);
         bump(counts_[index(ns)]);
         bump(total_);
-        sum_ns_.store(sum_ns_.load(std::memory_order_relaxed) + ns, std::memory_order_relaxed);
+        add_exclusive(sum_ns_, ns);
     }
     // Any number of concurrent recorders.
     void record_shared(std::chrono::nanoseconds d) noexcept {
@@ -97,9 +99,7 @@ class wait_histogram {
         const int i = static_cast<int>(std::bit_width(ns - 1)) - first_shift;  // ceil(log2(ns)) - 8
         return i < buckets ? i : buckets;  // == buckets: only in +Inf (total)
     }
-    static void bump(std::atomic<std::uint64_t>& a) noexcept {
-        a.store(a.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
-    }
+    static void bump(std::atomic<std::uint64_t>& a) noexcept { add_exclusive(a, 1); }
 
     std::atomic<std::uint64_t> total_{0};
     std::atomic<std::uint64_t> sum_ns_{0};

@@ -41,6 +41,7 @@
 
 #include "iterlock/detail/bucket.hpp"
 #include "iterlock/detail/epoch.hpp"
+#include "iterlock/detail/exclusive_add.hpp"
 #include "iterlock/detail/inline.hpp"
 #include "iterlock/detail/racy_read.hpp"
 #include "iterlock/detail/tophash.hpp"
@@ -204,8 +205,6 @@ class shard_versions {
         if (quiet_ != quiet) quiet_ = quiet;
     }
     std::uint64_t op_seq() const noexcept { return op_seq_; }
-    // Whether no snapshot was alive when the operation began (then nothing is preserved).
-    bool quiet() const noexcept { return quiet_; }
 
     // ---- the table's hooks ------------------------------------------------------------------------------
     template <class BucketRef>
@@ -250,11 +249,13 @@ class shard_versions {
         return false;
     }
 
-    // Called by the map before a logical write changes the shard's counters.
-    void before_counter_change(const shard_counters& now) {
+    // Called by the map before a logical write changes the shard's counters; `now()` reads them, and is
+    // called only if they must be preserved (with no snapshot alive, a write reads nothing more).
+    template <class CountersNow>
+    void before_counter_change(CountersNow&& now) {
         if (quiet_) return;
         if (counters_label_ < op_seq_ && reg_->needed_since(counters_label_)) {
-            counter_hist_.push_back({counters_label_, op_seq_, now});
+            counter_hist_.push_back({counters_label_, op_seq_, now()});
             max_hi_ = op_seq_;
             add(items_, 1);
         }
@@ -613,12 +614,8 @@ class shard_versions {
     // updates them with a load and a store (a locked add here cost more than the chain copy itself).
     std::atomic<std::size_t> items_{0};  // versions + preserved structures/counters + retired blocks
     std::atomic<std::size_t> bytes_{0};  // bytes held by chain versions (in all_ or waiting in limbo_)
-    static void add(std::atomic<std::size_t>& c, std::size_t d) noexcept {
-        c.store(c.load(std::memory_order_relaxed) + d, std::memory_order_relaxed);
-    }
-    static void sub(std::atomic<std::size_t>& c, std::size_t d) noexcept {
-        c.store(c.load(std::memory_order_relaxed) - d, std::memory_order_relaxed);
-    }
+    static void add(std::atomic<std::size_t>& c, std::size_t d) noexcept { add_exclusive(c, d); }
+    static void sub(std::atomic<std::size_t>& c, std::size_t d) noexcept { add_exclusive(c, 0 - d); }
 };
 
 }  // namespace iterlock::detail
