@@ -648,11 +648,11 @@ class table {
         // The current view always names an array (an empty table's is the shared empty one) and says
         // whether an old array is published too, so a table that is not growing costs one load.
         const std::uintptr_t cv = view_cur_.load(std::memory_order_acquire);
-        bucket b = view_array(cv).at(h & view_mask(cv));
+        bucket b = view_bucket(cv, h);
         if ((cv & view_old_bit) != 0) [[unlikely]] {
             const std::uintptr_t ov = view_old_.load(std::memory_order_acquire);
             if (ov != 0) {
-                const bucket ob = view_array(ov).at(h & view_mask(ov));
+                const bucket ob = view_bucket(ov, h);
                 if (!ob.evacuated_racy()) b = ob;
             }
         }
@@ -681,7 +681,7 @@ class table {
     void prefetch_for_write(std::uint64_t h) const noexcept {
         detail::prefetch_for_write(&cur_);
         const std::uintptr_t cv = view_cur_.load(std::memory_order_relaxed);
-        const bucket b = view_array(cv).at(h & view_mask(cv));
+        const bucket b = view_bucket(cv, h);
         detail::prefetch_for_write(b.top);
         detail::prefetch_for_write(b.slot(0));
         detail::prefetch_for_write(b.slot(bucket_cnt / 2));
@@ -716,8 +716,9 @@ class table {
                                                 ctrl_lines(std::size_t{1} << (v & view_b_mask)));
         return a;
     }
-    static std::size_t view_mask(std::uintptr_t v) noexcept {
-        return bucket_mask(static_cast<unsigned>(v & view_b_mask));
+    // The bucket of hash h in the array a view names.
+    static bucket view_bucket(std::uintptr_t v, std::uint64_t h) noexcept {
+        return view_array(v).at(h & bucket_mask(static_cast<unsigned>(v & view_b_mask)));
     }
     // The array an empty table publishes: one bucket whose control group is all empty_rest (0), so a racy
     // lookup ends at its first group, and a body that is only ever prefetched.
@@ -726,13 +727,15 @@ class table {
         body_type body;
     };
     static constexpr empty_array_block empty_array_{};
+    static std::uintptr_t empty_view() noexcept {
+        return reinterpret_cast<std::uintptr_t>(&empty_array_.ctrl);
+    }
     // Publishes cur_/old_ for find_racy: old first, then cur with release (see find_racy).
     void publish_view() noexcept {
         const std::uintptr_t ov =
             old_ ? reinterpret_cast<std::uintptr_t>(old_.ctrl) | (same_size_grow_ ? B_ : B_ - 1) : 0;
         view_old_.store(ov, std::memory_order_relaxed);
-        const std::uintptr_t cv = cur_ ? reinterpret_cast<std::uintptr_t>(cur_.ctrl) | B_
-                                       : reinterpret_cast<std::uintptr_t>(&empty_array_.ctrl);
+        const std::uintptr_t cv = cur_ ? reinterpret_cast<std::uintptr_t>(cur_.ctrl) | B_ : empty_view();
         view_cur_.store(cv | (ov != 0 ? view_old_bit : 0), std::memory_order_release);
     }
     using ovf_alloc = typename std::allocator_traits<Allocator>::template rebind_alloc<overflow_type>;
@@ -1185,7 +1188,7 @@ class table {
     [[no_unique_address]] ovf_alloc ovf_alloc_;
     [[no_unique_address]] ChainWatch watch_;
     // For find_racy (see publish_view) and deferred frees (enable_deferred_frees).
-    std::atomic<std::uintptr_t> view_cur_{reinterpret_cast<std::uintptr_t>(&empty_array_.ctrl)};
+    std::atomic<std::uintptr_t> view_cur_{empty_view()};
     std::atomic<std::uintptr_t> view_old_{0};
     epoch_domain* deferred_ = nullptr;
     struct limbo_item {
