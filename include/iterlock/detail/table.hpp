@@ -683,9 +683,13 @@ class table {
         const std::uintptr_t cv = view_cur_.load(std::memory_order_relaxed);
         const bucket b = view_bucket(cv, h);
         detail::prefetch_for_write(b.top);
-        detail::prefetch_for_write(b.slot(0));
-        detail::prefetch_for_write(b.slot(bucket_cnt / 2));
-        detail::prefetch_for_write(b.slot(bucket_cnt - 1));
+        // The body's lines from its start: its header (the overflow link, and the chain's extra that a
+        // write under a live snapshot reads and a preserving write copies the chain after) as well as its
+        // slots. Slot-based offsets would miss the header's line for every body that starts in the second
+        // half of a line (a 160-byte body does every other bucket).
+        const auto* body = reinterpret_cast<const unsigned char*>(b.body);
+        for (std::size_t off = 0; off < std::min<std::size_t>(sizeof(*b.body), 3 * 64); off += 64)
+            detail::prefetch_for_write(body + off);
     }
 
   private:
