@@ -15,21 +15,23 @@
 //       that holds the later one).
 //   S2  Walking it yields each entry of that instant exactly once (no holes, no duplicates, no value that
 //       was never written); size() equals the number of entries the walk yields; find(k) agrees with it.
-//   S3  Writers never wait for a snapshot: taking one is O(1) (a registry mutex). A walk copies one batch
-//       of 32 buckets at a time, never across user code: for trivially copyable K and V as a sequence-lock
-//       read that no writer waits for (a batch that a writer overlapped is read again; after four tries it
-//       takes the shard's lock in shared mode), otherwise under the shard's lock in shared mode.
+//   S3  Writers never wait for a snapshot: taking one is a registry mutex, plus, if writers copied chains
+//       since the previous snapshot was taken, a reserve for each shard that did (O(shards), no shard lock:
+//       memory for the coming copies, allocated and touched by the snapshot's creator instead of the
+//       writers; detail/snapshot_store.hpp). A walk copies one batch of 32 buckets at a time, never across
+//       user code: for trivially copyable K and V as a sequence-lock read that no writer waits for (a batch
+//       that a writer overlapped is read again; after four tries it takes the shard's lock in shared
+//       mode), otherwise under the shard's lock in shared mode.
 //   S4  While snapshots live, a writer preserves only what it changes, one bucket chain at a time (the
 //       chain's entries, copied once per snapshot epoch); growth and evacuation during a snapshot preserve
 //       the same way and retire the old bucket array instead of freeing it.
-//   S5  Memory: what was preserved is freed when the last snapshot that needs it ends (preserved_bytes()
-//       returns to zero when no snapshot is alive). With no snapshot alive a write pays one load and a
-//       compare for all this.
+//   S5  Memory: what was preserved is freed when the last snapshot that needs it ends, and the reserves
+//       when the last snapshot ends (preserved_bytes() counts both, and returns to zero when no snapshot is
+//       alive). With no snapshot alive a write pays one load and a compare for all this.
 //   S6  revision(): every successful write (insert, assignment, erase, visit; clear and erase_if count one
-//   per
-//       entry removed) advances the map's revision by one; a snapshot's revision() is the number of writes it
-//       reflects. (m.revision() sums per-shard counters that a write updates as it finishes, so while writes
-//       are in flight it may trail a snapshot's revision by the writes in progress.)
+//       per entry removed) advances the map's revision by one; a snapshot's revision() is the number of
+//       writes it reflects. (m.revision() sums per-shard counters that a write updates as it finishes, so
+//       while writes are in flight it may trail a snapshot's revision by the writes in progress.)
 //   Snapshots may be taken and walked by any thread and several may live at once. A snapshot must not
 //   outlive its map (destroying a map with a live snapshot aborts with a message). K and V must be copy
 //   constructible: a walk copies each bucket's entries out under the shard lock.
@@ -60,8 +62,9 @@
 // that a writer unlinks (an overflow bucket, an array that growth retired) is freed by a later write to the
 // same shard, or by the map's destructor, once no read that began before the unlink is still running.
 //
-// Complexity: find/insert/erase O(1) expected, one shard lock each (finds share it). snapshot() O(1);
-// a walk O(buckets + entries) plus the copies of S4. lock_for_iteration() O(shards) lock acquisitions.
+// Complexity: find/insert/erase O(1) expected, one shard lock each (finds share it). snapshot() O(1), or
+// O(shards) after writers copied (S3); a walk O(buckets + entries) plus the copies of S4.
+// lock_for_iteration() O(shards) lock acquisitions.
 // Exception safety: a write that throws (hash, equality, allocation, K/V constructors) leaves the map
 // unchanged.
 #pragma once
@@ -468,7 +471,16 @@ class concurrent_map {
             count_event(&detail::map_event_metrics::iterations_error);
             throw;
         }
-        return snapshot_view(this, registry_.acquire());
+        // Reserves for the writers' copies (detail/snapshot_store.hpp), before registering: the sweep that
+        // ends the last snapshot frees them.
+        if (registry_.chunks_started_since_last_look())
+            for (shard& s : shards_) s.t.chain_watch().provision();
+        try {
+            return snapshot_view(this, registry_.acquire());
+        } catch (...) {  // no snapshot of ours will free them (a live one's writers just lose theirs)
+            for (shard& s : shards_) s.t.chain_watch().drop_reserve();
+            throw;
+        }
     }
 
     // ---- locked iteration
@@ -745,7 +757,7 @@ class concurrent_map {
         using garbage_t = typename watch_type::garbage;
         std::vector<std::pair<shard*, garbage_t>> swept;
         for (shard& s : shards_) {
-            if (!s.t.chain_watch().has_items()) continue;
+            if (!s.t.chain_watch().has_items() && !s.t.chain_watch().has_reserve()) continue;
             s.lock.lock();
             garbage_t garbage = s.t.chain_watch().sweep(live, s.t);
             if constexpr (optimistic_reads) reclaim(s);

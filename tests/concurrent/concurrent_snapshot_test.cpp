@@ -607,6 +607,49 @@ TEST_F(CMapSnapshot, MemoryReturnsToTheNoSnapshotLevel) {
         << "something used a default-made allocator";
 }
 
+// Reserves (detail/snapshot_store.hpp): the creator of a snapshot gives a shard whose writers copied at least
+// a page since the previous snapshot a reserve; the same writes again then copy into it without allocating,
+// and the reserve is freed with the last snapshot like the copies (S5).
+TEST_F(CMapSnapshot, ReserveFromTheCreatorTakesTheWritersNextCopies) {
+    iterlock::ctest::alloc_counter c;
+    counted_map m(1, seed{3}, {}, {}, iterlock::ctest::counting_allocator<std::pair<const long, long>>(&c));
+    constexpr long n =
+        400;  // 64 chains of about six: ~9 KiB of copies, more than a page, less than a reserve
+    for (long k = 0; k < n; ++k) m.insert({k, k});
+    const long long baseline = c.bytes.load();
+    auto rewrite = [&](long d) {
+        for (long k = 0; k < n; ++k) m.insert_or_assign(k, k + d);
+    };
+    {
+        auto s = m.snapshot();
+        EXPECT_EQ(c.bytes.load(), baseline) << "nothing was copied before: no reserve";
+        rewrite(1);
+        EXPECT_GT(m.preserved_bytes(), 4096u);
+    }
+    EXPECT_EQ(c.bytes.load(), baseline);
+    {
+        auto s = m.snapshot();
+        EXPECT_GT(c.bytes.load(), baseline) << "the creator provisioned a reserve";
+        const long long blocks = c.blocks.load();
+        rewrite(2);
+        EXPECT_EQ(c.blocks.load(), blocks) << "every copy was carved from the reserve";
+        long seen = 0;
+        for (const auto& [k, v] : s) seen += (v == k + 1) ? 1 : 0;
+        EXPECT_EQ(seen, n);
+    }
+    EXPECT_EQ(m.preserved_bytes(), 0u);
+    EXPECT_EQ(c.bytes.load(), baseline) << "the reserve went with the last snapshot";
+    {
+        auto s = m.snapshot();  // the copies of the second snapshot ask for one again; nobody uses it
+        EXPECT_GT(c.bytes.load(), baseline);
+    }
+    EXPECT_EQ(c.bytes.load(), baseline);
+    {
+        auto s = m.snapshot();  // nothing was copied since the last creator looked: no reserve
+        EXPECT_EQ(c.bytes.load(), baseline);
+    }
+}
+
 // While a snapshot lives, a writer preserves what it changes (S4); the memory is returned when it ends (S5),
 // also when the map is written to again afterwards.
 TEST_F(CMapSnapshot, PreservedBytesFollowSnapshotLifetimes) {

@@ -26,6 +26,13 @@
 // makes every tag's version list read as empty (a tag is trusted only if its gen matches), and takes the
 // list of all its versions with it; the versions are destroyed after the lock is released, so a writer
 // never waits for thousands of frees.
+//
+// Reserves: a writer carves its copies from chunks, and a fresh chunk's pages are often fresh too (glibc
+// hands the heap top back to the kernel when a sweep frees the chunks, so the next snapshot's copies
+// fault page by page, on the writer). A snapshot's creator therefore gives each shard whose writers carved
+// since the previous snapshot a reserve chunk sized from that, with its pages already touched; a writer
+// that needs a chunk takes the reserve first. A reserve is snapshot memory like the copies: the sweep that
+// finds no snapshot alive frees it (S5).
 #pragma once
 
 #include <algorithm>
@@ -69,6 +76,16 @@ class snapshot_registry {
     }
     std::size_t live() const noexcept { return live_.load(std::memory_order_relaxed); }
 
+    // Shards count the chunks they start (see shard_versions::provision): a snapshot's creator looks at the
+    // shards only if some were started since the last creator looked, so on a map whose writers copied
+    // nothing it costs one load. Writers add under their own shard's lock, rarely (once per chunk).
+    void note_chunk_started() noexcept { chunks_started_.fetch_add(1, std::memory_order_relaxed); }
+    bool chunks_started_since_last_look() noexcept {
+        const std::uint64_t n = chunks_started_.load(std::memory_order_relaxed);
+        return n != chunks_seen_.load(std::memory_order_relaxed) &&
+               chunks_seen_.exchange(n, std::memory_order_relaxed) != n;
+    }
+
     std::uint64_t acquire() {
         std::lock_guard<std::mutex> g(mu_);
         const std::uint64_t m = seq_.load(std::memory_order_relaxed);
@@ -105,6 +122,8 @@ class snapshot_registry {
     std::atomic<std::uint64_t> seq_{1};  // starts at 1 so that label 0 ("never written") is <= every marker
     std::atomic<std::size_t> live_{0};
     std::atomic<std::uint64_t> max_live_{0};
+    std::atomic<std::uint64_t> chunks_started_{0};
+    std::atomic<std::uint64_t> chunks_seen_{0};
     mutable std::mutex mu_;
     std::vector<std::uint64_t> markers_;  // sorted
 };
@@ -112,7 +131,7 @@ class snapshot_registry {
 // The block versions are carved from (see shard_versions::carve). Freed by whoever drops the last reference.
 struct version_chunk {
     // While it is a shard's current chunk: 1 + one per version it could hold, less the versions freed;
-    // after: the versions carved from it and not yet freed.
+    // after: the versions carved from it and not yet freed. A reserve (not yet carved from) holds 0.
     std::atomic<std::size_t> refs;
     std::size_t units;  // its size, in allocation units
 };
@@ -181,7 +200,7 @@ class shard_versions {
     shard_versions& operator=(shard_versions&&) = delete;
     ~shard_versions() { free_all_versions(); }
 
-    void bind(const snapshot_registry* r, const Allocator& a) {
+    void bind(snapshot_registry* r, const Allocator& a) {
         reg_ = r;
         alloc_.emplace(a);
     }
@@ -189,6 +208,44 @@ class shard_versions {
     // writer drops under the lock are freed only once no epoch section can still be reading them, and the
     // caller of sweep() waits for the readers before free_garbage() (detail/epoch.hpp).
     void enable_deferred_frees(epoch_domain* d) noexcept { defer_ = d; }
+
+    // ---- reserves (see the file comment); called by a snapshot's creator, without the shard's lock
+    // Gives the shard a reserve if its writers carved at least a page of copies since the last call and it
+    // has none: 5/4 of what they carved, at most max_reserve_units, every page touched here. Call before
+    // registering the snapshot (so that the sweep ending the snapshot frees it). Best effort: on allocation
+    // failure the writers allocate for themselves, as without a reserve.
+    void provision() noexcept {
+        const std::size_t carved = carved_units_.load(std::memory_order_relaxed);
+        const std::size_t before = provisioned_at_.exchange(carved, std::memory_order_relaxed);
+        if (before >= carved) return;  // nothing carved since, or a concurrent creator read later than this
+        const std::size_t since = carved - before;
+        if (since < page_units || reserve_.load(std::memory_order_relaxed) != nullptr) return;
+        const std::size_t units =
+            std::min((since + since / 4 + page_units - 1) / page_units * page_units, max_reserve_units);
+        unit* raw = nullptr;
+        try {
+            raw = std::allocator_traits<unit_alloc>::allocate(*alloc_, units);
+        } catch (...) {
+            return;
+        }
+        auto* bytes = reinterpret_cast<unsigned char*>(raw);
+        for (std::size_t off = 0; off < units * sizeof(unit); off += page_bytes) bytes[off] = 0;
+        bytes[units * sizeof(unit) - 1] = 0;  // the last page, if the block does not start on one
+        version_chunk* c = ::new (static_cast<void*>(raw)) version_chunk{{0}, units};
+        // Counted before it is published, so that whoever takes it (take_reserve) subtracts after.
+        reserve_bytes_.fetch_add(units * sizeof(unit), std::memory_order_relaxed);
+        version_chunk* none = nullptr;
+        if (!reserve_.compare_exchange_strong(none, c, std::memory_order_release,
+                                              std::memory_order_relaxed)) {
+            reserve_bytes_.fetch_sub(units * sizeof(unit), std::memory_order_relaxed);
+            free_chunk(c);  // another creator was first
+        }
+    }
+    // Frees the reserve, if any (a creator whose registration failed; the final sweep).
+    void drop_reserve() noexcept {
+        if (version_chunk* c = take_reserve()) free_chunk(c);
+    }
+    bool has_reserve() const noexcept { return reserve_.load(std::memory_order_relaxed) != nullptr; }
 
     // Starts an operation: reads seq once (see the file comment), then whether any snapshot is alive. With
     // none alive, nothing needs preserving and labels may stay as they are: a label older than the change
@@ -326,7 +383,10 @@ class shard_versions {
             return true;
         });
     }
-    std::size_t preserved_bytes() const noexcept { return bytes_.load(std::memory_order_relaxed); }
+    // The copies' bytes and the reserve's: all the memory this shard holds for snapshots.
+    std::size_t preserved_bytes() const noexcept {
+        return bytes_.load(std::memory_order_relaxed) + reserve_bytes_.load(std::memory_order_relaxed);
+    }
 
     // Takes out every preserved item that `live` says is unneeded: chain versions go to the returned list
     // (free them with free_garbage() after releasing the lock), the rest is freed here. Requires: the
@@ -335,19 +395,16 @@ class shard_versions {
     garbage sweep(const snapshot_registry::live_set& live, Table& t) noexcept {
         garbage out;
         if (live.markers.empty() && max_hi_ <= live.seq) {
-            // Nothing alive can need any version: O(1) (see the file comment).
-            out.swap(all_);
+            // Nothing alive can need any version: O(1) (see the file comment), but for a short list, which
+            // is copied out so that the writers keep filling the room they have touched (a fresh list's
+            // pages may be fresh too; they would fault on the writer). A long one is handed over whole.
+            take_all(out);
             sub(items_, out.size());  // the versions leave the counts now; free_garbage() only frees
             sub(bytes_, all_bytes_);
             all_bytes_ = 0;
-            // Keep the room: the next snapshot's writers will preserve about as many chains again, and
-            // regrowing the list from empty would copy it over and over under the lock (write tails).
-            try {
-                all_.reserve(out.size());
-            } catch (...) {  // preserve() reserves again before it needs the room
-            }
             dirty_.clear();
             drop_current_chunk();  // its versions are all in `out`: the chunk goes with the last of them
+            drop_reserve();
             ++gen_;
         } else {
             bool any_dead = false;
@@ -484,38 +541,81 @@ class shard_versions {
             owner = ::new (static_cast<void*>(raw)) version_chunk{{1}, chunk_head_units + need};
             return raw + chunk_head_units;
         }
-        if (cur_chunk_ == nullptr || used_ + need > chunk_units) {
-            unit* raw =
-                std::allocator_traits<unit_alloc>::allocate(*alloc_, chunk_units);  // may throw: first
+        if (cur_chunk_ == nullptr || used_ + need > cur_chunk_->units) {
+            version_chunk* next = take_reserve();
+            if (next == nullptr) {
+                unit* raw =
+                    std::allocator_traits<unit_alloc>::allocate(*alloc_, chunk_units);  // may throw: first
+                next = ::new (static_cast<void*>(raw)) version_chunk{{0}, chunk_units};
+            }
             drop_current_chunk();
             // The chunk starts with a reference for every version it could hold plus the shard's own, so
             // carving needs no atomic operation; drop_current_chunk() returns the ones not used.
-            cur_chunk_ = ::new (static_cast<void*>(raw)) version_chunk{{1 + chunk_units}, chunk_units};
+            next->refs.store(1 + next->units, std::memory_order_relaxed);
+            cur_chunk_ = next;
             used_ = chunk_head_units;
             carved_ = 0;
+            reg_->note_chunk_started();
         }
         ++carved_;
+        add(carved_units_, need);
         owner = cur_chunk_;
         void* p = reinterpret_cast<unit*>(cur_chunk_) + used_;
         used_ += need;
         // The next copies land right after this one: start owning those lines now (versions fill chunks
         // in order, and a fresh chunk's lines are usually cold).
-        if (used_ + 8 < chunk_units) {
+        if (used_ + 8 < cur_chunk_->units) {
             __builtin_prefetch(reinterpret_cast<unit*>(cur_chunk_) + used_ + 4, 1);
             __builtin_prefetch(reinterpret_cast<unit*>(cur_chunk_) + used_ + 8, 1);
         }
         return p;
     }
+    // Reserves: at least a page, at most two chunks' worth.
+    static constexpr std::size_t page_bytes = 4096;  // the smallest page of the systems we build for
+    static constexpr std::size_t page_units = page_bytes / sizeof(unit);
+    static constexpr std::size_t max_reserve_units = 2 * chunk_units;
+    static_assert(page_units > chunk_head_units + chunk_units / 8, "a reserve holds any small version");
+
+    // The reserve, now the caller's (nullptr if there is none).
+    version_chunk* take_reserve() noexcept {
+        if (reserve_.load(std::memory_order_relaxed) == nullptr) return nullptr;
+        version_chunk* c = reserve_.exchange(nullptr, std::memory_order_acquire);  // pairs with provision()
+        if (c != nullptr) reserve_bytes_.fetch_sub(c->units * sizeof(unit), std::memory_order_relaxed);
+        return c;
+    }
+    void free_chunk(version_chunk* c) noexcept {
+        const std::size_t units = c->units;
+        c->~version_chunk();
+        std::allocator_traits<unit_alloc>::deallocate(*alloc_, reinterpret_cast<unit*>(c), units);
+    }
     void unref(version_chunk* c, std::size_t n) noexcept {
-        if (c->refs.fetch_sub(n, std::memory_order_acq_rel) == n) {
-            const std::size_t units = c->units;
-            c->~version_chunk();
-            std::allocator_traits<unit_alloc>::deallocate(*alloc_, reinterpret_cast<unit*>(c), units);
-        }
+        if (c->refs.fetch_sub(n, std::memory_order_acq_rel) == n) free_chunk(c);
     }
     void drop_current_chunk() noexcept {
-        if (cur_chunk_ != nullptr) unref(std::exchange(cur_chunk_, nullptr), 1 + chunk_units - carved_);
+        if (cur_chunk_ != nullptr) {
+            version_chunk* c = std::exchange(cur_chunk_, nullptr);
+            unref(c, 1 + c->units - carved_);
+        }
     }
+    // Moves every version of all_ into `out` (empty); see sweep().
+    void take_all(garbage& out) noexcept {
+        if (all_.size() <= max_copied_out) {
+            try {
+                out.assign(all_.begin(), all_.end());
+                all_.clear();
+                return;
+            } catch (...) {  // no room for the copy: hand the list over
+            }
+        }
+        out.swap(all_);
+        // Keep the room: the next snapshot's writers will preserve about as many chains again, and
+        // regrowing the list from empty would copy it over and over under the lock (write tails).
+        try {
+            all_.reserve(out.size());
+        } catch (...) {  // preserve() reserves again before it needs the room
+        }
+    }
+    static constexpr std::size_t max_copied_out = 1024;  // 8 KiB under the lock
 
     // Takes a version out of items_ and bytes_; returns its bytes. Requires: the shard's lock.
     std::size_t uncount(const version* v) noexcept {
@@ -579,6 +679,7 @@ class shard_versions {
         for (version* v : all_) free_version(v);
         all_.clear();
         drop_current_chunk();
+        drop_reserve();
         dirty_.clear();
         ++gen_;
     }
@@ -590,15 +691,19 @@ class shard_versions {
     static constexpr unsigned max_racy_versions = 1u << 16;
     // What every write reads (begin_op, the quiet_ tests, reclaim_due), on one cache line: each line a
     // write touches is one more miss when another core wrote the shard last.
-    alignas(64) const snapshot_registry* reg_ = nullptr;
+    alignas(64) snapshot_registry* reg_ = nullptr;
     std::uint64_t op_seq_ = 0;
     bool quiet_ = true;                                      // no snapshot was alive when the operation began
     std::vector<std::pair<version*, std::uint64_t>> limbo_;  // dropped versions and their retire stamps
     epoch_domain* defer_ = nullptr;
-    version_chunk* cur_chunk_ = nullptr;  // the chunk preserve() carves from
-    std::size_t used_ = 0;                // units of cur_chunk_ in use
-    std::size_t carved_ = 0;              // versions carved from cur_chunk_
-    std::size_t all_bytes_ = 0;           // bytes of the versions in all_
+    version_chunk* cur_chunk_ = nullptr;            // the chunk preserve() carves from
+    std::size_t used_ = 0;                          // units of cur_chunk_ in use
+    std::size_t carved_ = 0;                        // versions carved from cur_chunk_
+    std::atomic<version_chunk*> reserve_{nullptr};  // provided by a snapshot's creator
+    std::atomic<std::size_t> carved_units_{0};      // units carved from chunks, ever (single writer)
+    std::atomic<std::size_t> provisioned_at_{0};    // carved_units_ when a creator last looked
+    std::atomic<std::size_t> reserve_bytes_{0};     // the bytes of reserve_
+    std::size_t all_bytes_ = 0;                     // bytes of the versions in all_
     std::optional<unit_alloc>
         alloc_;  // set by bind(); optional because an allocator need not be default-constructible
     std::uint64_t struct_label_ = 0;
