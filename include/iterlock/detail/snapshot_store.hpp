@@ -216,6 +216,7 @@ class shard_versions {
     // failure the writers allocate for themselves, as without a reserve.
     void provision() noexcept {
         const std::size_t carved = carved_units_.load(std::memory_order_relaxed);
+        if (provisioned_at_.load(std::memory_order_relaxed) == carved) return;  // the common case: no RMW
         const std::size_t before = provisioned_at_.exchange(carved, std::memory_order_relaxed);
         if (before >= carved) return;  // nothing carved since, or a concurrent creator read later than this
         const std::size_t since = carved - before;
