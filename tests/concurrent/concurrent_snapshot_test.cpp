@@ -650,6 +650,56 @@ TEST_F(CMapSnapshot, ReserveFromTheCreatorTakesTheWritersNextCopies) {
     }
 }
 
+// Reserves with several creators at once: three threads take, walk and end snapshots back to back while a
+// writer rewrites enough chains per snapshot that creators provision reserves (racing each other for the
+// same shards, and the writers taking them). Every walk is one consistent state, and once all stop the
+// allocator holds exactly what the map holds without snapshots.
+TEST_F(CMapSnapshot, ReservesFromConcurrentCreatorsReturnWithTheLastSnapshot) {
+    iterlock::ctest::alloc_counter c;
+    counted_map m(2, seed{5}, {}, {}, iterlock::ctest::counting_allocator<std::pair<const long, long>>(&c));
+    constexpr long keys = 3000;  // ~24 KiB of copies per shard and snapshot if every chain is rewritten
+    for (long k = 0; k < keys; ++k) m.insert({k, value_of(k)});
+    std::atomic<bool> stop{false};
+    std::latch start(5);  // the writer, three creators, this thread
+    std::thread writer([&] {
+        std::mt19937_64 rng(5);
+        start.arrive_and_wait();
+        while (!stop.load()) {
+            const long k = static_cast<long>(rng() % keys);
+            m.insert_or_assign(k, value_of(k));  // rewrites: the table itself neither grows nor shrinks
+        }
+    });
+    const long passes = scaled(400, 40);
+    std::vector<std::thread> creators;
+    for (int t = 0; t < 3; ++t) {
+        creators.emplace_back([&] {
+            start.arrive_and_wait();
+            for (long p = 0; p < passes; ++p) {
+                auto s = m.snapshot();
+                long n = 0;
+                for (const auto& [k, v] : s) {
+                    ASSERT_EQ(v, value_of(k));
+                    ++n;
+                }
+                ASSERT_EQ(n, keys);
+                ASSERT_EQ(s.size(), static_cast<std::size_t>(keys));
+            }
+        });
+    }
+    start.arrive_and_wait();
+    for (auto& t : creators) t.join();
+    stop.store(true);
+    writer.join();
+    EXPECT_EQ(m.snapshots_alive(), 0u);
+    EXPECT_EQ(m.preserved_bytes(), 0u);
+    iterlock::ctest::alloc_counter without;
+    counted_map twin(2, seed{5}, {}, {},
+                     iterlock::ctest::counting_allocator<std::pair<const long, long>>(&without));
+    for (long k = 0; k < keys; ++k) twin.insert({k, value_of(k)});
+    EXPECT_EQ(c.bytes.load(), without.bytes.load());
+    EXPECT_EQ(c.blocks.load(), without.blocks.load());
+}
+
 // While a snapshot lives, a writer preserves what it changes (S4); the memory is returned when it ends (S5),
 // also when the map is written to again afterwards.
 TEST_F(CMapSnapshot, PreservedBytesFollowSnapshotLifetimes) {
