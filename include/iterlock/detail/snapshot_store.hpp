@@ -122,7 +122,8 @@ class snapshot_registry {
     std::atomic<std::uint64_t> seq_{1};  // starts at 1 so that label 0 ("never written") is <= every marker
     std::atomic<std::size_t> live_{0};
     std::atomic<std::uint64_t> max_live_{0};
-    std::atomic<std::uint64_t> chunks_started_{0};
+    // On their own line: every write reads seq_ and live_, and a chunk's start should not evict them.
+    alignas(64) std::atomic<std::uint64_t> chunks_started_{0};
     std::atomic<std::uint64_t> chunks_seen_{0};
     mutable std::mutex mu_;
     std::vector<std::uint64_t> markers_;  // sorted
@@ -542,7 +543,7 @@ class shard_versions {
             owner = ::new (static_cast<void*>(raw)) version_chunk{{1}, chunk_head_units + need};
             return raw + chunk_head_units;
         }
-        if (cur_chunk_ == nullptr || used_ + need > cur_chunk_->units) {
+        if (cur_chunk_ == nullptr || used_ + need > cur_units_) {
             version_chunk* next = take_reserve();
             if (next == nullptr) {
                 unit* raw =
@@ -554,6 +555,7 @@ class shard_versions {
             // carving needs no atomic operation; drop_current_chunk() returns the ones not used.
             next->refs.store(1 + next->units, std::memory_order_relaxed);
             cur_chunk_ = next;
+            cur_units_ = next->units;
             used_ = chunk_head_units;
             carved_ = 0;
             reg_->note_chunk_started();
@@ -565,7 +567,7 @@ class shard_versions {
         used_ += need;
         // The next copies land right after this one: start owning those lines now (versions fill chunks
         // in order, and a fresh chunk's lines are usually cold).
-        if (used_ + 8 < cur_chunk_->units) {
+        if (used_ + 8 < cur_units_) {
             __builtin_prefetch(reinterpret_cast<unit*>(cur_chunk_) + used_ + 4, 1);
             __builtin_prefetch(reinterpret_cast<unit*>(cur_chunk_) + used_ + 8, 1);
         }
@@ -697,9 +699,10 @@ class shard_versions {
     bool quiet_ = true;                                      // no snapshot was alive when the operation began
     std::vector<std::pair<version*, std::uint64_t>> limbo_;  // dropped versions and their retire stamps
     epoch_domain* defer_ = nullptr;
-    version_chunk* cur_chunk_ = nullptr;            // the chunk preserve() carves from
-    std::size_t used_ = 0;                          // units of cur_chunk_ in use
-    std::size_t carved_ = 0;                        // versions carved from cur_chunk_
+    version_chunk* cur_chunk_ = nullptr;  // the chunk preserve() carves from
+    std::size_t cur_units_ = 0;           // cur_chunk_'s size (its header is a line the copies do not touch)
+    std::size_t used_ = 0;                // units of cur_chunk_ in use
+    std::size_t carved_ = 0;              // versions carved from cur_chunk_
     std::atomic<version_chunk*> reserve_{nullptr};  // provided by a snapshot's creator
     std::atomic<std::size_t> carved_units_{0};      // units carved from chunks, ever (single writer)
     std::atomic<std::size_t> provisioned_at_{0};    // carved_units_ when a creator last looked
