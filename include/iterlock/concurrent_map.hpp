@@ -717,9 +717,12 @@ class concurrent_map {
     // (table::prefetch_for_write): a write's lock is a locked instruction, and on two cores the lock word
     // is usually in the other core's cache (its finds read it), so the data misses overlap that transfer
     // instead of following it.
+    // While a snapshot lives, the chain's tag is read too (detail/snapshot_store.hpp).
     shard& shard_for_write(std::uint64_t h) const noexcept {
         shard& s = shard_for(h);
-        s.t.prefetch_for_write(h);
+        bool tag_read = false;
+        if constexpr (snapshots) tag_read = registry_.live() != 0;
+        s.t.prefetch_for_write(h, tag_read);
         return s;
     }
 

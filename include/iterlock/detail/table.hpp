@@ -678,18 +678,19 @@ class table {
     // lock: the misses then overlap the lock's own (the acquire is a locked instruction, which later loads
     // wait for; earlier prefetches they do not). A racy hint: the view may be replaced meanwhile, and a
     // prefetch of a block freed since is harmless (prefetches never fault).
-    void prefetch_for_write(std::uint64_t h) const noexcept {
+    // With `chain_extra`, the body's header too: the chain's extra, which a layer above reads on every
+    // write at times (concurrent_map's snapshot tag, while a snapshot lives), shares a line with slot 0 only
+    // for a body that starts in the first half of a line (a 160-byte body: every other bucket); otherwise
+    // that line is one the write does not need.
+    void prefetch_for_write(std::uint64_t h, bool chain_extra) const noexcept {
         detail::prefetch_for_write(&cur_);
         const std::uintptr_t cv = view_cur_.load(std::memory_order_relaxed);
         const bucket b = view_bucket(cv, h);
         detail::prefetch_for_write(b.top);
-        // The body's lines from its start: its header (the overflow link, and the chain's extra that a
-        // write under a live snapshot reads and a preserving write copies the chain after) as well as its
-        // slots. Slot-based offsets would miss the header's line for every body that starts in the second
-        // half of a line (a 160-byte body does every other bucket).
-        const auto* body = reinterpret_cast<const unsigned char*>(b.body);
-        for (std::size_t off = 0; off < std::min<std::size_t>(sizeof(*b.body), 3 * 64); off += 64)
-            detail::prefetch_for_write(body + off);
+        detail::prefetch_for_write(b.slot(0));
+        detail::prefetch_for_write(b.slot(bucket_cnt / 2));
+        detail::prefetch_for_write(b.slot(bucket_cnt - 1));
+        if (chain_extra) detail::prefetch_for_write(&b.body->extra);
     }
 
   private:
