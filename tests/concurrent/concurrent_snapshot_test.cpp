@@ -613,8 +613,8 @@ TEST_F(CMapSnapshot, MemoryReturnsToTheNoSnapshotLevel) {
 TEST_F(CMapSnapshot, ReserveFromTheCreatorTakesTheWritersNextCopies) {
     iterlock::ctest::alloc_counter c;
     counted_map m(1, seed{3}, {}, {}, iterlock::ctest::counting_allocator<std::pair<const long, long>>(&c));
-    constexpr long n =
-        400;  // 64 chains of about six: ~9 KiB of copies, more than a page, less than a reserve
+    // 64 chains of about six: ~9 KiB of copies, more than a page, less than the largest reserve.
+    constexpr long n = 400;
     for (long k = 0; k < n; ++k) m.insert({k, k});
     const long long baseline = c.bytes.load();
     auto rewrite = [&](long d) {
