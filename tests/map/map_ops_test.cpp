@@ -2,12 +2,12 @@
 // find/get/contains/count, erase/erase_if, clear, reserve, copy/move/swap, ==, heterogeneous lookup and
 // initializer lists. Every test ends with check_invariants() on each map it touched.
 #include <gtest/gtest.h>
-#include <stdexcept>
 
 #include <algorithm>
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <utility>
