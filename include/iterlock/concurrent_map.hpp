@@ -112,7 +112,12 @@ namespace detail {
 
 // What the calling thread is doing with concurrent maps, to turn would-be deadlocks into lock_error.
 struct thread_map_state {
-    const void* visiting = nullptr;  // the map whose visit/cvisit/update callback is running
+    const void* visiting = nullptr;  // the map whose visit/cvisit/update callback is running (innermost)
+    // Every map whose callback is running on this thread, outermost first (a callback may call another
+    // map): the thread may hold a shard lock of each. Deeper nesting than this is counted, not named.
+    const void* callbacks[4] = {};
+    int callback_depth = 0;
+    const void* sweeping = nullptr;  // the map whose snapshot sweep this thread is running
     struct held {
         const void* map;
         int depth;
@@ -269,6 +274,7 @@ class concurrent_map {
         const std::uint64_t h = key_hash(k);
         shard& s = shard_for(h);
         entry_check();
+        const callback_exit exit{*this};
         s.lock.lock_shared();
         visit_scope vs(this);
         struct unlock {
@@ -342,8 +348,11 @@ class concurrent_map {
 
     // Erases every entry for which pred(const K&, V&) (or pred(value_type&)) is true, shard by shard (each
     // shard atomically). pred must not use this map. Returns the number erased.
+    // If pred (or a copy that a live snapshot needs) throws, the entries erased before stay erased and are
+    // counted (basic guarantee); the exception reaches the caller.
     template <class Pred>
     size_type erase_if(Pred pred) {
+        const callback_exit exit{*this};
         size_type total = 0;
         for (shard& s : shards_) {
             write_lock wl(*this, s);
@@ -357,9 +366,15 @@ class concurrent_map {
                     return pred(e);
                 }
             };
-            const size_type n = s.t.erase_if(test);
-            after_write(s, n);
-            total += n;
+            const size_type before = s.t.size();
+            try {
+                s.t.erase_if(test);
+            } catch (...) {
+                after_write(s, before - s.t.size());
+                throw;
+            }
+            after_write(s, before - s.t.size());
+            total += before - s.t.size();
         }
         return total;
     }
@@ -471,6 +486,7 @@ class concurrent_map {
             count_event(&detail::map_event_metrics::iterations_error);
             throw;
         }
+        drain_deferred();  // a snapshot that ended inside a callback whose sweep has not run yet
         // Reserves for the writers' copies (detail/snapshot_store.hpp), before registering: the sweep that
         // ends the last snapshot frees them.
         if (registry_.chunks_started_since_last_look())
@@ -531,11 +547,35 @@ class concurrent_map {
     bool visiting_this() const noexcept { return detail::this_thread_maps().visiting == this; }
     struct visit_scope {
         explicit visit_scope(const void* m) noexcept : saved(detail::this_thread_maps().visiting) {
-            detail::this_thread_maps().visiting = m;
+            detail::thread_map_state& tls = detail::this_thread_maps();
+            tls.visiting = m;
+            if (tls.callback_depth < 4) tls.callbacks[tls.callback_depth] = m;
+            ++tls.callback_depth;
         }
-        ~visit_scope() { detail::this_thread_maps().visiting = saved; }
+        ~visit_scope() {
+            detail::thread_map_state& tls = detail::this_thread_maps();
+            tls.visiting = saved;
+            --tls.callback_depth;
+        }
         const void* saved;
     };
+    // Declared before the lock of a call that runs user code: at the call's end, after the lock is released,
+    // sweeps a snapshot that ended inside the callback (release_snapshot).
+    struct callback_exit {
+        const concurrent_map& m;
+        ~callback_exit() {
+            if constexpr (snapshots) m.after_callback();
+        }
+    };
+    // Whether this thread may hold one of this map's shard locks, or runs its sweep: then a sweep must not
+    // start here (it would wait for a lock this thread holds).
+    bool sweep_must_wait() const noexcept {
+        const detail::thread_map_state& tls = detail::this_thread_maps();
+        if (tls.sweeping == this || tls.callback_depth > 4) return true;
+        for (int i = 0; i < tls.callback_depth; ++i)
+            if (tls.callbacks[i] == this) return true;
+        return false;
+    }
 
     // The exclusive access a write needs: the shard's writer lock, or, for the thread that holds the only
     // locked-iteration guard of this map, an upgrade of its iteration lock (L6).
@@ -621,6 +661,7 @@ class concurrent_map {
     bool write_existing(const K2& k, F&& f) {
         const std::uint64_t h = key_hash(k);
         shard& s = shard_for_write(h);
+        const callback_exit exit{*this};
         write_lock wl(*this, s);
         if (s.t.find_slot(k, h) == nullptr) return false;
         const auto pos = s.t.prepare_write(k, h);  // found: no structural change beyond growth steps
@@ -753,30 +794,64 @@ class concurrent_map {
         d.wait_until_safe(d.retire_stamp());
     }
 
+    // Ends a snapshot (S5). The sweep runs here unless this thread may hold one of the map's shard locks
+    // (it runs inside a callback of this map, or inside this map's sweep); then it is deferred to the end of
+    // that callback (after_callback), or to the next snapshot() or release.
     void release_snapshot(std::uint64_t marker) const noexcept {
         count_event(&detail::map_event_metrics::iterations_success);
-        registry_.release(marker);
-        const detail::snapshot_registry::live_set live = registry_.live_markers();
-        using garbage_t = typename watch_type::garbage;
-        std::vector<std::pair<shard*, garbage_t>> swept;
-        for (shard& s : shards_) {
-            if (!s.t.chain_watch().has_items() && !s.t.chain_watch().has_reserve()) continue;
-            s.lock.lock();
-            garbage_t garbage = s.t.chain_watch().sweep(live, s.t);
-            if constexpr (optimistic_reads) reclaim(s);
-            s.lock.unlock();
-            if (garbage.empty()) continue;
-            try {
-                swept.emplace_back(&s, std::move(garbage));
-            } catch (...) {  // no room to keep it for later: wait for the readers and free it now
-                if constexpr (optimistic_reads) wait_for_open_sections();
-                s.t.chain_watch().free_garbage(garbage);
-            }
+        const detail::sweep_range r = registry_.release(marker);
+        if (sweep_must_wait()) {
+            registry_.defer(marker);
+            return;
         }
-        if (swept.empty()) return;
-        if constexpr (optimistic_reads) wait_for_open_sections();
-        for (auto& [s, garbage] : swept) s->t.chain_watch().free_garbage(garbage);
+        std::lock_guard<std::mutex> g(sweep_mu_);
+        sweep(r);
+        drain_deferred_locked();
     }
+    // Runs the sweeps that releases deferred, if this thread may (see release_snapshot).
+    void drain_deferred() const noexcept {
+        if (!registry_.has_deferred() || sweep_must_wait()) return;
+        std::lock_guard<std::mutex> g(sweep_mu_);
+        drain_deferred_locked();
+    }
+    void drain_deferred_locked() const noexcept {
+        detail::sweep_range r;
+        while (registry_.take_deferred(r)) sweep(r);
+    }
+    // After a call that ran user code under a shard lock: a snapshot ended in there is swept now.
+    void after_callback() const noexcept {
+        if (registry_.has_deferred()) [[unlikely]]
+            drain_deferred();
+    }
+
+    // Frees what the ended snapshot (r) alone needed, shard by shard, a bounded step at a time under each
+    // shard's lock (writers wait for one step at most); the versions are destroyed after the optimistic
+    // readers that might still read them are done. Requires: sweep_mu_.
+    void sweep(const detail::sweep_range& r) const noexcept {
+        struct sweeping_scope {
+            const void* saved = detail::this_thread_maps().sweeping;
+            explicit sweeping_scope(const void* m) noexcept { detail::this_thread_maps().sweeping = m; }
+            ~sweeping_scope() { detail::this_thread_maps().sweeping = saved; }
+        } scope(this);
+        bool any = false;
+        for (shard& s : shards_) {
+            auto& w = s.t.chain_watch();
+            if (!w.has_items() && !w.has_reserve()) continue;
+            typename watch_type::sweep_cursor c;
+            for (bool done = false; !done;) {
+                s.lock.lock();
+                done = w.sweep_step(r, s.t, c, sweep_step_budget);
+                if constexpr (optimistic_reads) reclaim(s);
+                s.lock.unlock();
+            }
+            any = any || w.has_garbage();
+        }
+        if (!any) return;
+        if constexpr (optimistic_reads) wait_for_open_sections();
+        for (shard& s : shards_) s.t.chain_watch().free_garbage();
+    }
+    // Chain versions a sweep examines per hold of a shard's lock.
+    static constexpr std::size_t sweep_step_budget = 256;
 
     detail::inplace_array<shard> shards_;  // contiguous: shard_for is an address computation
     unsigned shard_shift_;
@@ -784,6 +859,7 @@ class concurrent_map {
     [[no_unique_address]] Hash hash_;
     [[no_unique_address]] KeyEqual eq_;
     mutable detail::snapshot_registry registry_;
+    mutable std::mutex sweep_mu_;  // serialises the sweeps of this map's snapshots (writers never take it)
     [[no_unique_address]] mutable map_stats events_;
 
   public:

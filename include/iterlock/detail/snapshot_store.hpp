@@ -12,20 +12,31 @@
 //   a chain, a structure or a shard counter labelled L is seen as it is now by snapshot M iff L <= M.
 // Before a change with label op_seq overwrites something labelled L < op_seq while a live snapshot has a
 // marker in [L, op_seq), the writer copies it (a pre-image valid for markers lo = L <= M < hi = op_seq).
-// "Is one live?" is one comparison: every live marker is < seq, so one exists in [L, seq) iff the largest
-// live marker is >= L. With no snapshot alive the check is one relaxed load of `live`.
+// "Is one live?" is one comparison: every live marker is < seq, so one exists in [L, op_seq) iff the
+// largest live marker is >= L, unless that marker is newer than the operation (a snapshot taken while the
+// writer held the lock), when the registry's mutex answers exactly. With no snapshot alive the check is one
+// relaxed load of `live`.
 //
 //   chain_tag (in each main bucket's body):  | label (u64) | versions* (newest first) | gen (u32) |
-//   chain_version:                            | next | lo | hi | count | entries[count] (copies) |
+//   chain_version:                            | next | lo | hi | count | dead | chunk | tag | entries |
 //
 // Reclamation: a pre-image, a preserved structure or counter is needed while a live marker falls in its
-// [lo, hi). When a snapshot ends, the releasing thread sweeps every shard that holds preserved items (under
-// that shard's lock) and frees what no remaining snapshot needs; with no snapshot left, everything goes.
-// Arrays that growth retired while a snapshot could still read them are freed in the same sweep.
-// The common sweep (no snapshot left) is O(1) under the lock: the shard bumps its version generation, which
-// makes every tag's version list read as empty (a tag is trusted only if its gen matches), and takes the
-// list of all its versions with it; the versions are destroyed after the lock is released, so a writer
-// never waits for thousands of frees.
+// [lo, hi). Each shard keeps its items in logs ordered by hi. When a snapshot ends, the releasing thread
+// sweeps the shards that hold preserved items: the ended marker and its live neighbours (sweep_range) say
+// which items only it needed, and those lie in one stretch of each log, so a release costs what was made
+// between it and the next live snapshot, not everything preserved (a sweep that read every item made
+// releasing n snapshots O(n^2)). The sweep works in steps of a bounded number of items under the shard's
+// lock, releasing it in between, so a writer waits for one step at most. Sweeps of one map are serialised
+// (concurrent_map's sweep mutex, which writers never take); a release from a thread that may hold one of
+// the map's shard locks (inside a visit callback) is deferred and run once that thread has let go
+// (snapshot_registry::defer). Arrays that growth retired while a snapshot could still read them are freed
+// in the same sweep. With no snapshot left the sweep is O(1) under the lock: the shard bumps its version
+// generation, which makes every tag's version list read as empty (a tag is trusted only if its gen
+// matches), and takes the list of all its versions with it; the versions are destroyed after the lock is
+// released, so a writer never waits for thousands of frees.
+//
+// Exception safety: a writer allocates and copies before it changes anything (preserve, the structure
+// hooks); the hooks the table calls from noexcept code use room reserved beforehand.
 //
 // Reserves: a writer carves its copies from chunks, and a fresh chunk's pages are often fresh too (glibc
 // hands the heap top back to the kernel when a sweep frees the chunks, so the next snapshot's copies
@@ -63,16 +74,46 @@ inline bool any_marker_in(const std::vector<std::uint64_t>& live, std::uint64_t 
     return it != live.end() && *it < hi;
 }
 
-// The live snapshots of one map. Creation and release take a mutex (they are rare next to writes); the
-// writers' question (needed_since) is lock-free.
+// What one ended snapshot lets a sweep free, read under the registry's mutex together with the snapshot's
+// removal. An item valid for markers [lo, hi) (a chain version, a preserved structure or counters) was
+// needed by at least one live marker when it was made, and no marker in [lo, hi) can be created later
+// (markers only grow, and hi <= seq). So it becomes unneeded exactly when the last of its markers ends,
+// and that release sees the item as
+//     m < hi <= above   (no live marker between m and hi)   and   lo >= floor   (none between lo and m),
+// where m is the ended marker, `floor` is one past the largest live marker below it (0 if none) and
+// `above` the smallest live marker above it (seq if none). Only items with hi in (m, above] need a look:
+// each shard keeps its items in order of hi, so a sweep reads that range and nothing else. A concurrent
+// release of a neighbour reads the registry after this one and sweeps the merged range itself.
+struct sweep_range {
+    std::uint64_t m = 0;
+    std::uint64_t floor = 0;
+    std::uint64_t above = ~std::uint64_t{0};
+    bool none_live = true;                   // no snapshot was live after the removal
+    std::uint64_t seq = ~std::uint64_t{0};  // seq when it was read
+    bool frees(std::uint64_t lo, std::uint64_t hi) const noexcept { return hi > m && hi <= above && lo >= floor; }
+    // Everything (the map's destruction).
+    static sweep_range everything() noexcept { return {}; }
+};
+
+// The live snapshots of one map. Creation and release take a mutex (they are rare next to writes, and the
+// mutex is never held across user code or a shard lock); the writers' question (needed) is lock-free
+// unless a snapshot was created during the writer's own operation.
 class snapshot_registry {
   public:
     // The marker the next snapshot would get. Writers read it under their shard lock.
     std::uint64_t seq() const noexcept { return seq_.load(std::memory_order_acquire); }
 
-    // Whether a live snapshot has a marker in [lo, seq()). Precondition: lo < the caller's op_seq.
-    bool needed_since(std::uint64_t lo) const noexcept {
-        return live_.load(std::memory_order_acquire) != 0 && max_live_.load(std::memory_order_acquire) >= lo;
+    // Whether a live snapshot has a marker in [lo, hi), where hi is the caller's op_seq (so every live marker
+    // >= hi is newer than the caller's operation). Exact, so that every preserved item has a snapshot whose
+    // release will free it (sweep_range): the lock-free answer stands unless the newest live snapshot was
+    // created during the caller's operation; then the mutex decides.
+    bool needed(std::uint64_t lo, std::uint64_t hi) const {
+        if (live_.load(std::memory_order_acquire) == 0) return false;
+        const std::uint64_t newest = max_live_.load(std::memory_order_acquire);
+        if (newest < lo) return false;
+        if (newest < hi) return true;
+        std::lock_guard<std::mutex> g(mu_);
+        return any_marker_in(markers_, lo, hi);
     }
     std::size_t live() const noexcept { return live_.load(std::memory_order_relaxed); }
 
@@ -89,44 +130,66 @@ class snapshot_registry {
     std::uint64_t acquire() {
         std::lock_guard<std::mutex> g(mu_);
         const std::uint64_t m = seq_.load(std::memory_order_relaxed);
+        // Room for this marker in the deferred list too, so that release() never allocates.
+        deferred_.reserve(markers_.size() + deferred_.size() + 1);
         markers_.insert(std::upper_bound(markers_.begin(), markers_.end(), m), m);
         max_live_.store(m, std::memory_order_relaxed);
         live_.store(markers_.size(), std::memory_order_relaxed);
         seq_.store(m + 1, std::memory_order_seq_cst);  // publishes the registration with the new seq
         return m;
     }
-    void release(std::uint64_t m) noexcept {
+    // Removes marker m; returns what a sweep may free for it. O(live snapshots) under the mutex.
+    sweep_range release(std::uint64_t m) noexcept {
         std::lock_guard<std::mutex> g(mu_);
         auto it = std::lower_bound(markers_.begin(), markers_.end(), m);
         if (it == markers_.end() || *it != m) fatal("iterlock: releasing a snapshot marker that is not live");
         markers_.erase(it);
         live_.store(markers_.size(), std::memory_order_seq_cst);
         max_live_.store(markers_.empty() ? 0 : markers_.back(), std::memory_order_seq_cst);
+        return unprotected_range(m);
     }
-    // What a sweep may rely on: the live markers (sorted) and seq, read together. A snapshot created after
-    // this read has a marker >= seq, so it cannot need an item whose hi <= seq; items with hi > seq were made
-    // after the read and must be left alone (a newer snapshot may need them).
-    struct live_set {
-        std::vector<std::uint64_t> markers;
-        std::uint64_t seq = ~std::uint64_t{0};
-        bool unneeded(std::uint64_t lo, std::uint64_t hi) const noexcept {
-            return hi <= seq && !any_marker_in(markers, lo, hi);
-        }
-    };
-    live_set live_markers() const {
+
+    // A release whose sweep cannot run now (the releasing thread holds one of the map's shard locks):
+    // remembers the ended marker for a later drain. Never allocates (acquire() made room).
+    void defer(std::uint64_t m) noexcept {
         std::lock_guard<std::mutex> g(mu_);
-        return {markers_, seq_.load(std::memory_order_relaxed)};
+        deferred_.push_back(m);
+        has_deferred_.store(true, std::memory_order_release);
+    }
+    bool has_deferred() const noexcept { return has_deferred_.load(std::memory_order_relaxed); }
+    // Takes one deferred marker and returns its range as of now (still exact: see sweep_range), or false.
+    bool take_deferred(sweep_range& out) noexcept {
+        std::lock_guard<std::mutex> g(mu_);
+        if (deferred_.empty()) return false;
+        const std::uint64_t m = deferred_.back();
+        deferred_.pop_back();
+        has_deferred_.store(!deferred_.empty(), std::memory_order_relaxed);
+        out = unprotected_range(m);
+        return true;
     }
 
   private:
+    sweep_range unprotected_range(std::uint64_t m) const noexcept {
+        sweep_range r;
+        r.m = m;
+        r.seq = seq_.load(std::memory_order_relaxed);
+        auto up = std::upper_bound(markers_.begin(), markers_.end(), m);
+        r.above = up == markers_.end() ? r.seq : *up;
+        r.floor = up == markers_.begin() ? 0 : *std::prev(up) + 1;
+        r.none_live = markers_.empty();
+        return r;
+    }
+
     std::atomic<std::uint64_t> seq_{1};  // starts at 1 so that label 0 ("never written") is <= every marker
     std::atomic<std::size_t> live_{0};
     std::atomic<std::uint64_t> max_live_{0};
+    std::atomic<bool> has_deferred_{false};
     // On their own line: every write reads seq_ and live_, and a chunk's start should not evict them.
     alignas(64) std::atomic<std::uint64_t> chunks_started_{0};
     std::atomic<std::uint64_t> chunks_seen_{0};
     mutable std::mutex mu_;
-    std::vector<std::uint64_t> markers_;  // sorted
+    std::vector<std::uint64_t> markers_;   // sorted
+    std::vector<std::uint64_t> deferred_;  // ended markers whose sweep is still to run
 };
 
 // The block versions are carved from (see shard_versions::carve). Freed by whoever drops the last reference.
@@ -137,6 +200,8 @@ struct version_chunk {
     std::size_t units;  // its size, in allocation units
 };
 
+struct chain_tag;
+
 // A preserved copy of one chain's entries, valid for markers lo <= M < hi.
 template <class Slot>
 struct chain_version {
@@ -146,6 +211,7 @@ struct chain_version {
     std::uint32_t count;
     bool dead = false;               // unlinked by a partial sweep, waiting to be freed
     version_chunk* chunk = nullptr;  // the chunk it was carved from
+    chain_tag* tag = nullptr;        // the tag whose list holds it (a sweep unlinks it from there)
 
     Slot* entries() noexcept {
         return std::launder(reinterpret_cast<Slot*>(reinterpret_cast<unsigned char*>(this) + header_size()));
@@ -266,6 +332,10 @@ class shard_versions {
     std::uint64_t op_seq() const noexcept { return op_seq_; }
 
     // ---- the table's hooks ------------------------------------------------------------------------------
+    // Exception safety: every hook that may allocate or copy (preserve, prepare_structure_change,
+    // before_counter_change) does so before it changes anything, and the table calls it before it changes
+    // the chain or structure it announces; the hooks the table calls from noexcept paths
+    // (before_structure_change, retire_block) only use room that prepare_structure_change reserved.
     template <class BucketRef>
     void before_chain_write(const BucketRef& head) {
         if (!quiet_) [[unlikely]]  // no snapshot alive: do not even touch the tag (see begin_op)
@@ -280,11 +350,18 @@ class shard_versions {
     void chain_initialized(const BucketRef& head) noexcept {
         head.body->extra = chain_tag{op_seq_, nullptr};
     }
+    // Called before a growth or rehash allocates: room for this change's record, the record of the growth's
+    // end and the array it retires, whether or not a snapshot is alive now (one may be by the end).
     template <class Table>
-    void before_structure_change(const Table& t) {
+    void prepare_structure_change(const Table&) {
+        reserve_room(struct_hist_, 2);
+        reserve_room(retired_, 1);
+    }
+    template <class Table>
+    void before_structure_change(const Table& t) noexcept {
         if (quiet_) return;
-        if (struct_label_ < op_seq_ && reg_->needed_since(struct_label_)) {
-            struct_hist_.push_back({struct_label_, op_seq_, describe(t)});
+        if (struct_label_ < op_seq_ && needed_noexcept(struct_label_)) {
+            struct_hist_.push_back({struct_label_, op_seq_, describe(t)});  // room: prepare_structure_change
             max_hi_ = op_seq_;
             add(items_, 1);
         }
@@ -297,9 +374,9 @@ class shard_versions {
     bool retire_block(Block* block, std::size_t lines) noexcept {
         if (lines == 0) return false;
         for (const auto& s : struct_hist_) {
-            if (static_cast<const void*>(s.value.cur.ctrl) == static_cast<const void*>(block) ||
-                static_cast<const void*>(s.value.old.ctrl) == static_cast<const void*>(block)) {
-                retired_.push_back({static_cast<void*>(block), lines});
+            if (!s.dead && (static_cast<const void*>(s.value.cur.ctrl) == static_cast<const void*>(block) ||
+                            static_cast<const void*>(s.value.old.ctrl) == static_cast<const void*>(block))) {
+                retired_.push_back({static_cast<void*>(block), lines});  // room: prepare_structure_change
                 add(items_, 1);
                 return true;
             }
@@ -313,8 +390,8 @@ class shard_versions {
     template <class CountersNow>
     void before_counter_change(CountersNow&& now) {
         if (quiet_) return;
-        if (counters_label_ < op_seq_ && reg_->needed_since(counters_label_)) {
-            counter_hist_.push_back({counters_label_, op_seq_, now()});
+        if (counters_label_ < op_seq_ && reg_->needed(counters_label_, op_seq_)) {
+            counter_hist_.push_back({counters_label_, op_seq_, now()});  // may throw: nothing changed yet
             max_hi_ = op_seq_;
             add(items_, 1);
         }
@@ -327,13 +404,13 @@ class shard_versions {
     structure<ArrayRef> structure_at(const Table& t, std::uint64_t m) const {
         if (struct_label_ <= m) return describe(t);
         for (const auto& s : struct_hist_)
-            if (s.lo <= m && m < s.hi) return s.value;
+            if (!s.dead && s.lo <= m && m < s.hi) return s.value;
         fatal("iterlock: a snapshot's structure was not preserved (internal error)");
     }
     shard_counters counters_at(const shard_counters& now, std::uint64_t m) const {
         if (counters_label_ <= m) return now;
         for (const auto& c : counter_hist_)
-            if (c.lo <= m && m < c.hi) return c.value;
+            if (!c.dead && c.lo <= m && m < c.hi) return c.value;
         fatal("iterlock: a snapshot's counters were not preserved (internal error)");
     }
     // The preserved version of the chain at head for marker m, or nullptr if the live chain is the one.
@@ -369,9 +446,6 @@ class shard_versions {
         return false;
     }
 
-    // Versions a sweep took out of the shard; destroy them with free_garbage() after unlocking.
-    using garbage = std::vector<version*>;
-
     // ---- reclamation
     // ----------------------------------------------------------------------------------------
     bool has_items() const noexcept { return items_.load(std::memory_order_relaxed) != 0; }
@@ -390,59 +464,151 @@ class shard_versions {
         return bytes_.load(std::memory_order_relaxed) + reserve_bytes_.load(std::memory_order_relaxed);
     }
 
-    // Takes out every preserved item that `live` says is unneeded: chain versions go to the returned list
-    // (free them with free_garbage() after releasing the lock), the rest is freed here. Requires: the
-    // shard's lock.
+    // Where a sweep of this shard stands between two steps.
+    struct sweep_cursor {
+        int phase = 0;
+        std::size_t pos = 0;
+    };
+    // One step of the sweep for `r` (see sweep_range): takes out what r frees, examining at most `budget`
+    // chain versions, and returns whether the sweep of this shard is complete. Chain versions go to this
+    // shard's garbage list (free them with free_garbage() after releasing the lock, once no optimistic
+    // reader can still reach them); the rest is freed here. Cost: the items with hi in (r.m, r.above] — the
+    // ones made between the ended snapshot and the next live one — plus, when no snapshot is alive, O(1).
+    // Requires: the shard's lock, and no other sweep of this shard between the steps (the map serialises
+    // its sweeps); the caller may release the lock between steps (writers wait for one step at most).
     template <class Table>
-    garbage sweep(const snapshot_registry::live_set& live, Table& t) noexcept {
-        garbage out;
-        if (live.markers.empty() && max_hi_ <= live.seq) {
-            // Nothing alive can need any version: O(1) (see the file comment), but for a short list, which
-            // is copied out so that the writers keep filling the room they have touched (a fresh list's
-            // pages may be fresh too; they would fault on the writer). A long one is handed over whole.
-            take_all(out);
-            sub(items_, out.size());  // the versions leave the counts now; free_garbage() only frees
-            sub(bytes_, all_bytes_);
-            all_bytes_ = 0;
-            dirty_.clear();
-            drop_current_chunk();  // its versions are all in `out`: the chunk goes with the last of them
-            drop_reserve();
-            ++gen_;
-        } else {
-            bool any_dead = false;
-            for (std::size_t i = 0; i < dirty_.size();) {
-                chain_tag* tag = dirty_[i];
-                version** link = reinterpret_cast<version**>(&tag->versions);
-                while (*link != nullptr) {
-                    version* v = *link;
-                    if (live.unneeded(v->lo, v->hi)) {
-                        *link = v->next;
-                        v->dead = true;
-                        any_dead = true;
-                        out.push_back(v);
-                        all_bytes_ -= uncount(v);
-                    } else {
-                        link = &v->next;
-                    }
-                }
-                if (tag->versions == nullptr) {
-                    dirty_[i] = dirty_.back();
-                    dirty_.pop_back();
-                } else {
-                    ++i;
-                }
+    bool sweep_step(const sweep_range& r, Table& t, sweep_cursor& c, std::size_t budget) noexcept {
+        if (c.phase == 0) {
+            if (r.none_live && max_hi_ <= r.seq) {
+                // Nothing alive can need any version: O(1) (see the file comment), but for a short list,
+                // which is copied out so that the writers keep filling the room they have touched (a fresh
+                // list's pages may be fresh too; they would fault on the writer). A long one is handed over.
+                const std::size_t live_versions = all_.size() - all_dead_;
+                take_all();
+                sub(items_, live_versions);  // the versions leave the counts now; free_garbage() only frees
+                sub(bytes_, all_bytes_);
+                all_bytes_ = 0;
+                drop_current_chunk();  // its versions are all garbage now: it goes with the last of them
+                drop_reserve();
+                ++gen_;
+                c.phase = 2;
+            } else {
+                c.pos = first_after(all_, r.m);
+                c.phase = 1;
             }
-            if (any_dead) std::erase_if(all_, [](const version* v) { return v->dead; });
-            if (all_.empty()) drop_current_chunk();  // nothing left in it that a snapshot needs
         }
-        auto unneeded = [&](const auto& item) { return live.unneeded(item.lo, item.hi); };
-        sub(items_, std::erase_if(struct_hist_, unneeded));
-        sub(items_, std::erase_if(counter_hist_, unneeded));
+        if (c.phase == 1) {
+            for (; c.pos < all_.size() && all_[c.pos].hi <= r.above; ++c.pos) {
+                if (budget-- == 0) return false;
+                auto& e = all_[c.pos];
+                if (e.dead || !r.frees(e.lo, e.hi)) continue;
+                version* v = e.value;
+                unlink(v);
+                v->dead = true;
+                e.dead = true;
+                ++all_dead_;
+                all_bytes_ -= uncount(v);
+                to_garbage(v);
+            }
+            c.phase = 2;
+        }
+        // Preserved structures and counters (one per snapshot interval that changed them: short).
+        const std::size_t structs_freed = sweep_log(struct_hist_, struct_dead_, r);
+        sub(items_, structs_freed + sweep_log(counter_hist_, counter_dead_, r));
+        if (structs_freed != 0 || (r.none_live && !retired_.empty())) free_unnamed_retired(t);
+        compact(all_, all_dead_);
+        if (all_.empty()) drop_current_chunk();  // nothing left in it that a snapshot needs
+        return true;
+    }
+    // Destroys the versions the sweeps took out. No lock needed: nothing can reach them any more (the
+    // caller waited for optimistic readers). Requires: the map's sweep serialisation (see sweep_step).
+    void free_garbage() noexcept {
+        for (auto& e : garbage_)
+            if (!e.dead) free_version(e.value);
+        garbage_.clear();
+    }
+    bool has_garbage() const noexcept { return !garbage_.empty(); }
+    // Frees everything (map destruction; or when no snapshot can ever read it again).
+    template <class Table>
+    void release_all(Table& t) noexcept {
+        sweep_cursor c;
+        while (!sweep_step(sweep_range::everything(), t, c, ~std::size_t{0})) {
+        }
+        free_garbage();
+    }
+
+  private:
+    // An item valid for markers lo <= M < hi; `dead` once a sweep took it out (the logs are compacted
+    // when half dead, so that positions stay put between the steps of one sweep).
+    template <class T>
+    struct dated {
+        std::uint64_t lo;
+        std::uint64_t hi;
+        T value;
+        bool dead = false;
+    };
+    struct retired_block {
+        void* block;
+        std::size_t lines;
+    };
+    using version_log = std::vector<dated<version*>>;
+
+    template <class Table>
+    static structure<ArrayRef> describe(const Table& t) noexcept {
+        return {t.current_array(), t.old_array(), t.bucket_shift(), t.same_size_grow()};
+    }
+    template <class Vec>
+    static void reserve_room(Vec& v, std::size_t more) {
+        if (v.capacity() - v.size() < more) v.reserve(v.size() * 2 + more + 8);
+    }
+    // registry::needed from a noexcept hook: if the exact check cannot take the registry's mutex, the item
+    // is kept (a conservative answer: the final sweep frees it).
+    bool needed_noexcept(std::uint64_t lo) const noexcept {
+        try {
+            return reg_->needed(lo, op_seq_);
+        } catch (...) {
+            return true;
+        }
+    }
+
+    // Logs are in order of hi (labels are op_seq values, and a shard's op_seq never decreases).
+    template <class Log>
+    static std::size_t first_after(const Log& log, std::uint64_t m) noexcept {
+        return static_cast<std::size_t>(
+            std::partition_point(log.begin(), log.end(), [m](const auto& e) { return e.hi <= m; }) -
+            log.begin());
+    }
+    template <class Log>
+    static std::size_t sweep_log(Log& log, std::size_t& dead, const sweep_range& r) noexcept {
+        std::size_t n = 0;
+        for (std::size_t i = first_after(log, r.m); i < log.size() && log[i].hi <= r.above; ++i) {
+            if (!log[i].dead && r.frees(log[i].lo, log[i].hi)) {
+                log[i].dead = true;
+                ++n;
+            }
+        }
+        dead += n;
+        compact(log, dead);
+        return n;
+    }
+    template <class Log>
+    static void compact(Log& log, std::size_t& dead) noexcept {
+        if (dead == log.size()) {
+            log.clear();
+            dead = 0;
+        } else if (dead * 2 > log.size()) {
+            std::erase_if(log, [](const auto& e) { return e.dead; });
+            dead = 0;
+        }
+    }
+    // Frees the retired arrays that no preserved structure names any more.
+    template <class Table>
+    void free_unnamed_retired(Table& t) noexcept {
         for (std::size_t i = 0; i < retired_.size();) {
             const void* block = retired_[i].block;
             const bool named = std::any_of(struct_hist_.begin(), struct_hist_.end(), [&](const auto& s) {
-                return static_cast<const void*>(s.value.cur.ctrl) == block ||
-                       static_cast<const void*>(s.value.old.ctrl) == block;
+                return !s.dead && (static_cast<const void*>(s.value.cur.ctrl) == block ||
+                                   static_cast<const void*>(s.value.old.ctrl) == block);
             });
             if (named) {
                 ++i;
@@ -454,51 +620,40 @@ class shard_versions {
             retired_.pop_back();
             sub(items_, 1);
         }
-        return out;
     }
-    // Destroys versions a sweep took out. No lock needed: nothing can reach them any more.
-    void free_garbage(garbage& g) noexcept {
-        for (version* v : g) free_version(v);
-        g.clear();
+    // Takes v out of its tag's list. Every version in all_ belongs to the current generation, so the list
+    // that holds it is the tag's.
+    void unlink(version* v) noexcept {
+        void** link = &v->tag->versions;
+        while (*link != v) link = reinterpret_cast<void**>(&static_cast<version*>(*link)->next);
+        *link = v->next;
     }
-    // Frees everything (map destruction; or when no snapshot can ever read it again).
-    template <class Table>
-    void release_all(Table& t) noexcept {
-        garbage g = sweep(snapshot_registry::live_set{}, t);
-        free_garbage(g);
-    }
-
-  private:
-    template <class T>
-    struct dated {
-        std::uint64_t lo;
-        std::uint64_t hi;
-        T value;
-    };
-    struct retired_block {
-        void* block;
-        std::size_t lines;
-    };
-
-    template <class Table>
-    static structure<ArrayRef> describe(const Table& t) noexcept {
-        return {t.current_array(), t.old_array(), t.bucket_shift(), t.same_size_grow()};
+    // Hands a version taken out under the lock to the garbage list; without room for it, waits for the
+    // optimistic readers and frees it at once (epoch E2: readers never wait for a lock).
+    void to_garbage(version* v) noexcept {
+        try {
+            garbage_.push_back({v->lo, v->hi, v});
+        } catch (...) {
+            if (defer_ != nullptr) defer_->wait_until_safe(defer_->retire_stamp());
+            free_version(v);
+        }
     }
 
     template <class BucketRef>
     ITERLOCK_DETAIL_NOINLINE void preserve(const BucketRef& head) {
         chain_tag& tag = head.body->extra;
         if (tag.label >= op_seq_) return;  // already changed in this epoch (the steady state)
-        if (reg_->needed_since(tag.label)) {
+        if (reg_->needed(tag.label, op_seq_)) {
+            // Everything that can throw comes first, while nothing has changed: the room in all_, the
+            // memory (carve), the copies. Then the commit, which cannot throw.
+            reserve_room(all_, 1);
             version* const older = versions_of(tag);
-            if (all_.size() == all_.capacity())
-                all_.reserve(all_.size() * 2 + 16);  // the only throwing step left
             std::size_t n = 0;
             for (BucketRef b = head; b; b = b.next()) n += slot_count(match_full(b.top));
             const std::size_t bytes = version::bytes_for(n);
             version_chunk* chunk = nullptr;
             void* raw = carve(bytes, chunk);
-            version* v = ::new (raw) version{older, tag.label, op_seq_, 0, false, chunk};
+            version* v = ::new (raw) version{older, tag.label, op_seq_, 0, false, chunk, &tag};
             try {
                 for (BucketRef b = head; b; b = b.next()) {
                     for (slot_mask msk = match_full(b.top); msk != 0; msk &= msk - 1) {
@@ -512,8 +667,7 @@ class shard_versions {
                 free_version(v);
                 throw;
             }
-            all_.push_back(v);  // capacity reserved above: cannot throw
-            if (older == nullptr) dirty_.push_back(&tag);
+            all_.push_back({v->lo, v->hi, v});  // room reserved above: cannot throw
             std::atomic_thread_fence(std::memory_order_release);  // a racy reader of tag.versions sees *v
             tag.versions = v;
             tag.gen = gen_;
@@ -524,7 +678,6 @@ class shard_versions {
         }
         tag.label = op_seq_;
     }
-
     // ---- version memory
     // Versions are carved from per-shard chunks of chunk_units: a writer's copy costs a pointer bump instead
     // of a malloc, and a sweep returns whole chunks to the allocator (one free per chunk, not per version,
@@ -600,25 +753,29 @@ class shard_versions {
             unref(c, 1 + c->units - carved_);
         }
     }
-    // Moves every version of all_ into `out` (empty); see sweep().
-    void take_all(garbage& out) noexcept {
-        if (all_.size() <= max_copied_out) {
+    // Moves every version of all_ into the garbage list.
+    void take_all() noexcept {
+        if (garbage_.empty() && all_.size() > max_copied_out) {
+            garbage_.swap(all_);
+            // Keep the room: the next snapshot's writers will preserve about as many chains again, and
+            // regrowing the list from empty would copy it over and over under the lock (write tails).
             try {
-                out.assign(all_.begin(), all_.end());
-                all_.clear();
-                return;
-            } catch (...) {  // no room for the copy: hand the list over
+                all_.reserve(garbage_.size());
+            } catch (...) {  // preserve() reserves again before it needs the room
             }
+        } else {
+            try {
+                garbage_.insert(garbage_.end(), all_.begin(), all_.end());
+            } catch (...) {  // no room to hand them over: wait for the readers and free them here
+                if (defer_ != nullptr) defer_->wait_until_safe(defer_->retire_stamp());
+                for (auto& e : all_)
+                    if (!e.dead) free_version(e.value);
+            }
+            all_.clear();
         }
-        out.swap(all_);
-        // Keep the room: the next snapshot's writers will preserve about as many chains again, and
-        // regrowing the list from empty would copy it over and over under the lock (write tails).
-        try {
-            all_.reserve(out.size());
-        } catch (...) {  // preserve() reserves again before it needs the room
-        }
+        all_dead_ = 0;
     }
-    static constexpr std::size_t max_copied_out = 1024;  // 8 KiB under the lock
+    static constexpr std::size_t max_copied_out = 1024;  // 24 KiB under the lock
 
     // Takes a version out of items_ and bytes_; returns its bytes. Requires: the shard's lock.
     std::size_t uncount(const version* v) noexcept {
@@ -635,34 +792,28 @@ class shard_versions {
         unref(chunk, 1);
     }
 
-    // Frees the versions of tags that live inside a block about to be freed.
+    // Frees the versions of tags that live inside a block about to be freed. Marks them dead in all_
+    // without compacting it (a sweep between two steps keeps its position).
     void drop_tags_in(const retired_block& r) noexcept {
         const auto* lo = static_cast<const unsigned char*>(r.block);
         const auto* hi = lo + r.lines * 64;
-        for (std::size_t i = 0; i < dirty_.size();) {
-            const auto* p = reinterpret_cast<const unsigned char*>(dirty_[i]);
-            if (p >= lo && p < hi) {
-                for (version* v = versions_of(*dirty_[i]); v != nullptr; v = v->next) v->dead = true;
-                dirty_[i]->versions = nullptr;
-                dirty_[i] = dirty_.back();
-                dirty_.pop_back();
-            } else {
-                ++i;
-            }
-        }
         const std::uint64_t stamp = defer_ != nullptr ? defer_->retire_stamp() : 0;
-        for (version*& v : all_) {
-            if (v->dead) {
-                all_bytes_ -= version::bytes_for(v->count);
-                if (defer_ == nullptr || !defer_later(v, stamp)) {  // else counted until reclaimed
-                    uncount(v);
-                    free_version(v);
-                }
-                v = nullptr;
+        for (auto& e : all_) {
+            if (e.dead) continue;
+            const auto* p = reinterpret_cast<const unsigned char*>(e.value->tag);
+            if (p < lo || p >= hi) continue;
+            version* v = e.value;
+            v->tag->versions = nullptr;
+            v->dead = true;
+            e.dead = true;
+            ++all_dead_;
+            all_bytes_ -= version::bytes_for(v->count);
+            if (defer_ == nullptr || !defer_later(v, stamp)) {  // else counted until reclaimed
+                uncount(v);
+                free_version(v);
             }
         }
-        std::erase(all_, nullptr);
-        if (all_.empty()) drop_current_chunk();
+        if (all_dead_ == all_.size()) drop_current_chunk();
     }
     // Keeps v until no reader can reach it; false if there is no memory to remember it (then the caller
     // waits for the readers instead: epoch E2).
@@ -679,11 +830,13 @@ class shard_versions {
     void free_all_versions() noexcept {
         for (auto& item : limbo_) free_version(item.first);
         limbo_.clear();
-        for (version* v : all_) free_version(v);
+        for (auto& e : all_)
+            if (!e.dead) free_version(e.value);
         all_.clear();
+        all_dead_ = 0;
+        free_garbage();
         drop_current_chunk();
         drop_reserve();
-        dirty_.clear();
         ++gen_;
     }
 
@@ -707,17 +860,20 @@ class shard_versions {
     std::atomic<std::size_t> carved_units_{0};      // units carved from chunks, ever (single writer)
     std::atomic<std::size_t> provisioned_at_{0};    // carved_units_ when a creator last looked
     std::atomic<std::size_t> reserve_bytes_{0};     // the bytes of reserve_
-    std::size_t all_bytes_ = 0;                     // bytes of the versions in all_
+    std::size_t all_bytes_ = 0;                     // bytes of the live versions in all_
     std::optional<unit_alloc>
         alloc_;  // set by bind(); optional because an allocator need not be default-constructible
     std::uint64_t struct_label_ = 0;
     std::uint64_t counters_label_ = 0;
-    std::vector<chain_tag*> dirty_;  // tags with at least one version (of the current generation)
-    std::vector<version*> all_;      // every live version of this shard
+    version_log all_;                // every version of this shard, in order of hi (dead: taken out)
+    std::size_t all_dead_ = 0;       // dead entries in all_
+    version_log garbage_;            // versions a sweep took out, to be freed by it after the lock
     std::uint32_t gen_ = 1;          // tags of another generation have no versions (gen 0: never had any)
     std::uint64_t max_hi_ = 0;       // the largest hi of anything preserved so far
-    std::vector<dated<structure<ArrayRef>>> struct_hist_;
-    std::vector<dated<shard_counters>> counter_hist_;
+    std::vector<dated<structure<ArrayRef>>> struct_hist_;  // in order of hi
+    std::size_t struct_dead_ = 0;
+    std::vector<dated<shard_counters>> counter_hist_;  // in order of hi
+    std::size_t counter_dead_ = 0;
     std::vector<retired_block> retired_;
     // Read from any thread (has_items, preserved_bytes); written only under the shard's lock, so a writer
     // updates them with a load and a store (a locked add here cost more than the chain copy itself).

@@ -99,7 +99,8 @@ inline constexpr unsigned bucket_shift_for(std::size_t hint) noexcept {
 //   before_chain_write(head)     a logical write (insert, assign, erase) is about to change the chain;
 //   before_physical_write(head)  evacuation is about to empty the (old) chain;
 //   chain_initialized(head)      evacuation just initialised a fresh chain of the new array;
-//   before_structure_change()    the arrays, B or the growth state are about to change;
+//   prepare_structure_change()   a growth or rehash is about to allocate (may throw: nothing changed yet);
+//   before_structure_change()    the arrays, B or the growth state are about to change (noexcept);
 //   retire_block(block, lines)   an array is being freed (lines > 0) or an overflow bucket (lines == 0).
 struct no_chain_watch {
     template <class BucketRef>
@@ -108,6 +109,8 @@ struct no_chain_watch {
     void before_physical_write(const BucketRef&) noexcept {}
     template <class BucketRef>
     void chain_initialized(const BucketRef&) noexcept {}
+    template <class Table>
+    void prepare_structure_change(const Table&) noexcept {}
     template <class Table>
     void before_structure_change(const Table&) noexcept {}
     // Returns true if the watcher took ownership of the block (it frees it later with the table's allocator).
@@ -295,8 +298,11 @@ class table {
     }
 
     // Must be called before the caller changes the entry at `pos` (assigning a found entry, constructing a
-    // new one): lets a layer above preserve the chain first.
-    void will_write(const write_position& pos) noexcept { watch_.before_chain_write(pos.chain); }
+    // new one): lets a layer above preserve the chain first. May throw (a preserving copy), leaving the
+    // table's contents as they were.
+    void will_write(const write_position& pos) noexcept(noexcept(watch_.before_chain_write(pos.chain))) {
+        watch_.before_chain_write(pos.chain);
+    }
 
     // Marks the reserved slot of a not-found write_position as full (after the caller constructed it).
     void commit_insert(const write_position& pos, std::uint64_t h) noexcept {
@@ -849,6 +855,7 @@ class table {
         }
     }
     void allocate_initial(unsigned B) {
+        watch_.prepare_structure_change(*this);
         const array_ref a = allocate_array(B);
         reset_array(a, B);
         watch_.before_structure_change(*this);
@@ -917,6 +924,7 @@ class table {
     // Go's hashGrow: allocate the next array; evacuation happens later, a little on each write.
     void hash_grow() {
         const unsigned bigger = over_load_factor(count_ + 1, B_) ? 1 : 0;  // 0: too many overflow buckets
+        watch_.prepare_structure_change(*this);  // may throw, like the allocation: nothing changed yet
         // New buckets are initialised when their old bucket is evacuated (new_bucket_live), so allocating
         // the array touches none of its memory: the growth step itself is O(1).
         const array_ref newb = allocate_array(B_ + bigger);
@@ -972,6 +980,8 @@ class table {
                     ++counts[use_y];
                 }
             }
+            // A layer above may copy the old chain first (it may throw: nothing has changed yet).
+            watch_.before_physical_write(oldhead);
             // Pass 2: build the destination chains; these are the only allocations.
             const bucket heads[2] = {cur_.at(oldbucket),
                                      same_size_grow_ ? bucket{} : cur_.at(oldbucket + newbit)};
@@ -985,7 +995,6 @@ class table {
                 }
             }
             // Pass 3: move. Nothing below throws.
-            watch_.before_physical_write(oldhead);
             // A racy reader that sees an evacuation mark also sees the destination chains initialised.
             std::atomic_thread_fence(std::memory_order_release);
             struct dest {
@@ -1094,6 +1103,7 @@ class table {
         }
         const array_ref old = cur_;
         const unsigned oldB = B_;
+        watch_.prepare_structure_change(*this);
         watch_.before_structure_change(*this);
         allocate_initial(B);  // sets cur_, B_, noverflow_; throws before anything changed
         count_ = 0;
