@@ -110,6 +110,8 @@ using locked_iteration = map_options<iteration_policy::locked>;
 
 namespace detail {
 
+struct concurrent_map_test_access;
+
 // What the calling thread is doing with concurrent maps, to turn would-be deadlocks into lock_error.
 struct thread_map_state {
     const void* visiting = nullptr;  // the map whose visit/cvisit/update callback is running (innermost)
@@ -859,6 +861,7 @@ class concurrent_map {
     [[no_unique_address]] Hash hash_;
     [[no_unique_address]] KeyEqual eq_;
     mutable detail::snapshot_registry registry_;
+    friend struct detail::concurrent_map_test_access;
     mutable std::mutex sweep_mu_;  // serialises the sweeps of this map's snapshots (writers never take it)
     [[no_unique_address]] mutable map_stats events_;
 

@@ -500,6 +500,7 @@ class shard_versions {
         if (c.phase == 1) {
             for (; c.pos < all_.size() && all_[c.pos].hi <= r.above; ++c.pos) {
                 if (budget-- == 0) return false;
+                ++examined_;
                 auto& e = all_[c.pos];
                 if (e.dead || !r.frees(e.lo, e.hi)) continue;
                 version* v = e.value;
@@ -528,6 +529,8 @@ class shard_versions {
         garbage_.clear();
     }
     bool has_garbage() const noexcept { return !garbage_.empty(); }
+    // Chain versions the sweeps of this shard have examined, ever (tests: a release's cost).
+    std::size_t examined_by_sweeps() const noexcept { return examined_; }
     // Frees everything (map destruction; or when no snapshot can ever read it again).
     template <class Table>
     void release_all(Table& t) noexcept {
@@ -868,6 +871,7 @@ class shard_versions {
     version_log all_;                // every version of this shard, in order of hi (dead: taken out)
     std::size_t all_dead_ = 0;       // dead entries in all_
     version_log garbage_;            // versions a sweep took out, to be freed by it after the lock
+    std::size_t examined_ = 0;       // see examined_by_sweeps()
     std::uint32_t gen_ = 1;          // tags of another generation have no versions (gen 0: never had any)
     std::uint64_t max_hi_ = 0;       // the largest hi of anything preserved so far
     std::vector<dated<structure<ArrayRef>>> struct_hist_;  // in order of hi

@@ -199,6 +199,7 @@ class table {
     const KeyEqual& key_eq() const noexcept { return eq_; }
     Allocator get_allocator() const { return Allocator(line_alloc_); }
     ChainWatch& chain_watch() noexcept { return watch_; }
+    const ChainWatch& chain_watch() const noexcept { return watch_; }
     array_ref current_array() const noexcept { return cur_; }
     array_ref old_array() const noexcept { return old_; }
 
