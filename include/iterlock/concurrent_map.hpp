@@ -21,13 +21,21 @@
 //       writers; detail/snapshot_store.hpp). A walk copies one batch of 32 buckets at a time, never across
 //       user code: for trivially copyable K and V as a sequence-lock read that no writer waits for (a batch
 //       that a writer overlapped is read again; after four tries it takes the shard's lock in shared
-//       mode), otherwise under the shard's lock in shared mode.
+//       mode), otherwise under the shard's lock in shared mode. Ending a snapshot sweeps what it alone
+//       needed in steps of at most 256 preserved chains under one shard's lock at a time: that step is the
+//       longest a writer waits for a release.
 //   S4  While snapshots live, a writer preserves only what it changes, one bucket chain at a time (the
 //       chain's entries, copied once per snapshot epoch); growth and evacuation during a snapshot preserve
 //       the same way and retire the old bucket array instead of freeing it.
 //   S5  Memory: what was preserved is freed when the last snapshot that needs it ends, and the reserves
 //       when the last snapshot ends (preserved_bytes() counts both, and returns to zero when no snapshot is
-//       alive). With no snapshot alive a write pays one load and a compare for all this.
+//       alive). The thread that ends a snapshot frees it, unless that thread is inside a visit, cvisit,
+//       update or erase_if callback of this map (it may hold the shard lock a sweep needs): then the sweep
+//       runs as that call returns. A release examines the copies made between its snapshot and the next
+//       live one; released oldest first that is all it examines whatever the number of live snapshots,
+//       in a random order each copy is examined O(log n) times on average, newest first a copy is examined
+//       once per live snapshot made after its chain last changed (docs/GUIDE.md, "Snapshot costs"). With no
+//       snapshot alive a write pays one load and a compare for all this.
 //   S6  revision(): every successful write (insert, assignment, erase, visit; clear and erase_if count one
 //       per entry removed) advances the map's revision by one; a snapshot's revision() is the number of
 //       writes it reflects. (m.revision() sums per-shard counters that a write updates as it finishes, so
@@ -65,8 +73,10 @@
 // Complexity: find/insert/erase O(1) expected, one shard lock each (finds share it). snapshot() O(1), or
 // O(shards) after writers copied (S3); a walk O(buckets + entries) plus the copies of S4.
 // lock_for_iteration() O(shards) lock acquisitions.
-// Exception safety: a write that throws (hash, equality, allocation, K/V constructors) leaves the map
-// unchanged.
+// Exception safety: a write that throws (hash, equality, allocation, K/V constructors and assignments, and
+// the copies S4 makes for live snapshots) leaves the map and every snapshot unchanged, and the exception
+// reaches the caller. erase_if and clear() work chain by chain: what they erased before a throw stays erased
+// (and counted). Ending a snapshot never throws and never waits for a lock its thread holds.
 #pragma once
 
 #include <algorithm>
