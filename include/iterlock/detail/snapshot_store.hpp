@@ -477,7 +477,10 @@ class shard_versions {
     // Requires: the shard's lock, and no other sweep of this shard between the steps (the map serialises
     // its sweeps); the caller may release the lock between steps (writers wait for one step at most).
     template <class Table>
-    bool sweep_step(const sweep_range& r, Table& t, sweep_cursor& c, std::size_t budget) noexcept {
+    bool sweep_step(const sweep_range& ended, Table& t, sweep_cursor& c, std::size_t budget) noexcept {
+        // With no snapshot alive, everything made before the registry was read goes, whichever release
+        // would have freed it.
+        const sweep_range r = ended.none_live ? sweep_range{0, 0, ended.seq, true, ended.seq} : ended;
         if (c.phase == 0) {
             if (r.none_live && max_hi_ <= r.seq) {
                 // Nothing alive can need any version: O(1) (see the file comment), but for a short list,
