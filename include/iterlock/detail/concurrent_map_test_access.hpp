@@ -1,0 +1,47 @@
+// The one door tests use to look inside iterlock::concurrent_map: each shard's lock state (who holds, who
+// waits). Not for production code: these names may change without notice.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "iterlock/concurrent_map.hpp"
+#include "iterlock/detail/shard_lock.hpp"
+
+namespace iterlock::detail {
+
+struct concurrent_map_test_access {
+    // Shard i's lock, as shard_lock::state() sees it (takes that lock's internal mutex; never waits for
+    // a holder).
+    template <class Map>
+    static shard_lock_state lock_state(const Map& m, std::size_t i) noexcept {
+        return m.shards_[i].lock.state();
+    }
+    // Writers queued on any shard (both priorities).
+    template <class Map>
+    static std::uint32_t waiting_writers(const Map& m) noexcept {
+        std::uint32_t n = 0;
+        for (std::size_t i = 0; i < m.shard_count(); ++i) {
+            const shard_lock_state st = lock_state(m, i);
+            n += st.waiting_writers[0] + st.waiting_writers[1];
+        }
+        return n;
+    }
+    // Iteration requests (guards being taken) queued on any shard (both priorities).
+    template <class Map>
+    static std::uint32_t waiting_iterations(const Map& m) noexcept {
+        std::uint32_t n = 0;
+        for (std::size_t i = 0; i < m.shard_count(); ++i) {
+            const shard_lock_state st = lock_state(m, i);
+            n += st.waiting_iterations[0] + st.waiting_iterations[1];
+        }
+        return n;
+    }
+    // Iteration holds on shard i (a live guard holds one on every shard).
+    template <class Map>
+    static std::uint32_t iterations_held(const Map& m, std::size_t i) noexcept {
+        return lock_state(m, i).iterations;
+    }
+};
+
+}  // namespace iterlock::detail
