@@ -781,8 +781,8 @@ class concurrent_map {
                     "call on it");
             if (st.total_waiting() != 0)
                 detail::fatal(
-                    "iterlock: concurrent_map destroyed while another thread waits for one of its locks; a map "
-                    "must outlive every call on it");
+                    "iterlock: concurrent_map destroyed while another thread waits for one of its locks; "
+                    "a map must outlive every call on it");
         }
     }
 

@@ -205,7 +205,8 @@ TEST_F(CMapLocked, WriterPreference) {
             });
             ASSERT_TRUE(iterlock::ctest::eventually(
                 [&] { return access::waiting_iterations(m) == 1 || third_saw.load() != -1; }));
-            EXPECT_EQ(third_saw.load(), -1) << "seed " << sd << ": a new guard got in while the writer was queued";
+            EXPECT_EQ(third_saw.load(), -1)
+                << "seed " << sd << ": a new guard got in while the writer was queued";
             EXPECT_EQ(access::waiting_writers(m), 1u);
         }
         writer.join();
@@ -497,15 +498,15 @@ TEST(CMapMisuse, Item14_ReentryThroughAnotherMapsCallbackThrows) {
     lmap b(4, seed{86});
     a.insert({1, 1});
     b.insert({1, 1});
-    EXPECT_THROW(a.visit(1L,
-                         [&](const long&, long&) {
-                             b.visit(1L, [&](const long&, long&) { a.insert_or_assign(1L, 5L); });
-                         }),
-                 lock_error);
-    EXPECT_THROW(a.update(1L, [&](long&) { b.cvisit(1L, [&](const long&, const long&) { (void)a.find(1L); }); }),
-                 lock_error);
-    EXPECT_THROW(b.visit(1L, [&](const long&, long&) { a.visit(1L, [&](const long&, long&) { (void)b.lock_for_iteration(); }); }),
-                 lock_error);
+    // A's visit -> B's visit -> a write to A (the same shard of A: today's main self-deadlocked).
+    auto write_a = [&](const long&, long&) { a.insert_or_assign(1L, 5L); };
+    EXPECT_THROW(a.visit(1L, [&](const long&, long&) { b.visit(1L, write_a); }), lock_error);
+    // A's update -> B's cvisit -> a find on A.
+    auto find_a = [&](const long&, const long&) { (void)a.find(1L); };
+    EXPECT_THROW(a.update(1L, [&](long&) { b.cvisit(1L, find_a); }), lock_error);
+    // B's visit -> A's visit -> a guard of B.
+    auto guard_b = [&](const long&, long&) { (void)b.lock_for_iteration(); };
+    EXPECT_THROW(b.visit(1L, [&](const long&, long&) { a.visit(1L, guard_b); }), lock_error);
     // One level across maps is fine, and nothing was left held or changed.
     EXPECT_TRUE(a.visit(1L, [&](const long&, long& v) { v = *b.find(1L) + 1; }));
     EXPECT_EQ(a.find(1L), std::optional<long>(2));

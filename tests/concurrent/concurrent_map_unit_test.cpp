@@ -587,9 +587,9 @@ TEST(CMapGuardUnit, Item11_GuardIsNotMovableYetReturnsByValue) {
 TEST(CMapGuardUnit, Item12_RangeForOverTryLockHoldsTheLocksForTheWholeLoop) {
     using map_t = locked_map<int, int>;
     using access = iterlock::detail::concurrent_map_test_access;
-    EXPECT_TRUE((std::is_same_v<decltype(std::declval<map_t&>().try_lock_for_iteration(
-                                    std::chrono::milliseconds(5))),
-                                map_t::iteration_guard>));
+    EXPECT_TRUE(
+        (std::is_same_v<decltype(std::declval<map_t&>().try_lock_for_iteration(std::chrono::milliseconds(5))),
+                        map_t::iteration_guard>));
     map_t m(4, seed{71});
     for (int i = 0; i < 100; ++i) m.insert({i, i});
     int n = 0;
@@ -612,10 +612,11 @@ TEST(CMapGuardUnit, Item12_RangeForOverTryLockHoldsTheLocksForTheWholeLoop) {
 // Item 15 (a): locked_concurrent_map names the locked policy without the other four parameters.
 TEST(CMapGuardUnit, Item15_LockedAliasNamesTheLockedPolicy) {
     using alias = iterlock::locked_concurrent_map<std::string, int>;
-    EXPECT_TRUE((std::is_same_v<alias, iterlock::concurrent_map<std::string, int, iterlock::hash<std::string>,
-                                                                std::equal_to<std::string>,
-                                                                std::allocator<std::pair<const std::string, int>>,
-                                                                iterlock::locked_iteration>>));
+    EXPECT_TRUE(
+        (std::is_same_v<alias,
+                        iterlock::concurrent_map<
+                            std::string, int, iterlock::hash<std::string>, std::equal_to<std::string>,
+                            std::allocator<std::pair<const std::string, int>>, iterlock::locked_iteration>>));
     alias m;
     m.insert({"a", 1});
     m.insert({"b", 2});

@@ -8,11 +8,11 @@
 // has started, so walks overlap the writes on any scheduler; the wait never involves time.
 //
 // The handshake's effect is checked, not assumed (item 19 of issue 13): the walk that releases the writer
-// from its h-th handshake (h = 1 .. n / handshake) began after the writer passed handshake h - 1 and before it
-// passed handshake h, so it reflects between (h - 1) * handshake and h * handshake writes. For
-// 2 <= h <= n / handshake - 1 that is neither an empty nor a full map: every round must count at least
-// n / handshake - 2 such partial walks, or the harness no longer makes walks overlap the writer (and every
-// walk would pass trivially).
+// from its h-th handshake (h = 1 .. n / handshake) began after the writer passed handshake h - 1 and before
+// it passed handshake h, so it reflects between (h - 1) * handshake and h * handshake writes. For 2 <= h <= n
+// / handshake - 1 that is neither an empty nor a full map: every round must count at least n / handshake - 2
+// such partial walks, or the harness no longer makes walks overlap the writer (and every walk would pass
+// trivially).
 #pragma once
 
 #include <algorithm>

@@ -21,7 +21,9 @@ namespace iterlock::detail {
 #pragma GCC diagnostic ignored "-Wtsan"
 #endif
 // std::atomic_thread_fence(order). Never blocks, never throws.
-inline void fence(std::memory_order order) noexcept { std::atomic_thread_fence(order); }
+inline void fence(std::memory_order order) noexcept {
+    std::atomic_thread_fence(order);
+}
 #if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12
 #pragma GCC diagnostic pop
 #endif
