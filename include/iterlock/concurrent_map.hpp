@@ -124,8 +124,8 @@ struct concurrent_map_test_access;
 // What the calling thread is doing with concurrent maps, to turn would-be deadlocks into lock_error.
 struct thread_map_state {
     // The visit/cvisit/update/erase_if callbacks running on this thread, innermost first: a callback may
-    // call another map, whose callback may come back to the first (item 14 of issue 13: that re-entry
-    // would wait for a shard lock this thread holds, so it is detected like a direct one).
+    // call another map, whose callback may come back to the first (that re-entry would wait for a shard
+    // lock this thread holds, so it is detected like a direct one).
     struct visit_frame {
         const void* map;
         const visit_frame* outer;
@@ -765,8 +765,8 @@ class concurrent_map {
         return s;
     }
 
-    // The destructor's check (item 3 of issue 13): a guard, call or waiter that outlives the map would use
-    // freed shards, so say in the user's terms what is still alive. O(shards).
+    // The destructor's check: a guard, call or waiter that outlives the map would use freed shards, so say
+    // in the user's terms what is still alive. O(shards).
     void abort_if_in_use() const noexcept {
         for (shard& s : shards_) {
             const detail::shard_lock_state st = s.lock.state();

@@ -35,14 +35,14 @@
 //       of maps; the names follow Prometheus' rules (checked by `promtool check metrics` in the tests).
 //   P3  exposure is RAII: when it is destroyed or reset(), the map is no longer read, and a scrape that is
 //       reading it right then has finished. So `map` may be destroyed right after its exposure.
-//   P6  A concurrent_map may also go away before its exposure (item 2 of issue 13): its destructor waits
-//       for a scrape that is reading it and from then on it is no longer exported (its series vanish, its
-//       name may be exposed again, active() turns false). The exposure still unregisters nothing harmful
-//       later. This costs the map nothing on its other calls (concurrent_map::lifetime_token()).
 //   P4  A registry may go away before its exposures: they then unregister nothing and stay harmless.
 //   P5  expose() throws std::invalid_argument for a name (with the same constant labels) already exposed in
 //       the registry, or for a constant label whose name is invalid or reserved (map, state, role, priority,
 //       le, anything starting with "__").
+//   P6  A concurrent_map may also go away before its exposure: its destructor waits for a scrape that is
+//       reading it, and from then on it is no longer exported (its series vanish, its name may be exposed
+//       again, active() turns false); the exposure's later reset() is harmless. This costs the map nothing
+//       on its other calls (concurrent_map::lifetime_token()).
 // Naming: inside namespace iterlock (or after `using namespace iterlock`), `prometheus::` means this
 // namespace; spell prometheus-cpp's `::prometheus::`. Thread safety: every call may come from any thread.
 // Lifetimes: a concurrent_map may die before or after its exposure (P3, P6). Another metrics_source
