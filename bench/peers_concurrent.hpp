@@ -366,10 +366,7 @@ class iterlock_locked_peer {
         "consistent: writers wait for the guard; waiting writers block new guards (L1, L3)";
 
   private:
-    iterlock::concurrent_map<
-        std::uint64_t, std::uint64_t, iterlock::hash<std::uint64_t>, std::equal_to<std::uint64_t>,
-        std::allocator<std::pair<const std::uint64_t, std::uint64_t>>, iterlock::locked_iteration>
-        map_;
+    iterlock::locked_concurrent_map<std::uint64_t, std::uint64_t> map_;
 };
 #endif
 

@@ -14,6 +14,10 @@ if(prometheus-cpp_FOUND AND TARGET prometheus-cpp::pull)
   install(TARGETS iterlock_prometheus EXPORT iterlockPrometheusTargets)
   install(EXPORT iterlockPrometheusTargets NAMESPACE iterlock::
           DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/iterlock)
+  # pkg-config: `pkg-config --cflags --libs iterlock-prometheus` (Requires: iterlock and prometheus-cpp's).
+  configure_file(${CMAKE_CURRENT_LIST_DIR}/iterlock-prometheus.pc.in ${PROJECT_BINARY_DIR}/iterlock-prometheus.pc
+                 @ONLY)
+  install(FILES ${PROJECT_BINARY_DIR}/iterlock-prometheus.pc DESTINATION ${ITERLOCK_PC_DIR})
 else()
   message(STATUS "iterlock: prometheus-cpp not found; iterlock::prometheus, its tests and iterlock-demo's "
                  "--metrics-port are not built (Debian: apt-get install prometheus-cpp-dev)")

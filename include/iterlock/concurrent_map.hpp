@@ -6,6 +6,7 @@
 //
 //   iterlock::snapshot_iteration (default)   auto s = m.snapshot();  for (const auto& [k, v] : s) ...
 //   iterlock::locked_iteration               auto g = m.lock_for_iteration();  for (auto& [k, v] : g) ...
+//       (iterlock::locked_concurrent_map<K, V> names that type without the other parameters)
 //
 // Snapshot iteration: what a snapshot guarantees
 // ----------------------------------------------
@@ -52,15 +53,22 @@
 //       A guard already held keeps holding; writers wait for it.
 //   L4  Priorities: acquirers waiting with iterlock::priority::realtime (see priority_scope) go before
 //       best_effort ones (detail/shard_lock.hpp, rule R4).
-//   L5  try_lock_for_iteration(timeout) returns an empty optional, leaving no trace, if it cannot get every
-//       shard in time.
+//   L5  try_lock_for_iteration(timeout) returns a guard that tests false, leaving no trace, if it cannot get
+//       every shard in time.
 //   L6  The thread that holds the only live guard may write to the map during its walk ("iterate and
 //       expire"); Go's rules for writes during iteration apply (iterlock::map, I1-I4). If another guard is
 //       live, such a write would deadlock: it throws iterlock::lock_error instead.
 //   L7  Nested guards on one thread share the first one's locks (no self-deadlock behind a waiting writer).
+//   A guard is neither copyable nor movable: it stays on the thread and in the scope that took it (G1-G4
+//   at iteration_guard). The map must outlive its guards (destroying it under one aborts with a message).
 //
 // Misuse that would deadlock gets iterlock::lock_error, never a hang: calling the map from inside
-// visit/cvisit/update on the same map, taking a guard or walking a snapshot inside visit, and L6.
+// visit/cvisit/update/erase_if on the same map (also through another map's callback called from there),
+// taking a guard or walking a snapshot inside visit, and L6. metrics() takes no lock and works anywhere.
+// Not detectable: deadlocks across threads and maps (thread 1 in a visit of A calls B while thread 2 in a
+// visit of B calls A; or two threads holding guards of A and B each ask for the other). Rule: never call
+// another concurrent_map from inside a callback or while holding a guard, or do so in one global order of
+// maps (docs/GUIDE.md).
 //
 // Optimistic reads: with trivially copyable K and V compared by std::equal_to (and outside ThreadSanitizer
 // builds; see optimistic_reads), find/contains store nothing to shared memory: a sequence-lock read of the
@@ -96,6 +104,7 @@
 #include <vector>
 
 #include "iterlock/detail/inplace_array.hpp"
+#include "iterlock/detail/lifetime.hpp"
 #include "iterlock/detail/shard_lock.hpp"
 #include "iterlock/detail/snapshot_store.hpp"
 #include "iterlock/detail/table.hpp"
@@ -124,11 +133,19 @@ struct concurrent_map_test_access;
 
 // What the calling thread is doing with concurrent maps, to turn would-be deadlocks into lock_error.
 struct thread_map_state {
-    const void* visiting = nullptr;  // the map whose visit/cvisit/update callback is running (innermost)
-    // Every map whose callback is running on this thread, outermost first (a callback may call another
-    // map): the thread may hold a shard lock of each. Deeper nesting than this is counted, not named.
-    const void* callbacks[4] = {};
-    int callback_depth = 0;
+    // The visit/cvisit/update/erase_if callbacks running on this thread, innermost first: a callback may
+    // call another map, whose callback may come back to the first (that re-entry would wait for a shard
+    // lock this thread holds, so it is detected like a direct one).
+    struct visit_frame {
+        const void* map;
+        const visit_frame* outer;
+    };
+    const visit_frame* visiting = nullptr;
+    bool in_visit_of(const void* m) const noexcept {
+        for (const visit_frame* f = visiting; f != nullptr; f = f->outer)
+            if (f->map == m) return true;
+        return false;
+    }
     const void* sweeping = nullptr;  // the map whose snapshot sweep this thread is running
     struct held {
         const void* map;
@@ -256,7 +273,11 @@ class concurrent_map {
     }
     concurrent_map(const concurrent_map&) = delete;
     concurrent_map& operator=(const concurrent_map&) = delete;
+    // Requires: no guard, call or callback of this map is still running (checked: aborts with a message
+    // naming what is still alive). Observers holding lifetime_token() stop reading first.
     ~concurrent_map() {
+        lifetime_.end();
+        abort_if_in_use();
         if constexpr (snapshots) {
             if (registry_.live() != 0)
                 detail::fatal("iterlock: concurrent_map destroyed while a snapshot is alive");
@@ -452,16 +473,17 @@ class concurrent_map {
         return 0;
     }
 
-    // The map's metrics (metrics.hpp). O(shards): takes each shard's lock shared for a moment. With metrics
-    // compiled out, only the gauges (entries, revision, snapshots, preserved bytes, growth) are filled.
+    // The map's metrics (metrics.hpp). O(shards) relaxed loads of counters; takes no lock and never waits,
+    // so any thread may call it at any time, including from inside a visit/cvisit/update/erase_if callback
+    // or under an iteration guard of this map. Each counter is read atomically; the set is not one
+    // instant. With metrics compiled out, only the gauges (entries, revision, snapshots, preserved bytes,
+    // growth) are filled. Throws only std::bad_alloc (the histograms' vectors).
     map_metrics metrics() const {
         map_metrics out;
         out.policy = snapshots ? "snapshot" : "locked";
         for (shard& s : shards_) {
-            s.lock.lock_shared();
             out.growths += s.t.growths();
             out.evacuated_buckets += s.t.evacuated_buckets();
-            s.lock.unlock_shared();
             if constexpr (metrics_on) {
                 for (int p = 0; p < 2; ++p)
                     s.stats.writer_wait[p].add_to(out.lock_wait[0][p],
@@ -486,6 +508,11 @@ class concurrent_map {
         out.snapshot_preserved_bytes = preserved_bytes();
         return out;
     }
+
+    // For observers that may outlive the map (iterlock/prometheus.hpp's exposure): a token through which
+    // they read the map only while it exists; the destructor waits for a read in progress, and no read
+    // starts after it (detail/lifetime.hpp, LT1). The first call allocates it; no other call touches it.
+    std::shared_ptr<detail::lifetime> lifetime_token() const { return lifetime_.watch(); }
 
     // ---- snapshot iteration
     // -------------------------------------------------------------------------------- The map at one instant
@@ -515,12 +542,13 @@ class concurrent_map {
     // ---------------------------------------------------------------------------------- Blocks writers for
     // the guard's life (L1-L7). Waits (with the thread's priority) for current writers.
     iteration_guard lock_for_iteration() requires(!snapshots) { return iteration_guard(this, std::nullopt); }
+    // L5: a guard that tests false (owns no lock, leaves no trace) if every shard could not be had within
+    // `timeout`. Use it as `if (auto g = m.try_lock_for_iteration(5ms)) for (auto& kv : g) ...`; a range-for
+    // straight over the call (`for (auto& kv : m.try_lock_for_iteration(5ms))`) is safe too (the guard
+    // lives for the loop) and throws lock_error on a timeout.
     template <class Rep, class Period>
-    std::optional<iteration_guard> try_lock_for_iteration(
-        std::chrono::duration<Rep, Period> timeout) requires(!snapshots) {
-        iteration_guard g(this, std::chrono::steady_clock::now() + timeout);
-        if (!g.owns_lock()) return std::nullopt;
-        return std::optional<iteration_guard>(std::move(g));
+    iteration_guard try_lock_for_iteration(std::chrono::duration<Rep, Period> timeout) requires(!snapshots) {
+        return iteration_guard(this, std::chrono::steady_clock::now() + timeout);
     }
 
   private:
@@ -547,29 +575,27 @@ class concurrent_map {
         return 56 - static_cast<unsigned>(std::countr_zero(n));
     }
 
-    // Misuse that would deadlock: a call from inside a visit callback of this map.
+    // Misuse that would deadlock: a call from inside a visit callback of this map, directly or through a
+    // callback of another map that this one's callback called.
     void entry_check() const {
         if (visiting_this()) [[unlikely]] {
             count_misuse();
             throw lock_error(
                 "iterlock::concurrent_map: the map was used from inside visit/cvisit/update/erase_if "
-                "on the same map; that would deadlock on the shard lock");
+                "on the same map (directly, or through another map's callback called from it); that would "
+                "deadlock on the shard lock");
         }
     }
-    bool visiting_this() const noexcept { return detail::this_thread_maps().visiting == this; }
+    // One load and a test for null when no callback runs on this thread.
+    bool visiting_this() const noexcept { return detail::this_thread_maps().in_visit_of(this); }
     struct visit_scope {
-        explicit visit_scope(const void* m) noexcept : saved(detail::this_thread_maps().visiting) {
-            detail::thread_map_state& tls = detail::this_thread_maps();
-            tls.visiting = m;
-            if (tls.callback_depth < 4) tls.callbacks[tls.callback_depth] = m;
-            ++tls.callback_depth;
+        explicit visit_scope(const void* m) noexcept : frame{m, detail::this_thread_maps().visiting} {
+            detail::this_thread_maps().visiting = &frame;
         }
-        ~visit_scope() {
-            detail::thread_map_state& tls = detail::this_thread_maps();
-            tls.visiting = saved;
-            --tls.callback_depth;
-        }
-        const void* saved;
+        ~visit_scope() { detail::this_thread_maps().visiting = frame.outer; }
+        visit_scope(const visit_scope&) = delete;
+        visit_scope& operator=(const visit_scope&) = delete;
+        detail::thread_map_state::visit_frame frame;
     };
     // Declared before the lock of a call that runs user code: at the call's end, after the lock is released,
     // sweeps a snapshot that ended inside the callback (release_snapshot).
@@ -583,10 +609,7 @@ class concurrent_map {
     // start here (it would wait for a lock this thread holds).
     bool sweep_must_wait() const noexcept {
         const detail::thread_map_state& tls = detail::this_thread_maps();
-        if (tls.sweeping == this || tls.callback_depth > 4) return true;
-        for (int i = 0; i < tls.callback_depth; ++i)
-            if (tls.callbacks[i] == this) return true;
-        return false;
+        return tls.sweeping == this || tls.in_visit_of(this);
     }
 
     // The exclusive access a write needs: the shard's writer lock, or, for the thread that holds the only
@@ -779,6 +802,27 @@ class concurrent_map {
         return s;
     }
 
+    // The destructor's check: a guard, call or waiter that outlives the map would use freed shards, so say
+    // in the user's terms what is still alive. O(shards).
+    void abort_if_in_use() const noexcept {
+        for (shard& s : shards_) {
+            const detail::shard_lock_state st = s.lock.state();
+            if (st.iterations != 0)
+                detail::fatal(
+                    "iterlock: concurrent_map destroyed while an iteration guard (lock_for_iteration / "
+                    "try_lock_for_iteration) is alive; end every guard before its map");
+            if (st.write_held || st.readers != 0)
+                detail::fatal(
+                    "iterlock: concurrent_map destroyed while a call on it is still running (inside a "
+                    "visit/cvisit/update/erase_if callback, or on another thread); a map must outlive every "
+                    "call on it");
+            if (st.total_waiting() != 0)
+                detail::fatal(
+                    "iterlock: concurrent_map destroyed while another thread waits for one of its locks; "
+                    "a map must outlive every call on it");
+        }
+    }
+
     void count_misuse() const noexcept { count_event(&detail::map_event_metrics::misuse_detected); }
     void count_event(
         [[maybe_unused]] std::atomic<std::uint64_t> detail::map_event_metrics::*which) const noexcept {
@@ -874,6 +918,9 @@ class concurrent_map {
     friend struct detail::concurrent_map_test_access;
     mutable std::mutex sweep_mu_;  // serialises the sweeps of this map's snapshots (writers never take it)
     [[no_unique_address]] mutable map_stats events_;
+    detail::lifetime_anchor lifetime_;  // observers' view of the map's existence (lifetime_token())
+
+    friend struct detail::concurrent_map_test_access;
 
   public:
     // ==== snapshot_view: what snapshot() returns
@@ -1184,12 +1231,21 @@ class concurrent_map {
         mutable totals_t totals_;
     };
 
-    // ==== iteration_guard: what lock_for_iteration() returns
+    // ==== iteration_guard: what lock_for_iteration() and try_lock_for_iteration() return
     // ==========================================================
+    // G1  A guard belongs to the thread that took it, and to the scope it was returned into: it is neither
+    //     copyable nor movable (C++17's guaranteed copy elision still lets `auto g = m.lock_for_iteration();`
+    //     and a function returning m.lock_for_iteration() by value compile). So it cannot be moved into an
+    //     std::optional, a container or a lambda, or handed to another thread. L6 and L7 are rules about the
+    //     holding thread; a guard released elsewhere would leave that thread marked as holding it.
+    // G2  Releasing a guard on another thread anyway (through a pointer to a heap-allocated guard) aborts
+    //     with a message: the locks cannot be handed over.
+    // G3  A guard from a timed-out try_lock_for_iteration tests false and owns nothing; begin() and size()
+    //     on it throw lock_error, so a range-for over it never walks an unlocked map.
+    // G4  The map must outlive its guards: destroying a map while a guard lives aborts with a message.
     class iteration_guard {
       public:
-        iteration_guard(iteration_guard&& o) noexcept
-            : m_(std::exchange(o.m_, nullptr)), owner_(o.owner_), nested_(o.nested_) {}
+        iteration_guard(iteration_guard&&) = delete;
         iteration_guard& operator=(iteration_guard&&) = delete;
         iteration_guard(const iteration_guard&) = delete;
         iteration_guard& operator=(const iteration_guard&) = delete;
@@ -1197,8 +1253,12 @@ class concurrent_map {
 
         bool owns_lock() const noexcept { return m_ != nullptr; }
         explicit operator bool() const noexcept { return owns_lock(); }
-        // Entries while the guard lives (an estimate is not needed: writers are excluded).
-        size_type size() const noexcept { return m_->size(); }
+        // Entries while the guard lives (an estimate is not needed: writers are excluded). lock_error if
+        // the guard owns nothing (G3).
+        size_type size() const {
+            require_lock();
+            return m_->size();
+        }
 
         // Walks every shard (in order from a random one), each shard in Go's randomized order. The entries
         // may be modified through the iterator; the holding thread may also insert and erase (L6).
@@ -1252,14 +1312,21 @@ class concurrent_map {
             std::size_t shard_ = 0;
             std::size_t visited_ = 0;
         };
+        // lock_error if the guard owns nothing (G3).
         iterator begin() const {
-            if (m_ == nullptr)
-                throw lock_error("iterlock: iterating through a guard that does not own the lock");
+            require_lock();
             return iterator(m_);
         }
         iterator end() const noexcept { return iterator(); }
 
       private:
+        void require_lock() const {
+            if (m_ == nullptr)
+                throw lock_error(
+                    "iterlock: using an iteration guard that does not own the lock (try_lock_for_iteration "
+                    "timed out: test the guard before walking it)");
+        }
+
         friend class concurrent_map;
         using deadline_t = std::optional<std::chrono::steady_clock::time_point>;
 
@@ -1316,8 +1383,10 @@ class concurrent_map {
 
         void release() noexcept {
             if (m_ == nullptr) return;
-            if (owner_ != detail::thread_tag()) {
-                detail::fatal("iterlock: an iteration guard must be released by the thread that took it");
+            if (owner_ != detail::thread_tag()) {  // G2
+                detail::fatal(
+                    "iterlock: an iteration guard was released by another thread than the one that took it; "
+                    "guards are not movable and must end on their own thread");
             }
             detail::thread_map_state& tls = detail::this_thread_maps();
             int* d = tls.depth_for(m_);
@@ -1338,5 +1407,11 @@ class concurrent_map {
         bool nested_ = false;
     };
 };
+
+// A concurrent_map with locked iteration (L1-L7), without spelling all six template parameters:
+//     iterlock::locked_concurrent_map<std::string, int> m;  auto g = m.lock_for_iteration();
+template <class K, class V, class Hash = hash<K>, class KeyEqual = std::equal_to<K>,
+          class Allocator = std::allocator<std::pair<const K, V>>>
+using locked_concurrent_map = concurrent_map<K, V, Hash, KeyEqual, Allocator, locked_iteration>;
 
 }  // namespace iterlock

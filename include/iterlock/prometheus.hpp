@@ -3,7 +3,8 @@
 //
 // Owns: iterlock::prometheus::registry, iterlock::prometheus::exposure, iterlock::prometheus::expose(),
 //       iterlock::prometheus::endpoint. Link the CMake target iterlock::prometheus (it brings
-//       prometheus-cpp::pull and prometheus-cpp::core; Debian: prometheus-cpp-dev).
+//       prometheus-cpp::pull and prometheus-cpp::core; Debian: prometheus-cpp-dev). Outside CMake:
+//       `pkg-config --cflags --libs iterlock-prometheus` (installed with iterlock).
 //
 //     iterlock::prometheus::endpoint ep("0.0.0.0:9464");          // serves http://host:9464/metrics
 //     auto handle = ep.expose(sessions, "sessions");               // or expose(ep.maps(), sessions,
@@ -29,7 +30,7 @@
 //
 // Guarantees:
 //   P1  Free between scrapes: nothing is recorded or copied for Prometheus; each scrape calls map.metrics()
-//       (O(shards), each shard's lock taken shared for a moment) once per exposed map.
+//       (O(shards) relaxed loads, no lock of the map) once per exposed map.
 //   P2  One family per metric name however many maps are exposed, so the exposition is valid for any number
 //       of maps; the names follow Prometheus' rules (checked by `promtool check metrics` in the tests).
 //   P3  exposure is RAII: when it is destroyed or reset(), the map is no longer read, and a scrape that is
@@ -38,11 +39,15 @@
 //   P5  expose() throws std::invalid_argument for a name (with the same constant labels) already exposed in
 //       the registry, or for a constant label whose name is invalid or reserved (map, state, role, priority,
 //       le, anything starting with "__").
+//   P6  A concurrent_map may also go away before its exposure: its destructor waits for a scrape that is
+//       reading it, and from then on it is no longer exported (its series vanish, its name may be exposed
+//       again, active() turns false); the exposure's later reset() is harmless. This costs the map nothing
+//       on its other calls (concurrent_map::lifetime_token()).
 // Naming: inside namespace iterlock (or after `using namespace iterlock`), `prometheus::` means this
-// namespace; spell prometheus-cpp's `::prometheus::`. Thread safety: every call may come from any thread. A
-// map must outlive its exposure (P3 makes that easy: declare the exposure after the map). Do not destroy an
-// exposure from inside a visit/cvisit/update callback of the exposed map (a scrape in progress may be waiting
-// for that shard).
+// namespace; spell prometheus-cpp's `::prometheus::`. Thread safety: every call may come from any thread.
+// Lifetimes: a concurrent_map may die before or after its exposure (P3, P6). Another metrics_source
+// without lifetime_token() must outlive its exposure (declare the exposure after it). A scrape takes no
+// lock of the map (concurrent_map::metrics() reads counters), so an exposure may be reset anywhere.
 #pragma once
 
 #include <prometheus/check_names.h>
@@ -65,6 +70,7 @@
 #include <vector>
 
 #include "iterlock/concurrent_map.hpp"
+#include "iterlock/detail/lifetime.hpp"
 #include "iterlock/detail/prom_families.hpp"
 #include "iterlock/metrics.hpp"
 
@@ -102,6 +108,18 @@ struct registry_state {
         iterlock::detail::prom_labels labels;  // the caller's constant labels (without `map`)
         std::function<map_metrics()> read;
         bool recorded;
+        std::shared_ptr<iterlock::detail::lifetime> life;  // null: the source must outlive its exposure
+        // Whether the map still exists (P6).
+        bool alive() const { return life == nullptr || life->alive(); }
+        // Calls out(read()) if the map still exists, the map's destruction held off meanwhile (P6).
+        template <class Out>
+        void read_into(Out&& out) const {
+            if (life == nullptr) {
+                out(read());
+            } else {
+                life->read([&] { out(read()); });
+            }
+        }
     };
     std::mutex mu;  // guards `sources`; held while a scrape reads them (P3)
     std::vector<source> sources;
@@ -115,11 +133,13 @@ class registry;
 class exposure {
   public:
     exposure() noexcept = default;
-    exposure(exposure&& o) noexcept : state_(std::move(o.state_)), id_(std::exchange(o.id_, 0)) {}
+    exposure(exposure&& o) noexcept
+        : state_(std::move(o.state_)), life_(std::move(o.life_)), id_(std::exchange(o.id_, 0)) {}
     exposure& operator=(exposure&& o) noexcept {
         if (this != &o) {
             reset();
             state_ = std::move(o.state_);
+            life_ = std::move(o.life_);
             id_ = std::exchange(o.id_, 0);
         }
         return *this;
@@ -138,17 +158,21 @@ class exposure {
                           [&](const detail::registry_state::source& src) { return src.id == id_; });
         }
         state_.reset();
+        life_.reset();
         id_ = 0;
     }
-    // Whether this handle still exports a map (false once reset, moved from, or its registry is gone).
-    bool active() const noexcept { return id_ != 0 && !state_.expired(); }
+    // Whether this handle still exports a map (false once reset, moved from, its registry is gone, or the
+    // map is gone: P6).
+    bool active() const noexcept { return id_ != 0 && !state_.expired() && (!life_ || life_->alive()); }
 
   private:
     friend class registry;
-    exposure(std::weak_ptr<detail::registry_state> s, std::uint64_t id) noexcept
-        : state_(std::move(s)), id_(id) {}
+    exposure(std::weak_ptr<detail::registry_state> s, std::shared_ptr<iterlock::detail::lifetime> life,
+             std::uint64_t id) noexcept
+        : state_(std::move(s)), life_(std::move(life)), id_(id) {}
 
     std::weak_ptr<detail::registry_state> state_;
+    std::shared_ptr<iterlock::detail::lifetime> life_;  // the map's, when it has one (P6)
     std::uint64_t id_ = 0;
 };
 
@@ -176,7 +200,10 @@ class registry final : public ::prometheus::Collectable {
             extra.push_back({k, v});
         }
         const Map* m = &map;
+        std::shared_ptr<iterlock::detail::lifetime> life;
+        if constexpr (requires { map.lifetime_token(); }) life = map.lifetime_token();
         std::lock_guard lk(state_->mu);
+        std::erase_if(state_->sources, [](const detail::registry_state::source& s) { return !s.alive(); });
         for (const auto& s : state_->sources) {
             if (s.name == name && s.labels == extra) {
                 throw std::invalid_argument(
@@ -186,8 +213,9 @@ class registry final : public ::prometheus::Collectable {
         }
         const std::uint64_t id = state_->next_id++;
         state_->sources.push_back({id, std::string(name), std::move(extra),
-                                   [m] { return map_metrics(m->metrics()); }, records_metrics<Map>::value});
-        return exposure(state_, id);
+                                   [m] { return map_metrics(m->metrics()); }, records_metrics<Map>::value,
+                                   life});
+        return exposure(state_, std::move(life), id);
     }
 
     // Reads every exposed map once (P1) and returns one family per metric name (P2). Called by the exposer on
@@ -195,18 +223,20 @@ class registry final : public ::prometheus::Collectable {
     std::vector<::prometheus::MetricFamily> Collect() const override {
         iterlock::detail::prom_family_builder b;
         std::lock_guard lk(state_->mu);
-        for (const auto& s : state_->sources) b.add(s.name, s.labels, s.read(), s.recorded);
+        for (const auto& s : state_->sources)
+            s.read_into([&](const map_metrics& mm) { b.add(s.name, s.labels, mm, s.recorded); });
         return b.take();
     }
 
     // The exposition text of one Collect(), as a scrape would get it (tests, logs, a push to a file).
     std::string text() const { return ::prometheus::TextSerializer().Serialize(Collect()); }
 
-    // Names of the maps exposed now, in the order they were added.
+    // Names of the maps exposed now (still alive, P6), in the order they were added.
     std::vector<std::string> names() const {
         std::lock_guard lk(state_->mu);
         std::vector<std::string> out;
-        for (const auto& s : state_->sources) out.push_back(s.name);
+        for (const auto& s : state_->sources)
+            if (s.alive()) out.push_back(s.name);
         return out;
     }
 

@@ -3,11 +3,15 @@
 // heterogeneous lookup, snapshot isolation S1/S2 without concurrency, guard walks L6/L7, and the misuse that
 // must raise lock_error instead of deadlocking).
 #include <algorithm>
+#include <chrono>
 #include <map>
+#include <memory>
+#include <optional>
 #include <set>
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -15,6 +19,7 @@
 
 #include "concurrent_test_util.hpp"
 #include "iterlock/concurrent_map.hpp"
+#include "iterlock/detail/concurrent_map_test_access.hpp"
 #include "iterlock/detail/inplace_array.hpp"
 #include "iterlock/errors.hpp"
 
@@ -514,10 +519,6 @@ TEST(CMapGuardUnit, WalkSeesEveryEntryOnceAndMayAssign) {
             v = -k;  // assignment through the iterator
         }
         EXPECT_EQ(seen.size(), 5000u);
-        auto moved = std::move(g);
-        EXPECT_FALSE(g.owns_lock());
-        EXPECT_THROW((void)g.begin(), lock_error);
-        EXPECT_TRUE(moved.owns_lock());
     }
     for (int i = 0; i < 5000; i += 17) EXPECT_EQ(m.find(i), std::optional<int>(-i));
     EXPECT_EQ(m.revision(), 5000u) << "assignments through a guard's iterator are not counted writes";
@@ -534,10 +535,10 @@ TEST(CMapGuardUnit, TryLockSucceedsWhenFree) {
     locked_map<int, int> m(4, seed{32});
     m.insert({1, 1});
     auto g = m.try_lock_for_iteration(std::chrono::milliseconds(5));
-    ASSERT_TRUE(g.has_value());
-    EXPECT_TRUE(g->owns_lock());
+    ASSERT_TRUE(g);
+    EXPECT_TRUE(g.owns_lock());
     int n = 0;
-    for (auto& e : *g) n += e.second;
+    for (auto& e : g) n += e.second;
     EXPECT_EQ(n, 1);
 }
 
@@ -549,7 +550,7 @@ TEST(CMapGuardUnit, NestedGuardsOnOneThread) {
         auto outer = m.lock_for_iteration();
         auto inner = m.lock_for_iteration();
         auto timed = m.try_lock_for_iteration(std::chrono::milliseconds(1));
-        ASSERT_TRUE(timed.has_value());
+        ASSERT_TRUE(timed);
         std::size_t n = 0;
         for (auto& e : inner) n += e.first >= 0 ? 1 : 0;
         EXPECT_EQ(n, 100u);
@@ -560,6 +561,101 @@ TEST(CMapGuardUnit, NestedGuardsOnOneThread) {
 
 // L6 with I1/I4: the only guard holder erases every odd key while walking: each key is produced at most once,
 // every even key exactly once, an odd key erased before the walk reached it is never produced.
+// ---- issue 13: guards that cannot dangle or wander, and the locked alias
+
+// Item 11 (G1): a guard is neither copyable nor movable, so it cannot be moved into an std::optional or to
+// another thread; guaranteed copy elision still lets a function return one by value.
+TEST(CMapGuardUnit, Item11_GuardIsNotMovableYetReturnsByValue) {
+    using map_t = locked_map<int, int>;
+    using guard = map_t::iteration_guard;
+    EXPECT_FALSE(std::is_move_constructible_v<guard>);
+    EXPECT_FALSE(std::is_move_assignable_v<guard>);
+    EXPECT_FALSE(std::is_copy_constructible_v<guard>);
+    EXPECT_FALSE((std::is_constructible_v<std::optional<guard>, guard&&>));
+    map_t m(4, seed{70});
+    m.insert({1, 1});
+    auto take = [&m]() -> guard { return m.lock_for_iteration(); };
+    auto g = take();
+    ASSERT_TRUE(g);
+    int n = 0;
+    for (auto& e : g) n += e.second;
+    EXPECT_EQ(n, 1);
+}
+
+// Item 12 (L5, G3): try_lock_for_iteration returns the guard itself (it tests as bool), so a range-for
+// straight over the call holds every shard for the whole loop instead of walking a dead std::optional.
+TEST(CMapGuardUnit, Item12_RangeForOverTryLockHoldsTheLocksForTheWholeLoop) {
+    using map_t = locked_map<int, int>;
+    using access = iterlock::detail::concurrent_map_test_access;
+    EXPECT_TRUE(
+        (std::is_same_v<decltype(std::declval<map_t&>().try_lock_for_iteration(std::chrono::milliseconds(5))),
+                        map_t::iteration_guard>));
+    map_t m(4, seed{71});
+    for (int i = 0; i < 100; ++i) m.insert({i, i});
+    int n = 0;
+    for (auto& [k, v] : m.try_lock_for_iteration(std::chrono::milliseconds(5))) {
+        for (std::size_t i = 0; i < m.shard_count(); ++i)
+            ASSERT_EQ(access::iterations_held(m, i), 1u) << "shard " << i << " released during the loop";
+        v = -k;
+        ++n;
+    }
+    EXPECT_EQ(n, 100);
+    for (std::size_t i = 0; i < m.shard_count(); ++i) EXPECT_EQ(access::iterations_held(m, i), 0u);
+    if (auto g = m.try_lock_for_iteration(std::chrono::milliseconds(5))) {
+        EXPECT_EQ(g.size(), 100u);
+    } else {
+        ADD_FAILURE() << "an uncontended try_lock_for_iteration failed";
+    }
+    EXPECT_EQ(m.find(7), std::optional<int>(-7));
+}
+
+// Item 15 (a): locked_concurrent_map names the locked policy without the other four parameters.
+TEST(CMapGuardUnit, Item15_LockedAliasNamesTheLockedPolicy) {
+    using alias = iterlock::locked_concurrent_map<std::string, int>;
+    EXPECT_TRUE(
+        (std::is_same_v<alias,
+                        iterlock::concurrent_map<
+                            std::string, int, iterlock::hash<std::string>, std::equal_to<std::string>,
+                            std::allocator<std::pair<const std::string, int>>, iterlock::locked_iteration>>));
+    alias m;
+    m.insert({"a", 1});
+    m.insert({"b", 2});
+    {
+        auto g = m.lock_for_iteration();
+        for (auto& [k, v] : g) v *= 10;
+    }
+    EXPECT_EQ(m.find("b"), std::optional<int>(20));
+    EXPECT_STREQ(m.metrics().policy, "locked");
+}
+
+// Item 3 (G4): a guard that outlives its map aborts with a message in the user's terms, not the shard
+// lock's internal one; so do the other locks a dying map may still hold (a callback of the map itself).
+void destroy_map_under_a_guard() {
+    auto m = std::make_unique<locked_map<int, int>>(4, seed{72});
+    m->insert({1, 1});
+    auto g = m->lock_for_iteration();
+    m.reset();
+}
+template <class Map, bool Shared>
+void destroy_map_inside_its_callback() {
+    auto m = std::make_unique<Map>(4, seed{73});
+    m->insert({1, 1});
+    if constexpr (Shared) {
+        m->cvisit(1, [&](const int&, const int&) { m.reset(); });
+    } else {
+        m->visit(1, [&](const int&, int&) { m.reset(); });
+    }
+}
+TEST(CMapGuardDeathTest, Item03_MapDestroyedUnderAGuardSaysSo) {
+    EXPECT_DEATH(destroy_map_under_a_guard(),
+                 "concurrent_map destroyed while an iteration guard \\(lock_for_iteration");
+}
+TEST(CMapGuardDeathTest, Item03_MapDestroyedInsideItsOwnCallbackSaysSo) {
+    const char* msg = "concurrent_map destroyed while a call on it is still running";
+    EXPECT_DEATH((destroy_map_inside_its_callback<snap_map<int, int>, false>()), msg);
+    EXPECT_DEATH((destroy_map_inside_its_callback<locked_map<int, int>, true>()), msg);
+}
+
 TEST(CMapGuardUnit, IterateAndEraseOddKeys) {
     for (std::uint64_t sd = 40; sd < 48; ++sd) {
         locked_map<int, int> m(4, seed{sd});
@@ -614,10 +710,14 @@ TEST(CMapGuardUnit, InsertDuringWalkProducesNoDuplicates) {
 TEST(CMapGuardUnit, GuardsOfAtMostFourMapsPerThread) {
     std::vector<std::unique_ptr<locked_map<int, int>>> maps;
     for (int i = 0; i < 5; ++i) maps.push_back(std::make_unique<locked_map<int, int>>(2, seed{60}));
-    std::vector<locked_map<int, int>::iteration_guard> guards;
-    for (int i = 0; i < 4; ++i) guards.push_back(maps[static_cast<std::size_t>(i)]->lock_for_iteration());
-    EXPECT_THROW((void)maps[4]->lock_for_iteration(), lock_error);
-    guards.pop_back();
+    // Guards are not movable (G1): four named ones, the fourth in an inner scope.
+    auto g0 = maps[0]->lock_for_iteration();
+    auto g1 = maps[1]->lock_for_iteration();
+    auto g2 = maps[2]->lock_for_iteration();
+    {
+        auto g3 = maps[3]->lock_for_iteration();
+        EXPECT_THROW((void)maps[4]->lock_for_iteration(), lock_error);
+    }
     auto g = maps[4]->lock_for_iteration();
     EXPECT_TRUE(g.owns_lock());
     EXPECT_EQ(maps[4]->preserved_bytes(), 0u);

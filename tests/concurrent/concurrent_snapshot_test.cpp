@@ -54,6 +54,17 @@ walk_result snapshot_walk(lmap& m, Started&& started) {
     return w;
 }
 
+// Item 19 of issue 13: the harness's handshake makes snapshot walks overlap the writer (ordered_writes.hpp
+// checks each round); the total is asserted here too, so a walk that is always empty or full fails.
+TEST_F(CMapSnapshot, Item19_OrderedWalksSeeTheWriterMidRound) {
+    const auto st = iterlock::ctest::run_ordered_rounds(
+        write_kind::erase, 256, 8, scaled(400, 200),
+        [](long round) { return std::make_unique<lmap>(4, seed{static_cast<std::uint64_t>(round) + 171}); },
+        [](lmap& m, auto started) { return snapshot_walk(m, started); });
+    EXPECT_GE(st.partial, st.rounds * iterlock::ctest::min_partial_walks(256, 8));
+    EXPECT_LT(st.partial, st.passes);
+}
+
 // S1/S2: one writer inserts k0, k1, ... in order; every snapshot holds exactly a prefix.
 TEST_F(CMapSnapshot, OrderedInsertsShowAPrefix) {
     const auto st = iterlock::ctest::run_ordered_rounds(

@@ -42,7 +42,7 @@ template <class K, class V, class Hash = iterlock::hash<K>, class Eq = std::equa
 using snap_map = iterlock::concurrent_map<K, V, Hash, Eq, Alloc, iterlock::snapshot_iteration>;
 template <class K, class V, class Hash = iterlock::hash<K>, class Eq = std::equal_to<K>,
           class Alloc = std::allocator<std::pair<const K, V>>>
-using locked_map = iterlock::concurrent_map<K, V, Hash, Eq, Alloc, iterlock::locked_iteration>;
+using locked_map = iterlock::locked_concurrent_map<K, V, Hash, Eq, Alloc>;
 
 // Extra multiplier for every loop count, from the environment (ITERLOCK_CTEST_SCALE=4 runs four times
 // longer).
@@ -167,7 +167,7 @@ struct counting_allocator {
 template <class Map>
 bool wait_until_writer_queued(Map& m, iterlock::priority p = iterlock::priority::best_effort) {
     iterlock::priority_scope scope(p);
-    return eventually([&] { return !m.try_lock_for_iteration(std::chrono::milliseconds(2)).has_value(); });
+    return eventually([&] { return !m.try_lock_for_iteration(std::chrono::milliseconds(2)); });
 }
 
 // The value every writer of the ordered-insert tests stores for key k (so a walk can check it).

@@ -6,6 +6,13 @@
 // whose instant lies between reading done = p0 and done = p1 reflects j writes with p0 <= j <= p1 + 1 (the
 // write in flight may already have taken effect). Every `handshake` writes the writer waits until a new walk
 // has started, so walks overlap the writes on any scheduler; the wait never involves time.
+//
+// The handshake's effect is checked, not assumed (item 19 of issue 13): the walk that releases the writer
+// from its h-th handshake (h = 1 .. n / handshake) began after the writer passed handshake h - 1 and before
+// it passed handshake h, so it reflects between (h - 1) * handshake and h * handshake writes. For 2 <= h <= n
+// / handshake - 1 that is neither an empty nor a full map: every round must count at least n / handshake - 2
+// such partial walks, or the harness no longer makes walks overlap the writer (and every walk would pass
+// trivially).
 #pragma once
 
 #include <algorithm>
@@ -71,9 +78,14 @@ inline std::string check_ordered_walk(const walk_result& w, write_kind kind, lon
 
 struct ordered_stats {
     long passes = 0;
-    long partial = 0;  // passes that saw the writer mid-round (0 < j < n)
+    long partial = 0;  // passes that saw the writer mid-round (0 < j < n); checked per round (see above)
     long rounds = 0;
 };
+
+// The fewest partial walks a round of n writes with this handshake can have (see the essay above).
+constexpr long min_partial_walks(long n, long handshake) {
+    return n / handshake >= 2 ? n / handshake - 2 : 0;
+}
 
 // Runs rounds of `n` ordered writes on fresh maps made by make_map(round) until at least `min_passes` walks
 // were checked. walk(map) returns a walk_result plus runs any policy-specific checks.
@@ -108,6 +120,7 @@ ordered_stats run_ordered_rounds(write_kind kind, long n, long handshake, long m
         });
         start.arrive_and_wait();
         bool failed = false;
+        long round_partial = 0;
         for (;;) {
             const bool last = writer_finished.load();  // one more walk after the writer ends
             const long p0 = done.load(std::memory_order_seq_cst);
@@ -119,7 +132,10 @@ ordered_stats run_ordered_rounds(write_kind kind, long n, long handshake, long m
             long j = 0;
             const std::string err = check_ordered_walk(w, kind, n, p0, p1 + 1, &j);
             ++st.passes;
-            if (j > 0 && j < n) ++st.partial;
+            if (j > 0 && j < n) {
+                ++st.partial;
+                ++round_partial;
+            }
             if (!err.empty() && !failed) {
                 ADD_FAILURE() << "round " << round << ", pass " << st.passes << ": " << err;
                 failed = true;  // one report per round is enough
@@ -128,6 +144,12 @@ ordered_stats run_ordered_rounds(write_kind kind, long n, long handshake, long m
         }
         writer.join();
         ++st.rounds;
+        if (!failed && round_partial < min_partial_walks(n, handshake)) {
+            ADD_FAILURE() << "round " << round << ": only " << round_partial
+                          << " walks saw the writer mid-round, fewer than the handshake guarantees ("
+                          << min_partial_walks(n, handshake) << "): the walks no longer overlap the writes";
+            failed = true;
+        }
         if (failed) break;
     }
     return st;

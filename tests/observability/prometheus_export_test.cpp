@@ -58,7 +58,7 @@ TEST(PrometheusExport, LockedMapCountsIterationsByOutcome) {
             });
         });
         held.wait();
-        EXPECT_FALSE(m.try_lock_for_iteration(std::chrono::milliseconds(1)).has_value());
+        EXPECT_FALSE(m.try_lock_for_iteration(std::chrono::milliseconds(1)));
         release.count_down();
         writer.join();
     }
@@ -233,6 +233,74 @@ TEST(PrometheusExport, ExposureOutlivingItsRegistryIsHarmless) {
     }
     EXPECT_FALSE(h.active());  // P4
     h.reset();
+}
+
+// Issue 13, item 2 (P6): a map destroyed before its exposure is no longer read: the next scrape skips it
+// (today's main read the dead map: stack-use-after-scope under ASan), the handle turns inactive, the name
+// is free again, and the late reset() is harmless.
+TEST(PrometheusExport, Item02_MapDestroyedBeforeItsExposureIsNoLongerRead) {
+    iterlock::prometheus::registry reg;
+    iterlock::prometheus::exposure early, late;
+    {
+        snapshot_map s(2);
+        locked_map l(2);
+        fill(s, 10);
+        fill(l, 10);
+        early = reg.add(s, "short_lived");
+        late = reg.add(l, "long_lived_exposure");
+        const exposition e(reg.text());
+        EXPECT_EQ(e.get(R"(iterlock_map_entries{map="short_lived"})"), 10);
+        EXPECT_EQ(e.get(R"(iterlock_map_entries{map="long_lived_exposure"})"), 10);
+    }  // both maps die here, their exposures live on
+    EXPECT_FALSE(early.active());
+    EXPECT_FALSE(late.active());
+    EXPECT_EQ(reg.text(), "");
+    EXPECT_TRUE(reg.names().empty());
+    snapshot_map again(2);
+    auto h = reg.add(again, "short_lived");  // the dead map's name is free again
+    EXPECT_TRUE(h.active());
+    early.reset();  // unregisters nothing of the new map
+    EXPECT_EQ(reg.names(), std::vector<std::string>{"short_lived"});
+}
+
+// Item 2 with a scrape thread: maps on the stack die while their exposures live and scrapes run; no scrape
+// may read a dead map (ASan), every scrape stays valid, and a scrape in progress holds the destruction off
+// (P6) rather than reading freed shards.
+TEST(PrometheusExport, Item02_ScrapesRacingMapDestructionNeverReadADeadMap) {
+    iterlock::prometheus::registry reg;
+    std::atomic<bool> stop{false};
+    std::atomic<int> bad{0}, scrapes{0};
+    std::latch go(2);
+    std::thread scraper([&] {
+        go.arrive_and_wait();
+        while (!stop.load()) {
+            const exposition e(reg.text());
+            for (const auto& [series, v] : e.samples)
+                if (series.rfind("iterlock_map_entries{", 0) == 0 && v != 32) ++bad;
+            ++scrapes;
+        }
+    });
+    go.arrive_and_wait();
+    std::vector<iterlock::prometheus::exposure> outliving;
+    for (int round = 0; round < 300; ++round) {
+        snapshot_map s(2);
+        locked_map l(2);
+        fill(s, 32);
+        fill(l, 32);
+        outliving.push_back(reg.add(s, "s" + std::to_string(round)));
+        outliving.push_back(reg.add(l, "l" + std::to_string(round)));
+        if (round % 50 == 0) {  // make sure scrapes overlap the maps' lives
+            const int seen = scrapes.load();
+            while (scrapes.load() < seen + 1) std::this_thread::yield();
+        }
+    }  // each round's maps die before their exposures
+    const int seen = scrapes.load();
+    while (scrapes.load() < seen + 2) std::this_thread::yield();
+    stop.store(true);
+    scraper.join();
+    EXPECT_EQ(bad.load(), 0);
+    EXPECT_EQ(reg.text(), "");
+    for (const auto& h : outliving) EXPECT_FALSE(h.active());
 }
 
 TEST(PrometheusExport, RejectsDuplicateNamesAndReservedLabels) {

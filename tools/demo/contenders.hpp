@@ -79,10 +79,7 @@ class std_shared_mutex_store {
 // iterlock::concurrent_map with the locked iteration policy: a walk holds the iteration lock (L1).
 class iterlock_locked_store {
   public:
-    using map_type =
-        iterlock::concurrent_map<key_type, session, iterlock::hash<key_type>, std::equal_to<key_type>,
-                                 std::allocator<std::pair<const key_type, session>>,
-                                 iterlock::locked_iteration>;
+    using map_type = iterlock::locked_concurrent_map<key_type, session>;
     static constexpr std::string_view name() { return "iterlock_locked"; }
     void reserve(std::size_t n) { m_.reserve(n); }
     void prefill(key_type k, session s) { m_.insert_or_assign(k, s); }

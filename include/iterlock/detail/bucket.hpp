@@ -29,6 +29,7 @@
 #include <type_traits>
 #include <utility>
 
+#include "iterlock/detail/fence.hpp"
 #include "iterlock/detail/racy_read.hpp"
 #include "iterlock/detail/tophash.hpp"
 
@@ -85,13 +86,13 @@ struct bucket_ref {
     bucket_ref next_racy() const noexcept {
         overflow_type* o = racy_load_ptr(&body->overflow);
         if (o == nullptr) return bucket_ref{};
-        std::atomic_thread_fence(std::memory_order_acquire);
+        fence(std::memory_order_acquire);
         return bucket_ref{o->tophash, &o->body, o};
     }
     // Whether this (old) bucket carries an evacuation mark.
     bool evacuated_racy() const noexcept {
         const auto first = static_cast<std::uint8_t>(racy_load_u64(top));
-        std::atomic_thread_fence(std::memory_order_acquire);
+        fence(std::memory_order_acquire);
         return is_evacuated_mark(first);
     }
     // Header of a member that has never held anything (storage stays uninitialised).

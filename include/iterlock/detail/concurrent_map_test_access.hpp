@@ -1,10 +1,13 @@
-// The one door tests use to look inside iterlock::concurrent_map (Go's export_test.go). Not for production
-// code: these names may change without notice.
+// The one door tests use to look inside iterlock::concurrent_map (Go's export_test.go): each shard's lock
+// state (who holds, who waits) and what the snapshot sweeps cost. Not for production code: these names may
+// change without notice.
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 
 #include "iterlock/concurrent_map.hpp"
+#include "iterlock/detail/shard_lock.hpp"
 
 namespace iterlock::detail {
 
@@ -16,6 +19,37 @@ struct concurrent_map_test_access {
         std::size_t n = 0;
         for (const auto& s : m.shards_) n += s.t.chain_watch().examined_by_sweeps();
         return n;
+    }
+    // Shard i's lock, as shard_lock::state() sees it (takes that lock's internal mutex; never waits for
+    // a holder).
+    template <class Map>
+    static shard_lock_state lock_state(const Map& m, std::size_t i) noexcept {
+        return m.shards_[i].lock.state();
+    }
+    // Writers queued on any shard (both priorities).
+    template <class Map>
+    static std::uint32_t waiting_writers(const Map& m) noexcept {
+        std::uint32_t n = 0;
+        for (std::size_t i = 0; i < m.shard_count(); ++i) {
+            const shard_lock_state st = lock_state(m, i);
+            n += st.waiting_writers[0] + st.waiting_writers[1];
+        }
+        return n;
+    }
+    // Iteration requests (guards being taken) queued on any shard (both priorities).
+    template <class Map>
+    static std::uint32_t waiting_iterations(const Map& m) noexcept {
+        std::uint32_t n = 0;
+        for (std::size_t i = 0; i < m.shard_count(); ++i) {
+            const shard_lock_state st = lock_state(m, i);
+            n += st.waiting_iterations[0] + st.waiting_iterations[1];
+        }
+        return n;
+    }
+    // Iteration holds on shard i (a live guard holds one on every shard).
+    template <class Map>
+    static std::uint32_t iterations_held(const Map& m, std::size_t i) noexcept {
+        return lock_state(m, i).iterations;
     }
 };
 

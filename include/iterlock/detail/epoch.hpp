@@ -58,6 +58,7 @@
 #include <unistd.h>
 #endif
 
+#include "iterlock/detail/fence.hpp"
 #include "iterlock/detail/racy_read.hpp"  // ITERLOCK_DETAIL_TSAN
 
 namespace iterlock::detail {
@@ -154,11 +155,11 @@ class epoch_domain {
         if (asymmetric()) {
             std::atomic_signal_fence(std::memory_order_seq_cst);
         } else {
-            std::atomic_thread_fence(std::memory_order_seq_cst);
+            fence(std::memory_order_seq_cst);
         }
     }
     void heavy_fence() const noexcept {
-        std::atomic_thread_fence(std::memory_order_seq_cst);
+        fence(std::memory_order_seq_cst);
         if (!asymmetric()) return;
 #if defined(__linux__)
         if (membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED) != 0) [[unlikely]] {
@@ -171,7 +172,7 @@ class epoch_domain {
             }
         }
 #endif
-        std::atomic_thread_fence(std::memory_order_seq_cst);
+        fence(std::memory_order_seq_cst);
     }
     // Registers the process for expedited private membarriers (once; the registration is per process and
     // idempotent). False where the kernel or a sandbox does not offer them.

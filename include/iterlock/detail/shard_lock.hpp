@@ -108,6 +108,7 @@
 #include <mutex>
 #include <type_traits>
 
+#include "iterlock/detail/fence.hpp"
 #include "iterlock/detail/inline.hpp"
 #include "iterlock/errors.hpp"
 #include "iterlock/priority.hpp"
@@ -237,7 +238,7 @@ class alignas(64) shard_lock {
     // (the token's W is clear, so one xor compares both; reader and iteration counts are ignored). One
     // load and a fence (free on x86). Never blocks.
     bool read_validate(std::uint64_t token) const noexcept {
-        std::atomic_thread_fence(std::memory_order_acquire);
+        fence(std::memory_order_acquire);
         return ((state_.load(std::memory_order_relaxed) ^ token) & (seq_mask | write_bit)) == 0;
     }
 
@@ -477,7 +478,7 @@ class alignas(64) shard_lock {
 
     // Writers and upgrades publish W before writing the data: together with read_validate()'s acquire fence
     // this makes a sequence reader that saw any of the new data also see W or the new seq.
-    static void after_write_acquired() noexcept { std::atomic_thread_fence(std::memory_order_release); }
+    static void after_write_acquired() noexcept { fence(std::memory_order_release); }
 
     // ---- slow paths (out of line: the fast paths above stay small enough to inline) ----
 

@@ -60,6 +60,7 @@
 #include "iterlock/detail/bucket.hpp"
 #include "iterlock/detail/epoch.hpp"
 #include "iterlock/detail/exclusive_add.hpp"
+#include "iterlock/detail/fence.hpp"
 #include "iterlock/detail/inline.hpp"
 #include "iterlock/detail/racy_read.hpp"
 #include "iterlock/detail/tophash.hpp"
@@ -436,7 +437,7 @@ class shard_versions {
             return false;
         const version* v = static_cast<const version*>(racy_load_ptr(&tag.versions));
         for (unsigned hops = 0; v != nullptr && hops < max_racy_versions; ++hops) {
-            std::atomic_thread_fence(std::memory_order_acquire);  // pairs with preserve's release fence
+            fence(std::memory_order_acquire);  // pairs with preserve's release fence
             if (racy_load_u64(&v->lo) <= m && m < racy_load_u64(&v->hi)) {
                 out = v;
                 return true;
@@ -674,7 +675,7 @@ class shard_versions {
                 throw;
             }
             all_.push_back({v->lo, v->hi, v});  // room reserved above: cannot throw
-            std::atomic_thread_fence(std::memory_order_release);  // a racy reader of tag.versions sees *v
+            fence(std::memory_order_release);  // a racy reader of tag.versions sees *v
             tag.versions = v;
             tag.gen = gen_;
             max_hi_ = op_seq_;

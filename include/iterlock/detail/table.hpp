@@ -64,6 +64,8 @@
 
 #include "iterlock/detail/bucket.hpp"
 #include "iterlock/detail/epoch.hpp"
+#include "iterlock/detail/exclusive_add.hpp"
+#include "iterlock/detail/fence.hpp"
 #include "iterlock/detail/inline.hpp"
 #include "iterlock/detail/prefetch.hpp"
 #include "iterlock/detail/racy_read.hpp"
@@ -191,8 +193,10 @@ class table {
     bool same_size_grow() const noexcept { return same_size_grow_; }
     std::size_t overflow_buckets() const noexcept { return noverflow_; }
     std::size_t evacuation_mark() const noexcept { return nevacuate_; }
-    std::uint64_t growths() const noexcept { return growths_; }              // hash_grow calls
-    std::uint64_t evacuated_buckets() const noexcept { return evacuated_; }  // old buckets evacuated
+    // hash_grow calls and old buckets evacuated so far; any thread may read them without the lock
+    // (concurrent_map::metrics()).
+    std::uint64_t growths() const noexcept { return growths_.load(std::memory_order_relaxed); }
+    std::uint64_t evacuated_buckets() const noexcept { return evacuated_.load(std::memory_order_relaxed); }
     std::uint64_t generation() const noexcept { return generation_; }
     std::uint64_t clear_epoch() const noexcept { return clear_epoch_; }
     const Hash& hash_function() const noexcept { return hash_; }
@@ -884,7 +888,7 @@ class table {
     bucket new_overflow(bucket last, bucket head) {
         const bucket ovf = allocate_overflow();
         // A racy reader that follows the link sees reset() (bucket_ref::next_racy).
-        std::atomic_thread_fence(std::memory_order_release);
+        fence(std::memory_order_release);
         last.body->overflow = ovf.ovf;
         if (!in_old_array(head)) ++noverflow_;
         return ovf;
@@ -933,7 +937,7 @@ class table {
         old_ = cur_;
         cur_ = newb;
         B_ += bigger;
-        ++growths_;
+        add_exclusive(growths_, 1);
         same_size_grow_ = bigger == 0;
         nevacuate_ = 0;
         noverflow_ = 0;
@@ -997,7 +1001,7 @@ class table {
             }
             // Pass 3: move. Nothing below throws.
             // A racy reader that sees an evacuation mark also sees the destination chains initialised.
-            std::atomic_thread_fence(std::memory_order_release);
+            fence(std::memory_order_release);
             struct dest {
                 bucket b;
                 unsigned i;
@@ -1030,7 +1034,7 @@ class table {
             }
             oldhead.body->overflow = nullptr;
             ++generation_;
-            ++evacuated_;
+            add_exclusive(evacuated_, 1);
         }
         if (oldbucket == nevacuate_) advance_evacuation_mark(newbit);
     }
@@ -1187,8 +1191,9 @@ class table {
     std::uint64_t generation_ = 0;     // bumped whenever entries move (checked builds compare it)
     std::uint64_t clear_epoch_ = 0;    // bumped by clear and moves: live iterations end
     std::uint64_t reseeds_ = 0;
-    std::uint64_t growths_ = 0;
-    std::uint64_t evacuated_ = 0;
+    // Written by the single writer (relaxed load + store), read by any thread.
+    std::atomic<std::uint64_t> growths_{0};
+    std::atomic<std::uint64_t> evacuated_{0};
     mutable std::atomic<std::uint64_t> iter_word_{0};  // live iterators (see iter_count_bits)
     struct iter_thread {
         std::uint64_t tag = 0;
