@@ -2,7 +2,10 @@
 // scale factor that keeps the stress loops short under sanitizers.
 #pragma once
 
+#include <chrono>
 #include <cstddef>
+#include <cstdio>
+#include <cstdlib>
 #include <thread>
 
 #include "iterlock/chan.hpp"
@@ -33,6 +36,30 @@ inline std::size_t iters(std::size_t n) {
 template <class Pred>
 void wait_until(Pred pred) {
     while (!pred()) std::this_thread::yield();
+}
+
+// Yields until `pred()` holds or `deadline` passes; returns whether it held. The deadline is a watchdog for a
+// condition that must come true (generous: it only decides how long a broken build takes to fail), never a
+// bound on speed.
+template <class Pred>
+bool wait_until_for(Pred pred, std::chrono::seconds deadline = std::chrono::seconds(20)) {
+    auto const end = std::chrono::steady_clock::now() + deadline;
+    while (!pred()) {
+        if (std::chrono::steady_clock::now() > end) return false;
+        std::this_thread::yield();
+    }
+    return true;
+}
+
+// Watchdog for a statement that used to hang (inside a death test's child, say): once `seconds` pass it
+// prints `what` and ends the process with status 3, so the test fails with a message instead of hanging.
+inline void start_watchdog(int seconds, const char* what) {
+    std::thread([seconds, what] {
+        std::this_thread::sleep_for(std::chrono::seconds(seconds));
+        std::fprintf(stderr, "watchdog: %s\n", what);
+        std::fflush(stderr);
+        std::_Exit(3);
+    }).detach();
 }
 
 template <class T>
