@@ -2,7 +2,9 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <algorithm>
 #include <chrono>
+#include <cstdint>
 #include <latch>
 #include <memory>
 #include <optional>
@@ -435,32 +437,65 @@ TEST(ChanRange, EmptyClosedChannelYieldsNothing) {
     EXPECT_EQ(n, 0);
 }
 
-// C1 + C4 under concurrency in a tiny setting: many rendezvous with timed and plain partners.
-TEST(ChanC7Timeouts, TimeoutRacesNeverLoseOrDuplicate) {
-    chan<int> c(0);
-    std::size_t const n = chan_test::iters(4000);
-    std::atomic<long> sent_sum{0};
-    std::atomic<long> recv_sum{0};
-    std::latch start(2);
-    std::thread s([&] {
-        start.arrive_and_wait();
-        for (std::size_t i = 1; i <= n; ++i) {
-            if (c.send_for(static_cast<int>(i), std::chrono::microseconds(i % 7 * 5)))
-                sent_sum += static_cast<long>(i);
-        }
-        c.close();
-    });
-    std::thread r([&] {
-        start.arrive_and_wait();
-        for (;;) {
-            auto v = c.recv_for(std::chrono::microseconds(3));
-            if (v.closed()) break;
-            if (v) recv_sum += *v;
-        }
-    });
-    s.join();
-    r.join();
-    EXPECT_EQ(sent_sum.load(), recv_sum.load());
+// C4 + C7 where they meet, the claim/abandon race: a parked timed operation whose deadline passes just as a
+// partner claims it must take the partner's outcome (the value moved), not report a timeout. Timed senders
+// and receivers meet on an unbuffered channel; a sender whose send_for fails retries the same value (C4: it
+// still owns it). Every value is recorded, so a lost value and a duplicated one cannot cancel out, and the
+// run goes on until the race was reached `target` times (the abandon_lost probe), within a generous cap.
+TEST(ChanC7Timeouts, Item17_TimeoutRacesDeliverEachValueExactlyOnce) {
+    constexpr int producers = 3;
+    constexpr int consumers = 3;
+    std::uint64_t const target = std::max<std::uint64_t>(10, chan_test::iters(400) / 8);
+    std::size_t const cap_per_producer = chan_test::iters(4000000);
+    chan<std::uint64_t> c(0);
+    std::uint64_t const races_before = access::abandon_lost();
+    std::uint64_t const slot_races_before = access::slot_deadline_lost();
+    std::atomic<bool> stop{false};
+    std::atomic<int> producers_done{0};
+    std::vector<std::vector<std::uint64_t>> sent(producers);
+    std::vector<std::vector<std::uint64_t>> got(consumers);
+    std::latch start(producers + consumers);
+    std::vector<std::thread> ts;
+    for (int id = 0; id < producers; ++id) {
+        ts.emplace_back([&, id] {
+            start.arrive_and_wait();
+            std::uint32_t seq = 0;
+            for (std::size_t attempt = 0; attempt < cap_per_producer && !stop.load(std::memory_order_relaxed);
+                 ++attempt) {
+                std::uint64_t v = chan_test::encode(static_cast<std::uint32_t>(id), seq);
+                if (c.send_for(std::move(v), std::chrono::microseconds(attempt % 7 * 5))) {
+                    sent[id].push_back(chan_test::encode(static_cast<std::uint32_t>(id), seq));
+                    ++seq;
+                }
+            }
+            ++producers_done;
+        });
+    }
+    for (int k = 0; k < consumers; ++k) {
+        ts.emplace_back([&, k] {
+            start.arrive_and_wait();
+            for (std::size_t i = 0;; ++i) {
+                auto v = c.recv_for(std::chrono::microseconds(i % 3 * 3));
+                if (v.closed()) break;
+                if (v) got[k].push_back(*v);
+            }
+        });
+    }
+    while (access::abandon_lost() - races_before < target && producers_done.load() < producers)
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    stop = true;
+    for (int id = 0; id < producers; ++id) ts[id].join();
+    c.close();
+    for (std::size_t i = producers; i < ts.size(); ++i) ts[i].join();
+
+    std::uint64_t const races = access::abandon_lost() - races_before;
+    std::size_t const values = chan_test::concat(sent).size();
+    ::testing::Test::RecordProperty("abandon_lost", std::to_string(races));
+    ::testing::Test::RecordProperty("slot_deadline_lost",
+                                    std::to_string(access::slot_deadline_lost() - slot_races_before));
+    EXPECT_GE(races, target) << "the claim/abandon race was reached only " << races << " times in " << values
+                             << " values; the test did not exercise what it checks";
+    EXPECT_TRUE(chan_test::each_received_once(chan_test::concat(sent), chan_test::concat(got)));
     EXPECT_TRUE(access::check_invariants(c));
 }
 

@@ -2,11 +2,17 @@
 // scale factor that keeps the stress loops short under sanitizers.
 #pragma once
 
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <iterator>
 #include <chrono>
 #include <cstddef>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <thread>
+#include <vector>
 
 #include "iterlock/chan.hpp"
 #include "iterlock/detail/chan_test_access.hpp"
@@ -30,6 +36,45 @@ inline constexpr std::size_t scale = 1;
 // Iteration count `n` for release builds, divided under sanitizers.
 inline std::size_t iters(std::size_t n) {
     return n / scale > 0 ? n / scale : 1;
+}
+
+// A value that names its producer (high half) and its sequence number (low half).
+inline std::uint64_t encode(std::uint32_t producer, std::uint32_t seq) {
+    return (static_cast<std::uint64_t>(producer) << 32) | seq;
+}
+
+// Rule C4 checked value by value: `received` (concatenated in any order) must be exactly `sent`, each value
+// once. Sums or counts would let a lost value and a duplicated one cancel out; this names the first of
+// either.
+inline ::testing::AssertionResult each_received_once(std::vector<std::uint64_t> sent,
+                                                     std::vector<std::uint64_t> received) {
+    std::sort(sent.begin(), sent.end());
+    std::sort(received.begin(), received.end());
+    auto const dup = std::adjacent_find(received.begin(), received.end());
+    if (dup != received.end()) {
+        return ::testing::AssertionFailure() << "value " << (*dup >> 32) << ":" << (*dup & 0xffffffffu)
+                                             << " (producer:sequence) was received twice";
+    }
+    std::vector<std::uint64_t> lost;
+    std::set_difference(sent.begin(), sent.end(), received.begin(), received.end(), std::back_inserter(lost));
+    std::vector<std::uint64_t> extra;
+    std::set_difference(received.begin(), received.end(), sent.begin(), sent.end(), std::back_inserter(extra));
+    if (!lost.empty()) {
+        return ::testing::AssertionFailure() << lost.size() << " value(s) sent but never received, the first "
+                                             << (lost[0] >> 32) << ":" << (lost[0] & 0xffffffffu);
+    }
+    if (!extra.empty()) {
+        return ::testing::AssertionFailure() << extra.size() << " value(s) received whose send failed, the first "
+                                             << (extra[0] >> 32) << ":" << (extra[0] & 0xffffffffu);
+    }
+    return ::testing::AssertionSuccess() << sent.size() << " values, each received once";
+}
+
+template <class V>
+std::vector<std::uint64_t> concat(const std::vector<std::vector<V>>& parts) {
+    std::vector<std::uint64_t> all;
+    for (auto const& p : parts) all.insert(all.end(), p.begin(), p.end());
+    return all;
 }
 
 // Yields until `pred()` holds. Used to wait until threads are parked; never a wall-clock bound.
