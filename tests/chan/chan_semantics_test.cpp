@@ -445,12 +445,15 @@ TEST(ChanRange, EmptyClosedChannelYieldsNothing) {
 TEST(ChanC7Timeouts, Item17_TimeoutRacesDeliverEachValueExactlyOnce) {
     constexpr int producers = 3;
     constexpr int consumers = 3;
-    std::uint64_t const target = std::max<std::uint64_t>(10, chan_test::iters(400) / 8);
+    std::uint64_t const target = std::max<std::uint64_t>(25, chan_test::iters(200));
     std::size_t const cap_per_producer = chan_test::iters(4000000);
     chan<std::uint64_t> c(0);
+    access::widen_claim_window const widen;
     std::uint64_t const races_before = access::abandon_lost();
     std::uint64_t const slot_races_before = access::slot_deadline_lost();
     std::atomic<bool> stop{false};
+    std::atomic<bool> closing{false};
+    std::atomic<int> closed_while_open{0};
     std::atomic<int> producers_done{0};
     std::vector<std::vector<std::uint64_t>> sent(producers);
     std::vector<std::vector<std::uint64_t>> got(consumers);
@@ -463,9 +466,13 @@ TEST(ChanC7Timeouts, Item17_TimeoutRacesDeliverEachValueExactlyOnce) {
             for (std::size_t attempt = 0; attempt < cap_per_producer && !stop.load(std::memory_order_relaxed);
                  ++attempt) {
                 std::uint64_t v = chan_test::encode(static_cast<std::uint32_t>(id), seq);
-                if (c.send_for(std::move(v), std::chrono::microseconds(attempt % 7 * 5))) {
-                    sent[id].push_back(chan_test::encode(static_cast<std::uint32_t>(id), seq));
-                    ++seq;
+                try {
+                    if (c.send_for(std::move(v), std::chrono::microseconds(attempt % 7 * 5))) {
+                        sent[id].push_back(chan_test::encode(static_cast<std::uint32_t>(id), seq));
+                        ++seq;
+                    }
+                } catch (const chan_closed&) {
+                    ++closed_while_open;  // the channel closes only after every producer stopped
                 }
             }
             ++producers_done;
@@ -476,7 +483,10 @@ TEST(ChanC7Timeouts, Item17_TimeoutRacesDeliverEachValueExactlyOnce) {
             start.arrive_and_wait();
             for (std::size_t i = 0;; ++i) {
                 auto v = c.recv_for(std::chrono::microseconds(i % 3 * 3));
-                if (v.closed()) break;
+                if (v.closed()) {
+                    if (closing.load()) break;
+                    ++closed_while_open;
+                }
                 if (v) got[k].push_back(*v);
             }
         });
@@ -485,6 +495,7 @@ TEST(ChanC7Timeouts, Item17_TimeoutRacesDeliverEachValueExactlyOnce) {
         std::this_thread::sleep_for(std::chrono::milliseconds(1));
     stop = true;
     for (int id = 0; id < producers; ++id) ts[id].join();
+    closing = true;
     c.close();
     for (std::size_t i = producers; i < ts.size(); ++i) ts[i].join();
 
@@ -496,6 +507,7 @@ TEST(ChanC7Timeouts, Item17_TimeoutRacesDeliverEachValueExactlyOnce) {
     EXPECT_GE(races, target) << "the claim/abandon race was reached only " << races << " times in " << values
                              << " values; the test did not exercise what it checks";
     EXPECT_TRUE(chan_test::each_received_once(chan_test::concat(sent), chan_test::concat(got)));
+    EXPECT_EQ(closed_while_open.load(), 0) << "operations reported 'closed' on a channel that was open";
     EXPECT_TRUE(access::check_invariants(c));
 }
 

@@ -123,6 +123,11 @@ struct chan_probes {
     static inline chan_probe abandon_lost;
     // The same race in the hand-over slot: at its deadline the slot party found itself completed already.
     static inline chan_probe slot_deadline_lost;
+#if ITERLOCK_CHAN_PROBES
+    // Test knob: while set, a claimer yields the processor once between its claim and its signal, so that
+    // a parked operation's deadline passes inside that window more often (the claim/abandon race above).
+    static inline std::atomic<bool> widen_claim_window{false};
+#endif
 };
 
 // Exponential backoff for waits that are expected to be short: `spin()` only pauses; `snooze()` pauses
@@ -243,6 +248,9 @@ class chan_parker {
 
     // Publishes everything the claimer wrote before it and wakes the owner.
     void signal() noexcept {
+#if ITERLOCK_CHAN_PROBES
+        if (chan_probes::widen_claim_window.load(std::memory_order_relaxed)) std::this_thread::yield();
+#endif
         if (wake_.exchange(2, std::memory_order_release) == 1) futex_wake(&wake_, 1);
     }
 

@@ -46,6 +46,13 @@ struct chan_test_access {
     // same race decided in the hand-over slot. Tests compare before/after values.
     static std::uint64_t abandon_lost() noexcept { return chan_probes::abandon_lost.count(); }
     static std::uint64_t slot_deadline_lost() noexcept { return chan_probes::slot_deadline_lost.count(); }
+    // While it lives, claimers yield between claim and signal, so the claim/abandon race comes more often.
+    struct widen_claim_window {
+        widen_claim_window() noexcept { chan_probes::widen_claim_window.store(true); }
+        ~widen_claim_window() { chan_probes::widen_claim_window.store(false); }
+        widen_claim_window(const widen_claim_window&) = delete;
+        widen_claim_window& operator=(const widen_claim_window&) = delete;
+    };
 #endif
 };
 
