@@ -23,6 +23,7 @@ using chan_test::access;
 using iterlock::chan;
 using iterlock::chan_closed;
 using iterlock::chan_status;
+using iterlock::select;
 
 // Counts live instances so tests can see that the channel destroys what it holds exactly once.
 struct counted {
@@ -367,6 +368,119 @@ TEST(ChanC5Close, CloseWakesTimedWaitersToo) {
     c.close();
     r.join();
     EXPECT_EQ(closed_seen.load(), 1);
+}
+
+// C6: a blocked operation polls for a bounded time, then sleeps on a futex, and the operation that completes
+// it wakes it. Each blocked receiver must be seen asleep (test access) before any sender arrives; one that
+// kept polling never would be, and the watchdog deadline (generous: the polling budget is microseconds)
+// fails the test instead of hanging it. Covers the hand-over slot, the unbuffered queue, the buffered
+// queue, a select linked on two channels, and a sender parked in the hand-over slot.
+TEST(ChanC6Blocking, Item20_BlockedThreadSleepsBeforeItsPartnerArrives) {
+    using namespace std::chrono_literals;
+    struct shape {
+        const char* name;
+        std::size_t capacity;
+        int receivers;
+        bool via_select;
+    };
+    for (shape const sh : {shape{"hand-over slot", 0, 1, false}, shape{"slot and unbuffered queue", 0, 2, false},
+                           shape{"buffered queue", 4, 2, false}, shape{"select on two channels", 0, 1, true}}) {
+        SCOPED_TRACE(sh.name);
+        chan<int> c(sh.capacity);
+        chan<int> other(1);
+        std::atomic<int> sum{0};
+        std::vector<std::thread> rs;
+        for (int k = 0; k < sh.receivers; ++k) {
+            rs.emplace_back([&, h = c, o = other] {
+                if (sh.via_select) {
+                    select(iterlock::on_recv(h, [&](std::optional<int> v) { sum += v.value_or(-1000); }),
+                           iterlock::on_recv(o, [&](std::optional<int> v) { sum += v.value_or(-1000); }));
+                } else {
+                    sum += h.recv().value_or(-1000);
+                }
+            });
+        }
+        auto const n = static_cast<std::size_t>(sh.receivers);
+        EXPECT_TRUE(chan_test::wait_until_for([&] { return access::asleep_receivers(c) == n; }, 10s))
+            << access::waiting_receivers(c) << " receiver(s) parked, " << access::asleep_receivers(c)
+            << " asleep after 10 s: C6 says a blocked thread sleeps after a few microseconds of polling";
+        for (int k = 0; k < sh.receivers; ++k) c.send(10 + k);  // the partner arrives only now
+        for (auto& t : rs) t.join();
+        EXPECT_EQ(sum.load(), sh.receivers == 1 ? 10 : 21);
+    }
+    // The sender side of the hand-over slot.
+    chan<int> c(0);
+    std::thread s([h = c] { h.send(5); });
+    EXPECT_TRUE(chan_test::wait_until_for([&] { return access::asleep_senders(c) == 1; }, 10s))
+        << "a sender parked in the hand-over slot still polls after 10 s (C6)";
+    EXPECT_EQ(c.recv(), 5);
+    s.join();
+}
+
+// C8: operations on a buffered channel take no lock while nobody waits, counted by the lock's probe. One
+// thread fills and drains with blocking, try and timed calls that never have to wait (and try calls that
+// find it full or empty); then a producer and a consumer that only try. Then the probe is shown to count: a
+// send that must wake a parked receiver takes the lock. (waiting_receivers() itself locks; it is called
+// outside the counted stretches.)
+TEST(ChanC8Progress, Item20_BufferedOpsWithoutWaitersTakeNoLock) {
+    using namespace std::chrono_literals;
+    chan<int> c(8);
+    auto const before = access::lock_acquisitions(c);
+    for (int round = 0; round < 1000; ++round) {
+        for (int i = 0; i < 8; ++i) {
+            if (i % 3 == 0) {
+                c.send(i);
+            } else if (i % 3 == 1) {
+                ASSERT_TRUE(c.try_send(i));
+            } else {
+                ASSERT_TRUE(c.send_for(i, 1h));
+            }
+        }
+        ASSERT_FALSE(c.try_send(99));
+        ASSERT_EQ(c.size(), 8u);
+        for (int i = 0; i < 8; ++i) {
+            if (i % 3 == 0) {
+                ASSERT_EQ(c.recv(), i);
+            } else if (i % 3 == 1) {
+                ASSERT_EQ(*c.try_recv(), i);
+            } else {
+                ASSERT_EQ(*c.recv_for(1h), i);
+            }
+        }
+        ASSERT_EQ(c.try_recv().status(), chan_status::would_block);
+    }
+    EXPECT_EQ(access::lock_acquisitions(c) - before, 0u) << "C8: one thread, nobody waiting";
+
+    int const n = static_cast<int>(chan_test::iters(100000));
+    auto const before_pair = access::lock_acquisitions(c);
+    std::latch start(2);
+    std::thread producer([&, h = c] {
+        start.arrive_and_wait();
+        for (int i = 0; i < n; ++i) {
+            while (!h.try_send(i)) std::this_thread::yield();
+        }
+    });
+    std::thread consumer([&, h = c] {
+        start.arrive_and_wait();
+        for (int i = 0; i < n;) {
+            if (auto r = h.try_recv()) {
+                ASSERT_EQ(*r, i);
+                ++i;
+            } else {
+                std::this_thread::yield();
+            }
+        }
+    });
+    producer.join();
+    consumer.join();
+    EXPECT_EQ(access::lock_acquisitions(c) - before_pair, 0u) << "C8: a producer and a consumer, nobody waiting";
+
+    std::thread r([h = c] { EXPECT_EQ(h.recv(), 7); });
+    chan_test::wait_receivers(c, 1);
+    auto const parked = access::lock_acquisitions(c);
+    c.send(7);
+    r.join();
+    EXPECT_GT(access::lock_acquisitions(c) - parked, 0u) << "the probe must see the lock taken to wake a waiter";
 }
 
 // C7: timeouts report "timeout" and change nothing.
