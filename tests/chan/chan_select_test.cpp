@@ -7,7 +7,10 @@
 #include <array>
 #include <atomic>
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
+#include <cstdlib>
+#include <new>
 #include <latch>
 #include <memory>
 #include <string>
@@ -17,6 +20,33 @@
 #include "chan_test_util.hpp"
 #include "iterlock/chan.hpp"
 #include "iterlock/select.hpp"
+
+// Replaced global allocation functions for this executable (rule SEL8's test): each counts the allocations
+// of the calling thread, so a test can see that its own loop allocated nothing while other threads run.
+namespace {
+thread_local std::uint64_t t_allocations = 0;
+
+void* counted_alloc(std::size_t n, std::size_t align) {
+    ++t_allocations;
+    if (n == 0) n = 1;
+    void* p = align <= alignof(std::max_align_t) ? std::malloc(n) : std::aligned_alloc(align, (n + align - 1) / align * align);
+    if (!p) throw std::bad_alloc();
+    return p;
+}
+}  // namespace
+
+void* operator new(std::size_t n) { return counted_alloc(n, 0); }
+void* operator new[](std::size_t n) { return counted_alloc(n, 0); }
+void* operator new(std::size_t n, std::align_val_t a) { return counted_alloc(n, static_cast<std::size_t>(a)); }
+void* operator new[](std::size_t n, std::align_val_t a) { return counted_alloc(n, static_cast<std::size_t>(a)); }
+void operator delete(void* p) noexcept { std::free(p); }
+void operator delete[](void* p) noexcept { std::free(p); }
+void operator delete(void* p, std::size_t) noexcept { std::free(p); }
+void operator delete[](void* p, std::size_t) noexcept { std::free(p); }
+void operator delete(void* p, std::align_val_t) noexcept { std::free(p); }
+void operator delete[](void* p, std::align_val_t) noexcept { std::free(p); }
+void operator delete(void* p, std::size_t, std::align_val_t) noexcept { std::free(p); }
+void operator delete[](void* p, std::size_t, std::align_val_t) noexcept { std::free(p); }
 
 namespace {
 
@@ -428,6 +458,49 @@ TEST(SelectLoop, LoopUntilClosedWithSendAndReceiveOnSameChannel) {
     producer.join();
     EXPECT_EQ(sum, 999L * 1000 / 2);
     EXPECT_EQ(access::waiting_senders(done), 0u);
+}
+
+// SEL8: no allocation. A loop of selects on this thread, through every path (a ready case, the default, an
+// immediate and a real timeout, and blocking selects completed by a partner on an unbuffered and on a
+// buffered channel), counts no call of operator new on this thread. The counter is checked first, so the
+// test cannot pass because the replacement is not linked.
+TEST(SelectSEL8NoAllocation, Item20_LoopOfSelectsAllocatesNothing) {
+    {
+        std::uint64_t const before = t_allocations;
+        void* volatile p = ::operator new(32);
+        ::operator delete(p);
+        ASSERT_EQ(t_allocations - before, 1u) << "the counting operator new is not in use";
+    }
+    chan<int> ready(4);
+    chan<int> out(1);
+    chan<int> idle(0);
+    chan<int> unbuf(0);
+    chan<int> buf(2);
+    int const rounds = static_cast<int>(chan_test::iters(200));
+    std::thread partner([&, u = unbuf, b = buf] {
+        for (int i = 0; i < rounds; ++i) {
+            chan<int> const& to = i % 2 == 0 ? u : b;
+            chan_test::wait_receivers(to, 1);  // the select below is parked on it
+            to.send(i);
+        }
+    });
+    long sum = 0;
+    auto take = [&](std::optional<int> v) { sum += v.value_or(0); };
+    std::uint64_t const before = t_allocations;
+    for (int i = 0; i < rounds; ++i) {
+        ready.send(i);
+        ASSERT_LT(select(on_recv(ready, take), on_send(out, i), on_recv(idle, take)), 2u);
+        (void)out.try_recv();
+        (void)ready.try_recv();
+        ASSERT_EQ(select(on_recv(idle, take), on_default()), 1u);
+        ASSERT_EQ(select(on_recv(idle, take), on_timeout(0us)), 1u);
+        ASSERT_EQ(select(on_recv(idle, take), on_send(idle, int{i}), on_timeout(20us)), 2u);
+        ASSERT_LT(select(on_recv(unbuf, take), on_recv(buf, take), on_recv(idle, take)), 2u);
+    }
+    std::uint64_t const allocations = t_allocations - before;
+    partner.join();
+    EXPECT_EQ(allocations, 0u) << "SEL8: " << rounds << " rounds of selects allocated";
+    EXPECT_GT(sum, 0);
 }
 
 }  // namespace

@@ -401,9 +401,9 @@ TEST(ChanC6Blocking, Item20_BlockedThreadSleepsBeforeItsPartnerArrives) {
             });
         }
         auto const n = static_cast<std::size_t>(sh.receivers);
-        EXPECT_TRUE(chan_test::wait_until_for([&] { return access::asleep_receivers(c) == n; }, 10s))
+        EXPECT_TRUE(chan_test::wait_until_for([&] { return access::asleep_receivers(c) == n; }, 5s))
             << access::waiting_receivers(c) << " receiver(s) parked, " << access::asleep_receivers(c)
-            << " asleep after 10 s: C6 says a blocked thread sleeps after a few microseconds of polling";
+            << " asleep after 5 s: C6 says a blocked thread sleeps after a few microseconds of polling";
         for (int k = 0; k < sh.receivers; ++k) c.send(10 + k);  // the partner arrives only now
         for (auto& t : rs) t.join();
         EXPECT_EQ(sum.load(), sh.receivers == 1 ? 10 : 21);
@@ -411,8 +411,8 @@ TEST(ChanC6Blocking, Item20_BlockedThreadSleepsBeforeItsPartnerArrives) {
     // The sender side of the hand-over slot.
     chan<int> c(0);
     std::thread s([h = c] { h.send(5); });
-    EXPECT_TRUE(chan_test::wait_until_for([&] { return access::asleep_senders(c) == 1; }, 10s))
-        << "a sender parked in the hand-over slot still polls after 10 s (C6)";
+    EXPECT_TRUE(chan_test::wait_until_for([&] { return access::asleep_senders(c) == 1; }, 5s))
+        << "a sender parked in the hand-over slot still polls after 5 s (C6)";
     EXPECT_EQ(c.recv(), 5);
     s.join();
 }
