@@ -1,4 +1,4 @@
-// iterlock::select against its contract (the S-numbers of include/iterlock/select.hpp): fairness without
+// iterlock::select against its contract (the SEL-numbers of include/iterlock/select.hpp): fairness without
 // timing, default never blocks, exactly one case commits under contention, timeouts, nil and closed
 // channels, and select-to-select rendezvous.
 #include <gtest/gtest.h>
@@ -77,8 +77,8 @@ double chi_square(const std::vector<long>& counts) {
 // once in a million runs, a select biased by even 3% towards one case over 40000 rounds fails it always.
 constexpr double chi2_bound_df3 = 30.7;
 
-// S2: all four receive cases always ready; each must win about a quarter of the rounds.
-TEST(SelectS2Fairness, ReadyReceiveCasesChosenUniformly) {
+// SEL2: all four receive cases always ready; each must win about a quarter of the rounds.
+TEST(SelectSEL2Fairness, ReadyReceiveCasesChosenUniformly) {
     std::array<chan<int>, 4> cs{chan<int>(1), chan<int>(1), chan<int>(0 + 2), chan<int>(3)};
     for (auto& c : cs) c.send(0);
     std::vector<long> counts(4, 0);
@@ -93,8 +93,8 @@ TEST(SelectS2Fairness, ReadyReceiveCasesChosenUniformly) {
         << counts[0] << " " << counts[1] << " " << counts[2] << " " << counts[3];
 }
 
-// S2 with mixed directions: two ready receives and two ready sends.
-TEST(SelectS2Fairness, MixedReadyCasesChosenUniformly) {
+// SEL2 with mixed directions: two ready receives and two ready sends.
+TEST(SelectSEL2Fairness, MixedReadyCasesChosenUniformly) {
     chan<int> r0(1);
     chan<std::string> r1(1);
     chan<long> s0(1);
@@ -124,8 +124,8 @@ TEST(SelectS2Fairness, MixedReadyCasesChosenUniformly) {
     EXPECT_LT(chi_square(counts), chi2_bound_df3);
 }
 
-// S3: with nothing ready the default runs, every time, without blocking.
-TEST(SelectS3Default, NeverBlocks) {
+// SEL3: with nothing ready the default runs, every time, without blocking.
+TEST(SelectSEL3Default, NeverBlocks) {
     chan<int> empty_buffered(4);
     chan<int> no_partner(0);
     chan<int> full(1);
@@ -142,7 +142,7 @@ TEST(SelectS3Default, NeverBlocks) {
     EXPECT_TRUE(access::check_invariants(no_partner));
 }
 
-TEST(SelectS3Default, ReadyCaseBeatsDefault) {
+TEST(SelectSEL3Default, ReadyCaseBeatsDefault) {
     chan<int> c(1);
     c.send(11);
     int got = 0;
@@ -151,7 +151,7 @@ TEST(SelectS3Default, ReadyCaseBeatsDefault) {
     EXPECT_EQ(got, 11);
 }
 
-TEST(SelectS3Default, UnbufferedPartnerParkedIsReady) {
+TEST(SelectSEL3Default, UnbufferedPartnerParkedIsReady) {
     chan<int> c(0);
     std::thread s([&] { c.send(3); });
     chan_test::wait_senders(c, 1);
@@ -163,8 +163,8 @@ TEST(SelectS3Default, UnbufferedPartnerParkedIsReady) {
     EXPECT_EQ(got, 3);
 }
 
-// S4: timeouts.
-TEST(SelectS4Timeout, TimeoutRunsWhenNothingReady) {
+// SEL4: timeouts.
+TEST(SelectSEL4Timeout, TimeoutRunsWhenNothingReady) {
     chan<int> a(0);
     chan<int> b(2);
     bool timed_out = false;
@@ -180,7 +180,7 @@ TEST(SelectS4Timeout, TimeoutRunsWhenNothingReady) {
     EXPECT_TRUE(access::check_invariants(b));
 }
 
-TEST(SelectS4Timeout, ValueArrivingBeforeDeadlineWins) {
+TEST(SelectSEL4Timeout, ValueArrivingBeforeDeadlineWins) {
     chan<int> c(0);
     std::thread s([&] {
         chan_test::wait_receivers(c, 1);
@@ -194,8 +194,8 @@ TEST(SelectS4Timeout, ValueArrivingBeforeDeadlineWins) {
     EXPECT_EQ(got, 8);
 }
 
-// S5/S6: closed channels.
-TEST(SelectS5Closed, ClosedReceiveCaseIsReadyWithNullopt) {
+// SEL5/SEL6: closed channels.
+TEST(SelectSEL5Closed, ClosedReceiveCaseIsReadyWithNullopt) {
     chan<int> open(1);
     chan<int> closed(0);
     closed.close();
@@ -206,7 +206,7 @@ TEST(SelectS5Closed, ClosedReceiveCaseIsReadyWithNullopt) {
     EXPECT_TRUE(saw_nullopt);
 }
 
-TEST(SelectS5Closed, CloseWakesParkedSelect) {
+TEST(SelectSEL5Closed, CloseWakesParkedSelect) {
     chan<int> a(0);
     chan<int> b(3);
     std::size_t k = 99;
@@ -223,7 +223,7 @@ TEST(SelectS5Closed, CloseWakesParkedSelect) {
     EXPECT_TRUE(access::check_invariants(a));
 }
 
-TEST(SelectS6Send, SendCaseOnClosedChannelThrows) {
+TEST(SelectSEL6Send, SendCaseOnClosedChannelThrows) {
     chan<int> c(2);
     c.close();
     bool handler_ran = false;
@@ -231,7 +231,7 @@ TEST(SelectS6Send, SendCaseOnClosedChannelThrows) {
     EXPECT_FALSE(handler_ran);
 }
 
-TEST(SelectS6Send, RvalueMovedOnlyWhenChosen) {
+TEST(SelectSEL6Send, RvalueMovedOnlyWhenChosen) {
     chan<std::unique_ptr<int>> full(1);
     full.send(std::make_unique<int>(0));
     auto p = std::make_unique<int>(42);
@@ -245,8 +245,8 @@ TEST(SelectS6Send, RvalueMovedOnlyWhenChosen) {
     EXPECT_EQ(**full.recv(), 42);
 }
 
-// S7: nil channels are never ready.
-TEST(SelectS7Nil, NilCasesNeverChosen) {
+// SEL7: nil channels are never ready.
+TEST(SelectSEL7Nil, NilCasesNeverChosen) {
     chan<int> nil;
     chan<int> ready(1);
     ready.send(1);
@@ -259,10 +259,10 @@ TEST(SelectS7Nil, NilCasesNeverChosen) {
     EXPECT_EQ(select(on_recv(nil), on_default()), 1u);
 }
 
-// S1: exactly one case commits under contention. Producers select over sends to three channels of
+// SEL1: exactly one case commits under contention. Producers select over sends to three channels of
 // different kinds, consumers select over receives from them (one consumer also forwards through a send
 // case); every value sent is received exactly once.
-TEST(SelectS1ExactlyOne, ValuesCountedOnBothSides) {
+TEST(SelectSEL1ExactlyOne, ValuesCountedOnBothSides) {
     chan<std::uint64_t> a(0);
     chan<std::uint64_t> b(1);
     chan<std::uint64_t> c(8);
@@ -392,7 +392,7 @@ TEST(SelectRendezvous, SelectMeetsSelect) {
 
 // Timed selects racing with senders: a value is either received by a select or its send failed. Every
 // value is recorded (a comparison of sums let a lost and a duplicated value cancel out).
-TEST(SelectS4Timeout, TimeoutRacesKeepAccounts) {
+TEST(SelectSEL4Timeout, TimeoutRacesKeepAccounts) {
     chan<std::uint64_t> u(0);
     chan<std::uint64_t> b(2);
     std::uint32_t const n = static_cast<std::uint32_t>(chan_test::iters(20000));
