@@ -17,6 +17,18 @@
 #include "iterlock/chan.hpp"
 #include "iterlock/detail/chan_test_access.hpp"
 
+// 1 under ThreadSanitizer, whose runtime owns the global operator new (it cannot be replaced there).
+#if defined(__SANITIZE_THREAD__)
+#define CHAN_TEST_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define CHAN_TEST_TSAN 1
+#endif
+#endif
+#ifndef CHAN_TEST_TSAN
+#define CHAN_TEST_TSAN 0
+#endif
+
 namespace chan_test {
 
 using access = iterlock::detail::chan_test_access;
