@@ -31,7 +31,7 @@ constexpr const char* blocked_message =
 // watchdog covers any hang on the way.
 template <class Prepare, class Op, class Parked>
 void destroy_last_handle_under_blocked_thread(std::size_t capacity, Prepare prepare, Op op, Parked parked) {
-    chan_test::start_watchdog(60, "Item07: still running 60 s after the last handle was destroyed");
+    chan_test::watchdog const dog(std::chrono::seconds(60), "Item07: the death test's child ran for 60 s");
     auto* handle = new chan<int>(capacity);
     prepare(*handle);
     std::thread blocked([&only = *handle, op] { op(only); });

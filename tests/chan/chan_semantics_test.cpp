@@ -561,6 +561,7 @@ TEST(ChanC7Timeouts, Item17_TimeoutRacesDeliverEachValueExactlyOnce) {
     constexpr int consumers = 3;
     std::uint64_t const target = std::max<std::uint64_t>(25, chan_test::iters(200));
     std::size_t const cap_per_producer = chan_test::iters(4000000);
+    chan_test::watchdog const dog(std::chrono::seconds(60), "Item17: the timeout race test ran for 60 s");
     chan<std::uint64_t> c(0);
     access::widen_claim_window const widen;
     std::uint64_t const races_before = access::abandon_lost();

@@ -6,7 +6,9 @@
 
 #include <algorithm>
 #include <iterator>
+#include <mutex>
 #include <chrono>
+#include <condition_variable>
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
@@ -108,16 +110,36 @@ bool wait_until_for(Pred pred, std::chrono::seconds deadline = std::chrono::seco
     return true;
 }
 
-// Watchdog for a statement that used to hang (inside a death test's child, say): once `seconds` pass it
-// prints `what` and ends the process with status 3, so the test fails with a message instead of hanging.
-inline void start_watchdog(int seconds, const char* what) {
-    std::thread([seconds, what] {
-        std::this_thread::sleep_for(std::chrono::seconds(seconds));
-        std::fprintf(stderr, "watchdog: %s\n", what);
-        std::fflush(stderr);
-        std::_Exit(3);
-    }).detach();
-}
+// Watchdog for a test (or a death test's statement) that must fail rather than hang: if it is still alive
+// after `limit`, it prints `what` and ends the process with status 3. Its destructor calls it off.
+class watchdog {
+  public:
+    watchdog(std::chrono::seconds limit, const char* what)
+        : thread_([this, limit, what] {
+              std::unique_lock<std::mutex> lk(m_);
+              if (!cv_.wait_for(lk, limit, [this] { return done_; })) {
+                  std::fprintf(stderr, "watchdog: %s\n", what);
+                  std::fflush(stderr);
+                  std::_Exit(3);
+              }
+          }) {}
+    watchdog(const watchdog&) = delete;
+    watchdog& operator=(const watchdog&) = delete;
+    ~watchdog() {
+        {
+            std::lock_guard<std::mutex> lk(m_);
+            done_ = true;
+        }
+        cv_.notify_one();
+        thread_.join();
+    }
+
+  private:
+    std::mutex m_;
+    std::condition_variable cv_;
+    bool done_ = false;
+    std::thread thread_;  // last: starts once the members it uses exist
+};
 
 template <class T>
 void wait_receivers(const iterlock::chan<T>& ch, std::size_t n) {
