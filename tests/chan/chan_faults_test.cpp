@@ -49,17 +49,19 @@ TEST_F(ChanFaultsDeathTest, Item07_LastHandleDestroyedUnderBlockedThreadAborts) 
                      0, nothing, [](const chan<int>& c) { (void)c.recv(); }, receivers),
                  blocked_message);
     // Unbuffered timed send (the hand-over slot, sender side).
-    EXPECT_DEATH(destroy_last_handle_under_blocked_thread(
-                     0, nothing, [](const chan<int>& c) { (void)c.send_for(1, std::chrono::hours(1)); }, senders),
-                 blocked_message);
+    EXPECT_DEATH(
+        destroy_last_handle_under_blocked_thread(
+            0, nothing, [](const chan<int>& c) { (void)c.send_for(1, std::chrono::hours(1)); }, senders),
+        blocked_message);
     // Buffered receive on an empty channel (a waiter in the receive queue).
     EXPECT_DEATH(destroy_last_handle_under_blocked_thread(
                      4, nothing, [](const chan<int>& c) { (void)c.recv(); }, receivers),
                  blocked_message);
     // Buffered send on a full channel (a waiter in the send queue).
-    EXPECT_DEATH(destroy_last_handle_under_blocked_thread(
-                     1, [](const chan<int>& c) { c.send(1); }, [](const chan<int>& c) { c.send(2); }, senders),
-                 blocked_message);
+    EXPECT_DEATH(
+        destroy_last_handle_under_blocked_thread(
+            1, [](const chan<int>& c) { c.send(1); }, [](const chan<int>& c) { c.send(2); }, senders),
+        blocked_message);
     // A select blocked over this channel and another one that stays alive.
     EXPECT_DEATH(destroy_last_handle_under_blocked_thread(
                      0, nothing,
@@ -74,7 +76,10 @@ TEST_F(ChanFaultsDeathTest, Item07_LastHandleDestroyedUnderBlockedThreadAborts) 
 // Destroying the last handle with nobody blocked is ordinary, buffered values included; a thread that holds
 // its own copy keeps the channel alive (the usual way, and the one C9 asks for).
 TEST(ChanFaults, Item07_ThreadsHoldingTheirOwnHandleAreUnaffected) {
-    { chan<int> c(4); c.send(1); }
+    {
+        chan<int> c(4);
+        c.send(1);
+    }
     auto* handle = new chan<int>(0);
     std::thread t([own = *handle] { EXPECT_EQ(own.recv(), 7); });
     chan<int> sender = *handle;
@@ -91,7 +96,8 @@ TEST(ChanFaults, Item13_HugeCapacityThrowsLengthErrorNamingTheLimit) {
     } catch (const std::length_error& e) {
         std::string const what = e.what();
         EXPECT_NE(what.find("iterlock::chan: capacity 1152921504606846976"), std::string::npos) << what;
-        EXPECT_NE(what.find("max_capacity() = " + std::to_string(chan<int>::max_capacity())), std::string::npos)
+        EXPECT_NE(what.find("max_capacity() = " + std::to_string(chan<int>::max_capacity())),
+                  std::string::npos)
             << what;
     }
     // Every capacity above the limit, a negative int converted to size_t included, and for other types.

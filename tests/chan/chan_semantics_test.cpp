@@ -1,8 +1,8 @@
 // Go's channel semantics, rule by rule (the C-numbers of include/iterlock/chan.hpp's contract).
 #include <gtest/gtest.h>
 
-#include <atomic>
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <latch>
@@ -383,8 +383,9 @@ TEST(ChanC6Blocking, Item20_BlockedThreadSleepsBeforeItsPartnerArrives) {
         int receivers;
         bool via_select;
     };
-    for (shape const sh : {shape{"hand-over slot", 0, 1, false}, shape{"slot and unbuffered queue", 0, 2, false},
-                           shape{"buffered queue", 4, 2, false}, shape{"select on two channels", 0, 1, true}}) {
+    for (shape const sh :
+         {shape{"hand-over slot", 0, 1, false}, shape{"slot and unbuffered queue", 0, 2, false},
+          shape{"buffered queue", 4, 2, false}, shape{"select on two channels", 0, 1, true}}) {
         SCOPED_TRACE(sh.name);
         chan<int> c(sh.capacity);
         chan<int> other(1);
@@ -473,14 +474,16 @@ TEST(ChanC8Progress, Item20_BufferedOpsWithoutWaitersTakeNoLock) {
     });
     producer.join();
     consumer.join();
-    EXPECT_EQ(access::lock_acquisitions(c) - before_pair, 0u) << "C8: a producer and a consumer, nobody waiting";
+    EXPECT_EQ(access::lock_acquisitions(c) - before_pair, 0u)
+        << "C8: a producer and a consumer, nobody waiting";
 
     std::thread r([h = c] { EXPECT_EQ(h.recv(), 7); });
     chan_test::wait_receivers(c, 1);
     auto const parked = access::lock_acquisitions(c);
     c.send(7);
     r.join();
-    EXPECT_GT(access::lock_acquisitions(c) - parked, 0u) << "the probe must see the lock taken to wake a waiter";
+    EXPECT_GT(access::lock_acquisitions(c) - parked, 0u)
+        << "the probe must see the lock taken to wake a waiter";
 }
 
 // C7: timeouts report "timeout" and change nothing.

@@ -5,14 +5,14 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
-#include <iterator>
-#include <mutex>
 #include <chrono>
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <iterator>
+#include <mutex>
 #include <thread>
 #include <vector>
 
@@ -30,6 +30,9 @@
 #ifndef CHAN_TEST_TSAN
 #define CHAN_TEST_TSAN 0
 #endif
+
+static_assert(ITERLOCK_CHAN_PROBES,
+              "the channel tests assert on probes: build them with ITERLOCK_CHAN_PROBES=1");
 
 namespace chan_test {
 
@@ -72,14 +75,16 @@ inline ::testing::AssertionResult each_received_once(std::vector<std::uint64_t> 
     std::vector<std::uint64_t> lost;
     std::set_difference(sent.begin(), sent.end(), received.begin(), received.end(), std::back_inserter(lost));
     std::vector<std::uint64_t> extra;
-    std::set_difference(received.begin(), received.end(), sent.begin(), sent.end(), std::back_inserter(extra));
+    std::set_difference(received.begin(), received.end(), sent.begin(), sent.end(),
+                        std::back_inserter(extra));
     if (!lost.empty()) {
         return ::testing::AssertionFailure() << lost.size() << " value(s) sent but never received, the first "
                                              << (lost[0] >> 32) << ":" << (lost[0] & 0xffffffffu);
     }
     if (!extra.empty()) {
-        return ::testing::AssertionFailure() << extra.size() << " value(s) received whose send failed, the first "
-                                             << (extra[0] >> 32) << ":" << (extra[0] & 0xffffffffu);
+        return ::testing::AssertionFailure()
+               << extra.size() << " value(s) received whose send failed, the first " << (extra[0] >> 32)
+               << ":" << (extra[0] & 0xffffffffu);
     }
     return ::testing::AssertionSuccess() << sent.size() << " values, each received once";
 }

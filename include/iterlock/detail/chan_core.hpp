@@ -106,7 +106,7 @@ class chan_core {
         lock_.unlock();
         return n;
     }
-    // Of those, the ones that stopped polling and sleep on their futex (rule C6). Takes the lock (tests only).
+    // Of those, the ones that stopped polling and sleep on their futex (rule C6). Takes the lock; tests only.
     std::size_t asleep(bool send) noexcept {
         lock_.lock();
         std::size_t n = queue_of(send).unprotected_count_asleep();
@@ -114,9 +114,8 @@ class chan_core {
         lock_.unlock();
         return n;
     }
-#if ITERLOCK_CHAN_PROBES
+    // Probe (tests only; 0 without ITERLOCK_CHAN_PROBES).
     std::uint64_t lock_acquisitions() const noexcept { return lock_.acquisitions(); }
-#endif
 
   protected:
     static constexpr std::uint32_t slot_free = 0;

@@ -102,19 +102,24 @@ inline void futex_wake(std::atomic<std::uint32_t>* word, int count) noexcept {
 #endif
 }
 
-// One event counter (relaxed; a probe orders nothing). See ITERLOCK_CHAN_PROBES.
+// One event counter (relaxed; a probe orders nothing). See ITERLOCK_CHAN_PROBES: without probes it is an
+// empty class whose count() is always 0.
+#if ITERLOCK_CHAN_PROBES
 class chan_probe {
   public:
-#if ITERLOCK_CHAN_PROBES
     void hit() noexcept { n_.fetch_add(1, std::memory_order_relaxed); }
     std::uint64_t count() const noexcept { return n_.load(std::memory_order_relaxed); }
 
   private:
     std::atomic<std::uint64_t> n_{0};
-#else
-    void hit() noexcept {}
-#endif
 };
+#else
+class chan_probe {
+  public:
+    void hit() noexcept {}
+    std::uint64_t count() const noexcept { return 0; }
+};
+#endif
 
 // Process-wide probes of rare events (their paths are cold; per-channel probes live with their channel).
 struct chan_probes {
@@ -123,11 +128,10 @@ struct chan_probes {
     static inline chan_probe abandon_lost;
     // The same race in the hand-over slot: at its deadline the slot party found itself completed already.
     static inline chan_probe slot_deadline_lost;
-#if ITERLOCK_CHAN_PROBES
-    // Test knob: while set, a claimer yields the processor once between its claim and its signal, so that
-    // a parked operation's deadline passes inside that window more often (the claim/abandon race above).
+    // Test knob, read only with probes: while set, a claimer yields the processor once between its claim
+    // and its signal, so that a parked operation's deadline passes inside that window more often (the
+    // claim/abandon race above).
     static inline std::atomic<bool> widen_claim_window{false};
-#endif
 };
 
 // Exponential backoff for waits that are expected to be short: `spin()` only pauses; `snooze()` pauses
@@ -181,10 +185,8 @@ class chan_lock {
     void unlock() noexcept {
         if (word_.exchange(0, std::memory_order_release) == 2) futex_wake(&word_, 1);
     }
-#if ITERLOCK_CHAN_PROBES
-    // Probe: acquisitions so far (rule C8 is tested with it).
+    // Probe: acquisitions so far (rule C8 is tested with it); always 0 without probes.
     std::uint64_t acquisitions() const noexcept { return acquisitions_.count(); }
-#endif
 
   private:
     void lock_slow() noexcept {
@@ -248,9 +250,8 @@ class chan_parker {
 
     // Publishes everything the claimer wrote before it and wakes the owner.
     void signal() noexcept {
-#if ITERLOCK_CHAN_PROBES
-        if (chan_probes::widen_claim_window.load(std::memory_order_relaxed)) std::this_thread::yield();
-#endif
+        if (ITERLOCK_CHAN_PROBES && chan_probes::widen_claim_window.load(std::memory_order_relaxed))
+            std::this_thread::yield();
         if (wake_.exchange(2, std::memory_order_release) == 1) futex_wake(&wake_, 1);
     }
 
