@@ -29,13 +29,22 @@
 //      (one CAS on the ring plus a load); a per-channel lock is taken only to park or wake, or for any
 //      operation on an unbuffered channel. Waiting for the other side of a slot that is being written or
 //      read (a move construction in progress) uses the bounded backoff, then yields.
+//  C9  Lifetime: a thread uses a channel through a handle that lives for the whole call (its own copy,
+//      normally). Destroying the last handle while a thread is blocked on the channel (in send, recv, a timed
+//      operation, the range-for or select, reached through a reference or pointer to that handle) is a fatal
+//      error: the destructor aborts with "fatal error: iterlock::chan: the last handle to a channel was
+//      destroyed while a thread is blocked on it ...". (Go cannot express this: its collector keeps a
+//      channel alive while a goroutine waits on it. Here the blocked thread could never be woken, and
+//      would touch freed memory if it were; docs/CHANNELS.md says why it is not woken with an error.) A
+//      call that has not parked yet when its handle dies is a use after free, as for any object.
 //
 // Requires of T: a complete object type, nothrow move constructible and nothrow destructible (values move
 // under channel locks). Copies are made before any channel state changes, so a throwing copy constructor
 // leaves the channel untouched.
 //
 // Complexity: every operation is O(1) apart from waiting; close() is O(number of blocked threads); the
-// destructor of the last handle is O(values still buffered). A buffered channel allocates its N slots once.
+// destructor of the last handle is O(values still buffered) plus one lock acquisition (the C9 check). A
+// buffered channel allocates its N slots once; a capacity above max_capacity() throws std::length_error.
 //
 // FAQ
 //  - Why a handle and not a sender/receiver split? Go code, select over mixed directions and the change
@@ -118,8 +127,14 @@ class chan {
 
     // The nil channel (see the header comment).
     chan() noexcept = default;
-    // A channel with room for `capacity` values; 0 makes it unbuffered. Throws std::bad_alloc.
+    // A channel with room for `capacity` values; 0 makes it unbuffered. Throws std::length_error, naming
+    // both numbers, if capacity > max_capacity() (e.g. chan<int>(1 << 60), or a negative int converted to
+    // size_t), and std::bad_alloc if the buffer cannot be allocated.
     explicit chan(std::size_t capacity) : state_(std::make_shared<detail::chan_state<T>>(capacity)) {}
+
+    // The largest capacity a chan<T> accepts: as many slots (a T and an 8-byte stamp each) as fit in
+    // PTRDIFF_MAX bytes. Like vector::max_size(), a bound of the representation, not a promise of memory.
+    static constexpr std::size_t max_capacity() noexcept { return detail::chan_ring<T>::max_capacity(); }
 
     // --- sending. All throw chan_closed if the channel is closed (C5). ---
 

@@ -10,23 +10,24 @@
 //           iterlock::on_timeout(std::chrono::seconds(1), [&] { report_idle(); }));
 //   }
 //
-// Contract.
-//  S1  Exactly one case runs per call: select commits one channel operation (or the default, or the
-//      timeout), then calls that case's handler, and returns its position in the argument list. No value is
-//      taken from a channel whose case was not chosen, and no value is sent on one.
-//  S2  Fairness: when several channel cases are ready, each is chosen with equal probability (a fresh
-//      random poll order per call, as Go), so no ready case starves.
-//  S3  on_default: if no channel case is ready the default runs at once; select never blocks.
-//  S4  on_timeout / on_deadline: if no channel case became ready by then, the timeout case runs. Together
-//      with a default, the default wins (it never waits).
-//  S5  Receive cases see Go's `v, ok := <-c`: the handler gets std::optional<T>, std::nullopt when the
-//      channel is closed and drained (a closed channel is always ready).
-//  S6  A send case on a closed channel that gets chosen throws chan_closed (Go panics), before any handler.
-//      A value passed to on_send as an rvalue is moved from only if its case is chosen; an lvalue is copied
-//      into the case when the case is built.
-//  S7  A case on a nil channel (default-constructed chan) is never ready; all-nil without default or
-//      timeout blocks forever, as Go's `select {}`.
-//  S8  No allocation: cases, waiters and scratch live on the caller's stack; select in a loop costs no heap.
+// Contract. (Rules SEL1-SEL8; the S rules belong to concurrent_map's snapshots.)
+//  SEL1  Exactly one case runs per call: select commits one channel operation (or the default, or the
+//        timeout), then calls that case's handler, and returns its position in the argument list. No value is
+//        taken from a channel whose case was not chosen, and no value is sent on one.
+//  SEL2  Fairness: when several channel cases are ready, each is chosen with equal probability (a fresh
+//        random poll order per call, as Go), so no ready case starves.
+//  SEL3  on_default: if no channel case is ready the default runs at once; select never blocks.
+//  SEL4  on_timeout / on_deadline: if no channel case became ready by then, the timeout case runs. Together
+//        with a default, the default wins (it never waits).
+//  SEL5  Receive cases see Go's `v, ok := <-c`: the handler gets std::optional<T>, std::nullopt when the
+//        channel is closed and drained (a closed channel is always ready).
+//  SEL6  A send case on a closed channel that gets chosen throws chan_closed (Go panics), before any handler.
+//        A value passed to on_send as an rvalue is moved from only if its case is chosen; an lvalue is copied
+//        into the case when the case is built.
+//  SEL7  A case on a nil channel (default-constructed chan) is never ready; all-nil without default or
+//        timeout blocks forever, as Go's `select {}`.
+//  SEL8  No allocation: cases, waiters and scratch live on the caller's stack; select in a loop costs no
+//        heap.
 //
 // Complexity: O(n) per call for n cases, plus n lock acquisitions when it has to block (never when some
 // case is ready on entry). Handlers run after every channel lock is released; they may use the channels.
@@ -172,7 +173,7 @@ recv_case<T, std::decay_t<F>> on_recv(const chan<T>& ch, F&& f = {}) {
     return recv_case<T, std::decay_t<F>>(ch, std::forward<F>(f));
 }
 
-// Send `v` on `ch`; `f()` runs if this case is chosen. An rvalue `v` is moved from only then (S6).
+// Send `v` on `ch`; `f()` runs if this case is chosen. An rvalue `v` is moved from only then (SEL6).
 template <class T, class F = detail::no_handler>
 send_case<T, std::decay_t<F>, false> on_send(const chan<T>& ch, std::type_identity_t<T>&& v, F&& f = {}) {
     return send_case<T, std::decay_t<F>, false>(ch, std::move(v), std::forward<F>(f));
@@ -229,7 +230,7 @@ struct is_select_case<timeout_case<F>> : std::true_type {};
 
 }  // namespace detail
 
-// Runs one select over the given cases (S1-S8) and returns the position of the case that ran.
+// Runs one select over the given cases (SEL1-SEL8) and returns the position of the case that ran.
 template <class... Cases>
 std::size_t select(Cases&&... cases) {
     constexpr std::size_t n = sizeof...(Cases);

@@ -1,4 +1,4 @@
-// iterlock::select against its contract (the S-numbers of include/iterlock/select.hpp): fairness without
+// iterlock::select against its contract (the SEL-numbers of include/iterlock/select.hpp): fairness without
 // timing, default never blocks, exactly one case commits under contention, timeouts, nil and closed
 // channels, and select-to-select rendezvous.
 #include <gtest/gtest.h>
@@ -7,9 +7,12 @@
 #include <array>
 #include <atomic>
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
+#include <cstdlib>
 #include <latch>
 #include <memory>
+#include <new>
 #include <string>
 #include <thread>
 #include <vector>
@@ -17,6 +20,94 @@
 #include "chan_test_util.hpp"
 #include "iterlock/chan.hpp"
 #include "iterlock/select.hpp"
+
+// Replaced global allocation functions for this executable (rule SEL8's test): each counts the allocations
+// of the calling thread, so a test can see that its own loop allocated nothing while other threads run.
+// Not under TSan: its runtime defines every form and is linked whole, so the SEL8 test skips there (the rule
+// is not about threads; release and ASan builds run it).
+#if !CHAN_TEST_TSAN
+namespace {
+thread_local std::uint64_t t_allocations = 0;
+
+void* counted_alloc(std::size_t n, std::size_t align) {
+    ++t_allocations;
+    if (n == 0) n = 1;
+    void* p = align <= alignof(std::max_align_t) ? std::malloc(n)
+                                                 : std::aligned_alloc(align, (n + align - 1) / align * align);
+    if (!p) throw std::bad_alloc();
+    return p;
+}
+}  // namespace
+
+void* operator new(std::size_t n) {
+    return counted_alloc(n, 0);
+}
+void* operator new[](std::size_t n) {
+    return counted_alloc(n, 0);
+}
+void* operator new(std::size_t n, std::align_val_t a) {
+    return counted_alloc(n, static_cast<std::size_t>(a));
+}
+void* operator new[](std::size_t n, std::align_val_t a) {
+    return counted_alloc(n, static_cast<std::size_t>(a));
+}
+void* operator new(std::size_t n, const std::nothrow_t&) noexcept {
+    try {
+        return counted_alloc(n, 0);
+    } catch (const std::bad_alloc&) {
+        return nullptr;
+    }
+}
+void* operator new[](std::size_t n, const std::nothrow_t& t) noexcept {
+    return ::operator new(n, t);
+}
+void* operator new(std::size_t n, std::align_val_t a, const std::nothrow_t&) noexcept {
+    try {
+        return counted_alloc(n, static_cast<std::size_t>(a));
+    } catch (const std::bad_alloc&) {
+        return nullptr;
+    }
+}
+void* operator new[](std::size_t n, std::align_val_t a, const std::nothrow_t& t) noexcept {
+    return ::operator new(n, a, t);
+}
+void operator delete(void* p) noexcept {
+    std::free(p);
+}
+void operator delete(void* p, const std::nothrow_t&) noexcept {
+    std::free(p);
+}
+void operator delete[](void* p, const std::nothrow_t&) noexcept {
+    std::free(p);
+}
+void operator delete(void* p, std::align_val_t, const std::nothrow_t&) noexcept {
+    std::free(p);
+}
+void operator delete[](void* p, std::align_val_t, const std::nothrow_t&) noexcept {
+    std::free(p);
+}
+void operator delete[](void* p) noexcept {
+    std::free(p);
+}
+void operator delete(void* p, std::size_t) noexcept {
+    std::free(p);
+}
+void operator delete[](void* p, std::size_t) noexcept {
+    std::free(p);
+}
+void operator delete(void* p, std::align_val_t) noexcept {
+    std::free(p);
+}
+void operator delete[](void* p, std::align_val_t) noexcept {
+    std::free(p);
+}
+void operator delete(void* p, std::size_t, std::align_val_t) noexcept {
+    std::free(p);
+}
+void operator delete[](void* p, std::size_t, std::align_val_t) noexcept {
+    std::free(p);
+}
+#endif
 
 namespace {
 
@@ -47,8 +138,8 @@ double chi_square(const std::vector<long>& counts) {
 // once in a million runs, a select biased by even 3% towards one case over 40000 rounds fails it always.
 constexpr double chi2_bound_df3 = 30.7;
 
-// S2: all four receive cases always ready; each must win about a quarter of the rounds.
-TEST(SelectS2Fairness, ReadyReceiveCasesChosenUniformly) {
+// SEL2: all four receive cases always ready; each must win about a quarter of the rounds.
+TEST(SelectSEL2Fairness, ReadyReceiveCasesChosenUniformly) {
     std::array<chan<int>, 4> cs{chan<int>(1), chan<int>(1), chan<int>(0 + 2), chan<int>(3)};
     for (auto& c : cs) c.send(0);
     std::vector<long> counts(4, 0);
@@ -63,8 +154,8 @@ TEST(SelectS2Fairness, ReadyReceiveCasesChosenUniformly) {
         << counts[0] << " " << counts[1] << " " << counts[2] << " " << counts[3];
 }
 
-// S2 with mixed directions: two ready receives and two ready sends.
-TEST(SelectS2Fairness, MixedReadyCasesChosenUniformly) {
+// SEL2 with mixed directions: two ready receives and two ready sends.
+TEST(SelectSEL2Fairness, MixedReadyCasesChosenUniformly) {
     chan<int> r0(1);
     chan<std::string> r1(1);
     chan<long> s0(1);
@@ -94,8 +185,8 @@ TEST(SelectS2Fairness, MixedReadyCasesChosenUniformly) {
     EXPECT_LT(chi_square(counts), chi2_bound_df3);
 }
 
-// S3: with nothing ready the default runs, every time, without blocking.
-TEST(SelectS3Default, NeverBlocks) {
+// SEL3: with nothing ready the default runs, every time, without blocking.
+TEST(SelectSEL3Default, NeverBlocks) {
     chan<int> empty_buffered(4);
     chan<int> no_partner(0);
     chan<int> full(1);
@@ -112,7 +203,7 @@ TEST(SelectS3Default, NeverBlocks) {
     EXPECT_TRUE(access::check_invariants(no_partner));
 }
 
-TEST(SelectS3Default, ReadyCaseBeatsDefault) {
+TEST(SelectSEL3Default, ReadyCaseBeatsDefault) {
     chan<int> c(1);
     c.send(11);
     int got = 0;
@@ -121,7 +212,7 @@ TEST(SelectS3Default, ReadyCaseBeatsDefault) {
     EXPECT_EQ(got, 11);
 }
 
-TEST(SelectS3Default, UnbufferedPartnerParkedIsReady) {
+TEST(SelectSEL3Default, UnbufferedPartnerParkedIsReady) {
     chan<int> c(0);
     std::thread s([&] { c.send(3); });
     chan_test::wait_senders(c, 1);
@@ -133,8 +224,8 @@ TEST(SelectS3Default, UnbufferedPartnerParkedIsReady) {
     EXPECT_EQ(got, 3);
 }
 
-// S4: timeouts.
-TEST(SelectS4Timeout, TimeoutRunsWhenNothingReady) {
+// SEL4: timeouts.
+TEST(SelectSEL4Timeout, TimeoutRunsWhenNothingReady) {
     chan<int> a(0);
     chan<int> b(2);
     bool timed_out = false;
@@ -150,7 +241,7 @@ TEST(SelectS4Timeout, TimeoutRunsWhenNothingReady) {
     EXPECT_TRUE(access::check_invariants(b));
 }
 
-TEST(SelectS4Timeout, ValueArrivingBeforeDeadlineWins) {
+TEST(SelectSEL4Timeout, ValueArrivingBeforeDeadlineWins) {
     chan<int> c(0);
     std::thread s([&] {
         chan_test::wait_receivers(c, 1);
@@ -164,8 +255,8 @@ TEST(SelectS4Timeout, ValueArrivingBeforeDeadlineWins) {
     EXPECT_EQ(got, 8);
 }
 
-// S5/S6: closed channels.
-TEST(SelectS5Closed, ClosedReceiveCaseIsReadyWithNullopt) {
+// SEL5/SEL6: closed channels.
+TEST(SelectSEL5Closed, ClosedReceiveCaseIsReadyWithNullopt) {
     chan<int> open(1);
     chan<int> closed(0);
     closed.close();
@@ -176,7 +267,7 @@ TEST(SelectS5Closed, ClosedReceiveCaseIsReadyWithNullopt) {
     EXPECT_TRUE(saw_nullopt);
 }
 
-TEST(SelectS5Closed, CloseWakesParkedSelect) {
+TEST(SelectSEL5Closed, CloseWakesParkedSelect) {
     chan<int> a(0);
     chan<int> b(3);
     std::size_t k = 99;
@@ -193,7 +284,7 @@ TEST(SelectS5Closed, CloseWakesParkedSelect) {
     EXPECT_TRUE(access::check_invariants(a));
 }
 
-TEST(SelectS6Send, SendCaseOnClosedChannelThrows) {
+TEST(SelectSEL6Send, SendCaseOnClosedChannelThrows) {
     chan<int> c(2);
     c.close();
     bool handler_ran = false;
@@ -201,7 +292,7 @@ TEST(SelectS6Send, SendCaseOnClosedChannelThrows) {
     EXPECT_FALSE(handler_ran);
 }
 
-TEST(SelectS6Send, RvalueMovedOnlyWhenChosen) {
+TEST(SelectSEL6Send, RvalueMovedOnlyWhenChosen) {
     chan<std::unique_ptr<int>> full(1);
     full.send(std::make_unique<int>(0));
     auto p = std::make_unique<int>(42);
@@ -215,8 +306,8 @@ TEST(SelectS6Send, RvalueMovedOnlyWhenChosen) {
     EXPECT_EQ(**full.recv(), 42);
 }
 
-// S7: nil channels are never ready.
-TEST(SelectS7Nil, NilCasesNeverChosen) {
+// SEL7: nil channels are never ready.
+TEST(SelectSEL7Nil, NilCasesNeverChosen) {
     chan<int> nil;
     chan<int> ready(1);
     ready.send(1);
@@ -229,10 +320,10 @@ TEST(SelectS7Nil, NilCasesNeverChosen) {
     EXPECT_EQ(select(on_recv(nil), on_default()), 1u);
 }
 
-// S1: exactly one case commits under contention. Producers select over sends to three channels of
+// SEL1: exactly one case commits under contention. Producers select over sends to three channels of
 // different kinds, consumers select over receives from them (one consumer also forwards through a send
 // case); every value sent is received exactly once.
-TEST(SelectS1ExactlyOne, ValuesCountedOnBothSides) {
+TEST(SelectSEL1ExactlyOne, ValuesCountedOnBothSides) {
     chan<std::uint64_t> a(0);
     chan<std::uint64_t> b(1);
     chan<std::uint64_t> c(8);
@@ -360,44 +451,45 @@ TEST(SelectRendezvous, SelectMeetsSelect) {
     EXPECT_TRUE(access::check_invariants(ba));
 }
 
-// Timed selects racing with senders: a value is either received by a select or its send failed.
-TEST(SelectS4Timeout, TimeoutRacesKeepAccounts) {
-    chan<int> u(0);
-    chan<int> b(2);
-    std::size_t const n = chan_test::iters(20000);
-    std::atomic<long> sent{0};
-    std::atomic<long> got{0};
+// Timed selects racing with senders: a value is either received by a select or its send failed. Every
+// value is recorded (a comparison of sums let a lost and a duplicated value cancel out).
+TEST(SelectSEL4Timeout, TimeoutRacesKeepAccounts) {
+    chan<std::uint64_t> u(0);
+    chan<std::uint64_t> b(2);
+    std::uint32_t const n = static_cast<std::uint32_t>(chan_test::iters(20000));
+    std::vector<std::vector<std::uint64_t>> sent(2);
+    std::vector<std::uint64_t> got;
     std::latch start(3);
     std::thread s1([&] {
         start.arrive_and_wait();
-        for (std::size_t i = 1; i <= n; ++i) {
-            if (u.send_for(static_cast<int>(i), std::chrono::microseconds(i % 5 * 4)))
-                sent += static_cast<long>(i);
+        for (std::uint32_t i = 0; i < n; ++i) {
+            if (u.send_for(chan_test::encode(0, i), std::chrono::microseconds(i % 5 * 4)))
+                sent[0].push_back(chan_test::encode(0, i));
         }
     });
     std::thread s2([&] {
         start.arrive_and_wait();
-        for (std::size_t i = 1; i <= n; ++i) {
-            if (b.try_send(static_cast<int>(i))) sent += static_cast<long>(i);
+        for (std::uint32_t i = 0; i < n; ++i) {
+            if (b.try_send(chan_test::encode(1, i))) sent[1].push_back(chan_test::encode(1, i));
         }
     });
     std::atomic<bool> stop{false};
     std::thread r([&] {
         start.arrive_and_wait();
-        auto take = [&](std::optional<int> v) {
-            if (v) got += *v;
+        auto take = [&](std::optional<std::uint64_t> v) {
+            if (v) got.push_back(*v);
         };
         while (!stop.load()) {
             select(on_recv(u, take), on_recv(b, take), on_timeout(std::chrono::microseconds(7)));
         }
         // Drain what is left in the buffer.
-        while (auto v = b.try_recv()) got += *v;
+        while (auto v = b.try_recv()) got.push_back(*v);
     });
     s1.join();
     s2.join();
     stop = true;
     r.join();
-    EXPECT_EQ(sent.load(), got.load());
+    EXPECT_TRUE(chan_test::each_received_once(chan_test::concat(sent), got));
     EXPECT_TRUE(access::check_invariants(u));
     EXPECT_TRUE(access::check_invariants(b));
 }
@@ -427,6 +519,53 @@ TEST(SelectLoop, LoopUntilClosedWithSendAndReceiveOnSameChannel) {
     producer.join();
     EXPECT_EQ(sum, 999L * 1000 / 2);
     EXPECT_EQ(access::waiting_senders(done), 0u);
+}
+
+// SEL8: no allocation. A loop of selects on this thread, through every path (a ready case, the default, an
+// immediate and a real timeout, and blocking selects completed by a partner on an unbuffered and on a
+// buffered channel), counts no call of operator new on this thread. The counter is checked first, so the
+// test cannot pass because the replacement is not linked.
+TEST(SelectSEL8NoAllocation, Item20_LoopOfSelectsAllocatesNothing) {
+#if CHAN_TEST_TSAN
+    GTEST_SKIP() << "ThreadSanitizer's runtime owns operator new; the release and ASan builds run this test";
+#else
+    {
+        std::uint64_t const before = t_allocations;
+        void* volatile p = ::operator new(32);
+        ::operator delete(p);
+        ASSERT_EQ(t_allocations - before, 1u) << "the counting operator new is not in use";
+    }
+    chan<int> ready(4);
+    chan<int> out(1);
+    chan<int> idle(0);
+    chan<int> unbuf(0);
+    chan<int> buf(2);
+    int const rounds = static_cast<int>(chan_test::iters(200));
+    std::thread partner([&, u = unbuf, b = buf] {
+        for (int i = 0; i < rounds; ++i) {
+            chan<int> const& to = i % 2 == 0 ? u : b;
+            chan_test::wait_receivers(to, 1);  // the select below is parked on it
+            to.send(i);
+        }
+    });
+    long sum = 0;
+    auto take = [&](std::optional<int> v) { sum += v.value_or(0); };
+    std::uint64_t const before = t_allocations;
+    for (int i = 0; i < rounds; ++i) {
+        ready.send(i);
+        ASSERT_LT(select(on_recv(ready, take), on_send(out, i), on_recv(idle, take)), 2u);
+        (void)out.try_recv();
+        (void)ready.try_recv();
+        ASSERT_EQ(select(on_recv(idle, take), on_default()), 1u);
+        ASSERT_EQ(select(on_recv(idle, take), on_timeout(0us)), 1u);
+        ASSERT_EQ(select(on_recv(idle, take), on_send(idle, int{i}), on_timeout(20us)), 2u);
+        ASSERT_LT(select(on_recv(unbuf, take), on_recv(buf, take), on_recv(idle, take)), 2u);
+    }
+    std::uint64_t const allocations = t_allocations - before;
+    partner.join();
+    EXPECT_EQ(allocations, 0u) << "SEL8: " << rounds << " rounds of selects allocated";
+    EXPECT_GT(sum, 0);
+#endif
 }
 
 }  // namespace

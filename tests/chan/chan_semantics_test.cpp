@@ -1,8 +1,10 @@
 // Go's channel semantics, rule by rule (the C-numbers of include/iterlock/chan.hpp's contract).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cstdint>
 #include <latch>
 #include <memory>
 #include <optional>
@@ -21,6 +23,7 @@ using chan_test::access;
 using iterlock::chan;
 using iterlock::chan_closed;
 using iterlock::chan_status;
+using iterlock::select;
 
 // Counts live instances so tests can see that the channel destroys what it holds exactly once.
 struct counted {
@@ -367,6 +370,122 @@ TEST(ChanC5Close, CloseWakesTimedWaitersToo) {
     EXPECT_EQ(closed_seen.load(), 1);
 }
 
+// C6: a blocked operation polls for a bounded time, then sleeps on a futex, and the operation that completes
+// it wakes it. Each blocked receiver must be seen asleep (test access) before any sender arrives; one that
+// kept polling never would be, and the watchdog deadline (generous: the polling budget is microseconds)
+// fails the test instead of hanging it. Covers the hand-over slot, the unbuffered queue, the buffered
+// queue, a select linked on two channels, and a sender parked in the hand-over slot.
+TEST(ChanC6Blocking, Item20_BlockedThreadSleepsBeforeItsPartnerArrives) {
+    using namespace std::chrono_literals;
+    struct shape {
+        const char* name;
+        std::size_t capacity;
+        int receivers;
+        bool via_select;
+    };
+    for (shape const sh :
+         {shape{"hand-over slot", 0, 1, false}, shape{"slot and unbuffered queue", 0, 2, false},
+          shape{"buffered queue", 4, 2, false}, shape{"select on two channels", 0, 1, true}}) {
+        SCOPED_TRACE(sh.name);
+        chan<int> c(sh.capacity);
+        chan<int> other(1);
+        std::atomic<int> sum{0};
+        std::vector<std::thread> rs;
+        for (int k = 0; k < sh.receivers; ++k) {
+            rs.emplace_back([&, h = c, o = other] {
+                if (sh.via_select) {
+                    select(iterlock::on_recv(h, [&](std::optional<int> v) { sum += v.value_or(-1000); }),
+                           iterlock::on_recv(o, [&](std::optional<int> v) { sum += v.value_or(-1000); }));
+                } else {
+                    sum += h.recv().value_or(-1000);
+                }
+            });
+        }
+        auto const n = static_cast<std::size_t>(sh.receivers);
+        EXPECT_TRUE(chan_test::wait_until_for([&] { return access::asleep_receivers(c) == n; }, 5s))
+            << access::waiting_receivers(c) << " receiver(s) parked, " << access::asleep_receivers(c)
+            << " asleep after 5 s: C6 says a blocked thread sleeps after a few microseconds of polling";
+        for (int k = 0; k < sh.receivers; ++k) c.send(10 + k);  // the partner arrives only now
+        for (auto& t : rs) t.join();
+        EXPECT_EQ(sum.load(), sh.receivers == 1 ? 10 : 21);
+    }
+    // The sender side of the hand-over slot.
+    chan<int> c(0);
+    std::thread s([h = c] { h.send(5); });
+    EXPECT_TRUE(chan_test::wait_until_for([&] { return access::asleep_senders(c) == 1; }, 5s))
+        << "a sender parked in the hand-over slot still polls after 5 s (C6)";
+    EXPECT_EQ(c.recv(), 5);
+    s.join();
+}
+
+// C8: operations on a buffered channel take no lock while nobody waits, counted by the lock's probe. One
+// thread fills and drains with blocking, try and timed calls that never have to wait (and try calls that
+// find it full or empty); then a producer and a consumer that only try. Then the probe is shown to count: a
+// send that must wake a parked receiver takes the lock. (waiting_receivers() itself locks; it is called
+// outside the counted stretches.)
+TEST(ChanC8Progress, Item20_BufferedOpsWithoutWaitersTakeNoLock) {
+    using namespace std::chrono_literals;
+    chan<int> c(8);
+    auto const before = access::lock_acquisitions(c);
+    for (int round = 0; round < 1000; ++round) {
+        for (int i = 0; i < 8; ++i) {
+            if (i % 3 == 0) {
+                c.send(i);
+            } else if (i % 3 == 1) {
+                ASSERT_TRUE(c.try_send(i));
+            } else {
+                ASSERT_TRUE(c.send_for(i, 1h));
+            }
+        }
+        ASSERT_FALSE(c.try_send(99));
+        ASSERT_EQ(c.size(), 8u);
+        for (int i = 0; i < 8; ++i) {
+            if (i % 3 == 0) {
+                ASSERT_EQ(c.recv(), i);
+            } else if (i % 3 == 1) {
+                ASSERT_EQ(*c.try_recv(), i);
+            } else {
+                ASSERT_EQ(*c.recv_for(1h), i);
+            }
+        }
+        ASSERT_EQ(c.try_recv().status(), chan_status::would_block);
+    }
+    EXPECT_EQ(access::lock_acquisitions(c) - before, 0u) << "C8: one thread, nobody waiting";
+
+    int const n = static_cast<int>(chan_test::iters(100000));
+    auto const before_pair = access::lock_acquisitions(c);
+    std::latch start(2);
+    std::thread producer([&, h = c] {
+        start.arrive_and_wait();
+        for (int i = 0; i < n; ++i) {
+            while (!h.try_send(i)) std::this_thread::yield();
+        }
+    });
+    std::thread consumer([&, h = c] {
+        start.arrive_and_wait();
+        for (int i = 0; i < n;) {
+            if (auto r = h.try_recv()) {
+                ASSERT_EQ(*r, i);
+                ++i;
+            } else {
+                std::this_thread::yield();
+            }
+        }
+    });
+    producer.join();
+    consumer.join();
+    EXPECT_EQ(access::lock_acquisitions(c) - before_pair, 0u)
+        << "C8: a producer and a consumer, nobody waiting";
+
+    std::thread r([h = c] { EXPECT_EQ(h.recv(), 7); });
+    chan_test::wait_receivers(c, 1);
+    auto const parked = access::lock_acquisitions(c);
+    c.send(7);
+    r.join();
+    EXPECT_GT(access::lock_acquisitions(c) - parked, 0u)
+        << "the probe must see the lock taken to wake a waiter";
+}
+
 // C7: timeouts report "timeout" and change nothing.
 TEST(ChanC7Timeouts, RecvForOnEmptyTimesOut) {
     for (std::size_t cap : {0u, 2u}) {
@@ -435,32 +554,78 @@ TEST(ChanRange, EmptyClosedChannelYieldsNothing) {
     EXPECT_EQ(n, 0);
 }
 
-// C1 + C4 under concurrency in a tiny setting: many rendezvous with timed and plain partners.
-TEST(ChanC7Timeouts, TimeoutRacesNeverLoseOrDuplicate) {
-    chan<int> c(0);
-    std::size_t const n = chan_test::iters(4000);
-    std::atomic<long> sent_sum{0};
-    std::atomic<long> recv_sum{0};
-    std::latch start(2);
-    std::thread s([&] {
-        start.arrive_and_wait();
-        for (std::size_t i = 1; i <= n; ++i) {
-            if (c.send_for(static_cast<int>(i), std::chrono::microseconds(i % 7 * 5)))
-                sent_sum += static_cast<long>(i);
-        }
-        c.close();
-    });
-    std::thread r([&] {
-        start.arrive_and_wait();
-        for (;;) {
-            auto v = c.recv_for(std::chrono::microseconds(3));
-            if (v.closed()) break;
-            if (v) recv_sum += *v;
-        }
-    });
-    s.join();
-    r.join();
-    EXPECT_EQ(sent_sum.load(), recv_sum.load());
+// C4 + C7 where they meet, the claim/abandon race: a parked timed operation whose deadline passes just as a
+// partner claims it must take the partner's outcome (the value moved), not report a timeout. Timed senders
+// and receivers meet on an unbuffered channel; a sender whose send_for fails retries the same value (C4: it
+// still owns it). Every value is recorded, so a lost value and a duplicated one cannot cancel out, and the
+// run goes on until the race was reached `target` times (the abandon_lost probe), within a generous cap.
+TEST(ChanC7Timeouts, Item17_TimeoutRacesDeliverEachValueExactlyOnce) {
+    constexpr int producers = 3;
+    constexpr int consumers = 3;
+    std::uint64_t const target = std::max<std::uint64_t>(25, chan_test::iters(200));
+    std::size_t const cap_per_producer = chan_test::iters(4000000);
+    chan_test::watchdog const dog(std::chrono::seconds(60), "Item17: the timeout race test ran for 60 s");
+    chan<std::uint64_t> c(0);
+    access::widen_claim_window const widen;
+    std::uint64_t const races_before = access::abandon_lost();
+    std::uint64_t const slot_races_before = access::slot_deadline_lost();
+    std::atomic<bool> stop{false};
+    std::atomic<bool> closing{false};
+    std::atomic<int> closed_while_open{0};
+    std::atomic<int> producers_done{0};
+    std::vector<std::vector<std::uint64_t>> sent(producers);
+    std::vector<std::vector<std::uint64_t>> got(consumers);
+    std::latch start(producers + consumers);
+    std::vector<std::thread> ts;
+    for (int id = 0; id < producers; ++id) {
+        ts.emplace_back([&, id] {
+            start.arrive_and_wait();
+            std::uint32_t seq = 0;
+            for (std::size_t attempt = 0; attempt < cap_per_producer && !stop.load(std::memory_order_relaxed);
+                 ++attempt) {
+                std::uint64_t v = chan_test::encode(static_cast<std::uint32_t>(id), seq);
+                try {
+                    if (c.send_for(std::move(v), std::chrono::microseconds(attempt % 7 * 5))) {
+                        sent[id].push_back(chan_test::encode(static_cast<std::uint32_t>(id), seq));
+                        ++seq;
+                    }
+                } catch (const chan_closed&) {
+                    ++closed_while_open;  // the channel closes only after every producer stopped
+                }
+            }
+            ++producers_done;
+        });
+    }
+    for (int k = 0; k < consumers; ++k) {
+        ts.emplace_back([&, k] {
+            start.arrive_and_wait();
+            for (std::size_t i = 0;; ++i) {
+                auto v = c.recv_for(std::chrono::microseconds(i % 3 * 3));
+                if (v.closed()) {
+                    if (closing.load()) break;
+                    ++closed_while_open;
+                }
+                if (v) got[k].push_back(*v);
+            }
+        });
+    }
+    while (access::abandon_lost() - races_before < target && producers_done.load() < producers)
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    stop = true;
+    for (int id = 0; id < producers; ++id) ts[id].join();
+    closing = true;
+    c.close();
+    for (std::size_t i = producers; i < ts.size(); ++i) ts[i].join();
+
+    std::uint64_t const races = access::abandon_lost() - races_before;
+    std::size_t const values = chan_test::concat(sent).size();
+    ::testing::Test::RecordProperty("abandon_lost", std::to_string(races));
+    ::testing::Test::RecordProperty("slot_deadline_lost",
+                                    std::to_string(access::slot_deadline_lost() - slot_races_before));
+    EXPECT_GE(races, target) << "the claim/abandon race was reached only " << races << " times in " << values
+                             << " values; the test did not exercise what it checks";
+    EXPECT_TRUE(chan_test::each_received_once(chan_test::concat(sent), chan_test::concat(got)));
+    EXPECT_EQ(closed_while_open.load(), 0) << "operations reported 'closed' on a channel that was open";
     EXPECT_TRUE(access::check_invariants(c));
 }
 

@@ -48,6 +48,7 @@
 #include "iterlock/detail/chan_park.hpp"
 #include "iterlock/detail/chan_ring.hpp"
 #include "iterlock/detail/chan_waitq.hpp"
+#include "iterlock/misuse.hpp"
 
 namespace iterlock::detail {
 
@@ -105,6 +106,16 @@ class chan_core {
         lock_.unlock();
         return n;
     }
+    // Of those, the ones that stopped polling and sleep on their futex (rule C6). Takes the lock; tests only.
+    std::size_t asleep(bool send) noexcept {
+        lock_.lock();
+        std::size_t n = queue_of(send).unprotected_count_asleep();
+        if (slot_state_.load(std::memory_order_relaxed) == slot_sleeping(send)) ++n;
+        lock_.unlock();
+        return n;
+    }
+    // Probe (tests only; 0 without ITERLOCK_CHAN_PROBES).
+    std::uint64_t lock_acquisitions() const noexcept { return lock_.acquisitions(); }
 
   protected:
     static constexpr std::uint32_t slot_free = 0;
@@ -133,6 +144,22 @@ class chan_core {
 
     chan_core(std::size_t capacity, const chan_ops* ops) noexcept : cap_(capacity), ops_(ops) {}
     ~chan_core() = default;
+
+    // Rule C9, called first by the destructor of the shared state (the last handle is gone). A thread still
+    // linked in a queue (a blocked send, recv or select) or inside the hand-over slot could never be woken,
+    // and would touch freed memory if it were: abort and say what the program did.
+    void fail_if_blocked_at_destruction() noexcept {
+        lock_.lock();
+        bool const blocked = !recvq_.unprotected_empty() || !sendq_.unprotected_empty() ||
+                             slot_state_.load(std::memory_order_relaxed) != slot_free;
+        lock_.unlock();
+        if (blocked) {
+            fatal(
+                "iterlock::chan: the last handle to a channel was destroyed while a thread is blocked on it "
+                "(in send, recv or select); that thread could never be woken. Keep a chan handle alive in "
+                "every thread that uses the channel (capture the chan by value, not by reference)");
+        }
+    }
 
     // Buffered kind: after a successful ring operation, wakes one waiter on the other side if any announced.
     // `other_send` names that side. Takes `lock_` unless `locked`.

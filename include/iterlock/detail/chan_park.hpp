@@ -37,6 +37,14 @@
 #define ITERLOCK_CHAN_YIELD_POLLS 4
 #endif
 
+// Test probes: event counters that the channel tests read through detail/chan_test_access.hpp, to assert
+// that a race was actually reached or that a path took no lock. Compiled in only when ITERLOCK_CHAN_PROBES
+// is 1 (the channel test executables set it for every translation unit); otherwise a probe is an empty
+// member and `hit()` compiles to nothing. All translation units of one program must agree on the macro.
+#ifndef ITERLOCK_CHAN_PROBES
+#define ITERLOCK_CHAN_PROBES 0
+#endif
+
 namespace iterlock::detail {
 
 static_assert(sizeof(std::atomic<std::uint32_t>) == sizeof(std::uint32_t) &&
@@ -94,6 +102,38 @@ inline void futex_wake(std::atomic<std::uint32_t>* word, int count) noexcept {
 #endif
 }
 
+// One event counter (relaxed; a probe orders nothing). See ITERLOCK_CHAN_PROBES: without probes it is an
+// empty class whose count() is always 0.
+#if ITERLOCK_CHAN_PROBES
+class chan_probe {
+  public:
+    void hit() noexcept { n_.fetch_add(1, std::memory_order_relaxed); }
+    std::uint64_t count() const noexcept { return n_.load(std::memory_order_relaxed); }
+
+  private:
+    std::atomic<std::uint64_t> n_{0};
+};
+#else
+class chan_probe {
+  public:
+    void hit() noexcept {}
+    std::uint64_t count() const noexcept { return 0; }
+};
+#endif
+
+// Process-wide probes of rare events (their paths are cold; per-channel probes live with their channel).
+struct chan_probes {
+    // A parked operation reached its deadline, but its abandon CAS lost to a channel that had just claimed
+    // it (the claim/abandon race of chan_parker): it must take the claimer's outcome, not report a timeout.
+    static inline chan_probe abandon_lost;
+    // The same race in the hand-over slot: at its deadline the slot party found itself completed already.
+    static inline chan_probe slot_deadline_lost;
+    // Test knob, read only with probes: while set, a claimer yields the processor once between its claim
+    // and its signal, so that a parked operation's deadline passes inside that window more often (the
+    // claim/abandon race above).
+    static inline std::atomic<bool> widen_claim_window{false};
+};
+
 // Exponential backoff for waits that are expected to be short: `spin()` only pauses; `snooze()` pauses
 // for the first rounds and then yields the processor. `done()` says the caller should block instead.
 // Measured on the 2-core bench machine: 6 spin rounds (~2 us in total) cover a ping-pong round trip.
@@ -129,6 +169,7 @@ class backoff {
 class chan_lock {
   public:
     void lock() noexcept {
+        acquisitions_.hit();
         std::uint32_t expected = 0;
         if (word_.compare_exchange_strong(expected, 1, std::memory_order_acquire, std::memory_order_relaxed))
             return;
@@ -136,12 +177,16 @@ class chan_lock {
     }
     bool try_lock() noexcept {
         std::uint32_t expected = 0;
-        return word_.compare_exchange_strong(expected, 1, std::memory_order_acquire,
-                                             std::memory_order_relaxed);
+        bool const won =
+            word_.compare_exchange_strong(expected, 1, std::memory_order_acquire, std::memory_order_relaxed);
+        if (won) acquisitions_.hit();
+        return won;
     }
     void unlock() noexcept {
         if (word_.exchange(0, std::memory_order_release) == 2) futex_wake(&word_, 1);
     }
+    // Probe: acquisitions so far (rule C8 is tested with it); always 0 without probes.
+    std::uint64_t acquisitions() const noexcept { return acquisitions_.count(); }
 
   private:
     void lock_slow() noexcept {
@@ -158,7 +203,10 @@ class chan_lock {
     }
 
     std::atomic<std::uint32_t> word_{0};
+    [[no_unique_address]] chan_probe acquisitions_;  // lock() calls and successful try_lock() calls
 };
+static_assert(ITERLOCK_CHAN_PROBES || sizeof(chan_lock) == sizeof(std::uint32_t),
+              "without probes the channel lock is one 32-bit word (chan_core's first line counts on it)");
 
 // Locks an ordered array of distinct channel locks (select's lock-all in address order, as Go's sellock).
 template <class Lockable>
@@ -192,14 +240,18 @@ class chan_parker {
     }
     bool try_abandon() noexcept {
         std::uint32_t expected = unclaimed;
-        return sel_.compare_exchange_strong(expected, abandoned, std::memory_order_acq_rel,
-                                            std::memory_order_acquire);
+        bool const won = sel_.compare_exchange_strong(expected, abandoned, std::memory_order_acq_rel,
+                                                      std::memory_order_acquire);
+        if (!won) chan_probes::abandon_lost.hit();
+        return won;
     }
     // Requires: the parker was claimed and signalled. Returns the winning case.
     std::uint32_t claimed_case() const noexcept { return sel_.load(std::memory_order_acquire) - 1; }
 
     // Publishes everything the claimer wrote before it and wakes the owner.
     void signal() noexcept {
+        if (ITERLOCK_CHAN_PROBES && chan_probes::widen_claim_window.load(std::memory_order_relaxed))
+            std::this_thread::yield();
         if (wake_.exchange(2, std::memory_order_release) == 1) futex_wake(&wake_, 1);
     }
 
@@ -230,6 +282,10 @@ class chan_parker {
         }
         return true;
     }
+
+    // Whether the owner has finished polling and sleeps (or is about to sleep) on the futex. Tests only
+    // (rule C6), under the lock of a channel where the parker's waiter is linked.
+    bool asleep() const noexcept { return wake_.load(std::memory_order_relaxed) == 1; }
 
     // Re-arms for another round. Requires: no channel holds a waiter pointing at this parker.
     void reset() noexcept {

@@ -27,8 +27,11 @@
 #include <atomic>
 #include <bit>
 #include <cstddef>
+#include <cstdint>
 #include <memory>
 #include <new>
+#include <stdexcept>
+#include <string>
 #include <utility>
 
 #include "iterlock/detail/chan_park.hpp"
@@ -44,9 +47,18 @@ enum class op_status : unsigned char {
 template <class T>
 class chan_ring {
   public:
-    // Requires: cap >= 1 (a capacity of 0 builds an unused ring).
+    // The largest capacity: the slot array must fit in PTRDIFF_MAX bytes, as any C++ array. (The position
+    // encoding would allow up to 2^62 - 1; a slot is at least 16 bytes, so this bound is the tighter one.)
+    static constexpr std::size_t max_capacity() noexcept { return PTRDIFF_MAX / sizeof(slot); }
+
+    // A capacity of 0 builds an unused ring. Throws std::length_error if cap > max_capacity() (checked before
+    // anything is computed from it), std::bad_alloc if the slots cannot be allocated.
     explicit chan_ring(std::size_t cap)
-        : cap_(cap), mark_bit_(std::bit_ceil(cap + 1)), one_lap_(mark_bit_ << 1), slots_(new slot[cap]) {
+        : cap_(checked_capacity(cap)),
+          mark_bit_(std::bit_ceil(cap + 1)),
+          one_lap_(mark_bit_ << 1),
+          slots_(new slot[cap]) {
+        static_assert(max_capacity() < (std::size_t{1} << 62), "the lap bits above the mark bit must fit");
         for (std::size_t i = 0; i < cap; ++i) slots_[i].stamp.store(i, std::memory_order_relaxed);
     }
     chan_ring(const chan_ring&) = delete;
@@ -163,6 +175,15 @@ class chan_ring {
     }
 
   private:
+    static std::size_t checked_capacity(std::size_t cap) {
+        if (cap > max_capacity()) {
+            throw std::length_error("iterlock::chan: capacity " + std::to_string(cap) +
+                                    " exceeds chan<T>::max_capacity() = " + std::to_string(max_capacity()) +
+                                    " for this element type");
+        }
+        return cap;
+    }
+
     struct slot {
         std::atomic<std::size_t> stamp{0};
         alignas(T) unsigned char storage[sizeof(T)];

@@ -50,8 +50,10 @@ class chan_state final : public chan_core {
     static constexpr bool slot_fits_sender = slot_fits && std::is_nothrow_move_assignable_v<T>;
 
   public:
+    // Throws std::length_error if capacity > chan_ring<T>::max_capacity(), std::bad_alloc.
     explicit chan_state(std::size_t capacity) : chan_core(capacity, &ops), ring_(capacity) {}
-    ~chan_state() = default;
+    // Aborts if a thread is still blocked on the channel (rule C9); then destroys the buffered values.
+    ~chan_state() { fail_if_blocked_at_destruction(); }
 
     // Non-blocking send: ok (src moved from), closed (src untouched), would_block (src untouched).
     op_status try_send(T& src, bool locked, wake_list& wakes) noexcept {
@@ -282,6 +284,7 @@ class chan_state final : public chan_core {
                     return op_status::would_block;
                 }
                 lock_.unlock();
+                chan_probes::slot_deadline_lost.hit();
                 break;  // completed just before the deadline: take the outcome
             }
             futex_wait(&slot_state_, slot_sleeping(send), timed, deadline);

@@ -111,6 +111,15 @@ class chan_waitq {
 
     bool unprotected_empty() const noexcept { return head_.load(std::memory_order_relaxed) == nullptr; }
 
+    // Tests: how many linked waiters' owners sleep on their futex (rule C6).
+    std::size_t unprotected_count_asleep() const noexcept {
+        std::size_t n = 0;
+        for (chan_waiter const* w = head_.load(std::memory_order_relaxed); w; w = w->next) {
+            if (w->parker->asleep()) ++n;
+        }
+        return n;
+    }
+
     // Whether the queue looks empty; exact under the lock, a hint without it (Go reads waitq.first racily
     // the same way for its lock-free "would block" checks).
     bool empty_hint() const noexcept { return head_.load(std::memory_order_acquire) == nullptr; }
