@@ -20,94 +20,7 @@
 #include "chan_test_util.hpp"
 #include "iterlock/chan.hpp"
 #include "iterlock/select.hpp"
-
-// Replaced global allocation functions for this executable (rule SEL8's test): each counts the allocations
-// of the calling thread, so a test can see that its own loop allocated nothing while other threads run.
-// Not under TSan: its runtime defines every form and is linked whole, so the SEL8 test skips there (the rule
-// is not about threads; release and ASan builds run it).
-#if !CHAN_TEST_TSAN
-namespace {
-thread_local std::uint64_t t_allocations = 0;
-
-void* counted_alloc(std::size_t n, std::size_t align) {
-    ++t_allocations;
-    if (n == 0) n = 1;
-    void* p = align <= alignof(std::max_align_t) ? std::malloc(n)
-                                                 : std::aligned_alloc(align, (n + align - 1) / align * align);
-    if (!p) throw std::bad_alloc();
-    return p;
-}
-}  // namespace
-
-void* operator new(std::size_t n) {
-    return counted_alloc(n, 0);
-}
-void* operator new[](std::size_t n) {
-    return counted_alloc(n, 0);
-}
-void* operator new(std::size_t n, std::align_val_t a) {
-    return counted_alloc(n, static_cast<std::size_t>(a));
-}
-void* operator new[](std::size_t n, std::align_val_t a) {
-    return counted_alloc(n, static_cast<std::size_t>(a));
-}
-void* operator new(std::size_t n, const std::nothrow_t&) noexcept {
-    try {
-        return counted_alloc(n, 0);
-    } catch (const std::bad_alloc&) {
-        return nullptr;
-    }
-}
-void* operator new[](std::size_t n, const std::nothrow_t& t) noexcept {
-    return ::operator new(n, t);
-}
-void* operator new(std::size_t n, std::align_val_t a, const std::nothrow_t&) noexcept {
-    try {
-        return counted_alloc(n, static_cast<std::size_t>(a));
-    } catch (const std::bad_alloc&) {
-        return nullptr;
-    }
-}
-void* operator new[](std::size_t n, std::align_val_t a, const std::nothrow_t& t) noexcept {
-    return ::operator new(n, a, t);
-}
-void operator delete(void* p) noexcept {
-    std::free(p);
-}
-void operator delete(void* p, const std::nothrow_t&) noexcept {
-    std::free(p);
-}
-void operator delete[](void* p, const std::nothrow_t&) noexcept {
-    std::free(p);
-}
-void operator delete(void* p, std::align_val_t, const std::nothrow_t&) noexcept {
-    std::free(p);
-}
-void operator delete[](void* p, std::align_val_t, const std::nothrow_t&) noexcept {
-    std::free(p);
-}
-void operator delete[](void* p) noexcept {
-    std::free(p);
-}
-void operator delete(void* p, std::size_t) noexcept {
-    std::free(p);
-}
-void operator delete[](void* p, std::size_t) noexcept {
-    std::free(p);
-}
-void operator delete(void* p, std::align_val_t) noexcept {
-    std::free(p);
-}
-void operator delete[](void* p, std::align_val_t) noexcept {
-    std::free(p);
-}
-void operator delete(void* p, std::size_t, std::align_val_t) noexcept {
-    std::free(p);
-}
-void operator delete[](void* p, std::size_t, std::align_val_t) noexcept {
-    std::free(p);
-}
-#endif
+#include "support/counting_new.hpp"
 
 namespace {
 
@@ -526,14 +439,15 @@ TEST(SelectLoop, LoopUntilClosedWithSendAndReceiveOnSameChannel) {
 // buffered channel), counts no call of operator new on this thread. The counter is checked first, so the
 // test cannot pass because the replacement is not linked.
 TEST(SelectSEL8NoAllocation, Item20_LoopOfSelectsAllocatesNothing) {
-#if CHAN_TEST_TSAN
-    GTEST_SKIP() << "ThreadSanitizer's runtime owns operator new; the release and ASan builds run this test";
-#else
+    if (!iterlock_test::counting_new::enabled)
+        GTEST_SKIP()
+            << "ThreadSanitizer's runtime owns operator new; the release and ASan builds run this test";
+    using iterlock_test::counting_new::allocations;
     {
-        std::uint64_t const before = t_allocations;
+        std::uint64_t const before = allocations();
         void* volatile p = ::operator new(32);
         ::operator delete(p);
-        ASSERT_EQ(t_allocations - before, 1u) << "the counting operator new is not in use";
+        ASSERT_EQ(allocations() - before, 1u) << "the counting operator new is not in use";
     }
     chan<int> ready(4);
     chan<int> out(1);
@@ -550,7 +464,7 @@ TEST(SelectSEL8NoAllocation, Item20_LoopOfSelectsAllocatesNothing) {
     });
     long sum = 0;
     auto take = [&](std::optional<int> v) { sum += v.value_or(0); };
-    std::uint64_t const before = t_allocations;
+    std::uint64_t const before = allocations();
     for (int i = 0; i < rounds; ++i) {
         ready.send(i);
         ASSERT_LT(select(on_recv(ready, take), on_send(out, i), on_recv(idle, take)), 2u);
@@ -561,11 +475,10 @@ TEST(SelectSEL8NoAllocation, Item20_LoopOfSelectsAllocatesNothing) {
         ASSERT_EQ(select(on_recv(idle, take), on_send(idle, int{i}), on_timeout(20us)), 2u);
         ASSERT_LT(select(on_recv(unbuf, take), on_recv(buf, take), on_recv(idle, take)), 2u);
     }
-    std::uint64_t const allocations = t_allocations - before;
+    std::uint64_t const allocated = allocations() - before;
     partner.join();
-    EXPECT_EQ(allocations, 0u) << "SEL8: " << rounds << " rounds of selects allocated";
+    EXPECT_EQ(allocated, 0u) << "SEL8: " << rounds << " rounds of selects allocated";
     EXPECT_GT(sum, 0);
-#endif
 }
 
 }  // namespace

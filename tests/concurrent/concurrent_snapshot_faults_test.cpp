@@ -5,10 +5,11 @@
 // never wait for a whole sweep (item 8); a writer never waits for a walk that sits between two batches
 // (item 20, rule S3).
 //
-// Allocation failures are injected by this executable's replacement of the global operator new: a
-// thread-local countdown, armed by a test around one write, makes the n-th allocation of that thread throw
-// std::bad_alloc. Every write is retried with n = 1, 2, ... until it succeeds, so every allocation and
-// every copy it makes is a throwing position once.
+// Allocation failures are injected by the replaced global operator new of tests/support/counting_new.cpp:
+// a thread-local countdown, armed by a test around one write, makes the n-th allocation of that thread throw
+// std::bad_alloc (not under TSan, whose runtime owns operator new: that leg runs the copy faults). Every
+// write is retried with n = 1, 2, ... until it succeeds, so every allocation and every copy it makes is a
+// throwing position once.
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -30,72 +31,7 @@
 #include "concurrent_test_util.hpp"
 #include "iterlock/concurrent_map.hpp"
 #include "iterlock/detail/concurrent_map_test_access.hpp"
-
-// ---- allocation failure injection -----------------------------------------------------------------------
-// Not under ThreadSanitizer: its runtime defines the global operator new and delete in one object that
-// clashes with a replacement (ASan's allows it). The TSan leg runs the copy faults only.
-#if defined(__SANITIZE_THREAD__)
-#define ITERLOCK_TEST_INJECT_ALLOC 0
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define ITERLOCK_TEST_INJECT_ALLOC 0
-#endif
-#endif
-#ifndef ITERLOCK_TEST_INJECT_ALLOC
-#define ITERLOCK_TEST_INJECT_ALLOC 1
-#endif
-
-namespace {
-[[maybe_unused]] thread_local long alloc_countdown = 0;  // > 0: the allocation that brings it to 0 throws
-
-[[maybe_unused]] void* counted_alloc(std::size_t n, std::size_t align) {
-    if (alloc_countdown > 0 && --alloc_countdown == 0) throw std::bad_alloc();
-    if (n == 0) n = 1;
-    void* p = align <= alignof(std::max_align_t) ? std::malloc(n)
-                                                 : std::aligned_alloc(align, (n + align - 1) / align * align);
-    if (p == nullptr) throw std::bad_alloc();
-    return p;
-}
-}  // namespace
-
-#if ITERLOCK_TEST_INJECT_ALLOC
-void* operator new(std::size_t n) {
-    return counted_alloc(n, alignof(std::max_align_t));
-}
-void* operator new[](std::size_t n) {
-    return counted_alloc(n, alignof(std::max_align_t));
-}
-void* operator new(std::size_t n, std::align_val_t a) {
-    return counted_alloc(n, static_cast<std::size_t>(a));
-}
-void* operator new[](std::size_t n, std::align_val_t a) {
-    return counted_alloc(n, static_cast<std::size_t>(a));
-}
-void operator delete(void* p) noexcept {
-    std::free(p);
-}
-void operator delete[](void* p) noexcept {
-    std::free(p);
-}
-void operator delete(void* p, std::size_t) noexcept {
-    std::free(p);
-}
-void operator delete[](void* p, std::size_t) noexcept {
-    std::free(p);
-}
-void operator delete(void* p, std::align_val_t) noexcept {
-    std::free(p);
-}
-void operator delete[](void* p, std::align_val_t) noexcept {
-    std::free(p);
-}
-void operator delete(void* p, std::size_t, std::align_val_t) noexcept {
-    std::free(p);
-}
-void operator delete[](void* p, std::size_t, std::align_val_t) noexcept {
-    std::free(p);
-}
-#endif
+#include "support/counting_new.hpp"
 
 namespace {
 
@@ -153,12 +89,12 @@ const char* name_of(fault f) {
 // Arms one fault kind at its n-th event for the scope's duration; disarms every kind at the end.
 struct armed_scope {
     armed_scope(fault f, long n) {
-        if (f == fault::allocation) alloc_countdown = n;
+        if (f == fault::allocation) iterlock_test::counting_new::fail_at(n);
         if (f == fault::key_copy) akey::countdown = n;
         if (f == fault::value_copy) aval::countdown = n;
     }
     ~armed_scope() {
-        alloc_countdown = 0;
+        iterlock_test::counting_new::fail_at(0);
         akey::countdown = 0;
         aval::countdown = 0;
     }
@@ -341,12 +277,12 @@ class SnapshotFaults : public iterlock::ctest::watched {};
 TEST_F(SnapshotFaults, Item01_ThrowingWriteBesideSnapshotsLeavesEverythingExact) {
     for (fault f : {fault::allocation, fault::key_copy, fault::value_copy})
         for (int live : {0, 1, 3})
-            if (f != fault::allocation || ITERLOCK_TEST_INJECT_ALLOC)
+            if (f != fault::allocation || iterlock_test::counting_new::enabled)
                 run_item01<snap_copying>(f, live, 101 + static_cast<std::uint64_t>(live));
 }
 // The same with trivially copyable K and V (optimistic reads and racy batch copies): allocations only.
 TEST_F(SnapshotFaults, Item01_ThrowingAllocationBesideSnapshotsOptimisticMap) {
-    if (!ITERLOCK_TEST_INJECT_ALLOC) GTEST_SKIP() << "no allocation failure injection under TSan";
+    if (!iterlock_test::counting_new::enabled) GTEST_SKIP() << "no allocation failure injection under TSan";
     for (int live : {0, 1, 3})
         run_item01<snap_trivial>(fault::allocation, live, 7 + static_cast<std::uint64_t>(live));
 }
@@ -354,9 +290,9 @@ TEST_F(SnapshotFaults, Item01_ThrowingAllocationBesideSnapshotsOptimisticMap) {
 TEST_F(SnapshotFaults, Item01_ThrowingWriteLockedPolicy) {
     for (fault f : {fault::allocation, fault::key_copy, fault::value_copy})
         for (int held : {0, 1})
-            if (f != fault::allocation || ITERLOCK_TEST_INJECT_ALLOC)
+            if (f != fault::allocation || iterlock_test::counting_new::enabled)
                 run_item01<locked_copying>(f, held, 33 + static_cast<std::uint64_t>(held));
-    if (ITERLOCK_TEST_INJECT_ALLOC)
+    if (iterlock_test::counting_new::enabled)
         for (int held : {0, 1}) run_item01<locked_trivial>(fault::allocation, held, 44);
 }
 
