@@ -29,27 +29,29 @@ struct concurrent_map_test_access {
     // Writers queued on any shard (both priorities).
     template <class Map>
     static std::uint32_t waiting_writers(const Map& m) noexcept {
-        std::uint32_t n = 0;
-        for (std::size_t i = 0; i < m.shard_count(); ++i) {
-            const shard_lock_state st = lock_state(m, i);
-            n += st.waiting_writers[0] + st.waiting_writers[1];
-        }
-        return n;
+        return queued(m, &shard_lock_state::waiting_writers);
     }
     // Iteration requests (guards being taken) queued on any shard (both priorities).
     template <class Map>
     static std::uint32_t waiting_iterations(const Map& m) noexcept {
-        std::uint32_t n = 0;
-        for (std::size_t i = 0; i < m.shard_count(); ++i) {
-            const shard_lock_state st = lock_state(m, i);
-            n += st.waiting_iterations[0] + st.waiting_iterations[1];
-        }
-        return n;
+        return queued(m, &shard_lock_state::waiting_iterations);
     }
     // Iteration holds on shard i (a live guard holds one on every shard).
     template <class Map>
     static std::uint32_t iterations_held(const Map& m, std::size_t i) noexcept {
         return lock_state(m, i).iterations;
+    }
+
+  private:
+    // The sum over every shard and both priorities of one of shard_lock_state's per-priority queues.
+    template <class Map, class Queue>
+    static std::uint32_t queued(const Map& m, Queue shard_lock_state::*q) noexcept {
+        std::uint32_t n = 0;
+        for (std::size_t i = 0; i < m.shard_count(); ++i) {
+            const shard_lock_state st = lock_state(m, i);
+            n += (st.*q)[0] + (st.*q)[1];
+        }
+        return n;
     }
 };
 
