@@ -386,9 +386,11 @@ class concurrent_map {
     }
 
     // Go's size hint, spread over the shards. A hint: skipped for shards that a live snapshot or iteration
-    // is reading.
+    // is reading. Throws std::length_error, changing nothing, if a shard's share exceeds what one shard's
+    // table holds (map::max_size(), detail/table.hpp's max_entries), even where it would be skipped.
     void reserve(size_type n) {
         const size_type per = n / shards_.size() + 1;
+        if (per > detail::max_entries) detail::throw_too_many_entries();
         for (shard& s : shards_) {
             write_lock wl(*this, s);
             if constexpr (snapshots) {

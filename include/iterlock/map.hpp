@@ -313,6 +313,7 @@ class map {
     using const_iterator = basic_iterator<true>;
 
     // ---- construction ------------------------------------------------------------------------------------
+    // A size hint is reserve()'s: a hint above max_size() throws std::length_error.
     map() : map(size_type{0}) {}
     explicit map(seed s) : map(size_type{0}, s) {}
     explicit map(size_type size_hint, const Hash& h = Hash(), const KeyEqual& eq = KeyEqual(),
@@ -390,8 +391,13 @@ class map {
     bool empty() const noexcept {
         return t_.size() == 0;
     }
+    // The most entries the map can hold: 13 * 2^30 (about 1.4e10), a full load factor of 6.5 on the largest
+    // array (2^31 buckets). reserve(n) and the size-hint constructors accept every n <= max_size() (memory
+    // permitting: std::bad_alloc otherwise) and throw std::length_error above it; an insert of a new key
+    // into a map of max_size() entries throws std::length_error. Either way the map is unchanged.
     size_type max_size() const noexcept {
-        return std::numeric_limits<difference_type>::max() / sizeof(value_type);
+        return std::min<size_type>(detail::max_entries,
+                                   std::numeric_limits<difference_type>::max() / sizeof(value_type));
     }
 
     // ---- lookup (reads: any number of threads at once, none writing) --------------------------------------
@@ -547,7 +553,8 @@ class map {
     }
 
     // Go's size hint: room for n entries without further growth. O(size) if it rehashes; no effect while an
-    // iterator is alive.
+    // iterator is alive. Throws std::length_error if n > max_size() (e.g. size_t(-1), or a negative int
+    // converted), also while an iterator is alive; the map is then unchanged and usable.
     void reserve(size_type n) {
         write_scope ws(*this);
         t_.reserve(n);

@@ -76,9 +76,22 @@ namespace iterlock::detail {
 inline constexpr unsigned load_factor_num = 13;  // Go's loadFactorNum: 6.5 = 13 / 2 entries per bucket
 inline constexpr unsigned load_factor_den = 2;
 
-// Go's overLoadFactor: whether `count` entries in 2^B buckets exceed the load factor.
+// The largest array: 2^31 buckets (the array views pack B into 5 bits, see table::publish_view).
+inline constexpr unsigned max_bucket_shift = 31;
+// The most entries a table holds: a full load factor on the largest array, 13 * 2^30 (about 1.4e10).
+// reserve() refuses more, and so does an insert (std::length_error); map::max_size() reports it.
+inline constexpr std::size_t max_entries =
+    load_factor_num * ((std::size_t{1} << max_bucket_shift) / load_factor_den);
+
+// Go's overLoadFactor: whether `count` entries in 2^B buckets exceed the load factor. Requires:
+// B <= max_bucket_shift + 1 (every caller's B is an array's, or one more).
 inline constexpr bool over_load_factor(std::size_t count, unsigned B) noexcept {
     return count > bucket_cnt && count > load_factor_num * ((std::size_t{1} << B) / load_factor_den);
+}
+[[noreturn, gnu::cold, gnu::noinline]] inline void throw_too_many_entries() {
+    throw std::length_error(
+        "iterlock: more entries than a map can hold (max_size(), 13 * 2^30: a full load factor on 2^31 "
+        "buckets)");
 }
 // Go's tooManyOverflowBuckets: about as many overflow buckets as regular ones. Go keeps a 16-bit count
 // that, for B > 15, only advances with probability 2^(15-B), and compares it with 2^min(B, 15): in effect
@@ -87,8 +100,10 @@ inline constexpr bool over_load_factor(std::size_t count, unsigned B) noexcept {
 inline constexpr bool too_many_overflow_buckets(std::size_t noverflow, unsigned B) noexcept {
     return noverflow >= (std::size_t{1} << B);
 }
-// Smallest B whose array holds `hint` entries without growing (Go's makemap).
-inline constexpr unsigned bucket_shift_for(std::size_t hint) noexcept {
+// Smallest B whose array holds `hint` entries without growing (Go's makemap). Throws std::length_error for
+// a hint above max_entries (no array holds it), before looping: the loop then ends by B = max_bucket_shift.
+inline constexpr unsigned bucket_shift_for(std::size_t hint) {
+    if (hint > max_entries) throw_too_many_entries();
     unsigned B = 0;
     while (over_load_factor(hint, B)) ++B;
     return B;
@@ -279,6 +294,8 @@ class table {
                 if (has_empty_rest(b.top)) break;
             }
             // Not found. Start growing if the insert would overload the table, then retry (Go: goto again).
+            if (count_ >= max_entries) [[unlikely]]
+                throw_too_many_entries();
             if (!growing() &&
                 (over_load_factor(count_ + 1, B_) || too_many_overflow_buckets(noverflow_, B_))) {
                 hash_grow();
@@ -361,7 +378,8 @@ class table {
     }
 
     // Go's make(map, hint) applied to an existing map: makes room for `n` entries without further growth.
-    // O(size) when it must rehash; a hint only (no effect) while an iterator is live.
+    // O(size) when it must rehash; a hint only (no effect) while an iterator is live. Throws
+    // std::length_error for n > max_entries (also while an iterator is live), leaving the table as it was.
     void reserve(size_type n) {
         const unsigned want = bucket_shift_for(n);
         if (!cur_) {
@@ -710,7 +728,7 @@ class table {
     // Array views: an array's control pointer (64-byte aligned) with its B in the low bits, so a racy
     // reader gets a pointer and the size that goes with it in one load. Bits 0-4: B (max_bucket_shift
     // bounds it); bit 5, in the current view only: an old array is published in view_old_ (growing).
-    static constexpr unsigned max_bucket_shift = 31;
+    static_assert(max_bucket_shift <= 31, "B must fit the view's 5 bits");
     static constexpr std::uintptr_t view_b_mask = 31;
     static constexpr std::uintptr_t view_old_bit = 32;
     static constexpr std::uintptr_t view_addr_mask = ~std::uintptr_t{63};
@@ -800,7 +818,7 @@ class table {
     }
     array_ref allocate_array(unsigned B) {
         if (B > max_bucket_shift)
-            throw std::length_error("iterlock: a table of more than 2^31 buckets (about 14e9 entries)");
+            throw_too_many_entries();
         const std::size_t n = std::size_t{1} << B;
         cache_line* block = std::allocator_traits<line_alloc>::allocate(line_alloc_, array_lines(n));
         allocated_bytes_ += array_lines(n) * sizeof(cache_line);
