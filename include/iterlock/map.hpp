@@ -30,6 +30,10 @@
 //                                            caught every time (Go only catches it if the iterator happens to
 //                                            step during the write); also an iterator stepping during a
 //                                            write.
+// An iterator counts as alive from begin() until it reaches end() or is destroyed, stepping or not: a map
+// shared under a mutex must not let an iterator (e.g. a std::find_if result) outlive the critical section
+// that created it, or the next write by another thread, mutex held, is "concurrent map iteration and map
+// write". Copy out what is needed before unlocking (docs/GUIDE.md, section 5).
 // The default action prints "fatal error: <message>" and aborts; set_misuse_action(throw_exception)
 // throws iterlock::concurrent_misuse before the map is modified. Detection costs a relaxed load and store
 // per write and a relaxed load per read (see docs/BENCHMARKS.md, iterlock vs iterlock_nodetect).

@@ -122,4 +122,58 @@ TEST(MapFaults, Item06_MaxSizeIsTheLargestSizeReserveAccepts) {
     m.check_invariants();
 }
 
+// ---- item 10: an iterator kept after the mutex is released --------------------------------------------
+
+// GUIDE section 5: a map shared under a mutex is correct only if no iterator outlives the critical section
+// that created it. Thread A finds an entry with std::find_if and keeps the iterator after unlocking; thread
+// B's write under the same mutex is then "concurrent map iteration and map write" (thrown here, aborting by
+// default). Once A copies out what it needs and its iterator is gone, B's write succeeds.
+TEST(MapFaults, Item10_IteratorKeptAfterUnlockingIsReportedCopyingOutIsNot) {
+    misuse_action_scope mode(iterlock::misuse_action::throw_exception);
+    int_map m = make_filled(100);
+    std::mutex mu;
+    std::latch kept{1};
+    std::latch written{1};
+    std::latch copied{1};
+    std::latch written_again{1};
+    std::optional<int> value_seen;
+    std::thread a([&] {
+        int_map::iterator it;
+        {
+            std::lock_guard<std::mutex> lk(mu);
+            it = std::find_if(m.begin(), m.end(), [](const auto& kv) { return kv.first == 42; });
+        }
+        kept.count_down();  // wrong: `it` is still alive
+        written.wait();
+        {
+            std::lock_guard<std::mutex> lk(mu);  // the fix: copy out under the lock, then drop the iterator
+            value_seen = it->second;
+            it = int_map::iterator();
+        }
+        copied.count_down();
+        written_again.wait();
+    });
+    kept.wait();
+    {
+        std::lock_guard<std::mutex> lk(mu);
+        try {
+            m.insert_or_assign(1000, 1);
+            ADD_FAILURE() << "a write while another thread keeps an iterator was not reported";
+        } catch (const iterlock::concurrent_misuse& e) {
+            EXPECT_STREQ(e.what(), "concurrent map iteration and map write");
+        }
+    }
+    written.count_down();
+    copied.wait();
+    {
+        std::lock_guard<std::mutex> lk(mu);
+        EXPECT_NO_THROW(m.insert_or_assign(1000, 1));
+    }
+    written_again.count_down();
+    a.join();
+    EXPECT_EQ(value_seen, std::optional<int>(420));
+    EXPECT_EQ(m.size(), 101u);
+    m.check_invariants();
+}
+
 }  // namespace
