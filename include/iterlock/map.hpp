@@ -34,8 +34,12 @@
 // shared under a mutex must not let an iterator (e.g. a std::find_if result) outlive the critical section
 // that created it, or the next write by another thread, mutex held, is "concurrent map iteration and map
 // write". Copy out what is needed before unlocking (docs/GUIDE.md, section 5).
-// The default action prints "fatal error: <message>" and aborts; set_misuse_action(throw_exception)
-// throws iterlock::concurrent_misuse before the map is modified. Detection costs a relaxed load and store
+// The default action prints "fatal error: <message> (iterlock::map<K, V> "name")" and aborts (the name is
+// set_name()'s, if any; misuse.hpp, "Messages"); set_misuse_action(throw_exception) throws
+// iterlock::concurrent_misuse, whose what() is Go's words alone, before the map is modified. Moving,
+// assigning or swapping a map while one of its iterators is alive always aborts: "map moved while an
+// iteration is live" (moved from, or move-constructed from), "map assigned while an iteration is live"
+// (the target of a copy, move or initializer-list assignment), "map swapped while an iteration is live". Detection costs a relaxed load and store
 // per write and a relaxed load per read (see docs/BENCHMARKS.md, iterlock vs iterlock_nodetect).
 //
 // Entry pointers and the checked build
@@ -286,7 +290,7 @@ class map {
             if (m_ == nullptr) return;
             if constexpr (detect) {
                 if (m_->writing()) [[unlikely]]
-                    detail::report_misuse(messages::iteration_during_write);
+                    m_->report(messages::iteration_during_write);
             }
             step();
         }
@@ -343,26 +347,37 @@ class map {
 
     map(const map& o)
         : t_(o.t_.hash_seed(), o.t_.hash_function(), o.t_.key_eq(),
-             std::allocator_traits<Allocator>::select_on_container_copy_construction(o.t_.get_allocator())) {
+             std::allocator_traits<Allocator>::select_on_container_copy_construction(o.t_.get_allocator())),
+          name_(o.name_) {
         o.check_read();
         t_.reserve(o.size());
         o.t_.for_each_slot([&](const slot_type& s) { t_.insert_unique(t_.hash_of(s.first), s); });
     }
-    map(map&& o) noexcept : t_(o.t_.hash_seed(), o.t_.hash_function(), o.t_.key_eq(), o.t_.get_allocator()) {
-        o.check_not_iterating_for_move();
+    map(map&& o) noexcept
+        : t_(o.t_.hash_seed(), o.t_.hash_function(), o.t_.key_eq(), o.t_.get_allocator()), name_(o.name_) {
+        o.check_not_iterating(messages::moved_while_iterating);
         t_.steal(o.t_);
     }
+    // Assignments replace the contents and keep this map's name. Assigning to a map while one of its own
+    // iterators is alive aborts ("map assigned while an iteration is live"); the source may be iterated.
     map& operator=(const map& o) {
         if (this != &o) {
+            check_not_iterating(messages::assigned_while_iterating);
             map copy(o);
-            swap(copy);
+            t_.swap_contents(copy.t_);
         }
+        return *this;
+    }
+    map& operator=(std::initializer_list<value_type> init) {
+        check_not_iterating(messages::assigned_while_iterating);
+        map copy(init, 0, t_.hash_function(), t_.key_eq(), t_.get_allocator());
+        t_.swap_contents(copy.t_);
         return *this;
     }
     map& operator=(map&& o) noexcept(std::allocator_traits<Allocator>::is_always_equal::value) {
         if (this == &o) return *this;
-        check_not_iterating_for_move();
-        o.check_not_iterating_for_move();
+        check_not_iterating(messages::assigned_while_iterating);
+        o.check_not_iterating(messages::moved_while_iterating);
         if constexpr (std::allocator_traits<Allocator>::is_always_equal::value ||
                       std::allocator_traits<Allocator>::propagate_on_container_move_assignment::value) {
             t_.steal(o.t_);
@@ -379,9 +394,10 @@ class map {
     }
     ~map() = default;
 
+    // Swaps the contents (names stay). Aborts if either map has a live iterator.
     void swap(map& o) noexcept {
-        check_not_iterating_for_move();
-        o.check_not_iterating_for_move();
+        check_not_iterating(messages::swapped_while_iterating);
+        o.check_not_iterating(messages::swapped_while_iterating);
         t_.swap_contents(o.t_);
     }
     friend void swap(map& a, map& b) noexcept {
@@ -585,6 +601,17 @@ class map {
     }
 
     // ---- observers ---------------------------------------------------------------------------------------
+    // An optional name for misuse reports: "fatal error: concurrent map writes (iterlock::map<int, int>
+    // \"sessions\")". The string is not copied: it must outlive the map (a string literal, typically);
+    // nullptr removes the name. A copy-constructed or move-constructed map takes its source's name;
+    // assignment and swap keep each map's own. A plain member: set it before other threads use the map.
+    void set_name(const char* name) noexcept {
+        name_ = name;
+    }
+    const char* name() const noexcept {
+        return name_;
+    }
+
     std::uint64_t hash_seed() const noexcept {
         return t_.hash_seed();
     }
@@ -637,17 +664,17 @@ class map {
     void check_read() const {
         if constexpr (detect) {
             if (writing()) [[unlikely]]
-                detail::report_misuse(messages::read_during_write);
+                report(messages::read_during_write);
         }
     }
     void begin_write() {
         if constexpr (detect) {
             if (writing()) [[unlikely]]
-                detail::report_misuse(messages::concurrent_writes);
+                report(messages::concurrent_writes);
             const std::uint64_t w = t_.iterator_word();
             if ((w & detail::iter_count_mask) != 0) [[unlikely]] {
                 if ((w >> detail::iter_count_bits) != detail::thread_tag()) {
-                    detail::report_misuse(messages::iteration_during_write);
+                    report(messages::iteration_during_write);
                 }
             }
             flags_.store(hash_writing, std::memory_order_relaxed);
@@ -656,12 +683,28 @@ class map {
     void end_write() noexcept {
         if constexpr (detect) {
             if (!writing()) [[unlikely]]
-                detail::fatal(messages::concurrent_writes);
+                fatal(messages::concurrent_writes);
             flags_.store(0, std::memory_order_relaxed);
         }
     }
-    void check_not_iterating_for_move() const noexcept {
-        if (t_.live_iterators() != 0) detail::fatal(messages::moved_while_iterating);
+    // Aborts with `message` if an iterator of this map is alive (moves, assignments and swaps replace the
+    // arrays an iteration walks).
+    void check_not_iterating(const char* message) const noexcept {
+        if (t_.live_iterators() != 0) [[unlikely]]
+            fatal(message);
+    }
+
+    // Misuse reports name this map (misuse.hpp, "Messages").
+    detail::misuse_origin origin() const noexcept {
+        return {"iterlock::map", detail::type_name<K>(), detail::type_name<V>(), name_};
+    }
+    [[noreturn, gnu::cold, gnu::noinline]] void report(const char* message) const {
+        const detail::misuse_origin o = origin();
+        detail::report_misuse(message, &o);
+    }
+    [[noreturn, gnu::cold, gnu::noinline]] void fatal(const char* message) const noexcept {
+        const detail::misuse_origin o = origin();
+        detail::fatal(message, &o);
     }
 
     entry_ptr make_ptr(slot_type* s, const std::uint8_t* top) const noexcept {
@@ -735,6 +778,7 @@ class map {
     }
 
     table_type t_;
+    const char* name_ = nullptr;  // set_name(); not part of the contents (assignment and swap keep it)
     std::atomic<std::uint8_t> flags_{0};
     mutable std::atomic<std::uint64_t> iter_seq_{0};  // feeds each iteration's random start
 };
