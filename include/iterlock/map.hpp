@@ -735,8 +735,8 @@ class map {
         ::new (static_cast<void*>(pos.slot))
             slot_type(std::piecewise_construct, std::forward_as_tuple(std::forward<KArg>(k)),
                       std::forward_as_tuple(std::forward<Args>(args)...));
-        t_.commit_insert(pos, h);
-        return {make_ptr(pos.slot, pos.top), true};
+        const auto at = t_.commit_insert(pos, h);  // moved if growth ran after the write
+        return {make_ptr(at.slot, at.top), true};
     }
 
     template <class KArg, class M>
@@ -750,8 +750,8 @@ class map {
             return {make_ptr(pos.slot, pos.top), false};
         }
         ::new (static_cast<void*>(pos.slot)) slot_type(std::forward<KArg>(k), std::forward<M>(v));
-        t_.commit_insert(pos, h);
-        return {make_ptr(pos.slot, pos.top), true};
+        const auto at = t_.commit_insert(pos, h);  // moved if growth ran after the write
+        return {make_ptr(at.slot, at.top), true};
     }
 
     template <class VArg>
@@ -762,8 +762,8 @@ class map {
         if (pos.found) return {make_ptr(pos.slot, pos.top), false};
         t_.will_write(pos);
         ::new (static_cast<void*>(pos.slot)) slot_type(std::forward<VArg>(v));
-        t_.commit_insert(pos, h);
-        return {make_ptr(pos.slot, pos.top), true};
+        const auto at = t_.commit_insert(pos, h);  // moved if growth ran after the write
+        return {make_ptr(at.slot, at.top), true};
     }
 
     template <class K2>

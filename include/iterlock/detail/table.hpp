@@ -173,12 +173,16 @@ class table {
     struct iter_state {
         array_ref it_buckets;  // the array current when the iteration started
         bucket b;              // chain member being walked; null between buckets
+        bucket head;           // the head of b's chain
+        array_ref chain_array;  // the array holding that chain (it_buckets, or the old array: see iter_next)
+        std::size_t chain_index = 0;
         std::size_t start_bucket = 0;
         std::size_t bucket_index = 0;  // next bucket index (in it_B space) to visit
         std::size_t check_bucket = no_check;
         std::uint64_t clear_epoch = 0;
-        slot_mask pending = 0;  // full slots of b not produced yet, rotated by offset
+        slot_mask pending = 0;  // slots of b not visited yet (full or moved when b was entered), rotated
         std::uint8_t it_B = 0;
+        std::uint8_t chain_B = 0;
         std::uint8_t offset = 0;
         bool wrapped = false;
     };
@@ -191,6 +195,7 @@ class table {
     table& operator=(const table&) = delete;
 
     ~table() {
+        release_retained();
         destroy_all();
         reclaim_deferred(~std::uint64_t{0});  // no reader can outlive the table
     }
@@ -213,6 +218,20 @@ class table {
     ChainWatch& chain_watch() noexcept { return watch_; }
     array_ref current_array() const noexcept { return cur_; }
     array_ref old_array() const noexcept { return old_; }
+
+    // The most members (bucket plus overflow buckets) of any live chain: what a lookup may have to walk.
+    // O(buckets): for tests.
+    std::size_t longest_chain() const noexcept {
+        std::size_t longest = 0;
+        for_each_chain([&](bucket head) {
+            std::size_t n = 0;
+            for (bucket b = head; b; b = b.next()) ++n;
+            longest = std::max(longest, n);
+        });
+        return longest;
+    }
+    // Arrays and chain heads kept for live iterators (see "Growth under live iterators"): for tests.
+    std::size_t retained_arrays() const noexcept { return retained_.size(); }
 
     // Bytes held by bucket arrays and overflow buckets (for metrics).
     std::size_t allocated_bytes() const noexcept { return allocated_bytes_; }
@@ -270,8 +289,10 @@ class table {
     template <class K2>
     write_position prepare_write(const K2& key, std::uint64_t h) {
         if (!cur_) allocate_initial(0);
+        release_retained_if_idle();
         for (;;) {
-            if (growing() && !evacuation_paused()) grow_work();
+            // Go's growWork. With an iterator live, it runs after the write instead (commit_insert).
+            if (growing() && !iterators_live()) grow_work();
             const bucket head = read_bucket_for(h);
             prefetch_slots(head);
             const std::uint8_t top = tophash_of(h);
@@ -316,16 +337,30 @@ class table {
     void will_write(const write_position& pos) noexcept { watch_.before_chain_write(pos.chain); }
 
     // Marks the reserved slot of a not-found write_position as full (after the caller constructed it).
-    void commit_insert(const write_position& pos, std::uint64_t h) noexcept {
+    // Returns where the new entry is: pos's slot, unless the write's deferred growth step moved it (an
+    // iterator is live and the entry's old bucket was evacuated; see "Growth under live iterators").
+    found_position commit_insert(const write_position& pos, std::uint64_t h) noexcept {
         *pos.top = tophash_of(h);
         ++count_;
+        if (growing() && iterators_live()) [[unlikely]]
+            return grow_work_after_insert(pos);
+        return {pos.slot, pos.top};
     }
 
     // Go's mapdelete. Returns whether the key was present.
     template <class K2>
     bool erase_key(const K2& key, std::uint64_t h) {
         if (count_ == 0) return false;
-        if (growing() && !evacuation_paused()) grow_work();
+        release_retained_if_idle();
+        const bool after = iterators_live();  // `key` may be an entry's key: evacuate after the erase
+        if (growing() && !after) grow_work();
+        const bool erased = erase_found(key, h);
+        if (after && growing()) grow_work_noexcept();
+        return erased;
+    }
+
+    template <class K2>
+    bool erase_found(const K2& key, std::uint64_t h) {
         const bucket head = read_bucket_for(h);
         prefetch_slots(head);
         const std::uint8_t top = tophash_of(h);
@@ -371,6 +406,7 @@ class table {
     void clear() noexcept {
         ++clear_epoch_;
         ++generation_;
+        release_retained();  // every iteration has ended (I5): nothing walks what was kept
         if (!cur_) return;
         destroy_entries();
         reset_array(cur_, B_);
@@ -386,7 +422,7 @@ class table {
             allocate_initial(want);
             return;
         }
-        if (evacuation_paused()) return;
+        if (iterators_live()) return;
         finish_growth();
         if (want <= B_) return;
         rehash_into(want);
@@ -408,43 +444,87 @@ class table {
     }
 
     // The next entry of the iteration, or nullptr when it is over (also after a clear()).
+    //
+    // The walk visits the chains of the array it started on, it_buckets, bucket by bucket (Go walks
+    // it.buckets the same way). If the iteration started during a growth, a bucket whose old bucket was not
+    // evacuated yet is read from the old bucket instead, keeping only the keys that hash to the bucket
+    // being visited (check_bucket, Go's checkBucket). A slot that growth evacuated after the walk entered
+    // its chain, or an evacuated chain of an array that has grown since, carries its evacuation mark: the
+    // entry is followed to where it moved (forward(); Go looks the key up instead) and produced from
+    // there if still present. Entries inserted into a newer array are never reached (rule I7).
     slot_type* iter_next(iter_state& it) const {
         if (it.clear_epoch != clear_epoch_) return nullptr;
         for (;;) {
             if (!it.b) {
                 if (!it.it_buckets || (it.bucket_index == it.start_bucket && it.wrapped)) return nullptr;
                 it.check_bucket = no_check;
-                it.b = it.it_buckets.at(it.bucket_index);
-                if (growing() && it.it_B == B_) {
+                it.chain_array = it.it_buckets;
+                it.chain_B = it.it_B;
+                it.chain_index = it.bucket_index;
+                if (growing() && it.it_buckets.ctrl == cur_.ctrl) {
                     // Started during a growth that is not done: an old bucket that is not evacuated holds
                     // the entries of this bucket (and, unless same-size, of its sibling).
                     const std::size_t ob = it.bucket_index & old_bucket_mask();
                     if (!is_evacuated(old_.top(ob))) {
-                        it.b = old_.at(ob);
-                        it.check_bucket = it.bucket_index;
+                        it.chain_array = old_;
+                        it.chain_B = static_cast<std::uint8_t>(same_size_grow_ ? B_ : B_ - 1);
+                        it.chain_index = ob;
+                        if (!same_size_grow_) it.check_bucket = it.bucket_index;
                     }
                 }
+                it.head = it.b = it.chain_array.at(it.chain_index);
                 if (++it.bucket_index == (std::size_t{1} << it.it_B)) {
                     it.bucket_index = 0;
                     it.wrapped = true;
                 }
-                it.pending = rotate_mask(match_full(it.b.top), it.offset);
+                it.pending = rotate_mask(visitable(it.b.top), it.offset);
             }
             while (it.pending != 0) {
                 const unsigned k = static_cast<unsigned>(std::countr_zero(it.pending));
                 it.pending &= it.pending - 1;
                 const unsigned i = (k + it.offset) & (bucket_cnt - 1);
-                if (!is_full(it.b.top[i])) continue;  // erased since we entered the bucket (rule I1)
-                slot_type* s = it.b.slot(i);
-                if (it.check_bucket != no_check && !same_size_grow_ &&
-                    (hash_of(s->first) & bucket_mask(it.it_B)) != it.check_bucket) {
-                    continue;  // belongs to the sibling bucket
+                const std::uint8_t t = it.b.top[i];
+                if (is_full(t)) {
+                    slot_type* s = it.b.slot(i);
+                    if (it.check_bucket != no_check &&
+                        (hash_of(s->first) & bucket_mask(it.it_B)) != it.check_bucket) {
+                        continue;  // belongs to the sibling bucket
+                    }
+                    return s;
                 }
-                return s;
+                if (t == evacuated_x || t == evacuated_y) {
+                    if (slot_type* s = follow(it, i, t)) return s;
+                }
+                // otherwise erased since we entered the member (rule I1)
             }
             it.b = has_empty_rest(it.b.top) ? bucket{} : it.b.next();
-            if (it.b) it.pending = rotate_mask(match_full(it.b.top), it.offset);
+            if (it.b) it.pending = rotate_mask(visitable(it.b.top), it.offset);
         }
+    }
+
+    // The slots of a member that an iteration entering it must visit: the full ones, and in an evacuated
+    // member (evacuation marks every slot of a chain at once) the moved ones.
+    static slot_mask visitable(const std::uint8_t* top) noexcept {
+        if (!is_evacuated_mark(top[0])) [[likely]]
+            return match_full(top);
+        return match_byte(top, evacuated_x) | match_byte(top, evacuated_y);
+    }
+    // Slot i of the member it.b, marked t (evacuated_x or evacuated_y): the entry it held, where it is now,
+    // or nullptr if it was erased since it moved, or (check_bucket) it belongs to the sibling bucket.
+    slot_type* follow(const iter_state& it, unsigned i, std::uint8_t t) const noexcept {
+        const unsigned side = t - evacuated_x;
+        const array_trailer& tr = trailer(it.chain_array, it.chain_B);
+        if (it.check_bucket != no_check && !tr.same_size &&
+            it.chain_index + (std::size_t{side} << it.chain_B) != it.check_bucket) {
+            return nullptr;  // went to the sibling bucket
+        }
+        std::size_t before = 0;
+        for (bucket m = it.head; !(m == it.b); m = m.next()) {
+            before += static_cast<std::size_t>(std::popcount(match_byte(m.top, t)));
+        }
+        const std::size_t rank =
+            before + static_cast<std::size_t>(std::popcount(match_byte(it.b.top, t) & ((1u << i) - 1)));
+        return forward(it.chain_array, it.chain_B, it.chain_index, side, rank).slot;
     }
 
     // Calls f(head) for every live chain: unevacuated old buckets, then initialised new buckets.
@@ -479,7 +559,10 @@ class table {
     std::size_t live_iterators() const noexcept {
         return static_cast<std::size_t>(iterator_word() & iter_count_mask);
     }
-    bool evacuation_paused() const noexcept { return live_iterators() != 0; }
+    // Whether an iterator is registered. Writes then evacuate after their own change instead of before
+    // (their arguments may be references into the table), and growth keeps what an iteration may still
+    // walk; reserve() does nothing and the seed is not renewed (an iteration filters by hash).
+    bool iterators_live() const noexcept { return live_iterators() != 0; }
 
     // Registers a live iterator created by the thread `tag` (and unregisters it, with the same tag). The
     // per-thread counts sit behind a tiny spinlock (registration is per loop, not per step); the word that
@@ -519,6 +602,8 @@ class table {
     // ---------------------------------------------------------------------------- Takes other's contents;
     // other becomes empty (with a fresh array on its next insert).
     void steal(table& other) noexcept {
+        release_retained();
+        other.release_retained();
         destroy_all();
         cur_ = std::exchange(other.cur_, array_ref{});
         old_ = std::exchange(other.old_, array_ref{});
@@ -539,6 +624,8 @@ class table {
 
     void swap_contents(table& other) noexcept {
         using std::swap;
+        release_retained();  // both tables' iterations end (clear_epoch below)
+        other.release_retained();
         swap(cur_, other.cur_);
         swap(old_, other.old_);
         swap(count_, other.count_);
@@ -602,9 +689,15 @@ class table {
         if (growing()) {
             for (std::size_t j = 0; j < old_bucket_count(); ++j) {
                 if (is_evacuated(old_.top(j))) {
-                    for (unsigned i = 0; i < bucket_cnt; ++i)
-                        if (!is_evacuated_mark(old_.top(j)[i])) fail("T4 evacuated bucket holds a live slot");
-                    if (old_.at(j).body->overflow != nullptr) fail("T4 evacuated bucket kept its overflow");
+                    const bucket h = old_.at(j);
+                    if (h.body->overflow != nullptr &&
+                        std::find(kept_links_.begin(), kept_links_.end(), h.body) == kept_links_.end()) {
+                        fail("T4 evacuated bucket kept its overflow, not for an iterator");
+                    }
+                    for (bucket b = h; b; b = b.next()) {
+                        for (unsigned i = 0; i < bucket_cnt; ++i)
+                            if (!is_evacuated_mark(b.top[i])) fail("T4 evacuated bucket holds a live slot");
+                    }
                 } else {
                     if (j < nevacuate_) fail("T4 old bucket below nevacuate is not evacuated");
                     check_chain(old_.at(j), j, old_bucket_mask(), true);
@@ -618,6 +711,10 @@ class table {
             fail("T1 count " + std::to_string(count_) + " but " + std::to_string(full) + " full slots");
         }
         if (overflow != noverflow_) fail("T6 overflow bucket count is off");
+        if (growing() && trailer(old_, same_size_grow_ ? B_ : B_ - 1).next.ctrl != cur_.ctrl) {
+            fail("T7 the old array's trailer does not name the current array");
+        }
+        if ((!retained_.empty() || !kept_links_.empty()) && !retained_due_) fail("T7 kept blocks not due");
         for (const K* k : keys) {
             if (find_slot(*k, hash_of(*k)) == nullptr || &find_slot(*k, hash_of(*k))->first != k)
                 fail("T5 a key is unreachable or duplicated");
@@ -813,8 +910,19 @@ class table {
     static constexpr std::size_t ctrl_lines(std::size_t n) noexcept {
         return (n * bucket_cnt + sizeof(cache_line) - 1) / sizeof(cache_line);
     }
+    // Control lines, body lines, and one line for the array's trailer.
     static constexpr std::size_t array_lines(std::size_t n) noexcept {
-        return ctrl_lines(n) + (n * sizeof(body_type) + sizeof(cache_line) - 1) / sizeof(cache_line);
+        return ctrl_lines(n) + (n * sizeof(body_type) + sizeof(cache_line) - 1) / sizeof(cache_line) + 1;
+    }
+    // The last line of an array's block: where growth evacuated it to (see "Growth under live iterators").
+    struct array_trailer {
+        array_ref next;          // the array its buckets were evacuated into; null until it grows
+        bool same_size = false;  // that growth kept B
+    };
+    static_assert(sizeof(array_trailer) <= sizeof(cache_line));
+    static array_trailer& trailer(array_ref a, unsigned B) noexcept {
+        return *std::launder(reinterpret_cast<array_trailer*>(reinterpret_cast<cache_line*>(a.ctrl) +
+                                                              array_lines(std::size_t{1} << B) - 1));
     }
     array_ref allocate_array(unsigned B) {
         if (B > max_bucket_shift)
@@ -825,13 +933,46 @@ class table {
         array_ref a;
         a.ctrl = reinterpret_cast<std::uint8_t*>(block);
         a.bodies = reinterpret_cast<body_type*>(block + ctrl_lines(n));
+        ::new (static_cast<void*>(block + array_lines(n) - 1)) array_trailer{};
         return a;
+    }
+    // Frees an array that growth retired, or keeps it (with its marks) while an iterator may walk it.
+    // Requires: retained_ has room (hash_grow reserves it).
+    void retire_array(array_ref a, unsigned B) noexcept {
+        if (iterators_live()) {
+            retained_.push_back({a, B});  // capacity reserved: cannot throw
+            retained_due_ = true;
+            return;
+        }
+        free_array(a, B);
     }
     void free_array(array_ref a, unsigned B) noexcept {
         const std::size_t lines = array_lines(std::size_t{1} << B);
         allocated_bytes_ -= lines * sizeof(cache_line);
         cache_line* block = reinterpret_cast<cache_line*>(a.ctrl);
         if (!watch_.retire_block(block, lines)) release_block(block, lines);
+    }
+    // Frees what growth kept for iterators: the overflow members of evacuated chains (their heads' links
+    // are cleared), then the retired arrays. Requires: no iterator will walk them again (none is live, or
+    // clear/move ended every iteration).
+    void release_retained() noexcept {
+        for (body_type* head : kept_links_) {
+            for (overflow_type* o = head->overflow; o != nullptr;) {
+                overflow_type* next = o->body.overflow;
+                free_overflow(o);
+                o = next;
+            }
+            head->overflow = nullptr;
+        }
+        kept_links_.clear();
+        for (const retained_array& r : retained_) free_array(r.a, r.B);
+        retained_.clear();
+        retained_due_ = false;
+    }
+    // At the start of a write: frees what was kept for iterations that have all ended.
+    void release_retained_if_idle() noexcept {
+        if (retained_due_ && !iterators_live()) [[unlikely]]
+            release_retained();
     }
     // Frees a block now, or (deferred frees on) once no optimistic reader can be reading it.
     void release_block(void* block, std::size_t lines) noexcept {
@@ -928,7 +1069,7 @@ class table {
             }
             if (b.top[i] != empty_one) break;
         }
-        if (count_ == 0 && reseed_ && !evacuation_paused()) hash0_ = seeded_mix(hash0_, ++reseeds_);
+        if (count_ == 0 && reseed_ && !iterators_live()) hash0_ = seeded_mix(hash0_, ++reseeds_);
     }
 
     // ---- growth -------------------------------------------------------------------------------------------
@@ -937,8 +1078,10 @@ class table {
         const unsigned bigger = over_load_factor(count_ + 1, B_) ? 1 : 0;  // 0: too many overflow buckets
         // New buckets are initialised when their old bucket is evacuated (new_bucket_live), so allocating
         // the array touches none of its memory: the growth step itself is O(1).
+        retained_.reserve(retained_.size() + 1);  // room for retire_array(old), should an iterator be live
         const array_ref newb = allocate_array(B_ + bigger);
         watch_.before_structure_change(*this);
+        trailer(cur_, B_) = {newb, bigger == 0};
         old_ = cur_;
         cur_ = newb;
         B_ += bigger;
@@ -961,6 +1104,71 @@ class table {
 
     void finish_growth() {
         while (growing()) evacuate(nevacuate_);
+    }
+
+    // grow_work for a write that already changed the table (an iterator is live): a failed step (an
+    // allocation, a throwing hash) is left for a later write; evacuate's strong guarantee keeps the table
+    // as it was.
+    void grow_work_noexcept() noexcept {
+        try {
+            grow_work();
+        } catch (...) {
+        }
+    }
+
+    // commit_insert's deferred growth step. If it evacuated the new entry's old bucket, the entry moved:
+    // follow it (evacuation keeps each side's order, see forward()).
+    found_position grow_work_after_insert(const write_position& pos) noexcept {
+        grow_work_noexcept();
+        if (!is_evacuated_mark(*pos.chain.top)) return {pos.slot, pos.top};
+        // The chain was in the array that the growth step evacuated: old_, or (that growth is done) the
+        // array it just retired.
+        const array_ref from = growing() ? old_ : retained_.back().a;
+        const unsigned fromB = growing() ? (same_size_grow_ ? B_ : B_ - 1) : retained_.back().B;
+        const std::size_t c = static_cast<std::size_t>(pos.chain.top - from.ctrl) / bucket_cnt;
+        // pos.chain is an old head, now evacuated: find pos's member and follow its mark.
+        std::size_t before = 0;
+        bucket b = pos.chain;
+        while (!(pos.top >= b.top && pos.top < b.top + bucket_cnt)) {
+            before += static_cast<std::size_t>(std::popcount(match_byte(b.top, *pos.top)));
+            b = b.next();
+        }
+        const unsigned i = static_cast<unsigned>(pos.top - b.top);
+        const std::size_t rank = before + static_cast<std::size_t>(
+                                              std::popcount(match_byte(b.top, *pos.top) & ((1u << i) - 1)));
+        return forward(from, fromB, c, *pos.top - evacuated_x, rank);
+    }
+
+    // Where an entry that evacuation moved is now. It sat on side `side` (0: x, 1: y) of chain `c` of
+    // array `a` (2^B buckets), and was the rank-th entry of that chain going to that side. Evacuation fills
+    // each side's fresh chain in chain order, so it went to position `rank` of the destination chain; and
+    // if that chain was evacuated since, its mark there says where it went next. Positions never shift:
+    // erases leave holes, inserts fill holes or append. Returns {nullptr, nullptr} if the position is empty
+    // now (the entry was erased); a full position may hold an entry inserted into the hole since.
+    found_position forward(array_ref a, unsigned B, std::size_t c, unsigned side, std::size_t rank) const
+        noexcept {
+        for (;;) {
+            const array_trailer& tr = trailer(a, B);
+            const array_ref to = tr.next;
+            const unsigned toB = tr.same_size ? B : B + 1;
+            const std::size_t tc = tr.same_size ? c : c + (std::size_t{side} << B);
+            const bucket head = to.at(tc);
+            bucket b = head;
+            for (std::size_t n = rank / bucket_cnt; n != 0; --n) b = b.next();
+            const unsigned i = static_cast<unsigned>(rank % bucket_cnt);
+            const std::uint8_t t = b.top[i];
+            if (is_full(t)) return {b.slot(i), b.top + i};
+            if (t != evacuated_x && t != evacuated_y) return {nullptr, nullptr};
+            std::size_t before = 0;
+            for (bucket m = head; !(m == b); m = m.next()) {
+                before += static_cast<std::size_t>(std::popcount(match_byte(m.top, t)));
+            }
+            rank = before + static_cast<std::size_t>(std::popcount(match_byte(b.top, t) & ((1u << i) - 1)));
+            a = to;
+            B = toB;
+            c = tc;
+            side = t - evacuated_x;
+        }
     }
 
     // Go's evacuate: moves the entries of old bucket `oldbucket` to the new array. Strong guarantee: a
@@ -990,7 +1198,10 @@ class table {
                     ++counts[use_y];
                 }
             }
-            // Pass 2: build the destination chains; these are the only allocations.
+            // Pass 2: build the destination chains; these are the only allocations. With an iterator live
+            // the old chain's overflow members stay linked (and their marks readable) until it ends.
+            const bool keep = iterators_live() && oldhead.body->overflow != nullptr;
+            if (keep) kept_links_.reserve(kept_links_.size() + 1);
             const bucket heads[2] = {cur_.at(oldbucket),
                                      same_size_grow_ ? bucket{} : cur_.at(oldbucket + newbit)};
             prepare_chain(heads[0], counts[0]);
@@ -1033,10 +1244,15 @@ class table {
                     ++d.i;
                 }
                 const bucket next = b.next();
-                if (b.ovf != nullptr) free_overflow(b.ovf);  // old overflow buckets are done with
+                if (b.ovf != nullptr && !keep) free_overflow(b.ovf);  // old overflow buckets are done with
                 b = next;
             }
-            oldhead.body->overflow = nullptr;
+            if (keep) {
+                kept_links_.push_back(oldhead.body);  // capacity reserved above: cannot throw
+                retained_due_ = true;
+            } else {
+                oldhead.body->overflow = nullptr;
+            }
             ++generation_;
             ++evacuated_;
         }
@@ -1075,7 +1291,7 @@ class table {
         while (nevacuate_ != stop && is_evacuated(old_.top(nevacuate_))) ++nevacuate_;
         if (nevacuate_ == newbit) {
             watch_.before_structure_change(*this);
-            free_array(old_, same_size_grow_ ? B_ : B_ - 1);
+            retire_array(old_, same_size_grow_ ? B_ : B_ - 1);
             old_ = array_ref{};
             same_size_grow_ = false;
             nevacuate_ = 0;
@@ -1086,7 +1302,7 @@ class table {
     // Reservation for an entry known to be absent (copies and rehash: no growth is in progress).
     write_position prepare_unique(std::uint64_t h) {
         if (!cur_) allocate_initial(0);
-        if (!growing() && over_load_factor(count_ + 1, B_) && !evacuation_paused()) rehash_into(B_ + 1);
+        if (!growing() && over_load_factor(count_ + 1, B_) && !iterators_live()) rehash_into(B_ + 1);
         const bucket head = read_bucket_for(h);
         bucket last = head;
         for (bucket b = head; b; b = b.next()) {
@@ -1158,6 +1374,7 @@ class table {
                 b = next;
             }
         });
+        release_retained();
         if (growing()) free_array(old_, same_size_grow_ ? B_ : B_ - 1);
         old_ = array_ref{};
         count_ = 0;
@@ -1189,6 +1406,7 @@ class table {
     bool reseed_ = true;               // re-seed hash0 on clear and when the map empties (Go does)
     bool same_size_grow_ = false;      // the current growth keeps B (Go's sameSizeGrow flag)
     bool reclaim_due_ = false;         // reclaim_due(), kept up to date where limbo_ changes
+    bool retained_due_ = false;        // retained_ or kept_links_ hold something (release_retained)
     std::size_t allocated_bytes_ = 0;  // bytes of arrays and overflow buckets (for metrics)
     std::uint64_t hash0_;              // per-map hash seed
     std::uint64_t generation_ = 0;     // bumped whenever entries move (checked builds compare it)
@@ -1221,6 +1439,14 @@ class table {
     };
     std::vector<limbo_item> limbo_;
     std::size_t limbo_arrays_ = 0;
+    // Kept for live iterators (see "Growth under live iterators"): arrays that growth retired, and the old
+    // chain heads whose overflow members evacuation left linked.
+    struct retained_array {
+        array_ref a;
+        unsigned B;
+    };
+    std::vector<retained_array> retained_;
+    std::vector<body_type*> kept_links_;
     void update_reclaim_due() noexcept { reclaim_due_ = limbo_arrays_ != 0 || limbo_.size() >= 64; }
 };
 
