@@ -47,7 +47,8 @@
 //   L5  try_lock_for_iteration(timeout) returns an empty optional, leaving no trace, if it cannot get every
 //       shard in time.
 //   L6  The thread that holds the only live guard may write to the map during its walk ("iterate and
-//       expire"); Go's rules for writes during iteration apply (iterlock::map, I1-I4). If another guard is
+//       expire"); Go's rules for writes during iteration apply (iterlock::map, I1-I4 and I7, each shard's
+//       walk starting on the array current when the walk began). If another guard is
 //       live, such a write would deadlock: it throws iterlock::lock_error instead.
 //   L7  Nested guards on one thread share the first one's locks (no self-deadlock behind a waiting writer).
 //

@@ -16,9 +16,19 @@
 //   I5  clear() during the iteration ends it cleanly: the next increment makes the iterator equal end().
 //   I6  The start of each iteration (bucket and slot offset) is randomized, as in Go. A map built with a
 //       fixed `iterlock::seed` repeats the same sequence of orders for the same sequence of operations.
-// While any iterator of a map is alive, growth does not move entries (it resumes when the last iterator is
-// gone); this is how I1-I4 hold without Go's garbage collector. An iterator that is kept alive forever
-// therefore stops evacuation forever: the map stays correct but its overflow chains grow.
+//   I7  An iteration ends, and writes during it cost what they cost without it (O(1) amortized). It
+//       walks the chains of the bucket array current when it started (and of the old array, if a growth
+//       was in progress), following the entries that growth moves on; entries that land in a newer array
+//       are never produced, as in Go. So an iteration of a map with 2^B buckets and M buckets plus overflow
+//       buckets at its start produces at most 8 * (M + 2 * 2^B) entries, however much the loop inserts.
+//       For a map of n > 8 entries grown by inserts alone, M <= 3 * 2^B and 2^B < n / 3.25, so at most
+//       40 * 2^B < 12.4 * n (docs/DESIGN.md gives the argument and the figures for Go's loop).
+// Growth keeps evacuating while iterators are alive (detail/table.hpp, "Growth under live iterators"); what
+// an iteration may still walk (the retired arrays, old overflow buckets) is kept until the last iterator of
+// the map is gone, and freed by the next write. A write made while an iterator is alive may move entries:
+// a reference from `*it` or an entry_ptr is not valid after it (copy what you need first); the iterator
+// itself stays valid. Arguments that refer into the map (m.erase(it->first), insert_or_assign(k, it->second))
+// are safe: such a write moves entries only after it is done with them.
 //
 // Misuse detection (Policy = detect_misuse, the default; no_misuse_detection compiles it out)
 // ---------------------------------------------------------------------------------------------
@@ -57,12 +67,14 @@
 //   - find() returns entry_ptr (compare with nullptr / test as bool), not an iterator; get() returns a copy.
 //   - Iteration order is randomized per iteration; iterators are forward iterators, invalidated only by
 //     clear(), move and swap (then: checked builds abort, others end the walk).
-//   - Writes during iteration follow Go (I1-I4) instead of invalidating iterators.
+//   - Writes during iteration follow Go (I1-I4, I7) instead of invalidating iterators.
 //   - Entries move on growth: K and V must be nothrow move constructible (static_assert).
 //   - No buckets API, no local iterators, no node handles; reserve() is Go's size hint.
 //
 // Complexity: find/insert/erase O(1) expected, worst single insert O(1) bucket moves (plus the allocation
-// of the next array, which touches none of its memory). Iteration O(buckets + entries). Exception safety:
+// of the next array, which touches none of its memory), also while iterators are alive. Iteration
+// O(buckets + entries); an entry that growth moved after the iteration started costs a walk of its old
+// chain and new chain per growth since. Exception safety:
 // if Hash, KeyEqual, the allocator or a K/V constructor throws during a write, the map is unchanged.
 #pragma once
 
@@ -213,7 +225,7 @@ class map {
     using const_entry_ptr = basic_entry_ptr<true>;
 
     // ---- iterators ---------------------------------------------------------------------------------------
-    // A live iterator (not end, not exhausted) registers with its map: that is what pauses evacuation and
+    // A live iterator (not end, not exhausted) registers with its map: that keeps what its walk needs and
     // lets a write from another thread be caught. Copying registers again; reaching the end unregisters.
     template <bool Const>
     class basic_iterator {
@@ -572,8 +584,8 @@ class map {
         t_.clear();
     }
 
-    // Go's size hint: room for n entries without further growth. O(size) if it rehashes; no effect while an
-    // iterator is alive. Throws std::length_error if n > max_size() (e.g. size_t(-1), or a negative int
+    // Go's size hint: room for n entries without further growth. O(size) if it rehashes (it also finishes a
+    // growth in progress); no effect while an iterator is alive. Throws std::length_error if n > max_size() (e.g. size_t(-1), or a negative int
     // converted), also while an iterator is alive; the map is then unchanged and usable.
     void reserve(size_type n) {
         write_scope ws(*this);
@@ -625,7 +637,7 @@ class map {
         return t_.get_allocator();
     }
 
-    // Verifies the table's invariants (detail/table.hpp, T1-T6); throws std::logic_error on the first
+    // Verifies the table's invariants (detail/table.hpp, T1-T7); throws std::logic_error on the first
     // violation. O(size + buckets): for tests.
     void check_invariants() const {
         check_read();

@@ -26,16 +26,22 @@
 // iteration started, a bucket whose old bucket is not evacuated yet is read from the old bucket instead,
 // keeping only the keys that hash to the bucket being visited. See map.hpp for the numbered rules.
 //
-// The one departure from Go: evacuation pauses while an iterator is live
-// ---------------------------------------------------------------------
+// Growth under live iterators (Go keeps old copies readable; iterlock follows marks)
+// -----------------------------------------------------------------------------------
 // Go's evacuation copies entries and leaves the old copies readable for iterators (its GC keeps old
-// arrays alive). C++ moves entries (a key may be move-only, and copies cost), so an old slot is gone once
-// evacuated. Instead, while any iterator of this table is live (`live_iterators() > 0`), writes do not
-// evacuate: an insert or erase for a key whose old bucket is not yet evacuated goes to that old bucket,
-// and `hash_grow` only allocates. Entries therefore never move under a live iterator; when the last
-// iterator ends, the next writes resume evacuation. The cost: an iteration that inserts a lot lengthens
-// overflow chains until it ends. An iterator object that is kept alive indefinitely pauses growth
-// indefinitely (correct, slower); map.hpp documents this.
+// arrays alive), and an iterator looks a moved key up in the new array. C++ moves entries (a key may be
+// move-only, and copies cost), so an old slot has no key left once evacuated. Growth still goes on while
+// iterators are live; an iterator finds a moved entry from the slot's evacuation mark (which side, x or y)
+// and its rank among the chain's slots with that mark: evacuation fills each side's fresh chain in chain
+// order, and positions never shift afterwards (erase leaves holes; only evacuation moves, leaving a mark).
+// See forward() and iter_next(). For this, while an iterator is registered (`iterators_live()`):
+//   - evacuation leaves the old chain's overflow members linked (kept_links_) and a growth's retired array
+//     is kept (retained_); each array's trailer names the array it was evacuated into. The first write
+//     with no iterator live frees them (release_retained);
+//   - a write evacuates after its own change, not before (its arguments may refer into the table), and
+//     an insert whose step moved the new entry reports where it went (commit_insert);
+//   - reserve() does nothing and the seed is not renewed when the map empties (iterations filter by hash).
+// docs/DESIGN.md ("Growth under live iterators") argues the rules I1-I7 of map.hpp from this.
 //
 // Invariants (check_invariants() verifies each one)
 //   T1 count_ equals the number of full slots reachable from the live buckets.
@@ -43,9 +49,12 @@
 //      (hash & mask of that array).
 //   T3 in a chain, every slot after an empty_rest slot is empty_rest.
 //   T4 while growing: old buckets below nevacuate_ are evacuated; an evacuated old bucket has only
-//      evacuation marks; the new buckets of an unevacuated old bucket are uninitialised (never read).
+//      evacuation marks, in every member of its chain, and no overflow members unless they are kept for
+//      iterators (kept_links_); the new buckets of an unevacuated old bucket are uninitialised (never read).
 //   T5 no key appears twice.
 //   T6 noverflow_ equals the number of overflow buckets hanging off the current array (not old buckets).
+//   T7 while growing, the old array's trailer names the current array; whatever is kept for iterators
+//      (retained_, kept_links_) is flagged for release (retained_due_).
 #pragma once
 
 #include <algorithm>
@@ -108,6 +117,9 @@ inline constexpr unsigned bucket_shift_for(std::size_t hint) {
     while (over_load_factor(hint, B)) ++B;
     return B;
 }
+
+// A process-wide clock that stamps bucket arrays when they become current (see table::iter_init).
+inline std::atomic<std::uint64_t> array_clock{0};
 
 // A layer above the map may watch chain writes (concurrent_map's snapshots preserve a chain before its
 // first change) and take over freeing retired arrays. The default watcher does nothing and costs nothing.
@@ -185,6 +197,8 @@ class table {
         std::uint8_t chain_B = 0;
         std::uint8_t offset = 0;
         bool wrapped = false;
+        bool started = false;         // iter_init ran on this state before (see iter_init)
+        std::uint64_t walk_start = 0;  // array_clock when the walk began
     };
 
     explicit table(std::uint64_t seed, const Hash& h = Hash(), const KeyEqual& eq = KeyEqual(),
@@ -352,13 +366,19 @@ class table {
     bool erase_key(const K2& key, std::uint64_t h) {
         if (count_ == 0) return false;
         release_retained_if_idle();
-        const bool after = iterators_live();  // `key` may be an entry's key: evacuate after the erase
-        if (growing() && !after) grow_work();
-        const bool erased = erase_found(key, h);
-        if (after && growing()) grow_work_noexcept();
-        return erased;
+        if (growing()) {
+            if (iterators_live()) [[unlikely]] {
+                // `key` may be an entry's key (m.erase(it->first)): evacuate after the erase.
+                const bool erased = erase_found(key, h);
+                if (growing()) grow_work_noexcept();
+                return erased;
+            }
+            grow_work();
+        }
+        return erase_found(key, h);
     }
 
+    // erase_key's lookup and erase, without growth steps.
     template <class K2>
     bool erase_found(const K2& key, std::uint64_t h) {
         const bucket head = read_bucket_for(h);
@@ -429,16 +449,36 @@ class table {
     }
 
     // ---- iteration (Go's mapiterinit / mapiternext) ------------------------------------------------------
+    //
+    // A state that already walked a table (concurrent_map's guard walks its shards one after another with
+    // one state) starts on the array that was current when its walk began, not the current one: a walk
+    // that inserts as it goes must not start each later shard on an array its own inserts grew (rule I7).
+    // Arrays are stamped from a process-wide clock when they become current (array_trailer::since); the
+    // arrays a walk may start on are kept for it, because its guard is registered as an iterator from
+    // before the walk begins.
     void iter_init(iter_state& it, std::uint64_t random) const noexcept {
+        const bool continuing = it.started;
+        const std::uint64_t since = continuing ? it.walk_start : array_clock.load(std::memory_order_relaxed);
         it = iter_state{};
+        it.started = true;
+        it.walk_start = since;
         it.clear_epoch = clear_epoch_;
-        if (count_ == 0 || !cur_) {
+        array_ref a = cur_;
+        unsigned B = B_;
+        if (continuing) {
+            while (a && trailer(a, B).since > since) {
+                const array_trailer& tr = trailer(a, B);
+                a = tr.prev;
+                B = tr.prev_B;
+            }
+        }
+        if (count_ == 0 || !a) {
             it.wrapped = true;  // nothing to visit
             return;
         }
-        it.it_buckets = cur_;
-        it.it_B = static_cast<std::uint8_t>(B_);
-        it.start_bucket = static_cast<std::size_t>(random) & bucket_mask(B_);
+        it.it_buckets = a;
+        it.it_B = static_cast<std::uint8_t>(B);
+        it.start_bucket = static_cast<std::size_t>(random) & bucket_mask(B);
         it.bucket_index = it.start_bucket;
         it.offset = static_cast<std::uint8_t>((random >> 56) & (bucket_cnt - 1));
     }
@@ -656,7 +696,7 @@ class table {
         return pos.slot;
     }
 
-    // Verifies T1-T6; throws std::logic_error naming the first violation. O(size + buckets).
+    // Verifies T1-T7; throws std::logic_error naming the first violation. O(size + buckets).
     void check_invariants() const {
         auto fail = [](const std::string& what) {
             throw std::logic_error("iterlock::map invariant: " + what);
@@ -918,6 +958,9 @@ class table {
     struct array_trailer {
         array_ref next;          // the array its buckets were evacuated into; null until it grows
         bool same_size = false;  // that growth kept B
+        unsigned prev_B = 0;
+        array_ref prev;           // the array it replaced by growth (null for a first array or a rehash)
+        std::uint64_t since = 0;  // array_clock when it became current
     };
     static_assert(sizeof(array_trailer) <= sizeof(cache_line));
     static array_trailer& trailer(array_ref a, unsigned B) noexcept {
@@ -933,7 +976,8 @@ class table {
         array_ref a;
         a.ctrl = reinterpret_cast<std::uint8_t*>(block);
         a.bodies = reinterpret_cast<body_type*>(block + ctrl_lines(n));
-        ::new (static_cast<void*>(block + array_lines(n) - 1)) array_trailer{};
+        array_trailer* tr = ::new (static_cast<void*>(block + array_lines(n) - 1)) array_trailer{};
+        tr->since = array_clock.fetch_add(1, std::memory_order_relaxed) + 1;
         return a;
     }
     // Frees an array that growth retired, or keeps it (with its marks) while an iterator may walk it.
@@ -1081,7 +1125,10 @@ class table {
         retained_.reserve(retained_.size() + 1);  // room for retire_array(old), should an iterator be live
         const array_ref newb = allocate_array(B_ + bigger);
         watch_.before_structure_change(*this);
-        trailer(cur_, B_) = {newb, bigger == 0};
+        trailer(cur_, B_).next = newb;
+        trailer(cur_, B_).same_size = bigger == 0;
+        trailer(newb, B_ + bigger).prev = cur_;
+        trailer(newb, B_ + bigger).prev_B = B_;
         old_ = cur_;
         cur_ = newb;
         B_ += bigger;
@@ -1094,7 +1141,7 @@ class table {
 
     // Go's growWork: two old buckets evacuated per write. Go evacuates the bucket the write is about to
     // use plus the next one in order; iterlock evacuates the next two in order (nevacuate), because writes
-    // can target an unevacuated old bucket anyway (see "evacuation pauses" above) and a sequential sweep
+    // can target an unevacuated old bucket anyway (read_bucket_for) and a sequential sweep
     // reads the old array and fills the new one as streams the prefetcher follows, instead of random cache
     // misses on every write. Growth still ends within 2^oldB / 2 writes.
     void grow_work() {
