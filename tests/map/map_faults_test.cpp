@@ -311,4 +311,29 @@ TEST(MapFaults, Item09_InsertDuringIterationReturnsTheMovedEntry) {
     }
 }
 
+// What growth kept for an iterator (old overflow buckets, retired arrays) is freed safely whichever call
+// comes first once the iterator is gone: a reserve() that finishes the growth, an erase, a clear, a move.
+// (Run under ASan: a kept chain head in a freed array would be written to after the free.)
+TEST(MapFaults, Item09_KeptBlocksAreFreedByWhicheverCallComesNext) {
+    using colliding = iterlock::map<int, int, iterlock_test::constant_hash>;
+    for (int how = 0; how < 4; ++how) {
+        colliding m{iterlock::seed{1}};
+        for (int i = 0; i < 40; ++i) m.insert({i, i});  // one long chain: evacuation keeps its overflow
+        {
+            auto it = m.begin();
+            for (int i = 100; i < 160; ++i) m.insert({i, i});
+            (void)it;
+        }
+        switch (how) {
+            case 0: m.reserve(1000); break;
+            case 1: m.erase(5); break;
+            case 2: m.clear(); break;
+            default: { colliding other(std::move(m)); other.check_invariants(); m = std::move(other); } break;
+        }
+        m.check_invariants();
+        for (int i = 200; i < 300; ++i) m.insert({i, i});
+        m.check_invariants();
+    }
+}
+
 }  // namespace

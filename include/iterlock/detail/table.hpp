@@ -988,6 +988,7 @@ class table {
             retained_due_ = true;
             return;
         }
+        release_retained();  // kept heads may lie in `a`: clear their links before `a` goes
         free_array(a, B);
     }
     void free_array(array_ref a, unsigned B) noexcept {
