@@ -185,18 +185,15 @@ class table {
     struct iter_state {
         array_ref it_buckets;  // the array current when the iteration started
         bucket b;              // chain member being walked; null between buckets
-        bucket head;           // the head of b's chain
-        array_ref chain_array;  // the array holding that chain (it_buckets, or the old array: see iter_next)
-        std::size_t chain_index = 0;
         std::size_t start_bucket = 0;
         std::size_t bucket_index = 0;  // next bucket index (in it_B space) to visit
         std::size_t check_bucket = no_check;
         std::uint64_t clear_epoch = 0;
         slot_mask pending = 0;  // slots of b not visited yet (full or moved when b was entered), rotated
         std::uint8_t it_B = 0;
-        std::uint8_t chain_B = 0;
         std::uint8_t offset = 0;
         bool wrapped = false;
+        bool chain_old = false;  // b's chain is in the array before it_buckets (see iter_next)
         bool started = false;         // iter_init ran on this state before (see iter_init)
         std::uint64_t walk_start = 0;  // array_clock when the walk began
     };
@@ -498,21 +495,18 @@ class table {
             if (!it.b) {
                 if (!it.it_buckets || (it.bucket_index == it.start_bucket && it.wrapped)) return nullptr;
                 it.check_bucket = no_check;
-                it.chain_array = it.it_buckets;
-                it.chain_B = it.it_B;
-                it.chain_index = it.bucket_index;
+                it.chain_old = false;
+                it.b = it.it_buckets.at(it.bucket_index);
                 if (growing() && it.it_buckets.ctrl == cur_.ctrl) {
                     // Started during a growth that is not done: an old bucket that is not evacuated holds
                     // the entries of this bucket (and, unless same-size, of its sibling).
                     const std::size_t ob = it.bucket_index & old_bucket_mask();
                     if (!is_evacuated(old_.top(ob))) {
-                        it.chain_array = old_;
-                        it.chain_B = static_cast<std::uint8_t>(same_size_grow_ ? B_ : B_ - 1);
-                        it.chain_index = ob;
+                        it.b = old_.at(ob);
+                        it.chain_old = true;
                         if (!same_size_grow_) it.check_bucket = it.bucket_index;
                     }
                 }
-                it.head = it.b = it.chain_array.at(it.chain_index);
                 if (++it.bucket_index == (std::size_t{1} << it.it_B)) {
                     it.bucket_index = 0;
                     it.wrapped = true;
@@ -552,19 +546,28 @@ class table {
     // Slot i of the member it.b, marked t (evacuated_x or evacuated_y): the entry it held, where it is now,
     // or nullptr if it was erased since it moved, or (check_bucket) it belongs to the sibling bucket.
     slot_type* follow(const iter_state& it, unsigned i, std::uint8_t t) const noexcept {
+        // The chain being walked: bucket `visited` of it_buckets, or (chain_old) its old bucket in the array
+        // that it_buckets replaced, which the trailer's back link names even after that growth ended.
+        array_ref a = it.it_buckets;
+        unsigned B = it.it_B;
+        std::size_t c = (it.bucket_index - 1) & bucket_mask(it.it_B);  // iter_next advanced past it
+        if (it.chain_old) {
+            const array_trailer& back = trailer(a, B);
+            a = back.prev;
+            B = back.prev_B;
+            c &= bucket_mask(B);
+        }
         const unsigned side = t - evacuated_x;
-        const array_trailer& tr = trailer(it.chain_array, it.chain_B);
-        if (it.check_bucket != no_check && !tr.same_size &&
-            it.chain_index + (std::size_t{side} << it.chain_B) != it.check_bucket) {
+        if (it.check_bucket != no_check && c + (std::size_t{side} << B) != it.check_bucket) {
             return nullptr;  // went to the sibling bucket
         }
         std::size_t before = 0;
-        for (bucket m = it.head; !(m == it.b); m = m.next()) {
+        for (bucket m = a.at(c); !(m == it.b); m = m.next()) {
             before += static_cast<std::size_t>(std::popcount(match_byte(m.top, t)));
         }
         const std::size_t rank =
             before + static_cast<std::size_t>(std::popcount(match_byte(it.b.top, t) & ((1u << i) - 1)));
-        return forward(it.chain_array, it.chain_B, it.chain_index, side, rank).slot;
+        return forward(a, B, c, side, rank).slot;
     }
 
     // Calls f(head) for every live chain: unevacuated old buckets, then initialised new buckets.
