@@ -541,11 +541,15 @@ class table {
     static slot_mask visitable(const std::uint8_t* top) noexcept {
         if (!is_evacuated_mark(top[0])) [[likely]]
             return match_full(top);
+        return match_moved(top);
+    }
+    [[gnu::cold, gnu::noinline]] static slot_mask match_moved(const std::uint8_t* top) noexcept {
         return match_byte(top, evacuated_x) | match_byte(top, evacuated_y);
     }
     // Slot i of the member it.b, marked t (evacuated_x or evacuated_y): the entry it held, where it is now,
     // or nullptr if it was erased since it moved, or (check_bucket) it belongs to the sibling bucket.
-    slot_type* follow(const iter_state& it, unsigned i, std::uint8_t t) const noexcept {
+    [[gnu::cold, gnu::noinline]] slot_type* follow(const iter_state& it, unsigned i, std::uint8_t t) const
+        noexcept {
         // The chain being walked: bucket `visited` of it_buckets, or (chain_old) its old bucket in the array
         // that it_buckets replaced, which the trailer's back link names even after that growth ended.
         array_ref a = it.it_buckets;
