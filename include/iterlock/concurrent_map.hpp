@@ -56,7 +56,8 @@
 //   L5  try_lock_for_iteration(timeout) returns a guard that tests false, leaving no trace, if it cannot get
 //       every shard in time.
 //   L6  The thread that holds the only live guard may write to the map during its walk ("iterate and
-//       expire"); Go's rules for writes during iteration apply (iterlock::map, I1-I4). If another guard is
+//       expire"); Go's rules for writes during iteration apply (iterlock::map, I1-I4 and I7, each shard's
+//       walk starting on the array current when the walk began). If another guard is
 //       live, such a write would deadlock: it throws iterlock::lock_error instead.
 //   L7  Nested guards on one thread share the first one's locks (no self-deadlock behind a waiting writer).
 //   A guard is neither copyable nor movable: it stays on the thread and in the scope that took it (G1-G4
@@ -434,9 +435,11 @@ class concurrent_map {
     }
 
     // Go's size hint, spread over the shards. A hint: skipped for shards that a live snapshot or iteration
-    // is reading.
+    // is reading. Throws std::length_error, changing nothing, if a shard's share exceeds what one shard's
+    // table holds (map::max_size(), detail/table.hpp's max_entries), even where it would be skipped.
     void reserve(size_type n) {
         const size_type per = n / shards_.size() + 1;
+        if (per > detail::max_entries) detail::throw_too_many_entries();
         for (shard& s : shards_) {
             write_lock wl(*this, s);
             if constexpr (snapshots) {

@@ -16,9 +16,19 @@
 //   I5  clear() during the iteration ends it cleanly: the next increment makes the iterator equal end().
 //   I6  The start of each iteration (bucket and slot offset) is randomized, as in Go. A map built with a
 //       fixed `iterlock::seed` repeats the same sequence of orders for the same sequence of operations.
-// While any iterator of a map is alive, growth does not move entries (it resumes when the last iterator is
-// gone); this is how I1-I4 hold without Go's garbage collector. An iterator that is kept alive forever
-// therefore stops evacuation forever: the map stays correct but its overflow chains grow.
+//   I7  An iteration ends, and writes during it cost what they cost without it (O(1) amortized). It
+//       walks the chains of the bucket array current when it started (and of the old array, if a growth
+//       was in progress), following the entries that growth moves on; entries that land in a newer array
+//       are never produced, as in Go. So an iteration of a map with 2^B buckets and M buckets plus overflow
+//       buckets at its start produces at most 8 * (M + 2 * 2^B) entries, however much the loop inserts.
+//       For a map of n > 8 entries grown by inserts alone, M <= 3 * 2^B and 2^B < n / 3.25, so at most
+//       40 * 2^B < 12.4 * n (docs/DESIGN.md gives the argument and the figures for Go's loop).
+// Growth keeps evacuating while iterators are alive (detail/table.hpp, "Growth under live iterators"); what
+// an iteration may still walk (the retired arrays, old overflow buckets) is kept until the last iterator of
+// the map is gone, and freed by the next write. A write made while an iterator is alive may move entries:
+// a reference from `*it` or an entry_ptr is not valid after it (copy what you need first); the iterator
+// itself stays valid. Arguments that refer into the map (m.erase(it->first), insert_or_assign(k, it->second))
+// are safe: such a write moves entries only after it is done with them.
 //
 // Misuse detection (Policy = detect_misuse, the default; no_misuse_detection compiles it out)
 // ---------------------------------------------------------------------------------------------
@@ -30,8 +40,16 @@
 //                                            caught every time (Go only catches it if the iterator happens to
 //                                            step during the write); also an iterator stepping during a
 //                                            write.
-// The default action prints "fatal error: <message>" and aborts; set_misuse_action(throw_exception)
-// throws iterlock::concurrent_misuse before the map is modified. Detection costs a relaxed load and store
+// An iterator counts as alive from begin() until it reaches end() or is destroyed, stepping or not: a map
+// shared under a mutex must not let an iterator (e.g. a std::find_if result) outlive the critical section
+// that created it, or the next write by another thread, mutex held, is "concurrent map iteration and map
+// write". Copy out what is needed before unlocking (docs/GUIDE.md, section 5).
+// The default action prints "fatal error: <message> (iterlock::map<K, V> "name")" and aborts (the name is
+// set_name()'s, if any; misuse.hpp, "Messages"); set_misuse_action(throw_exception) throws
+// iterlock::concurrent_misuse, whose what() is Go's words alone, before the map is modified. Moving,
+// assigning or swapping a map while one of its iterators is alive always aborts: "map moved while an
+// iteration is live" (moved from, or move-constructed from), "map assigned while an iteration is live"
+// (the target of a copy, move or initializer-list assignment), "map swapped while an iteration is live". Detection costs a relaxed load and store
 // per write and a relaxed load per read (see docs/BENCHMARKS.md, iterlock vs iterlock_nodetect).
 //
 // Entry pointers and the checked build
@@ -49,12 +67,14 @@
 //   - find() returns entry_ptr (compare with nullptr / test as bool), not an iterator; get() returns a copy.
 //   - Iteration order is randomized per iteration; iterators are forward iterators, invalidated only by
 //     clear(), move and swap (then: checked builds abort, others end the walk).
-//   - Writes during iteration follow Go (I1-I4) instead of invalidating iterators.
+//   - Writes during iteration follow Go (I1-I4, I7) instead of invalidating iterators.
 //   - Entries move on growth: K and V must be nothrow move constructible (static_assert).
 //   - No buckets API, no local iterators, no node handles; reserve() is Go's size hint.
 //
 // Complexity: find/insert/erase O(1) expected, worst single insert O(1) bucket moves (plus the allocation
-// of the next array, which touches none of its memory). Iteration O(buckets + entries). Exception safety:
+// of the next array, which touches none of its memory), also while iterators are alive. Iteration
+// O(buckets + entries); an entry that growth moved after the iteration started costs a walk of its old
+// chain and new chain per growth since. Exception safety:
 // if Hash, KeyEqual, the allocator or a K/V constructor throws during a write, the map is unchanged.
 #pragma once
 
@@ -205,7 +225,7 @@ class map {
     using const_entry_ptr = basic_entry_ptr<true>;
 
     // ---- iterators ---------------------------------------------------------------------------------------
-    // A live iterator (not end, not exhausted) registers with its map: that is what pauses evacuation and
+    // A live iterator (not end, not exhausted) registers with its map: that keeps what its walk needs and
     // lets a write from another thread be caught. Copying registers again; reaching the end unregisters.
     template <bool Const>
     class basic_iterator {
@@ -282,7 +302,7 @@ class map {
             if (m_ == nullptr) return;
             if constexpr (detect) {
                 if (m_->writing()) [[unlikely]]
-                    detail::report_misuse(messages::iteration_during_write);
+                    m_->report(messages::iteration_during_write);
             }
             step();
         }
@@ -313,6 +333,7 @@ class map {
     using const_iterator = basic_iterator<true>;
 
     // ---- construction ------------------------------------------------------------------------------------
+    // A size hint is reserve()'s: a hint above max_size() throws std::length_error.
     map() : map(size_type{0}) {}
     explicit map(seed s) : map(size_type{0}, s) {}
     explicit map(size_type size_hint, const Hash& h = Hash(), const KeyEqual& eq = KeyEqual(),
@@ -338,26 +359,37 @@ class map {
 
     map(const map& o)
         : t_(o.t_.hash_seed(), o.t_.hash_function(), o.t_.key_eq(),
-             std::allocator_traits<Allocator>::select_on_container_copy_construction(o.t_.get_allocator())) {
+             std::allocator_traits<Allocator>::select_on_container_copy_construction(o.t_.get_allocator())),
+          name_(o.name_) {
         o.check_read();
         t_.reserve(o.size());
         o.t_.for_each_slot([&](const slot_type& s) { t_.insert_unique(t_.hash_of(s.first), s); });
     }
-    map(map&& o) noexcept : t_(o.t_.hash_seed(), o.t_.hash_function(), o.t_.key_eq(), o.t_.get_allocator()) {
-        o.check_not_iterating_for_move();
+    map(map&& o) noexcept
+        : t_(o.t_.hash_seed(), o.t_.hash_function(), o.t_.key_eq(), o.t_.get_allocator()), name_(o.name_) {
+        o.check_not_iterating(messages::moved_while_iterating);
         t_.steal(o.t_);
     }
+    // Assignments replace the contents and keep this map's name. Assigning to a map while one of its own
+    // iterators is alive aborts ("map assigned while an iteration is live"); the source may be iterated.
     map& operator=(const map& o) {
         if (this != &o) {
+            check_not_iterating(messages::assigned_while_iterating);
             map copy(o);
-            swap(copy);
+            t_.swap_contents(copy.t_);
         }
+        return *this;
+    }
+    map& operator=(std::initializer_list<value_type> init) {
+        check_not_iterating(messages::assigned_while_iterating);
+        map copy(init, 0, t_.hash_function(), t_.key_eq(), t_.get_allocator());
+        t_.swap_contents(copy.t_);
         return *this;
     }
     map& operator=(map&& o) noexcept(std::allocator_traits<Allocator>::is_always_equal::value) {
         if (this == &o) return *this;
-        check_not_iterating_for_move();
-        o.check_not_iterating_for_move();
+        check_not_iterating(messages::assigned_while_iterating);
+        o.check_not_iterating(messages::moved_while_iterating);
         if constexpr (std::allocator_traits<Allocator>::is_always_equal::value ||
                       std::allocator_traits<Allocator>::propagate_on_container_move_assignment::value) {
             t_.steal(o.t_);
@@ -374,9 +406,10 @@ class map {
     }
     ~map() = default;
 
+    // Swaps the contents (names stay). Aborts if either map has a live iterator.
     void swap(map& o) noexcept {
-        check_not_iterating_for_move();
-        o.check_not_iterating_for_move();
+        check_not_iterating(messages::swapped_while_iterating);
+        o.check_not_iterating(messages::swapped_while_iterating);
         t_.swap_contents(o.t_);
     }
     friend void swap(map& a, map& b) noexcept {
@@ -390,8 +423,13 @@ class map {
     bool empty() const noexcept {
         return t_.size() == 0;
     }
+    // The most entries the map can hold: 13 * 2^30 (about 1.4e10), a full load factor of 6.5 on the largest
+    // array (2^31 buckets). reserve(n) and the size-hint constructors accept every n <= max_size() (memory
+    // permitting: std::bad_alloc otherwise) and throw std::length_error above it; an insert of a new key
+    // into a map of max_size() entries throws std::length_error. Either way the map is unchanged.
     size_type max_size() const noexcept {
-        return std::numeric_limits<difference_type>::max() / sizeof(value_type);
+        return std::min<size_type>(detail::max_entries,
+                                   std::numeric_limits<difference_type>::max() / sizeof(value_type));
     }
 
     // ---- lookup (reads: any number of threads at once, none writing) --------------------------------------
@@ -546,8 +584,9 @@ class map {
         t_.clear();
     }
 
-    // Go's size hint: room for n entries without further growth. O(size) if it rehashes; no effect while an
-    // iterator is alive.
+    // Go's size hint: room for n entries without further growth. O(size) if it rehashes (it also finishes a
+    // growth in progress); no effect while an iterator is alive. Throws std::length_error if n > max_size() (e.g. size_t(-1), or a negative int
+    // converted), also while an iterator is alive; the map is then unchanged and usable.
     void reserve(size_type n) {
         write_scope ws(*this);
         t_.reserve(n);
@@ -574,6 +613,17 @@ class map {
     }
 
     // ---- observers ---------------------------------------------------------------------------------------
+    // An optional name for misuse reports: "fatal error: concurrent map writes (iterlock::map<int, int>
+    // \"sessions\")". The string is not copied: it must outlive the map (a string literal, typically);
+    // nullptr removes the name. A copy-constructed or move-constructed map takes its source's name;
+    // assignment and swap keep each map's own. A plain member: set it before other threads use the map.
+    void set_name(const char* name) noexcept {
+        name_ = name;
+    }
+    const char* name() const noexcept {
+        return name_;
+    }
+
     std::uint64_t hash_seed() const noexcept {
         return t_.hash_seed();
     }
@@ -587,7 +637,7 @@ class map {
         return t_.get_allocator();
     }
 
-    // Verifies the table's invariants (detail/table.hpp, T1-T6); throws std::logic_error on the first
+    // Verifies the table's invariants (detail/table.hpp, T1-T7); throws std::logic_error on the first
     // violation. O(size + buckets): for tests.
     void check_invariants() const {
         check_read();
@@ -626,17 +676,17 @@ class map {
     void check_read() const {
         if constexpr (detect) {
             if (writing()) [[unlikely]]
-                detail::report_misuse(messages::read_during_write);
+                report(messages::read_during_write);
         }
     }
     void begin_write() {
         if constexpr (detect) {
             if (writing()) [[unlikely]]
-                detail::report_misuse(messages::concurrent_writes);
+                report(messages::concurrent_writes);
             const std::uint64_t w = t_.iterator_word();
             if ((w & detail::iter_count_mask) != 0) [[unlikely]] {
                 if ((w >> detail::iter_count_bits) != detail::thread_tag()) {
-                    detail::report_misuse(messages::iteration_during_write);
+                    report(messages::iteration_during_write);
                 }
             }
             flags_.store(hash_writing, std::memory_order_relaxed);
@@ -645,12 +695,28 @@ class map {
     void end_write() noexcept {
         if constexpr (detect) {
             if (!writing()) [[unlikely]]
-                detail::fatal(messages::concurrent_writes);
+                fatal(messages::concurrent_writes);
             flags_.store(0, std::memory_order_relaxed);
         }
     }
-    void check_not_iterating_for_move() const noexcept {
-        if (t_.live_iterators() != 0) detail::fatal(messages::moved_while_iterating);
+    // Aborts with `message` if an iterator of this map is alive (moves, assignments and swaps replace the
+    // arrays an iteration walks).
+    void check_not_iterating(const char* message) const noexcept {
+        if (t_.live_iterators() != 0) [[unlikely]]
+            fatal(message);
+    }
+
+    // Misuse reports name this map (misuse.hpp, "Messages").
+    detail::misuse_origin origin() const noexcept {
+        return {"iterlock::map", detail::type_name<K>(), detail::type_name<V>(), name_};
+    }
+    [[noreturn, gnu::cold, gnu::noinline]] void report(const char* message) const {
+        const detail::misuse_origin o = origin();
+        detail::report_misuse(message, &o);
+    }
+    [[noreturn, gnu::cold, gnu::noinline]] void fatal(const char* message) const noexcept {
+        const detail::misuse_origin o = origin();
+        detail::fatal(message, &o);
     }
 
     entry_ptr make_ptr(slot_type* s, const std::uint8_t* top) const noexcept {
@@ -681,8 +747,8 @@ class map {
         ::new (static_cast<void*>(pos.slot))
             slot_type(std::piecewise_construct, std::forward_as_tuple(std::forward<KArg>(k)),
                       std::forward_as_tuple(std::forward<Args>(args)...));
-        t_.commit_insert(pos, h);
-        return {make_ptr(pos.slot, pos.top), true};
+        const auto at = t_.commit_insert(pos, h);  // moved if growth ran after the write
+        return {make_ptr(at.slot, at.top), true};
     }
 
     template <class KArg, class M>
@@ -696,8 +762,8 @@ class map {
             return {make_ptr(pos.slot, pos.top), false};
         }
         ::new (static_cast<void*>(pos.slot)) slot_type(std::forward<KArg>(k), std::forward<M>(v));
-        t_.commit_insert(pos, h);
-        return {make_ptr(pos.slot, pos.top), true};
+        const auto at = t_.commit_insert(pos, h);  // moved if growth ran after the write
+        return {make_ptr(at.slot, at.top), true};
     }
 
     template <class VArg>
@@ -708,8 +774,8 @@ class map {
         if (pos.found) return {make_ptr(pos.slot, pos.top), false};
         t_.will_write(pos);
         ::new (static_cast<void*>(pos.slot)) slot_type(std::forward<VArg>(v));
-        t_.commit_insert(pos, h);
-        return {make_ptr(pos.slot, pos.top), true};
+        const auto at = t_.commit_insert(pos, h);  // moved if growth ran after the write
+        return {make_ptr(at.slot, at.top), true};
     }
 
     template <class K2>
@@ -724,6 +790,7 @@ class map {
     }
 
     table_type t_;
+    const char* name_ = nullptr;  // set_name(); not part of the contents (assignment and swap keep it)
     std::atomic<std::uint8_t> flags_{0};
     mutable std::atomic<std::uint64_t> iter_seq_{0};  // feeds each iteration's random start
 };

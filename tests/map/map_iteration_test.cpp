@@ -204,7 +204,7 @@ TEST(MapIterationI3, GrowthMidIterationNoDuplicates) {
         });
         EXPECT_GT(access::bucket_shift(f.map), b0) << "seed " << seed;
         EXPECT_TRUE(saw_growing) << "seed " << seed;
-        // Evacuation paused under the live iterator; once it is gone, further writes finish the growth.
+        // Growth went on under the live iterator (rule I7); further writes finish any growth in progress.
         for (int j = 0; j < 100000 && access::growing(f.map); ++j) f.map.insert({next + j, 0});
         EXPECT_FALSE(access::growing(f.map)) << "seed " << seed;
         f.map.check_invariants();
@@ -371,7 +371,7 @@ TEST(MapIterationI5, ClearDuringGrowthMidIteration) {
     int next = 1000;
     for (auto it = f.map.begin(); it != f.map.end(); ++it) {
         ++steps;
-        for (int j = 0; j < 30; ++j) f.map.insert({next++, 0});  // grows (evacuation paused)
+        for (int j = 0; j < 30; ++j) f.map.insert({next++, 0});  // grows (and evacuates) under the iterator
         if (steps == 10) f.map.clear();
     }
     EXPECT_EQ(steps, 10u);

@@ -8,6 +8,7 @@
 #include <chrono>
 #include <exception>
 #include <latch>
+#include <optional>
 #include <string>
 #include <thread>
 
@@ -440,6 +441,118 @@ TEST_F(MapMisuse, MoveAfterIterationEndedIsFine) {
     int_map moved(std::move(m));
     EXPECT_EQ(moved.size(), 10u);
     EXPECT_TRUE(m.empty());  // NOLINT(bugprone-use-after-move): moved-from is empty by contract
+}
+
+// ---- issue 13 item 13: messages that say what happened, and which map --------------------------------
+
+// Copy and initializer-list assignment to a map under iteration used to say "map moved while an iteration
+// is live": they now say what happened.
+TEST_F(MapMisuse, Item13_CopyAssignmentDuringIterationSaysAssigned) {
+    int_map m = make_filled(10);
+    auto it = m.begin();
+    EXPECT_DEATH(
+        {
+            const int_map other = make_filled(3);
+            m = other;
+        },
+        "fatal error: map assigned while an iteration is live \\(iterlock::map<int, int>\\)");
+    (void)it;
+}
+
+TEST_F(MapMisuse, Item13_InitializerListAssignmentDuringIterationSaysAssigned) {
+    int_map m = make_filled(10);
+    auto it = m.begin();
+    const auto assign = [&] { m = {{1, 2}, {3, 4}}; };
+    EXPECT_DEATH(assign(), "fatal error: map assigned while an iteration is live");
+    (void)it;
+}
+
+// Move assignment names the side that is iterated: the target is assigned, the source moved. Swapping says
+// swapped. Without iterators all of these still work, and assignment keeps the target's name.
+TEST_F(MapMisuse, Item13_MoveAssignmentAndSwapSayWhatHappened) {
+    int_map target = make_filled(10);
+    auto it = target.begin();
+    EXPECT_DEATH({ target = make_filled(3); }, "fatal error: map assigned while an iteration is live");
+    EXPECT_DEATH(
+        {
+            int_map other;
+            other.swap(target);
+        },
+        "fatal error: map swapped while an iteration is live");
+    (void)it;
+    it = int_map::iterator();
+    target.set_name("target");
+    int_map source = make_filled(3);
+    source.set_name("source");
+    target = {{7, 70}};
+    EXPECT_EQ(target.size(), 1u);
+    EXPECT_EQ(target.get(7), std::optional<int>(70));
+    target = source;
+    EXPECT_EQ(target.size(), 3u);
+    EXPECT_STREQ(target.name(), "target");
+    target = std::move(source);
+    EXPECT_STREQ(target.name(), "target");
+    int_map copy(target);
+    EXPECT_STREQ(copy.name(), "target");
+    target.check_invariants();
+}
+
+// Go's words, then iterlock's container, its key and mapped types, and the name the program gave the map.
+TEST_F(MapMisuse, Item13_AbortMessagesNameIterlockAndTheMap) {
+    EXPECT_DEATH(
+        {
+            gated_map m = make_gated();
+            m.set_name("sessions");
+            parked_writer w(m);
+            m.insert_or_assign(3, 3);
+        },
+        "fatal error: concurrent map writes \\(iterlock::map<int, int> \"sessions\"\\)");
+    EXPECT_DEATH(
+        {
+            gated_map m = make_gated();
+            parked_writer w(m);
+            m.insert_or_assign(3, 3);
+        },
+        "fatal error: concurrent map writes \\(iterlock::map<int, int>\\)");
+    EXPECT_DEATH(
+        {
+            gated_map m = make_gated();
+            m.set_name("sessions");
+            parked_writer w(m);
+            (void)m.contains(5);
+        },
+        "fatal error: concurrent map read and map write \\(iterlock::map<int, int> \"sessions\"\\)");
+    EXPECT_DEATH(
+        {
+            int_map m = make_filled(100);
+            m.set_name("orders");
+            foreign_iterator<int_map> it(m);
+            m.insert_or_assign(1000, 1);
+        },
+        "fatal error: concurrent map iteration and map write \\(iterlock::map<int, int> \"orders\"\\)");
+    EXPECT_DEATH(
+        {
+            int_map m = make_filled(10);
+            m.set_name("orders");
+            auto it = m.begin();
+            int_map moved(std::move(m));
+        },
+        "fatal error: map moved while an iteration is live \\(iterlock::map<int, int> \"orders\"\\)");
+}
+
+// With throw_exception, what() stays Go's words alone (programs compare it), whatever the map's name.
+TEST_F(MapMisuse, Item13_ExceptionTextIsGoWordsAlone) {
+    misuse_action_scope mode(iterlock::misuse_action::throw_exception);
+    gated_map m = make_gated();
+    m.set_name("sessions");
+    parked_writer w(m);
+    try {
+        m.insert_or_assign(3, 3);
+        ADD_FAILURE() << "second writer was not detected";
+    } catch (const iterlock::concurrent_misuse& e) {
+        EXPECT_STREQ(e.what(), "concurrent map writes");
+    }
+    EXPECT_EQ(w.finish(), nullptr);
 }
 
 }  // namespace

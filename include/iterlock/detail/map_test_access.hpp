@@ -38,6 +38,18 @@ struct map_test_access {
         return m.t_.allocated_bytes();
     }
     template <class Map>
+    static std::size_t longest_chain(const Map& m) noexcept {
+        return m.t_.longest_chain();
+    }
+    template <class Map>
+    static std::size_t retained_arrays(const Map& m) noexcept {
+        return m.t_.retained_arrays();
+    }
+    template <class Map>
+    static std::uint64_t growths(const Map& m) noexcept {
+        return m.t_.growths();
+    }
+    template <class Map>
     static std::uint64_t generation(const Map& m) noexcept {
         return m.t_.generation();
     }

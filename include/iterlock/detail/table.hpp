@@ -26,16 +26,22 @@
 // iteration started, a bucket whose old bucket is not evacuated yet is read from the old bucket instead,
 // keeping only the keys that hash to the bucket being visited. See map.hpp for the numbered rules.
 //
-// The one departure from Go: evacuation pauses while an iterator is live
-// ---------------------------------------------------------------------
+// Growth under live iterators (Go keeps old copies readable; iterlock follows marks)
+// -----------------------------------------------------------------------------------
 // Go's evacuation copies entries and leaves the old copies readable for iterators (its GC keeps old
-// arrays alive). C++ moves entries (a key may be move-only, and copies cost), so an old slot is gone once
-// evacuated. Instead, while any iterator of this table is live (`live_iterators() > 0`), writes do not
-// evacuate: an insert or erase for a key whose old bucket is not yet evacuated goes to that old bucket,
-// and `hash_grow` only allocates. Entries therefore never move under a live iterator; when the last
-// iterator ends, the next writes resume evacuation. The cost: an iteration that inserts a lot lengthens
-// overflow chains until it ends. An iterator object that is kept alive indefinitely pauses growth
-// indefinitely (correct, slower); map.hpp documents this.
+// arrays alive), and an iterator looks a moved key up in the new array. C++ moves entries (a key may be
+// move-only, and copies cost), so an old slot has no key left once evacuated. Growth still goes on while
+// iterators are live; an iterator finds a moved entry from the slot's evacuation mark (which side, x or y)
+// and its rank among the chain's slots with that mark: evacuation fills each side's fresh chain in chain
+// order, and positions never shift afterwards (erase leaves holes; only evacuation moves, leaving a mark).
+// See forward() and iter_next(). For this, while an iterator is registered (`iterators_live()`):
+//   - evacuation leaves the old chain's overflow members linked (kept_links_) and a growth's retired array
+//     is kept (retained_); each array's trailer names the array it was evacuated into. The first write
+//     with no iterator live frees them (release_retained);
+//   - a write evacuates after its own change, not before (its arguments may refer into the table), and
+//     an insert whose step moved the new entry reports where it went (commit_insert);
+//   - reserve() does nothing and the seed is not renewed when the map empties (iterations filter by hash).
+// docs/DESIGN.md ("Growth under live iterators") argues the rules I1-I7 of map.hpp from this.
 //
 // Invariants (check_invariants() verifies each one)
 //   T1 count_ equals the number of full slots reachable from the live buckets.
@@ -43,9 +49,12 @@
 //      (hash & mask of that array).
 //   T3 in a chain, every slot after an empty_rest slot is empty_rest.
 //   T4 while growing: old buckets below nevacuate_ are evacuated; an evacuated old bucket has only
-//      evacuation marks; the new buckets of an unevacuated old bucket are uninitialised (never read).
+//      evacuation marks, in every member of its chain, and no overflow members unless they are kept for
+//      iterators (kept_links_); the new buckets of an unevacuated old bucket are uninitialised (never read).
 //   T5 no key appears twice.
 //   T6 noverflow_ equals the number of overflow buckets hanging off the current array (not old buckets).
+//   T7 while growing, the old array's trailer names the current array; whatever is kept for iterators
+//      (retained_, kept_links_) is flagged for release (retained_due_).
 #pragma once
 
 #include <algorithm>
@@ -78,9 +87,22 @@ namespace iterlock::detail {
 inline constexpr unsigned load_factor_num = 13;  // Go's loadFactorNum: 6.5 = 13 / 2 entries per bucket
 inline constexpr unsigned load_factor_den = 2;
 
-// Go's overLoadFactor: whether `count` entries in 2^B buckets exceed the load factor.
+// The largest array: 2^31 buckets (the array views pack B into 5 bits, see table::publish_view).
+inline constexpr unsigned max_bucket_shift = 31;
+// The most entries a table holds: a full load factor on the largest array, 13 * 2^30 (about 1.4e10).
+// reserve() refuses more, and so does an insert (std::length_error); map::max_size() reports it.
+inline constexpr std::size_t max_entries =
+    load_factor_num * ((std::size_t{1} << max_bucket_shift) / load_factor_den);
+
+// Go's overLoadFactor: whether `count` entries in 2^B buckets exceed the load factor. Requires:
+// B <= max_bucket_shift + 1 (every caller's B is an array's, or one more).
 inline constexpr bool over_load_factor(std::size_t count, unsigned B) noexcept {
     return count > bucket_cnt && count > load_factor_num * ((std::size_t{1} << B) / load_factor_den);
+}
+[[noreturn, gnu::cold, gnu::noinline]] inline void throw_too_many_entries() {
+    throw std::length_error(
+        "iterlock: more entries than a map can hold (max_size(), 13 * 2^30: a full load factor on 2^31 "
+        "buckets)");
 }
 // Go's tooManyOverflowBuckets: about as many overflow buckets as regular ones. Go keeps a 16-bit count
 // that, for B > 15, only advances with probability 2^(15-B), and compares it with 2^min(B, 15): in effect
@@ -89,12 +111,17 @@ inline constexpr bool over_load_factor(std::size_t count, unsigned B) noexcept {
 inline constexpr bool too_many_overflow_buckets(std::size_t noverflow, unsigned B) noexcept {
     return noverflow >= (std::size_t{1} << B);
 }
-// Smallest B whose array holds `hint` entries without growing (Go's makemap).
-inline constexpr unsigned bucket_shift_for(std::size_t hint) noexcept {
+// Smallest B whose array holds `hint` entries without growing (Go's makemap). Throws std::length_error for
+// a hint above max_entries (no array holds it), before looping: the loop then ends by B = max_bucket_shift.
+inline constexpr unsigned bucket_shift_for(std::size_t hint) {
+    if (hint > max_entries) throw_too_many_entries();
     unsigned B = 0;
     while (over_load_factor(hint, B)) ++B;
     return B;
 }
+
+// A process-wide clock that stamps bucket arrays when they become current (see table::iter_init).
+inline std::atomic<std::uint64_t> array_clock{0};
 
 // A layer above the map may watch chain writes (concurrent_map's snapshots preserve a chain before its
 // first change) and take over freeing retired arrays. The default watcher does nothing and costs nothing.
@@ -167,10 +194,13 @@ class table {
         std::size_t bucket_index = 0;  // next bucket index (in it_B space) to visit
         std::size_t check_bucket = no_check;
         std::uint64_t clear_epoch = 0;
-        slot_mask pending = 0;  // full slots of b not produced yet, rotated by offset
+        slot_mask pending = 0;  // slots of b not visited yet (full or moved when b was entered), rotated
         std::uint8_t it_B = 0;
         std::uint8_t offset = 0;
         bool wrapped = false;
+        bool chain_old = false;  // b's chain is in the array before it_buckets (see iter_next)
+        bool started = false;         // iter_init ran on this state before (see iter_init)
+        std::uint64_t walk_start = 0;  // array_clock when the walk began
     };
 
     explicit table(std::uint64_t seed, const Hash& h = Hash(), const KeyEqual& eq = KeyEqual(),
@@ -181,6 +211,7 @@ class table {
     table& operator=(const table&) = delete;
 
     ~table() {
+        release_retained();
         destroy_all();
         reclaim_deferred(~std::uint64_t{0});  // no reader can outlive the table
     }
@@ -206,6 +237,20 @@ class table {
     const ChainWatch& chain_watch() const noexcept { return watch_; }
     array_ref current_array() const noexcept { return cur_; }
     array_ref old_array() const noexcept { return old_; }
+
+    // The most members (bucket plus overflow buckets) of any live chain: what a lookup may have to walk.
+    // O(buckets): for tests.
+    std::size_t longest_chain() const noexcept {
+        std::size_t longest = 0;
+        for_each_chain([&](bucket head) {
+            std::size_t n = 0;
+            for (bucket b = head; b; b = b.next()) ++n;
+            longest = std::max(longest, n);
+        });
+        return longest;
+    }
+    // Arrays and chain heads kept for live iterators (see "Growth under live iterators"): for tests.
+    std::size_t retained_arrays() const noexcept { return retained_.size(); }
 
     // Bytes held by bucket arrays and overflow buckets (for metrics).
     std::size_t allocated_bytes() const noexcept { return allocated_bytes_; }
@@ -263,8 +308,10 @@ class table {
     template <class K2>
     write_position prepare_write(const K2& key, std::uint64_t h) {
         if (!cur_) allocate_initial(0);
+        release_retained_if_idle();
         for (;;) {
-            if (growing() && !evacuation_paused()) grow_work();
+            // Go's growWork. With an iterator live, it runs after the write instead (commit_insert).
+            if (growing() && !iterators_live()) grow_work();
             const bucket head = read_bucket_for(h);
             prefetch_slots(head);
             const std::uint8_t top = tophash_of(h);
@@ -287,6 +334,8 @@ class table {
                 if (has_empty_rest(b.top)) break;
             }
             // Not found. Start growing if the insert would overload the table, then retry (Go: goto again).
+            if (count_ >= max_entries) [[unlikely]]
+                throw_too_many_entries();
             if (!growing() &&
                 (over_load_factor(count_ + 1, B_) || too_many_overflow_buckets(noverflow_, B_))) {
                 hash_grow();
@@ -310,16 +359,36 @@ class table {
     }
 
     // Marks the reserved slot of a not-found write_position as full (after the caller constructed it).
-    void commit_insert(const write_position& pos, std::uint64_t h) noexcept {
+    // Returns where the new entry is: pos's slot, unless the write's deferred growth step moved it (an
+    // iterator is live and the entry's old bucket was evacuated; see "Growth under live iterators").
+    found_position commit_insert(const write_position& pos, std::uint64_t h) noexcept {
         *pos.top = tophash_of(h);
         ++count_;
+        if (growing() && iterators_live()) [[unlikely]]
+            return grow_work_after_insert(pos);
+        return {pos.slot, pos.top};
     }
 
     // Go's mapdelete. Returns whether the key was present.
     template <class K2>
     bool erase_key(const K2& key, std::uint64_t h) {
         if (count_ == 0) return false;
-        if (growing() && !evacuation_paused()) grow_work();
+        release_retained_if_idle();
+        if (growing()) {
+            if (iterators_live()) [[unlikely]] {
+                // `key` may be an entry's key (m.erase(it->first)): evacuate after the erase.
+                const bool erased = erase_found(key, h);
+                if (growing()) grow_work_noexcept();
+                return erased;
+            }
+            grow_work();
+        }
+        return erase_found(key, h);
+    }
+
+    // erase_key's lookup and erase, without growth steps.
+    template <class K2>
+    bool erase_found(const K2& key, std::uint64_t h) {
         const bucket head = read_bucket_for(h);
         prefetch_slots(head);
         const std::uint8_t top = tophash_of(h);
@@ -365,6 +434,7 @@ class table {
     void clear() noexcept {
         ++clear_epoch_;
         ++generation_;
+        release_retained();  // every iteration has ended (I5): nothing walks what was kept
         if (!cur_) return;
         destroy_entries();
         reset_array(cur_, B_);
@@ -372,72 +442,147 @@ class table {
     }
 
     // Go's make(map, hint) applied to an existing map: makes room for `n` entries without further growth.
-    // O(size) when it must rehash; a hint only (no effect) while an iterator is live.
+    // O(size) when it must rehash; a hint only (no effect) while an iterator is live. Throws
+    // std::length_error for n > max_entries (also while an iterator is live), leaving the table as it was.
     void reserve(size_type n) {
         const unsigned want = bucket_shift_for(n);
         if (!cur_) {
             allocate_initial(want);
             return;
         }
-        if (evacuation_paused()) return;
+        if (iterators_live()) return;
         finish_growth();
         if (want <= B_) return;
         rehash_into(want);
     }
 
     // ---- iteration (Go's mapiterinit / mapiternext) ------------------------------------------------------
+    //
+    // A state that already walked a table (concurrent_map's guard walks its shards one after another with
+    // one state) starts on the array that was current when its walk began, not the current one: a walk
+    // that inserts as it goes must not start each later shard on an array its own inserts grew (rule I7).
+    // Arrays are stamped from a process-wide clock when they become current (array_trailer::since); the
+    // arrays a walk may start on are kept for it, because its guard is registered as an iterator from
+    // before the walk begins.
     void iter_init(iter_state& it, std::uint64_t random) const noexcept {
+        const bool continuing = it.started;
+        const std::uint64_t since = continuing ? it.walk_start : array_clock.load(std::memory_order_relaxed);
         it = iter_state{};
+        it.started = true;
+        it.walk_start = since;
         it.clear_epoch = clear_epoch_;
-        if (count_ == 0 || !cur_) {
+        array_ref a = cur_;
+        unsigned B = B_;
+        if (continuing) {
+            while (a && trailer(a, B).since > since) {
+                const array_trailer& tr = trailer(a, B);
+                a = tr.prev;
+                B = tr.prev_B;
+            }
+        }
+        if (count_ == 0 || !a) {
             it.wrapped = true;  // nothing to visit
             return;
         }
-        it.it_buckets = cur_;
-        it.it_B = static_cast<std::uint8_t>(B_);
-        it.start_bucket = static_cast<std::size_t>(random) & bucket_mask(B_);
+        it.it_buckets = a;
+        it.it_B = static_cast<std::uint8_t>(B);
+        it.start_bucket = static_cast<std::size_t>(random) & bucket_mask(B);
         it.bucket_index = it.start_bucket;
         it.offset = static_cast<std::uint8_t>((random >> 56) & (bucket_cnt - 1));
     }
 
     // The next entry of the iteration, or nullptr when it is over (also after a clear()).
+    //
+    // The walk visits the chains of the array it started on, it_buckets, bucket by bucket (Go walks
+    // it.buckets the same way). If the iteration started during a growth, a bucket whose old bucket was not
+    // evacuated yet is read from the old bucket instead, keeping only the keys that hash to the bucket
+    // being visited (check_bucket, Go's checkBucket). A slot that growth evacuated after the walk entered
+    // its chain, or an evacuated chain of an array that has grown since, carries its evacuation mark: the
+    // entry is followed to where it moved (forward(); Go looks the key up instead) and produced from
+    // there if still present. Entries inserted into a newer array are never reached (rule I7).
     slot_type* iter_next(iter_state& it) const {
         if (it.clear_epoch != clear_epoch_) return nullptr;
         for (;;) {
             if (!it.b) {
                 if (!it.it_buckets || (it.bucket_index == it.start_bucket && it.wrapped)) return nullptr;
                 it.check_bucket = no_check;
+                it.chain_old = false;
                 it.b = it.it_buckets.at(it.bucket_index);
-                if (growing() && it.it_B == B_) {
+                if (growing() && it.it_buckets.ctrl == cur_.ctrl) {
                     // Started during a growth that is not done: an old bucket that is not evacuated holds
                     // the entries of this bucket (and, unless same-size, of its sibling).
                     const std::size_t ob = it.bucket_index & old_bucket_mask();
                     if (!is_evacuated(old_.top(ob))) {
                         it.b = old_.at(ob);
-                        it.check_bucket = it.bucket_index;
+                        it.chain_old = true;
+                        if (!same_size_grow_) it.check_bucket = it.bucket_index;
                     }
                 }
                 if (++it.bucket_index == (std::size_t{1} << it.it_B)) {
                     it.bucket_index = 0;
                     it.wrapped = true;
                 }
-                it.pending = rotate_mask(match_full(it.b.top), it.offset);
+                it.pending = rotate_mask(visitable(it.b.top), it.offset);
             }
             while (it.pending != 0) {
                 const unsigned k = static_cast<unsigned>(std::countr_zero(it.pending));
                 it.pending &= it.pending - 1;
                 const unsigned i = (k + it.offset) & (bucket_cnt - 1);
-                if (!is_full(it.b.top[i])) continue;  // erased since we entered the bucket (rule I1)
-                slot_type* s = it.b.slot(i);
-                if (it.check_bucket != no_check && !same_size_grow_ &&
-                    (hash_of(s->first) & bucket_mask(it.it_B)) != it.check_bucket) {
-                    continue;  // belongs to the sibling bucket
+                const std::uint8_t t = it.b.top[i];
+                if (is_full(t)) {
+                    slot_type* s = it.b.slot(i);
+                    if (it.check_bucket != no_check &&
+                        (hash_of(s->first) & bucket_mask(it.it_B)) != it.check_bucket) {
+                        continue;  // belongs to the sibling bucket
+                    }
+                    return s;
                 }
-                return s;
+                if (t == evacuated_x || t == evacuated_y) {
+                    if (slot_type* s = follow(it, i, t)) return s;
+                }
+                // otherwise erased since we entered the member (rule I1)
             }
             it.b = has_empty_rest(it.b.top) ? bucket{} : it.b.next();
-            if (it.b) it.pending = rotate_mask(match_full(it.b.top), it.offset);
+            if (it.b) it.pending = rotate_mask(visitable(it.b.top), it.offset);
         }
+    }
+
+    // The slots of a member that an iteration entering it must visit: the full ones, and in an evacuated
+    // member (evacuation marks every slot of a chain at once) the moved ones.
+    static slot_mask visitable(const std::uint8_t* top) noexcept {
+        if (!is_evacuated_mark(top[0])) [[likely]]
+            return match_full(top);
+        return match_moved(top);
+    }
+    [[gnu::cold, gnu::noinline]] static slot_mask match_moved(const std::uint8_t* top) noexcept {
+        return match_byte(top, evacuated_x) | match_byte(top, evacuated_y);
+    }
+    // Slot i of the member it.b, marked t (evacuated_x or evacuated_y): the entry it held, where it is now,
+    // or nullptr if it was erased since it moved, or (check_bucket) it belongs to the sibling bucket.
+    [[gnu::cold, gnu::noinline]] slot_type* follow(const iter_state& it, unsigned i, std::uint8_t t) const
+        noexcept {
+        // The chain being walked: bucket `visited` of it_buckets, or (chain_old) its old bucket in the array
+        // that it_buckets replaced, which the trailer's back link names even after that growth ended.
+        array_ref a = it.it_buckets;
+        unsigned B = it.it_B;
+        std::size_t c = (it.bucket_index - 1) & bucket_mask(it.it_B);  // iter_next advanced past it
+        if (it.chain_old) {
+            const array_trailer& back = trailer(a, B);
+            a = back.prev;
+            B = back.prev_B;
+            c &= bucket_mask(B);
+        }
+        const unsigned side = t - evacuated_x;
+        if (it.check_bucket != no_check && c + (std::size_t{side} << B) != it.check_bucket) {
+            return nullptr;  // went to the sibling bucket
+        }
+        std::size_t before = 0;
+        for (bucket m = a.at(c); !(m == it.b); m = m.next()) {
+            before += static_cast<std::size_t>(std::popcount(match_byte(m.top, t)));
+        }
+        const std::size_t rank =
+            before + static_cast<std::size_t>(std::popcount(match_byte(it.b.top, t) & ((1u << i) - 1)));
+        return forward(a, B, c, side, rank).slot;
     }
 
     // Calls f(head) for every live chain: unevacuated old buckets, then initialised new buckets.
@@ -472,7 +617,10 @@ class table {
     std::size_t live_iterators() const noexcept {
         return static_cast<std::size_t>(iterator_word() & iter_count_mask);
     }
-    bool evacuation_paused() const noexcept { return live_iterators() != 0; }
+    // Whether an iterator is registered. Writes then evacuate after their own change instead of before
+    // (their arguments may be references into the table), and growth keeps what an iteration may still
+    // walk; reserve() does nothing and the seed is not renewed (an iteration filters by hash).
+    bool iterators_live() const noexcept { return live_iterators() != 0; }
 
     // Registers a live iterator created by the thread `tag` (and unregisters it, with the same tag). The
     // per-thread counts sit behind a tiny spinlock (registration is per loop, not per step); the word that
@@ -512,6 +660,8 @@ class table {
     // ---------------------------------------------------------------------------- Takes other's contents;
     // other becomes empty (with a fresh array on its next insert).
     void steal(table& other) noexcept {
+        release_retained();
+        other.release_retained();
         destroy_all();
         cur_ = std::exchange(other.cur_, array_ref{});
         old_ = std::exchange(other.old_, array_ref{});
@@ -532,6 +682,8 @@ class table {
 
     void swap_contents(table& other) noexcept {
         using std::swap;
+        release_retained();  // both tables' iterations end (clear_epoch below)
+        other.release_retained();
         swap(cur_, other.cur_);
         swap(old_, other.old_);
         swap(count_, other.count_);
@@ -562,7 +714,7 @@ class table {
         return pos.slot;
     }
 
-    // Verifies T1-T6; throws std::logic_error naming the first violation. O(size + buckets).
+    // Verifies T1-T7; throws std::logic_error naming the first violation. O(size + buckets).
     void check_invariants() const {
         auto fail = [](const std::string& what) {
             throw std::logic_error("iterlock::map invariant: " + what);
@@ -595,9 +747,15 @@ class table {
         if (growing()) {
             for (std::size_t j = 0; j < old_bucket_count(); ++j) {
                 if (is_evacuated(old_.top(j))) {
-                    for (unsigned i = 0; i < bucket_cnt; ++i)
-                        if (!is_evacuated_mark(old_.top(j)[i])) fail("T4 evacuated bucket holds a live slot");
-                    if (old_.at(j).body->overflow != nullptr) fail("T4 evacuated bucket kept its overflow");
+                    const bucket h = old_.at(j);
+                    if (h.body->overflow != nullptr &&
+                        std::find(kept_links_.begin(), kept_links_.end(), h.body) == kept_links_.end()) {
+                        fail("T4 evacuated bucket kept its overflow, not for an iterator");
+                    }
+                    for (bucket b = h; b; b = b.next()) {
+                        for (unsigned i = 0; i < bucket_cnt; ++i)
+                            if (!is_evacuated_mark(b.top[i])) fail("T4 evacuated bucket holds a live slot");
+                    }
                 } else {
                     if (j < nevacuate_) fail("T4 old bucket below nevacuate is not evacuated");
                     check_chain(old_.at(j), j, old_bucket_mask(), true);
@@ -611,6 +769,10 @@ class table {
             fail("T1 count " + std::to_string(count_) + " but " + std::to_string(full) + " full slots");
         }
         if (overflow != noverflow_) fail("T6 overflow bucket count is off");
+        if (growing() && trailer(old_, same_size_grow_ ? B_ : B_ - 1).next.ctrl != cur_.ctrl) {
+            fail("T7 the old array's trailer does not name the current array");
+        }
+        if ((!retained_.empty() || !kept_links_.empty()) && !retained_due_) fail("T7 kept blocks not due");
         for (const K* k : keys) {
             if (find_slot(*k, hash_of(*k)) == nullptr || &find_slot(*k, hash_of(*k))->first != k)
                 fail("T5 a key is unreachable or duplicated");
@@ -721,7 +883,7 @@ class table {
     // Array views: an array's control pointer (64-byte aligned) with its B in the low bits, so a racy
     // reader gets a pointer and the size that goes with it in one load. Bits 0-4: B (max_bucket_shift
     // bounds it); bit 5, in the current view only: an old array is published in view_old_ (growing).
-    static constexpr unsigned max_bucket_shift = 31;
+    static_assert(max_bucket_shift <= 31, "B must fit the view's 5 bits");
     static constexpr std::uintptr_t view_b_mask = 31;
     static constexpr std::uintptr_t view_old_bit = 32;
     static constexpr std::uintptr_t view_addr_mask = ~std::uintptr_t{63};
@@ -806,25 +968,74 @@ class table {
     static constexpr std::size_t ctrl_lines(std::size_t n) noexcept {
         return (n * bucket_cnt + sizeof(cache_line) - 1) / sizeof(cache_line);
     }
+    // Control lines, body lines, and one line for the array's trailer.
     static constexpr std::size_t array_lines(std::size_t n) noexcept {
-        return ctrl_lines(n) + (n * sizeof(body_type) + sizeof(cache_line) - 1) / sizeof(cache_line);
+        return ctrl_lines(n) + (n * sizeof(body_type) + sizeof(cache_line) - 1) / sizeof(cache_line) + 1;
+    }
+    // The last line of an array's block: where growth evacuated it to (see "Growth under live iterators").
+    struct array_trailer {
+        array_ref next;          // the array its buckets were evacuated into; null until it grows
+        bool same_size = false;  // that growth kept B
+        unsigned prev_B = 0;
+        array_ref prev;           // the array it replaced by growth (null for a first array or a rehash)
+        std::uint64_t since = 0;  // array_clock when it became current
+    };
+    static_assert(sizeof(array_trailer) <= sizeof(cache_line));
+    static array_trailer& trailer(array_ref a, unsigned B) noexcept {
+        return *std::launder(reinterpret_cast<array_trailer*>(reinterpret_cast<cache_line*>(a.ctrl) +
+                                                              array_lines(std::size_t{1} << B) - 1));
     }
     array_ref allocate_array(unsigned B) {
         if (B > max_bucket_shift)
-            throw std::length_error("iterlock: a table of more than 2^31 buckets (about 14e9 entries)");
+            throw_too_many_entries();
         const std::size_t n = std::size_t{1} << B;
         cache_line* block = std::allocator_traits<line_alloc>::allocate(line_alloc_, array_lines(n));
         allocated_bytes_ += array_lines(n) * sizeof(cache_line);
         array_ref a;
         a.ctrl = reinterpret_cast<std::uint8_t*>(block);
         a.bodies = reinterpret_cast<body_type*>(block + ctrl_lines(n));
+        array_trailer* tr = ::new (static_cast<void*>(block + array_lines(n) - 1)) array_trailer{};
+        tr->since = array_clock.fetch_add(1, std::memory_order_relaxed) + 1;
         return a;
+    }
+    // Frees an array that growth retired, or keeps it (with its marks) while an iterator may walk it.
+    // Requires: retained_ has room (hash_grow reserves it).
+    void retire_array(array_ref a, unsigned B) noexcept {
+        if (iterators_live()) {
+            retained_.push_back({a, B});  // capacity reserved: cannot throw
+            retained_due_ = true;
+            return;
+        }
+        release_retained();  // kept heads may lie in `a`: clear their links before `a` goes
+        free_array(a, B);
     }
     void free_array(array_ref a, unsigned B) noexcept {
         const std::size_t lines = array_lines(std::size_t{1} << B);
         allocated_bytes_ -= lines * sizeof(cache_line);
         cache_line* block = reinterpret_cast<cache_line*>(a.ctrl);
         if (!watch_.retire_block(block, lines)) release_block(block, lines);
+    }
+    // Frees what growth kept for iterators: the overflow members of evacuated chains (their heads' links
+    // are cleared), then the retired arrays. Requires: no iterator will walk them again (none is live, or
+    // clear/move ended every iteration).
+    void release_retained() noexcept {
+        for (body_type* head : kept_links_) {
+            for (overflow_type* o = head->overflow; o != nullptr;) {
+                overflow_type* next = o->body.overflow;
+                free_overflow(o);
+                o = next;
+            }
+            head->overflow = nullptr;
+        }
+        kept_links_.clear();
+        for (const retained_array& r : retained_) free_array(r.a, r.B);
+        retained_.clear();
+        retained_due_ = false;
+    }
+    // At the start of a write: frees what was kept for iterations that have all ended.
+    void release_retained_if_idle() noexcept {
+        if (retained_due_ && !iterators_live()) [[unlikely]]
+            release_retained();
     }
     // Frees a block now, or (deferred frees on) once no optimistic reader can be reading it.
     void release_block(void* block, std::size_t lines) noexcept {
@@ -922,7 +1133,7 @@ class table {
             }
             if (b.top[i] != empty_one) break;
         }
-        if (count_ == 0 && reseed_ && !evacuation_paused()) hash0_ = seeded_mix(hash0_, ++reseeds_);
+        if (count_ == 0 && reseed_ && !iterators_live()) hash0_ = seeded_mix(hash0_, ++reseeds_);
     }
 
     // ---- growth -------------------------------------------------------------------------------------------
@@ -932,8 +1143,13 @@ class table {
         watch_.prepare_structure_change(*this);  // may throw, like the allocation: nothing changed yet
         // New buckets are initialised when their old bucket is evacuated (new_bucket_live), so allocating
         // the array touches none of its memory: the growth step itself is O(1).
+        retained_.reserve(retained_.size() + 1);  // room for retire_array(old), should an iterator be live
         const array_ref newb = allocate_array(B_ + bigger);
         watch_.before_structure_change(*this);
+        trailer(cur_, B_).next = newb;
+        trailer(cur_, B_).same_size = bigger == 0;
+        trailer(newb, B_ + bigger).prev = cur_;
+        trailer(newb, B_ + bigger).prev_B = B_;
         old_ = cur_;
         cur_ = newb;
         B_ += bigger;
@@ -946,7 +1162,7 @@ class table {
 
     // Go's growWork: two old buckets evacuated per write. Go evacuates the bucket the write is about to
     // use plus the next one in order; iterlock evacuates the next two in order (nevacuate), because writes
-    // can target an unevacuated old bucket anyway (see "evacuation pauses" above) and a sequential sweep
+    // can target an unevacuated old bucket anyway (read_bucket_for) and a sequential sweep
     // reads the old array and fills the new one as streams the prefetcher follows, instead of random cache
     // misses on every write. Growth still ends within 2^oldB / 2 writes.
     void grow_work() {
@@ -956,6 +1172,71 @@ class table {
 
     void finish_growth() {
         while (growing()) evacuate(nevacuate_);
+    }
+
+    // grow_work for a write that already changed the table (an iterator is live): a failed step (an
+    // allocation, a throwing hash) is left for a later write; evacuate's strong guarantee keeps the table
+    // as it was.
+    void grow_work_noexcept() noexcept {
+        try {
+            grow_work();
+        } catch (...) {
+        }
+    }
+
+    // commit_insert's deferred growth step. If it evacuated the new entry's old bucket, the entry moved:
+    // follow it (evacuation keeps each side's order, see forward()).
+    found_position grow_work_after_insert(const write_position& pos) noexcept {
+        grow_work_noexcept();
+        if (!is_evacuated_mark(*pos.chain.top)) return {pos.slot, pos.top};
+        // The chain was in the array that the growth step evacuated: old_, or (that growth is done) the
+        // array it just retired.
+        const array_ref from = growing() ? old_ : retained_.back().a;
+        const unsigned fromB = growing() ? (same_size_grow_ ? B_ : B_ - 1) : retained_.back().B;
+        const std::size_t c = static_cast<std::size_t>(pos.chain.top - from.ctrl) / bucket_cnt;
+        // pos.chain is an old head, now evacuated: find pos's member and follow its mark.
+        std::size_t before = 0;
+        bucket b = pos.chain;
+        while (!(pos.top >= b.top && pos.top < b.top + bucket_cnt)) {
+            before += static_cast<std::size_t>(std::popcount(match_byte(b.top, *pos.top)));
+            b = b.next();
+        }
+        const unsigned i = static_cast<unsigned>(pos.top - b.top);
+        const std::size_t rank = before + static_cast<std::size_t>(
+                                              std::popcount(match_byte(b.top, *pos.top) & ((1u << i) - 1)));
+        return forward(from, fromB, c, *pos.top - evacuated_x, rank);
+    }
+
+    // Where an entry that evacuation moved is now. It sat on side `side` (0: x, 1: y) of chain `c` of
+    // array `a` (2^B buckets), and was the rank-th entry of that chain going to that side. Evacuation fills
+    // each side's fresh chain in chain order, so it went to position `rank` of the destination chain; and
+    // if that chain was evacuated since, its mark there says where it went next. Positions never shift:
+    // erases leave holes, inserts fill holes or append. Returns {nullptr, nullptr} if the position is empty
+    // now (the entry was erased); a full position may hold an entry inserted into the hole since.
+    found_position forward(array_ref a, unsigned B, std::size_t c, unsigned side, std::size_t rank) const
+        noexcept {
+        for (;;) {
+            const array_trailer& tr = trailer(a, B);
+            const array_ref to = tr.next;
+            const unsigned toB = tr.same_size ? B : B + 1;
+            const std::size_t tc = tr.same_size ? c : c + (std::size_t{side} << B);
+            const bucket head = to.at(tc);
+            bucket b = head;
+            for (std::size_t n = rank / bucket_cnt; n != 0; --n) b = b.next();
+            const unsigned i = static_cast<unsigned>(rank % bucket_cnt);
+            const std::uint8_t t = b.top[i];
+            if (is_full(t)) return {b.slot(i), b.top + i};
+            if (t != evacuated_x && t != evacuated_y) return {nullptr, nullptr};
+            std::size_t before = 0;
+            for (bucket m = head; !(m == b); m = m.next()) {
+                before += static_cast<std::size_t>(std::popcount(match_byte(m.top, t)));
+            }
+            rank = before + static_cast<std::size_t>(std::popcount(match_byte(b.top, t) & ((1u << i) - 1)));
+            a = to;
+            B = toB;
+            c = tc;
+            side = t - evacuated_x;
+        }
     }
 
     // Go's evacuate: moves the entries of old bucket `oldbucket` to the new array. Strong guarantee: a
@@ -987,7 +1268,10 @@ class table {
             }
             // A layer above may copy the old chain first (it may throw: nothing has changed yet).
             watch_.before_physical_write(oldhead);
-            // Pass 2: build the destination chains; these are the only allocations.
+            // Pass 2: build the destination chains; these are the only allocations. With an iterator live
+            // the old chain's overflow members stay linked (and their marks readable) until it ends.
+            const bool keep = iterators_live() && oldhead.body->overflow != nullptr;
+            if (keep) kept_links_.reserve(kept_links_.size() + 1);
             const bucket heads[2] = {cur_.at(oldbucket),
                                      same_size_grow_ ? bucket{} : cur_.at(oldbucket + newbit)};
             prepare_chain(heads[0], counts[0]);
@@ -1029,10 +1313,15 @@ class table {
                     ++d.i;
                 }
                 const bucket next = b.next();
-                if (b.ovf != nullptr) free_overflow(b.ovf);  // old overflow buckets are done with
+                if (b.ovf != nullptr && !keep) free_overflow(b.ovf);  // old overflow buckets are done with
                 b = next;
             }
-            oldhead.body->overflow = nullptr;
+            if (keep) {
+                kept_links_.push_back(oldhead.body);  // capacity reserved above: cannot throw
+                retained_due_ = true;
+            } else {
+                oldhead.body->overflow = nullptr;
+            }
             ++generation_;
             add_exclusive(evacuated_, 1);
         }
@@ -1071,7 +1360,7 @@ class table {
         while (nevacuate_ != stop && is_evacuated(old_.top(nevacuate_))) ++nevacuate_;
         if (nevacuate_ == newbit) {
             watch_.before_structure_change(*this);
-            free_array(old_, same_size_grow_ ? B_ : B_ - 1);
+            retire_array(old_, same_size_grow_ ? B_ : B_ - 1);
             old_ = array_ref{};
             same_size_grow_ = false;
             nevacuate_ = 0;
@@ -1082,7 +1371,7 @@ class table {
     // Reservation for an entry known to be absent (copies and rehash: no growth is in progress).
     write_position prepare_unique(std::uint64_t h) {
         if (!cur_) allocate_initial(0);
-        if (!growing() && over_load_factor(count_ + 1, B_) && !evacuation_paused()) rehash_into(B_ + 1);
+        if (!growing() && over_load_factor(count_ + 1, B_) && !iterators_live()) rehash_into(B_ + 1);
         const bucket head = read_bucket_for(h);
         bucket last = head;
         for (bucket b = head; b; b = b.next()) {
@@ -1155,6 +1444,7 @@ class table {
                 b = next;
             }
         });
+        release_retained();
         if (growing()) free_array(old_, same_size_grow_ ? B_ : B_ - 1);
         old_ = array_ref{};
         count_ = 0;
@@ -1186,6 +1476,7 @@ class table {
     bool reseed_ = true;               // re-seed hash0 on clear and when the map empties (Go does)
     bool same_size_grow_ = false;      // the current growth keeps B (Go's sameSizeGrow flag)
     bool reclaim_due_ = false;         // reclaim_due(), kept up to date where limbo_ changes
+    bool retained_due_ = false;        // retained_ or kept_links_ hold something (release_retained)
     std::size_t allocated_bytes_ = 0;  // bytes of arrays and overflow buckets (for metrics)
     std::uint64_t hash0_;              // per-map hash seed
     std::uint64_t generation_ = 0;     // bumped whenever entries move (checked builds compare it)
@@ -1219,6 +1510,14 @@ class table {
     };
     std::vector<limbo_item> limbo_;
     std::size_t limbo_arrays_ = 0;
+    // Kept for live iterators (see "Growth under live iterators"): arrays that growth retired, and the old
+    // chain heads whose overflow members evacuation left linked.
+    struct retained_array {
+        array_ref a;
+        unsigned B;
+    };
+    std::vector<retained_array> retained_;
+    std::vector<body_type*> kept_links_;
     void update_reclaim_due() noexcept { reclaim_due_ = limbo_arrays_ != 0 || limbo_.size() >= 64; }
 };
 
