@@ -25,8 +25,6 @@ test_timeout=${ITERLOCK_TEST_TIMEOUT:-300}
 # Debian 12 packages the build, the tests, the benchmarks and the plotting/monitoring tools need.
 # libclang-rt-14-dev carries clang's sanitizer and libFuzzer runtimes; prometheus is the server that
 # scrapes the metrics endpoint; python3-matplotlib draws the benchmark figures.
-# g++-aarch64-linux-gnu, libc6-dev-arm64-cross, binutils-aarch64-linux-gnu and qemu-user are the aarch64
-# leg's cross compiler, target C library, disassembler and emulator.
 # python3-munkres must come with python3-matplotlib: matplotlib needs python3-fonttools, which needs
 # "python3-scipy | python3-munkres"; apt's first choice (scipy -> pythran -> libboost-dev, i.e. Boost 1.74)
 # conflicts with libboost1.81-dev, and the whole install fails.
@@ -37,8 +35,10 @@ packages=(
     libconcurrentqueue-dev prometheus-cpp-dev
     python3 python3-matplotlib python3-munkres prometheus
     git pkg-config
-    g++-aarch64-linux-gnu libc6-dev-arm64-cross binutils-aarch64-linux-gnu qemu-user
 )
+# The aarch64 leg's cross compiler, target C library, disassembler and emulator: installed when that leg
+# runs (and by `deps`), not for the other legs.
+aarch64_packages=(g++-aarch64-linux-gnu libc6-dev-arm64-cross binutils-aarch64-linux-gnu qemu-user)
 
 usage() {
     cat <<'EOF'
@@ -48,7 +48,8 @@ usage: tools/dev.sh COMMAND [ARGS]
                        example examples/go_map_semantics); ARGS go to the program
   test                 every leg CI runs: release, asan (ASan+UBSan, checked), tsan, fuzz smoke
   test --quick         the release leg alone
-  test --only L[,L]    only the named legs (release, asan, tsan, fuzz, aarch64)
+  test --only L[,L]    only the named legs (release, asan, tsan, fuzz, aarch64); aarch64 (the tests
+                       cross-built for aarch64 and run under qemu-aarch64) runs only when named
   deps                 install the Debian packages the other commands need, and nothing else
 EOF
 }
@@ -64,13 +65,14 @@ die() {
 
 is_installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
 
+# ensure_packages [EXTRA...]: installs what is missing of `packages` and the EXTRA packages.
 ensure_packages() {
     if ! command -v dpkg-query >/dev/null 2>&1; then
         echo "note: not a Debian system; assuming the tools in tools/dev.sh's package list are installed"
         return 0
     fi
     local missing=() p
-    for p in "${packages[@]}"; do
+    for p in "${packages[@]}" "$@"; do
         is_installed "$p" || missing+=("$p")
     done
     [ ${#missing[@]} -eq 0 ] && return 0
@@ -190,9 +192,10 @@ aarch64_left_out=(
     "  which re-executes the test binary; qemu-user cannot exec an aarch64 binary without binfmt_misc"
     "map_differential_test map_lifetime_test map_fuzz_replay chan_stress_test chan_select_test chan_model_test"
     "  lock_order_test concurrent_locked_test concurrent_linearizability_test concurrent_differential_test"
-    "  concurrent_snapshot_faults_test: time (each a cross compile, and minutes under the emulator); they add"
-    "  no aarch64-specific path beyond what the suites that run already take (the release, asan and tsan legs"
-    "  run them natively)"
+    "  concurrent_snapshot_faults_test concurrent_unit_test: time (each a cross compile, the last one over"
+    "  two minutes, and minutes under the emulator); they add no aarch64-specific path beyond what the suites"
+    "  that run already take (the release, asan and tsan legs run them natively; prefetch_for_write's"
+    "  aarch64 instruction is checked in the disassembly instead of by CMapPlatform)"
     "the armv8.1-a build runs only the suites whose atomics differ between LL/SC and LSE: map_tophash_test,"
     "  lock_stress_test, chan_semantics_test, concurrent_snapshot_test, concurrent_optimistic_test"
     "tests/observability (prometheus-cpp and TBB are not cross-installed) and tests/consumer (configures a"
@@ -271,6 +274,9 @@ run_leg() {
 }
 
 cmd_test() {
+    # The default legs. aarch64 is not among them yet: it passes, but a fresh run took 431 s wall (265 s
+    # CPU) on the 2-core machine shared with other builds (load average 7-8), which is not well under the
+    # 10 minutes a leg may take; run it with --only aarch64 (or add it here on a machine with room).
     local legs=(release asan tsan fuzz)
     while [ $# -gt 0 ]; do
         case $1 in
@@ -289,7 +295,11 @@ cmd_test() {
         case $leg in release | asan | tsan | fuzz | aarch64) ;; *) die "unknown leg: $leg" ;; esac
     done
 
-    ensure_packages
+    local extra=()
+    for leg in "${legs[@]}"; do
+        [ "$leg" = aarch64 ] && extra+=("${aarch64_packages[@]}")
+    done
+    ensure_packages "${extra[@]}"
     local start=$SECONDS
     for leg in "${legs[@]}"; do run_leg "$leg"; done
     print_summary
@@ -301,7 +311,7 @@ cmd_test() {
 case ${1:-} in
     demo) shift; cmd_demo "$@" ;;
     test) shift; cmd_test "$@" ;;
-    deps) ensure_packages ;;
+    deps) ensure_packages "${aarch64_packages[@]}" ;;
     -h | --help | help) usage ;;
     *) usage >&2; exit 2 ;;
 esac
