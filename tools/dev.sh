@@ -217,8 +217,10 @@ check_aarch64_isa() {
     if [ "$want" = lse ]; then
         [ "$n_lse" -gt 0 ] || { echo "error: an armv8.1-a build without LSE atomics" >&2; return 1; }
     else
-        [ "$n_lse" -eq 0 ] && [ "$n_llsc" -gt 0 ] ||
-            { echo "error: an armv8-a -mno-outline-atomics build should use LL/SC only" >&2; return 1; }
+        if [ "$n_lse" -ne 0 ] || [ "$n_llsc" -eq 0 ]; then
+            echo "error: an armv8-a -mno-outline-atomics build should use LL/SC only" >&2
+            return 1
+        fi
     fi
     grep -qiE '\sprfm\s+pstl1keep' <<<"$dis" ||
         { echo "error: no prfm pstl1keep (prefetch_for_write) in concurrent_snapshot_test" >&2; return 1; }
