@@ -36,6 +36,9 @@ packages=(
     python3 python3-matplotlib python3-munkres prometheus
     git pkg-config
 )
+# The aarch64 leg's cross compiler, target C library, disassembler and emulator: installed when that leg
+# runs (and by `deps`), not for the other legs.
+aarch64_packages=(g++-aarch64-linux-gnu libc6-dev-arm64-cross binutils-aarch64-linux-gnu qemu-user)
 
 usage() {
     cat <<'EOF'
@@ -45,7 +48,8 @@ usage: tools/dev.sh COMMAND [ARGS]
                        example examples/go_map_semantics); ARGS go to the program
   test                 every leg CI runs: release, asan (ASan+UBSan, checked), tsan, fuzz smoke
   test --quick         the release leg alone
-  test --only L[,L]    only the named legs (release, asan, tsan, fuzz)
+  test --only L[,L]    only the named legs (release, asan, tsan, fuzz, aarch64); aarch64 (the tests
+                       cross-built for aarch64 and run under qemu-aarch64) runs only when named
   deps                 install the Debian packages the other commands need, and nothing else
 EOF
 }
@@ -61,13 +65,14 @@ die() {
 
 is_installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
 
+# ensure_packages [EXTRA...]: installs what is missing of `packages` and the EXTRA packages.
 ensure_packages() {
     if ! command -v dpkg-query >/dev/null 2>&1; then
         echo "note: not a Debian system; assuming the tools in tools/dev.sh's package list are installed"
         return 0
     fi
     local missing=() p
-    for p in "${packages[@]}"; do
+    for p in "${packages[@]}" "$@"; do
         is_installed "$p" || missing+=("$p")
     done
     [ ${#missing[@]} -eq 0 ] && return 0
@@ -180,6 +185,69 @@ leg_fuzz() {
     fi
 }
 
+# The aarch64 leg's test executables and the ones it leaves out, with why (printed by the leg). The lists
+# themselves are ITERLOCK_TEST_ONLY in the aarch64 presets of CMakePresets.json.
+aarch64_left_out=(
+    "map_misuse_test map_checked_test chan_faults_test: their death tests use gtest's threadsafe style,"
+    "  which re-executes the test binary; qemu-user cannot exec an aarch64 binary without binfmt_misc"
+    "map_differential_test map_lifetime_test map_fuzz_replay chan_stress_test chan_select_test chan_model_test"
+    "  lock_order_test concurrent_locked_test concurrent_linearizability_test concurrent_differential_test"
+    "  concurrent_snapshot_faults_test concurrent_unit_test: time (each a cross compile, the last one over"
+    "  two minutes, and minutes under the emulator); they add no aarch64-specific path beyond what the suites"
+    "  that run already take (the release, asan and tsan legs run them natively; prefetch_for_write's"
+    "  aarch64 instruction is checked in the disassembly instead of by CMapPlatform)"
+    "the armv8.1-a build runs only the suites whose atomics differ between LL/SC and LSE: map_tophash_test,"
+    "  lock_stress_test, chan_semantics_test, concurrent_snapshot_test, concurrent_optimistic_test"
+    "tests/observability (prometheus-cpp and TBB are not cross-installed) and tests/consumer (configures a"
+    "  separate project with host tools); iterlock-bench and the examples (no timing comes from an emulator)"
+)
+
+# check_aarch64_isa BUILD_DIR lse|llsc: the instruction selection the build was made for is really there.
+# Under -mno-outline-atomics at ARMv8.0, atomics are inline LL/SC loops (ldaxr/stlxr) and no LSE instruction
+# appears; at ARMv8.1 they are LSE (cas, ldadd, swp, ...). Both builds match tophash with NEON (cmeq and
+# addv on 8 lanes) and prefetch for write with prfm pstl1keep.
+check_aarch64_isa() {
+    local dir=$1 want=$2 objdump=aarch64-linux-gnu-objdump
+    local lse='\s(cas|casa|casl|casal|ldadd|ldadda|ldaddl|ldaddal|swp|swpa|swpl|swpal|ldset|ldseta|ldsetl|ldsetal|ldclr|ldclra|ldclrl|ldclral|ldeor|ldeoral)[bh]?\s'
+    local dis n_lse n_llsc
+    dis=$("$objdump" -d --no-show-raw-insn "$dir/tests/concurrent/concurrent_snapshot_test") || return 1
+    n_lse=$(grep -cE "$lse" <<<"$dis" || true)
+    n_llsc=$(grep -cE '\s(ldaxr|ldxr)[bh]?\s' <<<"$dis" || true)
+    echo "concurrent_snapshot_test: $n_lse LSE atomic instructions, $n_llsc LL/SC exclusive loads"
+    if [ "$want" = lse ]; then
+        [ "$n_lse" -gt 0 ] || { echo "error: an armv8.1-a build without LSE atomics" >&2; return 1; }
+    else
+        if [ "$n_lse" -ne 0 ] || [ "$n_llsc" -eq 0 ]; then
+            echo "error: an armv8-a -mno-outline-atomics build should use LL/SC only" >&2
+            return 1
+        fi
+    fi
+    grep -qiE '\sprfm\s+pstl1keep' <<<"$dis" ||
+        { echo "error: no prfm pstl1keep (prefetch_for_write) in concurrent_snapshot_test" >&2; return 1; }
+    # (Whole disassemblies in variables: `objdump | grep -q` fails under pipefail when grep stops early.)
+    dis=$("$objdump" -d --no-show-raw-insn "$dir/tests/map/map_tophash_test") || return 1
+    grep -qE '\saddv\s+b[0-9]+, v[0-9]+\.8b' <<<"$dis" ||
+        { echo "error: no NEON tophash match (addv on 8 lanes) in map_tophash_test" >&2; return 1; }
+}
+
+leg_aarch64() {
+    # Why: iterlock's users deploy on ARM64 (Graviton, Ampere), and every other leg runs x86 code. This leg
+    # cross-builds the tests for aarch64 (cmake/aarch64-linux-gnu.cmake; GoogleTest from /usr/src/googletest
+    # by the cross compiler) and runs them under qemu-aarch64, twice: `aarch64` is ARMv8.0 with
+    # -mno-outline-atomics (inline LL/SC loops; the tests run as a Cortex-A57, which has no LSE, so a stray
+    # LSE instruction would be an illegal instruction) and `aarch64-lse` is -march=armv8.1-a (LSE: cas,
+    # ldadd, swp). It runs the aarch64 twins of the x86-only paths: the NEON tophash matchers, PRFM PSTL1KEEP
+    # for prefetch_for_write, `yield` in spin loops, and membarrier on aarch64 Linux (qemu passes it to the
+    # host kernel); check_aarch64_isa checks that each build contains the instructions it is for.
+    # What it is not: qemu-user on an x86 host keeps x86's (TSO) memory ordering, so this leg checks code
+    # paths and instruction selection, not the reorderings ARM hardware makes (the memory-model checks are
+    # for those). No timing may be reported from it: qemu is an emulator.
+    echo "note: left out of the aarch64 leg:"
+    printf '    %s\n' "${aarch64_left_out[@]}"
+    preset_leg aarch64 && check_aarch64_isa build/aarch64 llsc &&
+        preset_leg aarch64-lse && check_aarch64_isa build/aarch64-lse lse
+}
+
 # CPU seconds (user + system) used so far by this script's finished children (cutime + cstime of this
 # shell, /proc/<pid>/stat fields 16-17). With the wall time it shows how much of a slow leg was the
 # machine being busy with other work.
@@ -208,6 +276,9 @@ run_leg() {
 }
 
 cmd_test() {
+    # The default legs. aarch64 is not among them yet: it passes, but a fresh run took 431 s wall (265 s
+    # CPU) on the 2-core machine shared with other builds (load average 7-8), which is not well under the
+    # 10 minutes a leg may take; run it with --only aarch64 (or add it here on a machine with room).
     local legs=(release asan tsan fuzz)
     while [ $# -gt 0 ]; do
         case $1 in
@@ -223,10 +294,14 @@ cmd_test() {
     done
     local leg
     for leg in "${legs[@]}"; do
-        case $leg in release | asan | tsan | fuzz) ;; *) die "unknown leg: $leg" ;; esac
+        case $leg in release | asan | tsan | fuzz | aarch64) ;; *) die "unknown leg: $leg" ;; esac
     done
 
-    ensure_packages
+    local extra=()
+    for leg in "${legs[@]}"; do
+        [ "$leg" = aarch64 ] && extra+=("${aarch64_packages[@]}")
+    done
+    ensure_packages "${extra[@]}"
     local start=$SECONDS
     for leg in "${legs[@]}"; do run_leg "$leg"; done
     print_summary
@@ -238,7 +313,7 @@ cmd_test() {
 case ${1:-} in
     demo) shift; cmd_demo "$@" ;;
     test) shift; cmd_test "$@" ;;
-    deps) ensure_packages ;;
+    deps) ensure_packages "${aarch64_packages[@]}" ;;
     -h | --help | help) usage ;;
     *) usage >&2; exit 2 ;;
 esac

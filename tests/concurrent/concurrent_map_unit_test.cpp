@@ -4,6 +4,8 @@
 // must raise lock_error instead of deadlocking).
 #include <algorithm>
 #include <chrono>
+#include <cstdint>
+#include <cstdio>
 #include <map>
 #include <memory>
 #include <optional>
@@ -83,6 +85,20 @@ struct counted_ctor {
     counted_ctor(const counted_ctor&) = delete;
     counted_ctor& operator=(const counted_ctor&) = delete;
 };
+
+// The write prefetch's path for this CPU (DESIGN.md, "Which path runs where"): PREFETCHW chosen by CPUID on
+// x86-64, PRFM PSTL1KEEP on aarch64. A hint: on any line, the one just written included, it changes nothing.
+TEST(CMapPlatform, PrefetchForWriteTakesThePathOfThisCpuAndChangesNothing) {
+#if defined(__aarch64__)
+    EXPECT_STREQ(iterlock::detail::prefetch_for_write_path, "aarch64 prfm pstl1keep");
+#elif (defined(__x86_64__) || defined(__i386__)) && !defined(__PRFCHW__) && !ITERLOCK_DETAIL_ASAN
+    EXPECT_EQ(ITERLOCK_DETAIL_PREFETCHW_AT_RUN_TIME, 1);
+#endif
+    std::printf("prefetch_for_write: %s\n", iterlock::detail::prefetch_for_write_path);
+    alignas(64) std::uint64_t line[8] = {1, 2, 3, 4, 5, 6, 7, 8};
+    for (auto& w : line) iterlock::detail::prefetch_for_write(&w);
+    for (std::uint64_t i = 0; i < 8; ++i) EXPECT_EQ(line[i], i + 1);
+}
 
 TEST(InplaceArray, BuildsInPlaceAndDestroysInReverse) {
     counted_ctor::built = 0;

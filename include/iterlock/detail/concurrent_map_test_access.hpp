@@ -7,6 +7,7 @@
 #include <cstdint>
 
 #include "iterlock/concurrent_map.hpp"
+#include "iterlock/detail/prefetch.hpp"  // prefetch_for_write and its path name (CMapPlatform tests)
 #include "iterlock/detail/shard_lock.hpp"
 
 namespace iterlock::detail {

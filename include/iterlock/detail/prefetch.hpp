@@ -6,8 +6,11 @@
 // for that. x86's PREFETCHW asks for ownership; the compiler emits it for __builtin_prefetch(p, 1) only
 // when the target is known to have it (-mprfchw, -march=broadwell and later), so on a baseline x86-64
 // build it is chosen here at run time from CPUID (leaf 0x80000001, ECX bit 8), read once at start-up.
+// On aarch64 it is PRFM PSTL1KEEP (prefetch for store into L1, which asks for the line in a unique state),
+// what every ARMv8 core has and GCC and clang emit for __builtin_prefetch(p, 1, 3); no run-time choice.
 // Elsewhere, and under AddressSanitizer (which must not see a prefetch of a freed block as an access),
 // it is __builtin_prefetch(p, 1). Never faults, never changes what a program computes.
+// prefetch_for_write_path names the path compiled in (tests print it; DESIGN.md, "Which path runs where").
 #pragma once
 
 #if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
@@ -41,6 +44,14 @@ inline const bool has_prefetchw = cpu_has_prefetchw();
 #define ITERLOCK_DETAIL_PREFETCHW_AT_RUN_TIME 0
 #endif
 
+#if ITERLOCK_DETAIL_PREFETCHW_AT_RUN_TIME
+inline constexpr const char* prefetch_for_write_path = "x86 prefetchw if cpuid says so, else prefetcht0";
+#elif defined(__aarch64__)
+inline constexpr const char* prefetch_for_write_path = "aarch64 prfm pstl1keep";
+#else
+inline constexpr const char* prefetch_for_write_path = "__builtin_prefetch(p, 1)";
+#endif
+
 inline void prefetch_for_write(const void* p) noexcept {
 #if ITERLOCK_DETAIL_PREFETCHW_AT_RUN_TIME
     if (has_prefetchw) {
@@ -48,7 +59,8 @@ inline void prefetch_for_write(const void* p) noexcept {
         return;
     }
 #endif
-    __builtin_prefetch(p, 1);
+    // aarch64: PRFM PSTL1KEEP (locality 3 is L1, "keep"); x86 with -mprfchw: PREFETCHW.
+    __builtin_prefetch(p, 1, 3);
 }
 
 }  // namespace iterlock::detail
