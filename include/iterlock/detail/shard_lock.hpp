@@ -108,6 +108,7 @@
 #include <mutex>
 #include <type_traits>
 
+#include "iterlock/detail/atomic_traits.hpp"
 #include "iterlock/detail/fence.hpp"
 #include "iterlock/detail/inline.hpp"
 #include "iterlock/errors.hpp"
@@ -406,7 +407,7 @@ class alignas(64) shard_lock {
     // A consistent picture of holders and waiters, for tests, metrics and debugging. Takes the internal mutex
     // (so it blocks briefly behind slow-path work); O(1); never throws.
     shard_lock_state state() const noexcept {
-        std::lock_guard<std::mutex> lk(mu_);
+        std::lock_guard<sync_mutex> lk(mu_);
         const std::uint64_t s = state_.load(std::memory_order_acquire);
         shard_lock_state out;
         out.readers = static_cast<std::uint32_t>(s & reader_mask);
@@ -521,7 +522,7 @@ class alignas(64) shard_lock {
 
     // Called by a release that saw Q: re-runs the wake-up decision under mu_.
     ITERLOCK_DETAIL_NOINLINE void wake_waiters() noexcept {
-        std::lock_guard<std::mutex> lk(mu_);
+        std::lock_guard<sync_mutex> lk(mu_);
         dispatch(state_.load(std::memory_order_relaxed));
     }
 
@@ -559,7 +560,7 @@ class alignas(64) shard_lock {
             if (try_grab(cls, s)) return true;
         }
 
-        std::unique_lock<std::mutex> lk(mu_);
+        std::unique_lock<sync_mutex> lk(mu_);
         ++waiting_[cls];
         std::uint64_t s = publish_queued();
         for (;;) {
@@ -595,7 +596,7 @@ class alignas(64) shard_lock {
             granted = try_lock_shared();
         }
         if (!granted) {
-            std::unique_lock<std::mutex> lk(mu_);
+            std::unique_lock<sync_mutex> lk(mu_);
             ++readers_waiting_;
             std::uint64_t s = publish_queued();
             for (;;) {
@@ -622,7 +623,7 @@ class alignas(64) shard_lock {
             const std::uint64_t s = state_.load(std::memory_order_acquire);
             if ((s & write_bit) == 0) return s;
         }
-        std::unique_lock<std::mutex> lk(mu_);
+        std::unique_lock<sync_mutex> lk(mu_);
         ++readers_waiting_;
         publish_queued();
         std::uint64_t s = state_.load(std::memory_order_acquire);
@@ -645,7 +646,7 @@ class alignas(64) shard_lock {
             drained = (state_.load(std::memory_order_acquire) & reader_mask) == 0;
         }
         if (!drained) {
-            std::unique_lock<std::mutex> lk(mu_);
+            std::unique_lock<sync_mutex> lk(mu_);
             drain_waiting_ = true;
             publish_queued();
             while ((state_.load(std::memory_order_acquire) & reader_mask) != 0) cv_drain_.wait(lk);
@@ -658,7 +659,7 @@ class alignas(64) shard_lock {
 
     // The word, on the first cache line (the class is alignas(64), the queue below starts a new line)
     // with the owner words and nothing else.
-    std::atomic<std::uint64_t> state_{0};
+    atomic<std::uint64_t> state_{0};  // detail::atomic: std::atomic, or Relacy's in the model checks
 
   public:
     // Words on the lock word's cache line that the lock itself never reads or writes: room for data that
@@ -670,13 +671,13 @@ class alignas(64) shard_lock {
 
   private:
     // The queue. Everything below is read and written only under mu_.
-    alignas(64) mutable std::mutex mu_;
+    alignas(64) mutable sync_mutex mu_;
     std::uint32_t waiting_[class_count] = {};  // queued writers / iterations, indexed by waiter_class
     std::uint32_t readers_waiting_ = 0;        // readers and sequence reads waiting for W to clear
     bool drain_waiting_ = false;  // an upgrade waits for readers to leave (at most one: W is held)
-    std::condition_variable cv_[class_count];  // one per waiter_class
-    std::condition_variable cv_readers_;
-    std::condition_variable cv_drain_;
+    sync_condvar cv_[class_count];  // one per waiter_class
+    sync_condvar cv_readers_;
+    sync_condvar cv_drain_;
 };
 
 // RAII holder of an iteration lock: acquires in the constructor (with `p`), releases in the destructor.
