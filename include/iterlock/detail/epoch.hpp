@@ -34,6 +34,12 @@
 //     `lock or` costs less only while nothing reloads the stack word it locks. Where membarrier cannot be
 //     registered (not Linux, a kernel before 4.14, a seccomp filter) and under ThreadSanitizer (which
 //     does not model it), both fences are seq_cst fences; asymmetric() says which.
+//     The memory-model check (memory_model.E1_RetiredBlockNeverFreedUnderAReader, tests/memory_model)
+//     runs this file under Relacy in the symmetric mode: membarrier's guarantee is modelled as what it
+//     is at most, a seq_cst fence in the reader between its epoch store and its first read, paired with
+//     the scan's seq_cst fence. In that mode the acquire on G in enter() is implied by the seq_cst fence
+//     after it (a fence-acquire synchronization), so only the asymmetric mode, which Relacy cannot model
+//     (it cannot place a fence inside another thread), depends on it; E1's first case states why.
 //
 // One domain serves the process (records are per thread, not per map): a thread's record costs one cache
 // line; the scan reads one word per record. The domain is constant-initialised (no static-init guard on
@@ -58,6 +64,7 @@
 #include <unistd.h>
 #endif
 
+#include "iterlock/detail/atomic_traits.hpp"
 #include "iterlock/detail/fence.hpp"
 #include "iterlock/detail/racy_read.hpp"  // ITERLOCK_DETAIL_TSAN
 
@@ -66,8 +73,8 @@ namespace iterlock::detail {
 class epoch_domain {
   public:
     struct alignas(64) record {
-        std::atomic<std::uint64_t> epoch{0};  // 0: not in a section; else the G it entered with
-        std::atomic<bool> taken{false};
+        atomic<std::uint64_t> epoch{0};  // 0: not in a section; else the G it entered with
+        atomic<bool> taken{false};
         record* next = nullptr;  // immutable once published
     };
 
@@ -133,8 +140,25 @@ class epoch_domain {
         record& r_;
     };
 
+#if ITERLOCK_DETAIL_RELACY
+    // The memory-model checks build one domain per execution (Relacy's atomics are not constexpr, and the
+    // process-wide global_ is not defined in that build).
+    epoch_domain() = default;
+#endif
+
+    // Links `r` into the list of records that scans read (it stays there: E3). claim() uses it for the
+    // records it allocates; the memory-model checks for records they own.
+    void publish(record& r) noexcept {
+        record* h = head_.load(std::memory_order_relaxed);
+        do {
+            r.next = h;
+        } while (!head_.compare_exchange_weak(h, &r, std::memory_order_acq_rel, std::memory_order_relaxed));
+    }
+
   private:
+#if !ITERLOCK_DETAIL_RELACY
     constexpr epoch_domain() = default;
+#endif
 
     static constexpr int fences_undecided = 0;
     static constexpr int fences_asymmetric = 1;
@@ -145,7 +169,8 @@ class epoch_domain {
         int m = fences_.load(std::memory_order_acquire);
         if (m == fences_undecided) [[unlikely]] {
             const int decided =
-                !ITERLOCK_DETAIL_TSAN && register_membarrier() ? fences_asymmetric : fences_symmetric;
+                !ITERLOCK_DETAIL_TSAN && !ITERLOCK_DETAIL_RELACY && register_membarrier() ? fences_asymmetric
+                                                                                          : fences_symmetric;
             if (fences_.compare_exchange_strong(m, decided, std::memory_order_acq_rel)) m = decided;
         }
         return m;
@@ -226,11 +251,7 @@ class epoch_domain {
         if (r == nullptr) {
             r = new record;  // never freed (E3)
             r->taken.store(true, std::memory_order_relaxed);
-            record* h = head_.load(std::memory_order_relaxed);
-            do {
-                r->next = h;
-            } while (
-                !head_.compare_exchange_weak(h, r, std::memory_order_acq_rel, std::memory_order_relaxed));
+            publish(*r);
         }
         thread_local release_on_exit guard;
         guard.r = r;
@@ -241,11 +262,13 @@ class epoch_domain {
 
     static epoch_domain global_;
 
-    mutable std::atomic<int> fences_{fences_undecided};
-    alignas(64) std::atomic<std::uint64_t> epoch_{1};
-    alignas(64) std::atomic<record*> head_{nullptr};
+    mutable atomic<int> fences_{fences_undecided};
+    alignas(64) atomic<std::uint64_t> epoch_{1};
+    alignas(64) atomic<record*> head_{nullptr};
 };
 
+#if !ITERLOCK_DETAIL_RELACY
 inline constinit epoch_domain epoch_domain::global_;
+#endif
 
 }  // namespace iterlock::detail
