@@ -32,8 +32,8 @@ struct block {
 
 struct retired_block_never_freed_under_a_reader
     : rl::test_suite<retired_block_never_freed_under_a_reader, 3> {
-    epoch_domain domain;
-    epoch_domain::record records[2];
+    iterlock_mm::boxed<epoch_domain> domain;
+    iterlock_mm::boxed<epoch_domain::record> records[2];
     block old_block;
     block new_block;
     rl::atomic<block*> current;  // the shard's link to the block (written under the shard lock in production)
@@ -48,20 +48,20 @@ struct retired_block_never_freed_under_a_reader
         if (index == 2) {
             // The writer: unlink, stamp, free when safe (a second scan if the first found a reader).
             current($).store(&new_block, rl::mo_release);
-            const std::uint64_t stamp = domain.retire_stamp();
+            const std::uint64_t stamp = domain->retire_stamp();
             for (int scan = 0; scan < 2; ++scan) {
-                if (domain.safe(stamp)) {
+                if (domain->safe(stamp)) {
                     old_block.payload($) = freed;
                     return;
                 }
             }
             return;
         }
-        epoch_domain::record& r = records[index];
+        epoch_domain::record& r = *records[index];
         r.taken.store(true, std::memory_order_relaxed);
-        domain.publish(r);
+        domain->publish(r);
         {
-            const epoch_domain::section in_section(domain, r);
+            const epoch_domain::section in_section(*domain, r);
             block* b = current($).load(rl::mo_acquire);
             const int seen = b->payload($);
             RL_ASSERT(seen == live);

@@ -20,7 +20,32 @@
 #include <cstdlib>
 #include <cstring>
 
+// Relacy replaces the global operator new and operator delete (to track memory inside an execution) but
+// not the sized operator delete that C++14 code calls (std::allocator does): the library's default would
+// then free() a block that Relacy handed out, and glibc aborts. Route it to Relacy's unsized one. One
+// definition per program: each check is a single translation unit.
+void operator delete(void* p, std::size_t) noexcept { ::operator delete(p); }
+void operator delete[](void* p, std::size_t) noexcept { ::operator delete[](p); }
+
 namespace iterlock_mm {
+
+// Relacy allocates each test suite with malloc() and constructs it in place, so a suite's members get
+// malloc's alignment (16), not the 64 that shard_lock, the epoch records and the registry ask for (and the
+// optimiser relies on). A suite therefore holds those through boxed<T>: one operator new per execution,
+// which honours alignas.
+template <class T>
+class boxed {
+  public:
+    boxed() : p_(new T) {}
+    ~boxed() { delete p_; }
+    boxed(const boxed&) = delete;
+    boxed& operator=(const boxed&) = delete;
+    T& operator*() const noexcept { return *p_; }
+    T* operator->() const noexcept { return p_; }
+
+  private:
+    T* p_;
+};
 
 template <class Suite>
 int run(const char* name, int argc, char** argv, unsigned long iterations = 200000) {

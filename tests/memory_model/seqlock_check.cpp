@@ -20,30 +20,30 @@ constexpr int writes = 2;
 
 struct seqlock_reader_never_validates_a_torn_pair
     : rl::test_suite<seqlock_reader_never_validates_a_torn_pair, 3> {
-    shard_lock lock;
+    iterlock_mm::boxed<shard_lock> lock;
     rl::atomic<int> first{0};   // the protected pair; read racily, so atomics with relaxed order
     rl::atomic<int> second{0};
 
     void thread(unsigned index) {
         if (index == 0) {
             for (int k = 1; k <= writes; ++k) {
-                lock.lock();
+                lock->lock();
                 first($).store(k, rl::mo_relaxed);
                 second($).store(k, rl::mo_relaxed);
-                lock.unlock();
+                lock->unlock();
             }
             return;
         }
         for (int attempt = 0; attempt < writes; ++attempt) {
             std::uint64_t token = 0;
             if (index == 1) {
-                token = lock.read_begin();  // may wait for the writer (slow path: mutex + condvar)
-            } else if (!lock.try_read_begin(token)) {
+                token = lock->read_begin();  // may wait for the writer (slow path: mutex + condvar)
+            } else if (!lock->try_read_begin(token)) {
                 continue;
             }
             const int a = first($).load(rl::mo_relaxed);
             const int b = second($).load(rl::mo_relaxed);
-            if (lock.read_validate(token)) RL_ASSERT(a == b);
+            if (lock->read_validate(token)) RL_ASSERT(a == b);
         }
     }
 };

@@ -57,6 +57,7 @@
 #include <optional>
 #include <vector>
 
+#include "iterlock/detail/atomic_traits.hpp"
 #include "iterlock/detail/bucket.hpp"
 #include "iterlock/detail/epoch.hpp"
 #include "iterlock/detail/exclusive_add.hpp"
@@ -113,7 +114,7 @@ class snapshot_registry {
         const std::uint64_t newest = max_live_.load(std::memory_order_acquire);
         if (newest < lo) return false;
         if (newest < hi) return true;
-        std::lock_guard<std::mutex> g(mu_);
+        std::lock_guard<sync_mutex> g(mu_);
         return any_marker_in(markers_, lo, hi);
     }
     std::size_t live() const noexcept { return live_.load(std::memory_order_relaxed); }
@@ -129,7 +130,7 @@ class snapshot_registry {
     }
 
     std::uint64_t acquire() {
-        std::lock_guard<std::mutex> g(mu_);
+        std::lock_guard<sync_mutex> g(mu_);
         const std::uint64_t m = seq_.load(std::memory_order_relaxed);
         // Room for this marker in the deferred list too, so that release() never allocates.
         deferred_.reserve(markers_.size() + deferred_.size() + 1);
@@ -141,7 +142,7 @@ class snapshot_registry {
     }
     // Removes marker m; returns what a sweep may free for it. O(live snapshots) under the mutex.
     sweep_range release(std::uint64_t m) noexcept {
-        std::lock_guard<std::mutex> g(mu_);
+        std::lock_guard<sync_mutex> g(mu_);
         auto it = std::lower_bound(markers_.begin(), markers_.end(), m);
         if (it == markers_.end() || *it != m) fatal("iterlock: releasing a snapshot marker that is not live");
         markers_.erase(it);
@@ -153,14 +154,14 @@ class snapshot_registry {
     // A release whose sweep cannot run now (the releasing thread holds one of the map's shard locks):
     // remembers the ended marker for a later drain. Never allocates (acquire() made room).
     void defer(std::uint64_t m) noexcept {
-        std::lock_guard<std::mutex> g(mu_);
+        std::lock_guard<sync_mutex> g(mu_);
         deferred_.push_back(m);
         has_deferred_.store(true, std::memory_order_release);
     }
     bool has_deferred() const noexcept { return has_deferred_.load(std::memory_order_relaxed); }
     // Takes one deferred marker and returns its range as of now (still exact: see sweep_range), or false.
     bool take_deferred(sweep_range& out) noexcept {
-        std::lock_guard<std::mutex> g(mu_);
+        std::lock_guard<sync_mutex> g(mu_);
         if (deferred_.empty()) return false;
         const std::uint64_t m = deferred_.back();
         deferred_.pop_back();
@@ -181,14 +182,15 @@ class snapshot_registry {
         return r;
     }
 
-    std::atomic<std::uint64_t> seq_{1};  // starts at 1 so that label 0 ("never written") is <= every marker
-    std::atomic<std::size_t> live_{0};
-    std::atomic<std::uint64_t> max_live_{0};
-    std::atomic<bool> has_deferred_{false};
+    // detail::atomic and sync_mutex: std's, or Relacy's in the memory-model checks (detail/atomic_traits.hpp).
+    atomic<std::uint64_t> seq_{1};  // starts at 1 so that label 0 ("never written") is <= every marker
+    atomic<std::size_t> live_{0};
+    atomic<std::uint64_t> max_live_{0};
+    atomic<bool> has_deferred_{false};
     // On their own line: every write reads seq_ and live_, and a chunk's start should not evict them.
-    alignas(64) std::atomic<std::uint64_t> chunks_started_{0};
-    std::atomic<std::uint64_t> chunks_seen_{0};
-    mutable std::mutex mu_;
+    alignas(64) atomic<std::uint64_t> chunks_started_{0};
+    atomic<std::uint64_t> chunks_seen_{0};
+    mutable sync_mutex mu_;
     std::vector<std::uint64_t> markers_;   // sorted
     std::vector<std::uint64_t> deferred_;  // ended markers whose sweep is still to run
 };
