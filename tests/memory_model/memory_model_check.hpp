@@ -63,4 +63,15 @@ int run(const char* name, int argc, char** argv, unsigned long iterations = 2000
     return ok ? EXIT_SUCCESS : EXIT_FAILURE;
 }
 
+// Installs the futex model (detail/atomic_traits.hpp) for one execution: a suite whose code may sleep on a
+// futex word (the channels) declares one before the objects that use it.
+class futex_scope {
+  public:
+    futex_scope() { iterlock::detail::current_futex_model() = &*model_; }
+    ~futex_scope() { iterlock::detail::current_futex_model() = nullptr; }
+
+  private:
+    boxed<iterlock::detail::futex_model> model_;
+};
+
 }  // namespace iterlock_mm

@@ -2,7 +2,8 @@
 // of iterlock's ordering protocols, so that a model checker can run the same header code.
 //
 // Owns: iterlock::detail::atomic<T>, iterlock::detail::atomic_fence(), iterlock::detail::sync_mutex,
-//       iterlock::detail::sync_condvar, ITERLOCK_DETAIL_RELACY.
+//       iterlock::detail::sync_condvar, iterlock::detail::thread_yield(), ITERLOCK_DETAIL_RELACY; under Relacy, the futex model
+//       (futex_model, futex_model_wait, futex_model_wake).
 //
 // Production builds get std::atomic, std::atomic_thread_fence, std::mutex and std::condition_variable: the
 // aliases below add no code. The memory-model checks (tests/memory_model/, issue 19) define ITERLOCK_RELACY;
@@ -17,7 +18,9 @@
 
 #include <atomic>
 #include <condition_variable>
+#include <cstdint>
 #include <mutex>
+#include <thread>
 
 #if defined(ITERLOCK_RELACY)
 #define ITERLOCK_DETAIL_RELACY 1
@@ -50,6 +53,8 @@ using sync_mutex = std::mutex;
 using sync_condvar = std::condition_variable;
 
 inline void atomic_fence(std::memory_order order) noexcept { std::atomic_thread_fence(order); }
+// Gives the processor away in a polling loop (channels).
+inline void thread_yield() noexcept { std::this_thread::yield(); }
 
 #else  // Relacy: the model checker's atomics behind std::atomic's interface.
 
@@ -123,6 +128,9 @@ class atomic {
 };
 
 inline void atomic_fence(std::memory_order order) noexcept { rl::atomic_thread_fence(to_rl(order), $); }
+// Relacy runs an execution's threads as fibers of one OS thread and switches them at every modelled
+// operation; an OS yield would only hand the processor to other processes.
+inline void thread_yield() noexcept {}
 
 // std::mutex's interface over rl::mutex (std::lock_guard and std::unique_lock work with it).
 class sync_mutex {
@@ -153,6 +161,35 @@ class sync_condvar {
   private:
     rl::condition_variable cv_;
 };
+
+// The futex model (detail/chan_park.hpp's futex_wait/futex_wake in the Relacy build). A real FUTEX_WAIT
+// compares the word and goes to sleep atomically with respect to FUTEX_WAKE on the same word (the kernel
+// does both under its hash-bucket lock); a wait may also return spuriously. Modelled with one Relacy mutex
+// and condition variable per execution (tests/memory_model's futex_scope installs them): futex_model_wait
+// compares and sleeps under the mutex, futex_model_wake notifies every sleeper under it. Waking all is
+// allowed (every futex caller re-checks its word in a loop), and a sleeper that nobody wakes is reported by
+// Relacy as a deadlock: a lost wake-up. The mutex adds a happens-before edge from waker to woken that the
+// protocols must not rely on; both of them recheck the word with their own acquire loads, as on Linux.
+struct futex_model {
+    rl::mutex mu;
+    rl::condition_variable cv;
+};
+inline futex_model*& current_futex_model() noexcept {
+    static futex_model* m = nullptr;  // Relacy runs every thread of an execution on one OS thread
+    return m;
+}
+inline void futex_model_wait(const atomic<std::uint32_t>* word, std::uint32_t expected) {
+    futex_model& f = *current_futex_model();
+    f.mu.lock($);
+    if (word->load(std::memory_order_relaxed) == expected) f.cv.wait(f.mu, $);
+    f.mu.unlock($);
+}
+inline void futex_model_wake() {
+    futex_model& f = *current_futex_model();
+    f.mu.lock($);
+    f.cv.notify_all($);
+    f.mu.unlock($);
+}
 
 #endif
 

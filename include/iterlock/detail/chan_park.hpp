@@ -27,6 +27,8 @@
 #include <immintrin.h>
 #endif
 
+#include "iterlock/detail/atomic_traits.hpp"
+
 // Tuning of a parked operation's wait before it sleeps on its futex: pause-polls (about 20 ns each on
 // current x86), then yields. Override with -D for experiments; the defaults were measured on the 2-core
 // bench machine (docs/CHANNELS.md).
@@ -63,9 +65,13 @@ inline void chan_pause() noexcept {
 using chan_clock = std::chrono::steady_clock;
 
 // Sleeps while `*word == expected`, at most until `deadline` when `timed`. May return spuriously.
-inline void futex_wait(std::atomic<std::uint32_t>* word, std::uint32_t expected, bool timed,
+inline void futex_wait(atomic<std::uint32_t>* word, std::uint32_t expected, bool timed,
                        chan_clock::time_point deadline) noexcept {
-#if defined(__linux__)
+#if ITERLOCK_DETAIL_RELACY
+    (void)timed;
+    (void)deadline;
+    futex_model_wait(word, expected);  // a model check: see detail/atomic_traits.hpp
+#elif defined(__linux__)
     timespec ts{};
     timespec* tsp = nullptr;
     if (timed) {
@@ -89,8 +95,12 @@ inline void futex_wait(std::atomic<std::uint32_t>* word, std::uint32_t expected,
 #endif
 }
 
-inline void futex_wake(std::atomic<std::uint32_t>* word, int count) noexcept {
-#if defined(__linux__)
+inline void futex_wake(atomic<std::uint32_t>* word, int count) noexcept {
+#if ITERLOCK_DETAIL_RELACY
+    (void)word;
+    (void)count;
+    futex_model_wake();
+#elif defined(__linux__)
     ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(word), FUTEX_WAKE_PRIVATE, count, nullptr, nullptr,
               0);
 #else
@@ -151,7 +161,7 @@ class backoff {
         if (step_ <= spin_limit) {
             for (unsigned i = 0; i < (1u << step_); ++i) chan_pause();
         } else {
-            std::this_thread::yield();
+            thread_yield();
         }
         if (step_ <= yield_limit) ++step_;
     }
@@ -202,10 +212,10 @@ class chan_lock {
         while (word_.exchange(2, std::memory_order_acquire) != 0) futex_wait(&word_, 2, false, {});
     }
 
-    std::atomic<std::uint32_t> word_{0};
+    atomic<std::uint32_t> word_{0};
     [[no_unique_address]] chan_probe acquisitions_;  // lock() calls and successful try_lock() calls
 };
-static_assert(ITERLOCK_CHAN_PROBES || sizeof(chan_lock) == sizeof(std::uint32_t),
+static_assert(ITERLOCK_CHAN_PROBES || ITERLOCK_DETAIL_RELACY || sizeof(chan_lock) == sizeof(std::uint32_t),
               "without probes the channel lock is one 32-bit word (chan_core's first line counts on it)");
 
 // Locks an ordered array of distinct channel locks (select's lock-all in address order, as Go's sellock).
@@ -251,7 +261,7 @@ class chan_parker {
     // Publishes everything the claimer wrote before it and wakes the owner.
     void signal() noexcept {
         if (ITERLOCK_CHAN_PROBES && chan_probes::widen_claim_window.load(std::memory_order_relaxed))
-            std::this_thread::yield();
+            thread_yield();
         if (wake_.exchange(2, std::memory_order_release) == 1) futex_wake(&wake_, 1);
     }
 
@@ -267,7 +277,7 @@ class chan_parker {
         }
         for (int i = 0; i < ITERLOCK_CHAN_YIELD_POLLS; ++i) {
             if (wake_.load(std::memory_order_acquire) == 2) return true;
-            std::this_thread::yield();
+            thread_yield();
         }
         std::uint32_t seen = wake_.load(std::memory_order_acquire);
         while (seen != 2) {
@@ -294,8 +304,8 @@ class chan_parker {
     }
 
   private:
-    std::atomic<std::uint32_t> sel_{unclaimed};
-    std::atomic<std::uint32_t> wake_{0};
+    atomic<std::uint32_t> sel_{unclaimed};
+    atomic<std::uint32_t> wake_{0};
 };
 
 // Small per-thread generator for select's poll order (splitmix64 seeded per thread).

@@ -266,7 +266,7 @@ class chan_state final : public chan_core {
             s = slot_state_.load(std::memory_order_acquire);
         }
         for (int i = 0; i < ITERLOCK_CHAN_YIELD_POLLS && slot_waiting(s, send); ++i) {
-            std::this_thread::yield();
+            thread_yield();
             s = slot_state_.load(std::memory_order_acquire);
         }
         while (slot_waiting(s, send)) {
