@@ -72,6 +72,6 @@ struct retired_block_never_freed_under_a_reader
 }  // namespace
 
 int main(int argc, char** argv) {
-    return iterlock_mm::run<retired_block_never_freed_under_a_reader>(
-        "E1_RetiredBlockNeverFreedUnderAReader", argc, argv);
+    return iterlock_mm::run<retired_block_never_freed_under_a_reader>("E1_RetiredBlockNeverFreedUnderAReader",
+                                                                      argc, argv);
 }

@@ -24,8 +24,12 @@
 // not the sized operator delete that C++14 code calls (std::allocator does): the library's default would
 // then free() a block that Relacy handed out, and glibc aborts. Route it to Relacy's unsized one. One
 // definition per program: each check is a single translation unit.
-void operator delete(void* p, std::size_t) noexcept { ::operator delete(p); }
-void operator delete[](void* p, std::size_t) noexcept { ::operator delete[](p); }
+void operator delete(void* p, std::size_t) noexcept {
+    ::operator delete(p);
+}
+void operator delete[](void* p, std::size_t) noexcept {
+    ::operator delete[](p);
+}
 
 namespace iterlock_mm {
 

@@ -21,7 +21,7 @@ constexpr int writes = 2;
 struct seqlock_reader_never_validates_a_torn_pair
     : rl::test_suite<seqlock_reader_never_validates_a_torn_pair, 3> {
     iterlock_mm::boxed<shard_lock> lock;
-    rl::atomic<int> first{0};   // the protected pair; read racily, so atomics with relaxed order
+    rl::atomic<int> first{0};  // the protected pair; read racily, so atomics with relaxed order
     rl::atomic<int> second{0};
 
     void thread(unsigned index) {

@@ -1,9 +1,9 @@
-// iterlock/detail/atomic_traits.hpp: the one place that names the atomics, fences, mutex and condition variable
-// of iterlock's ordering protocols, so that a model checker can run the same header code.
+// iterlock/detail/atomic_traits.hpp: the one place that names the atomics, fences, mutex and condition
+// variable of iterlock's ordering protocols, so that a model checker can run the same header code.
 //
 // Owns: iterlock::detail::atomic<T>, iterlock::detail::atomic_fence(), iterlock::detail::sync_mutex,
-//       iterlock::detail::sync_condvar, iterlock::detail::thread_yield(), ITERLOCK_DETAIL_RELACY; under Relacy, the futex model
-//       (futex_model, futex_model_wait, futex_model_wake).
+//       iterlock::detail::sync_condvar, iterlock::detail::thread_yield(), ITERLOCK_DETAIL_RELACY; under
+//       Relacy, the futex model (futex_model, futex_model_wait, futex_model_wake).
 //
 // Production builds get std::atomic, std::atomic_thread_fence, std::mutex and std::condition_variable: the
 // aliases below add no code. The memory-model checks (tests/memory_model/, issue 19) define ITERLOCK_RELACY;
@@ -26,7 +26,8 @@
 #define ITERLOCK_DETAIL_RELACY 1
 // Relacy's parts, without <relacy/relacy.hpp> itself: that header ends by #defining memory_order_acquire
 // and its siblings (to "mo_acquire, $"), new, delete, malloc and free, which would rewrite the very
-// std::memory_order arguments and allocations of the code under check.
+// std::memory_order arguments and allocations of the code under check. Their order is Relacy's own.
+// clang-format off
 #include <relacy/base.hpp>
 #include <relacy/context.hpp>
 #include <relacy/context_base_impl.hpp>
@@ -39,6 +40,7 @@
 #include <relacy/stdlib/condition_variable.hpp>
 #include <relacy/stdlib/semaphore.hpp>
 #include <relacy/stdlib/event.hpp>
+// clang-format on
 #else
 #define ITERLOCK_DETAIL_RELACY 0
 #endif
@@ -52,20 +54,30 @@ using atomic = std::atomic<T>;
 using sync_mutex = std::mutex;
 using sync_condvar = std::condition_variable;
 
-inline void atomic_fence(std::memory_order order) noexcept { std::atomic_thread_fence(order); }
+inline void atomic_fence(std::memory_order order) noexcept {
+    std::atomic_thread_fence(order);
+}
 // Gives the processor away in a polling loop (channels).
-inline void thread_yield() noexcept { std::this_thread::yield(); }
+inline void thread_yield() noexcept {
+    std::this_thread::yield();
+}
 
 #else  // Relacy: the model checker's atomics behind std::atomic's interface.
 
 inline rl::memory_order to_rl(std::memory_order order) noexcept {
     switch (order) {
-        case std::memory_order_relaxed: return rl::mo_relaxed;
-        case std::memory_order_consume: return rl::mo_consume;
-        case std::memory_order_acquire: return rl::mo_acquire;
-        case std::memory_order_release: return rl::mo_release;
-        case std::memory_order_acq_rel: return rl::mo_acq_rel;
-        case std::memory_order_seq_cst: break;
+        case std::memory_order_relaxed:
+            return rl::mo_relaxed;
+        case std::memory_order_consume:
+            return rl::mo_consume;
+        case std::memory_order_acquire:
+            return rl::mo_acquire;
+        case std::memory_order_release:
+            return rl::mo_release;
+        case std::memory_order_acq_rel:
+            return rl::mo_acq_rel;
+        case std::memory_order_seq_cst:
+            break;
     }
     return rl::mo_seq_cst;
 }
@@ -127,7 +139,9 @@ class atomic {
     mutable rl::atomic<T> a_;
 };
 
-inline void atomic_fence(std::memory_order order) noexcept { rl::atomic_thread_fence(to_rl(order), $); }
+inline void atomic_fence(std::memory_order order) noexcept {
+    rl::atomic_thread_fence(to_rl(order), $);
+}
 // Relacy runs an execution's threads as fibers of one OS thread and switches them at every modelled
 // operation; an OS yield would only hand the processor to other processes.
 inline void thread_yield() noexcept {}

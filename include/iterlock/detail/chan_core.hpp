@@ -227,7 +227,7 @@ class chan_core {
     // Layout. Line 0 holds everything an unbuffered operation touches under the lock, hand-over slot included
     // (4 + 1 + 3 + 16 + 16 + 4 + 4 + 16 = 64 bytes).
     alignas(64) chan_lock lock_;
-    atomic<bool> closed_{false};  // written under lock_, read anywhere
+    atomic<bool> closed_{false};       // written under lock_, read anywhere
     chan_waitq recvq_;                 // blocked receivers (Go: recvq)
     chan_waitq sendq_;                 // blocked senders (Go: sendq)
     atomic<std::uint32_t> slot_state_{slot_free};

@@ -170,9 +170,9 @@ class epoch_domain {
         record* h = head_.load(std::memory_order_relaxed);
         do {
             r.next = h;
-        // acq_rel: the release half publishes r.next (and the record) to scans and claims (their acquire load
-        // of head_); the acquire half pairs with earlier publishers' release, as the list is read through h.
-        // Relaxed on failure (retry).
+            // acq_rel: the release half publishes r.next (and the record) to scans and claims (their acquire
+            // load of head_); the acquire half pairs with earlier publishers' release, as the list is read
+            // through h. Relaxed on failure (retry).
         } while (!head_.compare_exchange_weak(h, &r, std::memory_order_acq_rel, std::memory_order_relaxed));
     }
 
@@ -190,9 +190,9 @@ class epoch_domain {
         // Acquire: pairs with the CAS below that decided the mode (the registration it made happens before).
         int m = fences_.load(std::memory_order_acquire);
         if (m == fences_undecided) [[unlikely]] {
-            const int decided =
-                !ITERLOCK_DETAIL_TSAN && !ITERLOCK_DETAIL_RELACY && register_membarrier() ? fences_asymmetric
-                                                                                          : fences_symmetric;
+            const int decided = !ITERLOCK_DETAIL_TSAN && !ITERLOCK_DETAIL_RELACY && register_membarrier()
+                                    ? fences_asymmetric
+                                    : fences_symmetric;
             // acq_rel: release publishes the decision (and the membarrier registration) to the acquire load
             // above; acquire on failure reads another thread's decision.
             if (fences_.compare_exchange_strong(m, decided, std::memory_order_acq_rel)) m = decided;

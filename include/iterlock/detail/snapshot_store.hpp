@@ -205,7 +205,8 @@ class snapshot_registry {
         return r;
     }
 
-    // detail::atomic and sync_mutex: std's, or Relacy's in the memory-model checks (detail/atomic_traits.hpp).
+    // detail::atomic and sync_mutex: std's, or Relacy's in the memory-model checks
+    // (detail/atomic_traits.hpp).
     atomic<std::uint64_t> seq_{1};  // starts at 1 so that label 0 ("never written") is <= every marker
     atomic<std::size_t> live_{0};
     atomic<std::uint64_t> max_live_{0};
