@@ -7,10 +7,11 @@
 //
 // Production builds get std::atomic, std::atomic_thread_fence, std::mutex and std::condition_variable: the
 // aliases below add no code. The memory-model checks (tests/memory_model/, issue 19) define ITERLOCK_RELACY;
-// then the same names are thin adapters over Relacy's rl::atomic,
-// rl::atomic_thread_fence, rl::mutex and rl::condition_variable, which explore every execution the C++ memory
-// model allows (relaxed and acquire/release included) instead of the one x86 happens to run. Only the headers
-// whose protocols are checked use these names (shard_lock.hpp, epoch.hpp); everything else keeps std::atomic.
+// then the same names are thin adapters over Relacy's rl::atomic, rl::atomic_thread_fence, rl::mutex and
+// rl::condition_variable, which explore every execution the C++ memory model allows (relaxed and
+// acquire/release included) instead of the one x86 happens to run. Only the headers whose protocols are
+// checked use these names (shard_lock.hpp, epoch.hpp, snapshot_store.hpp's registry, and the channel's
+// chan_core, chan_park, chan_ring, chan_waitq and chan_state); everything else keeps std::atomic.
 //
 // The adapters keep std::atomic's interface (std::memory_order arguments, compare_exchange with one or two
 // orders, fetch_* returning the old value) so the checked code is the production code, token for token.
