@@ -32,7 +32,7 @@ packages=(
     cmake ninja-build g++ clang libclang-rt-14-dev
     libgtest-dev libgmock-dev libbenchmark-dev
     libabsl-dev libboost1.81-dev libboost-fiber1.81-dev libtbb-dev libcuckoo-dev libcli11-dev
-    libconcurrentqueue-dev prometheus-cpp-dev
+    libconcurrentqueue-dev prometheus-cpp-dev relacy-dev
     python3 python3-matplotlib python3-munkres prometheus
     git pkg-config
 )

@@ -45,6 +45,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "iterlock/detail/atomic_traits.hpp"
 #include "iterlock/detail/chan_park.hpp"
 #include "iterlock/detail/chan_ring.hpp"
 #include "iterlock/detail/chan_waitq.hpp"
@@ -164,7 +165,7 @@ class chan_core {
     // Buffered kind: after a successful ring operation, wakes one waiter on the other side if any announced.
     // `other_send` names that side. Takes `lock_` unless `locked`.
     void notify_one(bool other_send, bool locked, wake_list& wakes) noexcept {
-        std::atomic<std::uint32_t>& count = count_of(other_send);
+        atomic<std::uint32_t>& count = count_of(other_send);
         if (count.load(std::memory_order_seq_cst) == 0) return;
         if (!locked) lock_.lock();
         std::size_t dropped = 0;
@@ -221,23 +222,23 @@ class chan_core {
 
     chan_waitq& queue_of(bool send) noexcept { return send ? sendq_ : recvq_; }
     const chan_waitq& queue_of(bool send) const noexcept { return send ? sendq_ : recvq_; }
-    std::atomic<std::uint32_t>& count_of(bool send) noexcept { return send ? send_waiters_ : recv_waiters_; }
+    atomic<std::uint32_t>& count_of(bool send) noexcept { return send ? send_waiters_ : recv_waiters_; }
 
     // Layout. Line 0 holds everything an unbuffered operation touches under the lock, hand-over slot included
     // (4 + 1 + 3 + 16 + 16 + 4 + 4 + 16 = 64 bytes).
     alignas(64) chan_lock lock_;
-    std::atomic<bool> closed_{false};  // written under lock_, read anywhere
+    atomic<bool> closed_{false};       // written under lock_, read anywhere
     chan_waitq recvq_;                 // blocked receivers (Go: recvq)
     chan_waitq sendq_;                 // blocked senders (Go: sendq)
-    std::atomic<std::uint32_t> slot_state_{slot_free};
+    atomic<std::uint32_t> slot_state_{slot_free};
     std::uint32_t unused_ = 0;
     alignas(16) unsigned char slot_value_[slot_bytes];
     // Buffered kind only; each count on its own line, read by every ring operation and written only by
     // threads that park. cap_ and ops_ are read-only and ride along.
-    alignas(64) std::atomic<std::uint32_t> recv_waiters_{0};
+    alignas(64) atomic<std::uint32_t> recv_waiters_{0};
     std::size_t const cap_;
     const chan_ops* const ops_;
-    alignas(64) std::atomic<std::uint32_t> send_waiters_{0};
+    alignas(64) atomic<std::uint32_t> send_waiters_{0};
 };
 
 }  // namespace iterlock::detail

@@ -27,6 +27,8 @@
 #include <immintrin.h>
 #endif
 
+#include "iterlock/detail/atomic_traits.hpp"
+
 // Tuning of a parked operation's wait before it sleeps on its futex: pause-polls (about 20 ns each on
 // current x86), then yields. Override with -D for experiments; the defaults were measured on the 2-core
 // bench machine (docs/CHANNELS.md).
@@ -63,9 +65,13 @@ inline void chan_pause() noexcept {
 using chan_clock = std::chrono::steady_clock;
 
 // Sleeps while `*word == expected`, at most until `deadline` when `timed`. May return spuriously.
-inline void futex_wait(std::atomic<std::uint32_t>* word, std::uint32_t expected, bool timed,
+inline void futex_wait(atomic<std::uint32_t>* word, std::uint32_t expected, bool timed,
                        chan_clock::time_point deadline) noexcept {
-#if defined(__linux__)
+#if ITERLOCK_DETAIL_RELACY
+    (void)timed;
+    (void)deadline;
+    futex_model_wait(word, expected);  // a model check: see detail/atomic_traits.hpp
+#elif defined(__linux__)
     timespec ts{};
     timespec* tsp = nullptr;
     if (timed) {
@@ -81,6 +87,8 @@ inline void futex_wait(std::atomic<std::uint32_t>* word, std::uint32_t expected,
               0);
 #else
     if (!timed) {
+        // Acquire: the caller re-reads the word with its own acquire load anyway; this one pairs with the
+        // store before futex_wake's notify.
         word->wait(expected, std::memory_order_acquire);
     } else if (chan_clock::now() < deadline) {
         // No timed atomic wait in C++20: poll at a coarse grain (portable fallback only).
@@ -89,8 +97,12 @@ inline void futex_wait(std::atomic<std::uint32_t>* word, std::uint32_t expected,
 #endif
 }
 
-inline void futex_wake(std::atomic<std::uint32_t>* word, int count) noexcept {
-#if defined(__linux__)
+inline void futex_wake(atomic<std::uint32_t>* word, int count) noexcept {
+#if ITERLOCK_DETAIL_RELACY
+    (void)word;
+    (void)count;
+    futex_model_wake();
+#elif defined(__linux__)
     ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(word), FUTEX_WAKE_PRIVATE, count, nullptr, nullptr,
               0);
 #else
@@ -107,7 +119,9 @@ inline void futex_wake(std::atomic<std::uint32_t>* word, int count) noexcept {
 #if ITERLOCK_CHAN_PROBES
 class chan_probe {
   public:
+    // Relaxed: a probe counts events and orders nothing (tests read it after joining).
     void hit() noexcept { n_.fetch_add(1, std::memory_order_relaxed); }
+    // Relaxed: as hit().
     std::uint64_t count() const noexcept { return n_.load(std::memory_order_relaxed); }
 
   private:
@@ -151,7 +165,7 @@ class backoff {
         if (step_ <= spin_limit) {
             for (unsigned i = 0; i < (1u << step_); ++i) chan_pause();
         } else {
-            std::this_thread::yield();
+            thread_yield();
         }
         if (step_ <= yield_limit) ++step_;
     }
@@ -171,6 +185,8 @@ class chan_lock {
     void lock() noexcept {
         acquisitions_.hit();
         std::uint32_t expected = 0;
+        // Acquire: pairs with unlock()'s release exchange (the previous holder's critical section). Relaxed
+        // on failure (the slow path re-reads).
         if (word_.compare_exchange_strong(expected, 1, std::memory_order_acquire, std::memory_order_relaxed))
             return;
         lock_slow();
@@ -178,11 +194,16 @@ class chan_lock {
     bool try_lock() noexcept {
         std::uint32_t expected = 0;
         bool const won =
+            // As lock(): acquire pairs with unlock()'s release; relaxed on failure.
             word_.compare_exchange_strong(expected, 1, std::memory_order_acquire, std::memory_order_relaxed);
         if (won) acquisitions_.hit();
         return won;
     }
     void unlock() noexcept {
+        // Release: pairs with the acquire CAS or exchange of the next lock(). Returns 2 iff a sleeper may
+        // exist: lock_slow() stores 2 with an RMW before sleeping, so this RMW either sees 2 and wakes, or
+        // precedes it and that exchange sees 0 and takes the lock (no lost wake-up; checked by
+        // memory_model.C4_ChannelDeliversEachValueExactlyOnce).
         if (word_.exchange(0, std::memory_order_release) == 2) futex_wake(&word_, 1);
     }
     // Probe: acquisitions so far (rule C8 is tested with it); always 0 without probes.
@@ -192,20 +213,23 @@ class chan_lock {
     void lock_slow() noexcept {
         backoff b;
         while (!b.done()) {
+            // Relaxed: a probe; the CAS below carries the acquire.
             std::uint32_t seen = word_.load(std::memory_order_relaxed);
             if (seen == 0 &&
+                // Acquire: pairs with unlock()'s release. Relaxed on failure.
                 word_.compare_exchange_weak(seen, 1, std::memory_order_acquire, std::memory_order_relaxed))
                 return;
             if (seen == 2) break;  // others already sleep: queue up behind them
             b.snooze();
         }
+        // Acquire: when it returns 0 it takes the lock; pairs with unlock()'s release exchange.
         while (word_.exchange(2, std::memory_order_acquire) != 0) futex_wait(&word_, 2, false, {});
     }
 
-    std::atomic<std::uint32_t> word_{0};
+    atomic<std::uint32_t> word_{0};
     [[no_unique_address]] chan_probe acquisitions_;  // lock() calls and successful try_lock() calls
 };
-static_assert(ITERLOCK_CHAN_PROBES || sizeof(chan_lock) == sizeof(std::uint32_t),
+static_assert(ITERLOCK_CHAN_PROBES || ITERLOCK_DETAIL_RELACY || sizeof(chan_lock) == sizeof(std::uint32_t),
               "without probes the channel lock is one 32-bit word (chan_core's first line counts on it)");
 
 // Locks an ordered array of distinct channel locks (select's lock-all in address order, as Go's sellock).
@@ -235,23 +259,35 @@ class chan_parker {
 
     bool try_claim(std::uint32_t case_index) noexcept {
         std::uint32_t expected = unclaimed;
+        // acq_rel: the RMW's place in sel_'s modification order picks one winner per round among claimers and
+        // the owner's try_abandon(); the release half pairs with claimed_case()'s acquire load, the acquire
+        // half (and acquire on failure) with an earlier winner's release, so a loser sees who won.
         return sel_.compare_exchange_strong(expected, case_index + 1, std::memory_order_acq_rel,
                                             std::memory_order_acquire);
     }
     bool try_abandon() noexcept {
         std::uint32_t expected = unclaimed;
+        // acq_rel: as try_claim(); a lost abandon must then wait for the winner's signal() (acquire on
+        // wake_).
         bool const won = sel_.compare_exchange_strong(expected, abandoned, std::memory_order_acq_rel,
                                                       std::memory_order_acquire);
         if (!won) chan_probes::abandon_lost.hit();
         return won;
     }
     // Requires: the parker was claimed and signalled. Returns the winning case.
+    // Acquire: pairs with try_claim()'s release (the owner also synchronised with signal() before reading
+    // it).
     std::uint32_t claimed_case() const noexcept { return sel_.load(std::memory_order_acquire) - 1; }
 
     // Publishes everything the claimer wrote before it and wakes the owner.
     void signal() noexcept {
+        // Relaxed: a test knob, read without ordering.
         if (ITERLOCK_CHAN_PROBES && chan_probes::widen_claim_window.load(std::memory_order_relaxed))
-            std::this_thread::yield();
+            thread_yield();
+        // Release: publishes the claimer's work (the value moved into the owner's frame, w.transferred) to
+        // the owner's acquire loads of wake_ in wait(); planted as relaxed,
+        // memory_model.C4_ChannelDeliversEachValueExactlyOnce reports a data race on the value. Returns 1 iff
+        // the owner set 1 (its CAS in wait()) before this RMW, so the owner sleeps only if it is then woken.
         if (wake_.exchange(2, std::memory_order_release) == 1) futex_wake(&wake_, 1);
     }
 
@@ -262,22 +298,28 @@ class chan_parker {
         // round trip) is seen within one pause of its signal. (A per-thread adaptive budget, as glibc's
         // adaptive mutexes use, measured slower on the ping-pong workload and was dropped.)
         for (int i = 0; i < ITERLOCK_CHAN_SPIN_POLLS; ++i) {
+            // Acquire: pairs with signal()'s release exchange.
             if (wake_.load(std::memory_order_acquire) == 2) return true;
             chan_pause();
         }
         for (int i = 0; i < ITERLOCK_CHAN_YIELD_POLLS; ++i) {
+            // Acquire: as above.
             if (wake_.load(std::memory_order_acquire) == 2) return true;
-            std::this_thread::yield();
+            thread_yield();
         }
+        // Acquire: as above.
         std::uint32_t seen = wake_.load(std::memory_order_acquire);
         while (seen != 2) {
             if (seen == 0) {
+                // Acquire (both ways): a failure reads signal()'s 2, which must publish the claimer's work as
+                // the loads above do.
                 if (!wake_.compare_exchange_weak(seen, 1, std::memory_order_acquire,
                                                  std::memory_order_acquire))
                     continue;
             }
             if (timed && chan_clock::now() >= deadline) return false;
             futex_wait(&wake_, 1, timed, deadline);
+            // Acquire: pairs with signal()'s release exchange.
             seen = wake_.load(std::memory_order_acquire);
         }
         return true;
@@ -285,17 +327,21 @@ class chan_parker {
 
     // Whether the owner has finished polling and sleeps (or is about to sleep) on the futex. Tests only
     // (rule C6), under the lock of a channel where the parker's waiter is linked.
+    // Relaxed: a test probe under the channel lock; orders nothing.
     bool asleep() const noexcept { return wake_.load(std::memory_order_relaxed) == 1; }
 
     // Re-arms for another round. Requires: no channel holds a waiter pointing at this parker.
     void reset() noexcept {
+        // Relaxed (both): the owner re-arms while no channel holds a waiter for it; the next publication of
+        // the waiter happens under a channel lock, whose release orders these stores before any claimer's
+        // CAS.
         sel_.store(unclaimed, std::memory_order_relaxed);
         wake_.store(0, std::memory_order_relaxed);
     }
 
   private:
-    std::atomic<std::uint32_t> sel_{unclaimed};
-    std::atomic<std::uint32_t> wake_{0};
+    atomic<std::uint32_t> sel_{unclaimed};
+    atomic<std::uint32_t> wake_{0};
 };
 
 // Small per-thread generator for select's poll order (splitmix64 seeded per thread).
@@ -303,6 +349,7 @@ inline std::uint64_t chan_random() noexcept {
     thread_local std::uint64_t state = [] {
         static std::atomic<std::uint64_t> seeds{0x9e3779b97f4a7c15ull};
         auto mix = static_cast<std::uint64_t>(chan_clock::now().time_since_epoch().count());
+        // Relaxed: only distinct seeds are needed, not ordering.
         return seeds.fetch_add(0x9e3779b97f4a7c15ull, std::memory_order_relaxed) ^
                (mix * 0xbf58476d1ce4e5b9ull);
     }();

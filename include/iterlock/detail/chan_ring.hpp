@@ -185,7 +185,7 @@ class chan_ring {
     }
 
     struct slot {
-        std::atomic<std::size_t> stamp{0};
+        atomic<std::size_t> stamp{0};
         alignas(T) unsigned char storage[sizeof(T)];
         T* value() noexcept { return std::launder(reinterpret_cast<T*>(storage)); }
     };
@@ -198,8 +198,8 @@ class chan_ring {
     std::size_t const mark_bit_;
     std::size_t const one_lap_;
     std::unique_ptr<slot[]> slots_;
-    alignas(64) std::atomic<std::size_t> head_{0};
-    alignas(64) std::atomic<std::size_t> tail_{0};
+    alignas(64) atomic<std::size_t> head_{0};
+    alignas(64) atomic<std::size_t> tail_{0};
     char pad_[64 - sizeof(std::atomic<std::size_t>)] = {};
 };
 

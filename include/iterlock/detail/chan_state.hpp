@@ -89,10 +89,13 @@ class chan_state final : public chan_core {
     bool close() noexcept {
         wake_list wakes;
         lock_.lock();
+        // Relaxed: closed_ is written only under lock_, which this thread holds.
         if (closed_.load(std::memory_order_relaxed)) {
             lock_.unlock();
             return false;
         }
+        // Release: pairs with the lock-free acquire loads of closed_ in the fast-fail paths
+        // (rendezvous_try_send/recv), so a thread that sees closed also sees what the closer did before.
         closed_.store(true, std::memory_order_release);
         if (buffered()) ring_.mark_closed();
         unprotected_release_all(wakes);
@@ -122,12 +125,17 @@ class chan_state final : public chan_core {
             // closed is monotonic, so "no receiver and not closed" held at one instant. The slot is read
             // before the queue: a receiver takes the slot only while the queue is empty, so "no receiver
             // in the slot, then queue empty" proves an instant with no receiver parked.
+            // Acquire (slot_state_ and closed_): pair with the release stores that change them
+            // (unprotected_complete_slot's exchange, slot_wait's final store, close()); a fast fail only
+            // needs one instant with no receiver and the channel open, which the load order gives (see
+            // above).
             if (!slot_waiting(slot_state_.load(std::memory_order_acquire), false) && recvq_.empty_hint() &&
                 !closed_.load(std::memory_order_acquire))
                 return op_status::would_block;
             lock_.lock();
         }
         op_status st = op_status::would_block;
+        // Relaxed: under lock_ (closed_ is written under it).
         if (closed_.load(std::memory_order_relaxed)) {
             st = op_status::closed;
         } else if (unprotected_serve_slot(src)) {
@@ -148,6 +156,7 @@ class chan_state final : public chan_core {
     // Requires: lock_ held unless !locked. Go: chanrecv's sendq path.
     op_status rendezvous_try_recv(void* dst, bool locked, wake_list& wakes) noexcept {
         if (!locked) {
+            // Acquire: as in rendezvous_try_send.
             if (!slot_waiting(slot_state_.load(std::memory_order_acquire), true) && sendq_.empty_hint() &&
                 !closed_.load(std::memory_order_acquire))
                 return op_status::would_block;
@@ -162,7 +171,7 @@ class chan_state final : public chan_core {
             s->transferred = true;
             wakes.push(s);
             st = op_status::ok;
-        } else if (closed_.load(std::memory_order_relaxed)) {
+        } else if (closed_.load(std::memory_order_relaxed)) {  // relaxed: under lock_
             st = op_status::closed;
         }
         if (!locked) lock_.unlock();
@@ -182,17 +191,24 @@ class chan_state final : public chan_core {
         // "Free" is read with acquire: the previous party released the slot (and finished with its value)
         // without the lock.
         if constexpr (slot_fits) {
+            // Acquire: pairs with slot_wait()'s final release store of slot_free (the previous party finished
+            // with the slot without the lock).
             if (!send && slot_state_.load(std::memory_order_acquire) == slot_free &&
                 recvq_.unprotected_empty()) {
+                // Relaxed: under lock_; a counterpart reads the slot state under lock_ (whose release/acquire
+                // orders it).
                 slot_state_.store(slot_recv_polling, std::memory_order_relaxed);
                 lock_.unlock();
                 return slot_wait(false, elem, timed, deadline);
             }
         }
         if constexpr (slot_fits_sender) {
+            // Acquire: as above (pairs with slot_wait()'s release of the slot).
             if (send && slot_state_.load(std::memory_order_acquire) == slot_free &&
                 sendq_.unprotected_empty()) {
                 ::new (static_cast<void*>(slot_value_)) T(std::move(*static_cast<T*>(elem)));
+                // Relaxed: under lock_; the value moved in just above is published to the receiver by lock_'s
+                // release/acquire.
                 slot_state_.store(slot_send_polling, std::memory_order_relaxed);
                 lock_.unlock();
                 return slot_wait(true, elem, timed, deadline);
@@ -230,6 +246,7 @@ class chan_state final : public chan_core {
     // came before every queued receiver.
     bool unprotected_serve_slot(T& src) noexcept {
         if constexpr (slot_fits) {
+            // Relaxed: under lock_, which orders the parking party's stores to the slot.
             if (slot_waiting(slot_state_.load(std::memory_order_relaxed), false)) {
                 ::new (static_cast<void*>(slot_value_)) T(std::move(src));
                 unprotected_complete_slot(slot_recv_value);
@@ -243,6 +260,7 @@ class chan_state final : public chan_core {
     // before every queued sender.
     bool unprotected_take_from_slot(void* dst) noexcept {
         if constexpr (slot_fits_sender) {
+            // Relaxed: under lock_ (the parked sender moved its value in under it).
             if (slot_waiting(slot_state_.load(std::memory_order_relaxed), true)) {
                 T* v = slot_object();
                 ::new (dst) T(std::move(*v));
@@ -260,13 +278,16 @@ class chan_state final : public chan_core {
     // takes its value back into *elem first).
     op_status slot_wait(bool send, void* elem, bool timed, chan_clock::time_point deadline) noexcept {
         std::uint32_t const polling = slot_polling(send);
+        // Acquire (the polls, the CAS and the reloads below): pair with unprotected_complete_slot()'s release
+        // exchange, which publishes the counterpart's value (planted as relaxed there,
+        // memory_model.C4_ChannelDeliversEachValueExactlyOnce reports a data race).
         std::uint32_t s = slot_state_.load(std::memory_order_acquire);
         for (int i = 0; i < ITERLOCK_CHAN_SPIN_POLLS && slot_waiting(s, send); ++i) {
             chan_pause();
             s = slot_state_.load(std::memory_order_acquire);
         }
         for (int i = 0; i < ITERLOCK_CHAN_YIELD_POLLS && slot_waiting(s, send); ++i) {
-            std::this_thread::yield();
+            thread_yield();
             s = slot_state_.load(std::memory_order_acquire);
         }
         while (slot_waiting(s, send)) {
@@ -279,6 +300,7 @@ class chan_state final : public chan_core {
                 s = slot_state_.load(std::memory_order_acquire);
                 if (slot_waiting(s, send)) {
                     if (send) give_back(elem);
+                    // Relaxed: under lock_, which the next party takes before reading the slot as free.
                     slot_state_.store(slot_free, std::memory_order_relaxed);
                     lock_.unlock();
                     return op_status::would_block;
@@ -301,6 +323,9 @@ class chan_state final : public chan_core {
         } else if (s == slot_recv_closed) {
             st = op_status::closed;
         }
+        // Release: pairs with the acquire load of slot_free in rendezvous_block(): this party's last use of
+        // the slot's value happens before the next party moves a value in. (The memory-model check cannot see
+        // this one: the slot's bytes are plain memory to Relacy.)
         slot_state_.store(slot_free, std::memory_order_release);  // hands the slot to the next party
         return st;
     }

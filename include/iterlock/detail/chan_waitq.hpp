@@ -136,7 +136,7 @@ class chan_waitq {
     }
 
   private:
-    std::atomic<chan_waiter*> head_{nullptr};
+    atomic<chan_waiter*> head_{nullptr};
     chan_waiter* tail_ = nullptr;
 };
 

@@ -34,6 +34,12 @@
 //     `lock or` costs less only while nothing reloads the stack word it locks. Where membarrier cannot be
 //     registered (not Linux, a kernel before 4.14, a seccomp filter) and under ThreadSanitizer (which
 //     does not model it), both fences are seq_cst fences; asymmetric() says which.
+//     The memory-model check (memory_model.E1_RetiredBlockNeverFreedUnderAReader, tests/memory_model)
+//     runs this file under Relacy in the symmetric mode: membarrier's guarantee is modelled as what it
+//     is at most, a seq_cst fence in the reader between its epoch store and its first read, paired with
+//     the scan's seq_cst fence. In that mode the acquire on G in enter() is implied by the seq_cst fence
+//     after it (a fence-acquire synchronization), so only the asymmetric mode, which Relacy cannot model
+//     (it cannot place a fence inside another thread), depends on it; E1's first case states why.
 //
 // One domain serves the process (records are per thread, not per map): a thread's record costs one cache
 // line; the scan reads one word per record. The domain is constant-initialised (no static-init guard on
@@ -58,6 +64,7 @@
 #include <unistd.h>
 #endif
 
+#include "iterlock/detail/atomic_traits.hpp"
 #include "iterlock/detail/fence.hpp"
 #include "iterlock/detail/racy_read.hpp"  // ITERLOCK_DETAIL_TSAN
 
@@ -66,8 +73,8 @@ namespace iterlock::detail {
 class epoch_domain {
   public:
     struct alignas(64) record {
-        std::atomic<std::uint64_t> epoch{0};  // 0: not in a section; else the G it entered with
-        std::atomic<bool> taken{false};
+        atomic<std::uint64_t> epoch{0};  // 0: not in a section; else the G it entered with
+        atomic<bool> taken{false};
         record* next = nullptr;  // immutable once published
     };
 
@@ -87,25 +94,42 @@ class epoch_domain {
     static record* fast_record() noexcept { return tls_fast_record(); }
 
     void enter(record& r) noexcept {
+        // G: acquire, pairs with retire_stamp()'s release increment (E1, first case: a reader that saw the
+        // new G sees the unlink); with symmetric fences the seq_cst fence below implies it, with asymmetric
+        // ones it is needed. The record's store: relaxed, ordered before the section's reads by the light
+        // fence, paired with the scan's heavy fence (E1, second case; checked:
+        // memory_model.E1_RetiredBlockNeverFreedUnderAReader).
         r.epoch.store(epoch_.load(std::memory_order_acquire), std::memory_order_relaxed);
         light_fence();
     }
     // enter() for a record from fast_record(): the fences are asymmetric, so the light fence is a compiler
     // barrier and needs no test.
     static void enter_fast(record& r) noexcept {
+        // As in enter(): G acquire pairs with retire_stamp()'s release; the record's store is relaxed,
+        // ordered by the compiler barrier below plus the scan's membarrier (E4).
         r.epoch.store(global_.epoch_.load(std::memory_order_acquire), std::memory_order_relaxed);
+        // Compiler barrier only: membarrier in the scan supplies the hardware fence (E4).
         std::atomic_signal_fence(std::memory_order_seq_cst);
     }
+    // Release: pairs with the scan's acquire load of the record (oldest_reader), so the section's reads
+    // happen before a free that saw 0.
     static void leave(record& r) noexcept { r.epoch.store(0, std::memory_order_release); }
 
     // Called after unlinking a block: the stamp to free it under.
+    // acq_rel: the release half pairs with enter()'s acquire load of G (the unlink happens before any section
+    // that entered with the new G; planted as relaxed, the E1 memory-model check fails). The acquire half is
+    // not needed by E1 (Relacy passes with release alone); kept so a retirer also sees whatever earlier
+    // retirers published.
     std::uint64_t retire_stamp() noexcept { return epoch_.fetch_add(1, std::memory_order_acq_rel); }
 
     // The oldest epoch a reader is in, or the maximum value if none is: blocks with stamp < this are safe.
     std::uint64_t oldest_reader() const noexcept {
         heavy_fence();
         std::uint64_t oldest = std::numeric_limits<std::uint64_t>::max();
+        // Acquire: pairs with publish()'s acq_rel CAS, so the records' fields (next) are visible.
         for (record* r = head_.load(std::memory_order_acquire); r != nullptr; r = r->next) {
+            // Acquire: pairs with leave()'s release store of 0 (the reader's reads happen before the free);
+            // an epoch != 0 is ordered by the fences instead (E1).
             const std::uint64_t e = r->epoch.load(std::memory_order_acquire);
             if (e != 0 && e < oldest) oldest = e;
         }
@@ -133,8 +157,29 @@ class epoch_domain {
         record& r_;
     };
 
+#if ITERLOCK_DETAIL_RELACY
+    // The memory-model checks build one domain per execution (Relacy's atomics are not constexpr, and the
+    // process-wide global_ is not defined in that build).
+    epoch_domain() = default;
+#endif
+
+    // Links `r` into the list of records that scans read (it stays there: E3). claim() uses it for the
+    // records it allocates; the memory-model checks for records they own.
+    void publish(record& r) noexcept {
+        // Relaxed: a first guess for the CAS, which re-reads the head.
+        record* h = head_.load(std::memory_order_relaxed);
+        do {
+            r.next = h;
+            // acq_rel: the release half publishes r.next (and the record) to scans and claims (their acquire
+            // load of head_); the acquire half pairs with earlier publishers' release, as the list is read
+            // through h. Relaxed on failure (retry).
+        } while (!head_.compare_exchange_weak(h, &r, std::memory_order_acq_rel, std::memory_order_relaxed));
+    }
+
   private:
+#if !ITERLOCK_DETAIL_RELACY
     constexpr epoch_domain() = default;
+#endif
 
     static constexpr int fences_undecided = 0;
     static constexpr int fences_asymmetric = 1;
@@ -142,10 +187,14 @@ class epoch_domain {
     // Decides the fences on first use: asymmetric where membarrier registers (and not under TSan). Two
     // threads deciding at once both register (idempotent) and reach the same answer.
     int fence_mode() const noexcept {
+        // Acquire: pairs with the CAS below that decided the mode (the registration it made happens before).
         int m = fences_.load(std::memory_order_acquire);
         if (m == fences_undecided) [[unlikely]] {
-            const int decided =
-                !ITERLOCK_DETAIL_TSAN && register_membarrier() ? fences_asymmetric : fences_symmetric;
+            const int decided = !ITERLOCK_DETAIL_TSAN && !ITERLOCK_DETAIL_RELACY && register_membarrier()
+                                    ? fences_asymmetric
+                                    : fences_symmetric;
+            // acq_rel: release publishes the decision (and the membarrier registration) to the acquire load
+            // above; acquire on failure reads another thread's decision.
             if (fences_.compare_exchange_strong(m, decided, std::memory_order_acq_rel)) m = decided;
         }
         return m;
@@ -207,7 +256,10 @@ class epoch_domain {
             if (r != nullptr) {
                 tls_record() = nullptr;  // a later use on this thread (another TLS destructor) claims again
                 tls_fast_record() = nullptr;
+                // Release: as leave(); pairs with the scan's acquire load.
                 r->epoch.store(0, std::memory_order_release);
+                // Release: pairs with the next claimer's acq_rel CAS on taken, which then sees the record
+                // quiet.
                 r->taken.store(false, std::memory_order_release);
             }
         }
@@ -215,9 +267,13 @@ class epoch_domain {
 
     record* claim() {
         record* r = nullptr;
+        // Acquire: pairs with publish()'s CAS (the records' next fields).
         for (record* p = head_.load(std::memory_order_acquire); p != nullptr; p = p->next) {
             bool expected = false;
+            // Relaxed: a cheap pre-check; the CAS below decides, with acq_rel.
             if (!p->taken.load(std::memory_order_relaxed) &&
+                // acq_rel: acquire pairs with release_on_exit's release store of false (the previous owner is
+                // done with it); release is harmless, the record is not published again.
                 p->taken.compare_exchange_strong(expected, true, std::memory_order_acq_rel)) {
                 r = p;
                 break;
@@ -225,12 +281,9 @@ class epoch_domain {
         }
         if (r == nullptr) {
             r = new record;  // never freed (E3)
+            // Relaxed: the record is not yet published; publish()'s release CAS carries this store.
             r->taken.store(true, std::memory_order_relaxed);
-            record* h = head_.load(std::memory_order_relaxed);
-            do {
-                r->next = h;
-            } while (
-                !head_.compare_exchange_weak(h, r, std::memory_order_acq_rel, std::memory_order_relaxed));
+            publish(*r);
         }
         thread_local release_on_exit guard;
         guard.r = r;
@@ -241,11 +294,13 @@ class epoch_domain {
 
     static epoch_domain global_;
 
-    mutable std::atomic<int> fences_{fences_undecided};
-    alignas(64) std::atomic<std::uint64_t> epoch_{1};
-    alignas(64) std::atomic<record*> head_{nullptr};
+    mutable atomic<int> fences_{fences_undecided};
+    alignas(64) atomic<std::uint64_t> epoch_{1};
+    alignas(64) atomic<record*> head_{nullptr};
 };
 
+#if !ITERLOCK_DETAIL_RELACY
 inline constinit epoch_domain epoch_domain::global_;
+#endif
 
 }  // namespace iterlock::detail

@@ -14,6 +14,8 @@
 
 #include <atomic>
 
+#include "iterlock/detail/atomic_traits.hpp"
+
 namespace iterlock::detail {
 
 #if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12
@@ -21,8 +23,13 @@ namespace iterlock::detail {
 #pragma GCC diagnostic ignored "-Wtsan"
 #endif
 // std::atomic_thread_fence(order). Never blocks, never throws.
+// In the memory-model checks (ITERLOCK_RELACY) it is Relacy's fence (detail/atomic_traits.hpp).
 inline void fence(std::memory_order order) noexcept {
+#if ITERLOCK_DETAIL_RELACY
+    atomic_fence(order);
+#else
     std::atomic_thread_fence(order);
+#endif
 }
 #if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12
 #pragma GCC diagnostic pop

@@ -108,6 +108,7 @@
 #include <mutex>
 #include <type_traits>
 
+#include "iterlock/detail/atomic_traits.hpp"
 #include "iterlock/detail/fence.hpp"
 #include "iterlock/detail/inline.hpp"
 #include "iterlock/errors.hpp"
@@ -178,6 +179,8 @@ class alignas(64) shard_lock {
 
     // Requires: nobody holds or waits for the lock (checked in debug and checked builds).
     ~shard_lock() {
+        // Relaxed: a misuse check in the destructor; whoever destroys the lock is ordered after its last user
+        // by other means.
         ITERLOCK_DETAIL_LOCK_CHECK((state_.load(std::memory_order_relaxed) & ~seq_mask) == 0,
                                    "destroyed while held or waited for");
     }
@@ -187,6 +190,8 @@ class alignas(64) shard_lock {
     // Acquires the lock as a reader. Blocks only while a writer or an upgraded iteration holds (R1).
     // Uncontended: one atomic RMW. Never throws. Requires: the caller does not hold the lock as a writer.
     void lock_shared(nanoseconds* waited = nullptr) noexcept {
+        // Acquire: pairs with the release RMW of the last writer's unlock() (or downgrade), so the reader
+        // sees its writes (R8).
         const std::uint64_t old = state_.fetch_add(reader_one, std::memory_order_acquire);
         ITERLOCK_DETAIL_LOCK_CHECK((old & reader_mask) != reader_mask, "more than 65535 readers at once");
         if ((old & write_bit) != 0) [[unlikely]] {
@@ -199,8 +204,11 @@ class alignas(64) shard_lock {
     // Acquires as a reader if no writer holds; never blocks. May fail spuriously only when a writer comes and
     // goes meanwhile (it then returns false). Never throws.
     bool try_lock_shared() noexcept {
+        // Relaxed: only a first guess for the CAS below, which re-reads the word and carries the acquire.
         std::uint64_t s = state_.load(std::memory_order_relaxed);
         while ((s & write_bit) == 0) {
+            // Acquire on success: pairs with the writer's release in unlock(); relaxed on failure (only a
+            // retry).
             if (state_.compare_exchange_weak(s, s + reader_one, std::memory_order_acquire,
                                              std::memory_order_relaxed))
                 return true;
@@ -211,6 +219,8 @@ class alignas(64) shard_lock {
     // Releases a reader hold. One atomic RMW; takes the internal mutex only when it was the last reader and
     // somebody is queued. Never blocks on another holder, never throws.
     void unlock_shared() noexcept {
+        // Release: the reader's reads happen before the acquire CAS of the next writer (try_lock, try_grab),
+        // so no writer overwrites data a reader still reads.
         const std::uint64_t old = state_.fetch_sub(reader_one, std::memory_order_release);
         ITERLOCK_DETAIL_LOCK_CHECK((old & reader_mask) != 0, "unlock_shared() without lock_shared()");
         if ((old & queued_bit) != 0 && (old & reader_mask) == reader_one) [[unlikely]]
@@ -229,6 +239,9 @@ class alignas(64) shard_lock {
     // waits with read_begin() or takes the lock. One load; never blocks.
     // The token is the word as loaded (its W bit clear when this returns true).
     bool try_read_begin(std::uint64_t& token) const noexcept {
+        // Acquire: pairs with the release fetch_sub of the writer's unlock(): the data the last writer wrote
+        // before the token's seq is visible to the reads that follow (checked:
+        // memory_model.R9_SeqlockReaderNeverValidatesATornPair).
         token = state_.load(std::memory_order_acquire);
         return (token & write_bit) == 0;
     }
@@ -238,7 +251,10 @@ class alignas(64) shard_lock {
     // (the token's W is clear, so one xor compares both; reader and iteration counts are ignored). One
     // load and a fence (free on x86). Never blocks.
     bool read_validate(std::uint64_t token) const noexcept {
+        // Acquire fence: pairs with after_write_acquired()'s release fence; if a relaxed read of the data saw
+        // a store of a writer, the load below sees that writer's W/seq (checked by R9's memory-model test).
         fence(std::memory_order_acquire);
+        // Relaxed: the fence above orders it after the data reads.
         return ((state_.load(std::memory_order_relaxed) ^ token) & (seq_mask | write_bit)) == 0;
     }
 
@@ -257,8 +273,12 @@ class alignas(64) shard_lock {
 
     // Acquires exclusively if nobody holds or is queued; never blocks, never throws.
     bool try_lock() noexcept {
+        // Relaxed: a first guess for the CAS below, which carries the acquire.
         std::uint64_t s = state_.load(std::memory_order_relaxed);
         while ((s & ~seq_mask) == 0) {
+            // Acquire: pairs with the release RMWs of the previous holders (unlock, unlock_shared,
+            // unlock_iteration), so the writer sees their writes and no read of theirs sees its writes (R8).
+            // Relaxed on failure.
             if (state_.compare_exchange_weak(s, s + write_bit + seq_one, std::memory_order_acquire,
                                              std::memory_order_relaxed)) {
                 after_write_acquired();
@@ -288,6 +308,8 @@ class alignas(64) shard_lock {
     // Releases the write lock. One atomic RMW; takes the internal mutex only if somebody is queued. Never
     // throws. Requires: the caller holds it through lock() (an upgraded iteration downgrades instead).
     void unlock() noexcept {
+        // Release: pairs with the acquire of the next holder (lock_shared, try_grab, try_read_begin's token
+        // load).
         const std::uint64_t old = state_.fetch_sub(write_bit, std::memory_order_release);
         ITERLOCK_DETAIL_LOCK_CHECK((old & write_bit) != 0 && (old & iter_mask) == 0,
                                    "unlock() without lock() (an upgraded iteration calls "
@@ -310,9 +332,11 @@ class alignas(64) shard_lock {
 
     // Acquires an iteration hold if no writer holds and nobody is queued; never blocks, never throws.
     bool try_lock_iteration() noexcept {
+        // Relaxed: a first guess for the CAS below, which carries the acquire.
         std::uint64_t s = state_.load(std::memory_order_relaxed);
         while ((s & (write_bit | queued_bit)) == 0) {
             ITERLOCK_DETAIL_LOCK_CHECK((s & iter_mask) != iter_mask, "more than 65535 iterations at once");
+            // Acquire: pairs with the release in the last writer's unlock() (R8). Relaxed on failure.
             if (state_.compare_exchange_weak(s, s + iter_one, std::memory_order_acquire,
                                              std::memory_order_relaxed))
                 return true;
@@ -342,6 +366,7 @@ class alignas(64) shard_lock {
     // iteration and somebody is queued. Never throws. Requires: the caller holds an iteration that is not
     // upgraded.
     void unlock_iteration() noexcept {
+        // Release: pairs with the acquire CAS of the next writer (the walk's reads come before its writes).
         const std::uint64_t old = state_.fetch_sub(iter_one, std::memory_order_release);
         ITERLOCK_DETAIL_LOCK_CHECK((old & iter_mask) != 0, "unlock_iteration() without lock_iteration()");
         ITERLOCK_DETAIL_LOCK_CHECK(
@@ -359,6 +384,7 @@ class alignas(64) shard_lock {
     // Throws lock_error, changing nothing, if another iteration is live, if the shard is already upgraded, or
     // if no iteration is held at all. Requires: the caller holds an iteration of this shard.
     void upgrade_iteration_to_write(nanoseconds* waited = nullptr) {
+        // Relaxed: a first guess for the CAS below, which carries the acquire.
         std::uint64_t s = state_.load(std::memory_order_relaxed);
         for (;;) {
             const std::uint64_t iterations = (s & iter_mask) >> iter_shift;
@@ -376,11 +402,15 @@ class alignas(64) shard_lock {
                     "iterlock: upgrade_iteration_to_write() refused: another iteration of this shard is "
                     "live, and waiting for it to end would deadlock if it waits for this one; write after "
                     "the walk, or make this the only walk of the map");
+            // Acquire: as in try_lock(); pairs with the releases of readers that left before W was set.
+            // Relaxed on failure.
             if (state_.compare_exchange_weak(s, s + write_bit + seq_one, std::memory_order_acquire,
                                              std::memory_order_relaxed))
                 break;
         }
         after_write_acquired();
+        // Acquire: pairs with the release fetch_sub of the readers leaving (unlock_shared), so their reads
+        // happen before the upgraded walk writes.
         if ((state_.load(std::memory_order_acquire) & reader_mask) == 0) {
             if (waited != nullptr) *waited = nanoseconds::zero();
             return;
@@ -392,11 +422,14 @@ class alignas(64) shard_lock {
     // iterations may enter again. One atomic RMW, plus waking queued waiters if any. Throws lock_error,
     // changing nothing, if the caller's shard is not upgraded.
     void downgrade_write_to_iteration() {
+        // Relaxed: a misuse check on the caller's own hold; nothing is read through it.
         const std::uint64_t s = state_.load(std::memory_order_relaxed);
         if ((s & write_bit) == 0 || (s & iter_mask) != iter_one)
             throw lock_error(
                 "iterlock: downgrade_write_to_iteration() on a shard that is not upgraded (call "
                 "upgrade_iteration_to_write() first; a plain writer calls unlock())");
+        // Release: pairs with the acquire of the readers, iterations and sequence reads that follow (as
+        // unlock()).
         const std::uint64_t old = state_.fetch_sub(write_bit, std::memory_order_release);
         if ((old & queued_bit) != 0) wake_waiters();
     }
@@ -406,7 +439,8 @@ class alignas(64) shard_lock {
     // A consistent picture of holders and waiters, for tests, metrics and debugging. Takes the internal mutex
     // (so it blocks briefly behind slow-path work); O(1); never throws.
     shard_lock_state state() const noexcept {
-        std::lock_guard<std::mutex> lk(mu_);
+        std::lock_guard<sync_mutex> lk(mu_);
+        // Acquire: a snapshot for tests and metrics; pairs with the release RMWs of the holders it counts.
         const std::uint64_t s = state_.load(std::memory_order_acquire);
         shard_lock_state out;
         out.readers = static_cast<std::uint32_t>(s & reader_mask);
@@ -478,6 +512,7 @@ class alignas(64) shard_lock {
 
     // Writers and upgrades publish W before writing the data: together with read_validate()'s acquire fence
     // this makes a sequence reader that saw any of the new data also see W or the new seq.
+    // Release fence: pairs with read_validate()'s acquire fence (see R9 and its memory-model test).
     static void after_write_acquired() noexcept { fence(std::memory_order_release); }
 
     // ---- slow paths (out of line: the fast paths above stay small enough to inline) ----
@@ -495,6 +530,8 @@ class alignas(64) shard_lock {
 
     // Registers the caller as queued: sets Q and returns the word with Q. Requires: mu_ held, count bumped.
     std::uint64_t publish_queued() noexcept {
+        // Relaxed: Q is set under mu_; the no-lost-wake-up argument (essay) needs only the RMW's place in the
+        // word's modification order, not ordering of other data (the queue lives under mu_).
         return state_.fetch_or(queued_bit, std::memory_order_relaxed) | queued_bit;
     }
 
@@ -502,8 +539,12 @@ class alignas(64) shard_lock {
     // (the leaver may have been the one holding them back). Requires: mu_ held.
     void after_leaving_queue() noexcept {
         if (!anybody_waiting())
+            // Relaxed: as publish_queued(); under mu_, and the RMW's place in modification order is all the
+            // protocol uses.
             state_.fetch_and(~queued_bit, std::memory_order_relaxed);
         else
+            // Relaxed: a hint for whom to wake, under mu_; a woken waiter re-reads the word and acquires with
+            // its own CAS.
             dispatch(state_.load(std::memory_order_relaxed));
     }
 
@@ -521,7 +562,8 @@ class alignas(64) shard_lock {
 
     // Called by a release that saw Q: re-runs the wake-up decision under mu_.
     ITERLOCK_DETAIL_NOINLINE void wake_waiters() noexcept {
-        std::lock_guard<std::mutex> lk(mu_);
+        std::lock_guard<sync_mutex> lk(mu_);
+        // Relaxed: as above; the releaser's RMW that saw Q precedes this load in its own thread.
         dispatch(state_.load(std::memory_order_relaxed));
     }
 
@@ -530,6 +572,8 @@ class alignas(64) shard_lock {
     bool try_grab(int cls, std::uint64_t& s) noexcept {
         const std::uint64_t add = is_iteration(cls) ? iter_one : write_bit + seq_one;
         while (compatible(cls, s)) {
+            // Acquire: pairs with the release RMWs of the previous holders (R8). Relaxed on failure (the loop
+            // retries).
             if (state_.compare_exchange_weak(s, s + add, std::memory_order_acquire,
                                              std::memory_order_relaxed)) {
                 if (!is_iteration(cls)) after_write_acquired();
@@ -554,12 +598,13 @@ class alignas(64) shard_lock {
         // Spin only while nobody is queued: with a queue, R5 says take a place in it.
         for (int round = 0; round < spin_rounds; ++round) {
             for (int i = 0; i < spin_pauses; ++i) spin_pause();
+            // Relaxed: a spin probe; try_grab's CAS carries the acquire.
             std::uint64_t s = state_.load(std::memory_order_relaxed);
             if ((s & queued_bit) != 0) break;
             if (try_grab(cls, s)) return true;
         }
 
-        std::unique_lock<std::mutex> lk(mu_);
+        std::unique_lock<sync_mutex> lk(mu_);
         ++waiting_[cls];
         std::uint64_t s = publish_queued();
         for (;;) {
@@ -572,12 +617,14 @@ class alignas(64) shard_lock {
                 cv_[cls].wait(lk);
             } else if (cv_[cls].wait_until(lk, deadline) == std::cv_status::timeout) {
                 // Last look: the grant may have come with the deadline. Then withdraw (R6).
+                // Relaxed: a last look before try_grab's acquire CAS.
                 s = state_.load(std::memory_order_relaxed);
                 const bool granted = head_class() == cls && try_grab(cls, s);
                 --waiting_[cls];
                 after_leaving_queue();
                 return granted;
             }
+            // Relaxed: a refresh for try_grab's acquire CAS.
             s = state_.load(std::memory_order_relaxed);
         }
     }
@@ -586,6 +633,8 @@ class alignas(64) shard_lock {
         const auto start =
             waited != nullptr ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point{};
         // Undo the fast path's increment (it may have been the one an upgrade is draining).
+        // Relaxed: undoes the fast path's increment; this reader read nothing under it, so it releases
+        // nothing.
         const std::uint64_t old = state_.fetch_sub(reader_one, std::memory_order_relaxed);
         if ((old & queued_bit) != 0 && (old & reader_mask) == reader_one) wake_waiters();
 
@@ -595,16 +644,18 @@ class alignas(64) shard_lock {
             granted = try_lock_shared();
         }
         if (!granted) {
-            std::unique_lock<std::mutex> lk(mu_);
+            std::unique_lock<sync_mutex> lk(mu_);
             ++readers_waiting_;
             std::uint64_t s = publish_queued();
             for (;;) {
                 if ((s & write_bit) == 0 &&
+                    // Acquire: pairs with the writer's release in unlock() (R8). Relaxed on failure.
                     state_.compare_exchange_weak(s, s + reader_one, std::memory_order_acquire,
                                                  std::memory_order_relaxed))
                     break;
                 if ((s & write_bit) != 0) {
                     cv_readers_.wait(lk);
+                    // Relaxed: a refresh for the acquire CAS above.
                     s = state_.load(std::memory_order_relaxed);
                 }
             }
@@ -619,15 +670,19 @@ class alignas(64) shard_lock {
     ITERLOCK_DETAIL_NOINLINE std::uint64_t wait_for_no_writer() noexcept {
         for (int round = 0; round < spin_rounds; ++round) {
             for (int i = 0; i < spin_pauses; ++i) spin_pause();
+            // Acquire: this word becomes read_begin()'s token; pairs with the release of the writer's
+            // unlock() (as try_read_begin).
             const std::uint64_t s = state_.load(std::memory_order_acquire);
             if ((s & write_bit) == 0) return s;
         }
-        std::unique_lock<std::mutex> lk(mu_);
+        std::unique_lock<sync_mutex> lk(mu_);
         ++readers_waiting_;
         publish_queued();
+        // Acquire: the token, as above.
         std::uint64_t s = state_.load(std::memory_order_acquire);
         while ((s & write_bit) != 0) {
             cv_readers_.wait(lk);
+            // Acquire: the token, as above.
             s = state_.load(std::memory_order_acquire);
         }
         --readers_waiting_;
@@ -642,12 +697,14 @@ class alignas(64) shard_lock {
         bool drained = false;
         for (int round = 0; round < spin_rounds && !drained; ++round) {
             for (int i = 0; i < spin_pauses; ++i) spin_pause();
+            // Acquire: pairs with the release fetch_sub of the readers leaving (unlock_shared).
             drained = (state_.load(std::memory_order_acquire) & reader_mask) == 0;
         }
         if (!drained) {
-            std::unique_lock<std::mutex> lk(mu_);
+            std::unique_lock<sync_mutex> lk(mu_);
             drain_waiting_ = true;
             publish_queued();
+            // Acquire: as above.
             while ((state_.load(std::memory_order_acquire) & reader_mask) != 0) cv_drain_.wait(lk);
             drain_waiting_ = false;
             after_leaving_queue();
@@ -658,7 +715,7 @@ class alignas(64) shard_lock {
 
     // The word, on the first cache line (the class is alignas(64), the queue below starts a new line)
     // with the owner words and nothing else.
-    std::atomic<std::uint64_t> state_{0};
+    atomic<std::uint64_t> state_{0};  // detail::atomic: std::atomic, or Relacy's in the model checks
 
   public:
     // Words on the lock word's cache line that the lock itself never reads or writes: room for data that
@@ -670,13 +727,13 @@ class alignas(64) shard_lock {
 
   private:
     // The queue. Everything below is read and written only under mu_.
-    alignas(64) mutable std::mutex mu_;
+    alignas(64) mutable sync_mutex mu_;
     std::uint32_t waiting_[class_count] = {};  // queued writers / iterations, indexed by waiter_class
     std::uint32_t readers_waiting_ = 0;        // readers and sequence reads waiting for W to clear
     bool drain_waiting_ = false;  // an upgrade waits for readers to leave (at most one: W is held)
-    std::condition_variable cv_[class_count];  // one per waiter_class
-    std::condition_variable cv_readers_;
-    std::condition_variable cv_drain_;
+    sync_condvar cv_[class_count];  // one per waiter_class
+    sync_condvar cv_readers_;
+    sync_condvar cv_drain_;
 };
 
 // RAII holder of an iteration lock: acquires in the constructor (with `p`), releases in the destructor.

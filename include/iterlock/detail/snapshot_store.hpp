@@ -57,6 +57,7 @@
 #include <optional>
 #include <vector>
 
+#include "iterlock/detail/atomic_traits.hpp"
 #include "iterlock/detail/bucket.hpp"
 #include "iterlock/detail/epoch.hpp"
 #include "iterlock/detail/exclusive_add.hpp"
@@ -102,6 +103,9 @@ struct sweep_range {
 class snapshot_registry {
   public:
     // The marker the next snapshot would get. Writers read it under their shard lock.
+    // Acquire: pairs with acquire()'s seq_cst (so release) store of seq: a writer whose op_seq is past a
+    // marker sees that snapshot's registration (live_, max_live_) in needed() (checked:
+    // memory_model.S1_WriterAfterASnapshotsInstantPreservesWhatItOverwrites; planted as relaxed, it fails).
     std::uint64_t seq() const noexcept { return seq_.load(std::memory_order_acquire); }
 
     // Whether a live snapshot has a marker in [lo, hi), where hi is the caller's op_seq (so every live marker
@@ -109,39 +113,54 @@ class snapshot_registry {
     // release will free it (sweep_range): the lock-free answer stands unless the newest live snapshot was
     // created during the caller's operation; then the mutex decides.
     bool needed(std::uint64_t lo, std::uint64_t hi) const {
+        // Acquire: pairs with the stores of acquire() and release(). S1 does not need it (seq()'s acquire
+        // already orders acquire()'s stores before this load; the memory-model check passes with relaxed
+        // here); it keeps needed() correct for a caller that did not read seq() first.
         if (live_.load(std::memory_order_acquire) == 0) return false;
+        // Acquire: as live_ above (pairs with acquire()'s and release()'s stores of max_live_).
         const std::uint64_t newest = max_live_.load(std::memory_order_acquire);
         if (newest < lo) return false;
         if (newest < hi) return true;
-        std::lock_guard<std::mutex> g(mu_);
+        std::lock_guard<sync_mutex> g(mu_);
         return any_marker_in(markers_, lo, hi);
     }
+    // Relaxed: a count for statistics, the destructor's misuse check (after every user is gone) and decisions
+    // that seq() and needed() confirm under the shard lock (a prefetch hint, the clear and reserve paths,
+    // which also consult the shard's own items).
     std::size_t live() const noexcept { return live_.load(std::memory_order_relaxed); }
 
     // Shards count the chunks they start (see shard_versions::provision): a snapshot's creator looks at the
     // shards only if some were started since the last creator looked, so on a map whose writers copied
     // nothing it costs one load. Writers add under their own shard's lock, rarely (once per chunk).
+    // Relaxed: a counter; chunks_started_since_last_look() only decides whether a creator looks at the shards
+    // (a stale answer costs a reserve, never correctness).
     void note_chunk_started() noexcept { chunks_started_.fetch_add(1, std::memory_order_relaxed); }
     bool chunks_started_since_last_look() noexcept {
+        // Relaxed: as note_chunk_started(); the exchange below makes one looker per change.
         const std::uint64_t n = chunks_started_.load(std::memory_order_relaxed);
         return n != chunks_seen_.load(std::memory_order_relaxed) &&
                chunks_seen_.exchange(n, std::memory_order_relaxed) != n;
     }
 
     std::uint64_t acquire() {
-        std::lock_guard<std::mutex> g(mu_);
+        std::lock_guard<sync_mutex> g(mu_);
+        // Relaxed: only acquire() writes seq_, always under mu_, which orders this load after the previous
+        // store.
         const std::uint64_t m = seq_.load(std::memory_order_relaxed);
         // Room for this marker in the deferred list too, so that release() never allocates.
         deferred_.reserve(markers_.size() + deferred_.size() + 1);
         markers_.insert(std::upper_bound(markers_.begin(), markers_.end(), m), m);
+        // Relaxed: published by the seq_cst (release) store of seq below, which writers read with acquire
+        // (seq()); a writer with an older op_seq does not need this marker.
         max_live_.store(m, std::memory_order_relaxed);
+        // Relaxed: as max_live_ above.
         live_.store(markers_.size(), std::memory_order_relaxed);
         seq_.store(m + 1, std::memory_order_seq_cst);  // publishes the registration with the new seq
         return m;
     }
     // Removes marker m; returns what a sweep may free for it. O(live snapshots) under the mutex.
     sweep_range release(std::uint64_t m) noexcept {
-        std::lock_guard<std::mutex> g(mu_);
+        std::lock_guard<sync_mutex> g(mu_);
         auto it = std::lower_bound(markers_.begin(), markers_.end(), m);
         if (it == markers_.end() || *it != m) fatal("iterlock: releasing a snapshot marker that is not live");
         markers_.erase(it);
@@ -153,17 +172,21 @@ class snapshot_registry {
     // A release whose sweep cannot run now (the releasing thread holds one of the map's shard locks):
     // remembers the ended marker for a later drain. Never allocates (acquire() made room).
     void defer(std::uint64_t m) noexcept {
-        std::lock_guard<std::mutex> g(mu_);
+        std::lock_guard<sync_mutex> g(mu_);
         deferred_.push_back(m);
+        // Release: pairs with nothing that needs it today (has_deferred() is relaxed and take_deferred()
+        // reads the list under mu_); the list itself is ordered by mu_.
         has_deferred_.store(true, std::memory_order_release);
     }
+    // Relaxed: a hint; take_deferred() decides under mu_.
     bool has_deferred() const noexcept { return has_deferred_.load(std::memory_order_relaxed); }
     // Takes one deferred marker and returns its range as of now (still exact: see sweep_range), or false.
     bool take_deferred(sweep_range& out) noexcept {
-        std::lock_guard<std::mutex> g(mu_);
+        std::lock_guard<sync_mutex> g(mu_);
         if (deferred_.empty()) return false;
         const std::uint64_t m = deferred_.back();
         deferred_.pop_back();
+        // Relaxed: under mu_, a hint as above.
         has_deferred_.store(!deferred_.empty(), std::memory_order_relaxed);
         out = unprotected_range(m);
         return true;
@@ -173,6 +196,7 @@ class snapshot_registry {
     sweep_range unprotected_range(std::uint64_t m) const noexcept {
         sweep_range r;
         r.m = m;
+        // Relaxed: called under mu_, which orders it after acquire()'s store.
         r.seq = seq_.load(std::memory_order_relaxed);
         auto up = std::upper_bound(markers_.begin(), markers_.end(), m);
         r.above = up == markers_.end() ? r.seq : *up;
@@ -181,14 +205,16 @@ class snapshot_registry {
         return r;
     }
 
-    std::atomic<std::uint64_t> seq_{1};  // starts at 1 so that label 0 ("never written") is <= every marker
-    std::atomic<std::size_t> live_{0};
-    std::atomic<std::uint64_t> max_live_{0};
-    std::atomic<bool> has_deferred_{false};
+    // detail::atomic and sync_mutex: std's, or Relacy's in the memory-model checks
+    // (detail/atomic_traits.hpp).
+    atomic<std::uint64_t> seq_{1};  // starts at 1 so that label 0 ("never written") is <= every marker
+    atomic<std::size_t> live_{0};
+    atomic<std::uint64_t> max_live_{0};
+    atomic<bool> has_deferred_{false};
     // On their own line: every write reads seq_ and live_, and a chunk's start should not evict them.
-    alignas(64) std::atomic<std::uint64_t> chunks_started_{0};
-    std::atomic<std::uint64_t> chunks_seen_{0};
-    mutable std::mutex mu_;
+    alignas(64) atomic<std::uint64_t> chunks_started_{0};
+    atomic<std::uint64_t> chunks_seen_{0};
+    mutable sync_mutex mu_;
     std::vector<std::uint64_t> markers_;   // sorted
     std::vector<std::uint64_t> deferred_;  // ended markers whose sweep is still to run
 };
