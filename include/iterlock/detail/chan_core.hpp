@@ -88,6 +88,9 @@ class chan_core {
     }
     // Requires: lock_ held. Undoes an announcement that was not followed by linking.
     void unprotected_retract(bool send) noexcept {
+        // Release: pairs with notify_one()'s load of the count. A decrement only drops a waiter that leaves or was
+        // claimed, so a thread that sees it and skips the lock misses no waiter; every count change is made
+        // under lock_.
         if (buffered()) count_of(send).fetch_sub(1, std::memory_order_release);
     }
     // Requires: lock_ held; for the buffered kind the waiter was announced.
@@ -103,7 +106,7 @@ class chan_core {
     std::size_t waiting(bool send) noexcept {
         lock_.lock();
         std::size_t n = queue_of(send).unprotected_check();
-        if (slot_waiting(slot_state_.load(std::memory_order_relaxed), send)) ++n;
+        if (slot_waiting(slot_state_.load(std::memory_order_relaxed), send)) ++n;  // relaxed: under lock_; tests
         lock_.unlock();
         return n;
     }
@@ -111,7 +114,7 @@ class chan_core {
     std::size_t asleep(bool send) noexcept {
         lock_.lock();
         std::size_t n = queue_of(send).unprotected_count_asleep();
-        if (slot_state_.load(std::memory_order_relaxed) == slot_sleeping(send)) ++n;
+        if (slot_state_.load(std::memory_order_relaxed) == slot_sleeping(send)) ++n;  // relaxed: under lock_; tests
         lock_.unlock();
         return n;
     }
@@ -151,6 +154,7 @@ class chan_core {
     // and would touch freed memory if it were: abort and say what the program did.
     void fail_if_blocked_at_destruction() noexcept {
         lock_.lock();
+        // Relaxed (slot_state_): under lock_, and the last handle is gone; a parked party only leaves under lock_.
         bool const blocked = !recvq_.unprotected_empty() || !sendq_.unprotected_empty() ||
                              slot_state_.load(std::memory_order_relaxed) != slot_free;
         lock_.unlock();
@@ -171,6 +175,7 @@ class chan_core {
         std::size_t dropped = 0;
         chan_waiter* w = queue_of(other_send).unprotected_dequeue_claim(dropped);
         std::size_t const removed = dropped + (w ? 1 : 0);
+        // Release: as in unprotected_retract() (pairs with notify_one()'s lock-free load of the count).
         if (removed) count.fetch_sub(static_cast<std::uint32_t>(removed), std::memory_order_release);
         if (w) wakes.push(w);
         if (!locked) lock_.unlock();
@@ -191,8 +196,11 @@ class chan_core {
                 wakes.push(w);
             }
             if (buffered() && removed)
+                // Release: as in notify_one().
                 count_of(send).fetch_sub(static_cast<std::uint32_t>(removed), std::memory_order_release);
         }
+        // Relaxed: under lock_. Without it a party only goes polling -> sleeping (same side) or outcome -> free, so
+        // whether one is parked, and on which side, is exact.
         std::uint32_t const s = slot_state_.load(std::memory_order_relaxed);
         if (slot_parked(s))
             unprotected_complete_slot(slot_waiting(s, true) ? slot_send_closed : slot_recv_closed);
@@ -200,6 +208,8 @@ class chan_core {
 
     // Requires: lock_ held and a party parked in the slot. Publishes `outcome` and wakes it.
     void unprotected_complete_slot(std::uint32_t outcome) noexcept {
+        // Release: pairs with slot_wait()'s acquire loads and CAS of slot_state_; publishes the value moved into or
+        // out of slot_value_. (An RMW: it sees the party's latest polling/sleeping state.)
         std::uint32_t const old = slot_state_.exchange(outcome, std::memory_order_release);
         if (old == slot_recv_sleeping || old == slot_send_sleeping) futex_wake(&slot_state_, 1);
     }
@@ -210,6 +220,8 @@ class chan_core {
         std::size_t const nr = recvq_.unprotected_check();
         std::size_t const ns = sendq_.unprotected_check();
         if (nr == SIZE_MAX || ns == SIZE_MAX) return false;
+        // Relaxed (here and below): a debug check under lock_, under which all of these change (except
+        // slot_state_'s polling -> sleeping, which stays parked).
         bool const parked = slot_parked(slot_state_.load(std::memory_order_relaxed));
         if (closed_.load(std::memory_order_relaxed) && (nr != 0 || ns != 0 || parked)) return false;
         if (buffered()) {
