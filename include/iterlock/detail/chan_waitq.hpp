@@ -78,6 +78,8 @@ class chan_waitq {
         if (tail_) {
             tail_->next = w;
         } else {
+            // Release: pairs with empty_hint()'s acquire load in the lock-free fast-fail checks (readers under the
+            // lock are ordered by it).
             head_.store(w, std::memory_order_release);
         }
         tail_ = w;
@@ -87,6 +89,7 @@ class chan_waitq {
         if (w->prev) {
             w->prev->next = w->next;
         } else {
+            // Release: as in unprotected_push_back().
             head_.store(w->next, std::memory_order_release);
         }
         if (w->next) {
@@ -101,6 +104,7 @@ class chan_waitq {
     // Unlinks waiters from the front until one's parker is claimed for its case; returns it (nullptr if the
     // queue ran empty). `dropped` counts the waiters unlinked without a claim.
     chan_waiter* unprotected_dequeue_claim(std::size_t& dropped) noexcept {
+        // Relaxed: under the owning channel's lock, the only writer of head_.
         while (chan_waiter* w = head_.load(std::memory_order_relaxed)) {
             unprotected_remove(w);
             if (w->parker->try_claim(w->case_index)) return w;
@@ -109,11 +113,13 @@ class chan_waitq {
         return nullptr;
     }
 
+    // Relaxed: under the owning channel's lock, the only writer of head_ (callers hold it).
     bool unprotected_empty() const noexcept { return head_.load(std::memory_order_relaxed) == nullptr; }
 
     // Tests: how many linked waiters' owners sleep on their futex (rule C6).
     std::size_t unprotected_count_asleep() const noexcept {
         std::size_t n = 0;
+        // Relaxed: under the owning channel's lock, the only writer of head_.
         for (chan_waiter const* w = head_.load(std::memory_order_relaxed); w; w = w->next) {
             if (w->parker->asleep()) ++n;
         }
@@ -122,12 +128,14 @@ class chan_waitq {
 
     // Whether the queue looks empty; exact under the lock, a hint without it (Go reads waitq.first racily
     // the same way for its lock-free "would block" checks).
+    // Acquire: pairs with the release stores of head_ above; a hint only, never dereferenced.
     bool empty_hint() const noexcept { return head_.load(std::memory_order_acquire) == nullptr; }
 
     // Debug and tests: checks the links; returns the length, or SIZE_MAX if the links are broken.
     std::size_t unprotected_check() const noexcept {
         std::size_t n = 0;
         chan_waiter const* prev = nullptr;
+        // Relaxed: under the owning channel's lock, the only writer of head_.
         for (chan_waiter const* w = head_.load(std::memory_order_relaxed); w; prev = w, w = w->next) {
             if (w->prev != prev || !w->linked) return SIZE_MAX;
             ++n;
