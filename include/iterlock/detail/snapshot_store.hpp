@@ -309,11 +309,14 @@ class shard_versions {
     // registering the snapshot (so that the sweep ending the snapshot frees it). Best effort: on allocation
     // failure the writers allocate for themselves, as without a reserve.
     void provision() noexcept {
+        // Relaxed (carved_units_, provisioned_at_): only sizes a best-effort reserve; a stale count gives a smaller
+        // or later reserve, never a wrong one. The exchange settles which concurrent creator provisions.
         const std::size_t carved = carved_units_.load(std::memory_order_relaxed);
         if (provisioned_at_.load(std::memory_order_relaxed) == carved) return;  // the common case: no RMW
         const std::size_t before = provisioned_at_.exchange(carved, std::memory_order_relaxed);
         if (before >= carved) return;  // nothing carved since, or a concurrent creator read later than this
         const std::size_t since = carved - before;
+        // Relaxed: a cheap check; the CAS below decides.
         if (since < page_units || reserve_.load(std::memory_order_relaxed) != nullptr) return;
         const std::size_t units =
             std::min((since + since / 4 + page_units - 1) / page_units * page_units, max_reserve_units);
@@ -328,11 +331,13 @@ class shard_versions {
         bytes[units * sizeof(unit) - 1] = 0;  // the last page, if the block does not start on one
         version_chunk* c = ::new (static_cast<void*>(raw)) version_chunk{{0}, units};
         // Counted before it is published, so that whoever takes it (take_reserve) subtracts after.
-        reserve_bytes_.fetch_add(units * sizeof(unit), std::memory_order_relaxed);
+        reserve_bytes_.fetch_add(units * sizeof(unit), std::memory_order_relaxed);  // relaxed: a statistic
         version_chunk* none = nullptr;
+        // Release: pairs with take_reserve()'s acquire exchange; publishes the chunk header and pages written
+        // above. Failure relaxed: nothing is read through `none` then.
         if (!reserve_.compare_exchange_strong(none, c, std::memory_order_release,
                                               std::memory_order_relaxed)) {
-            reserve_bytes_.fetch_sub(units * sizeof(unit), std::memory_order_relaxed);
+            reserve_bytes_.fetch_sub(units * sizeof(unit), std::memory_order_relaxed);  // relaxed: a statistic
             free_chunk(c);  // another creator was first
         }
     }
@@ -340,6 +345,8 @@ class shard_versions {
     void drop_reserve() noexcept {
         if (version_chunk* c = take_reserve()) free_chunk(c);
     }
+    // Relaxed: a hint (the sweep skips empty shards); the chunk itself is taken by take_reserve()'s acquire
+    // exchange.
     bool has_reserve() const noexcept { return reserve_.load(std::memory_order_relaxed) != nullptr; }
 
     // Starts an operation: reads seq once (see the file comment), then whether any snapshot is alive. With
@@ -475,6 +482,8 @@ class shard_versions {
 
     // ---- reclamation
     // ----------------------------------------------------------------------------------------
+    // Relaxed: items_ changes under the shard's lock, which clear()/reserve() hold; the sweep only uses it to skip
+    // a shard with nothing to free.
     bool has_items() const noexcept { return items_.load(std::memory_order_relaxed) != 0; }
     // Versions dropped under the lock while optimistic readers may exist (drop_tags_in), waiting for them.
     bool reclaim_due() const noexcept { return !limbo_.empty(); }
@@ -488,6 +497,7 @@ class shard_versions {
     }
     // The copies' bytes and the reserve's: all the memory this shard holds for snapshots.
     std::size_t preserved_bytes() const noexcept {
+        // Relaxed: statistics (a gauge), read without ordering.
         return bytes_.load(std::memory_order_relaxed) + reserve_bytes_.load(std::memory_order_relaxed);
     }
 
@@ -739,6 +749,8 @@ class shard_versions {
             drop_current_chunk();
             // The chunk starts with a reference for every version it could hold plus the shard's own, so
             // carving needs no atomic operation; drop_current_chunk() returns the ones not used.
+            // Relaxed: the chunk is this writer's alone (fresh, or taken by take_reserve()'s acquire exchange);
+            // other threads reach it only through versions published later with release.
             next->refs.store(1 + next->units, std::memory_order_relaxed);
             cur_chunk_ = next;
             cur_units_ = next->units;
@@ -767,8 +779,10 @@ class shard_versions {
 
     // The reserve, now the caller's (nullptr if there is none).
     version_chunk* take_reserve() noexcept {
+        // Relaxed: a cheap check; only the exchange below takes the chunk.
         if (reserve_.load(std::memory_order_relaxed) == nullptr) return nullptr;
         version_chunk* c = reserve_.exchange(nullptr, std::memory_order_acquire);  // pairs with provision()
+        // Relaxed: a statistic; provision()'s add is ordered before it by reserve_'s release CAS and this acquire.
         if (c != nullptr) reserve_bytes_.fetch_sub(c->units * sizeof(unit), std::memory_order_relaxed);
         return c;
     }
@@ -778,6 +792,8 @@ class shard_versions {
         std::allocator_traits<unit_alloc>::deallocate(*alloc_, reinterpret_cast<unit*>(c), units);
     }
     void unref(version_chunk* c, std::size_t n) noexcept {
+        // Acq_rel: release so this holder's last use of its versions happens before the free; acquire so the thread
+        // that drops the last reference sees every other holder's uses before it frees the chunk.
         if (c->refs.fetch_sub(n, std::memory_order_acq_rel) == n) free_chunk(c);
     }
     void drop_current_chunk() noexcept {
