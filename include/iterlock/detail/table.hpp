@@ -226,6 +226,7 @@ class table {
     std::size_t evacuation_mark() const noexcept { return nevacuate_; }
     // hash_grow calls and old buckets evacuated so far; any thread may read them without the lock
     // (concurrent_map::metrics()).
+    // Relaxed (both): statistics, written by the lock holder and read without ordering.
     std::uint64_t growths() const noexcept { return growths_.load(std::memory_order_relaxed); }
     std::uint64_t evacuated_buckets() const noexcept { return evacuated_.load(std::memory_order_relaxed); }
     std::uint64_t generation() const noexcept { return generation_; }
@@ -466,6 +467,8 @@ class table {
     // before the walk begins.
     void iter_init(iter_state& it, std::uint64_t random) const noexcept {
         const bool continuing = it.started;
+        // Relaxed: this table's arrays are stamped under the shard's lock, which this walk holds, so coherence
+        // already puts their ticks before this load.
         const std::uint64_t since = continuing ? it.walk_start : array_clock.load(std::memory_order_relaxed);
         it = iter_state{};
         it.started = true;
@@ -613,6 +616,9 @@ class table {
 
     // ---- live iterators
     // ------------------------------------------------------------------------------------
+    // Relaxed: a count and an owner tag, no data hangs off it. Writers read it under the shard's lock, which orders
+    // it against an iterator's registration (made before its walk takes that lock); map's misuse check is best
+    // effort.
     std::uint64_t iterator_word() const noexcept { return iter_word_.load(std::memory_order_relaxed); }
     std::size_t live_iterators() const noexcept {
         return static_cast<std::size_t>(iterator_word() & iter_count_mask);
@@ -823,6 +829,8 @@ class table {
         const std::uintptr_t cv = view_cur_.load(std::memory_order_acquire);
         bucket b = view_bucket(cv, h);
         if ((cv & view_old_bit) != 0) [[unlikely]] {
+            // Acquire: the value itself is published by view_cur_'s release/acquire above (view_old_ is stored
+            // relaxed just before it); this keeps the evacuation-mark reads below after it.
             const std::uintptr_t ov = view_old_.load(std::memory_order_acquire);
             if (ov != 0) {
                 const bucket ob = view_bucket(ov, h);
@@ -857,6 +865,7 @@ class table {
     // that line is one the write does not need.
     void prefetch_for_write(std::uint64_t h, bool chain_extra) const noexcept {
         detail::prefetch_for_write(&cur_);
+        // Relaxed: only chooses lines to prefetch; nothing is read through it.
         const std::uintptr_t cv = view_cur_.load(std::memory_order_relaxed);
         const bucket b = view_bucket(cv, h);
         detail::prefetch_for_write(b.top);
@@ -912,8 +921,10 @@ class table {
     void publish_view() noexcept {
         const std::uintptr_t ov =
             old_ ? reinterpret_cast<std::uintptr_t>(old_.ctrl) | (same_size_grow_ ? B_ : B_ - 1) : 0;
+        // Relaxed: published by the release store of view_cur_ below, which find_racy loads first, with acquire.
         view_old_.store(ov, std::memory_order_relaxed);
         const std::uintptr_t cv = cur_ ? reinterpret_cast<std::uintptr_t>(cur_.ctrl) | B_ : empty_view();
+        // Release: pairs with find_racy's acquire load of view_cur_.
         view_cur_.store(cv | (ov != 0 ? view_old_bit : 0), std::memory_order_release);
     }
     using ovf_alloc = typename std::allocator_traits<Allocator>::template rebind_alloc<overflow_type>;
@@ -941,11 +952,14 @@ class table {
     }
 
     void iter_lock() const noexcept {
+        // Acquire: pairs with iter_unlock()'s release store (a spinlock over iter_threads_).
         while (iter_busy_.exchange(true, std::memory_order_acquire)) {
+            // Relaxed: only waits; the exchange above re-checks with acquire.
             while (iter_busy_.load(std::memory_order_relaxed)) {
             }
         }
     }
+    // Release: pairs with iter_lock()'s acquire exchange.
     void iter_unlock() const noexcept { iter_busy_.store(false, std::memory_order_release); }
     // Recomputes the word writers read from the per-thread counts. Requires: iter_lock held.
     void publish_iterators() const noexcept {
@@ -960,6 +974,8 @@ class table {
         }
         if (total > iter_count_mask) fatal("iterlock: too many live iterators of one map (2^20)");
         const std::uint64_t o = threads > 1 ? iter_owner_shared : owner;
+        // Release: no acquire load pairs with it (iterator_word() is relaxed); the shard's lock orders registration
+        // against writers.
         iter_word_.store(total == 0 ? 0 : ((o << iter_count_bits) | total), std::memory_order_release);
     }
 
@@ -995,6 +1011,8 @@ class table {
         a.ctrl = reinterpret_cast<std::uint8_t*>(block);
         a.bodies = reinterpret_cast<body_type*>(block + ctrl_lines(n));
         array_trailer* tr = ::new (static_cast<void*>(block + array_lines(n) - 1)) array_trailer{};
+        // Relaxed: the RMW makes ticks unique and increasing; walks compare only this table's arrays, which the
+        // shard's lock orders.
         tr->since = array_clock.fetch_add(1, std::memory_order_relaxed) + 1;
         return a;
     }
