@@ -453,6 +453,7 @@ class concurrent_map {
     // Sum of the shards' sizes, each read atomically (exact when no write is in flight).
     size_type size() const noexcept {
         size_type n = 0;
+        // Relaxed: each count is written only by its shard's lock holder; the sum needs no order between shards.
         for (shard& s : shards_) n += s.count().load(std::memory_order_relaxed);
         return n;
     }
@@ -460,6 +461,7 @@ class concurrent_map {
     // Number of successful writes so far (S6). Monotonic.
     std::uint64_t revision() const noexcept {
         std::uint64_t r = 0;
+        // Relaxed: as in size(); each shard's revision only grows, written by its lock holder.
         for (shard& s : shards_) r += s.revision().load(std::memory_order_relaxed);
         return r;
     }
@@ -490,10 +492,12 @@ class concurrent_map {
             if constexpr (metrics_on) {
                 for (int p = 0; p < 2; ++p)
                     s.stats.writer_wait[p].add_to(out.lock_wait[0][p],
+                                                  // Relaxed: a statistic, read without ordering.
                                                   s.zero_waits(p).load(std::memory_order_relaxed));
             }
         }
         if constexpr (metrics_on) {
+            // Relaxed (here and below): statistics, read without ordering.
             out.iterations_started = events_.iterations_started.load(std::memory_order_relaxed);
             out.iterations_success = events_.iterations_success.load(std::memory_order_relaxed);
             out.iterations_timeout = events_.iterations_timeout.load(std::memory_order_relaxed);
@@ -671,6 +675,7 @@ class concurrent_map {
     void before_counter_change(shard& s) {
         if constexpr (snapshots) {
             s.t.chain_watch().before_counter_change([&s] {
+                // Relaxed: under the shard's lock, whose holder is the only writer.
                 return detail::shard_counters{s.t.size(), s.revision().load(std::memory_order_relaxed)};
             });
         }
@@ -678,6 +683,7 @@ class concurrent_map {
     // Publishes a write's effect on the shard's counters (writes: the shard's lock is held).
     static void after_write(shard& s, std::uint64_t writes) noexcept {
         if (writes != 0) detail::add_exclusive(s.revision(), writes);
+        // Relaxed: only the shard's lock holder writes it; readers (size()) only need an eventually-current value.
         s.count().store(s.t.size(), std::memory_order_relaxed);
     }
 
@@ -829,7 +835,7 @@ class concurrent_map {
     void count_misuse() const noexcept { count_event(&detail::map_event_metrics::misuse_detected); }
     void count_event(
         [[maybe_unused]] std::atomic<std::uint64_t> detail::map_event_metrics::*which) const noexcept {
-        if constexpr (metrics_on) (events_.*which).fetch_add(1, std::memory_order_relaxed);
+        if constexpr (metrics_on) (events_.*which).fetch_add(1, std::memory_order_relaxed);  // relaxed: a statistic
     }
 
     // Frees what optimistic readers can no longer reach (table blocks, dropped versions). Requires: the
@@ -1170,6 +1176,7 @@ class concurrent_map {
                     m_->entry_check();
                     s.lock.lock_shared();
                     const detail::shard_counters c = s.t.chain_watch().counters_at(
+                        // Relaxed: under the shard's lock (shared), which orders the writer's store before this.
                         detail::shard_counters{s.t.size(), s.revision().load(std::memory_order_relaxed)},
                         marker_);
                     s.lock.unlock_shared();
