@@ -131,6 +131,7 @@ inline std::uint64_t random_seed() noexcept {
         return v ^ static_cast<std::uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count());
     }();
     static std::atomic<std::uint64_t> counter{0};
+    // Relaxed: only needs a distinct value per call; nothing is published with it.
     return seeded_mix(base, counter.fetch_add(1, std::memory_order_relaxed) * mix_k1);
 }
 struct map_test_access;
@@ -294,6 +295,7 @@ class map {
             m_->check_read();
             m_->t_.register_iterator(tag_ = detail::thread_tag());
             const std::uint64_t r =
+                // Relaxed: only varies where walks start; nothing is published with it.
                 detail::seeded_mix(m_->t_.hash_seed(), m_->iter_seq_.fetch_add(1, std::memory_order_relaxed));
             m_->t_.iter_init(st_, r);
             step();
@@ -670,6 +672,8 @@ class map {
     };
 
     bool writing() const noexcept {
+        // Relaxed: a best-effort misuse flag (Go's hashWriting); a correct program never races on it, and no data
+        // hangs off it.
         return (flags_.load(std::memory_order_relaxed) & hash_writing) != 0;
     }
 
@@ -689,14 +693,14 @@ class map {
                     report(messages::iteration_during_write);
                 }
             }
-            flags_.store(hash_writing, std::memory_order_relaxed);
+            flags_.store(hash_writing, std::memory_order_relaxed);  // relaxed: as in writing()
         }
     }
     void end_write() noexcept {
         if constexpr (detect) {
             if (!writing()) [[unlikely]]
                 fatal(messages::concurrent_writes);
-            flags_.store(0, std::memory_order_relaxed);
+            flags_.store(0, std::memory_order_relaxed);  // relaxed: as in writing()
         }
     }
     // Aborts with `message` if an iterator of this map is alive (moves, assignments and swaps replace the

@@ -67,6 +67,7 @@ class wait_histogram {
     // Any number of concurrent recorders.
     void record_shared(std::chrono::nanoseconds d) noexcept {
         const std::uint64_t ns = clamp(d);
+        // Relaxed (all three): statistics, read without ordering.
         counts_[index(ns)].fetch_add(1, std::memory_order_relaxed);
         total_.fetch_add(1, std::memory_order_relaxed);
         sum_ns_.fetch_add(ns, std::memory_order_relaxed);
@@ -82,6 +83,7 @@ class wait_histogram {
         }
         std::uint64_t running = zero_waits;
         for (int i = 0; i < buckets; ++i) {
+            // Relaxed (here and below): statistics, read without ordering.
             running += counts_[i].load(std::memory_order_relaxed);
             out.cumulative_counts[i] += running;
         }

@@ -75,6 +75,7 @@ struct misuse_origin {
 // compile to a load, a test and a never-taken branch.
 [[noreturn, gnu::cold, gnu::noinline]] inline void report_misuse(const char* message,
                                                                   const misuse_origin* origin = nullptr) {
+    // Relaxed: a setting, no data hangs off it; set before the threads that misuse a map run.
     if (g_misuse_action.load(std::memory_order_relaxed) == misuse_action::throw_exception) {
         throw concurrent_misuse(message);
     }
@@ -92,16 +93,18 @@ struct misuse_origin {
 // A small nonzero number naming the calling thread (cheaper than std::this_thread::get_id() to compare).
 inline std::uint64_t thread_tag() noexcept {
     static std::atomic<std::uint64_t> next{1};
+    // Relaxed: only needs distinct values; nothing is published with it.
     thread_local const std::uint64_t tag = next.fetch_add(1, std::memory_order_relaxed);
     return tag;
 }
 }  // namespace detail
 
 inline void set_misuse_action(misuse_action a) noexcept {
+    // Relaxed: as in report_misuse().
     detail::g_misuse_action.store(a, std::memory_order_relaxed);
 }
 inline misuse_action get_misuse_action() noexcept {
-    return detail::g_misuse_action.load(std::memory_order_relaxed);
+    return detail::g_misuse_action.load(std::memory_order_relaxed);  // relaxed: as above
 }
 
 // Go's messages, verbatim, then iterlock's own (a map reports them with its origin, see above).

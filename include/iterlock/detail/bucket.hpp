@@ -86,12 +86,15 @@ struct bucket_ref {
     bucket_ref next_racy() const noexcept {
         overflow_type* o = racy_load_ptr(&body->overflow);
         if (o == nullptr) return bucket_ref{};
+        // Pairs with new_overflow()'s release fence (table.hpp): the linked bucket's reset() is visible.
         fence(std::memory_order_acquire);
         return bucket_ref{o->tophash, &o->body, o};
     }
     // Whether this (old) bucket carries an evacuation mark.
     bool evacuated_racy() const noexcept {
         const auto first = static_cast<std::uint8_t>(racy_load_u64(top));
+        // Pairs with the release fence before evacuation moves entries (table.hpp): the destination chains are seen
+        // initialised.
         fence(std::memory_order_acquire);
         return is_evacuated_mark(first);
     }
