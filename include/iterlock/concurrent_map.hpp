@@ -1126,6 +1126,8 @@ class concurrent_map {
                 return v != nullptr ? push_version_racy(v) : copy_live_racy(head);
             }
             bool push_version_racy(const version_type* v) {
+                // Relaxed: read after chain_at_racy()'s acquire fence, which pairs with preserve's release fence;
+                // the walk is validated afterwards.
                 const std::uint32_t n = __atomic_load_n(&v->count, __ATOMIC_RELAXED);
                 if (n > max_racy_entries) return false;
                 const slot_type* e = const_cast<version_type*>(v)->entries();

@@ -466,6 +466,8 @@ class shard_versions {
         const chain_tag& tag = head.body->extra;
         out = nullptr;
         if (racy_load_u64(&tag.label) <= m) return true;
+        // Relaxed: racy reads as with racy_read.hpp's loads; a stale value makes this return false or is caught by
+        // the caller's validation.
         if (__atomic_load_n(&tag.gen, __ATOMIC_RELAXED) != __atomic_load_n(&gen_, __ATOMIC_RELAXED))
             return false;
         const version* v = static_cast<const version*>(racy_load_ptr(&tag.versions));
