@@ -154,7 +154,8 @@ class chan_core {
     // and would touch freed memory if it were: abort and say what the program did.
     void fail_if_blocked_at_destruction() noexcept {
         lock_.lock();
-        // Relaxed (slot_state_): under lock_, and the last handle is gone; a parked party only leaves under lock_.
+        // Relaxed (slot_state_): under lock_; the last handle is gone (its release ordered every finished party's
+        // last store), so any value but slot_free means a thread is still inside.
         bool const blocked = !recvq_.unprotected_empty() || !sendq_.unprotected_empty() ||
                              slot_state_.load(std::memory_order_relaxed) != slot_free;
         lock_.unlock();
