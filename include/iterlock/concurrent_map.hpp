@@ -453,7 +453,8 @@ class concurrent_map {
     // Sum of the shards' sizes, each read atomically (exact when no write is in flight).
     size_type size() const noexcept {
         size_type n = 0;
-        // Relaxed: each count is written only by its shard's lock holder; the sum needs no order between shards.
+        // Relaxed: each count is written only by its shard's lock holder; the sum needs no order between
+        // shards.
         for (shard& s : shards_) n += s.count().load(std::memory_order_relaxed);
         return n;
     }
@@ -683,7 +684,8 @@ class concurrent_map {
     // Publishes a write's effect on the shard's counters (writes: the shard's lock is held).
     static void after_write(shard& s, std::uint64_t writes) noexcept {
         if (writes != 0) detail::add_exclusive(s.revision(), writes);
-        // Relaxed: only the shard's lock holder writes it; readers (size()) only need an eventually-current value.
+        // Relaxed: only the shard's lock holder writes it; readers (size()) only need an eventually-current
+        // value.
         s.count().store(s.t.size(), std::memory_order_relaxed);
     }
 
@@ -835,7 +837,8 @@ class concurrent_map {
     void count_misuse() const noexcept { count_event(&detail::map_event_metrics::misuse_detected); }
     void count_event(
         [[maybe_unused]] std::atomic<std::uint64_t> detail::map_event_metrics::*which) const noexcept {
-        if constexpr (metrics_on) (events_.*which).fetch_add(1, std::memory_order_relaxed);  // relaxed: a statistic
+        if constexpr (metrics_on)
+            (events_.*which).fetch_add(1, std::memory_order_relaxed);  // relaxed: a statistic
     }
 
     // Frees what optimistic readers can no longer reach (table blocks, dropped versions). Requires: the
@@ -1126,8 +1129,8 @@ class concurrent_map {
                 return v != nullptr ? push_version_racy(v) : copy_live_racy(head);
             }
             bool push_version_racy(const version_type* v) {
-                // Relaxed: read after chain_at_racy()'s acquire fence, which pairs with preserve's release fence;
-                // the walk is validated afterwards.
+                // Relaxed: read after chain_at_racy()'s acquire fence, which pairs with preserve's release
+                // fence; the walk is validated afterwards.
                 const std::uint32_t n = __atomic_load_n(&v->count, __ATOMIC_RELAXED);
                 if (n > max_racy_entries) return false;
                 const slot_type* e = const_cast<version_type*>(v)->entries();
@@ -1178,7 +1181,8 @@ class concurrent_map {
                     m_->entry_check();
                     s.lock.lock_shared();
                     const detail::shard_counters c = s.t.chain_watch().counters_at(
-                        // Relaxed: under the shard's lock (shared), which orders the writer's store before this.
+                        // Relaxed: under the shard's lock (shared), which orders the writer's store before
+                        // this.
                         detail::shard_counters{s.t.size(), s.revision().load(std::memory_order_relaxed)},
                         marker_);
                     s.lock.unlock_shared();

@@ -49,8 +49,9 @@
 // iterlock::concurrent_misuse, whose what() is Go's words alone, before the map is modified. Moving,
 // assigning or swapping a map while one of its iterators is alive always aborts: "map moved while an
 // iteration is live" (moved from, or move-constructed from), "map assigned while an iteration is live"
-// (the target of a copy, move or initializer-list assignment), "map swapped while an iteration is live". Detection costs a relaxed load and store
-// per write and a relaxed load per read (see docs/BENCHMARKS.md, iterlock vs iterlock_nodetect).
+// (the target of a copy, move or initializer-list assignment), "map swapped while an iteration is live".
+// Detection costs a relaxed load and store per write and a relaxed load per read (see docs/BENCHMARKS.md,
+// iterlock vs iterlock_nodetect).
 //
 // Entry pointers and the checked build
 // ------------------------------------
@@ -587,8 +588,9 @@ class map {
     }
 
     // Go's size hint: room for n entries without further growth. O(size) if it rehashes (it also finishes a
-    // growth in progress); no effect while an iterator is alive. Throws std::length_error if n > max_size() (e.g. size_t(-1), or a negative int
-    // converted), also while an iterator is alive; the map is then unchanged and usable.
+    // growth in progress); no effect while an iterator is alive. Throws std::length_error if n > max_size()
+    // (e.g. size_t(-1), or a negative int converted), also while an iterator is alive; the map is then
+    // unchanged and usable.
     void reserve(size_type n) {
         write_scope ws(*this);
         t_.reserve(n);
@@ -672,8 +674,8 @@ class map {
     };
 
     bool writing() const noexcept {
-        // Relaxed: a best-effort misuse flag (Go's hashWriting); a correct program never races on it, and no data
-        // hangs off it.
+        // Relaxed: a best-effort misuse flag (Go's hashWriting); a correct program never races on it, and no
+        // data hangs off it.
         return (flags_.load(std::memory_order_relaxed) & hash_writing) != 0;
     }
 

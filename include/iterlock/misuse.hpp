@@ -74,7 +74,7 @@ struct misuse_origin {
 // Reports a detected misuse. Never returns normally. Cold and out of line, so the checks on the hot paths
 // compile to a load, a test and a never-taken branch.
 [[noreturn, gnu::cold, gnu::noinline]] inline void report_misuse(const char* message,
-                                                                  const misuse_origin* origin = nullptr) {
+                                                                 const misuse_origin* origin = nullptr) {
     // Relaxed: a setting, no data hangs off it; set before the threads that misuse a map run.
     if (g_misuse_action.load(std::memory_order_relaxed) == misuse_action::throw_exception) {
         throw concurrent_misuse(message);
@@ -85,7 +85,7 @@ struct misuse_origin {
 
 // Misuse that cannot be turned into an exception (the structure may already be damaged): always aborts.
 [[noreturn, gnu::cold, gnu::noinline]] inline void fatal(const char* message,
-                                                          const misuse_origin* origin = nullptr) noexcept {
+                                                         const misuse_origin* origin = nullptr) noexcept {
     print_fatal(message, origin);
     std::abort();
 }

@@ -53,8 +53,12 @@ void expect_intact_and_usable(int_map& m, int n) {
 // negative int converted, 2^63) or shift by 64 bits (UBSan).
 std::vector<std::size_t> unreachable_sizes(const int_map& m) {
     const int minus_one = -1;
-    return {std::numeric_limits<std::size_t>::max(), static_cast<std::size_t>(minus_one),
-            std::size_t{1} << 63, (std::size_t{1} << 63) + 12345, std::size_t{1} << 40, m.max_size() + 1};
+    return {std::numeric_limits<std::size_t>::max(),
+            static_cast<std::size_t>(minus_one),
+            std::size_t{1} << 63,
+            (std::size_t{1} << 63) + 12345,
+            std::size_t{1} << 40,
+            m.max_size() + 1};
 }
 
 TEST(MapFaults, Item06_ReserveOfAnUnreachableSizeThrowsLengthError) {
@@ -110,8 +114,8 @@ struct small_blocks_only {
 // on 2^31 buckets). reserve(max_size()) passes the size check and fails only for want of memory; one more
 // is a length_error.
 TEST(MapFaults, Item06_MaxSizeIsTheLargestSizeReserveAccepts) {
-    using small_map =
-        iterlock::map<int, int, iterlock::hash<int>, std::equal_to<int>, small_blocks_only<std::pair<const int, int>>>;
+    using small_map = iterlock::map<int, int, iterlock::hash<int>, std::equal_to<int>,
+                                    small_blocks_only<std::pair<const int, int>>>;
     small_map m;
     EXPECT_EQ(m.max_size(), std::size_t{13} << 30);
     m.insert({1, 10});
@@ -246,8 +250,11 @@ TEST(MapFaults, Item09_GoStyleEraseAndInsertLoopEnds) {
         }
         ASSERT_LE(produced, bound) << "seed " << seed << ": the walk passed rule I7's bound";
         for (int k = 0; k < 100; ++k) {
-            ASSERT_EQ(seen_original[static_cast<std::size_t>(k)] + (erased_early[static_cast<std::size_t>(k)] ? 1 : 0), 1)
-                << "I4: original " << k << " produced " << seen_original[static_cast<std::size_t>(k)] << " times";
+            ASSERT_EQ(seen_original[static_cast<std::size_t>(k)] +
+                          (erased_early[static_cast<std::size_t>(k)] ? 1 : 0),
+                      1)
+                << "I4: original " << k << " produced " << seen_original[static_cast<std::size_t>(k)]
+                << " times";
         }
         for (int k = 0; k < 100; ++k) EXPECT_FALSE(m.contains(k)) << k;
         EXPECT_LE(access::longest_chain(m), 4u) << seed;
@@ -333,10 +340,20 @@ TEST(MapFaults, Item09_KeptBlocksAreFreedByWhicheverCallComesNext) {
         }
         ASSERT_TRUE(access::growing(m)) << "the iterator must end while the growth is in progress";
         switch (how) {
-            case 0: m.reserve(1000); break;
-            case 1: m.erase(5); break;
-            case 2: m.clear(); break;
-            default: { colliding other(std::move(m)); other.check_invariants(); m = std::move(other); } break;
+            case 0:
+                m.reserve(1000);
+                break;
+            case 1:
+                m.erase(5);
+                break;
+            case 2:
+                m.clear();
+                break;
+            default: {
+                colliding other(std::move(m));
+                other.check_invariants();
+                m = std::move(other);
+            } break;
         }
         m.check_invariants();
         for (int i = 200; i < 300; ++i) m.insert({i, i});

@@ -93,8 +93,8 @@ struct bucket_ref {
     // Whether this (old) bucket carries an evacuation mark.
     bool evacuated_racy() const noexcept {
         const auto first = static_cast<std::uint8_t>(racy_load_u64(top));
-        // Pairs with the release fence before evacuation moves entries (table.hpp): the destination chains are seen
-        // initialised.
+        // Pairs with the release fence before evacuation moves entries (table.hpp): the destination chains
+        // are seen initialised.
         fence(std::memory_order_acquire);
         return is_evacuated_mark(first);
     }

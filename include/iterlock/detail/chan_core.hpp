@@ -88,9 +88,9 @@ class chan_core {
     }
     // Requires: lock_ held. Undoes an announcement that was not followed by linking.
     void unprotected_retract(bool send) noexcept {
-        // Release: pairs with notify_one()'s load of the count. A decrement only drops a waiter that leaves or was
-        // claimed, so a thread that sees it and skips the lock misses no waiter; every count change is made
-        // under lock_.
+        // Release: pairs with notify_one()'s load of the count. A decrement only drops a waiter that leaves
+        // or was claimed, so a thread that sees it and skips the lock misses no waiter; every count change is
+        // made under lock_.
         if (buffered()) count_of(send).fetch_sub(1, std::memory_order_release);
     }
     // Requires: lock_ held; for the buffered kind the waiter was announced.
@@ -106,7 +106,8 @@ class chan_core {
     std::size_t waiting(bool send) noexcept {
         lock_.lock();
         std::size_t n = queue_of(send).unprotected_check();
-        if (slot_waiting(slot_state_.load(std::memory_order_relaxed), send)) ++n;  // relaxed: under lock_; tests
+        if (slot_waiting(slot_state_.load(std::memory_order_relaxed), send))
+            ++n;  // relaxed: under lock_; tests
         lock_.unlock();
         return n;
     }
@@ -114,7 +115,8 @@ class chan_core {
     std::size_t asleep(bool send) noexcept {
         lock_.lock();
         std::size_t n = queue_of(send).unprotected_count_asleep();
-        if (slot_state_.load(std::memory_order_relaxed) == slot_sleeping(send)) ++n;  // relaxed: under lock_; tests
+        if (slot_state_.load(std::memory_order_relaxed) == slot_sleeping(send))
+            ++n;  // relaxed: under lock_; tests
         lock_.unlock();
         return n;
     }
@@ -154,8 +156,8 @@ class chan_core {
     // and would touch freed memory if it were: abort and say what the program did.
     void fail_if_blocked_at_destruction() noexcept {
         lock_.lock();
-        // Relaxed (slot_state_): under lock_; the last handle is gone (its release ordered every finished party's
-        // last store), so any value but slot_free means a thread is still inside.
+        // Relaxed (slot_state_): under lock_; the last handle is gone (its release ordered every finished
+        // party's last store), so any value but slot_free means a thread is still inside.
         bool const blocked = !recvq_.unprotected_empty() || !sendq_.unprotected_empty() ||
                              slot_state_.load(std::memory_order_relaxed) != slot_free;
         lock_.unlock();
@@ -200,8 +202,8 @@ class chan_core {
                 // Release: as in notify_one().
                 count_of(send).fetch_sub(static_cast<std::uint32_t>(removed), std::memory_order_release);
         }
-        // Relaxed: under lock_. Without it a party only goes polling -> sleeping (same side) or outcome -> free, so
-        // whether one is parked, and on which side, is exact.
+        // Relaxed: under lock_. Without it a party only goes polling -> sleeping (same side) or outcome ->
+        // free, so whether one is parked, and on which side, is exact.
         std::uint32_t const s = slot_state_.load(std::memory_order_relaxed);
         if (slot_parked(s))
             unprotected_complete_slot(slot_waiting(s, true) ? slot_send_closed : slot_recv_closed);
@@ -209,8 +211,8 @@ class chan_core {
 
     // Requires: lock_ held and a party parked in the slot. Publishes `outcome` and wakes it.
     void unprotected_complete_slot(std::uint32_t outcome) noexcept {
-        // Release: pairs with slot_wait()'s acquire loads and CAS of slot_state_; publishes the value moved into or
-        // out of slot_value_. (An RMW: it sees the party's latest polling/sleeping state.)
+        // Release: pairs with slot_wait()'s acquire loads and CAS of slot_state_; publishes the value moved
+        // into or out of slot_value_. (An RMW: it sees the party's latest polling/sleeping state.)
         std::uint32_t const old = slot_state_.exchange(outcome, std::memory_order_release);
         if (old == slot_recv_sleeping || old == slot_send_sleeping) futex_wake(&slot_state_, 1);
     }
@@ -240,9 +242,9 @@ class chan_core {
     // Layout. Line 0 holds everything an unbuffered operation touches under the lock, hand-over slot included
     // (4 + 1 + 3 + 16 + 16 + 4 + 4 + 16 = 64 bytes).
     alignas(64) chan_lock lock_;
-    atomic<bool> closed_{false};       // written under lock_, read anywhere
-    chan_waitq recvq_;                 // blocked receivers (Go: recvq)
-    chan_waitq sendq_;                 // blocked senders (Go: sendq)
+    atomic<bool> closed_{false};  // written under lock_, read anywhere
+    chan_waitq recvq_;            // blocked receivers (Go: recvq)
+    chan_waitq sendq_;            // blocked senders (Go: sendq)
     atomic<std::uint32_t> slot_state_{slot_free};
     std::uint32_t unused_ = 0;
     alignas(16) unsigned char slot_value_[slot_bytes];

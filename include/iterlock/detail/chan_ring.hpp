@@ -59,7 +59,8 @@ class chan_ring {
           one_lap_(mark_bit_ << 1),
           slots_(new slot[cap]) {
         static_assert(max_capacity() < (std::size_t{1} << 62), "the lap bits above the mark bit must fit");
-        // Relaxed: no other thread can see the ring yet; whatever hands the channel to them publishes these stores.
+        // Relaxed: no other thread can see the ring yet; whatever hands the channel to them publishes these
+        // stores.
         for (std::size_t i = 0; i < cap; ++i) slots_[i].stamp.store(i, std::memory_order_relaxed);
     }
     chan_ring(const chan_ring&) = delete;
@@ -67,8 +68,8 @@ class chan_ring {
 
     // Destroys the values still buffered. Requires: no concurrent access.
     ~chan_ring() {
-        // Relaxed (here and below): no concurrent access, so whatever ended the other threads' use ordered their
-        // stores.
+        // Relaxed (here and below): no concurrent access, so whatever ended the other threads' use ordered
+        // their stores.
         std::size_t pos = head_.load(std::memory_order_relaxed);
         std::size_t const end = tail_.load(std::memory_order_relaxed) & ~mark_bit_;
         while (pos != end) {
@@ -89,15 +90,16 @@ class chan_ring {
         for (;;) {
             if (tail & mark_bit_) return op_status::closed;
             slot& s = slots_[tail & (mark_bit_ - 1)];
-            // Acquire: pairs with try_pop's release store of the next lap's stamp, so the previous value's move-out
-            // and destruction happen before this sender constructs into the slot.
+            // Acquire: pairs with try_pop's release store of the next lap's stamp, so the previous value's
+            // move-out and destruction happen before this sender constructs into the slot.
             std::size_t const stamp = s.stamp.load(std::memory_order_acquire);
             if (stamp == tail) {
-                if (tail_.compare_exchange_weak(tail, next(tail), std::memory_order_seq_cst,
-                                                std::memory_order_relaxed)) {  // failure: `tail` is only a new guess
+                if (tail_.compare_exchange_weak(
+                        tail, next(tail), std::memory_order_seq_cst,
+                        std::memory_order_relaxed)) {  // failure: `tail` is only a new guess
                     ::new (static_cast<void*>(s.storage)) T(std::move(src));
-                    // Release: pairs with try_pop's acquire load of the stamp; publishes the value constructed just
-                    // above.
+                    // Release: pairs with try_pop's acquire load of the stamp; publishes the value
+                    // constructed just above.
                     s.stamp.store(tail + 1, std::memory_order_release);
                     return op_status::ok;
                 }
@@ -124,17 +126,18 @@ class chan_ring {
         std::size_t head = head_.load(std::memory_order_relaxed);
         for (;;) {
             slot& s = slots_[head & (mark_bit_ - 1)];
-            // Acquire: pairs with try_push's release store of `tail + 1`, so the sent value is visible before it is
-            // moved out.
+            // Acquire: pairs with try_push's release store of `tail + 1`, so the sent value is visible before
+            // it is moved out.
             std::size_t const stamp = s.stamp.load(std::memory_order_acquire);
             if (stamp == head + 1) {
-                if (head_.compare_exchange_weak(head, next(head), std::memory_order_seq_cst,
-                                                std::memory_order_relaxed)) {  // failure: `head` is only a new guess
+                if (head_.compare_exchange_weak(
+                        head, next(head), std::memory_order_seq_cst,
+                        std::memory_order_relaxed)) {  // failure: `head` is only a new guess
                     T* v = s.value();
                     ::new (dst) T(std::move(*v));
                     v->~T();
-                    // Release: pairs with try_push's acquire load of the stamp; the move-out and destruction above
-                    // happen before the next lap's sender reuses the storage.
+                    // Release: pairs with try_push's acquire load of the stamp; the move-out and destruction
+                    // above happen before the next lap's sender reuses the storage.
                     s.stamp.store(head + one_lap_, std::memory_order_release);
                     return op_status::ok;
                 }
@@ -173,8 +176,8 @@ class chan_ring {
 
     // Debug check of the stamp invariants. Requires: quiescent (no operation in flight).
     bool check() const noexcept {
-        // Relaxed (here and below): requires quiescence, so no operation's stores are still unordered with this
-        // thread.
+        // Relaxed (here and below): requires quiescence, so no operation's stores are still unordered with
+        // this thread.
         std::size_t const head = head_.load(std::memory_order_relaxed);
         std::size_t const tail = tail_.load(std::memory_order_relaxed) & ~mark_bit_;
         if ((head & mark_bit_) || (head & (mark_bit_ - 1)) >= cap_ || (tail & (mark_bit_ - 1)) >= cap_)

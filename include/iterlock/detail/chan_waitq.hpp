@@ -78,8 +78,8 @@ class chan_waitq {
         if (tail_) {
             tail_->next = w;
         } else {
-            // Release: pairs with empty_hint()'s acquire load in the lock-free fast-fail checks (readers under the
-            // lock are ordered by it).
+            // Release: pairs with empty_hint()'s acquire load in the lock-free fast-fail checks (readers
+            // under the lock are ordered by it).
             head_.store(w, std::memory_order_release);
         }
         tail_ = w;

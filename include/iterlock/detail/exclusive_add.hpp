@@ -14,7 +14,8 @@ namespace iterlock::detail {
 // c += d. Requires: no other thread writes c meanwhile (the caller's lock serialises the writers).
 template <class T>
 void add_exclusive(std::atomic<T>& c, std::type_identity_t<T> d) noexcept {
-    // Relaxed: the caller's lock serialises the writers; readers get statistics or counts that need no ordering.
+    // Relaxed: the caller's lock serialises the writers; readers get statistics or counts that need no
+    // ordering.
     c.store(c.load(std::memory_order_relaxed) + d, std::memory_order_relaxed);
 }
 

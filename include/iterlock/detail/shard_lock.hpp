@@ -730,7 +730,7 @@ class alignas(64) shard_lock {
     alignas(64) mutable sync_mutex mu_;
     std::uint32_t waiting_[class_count] = {};  // queued writers / iterations, indexed by waiter_class
     std::uint32_t readers_waiting_ = 0;        // readers and sequence reads waiting for W to clear
-    bool drain_waiting_ = false;  // an upgrade waits for readers to leave (at most one: W is held)
+    bool drain_waiting_ = false;    // an upgrade waits for readers to leave (at most one: W is held)
     sync_condvar cv_[class_count];  // one per waiter_class
     sync_condvar cv_readers_;
     sync_condvar cv_drain_;

@@ -90,9 +90,11 @@ struct sweep_range {
     std::uint64_t m = 0;
     std::uint64_t floor = 0;
     std::uint64_t above = ~std::uint64_t{0};
-    bool none_live = true;                   // no snapshot was live after the removal
+    bool none_live = true;                  // no snapshot was live after the removal
     std::uint64_t seq = ~std::uint64_t{0};  // seq when it was read
-    bool frees(std::uint64_t lo, std::uint64_t hi) const noexcept { return hi > m && hi <= above && lo >= floor; }
+    bool frees(std::uint64_t lo, std::uint64_t hi) const noexcept {
+        return hi > m && hi <= above && lo >= floor;
+    }
     // Everything (the map's destruction).
     static sweep_range everything() noexcept { return {}; }
 };
@@ -309,8 +311,9 @@ class shard_versions {
     // registering the snapshot (so that the sweep ending the snapshot frees it). Best effort: on allocation
     // failure the writers allocate for themselves, as without a reserve.
     void provision() noexcept {
-        // Relaxed (carved_units_, provisioned_at_): only sizes a best-effort reserve; a stale count gives a smaller
-        // or later reserve, never a wrong one. The exchange settles which concurrent creator provisions.
+        // Relaxed (carved_units_, provisioned_at_): only sizes a best-effort reserve; a stale count gives a
+        // smaller or later reserve, never a wrong one. The exchange settles which concurrent creator
+        // provisions.
         const std::size_t carved = carved_units_.load(std::memory_order_relaxed);
         if (provisioned_at_.load(std::memory_order_relaxed) == carved) return;  // the common case: no RMW
         const std::size_t before = provisioned_at_.exchange(carved, std::memory_order_relaxed);
@@ -337,8 +340,9 @@ class shard_versions {
         // above. Failure relaxed: nothing is read through `none` then.
         if (!reserve_.compare_exchange_strong(none, c, std::memory_order_release,
                                               std::memory_order_relaxed)) {
-            reserve_bytes_.fetch_sub(units * sizeof(unit), std::memory_order_relaxed);  // relaxed: a statistic
-            free_chunk(c);  // another creator was first
+            reserve_bytes_.fetch_sub(units * sizeof(unit),
+                                     std::memory_order_relaxed);  // relaxed: a statistic
+            free_chunk(c);                                        // another creator was first
         }
     }
     // Frees the reserve, if any (a creator whose registration failed; the final sweep).
@@ -466,8 +470,8 @@ class shard_versions {
         const chain_tag& tag = head.body->extra;
         out = nullptr;
         if (racy_load_u64(&tag.label) <= m) return true;
-        // Relaxed: racy reads as with racy_read.hpp's loads; a stale value makes this return false or is caught by
-        // the caller's validation.
+        // Relaxed: racy reads as with racy_read.hpp's loads; a stale value makes this return false or is
+        // caught by the caller's validation.
         if (__atomic_load_n(&tag.gen, __ATOMIC_RELAXED) != __atomic_load_n(&gen_, __ATOMIC_RELAXED))
             return false;
         const version* v = static_cast<const version*>(racy_load_ptr(&tag.versions));
@@ -484,8 +488,8 @@ class shard_versions {
 
     // ---- reclamation
     // ----------------------------------------------------------------------------------------
-    // Relaxed: items_ changes under the shard's lock, which clear()/reserve() hold; the sweep only uses it to skip
-    // a shard with nothing to free.
+    // Relaxed: items_ changes under the shard's lock, which clear()/reserve() hold; the sweep only uses it to
+    // skip a shard with nothing to free.
     bool has_items() const noexcept { return items_.load(std::memory_order_relaxed) != 0; }
     // Versions dropped under the lock while optimistic readers may exist (drop_tags_in), waiting for them.
     bool reclaim_due() const noexcept { return !limbo_.empty(); }
@@ -713,7 +717,7 @@ class shard_versions {
                 throw;
             }
             all_.push_back({v->lo, v->hi, v});  // room reserved above: cannot throw
-            fence(std::memory_order_release);  // a racy reader of tag.versions sees *v
+            fence(std::memory_order_release);   // a racy reader of tag.versions sees *v
             tag.versions = v;
             tag.gen = gen_;
             max_hi_ = op_seq_;
@@ -751,8 +755,8 @@ class shard_versions {
             drop_current_chunk();
             // The chunk starts with a reference for every version it could hold plus the shard's own, so
             // carving needs no atomic operation; drop_current_chunk() returns the ones not used.
-            // Relaxed: the chunk is this writer's alone (fresh, or taken by take_reserve()'s acquire exchange);
-            // other threads reach it only through versions published later with release.
+            // Relaxed: the chunk is this writer's alone (fresh, or taken by take_reserve()'s acquire
+            // exchange); other threads reach it only through versions published later with release.
             next->refs.store(1 + next->units, std::memory_order_relaxed);
             cur_chunk_ = next;
             cur_units_ = next->units;
@@ -784,7 +788,8 @@ class shard_versions {
         // Relaxed: a cheap check; only the exchange below takes the chunk.
         if (reserve_.load(std::memory_order_relaxed) == nullptr) return nullptr;
         version_chunk* c = reserve_.exchange(nullptr, std::memory_order_acquire);  // pairs with provision()
-        // Relaxed: a statistic; provision()'s add is ordered before it by reserve_'s release CAS and this acquire.
+        // Relaxed: a statistic; provision()'s add is ordered before it by reserve_'s release CAS and this
+        // acquire.
         if (c != nullptr) reserve_bytes_.fetch_sub(c->units * sizeof(unit), std::memory_order_relaxed);
         return c;
     }
@@ -794,8 +799,8 @@ class shard_versions {
         std::allocator_traits<unit_alloc>::deallocate(*alloc_, reinterpret_cast<unit*>(c), units);
     }
     void unref(version_chunk* c, std::size_t n) noexcept {
-        // Acq_rel: release so this holder's last use of its versions happens before the free; acquire so the thread
-        // that drops the last reference sees every other holder's uses before it frees the chunk.
+        // Acq_rel: release so this holder's last use of its versions happens before the free; acquire so the
+        // thread that drops the last reference sees every other holder's uses before it frees the chunk.
         if (c->refs.fetch_sub(n, std::memory_order_acq_rel) == n) free_chunk(c);
     }
     void drop_current_chunk() noexcept {
@@ -916,12 +921,12 @@ class shard_versions {
         alloc_;  // set by bind(); optional because an allocator need not be default-constructible
     std::uint64_t struct_label_ = 0;
     std::uint64_t counters_label_ = 0;
-    version_log all_;                // every version of this shard, in order of hi (dead: taken out)
-    std::size_t all_dead_ = 0;       // dead entries in all_
-    version_log garbage_;            // versions a sweep took out, to be freed by it after the lock
-    std::size_t examined_ = 0;       // see examined_by_sweeps()
-    std::uint32_t gen_ = 1;          // tags of another generation have no versions (gen 0: never had any)
-    std::uint64_t max_hi_ = 0;       // the largest hi of anything preserved so far
+    version_log all_;           // every version of this shard, in order of hi (dead: taken out)
+    std::size_t all_dead_ = 0;  // dead entries in all_
+    version_log garbage_;       // versions a sweep took out, to be freed by it after the lock
+    std::size_t examined_ = 0;  // see examined_by_sweeps()
+    std::uint32_t gen_ = 1;     // tags of another generation have no versions (gen 0: never had any)
+    std::uint64_t max_hi_ = 0;  // the largest hi of anything preserved so far
     std::vector<dated<structure<ArrayRef>>> struct_hist_;  // in order of hi
     std::size_t struct_dead_ = 0;
     std::vector<dated<shard_counters>> counter_hist_;  // in order of hi

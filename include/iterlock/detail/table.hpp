@@ -198,8 +198,8 @@ class table {
         std::uint8_t it_B = 0;
         std::uint8_t offset = 0;
         bool wrapped = false;
-        bool chain_old = false;  // b's chain is in the array before it_buckets (see iter_next)
-        bool started = false;         // iter_init ran on this state before (see iter_init)
+        bool chain_old = false;        // b's chain is in the array before it_buckets (see iter_next)
+        bool started = false;          // iter_init ran on this state before (see iter_init)
         std::uint64_t walk_start = 0;  // array_clock when the walk began
     };
 
@@ -467,8 +467,8 @@ class table {
     // before the walk begins.
     void iter_init(iter_state& it, std::uint64_t random) const noexcept {
         const bool continuing = it.started;
-        // Relaxed: this table's arrays are stamped under the shard's lock, which this walk holds, so coherence
-        // already puts their ticks before this load.
+        // Relaxed: this table's arrays are stamped under the shard's lock, which this walk holds, so
+        // coherence already puts their ticks before this load.
         const std::uint64_t since = continuing ? it.walk_start : array_clock.load(std::memory_order_relaxed);
         it = iter_state{};
         it.started = true;
@@ -562,8 +562,8 @@ class table {
     }
     // Slot i of the member it.b, marked t (evacuated_x or evacuated_y): the entry it held, where it is now,
     // or nullptr if it was erased since it moved, or (check_bucket) it belongs to the sibling bucket.
-    [[gnu::cold, gnu::noinline]] slot_type* follow(const iter_state& it, unsigned i, std::uint8_t t) const
-        noexcept {
+    [[gnu::cold, gnu::noinline]] slot_type* follow(const iter_state& it, unsigned i,
+                                                   std::uint8_t t) const noexcept {
         // The chain being walked: bucket `visited` of it_buckets, or (chain_old) its old bucket in the array
         // that it_buckets replaced, which the trailer's back link names even after that growth ended.
         array_ref a = it.it_buckets;
@@ -616,9 +616,9 @@ class table {
 
     // ---- live iterators
     // ------------------------------------------------------------------------------------
-    // Relaxed: a count and an owner tag, no data hangs off it. Writers read it under the shard's lock, which orders
-    // it against an iterator's registration (made before its walk takes that lock); map's misuse check is best
-    // effort.
+    // Relaxed: a count and an owner tag, no data hangs off it. Writers read it under the shard's lock, which
+    // orders it against an iterator's registration (made before its walk takes that lock); map's misuse check
+    // is best effort.
     std::uint64_t iterator_word() const noexcept { return iter_word_.load(std::memory_order_relaxed); }
     std::size_t live_iterators() const noexcept {
         return static_cast<std::size_t>(iterator_word() & iter_count_mask);
@@ -829,8 +829,8 @@ class table {
         const std::uintptr_t cv = view_cur_.load(std::memory_order_acquire);
         bucket b = view_bucket(cv, h);
         if ((cv & view_old_bit) != 0) [[unlikely]] {
-            // Acquire: the value itself is published by view_cur_'s release/acquire above (view_old_ is stored
-            // relaxed just before it); this keeps the evacuation-mark reads below after it.
+            // Acquire: the value itself is published by view_cur_'s release/acquire above (view_old_ is
+            // stored relaxed just before it); this keeps the evacuation-mark reads below after it.
             const std::uintptr_t ov = view_old_.load(std::memory_order_acquire);
             if (ov != 0) {
                 const bucket ob = view_bucket(ov, h);
@@ -921,7 +921,8 @@ class table {
     void publish_view() noexcept {
         const std::uintptr_t ov =
             old_ ? reinterpret_cast<std::uintptr_t>(old_.ctrl) | (same_size_grow_ ? B_ : B_ - 1) : 0;
-        // Relaxed: published by the release store of view_cur_ below, which find_racy loads first, with acquire.
+        // Relaxed: published by the release store of view_cur_ below, which find_racy loads first, with
+        // acquire.
         view_old_.store(ov, std::memory_order_relaxed);
         const std::uintptr_t cv = cur_ ? reinterpret_cast<std::uintptr_t>(cur_.ctrl) | B_ : empty_view();
         // Release: pairs with find_racy's acquire load of view_cur_.
@@ -974,8 +975,8 @@ class table {
         }
         if (total > iter_count_mask) fatal("iterlock: too many live iterators of one map (2^20)");
         const std::uint64_t o = threads > 1 ? iter_owner_shared : owner;
-        // Release: no acquire load pairs with it (iterator_word() is relaxed); the shard's lock orders registration
-        // against writers.
+        // Release: no acquire load pairs with it (iterator_word() is relaxed); the shard's lock orders
+        // registration against writers.
         iter_word_.store(total == 0 ? 0 : ((o << iter_count_bits) | total), std::memory_order_release);
     }
 
@@ -1002,8 +1003,7 @@ class table {
                                                               array_lines(std::size_t{1} << B) - 1));
     }
     array_ref allocate_array(unsigned B) {
-        if (B > max_bucket_shift)
-            throw_too_many_entries();
+        if (B > max_bucket_shift) throw_too_many_entries();
         const std::size_t n = std::size_t{1} << B;
         cache_line* block = std::allocator_traits<line_alloc>::allocate(line_alloc_, array_lines(n));
         allocated_bytes_ += array_lines(n) * sizeof(cache_line);
@@ -1011,8 +1011,8 @@ class table {
         a.ctrl = reinterpret_cast<std::uint8_t*>(block);
         a.bodies = reinterpret_cast<body_type*>(block + ctrl_lines(n));
         array_trailer* tr = ::new (static_cast<void*>(block + array_lines(n) - 1)) array_trailer{};
-        // Relaxed: the RMW makes ticks unique and increasing; walks compare only this table's arrays, which the
-        // shard's lock orders.
+        // Relaxed: the RMW makes ticks unique and increasing; walks compare only this table's arrays, which
+        // the shard's lock orders.
         tr->since = array_clock.fetch_add(1, std::memory_order_relaxed) + 1;
         return a;
     }
@@ -1220,8 +1220,8 @@ class table {
             b = b.next();
         }
         const unsigned i = static_cast<unsigned>(pos.top - b.top);
-        const std::size_t rank = before + static_cast<std::size_t>(
-                                              std::popcount(match_byte(b.top, *pos.top) & ((1u << i) - 1)));
+        const std::size_t rank =
+            before + static_cast<std::size_t>(std::popcount(match_byte(b.top, *pos.top) & ((1u << i) - 1)));
         return forward(from, fromB, c, *pos.top - evacuated_x, rank);
     }
 
@@ -1231,8 +1231,8 @@ class table {
     // if that chain was evacuated since, its mark there says where it went next. Positions never shift:
     // erases leave holes, inserts fill holes or append. Returns {nullptr, nullptr} if the position is empty
     // now (the entry was erased); a full position may hold an entry inserted into the hole since.
-    found_position forward(array_ref a, unsigned B, std::size_t c, unsigned side, std::size_t rank) const
-        noexcept {
+    found_position forward(array_ref a, unsigned B, std::size_t c, unsigned side,
+                           std::size_t rank) const noexcept {
         for (;;) {
             const array_trailer& tr = trailer(a, B);
             const array_ref to = tr.next;
