@@ -4,19 +4,29 @@
 // Owns: iterlock_demo::service_config, iterlock_demo::live_counters, iterlock_demo::window_check,
 //       iterlock_demo::service_result, iterlock_demo::run_feature_service().
 //
-// The consistency check. Writer w owns K sessions, keys r*W + w for r in [0, K). Its updates carry a
-// sequence number that only grows, and update i goes to slot i mod K. The prefill writes sequence r into slot
-// r, so at every instant writer w's sessions hold exactly the K newest sequence numbers [j-K+1, j] of that
-// writer (j = its last finished update). Therefore a walk that reflects one instant sees, for every writer,
+// The consistency check. Writer w owns K sessions, keys s*W + w for slots s in [0, K). Its updates carry a
+// sequence number that only grows, and update i goes to slot order_w[i mod K], where order_w is a fixed
+// random permutation of the K slots (real session updates arrive in no key order; an update stream in key
+// order would turn every update of a node-based map into a sequential memory sweep). The prefill writes
+// sequence r into slot order_w[r] (in key order), so at every instant writer w's sessions hold exactly the K newest sequence
+// numbers [j-K+1, j] of that writer (j = its last finished update). Therefore a walk that reflects one instant sees, for every writer,
 // K distinct sequence numbers whose max - min is K-1. A walk that sees some updates of w and misses earlier
 // ones (it read slot a before w overwrote it, and slot b after w's later update landed) sees a wider
 // spread: that aggregation counts as one violation. (A torn walk may happen to look whole; then it is not
 // counted: the count is a lower bound.)
 //
+// The aggregation's work. A real aggregator does something with each session (the seed's service decays a
+// score, buckets it and updates a few window counters: tens of arithmetic operations and a cache miss or
+// two into per-user state, 100-200 ns). `work_ns` models that with a dependent chain of multiply-adds,
+// calibrated once per process (entry_work), run inside the walk for every entry: the walk holds whatever
+// its store holds (a shared lock, the iteration lock, a snapshot) for the whole of it, as a real one does.
+//
 // Invariants of a run: threads start together behind a latch; the measured window runs from that start to
 // the stop signal; writer latency covers each put() alone (two clock reads around it); every aggregation
 // that starts is finished, checked and counted.
 #pragma once
+
+#include <sys/prctl.h>
 
 #include <algorithm>
 #include <atomic>
@@ -25,6 +35,7 @@
 #include <functional>
 #include <latch>
 #include <limits>
+#include <random>
 #include <stdexcept>
 #include <thread>
 #include <vector>
@@ -34,14 +45,73 @@
 
 namespace iterlock_demo {
 
+// The per-entry work of an aggregation: `steps` dependent multiply-adds, about `ns` nanoseconds in all on
+// the machine that calibrated it. The chain is dependent, so it costs latency, not throughput, and the
+// compiler cannot fold it (no fast-math).
+class entry_work {
+  public:
+    entry_work() = default;
+    // Times a chain (16 probes, about 20 ms in all) and sizes `steps` to take `ns` nanoseconds per entry.
+    static entry_work calibrated(double ns) {
+        entry_work w;
+        if (ns <= 0) return w;
+        using clock = std::chrono::steady_clock;
+        constexpr std::uint32_t probe = 1u << 20;
+        double per_step = 1e9;
+        for (int i = 0; i < 16; ++i) {  // the fastest of 16 short probes: a probe that was preempted is slow
+            const auto t0 = clock::now();
+            volatile double sink = run_steps(0.5, probe);
+            (void)sink;
+            per_step = std::min(per_step,
+                                std::chrono::duration<double, std::nano>(clock::now() - t0).count() / probe);
+        }
+        w.steps_ = static_cast<std::uint32_t>(std::max(1.0, ns / std::max(per_step, 1e-3)));
+        w.ns_ = ns;
+        return w;
+    }
+    double operator()(double x) const noexcept { return steps_ == 0 ? x : run_steps(x, steps_); }
+    std::uint32_t steps() const noexcept { return steps_; }
+    double ns() const noexcept { return ns_; }
+
+  private:
+    static double run_steps(double x, std::uint32_t n) noexcept {
+        for (std::uint32_t i = 0; i < n; ++i) x = x * 0.999999 + 1e-6;
+        return x;
+    }
+    std::uint32_t steps_ = 0;
+    double ns_ = 0;
+};
+
 struct service_config {
     unsigned writers = 2;                         // writer threads (at most 255: the stamp's writer field)
     std::uint64_t sessions = 200'000;             // rounded down to a multiple of `writers`
     std::chrono::milliseconds interval{100};      // aggregation period
     std::chrono::duration<double> duration{7.5};  // measured window
-    double rate = 0;  // updates per second per writer; 0: as fast as possible (closed loop)
+    double rate = 0;  // updates per second per writer (open loop); 0: as fast as possible (closed loop)
+    std::chrono::microseconds batch{100};  // open loop: updates arrive in batches this far apart
+    entry_work work;                 // the aggregation's work per entry (see the top of the file); none by default
+    std::uint64_t order_seed = 1;    // seeds the writers' slot permutations
     std::uint64_t per_writer() const { return sessions / writers; }
 };
+
+// Writer w's update order: a random permutation of its K slots, fixed by (seed, w).
+inline std::vector<std::uint32_t> slot_order(std::uint64_t k, unsigned w, std::uint64_t seed) {
+    if (k > std::numeric_limits<std::uint32_t>::max()) throw std::invalid_argument("too many sessions per writer");
+    std::vector<std::uint32_t> order(static_cast<std::size_t>(k));
+    for (std::uint64_t i = 0; i < k; ++i) order[i] = static_cast<std::uint32_t>(i);
+    std::mt19937_64 rng(seed * 0x9e3779b97f4a7c15ULL + w);
+    std::shuffle(order.begin(), order.end(), rng);
+    return order;
+}
+
+
+// Asks the kernel to wake this thread's sleeps on time (the default slack is 50 us), so an open-loop
+// writer's latency is the store's, not the timer's.
+inline void quiet_timer_slack() noexcept {
+#ifdef PR_SET_TIMERSLACK
+    ::prctl(PR_SET_TIMERSLACK, 1UL, 0UL, 0UL, 0UL);
+#endif
+}
 
 // Progress, readable while the run goes on (progress line, /metrics). Relaxed: they are reports, not locks.
 struct live_counters {
@@ -121,9 +191,21 @@ service_result run_feature_service(Store& store, const service_config& cfg, live
     service_result res;
     const auto p0 = clock::now();
     store.reserve(static_cast<std::size_t>(k * nw));
-    for (unsigned w = 0; w < nw; ++w)
-        for (std::uint64_t r = 0; r < k; ++r)
-            store.prefill(r * nw + w, session{make_stamp(w, r), score_of(r)});
+    // The prefill goes in key order, each slot getting the sequence number its place in the writer's order
+    // gives it. (Filling in the writers' update order instead would lay a node-based map's nodes out in the
+    // order the updates visit them, and every update would again be a sequential sweep.)
+    std::vector<std::vector<std::uint32_t>> order(nw);
+    for (unsigned w = 0; w < nw; ++w) order[w] = slot_order(k, w, cfg.order_seed);
+    {
+        std::vector<std::vector<std::uint32_t>> place(nw, std::vector<std::uint32_t>(static_cast<std::size_t>(k)));
+        for (unsigned w = 0; w < nw; ++w)
+            for (std::uint64_t r = 0; r < k; ++r) place[w][order[w][r]] = static_cast<std::uint32_t>(r);
+        for (std::uint64_t slot = 0; slot < k; ++slot)
+            for (unsigned w = 0; w < nw; ++w) {
+                const std::uint64_t r = place[w][slot];
+                store.prefill(slot * nw + w, session{make_stamp(w, r), score_of(r)});
+            }
+    }
     res.prefill_seconds = std::chrono::duration<double>(clock::now() - p0).count();
 
     std::atomic<bool> stop{false};
@@ -135,34 +217,38 @@ service_result run_feature_service(Store& store, const service_config& cfg, live
     for (unsigned w = 0; w < nw; ++w) {
         threads.emplace_back([&, w] {
             latency_histogram& lat = write_lat[w];
-            std::uint64_t seq = k, slot = 0, ops = 0;  // the prefill wrote sequences [0, k)
-            const auto period = cfg.rate > 0 ? std::chrono::duration<double>(1.0 / cfg.rate)
-                                             : std::chrono::duration<double>(0);
+            const std::vector<std::uint32_t>& my_order = order[w];
+            std::uint64_t seq = k, idx = 0, ops = 0;  // the prefill wrote sequences [0, k); idx = seq mod k
+            // Open loop: updates arrive in batches every cfg.batch (a consumer's poll); update number `ops`
+            // is due when its batch arrives, and its latency counts from then, so time spent blocked delays
+            // (and is charged to) every update that fell due meanwhile.
+            const bool open = cfg.rate > 0;
+            const std::uint64_t per_batch =
+                open ? std::max<std::uint64_t>(
+                           1, static_cast<std::uint64_t>(cfg.rate * std::chrono::duration<double>(cfg.batch).count()))
+                     : 1;
+            const auto batch_period = std::chrono::duration_cast<clock::duration>(
+                std::chrono::duration<double>(open ? static_cast<double>(per_batch) / cfg.rate : 0));
+            if (open) quiet_timer_slack();
             start.arrive_and_wait();
             const auto w_start = clock::now();
+            auto due = w_start;
             while (!stop.load(std::memory_order_relaxed)) {
-                const key_type key = slot * nw + w;
+                const key_type key = my_order[idx] * std::uint64_t{nw} + w;
                 const session s{make_stamp(w, seq), score_of(seq)};
-                auto t0 = clock::now();
-                if (cfg.rate > 0) {
-                    // Open loop: update number `ops` is due at w_start + ops * period, and its latency counts
-                    // from then, so time spent blocked delays (and is charged to) every update that fell due.
-                    const auto due = w_start + std::chrono::duration_cast<clock::duration>(
-                                                   period * static_cast<double>(ops));
-                    if (t0 < due) {
-                        if (due - t0 > std::chrono::microseconds(200))
-                            std::this_thread::sleep_until(due - std::chrono::microseconds(100));
-                        while (clock::now() < due) {
-                        }
+                if (open) {
+                    if (ops % per_batch == 0) {
+                        due = w_start + batch_period * static_cast<clock::rep>(ops / per_batch);
+                        if (clock::now() < due) std::this_thread::sleep_until(due);
                     }
-                    t0 = due;
+                    store.put(key, s);
+                    lat.record(static_cast<std::uint64_t>(
+                        std::chrono::duration_cast<std::chrono::nanoseconds>(clock::now() - due).count()));
+                } else {
+                    store.put(key, s);  // closed loop: capacity, no clock reads in the way
                 }
-                store.put(key, s);
-                const auto t1 = clock::now();
-                lat.record(static_cast<std::uint64_t>(
-                    std::chrono::duration_cast<std::chrono::nanoseconds>(t1 - t0).count()));
                 ++seq;
-                if (++slot == k) slot = 0;
+                if (++idx == k) idx = 0;
                 if ((++ops & 1023) == 0) live.writes.fetch_add(1024, std::memory_order_relaxed);
             }
             live.writes.fetch_add(ops & 1023, std::memory_order_relaxed);
@@ -180,7 +266,7 @@ service_result run_feature_service(Store& store, const service_config& cfg, live
             check.begin();
             store.walk([&](key_type, std::uint64_t stamp, double score) {
                 check.see(stamp);
-                sum += score;
+                sum += cfg.work(score);
             });
             const auto t1 = clock::now();
             sink = sum;

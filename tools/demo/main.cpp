@@ -162,25 +162,79 @@ std::string pad(std::string s, std::size_t w, bool right) {
     return right ? std::string(w - s.size(), ' ') + s : s + std::string(w - s.size(), ' ');
 }
 
+// One contender's two phases: `capacity`, writer throughput flat out (closed loop); `r`, the run at the
+// offered rate (open loop), whose latencies and walks the table shows. With --rate 0 only the closed loop
+// runs and `r` is it (its latency columns are empty: a closed loop times no update).
 struct finished {
     const contender* c;
     service_result r;
+    double capacity = 0;  // writes/s, closed loop
+    bool timed = true;    // r has per-update latencies
 };
 
+// One line per contender: what its row means, against std_shared_mutex's row when that ran.
+std::string meaning(const finished& f, const std::vector<finished>& rows) {
+    const service_result* base = nullptr;
+    double base_cap = 0;
+    for (const auto& o : rows)
+        if (o.c->name() == "std_shared_mutex") {
+            base = &o.r;
+            base_cap = o.capacity;
+        }
+    const auto& r = f.r;
+    const double walk = static_cast<double>(r.aggregation_time.quantile(0.5));
+    const double p999 = static_cast<double>(r.write_latency.quantile(0.999));
+    const double wmax = static_cast<double>(r.write_latency.max());
+    auto ratio = [](double a, double b) {
+        char buf[32];
+        std::snprintf(buf, sizeof buf, "%.2gx", b > 0 ? a / b : 0.0);
+        return std::string(buf);
+    };
+    std::ostringstream s;
+    const std::string_view n = f.c->name();
+    s << n << ": ";
+    if (n == "std_shared_mutex") {
+        s << "every walk holds the one shared_mutex for its whole length (" << human_ns(walk)
+          << "), so a writer that arrives meanwhile waits it out: write max " << human_ns(wmax) << ".";
+    } else if (n == "iterlock_locked") {
+        s << "the iteration lock keeps writers out for the whole walk, as a shared_mutex does (the walk sees "
+             "the live map and may write it)";
+        if (base)
+            s << "; max writes/s " << ratio(f.capacity, base_cap) << " std's, write max " << human_ns(wmax)
+              << " (std: " << human_ns(static_cast<double>(base->write_latency.max())) << ")";
+        s << ".";
+    } else if (n == "iterlock_snapshot") {
+        s << "each walk reads one instant while writers go on";
+        if (base) {
+            s << ": max writes/s " << ratio(f.capacity, base_cap) << " std's, write p99.9 "
+              << ratio(static_cast<double>(base->write_latency.quantile(0.999)), p999) << " and max "
+              << ratio(static_cast<double>(base->write_latency.max()), wmax) << " lower; one walk "
+              << ratio(walk, static_cast<double>(base->aggregation_time.quantile(0.5))) << " std's";
+        }
+        s << " (the walk copies each chain as it reads it; writers copy a chain only when they change it "
+             "under a live walk).";
+    } else {
+        s << "walks the live map without a lock: " << r.violations << " of " << r.aggregations
+          << " aggregations were torn (not one instant); fast, and not an aggregate of any state the map "
+             "was in.";
+    }
+    return s.str();
+}
+
 void print_table(const std::vector<finished>& rows, const service_config& cfg) {
-    const std::vector<std::string> head = {"contender", "aggregations", "aggr p50", "aggr max", "writes/s",
+    const std::vector<std::string> head = {"contender", "aggregations", "aggr p50", "aggr max", "max writes/s",
                                            "write p50", "p99",          "p99.9",    "max",      "violations"};
     std::vector<std::vector<std::string>> cells;
     for (const auto& f : rows) {
         const auto& r = f.r;
+        auto lat = [&](double q) {
+            return f.timed ? human_ns(static_cast<double>(r.write_latency.quantile(q))) : std::string("-");
+        };
         cells.push_back({std::string(f.c->name()), std::to_string(r.aggregations),
                          human_ns(static_cast<double>(r.aggregation_time.quantile(0.5))),
                          human_ns(static_cast<double>(r.aggregation_time.max())),
-                         human_rate(r.writer_ops_per_s()),
-                         human_ns(static_cast<double>(r.write_latency.quantile(0.5))),
-                         human_ns(static_cast<double>(r.write_latency.quantile(0.99))),
-                         human_ns(static_cast<double>(r.write_latency.quantile(0.999))),
-                         human_ns(static_cast<double>(r.write_latency.max())), std::to_string(r.violations)});
+                         human_rate(f.capacity), lat(0.5), lat(0.99), lat(0.999), lat(1.0),
+                         std::to_string(r.violations)});
     }
     std::vector<std::size_t> w(head.size());
     for (std::size_t i = 0; i < head.size(); ++i) {
@@ -194,22 +248,23 @@ void print_table(const std::vector<finished>& rows, const service_config& cfg) {
     };
     std::cout << "\niterlock-demo: a feature service with " << cfg.per_writer() * cfg.writers << " sessions, "
               << cfg.writers << " writer thread" << (cfg.writers == 1 ? "" : "s") << " streaming updates, "
-              << "one aggregator walking every session every " << cfg.interval.count() << " ms\n\n";
+              << "one aggregator walking every session every " << cfg.interval.count() << " ms";
+    if (cfg.work.steps() != 0) std::cout << " with " << cfg.work.ns() << " ns of work per session";
+    std::cout << "\n\n";
     line(head);
     for (const auto& row : cells) line(row);
 
-    std::cout << "\naggregations: whole walks done in the window (aggr p50/max: time of one walk)\n"
-                 "writes/s, write p50 .. max: writer throughput and the latency of one update\n"
+    std::cout << "\naggregations: whole walks done in the window (aggr p50/max: time of one walk, with its "
+                 "work per entry)\n"
+                 "max writes/s: writer throughput flat out (closed loop, half of each contender's window)\n";
+    if (cfg.rate > 0)
+        std::cout << "write p50 .. max: latency of one update from its arrival, updates arriving at "
+                  << human_rate(cfg.rate) << " per writer in batches every " << cfg.batch.count()
+                  << " us (the other half); aggregations and violations count both halves\n";
+    std::cout << 
                  "violations: walks that saw a writer's later update but missed an earlier one (not one "
-                 "instant of the map)\n";
-    for (const auto& f : rows) {
-        if (f.c->promises_consistency()) continue;
-        std::cout
-            << "\n"
-            << f.c->name() << " walks without a lock: " << f.r.violations << " of " << f.r.aggregations
-            << " aggregations were torn. std_shared_mutex and iterlock_locked keep "
-            << "writers out while they walk; iterlock_snapshot walks one instant while writers go on.\n";
-    }
+                 "instant of the map)\n\n";
+    for (const auto& f : rows) std::cout << meaning(f, rows) << '\n';
     std::cout.flush();
 }
 
@@ -229,10 +284,11 @@ void print_csv(const std::vector<finished>& rows) {
         row("aggregation_max_ns", static_cast<double>(r.aggregation_time.max()), "ns");
         row("writer_ops", static_cast<double>(r.writer_ops), "count");
         row("writer_ops_per_s", std::round(r.writer_ops_per_s()), "ops/s");
-        row("write_p50_ns", static_cast<double>(r.write_latency.quantile(0.5)), "ns");
-        row("write_p99_ns", static_cast<double>(r.write_latency.quantile(0.99)), "ns");
-        row("write_p999_ns", static_cast<double>(r.write_latency.quantile(0.999)), "ns");
-        row("write_max_ns", static_cast<double>(r.write_latency.max()), "ns");
+        row("max_writer_ops_per_s", std::round(f.capacity), "ops/s");
+        if (f.timed) row("write_p50_ns", static_cast<double>(r.write_latency.quantile(0.5)), "ns");
+        if (f.timed) row("write_p99_ns", static_cast<double>(r.write_latency.quantile(0.99)), "ns");
+        if (f.timed) row("write_p999_ns", static_cast<double>(r.write_latency.quantile(0.999)), "ns");
+        if (f.timed) row("write_max_ns", static_cast<double>(r.write_latency.max()), "ns");
         row("violations", static_cast<double>(r.violations), "count");
     }
     std::cout.flush();
@@ -311,7 +367,9 @@ int demo_main(int argc, char** argv) {
     unsigned threads = 2;
     std::uint64_t size = 200'000;
     unsigned interval_ms = 100;
-    double rate = 0;
+    double rate = 500'000;
+    unsigned batch_us = 100;
+    double work_ns = 150;
     std::string contenders_opt;
     int metrics_port = -1;
     std::string metrics_bind = "127.0.0.1";
@@ -329,10 +387,18 @@ int demo_main(int argc, char** argv) {
         ->capture_default_str()
         ->check(CLI::Range(1, 60'000));
     app.add_option("--rate", rate,
-                   "updates per second per writer, latency counted from when each update was due "
-                   "(0: as fast as possible)")
+                   "updates per second per writer for the latency half of each run, counted from when each "
+                   "update arrived (0: only the flat-out run, no latencies)")
         ->capture_default_str()
         ->check(CLI::Range(0.0, 1e9));
+    app.add_option("--batch-us", batch_us, "with --rate: updates arrive in batches this many microseconds apart")
+        ->capture_default_str()
+        ->check(CLI::Range(1, 1'000'000));
+    app.add_option("--work-ns", work_ns,
+                   "the aggregation's work per session in nanoseconds, calibrated at start (default: a small "
+                   "feature computation; 0: the raw walk)")
+        ->capture_default_str()
+        ->check(CLI::Range(0.0, 1e6));
     app.add_option("--contenders", contenders_opt,
                    "comma-separated subset of: std_shared_mutex, iterlock_locked, iterlock_snapshot, "
                    "tbb_concurrent_unordered_map (default: all, in that order)");
@@ -377,6 +443,8 @@ int demo_main(int argc, char** argv) {
     cfg.sessions = size;
     cfg.interval = std::chrono::milliseconds(interval_ms);
     cfg.rate = rate;
+    cfg.batch = std::chrono::microseconds(batch_us);
+    cfg.work = entry_work::calibrated(work_ns);
     cfg.duration = std::chrono::duration<double>(duration / static_cast<double>(cs.size()));
 
 #if ITERLOCK_DEMO_PROMETHEUS
@@ -409,17 +477,24 @@ int demo_main(int argc, char** argv) {
     std::cerr << "iterlock-demo: " << cs.size() << " contender" << (cs.size() == 1 ? "" : "s") << ", "
               << cfg.duration.count() << " s each, " << cfg.per_writer() * threads << " sessions, " << threads
               << " writer thread" << (threads == 1 ? "" : "s") << ", aggregation every " << interval_ms
-              << " ms\n";
+              << " ms, " << cfg.work.steps() << " work steps per session (--work-ns " << work_ns << ")\n";
+    // Each contender runs flat out (closed loop) for its capacity, then at the offered rate (open loop) for
+    // the latencies; with --rate 0, the closed loop alone for the whole of its window.
+    service_config closed = cfg, open = cfg;
+    closed.rate = 0;
+    if (cfg.rate > 0) closed.duration = open.duration = cfg.duration / 2;
     std::vector<finished> done;
     for (std::size_t i = 0; i < cs.size(); ++i) {
         contender& c = *cs[i];
         const std::string label = "[" + std::to_string(i + 1) + "/" + std::to_string(cs.size()) + "] " +
                                   pad(std::string(c.name()), 28, false);
+        double offset = 0;
+        const char* phase = "flat out";
         auto progress = [&](double elapsed) {
-            char buf[160];
+            char buf[200];
             std::snprintf(
-                buf, sizeof buf, "%s %5.1f/%.1f s  writes %10llu  aggregations %4llu  violations %llu",
-                label.c_str(), elapsed, cfg.duration.count(),
+                buf, sizeof buf, "%s %-8s %5.1f/%.1f s  writes %10llu  aggregations %4llu  violations %llu",
+                label.c_str(), phase, offset + elapsed, cfg.duration.count(),
                 static_cast<unsigned long long>(c.live.writes.load(std::memory_order_relaxed)),
                 static_cast<unsigned long long>(c.live.aggregations.load(std::memory_order_relaxed)),
                 static_cast<unsigned long long>(c.live.violations.load(std::memory_order_relaxed)));
@@ -427,14 +502,25 @@ int demo_main(int argc, char** argv) {
             return std::string(buf);
         };
         if (!tty) std::cerr << label << " running\n";
-        service_result r = c.run(cfg, [&](double elapsed) { progress(elapsed); });
-        const std::string last = progress(r.seconds);
+        finished f{&c, c.run(closed, progress)};
+        f.capacity = f.r.writer_ops_per_s();
+        f.timed = false;
+        if (cfg.rate > 0) {
+            offset = f.r.seconds;
+            phase = "at rate";
+            service_result at_rate = c.run(open, progress);
+            at_rate.aggregations += f.r.aggregations;
+            at_rate.violations += f.r.violations;
+            f.r = std::move(at_rate);
+            f.timed = true;
+        }
+        const std::string last = progress(f.r.seconds);
         if (tty) {
             std::cerr << '\n';
         } else {
             std::cerr << last << '\n';
         }
-        done.push_back({&c, std::move(r)});
+        done.push_back(std::move(f));
     }
 
     if (csv) {
