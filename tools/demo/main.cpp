@@ -195,21 +195,28 @@ std::string meaning(const finished& f, const std::vector<finished>& rows) {
     s << n << ": ";
     if (n == "std_shared_mutex") {
         s << "every walk holds the one shared_mutex for its whole length (" << human_ns(walk)
-          << "), so a writer that arrives meanwhile waits it out: write max " << human_ns(wmax) << ".";
+          << "), so a writer that arrives meanwhile waits it out";
+        if (f.timed) s << ": write p99.9 " << human_ns(p999) << ", max " << human_ns(wmax);
+        s << ".";
     } else if (n == "iterlock_locked") {
         s << "the iteration lock keeps writers out for the whole walk, as a shared_mutex does (the walk sees "
              "the live map and may write it)";
         if (base)
-            s << "; max writes/s " << ratio(f.capacity, base_cap) << " std's, write max " << human_ns(wmax)
-              << " (std: " << human_ns(static_cast<double>(base->write_latency.max())) << ")";
+            s << "; max writes/s " << ratio(f.capacity, base_cap) << " std's";
+        if (base && f.timed)
+            s << ", write max " << human_ns(wmax) << " (std: "
+              << human_ns(static_cast<double>(base->write_latency.max())) << ")";
         s << ".";
     } else if (n == "iterlock_snapshot") {
         s << "each walk reads one instant while writers go on";
         if (base) {
-            s << ": max writes/s " << ratio(f.capacity, base_cap) << " std's, write p99.9 "
-              << ratio(static_cast<double>(base->write_latency.quantile(0.999)), p999) << " and max "
-              << ratio(static_cast<double>(base->write_latency.max()), wmax) << " lower; one walk "
-              << ratio(walk, static_cast<double>(base->aggregation_time.quantile(0.5))) << " std's";
+            s << ": max writes/s " << ratio(f.capacity, base_cap) << " std's";
+            if (f.timed)
+                s << ", write p99.9 " << human_ns(p999) << " and max " << human_ns(wmax) << " (std: "
+                  << human_ns(static_cast<double>(base->write_latency.quantile(0.999))) << " and "
+                  << human_ns(static_cast<double>(base->write_latency.max())) << ")";
+            s << "; one walk " << ratio(walk, static_cast<double>(base->aggregation_time.quantile(0.5)))
+              << " std's";
         }
         s << " (the walk copies each chain as it reads it; writers copy a chain only when they change it "
              "under a live walk).";
