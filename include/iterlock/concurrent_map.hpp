@@ -1368,17 +1368,15 @@ class concurrent_map {
 
           private:
             friend class iteration_guard;
-            explicit iterator(concurrent_map* m) : m_(m), seed_(detail::random_seed()) {
+            explicit iterator(concurrent_map* m) : m_(m) {
                 const std::size_t n = m_->shards_.size();
-                start_ = static_cast<std::size_t>(seed_) & (n - 1);
+                start_ = static_cast<std::size_t>(detail::random_seed()) & (n - 1);
                 open(start_);
                 step();
             }
-            // Each shard's walk starts where a mix of the walk's one random draw and the shard's index says
-            // (random_seed() is a shared atomic counter: one draw per walk, not one per shard).
             void open(std::size_t i) {
                 shard_ = i;
-                m_->shards_[i].t.iter_init(st_, detail::seeded_mix(seed_, i + 1));
+                m_->shards_[i].t.iter_init(st_, detail::random_seed());
             }
             void step() {
                 const std::size_t n = m_->shards_.size();
@@ -1390,7 +1388,6 @@ class concurrent_map {
                 }
             }
             concurrent_map* m_ = nullptr;
-            std::uint64_t seed_ = 0;
             typename table_type::iter_state st_{};
             slot_type* cur_ = nullptr;
             std::size_t start_ = 0;
