@@ -221,6 +221,13 @@ class concurrent_map {
         std::atomic<std::uint64_t>& count() noexcept { return lock.owner_words[1]; }
         // Writer lock acquisitions that did not wait, by priority (metrics: the 0 ns bucket of writer_wait).
         std::atomic<std::uint64_t>& zero_waits(int p) noexcept { return lock.owner_words[2 + p]; }
+        // Locked iteration: the thread tag of the guard holder registered as the table's iterator (0: none).
+        // A guard registers with a shard's table only when its holder first writes there (L6, write_lock):
+        // the registration changes only how writes behave, and no other thread writes while a guard lives
+        // (L1), so a guard that never writes (the common walk) costs no registration. Written by the holder
+        // under the upgraded lock and at its release; read by releasing guards of other threads (relaxed:
+        // each thread only acts on its own tag, which only it writes).
+        std::atomic<std::uint64_t> iteration_writer{0};
     };
     static_assert(detail::shard_lock::owner_word_count >= 4);
 
@@ -637,6 +644,12 @@ class concurrent_map {
                     }
                     upgraded_ = true;
                     record(waited);
+                    // Relaxed: see shard::iteration_writer; this thread holds the shard exclusively.
+                    if (const std::uint64_t me = detail::thread_tag();
+                        s_.iteration_writer.load(std::memory_order_relaxed) != me) {
+                        s_.t.register_iterator(me);
+                        s_.iteration_writer.store(me, std::memory_order_relaxed);
+                    }
                     return;
                 }
             }
@@ -981,42 +994,84 @@ class concurrent_map {
             using reference = const value_type&;
 
             iterator() = default;
-            reference operator*() const noexcept { return *batch_->at(pos_); }
-            pointer operator->() const noexcept { return batch_->at(pos_); }
+            reference operator*() const noexcept { return *cur_; }
+            pointer operator->() const noexcept { return cur_; }
             iterator& operator++() {
-                if (++pos_ == batch_->size()) fill();
+                if (++cur_ == end_) fill();
                 return *this;
             }
             void operator++(int) { ++*this; }
-            friend bool operator==(const iterator& a, const iterator& b) noexcept {
-                return a.done() == b.done() && (a.done() || (a.batch_ == b.batch_ && a.pos_ == b.pos_));
-            }
+            // Copies of one iterator share its batch (an input iterator: only the one advanced last is
+            // valid), so equal positions are equal addresses; the end is null.
+            friend bool operator==(const iterator& a, const iterator& b) noexcept { return a.cur_ == b.cur_; }
 
           private:
             friend class snapshot_view;
-            // Entries copied out of the shard under its lock.
+            // Entries copied out of the shard: a buffer that grows by doubling and is reused batch after
+            // batch, so the copy loops store through a pointer with one capacity test per bucket (room())
+            // instead of one per entry. Invariant: [data, data + n) are constructed slot_type objects.
             struct batch {
-                std::vector<slot_type> items;
-                std::size_t size() const noexcept { return items.size(); }
-                const slot_type* at(std::size_t i) const noexcept { return &items[i]; }
-                void clear() noexcept { items.clear(); }
-                void push(const slot_type& e) { items.emplace_back(e); }
-                void truncate(std::size_t n) noexcept {
-                    while (items.size() > n) items.pop_back();
+                slot_type* data = nullptr;
+                std::size_t n = 0;
+                std::size_t cap = 0;
+
+                batch() = default;
+                batch(const batch&) = delete;
+                batch& operator=(const batch&) = delete;
+                ~batch() {
+                    clear();
+                    if (data != nullptr) std::allocator<slot_type>().deallocate(data, cap);
+                }
+                std::size_t size() const noexcept { return n; }
+                void clear() noexcept { truncate(0); }
+                void truncate(std::size_t keep) noexcept {
+                    if constexpr (!std::is_trivially_destructible_v<slot_type>)
+                        for (std::size_t i = keep; i < n; ++i) data[i].~slot_type();
+                    n = std::min(n, keep);
+                }
+                // Room for `more` entries past n. Strong guarantee: if the allocation or a copy throws, the
+                // batch is as it was.
+                void room(std::size_t more) {
+                    if (cap - n >= more) [[likely]]
+                        return;
+                    grow(n + more);
+                }
+                void push(const slot_type& e) {
+                    room(1);
+                    ::new (static_cast<void*>(data + n)) slot_type(e);
+                    ++n;
+                }
+                ITERLOCK_DETAIL_NOINLINE void grow(std::size_t need) {
+                    // At least a full batch of main buckets without overflow: no growth in the common case.
+                    const std::size_t c = std::max({need, 2 * cap, batch_buckets * detail::bucket_cnt * 2});
+                    std::allocator<slot_type> a;
+                    slot_type* d = a.allocate(c);
+                    try {
+                        std::uninitialized_copy(data, data + n, d);
+                    } catch (...) {
+                        a.deallocate(d, c);
+                        throw;
+                    }
+                    const std::size_t keep = n;
+                    clear();
+                    if (data != nullptr) a.deallocate(data, cap);
+                    data = d;
+                    n = keep;
+                    cap = c;
                 }
             };
 
             explicit iterator(const snapshot_view* s) : s_(s), batch_(std::make_shared<batch>()) { fill(); }
-            bool done() const noexcept { return s_ == nullptr; }
 
-            // Copies the next batch of chains (at least one entry, unless the walk is over).
+            // Copies the next batch of chains (at least one entry, unless the walk is over: then cur_ and
+            // end_ are null).
             void fill() {
                 batch_->clear();
-                pos_ = 0;
                 const concurrent_map& m = *s_->m_;
                 while (batch_->size() == 0) {
                     if (shard_ == m.shards_.size()) {
                         s_ = nullptr;
+                        cur_ = end_ = nullptr;
                         return;
                     }
                     shard& sh = m.shards_[shard_];
@@ -1050,6 +1105,8 @@ class concurrent_map {
                         have_structure_ = false;
                     }
                 }
+                cur_ = batch_->data;
+                end_ = batch_->data + batch_->size();
             }
             void copy_bucket(std::size_t j) {
                 const std::uint64_t m = s_->marker_;
@@ -1134,20 +1191,28 @@ class concurrent_map {
                 const std::uint32_t n = __atomic_load_n(&v->count, __ATOMIC_RELAXED);
                 if (n > max_racy_entries) return false;
                 const slot_type* e = const_cast<version_type*>(v)->entries();
+                batch& out = *batch_;
+                out.room(n);
                 for (std::uint32_t i = 0; i < n; ++i)
-                    batch_->items.emplace_back(detail::racy_copy(&e[i].first),
-                                               detail::racy_copy(&e[i].second));
+                    ::new (static_cast<void*>(out.data + out.n + i))
+                        slot_type(detail::racy_copy(&e[i].first), detail::racy_copy(&e[i].second));
+                out.n += n;
                 return true;
             }
             bool copy_live_racy(bucket b) {
+                batch& out = *batch_;
                 for (std::size_t hops = 0; hops < max_racy_entries / detail::bucket_cnt; ++hops) {
                     std::uint8_t group[detail::bucket_cnt];
                     b.load_top_racy(group);
+                    out.room(detail::bucket_cnt);
+                    slot_type* to = out.data + out.n;
+                    const slot_type* from = b.slot(0);
                     for (detail::slot_mask msk = detail::match_full(group); msk != 0; msk &= msk - 1) {
-                        const slot_type* e = b.slot(static_cast<unsigned>(std::countr_zero(msk)));
-                        batch_->items.emplace_back(detail::racy_copy(&e->first),
-                                                   detail::racy_copy(&e->second));
+                        const slot_type* e = from + std::countr_zero(msk);
+                        ::new (static_cast<void*>(to++))
+                            slot_type(detail::racy_copy(&e->first), detail::racy_copy(&e->second));
                     }
+                    out.n = static_cast<std::size_t>(to - out.data);
                     if (detail::has_empty_rest(group)) return true;
                     b = b.next_racy();
                     if (!b) return true;
@@ -1158,7 +1223,8 @@ class concurrent_map {
             static constexpr std::size_t batch_buckets = 32;
             const snapshot_view* s_ = nullptr;
             std::shared_ptr<batch> batch_;
-            std::size_t pos_ = 0;
+            const slot_type* cur_ = nullptr;  // the entry in batch_ (null: the end)
+            const slot_type* end_ = nullptr;  // one past batch_'s last entry
             std::size_t shard_ = 0;
             std::size_t bucket_ = 0;
             bool have_structure_ = false;
@@ -1304,13 +1370,24 @@ class concurrent_map {
             friend class iteration_guard;
             explicit iterator(concurrent_map* m) : m_(m) {
                 const std::size_t n = m_->shards_.size();
-                start_ = static_cast<std::size_t>(detail::random_seed()) & (n - 1);
+                start_ = static_cast<std::size_t>(draw()) & (n - 1);
                 open(start_);
                 step();
             }
             void open(std::size_t i) {
                 shard_ = i;
-                m_->shards_[i].t.iter_init(st_, detail::random_seed());
+                m_->shards_[i].t.iter_init(st_, draw());
+            }
+            // The random start of each shard's walk (Go randomizes every walk): splitmix64 over a
+            // thread-local state seeded once from random_seed(), so a walk draws without an atomic
+            // operation per shard (random_seed() is a shared counter: at 10K entries its 64 RMWs per walk
+            // were a measurable part of the walk).
+            static std::uint64_t draw() noexcept {
+                thread_local std::uint64_t state = detail::random_seed();
+                std::uint64_t z = (state += 0x9e3779b97f4a7c15ULL);
+                z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+                z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+                return z ^ (z >> 31);
             }
             void step() {
                 const std::size_t n = m_->shards_.size();
@@ -1392,8 +1469,7 @@ class concurrent_map {
                 m->events_.iterator_wait[p == priority::realtime ? 1 : 0].record_shared(
                     std::chrono::steady_clock::now() - t0);
             }
-            for (shard& s : m->shards_) s.t.register_iterator(owner_);
-            *slot = {m, 1};
+            *slot = {m, 1};  // tables register this guard when its holder first writes to them (L6)
             m_ = m;
         }
 
@@ -1411,7 +1487,11 @@ class concurrent_map {
                 for (auto& h : tls.iterating)
                     if (h.map == m_) h = {nullptr, 0};
                 for (shard& s : m_->shards_) {
-                    s.t.unregister_iterator(owner_);
+                    // Relaxed: see shard::iteration_writer (only this thread stores its own tag there).
+                    if (s.iteration_writer.load(std::memory_order_relaxed) == owner_) [[unlikely]] {
+                        s.t.unregister_iterator(owner_);
+                        s.iteration_writer.store(0, std::memory_order_relaxed);
+                    }
                     s.lock.unlock_iteration();
                 }
             }

@@ -723,6 +723,75 @@ TEST(CMapGuardUnit, InsertDuringWalkProducesNoDuplicates) {
     EXPECT_EQ(m.size(), 200u + 2000u);
 }
 
+// L1/L6: a guard registers as an iterator only with the shards its holder writes to (so a walk that
+// writes nothing touches no table), before that write; the registration ends with the guard, nested guards
+// included (L7), and writes after it are ordinary again (growth evacuates as it goes).
+TEST(CMapGuardUnit, L6_GuardRegistersOnlyWhereItsHolderWrites) {
+    using access = iterlock::detail::concurrent_map_test_access;
+    locked_map<int, int> m(4, seed{51});
+    for (int i = 0; i < 100; ++i) m.insert({i, i});
+    {
+        auto g = m.lock_for_iteration();
+        std::size_t walked = 0;
+        for (auto& kv : g) walked += kv.first >= 0 ? 1 : 0;
+        EXPECT_EQ(walked, 100u);
+        EXPECT_EQ(access::tables_with_iterators(m), 0u);
+        m.insert({1000, 1000});  // one shard
+        EXPECT_EQ(access::tables_with_iterators(m), 1u);
+        {
+            auto inner = m.lock_for_iteration();  // L7: shares the outer guard's holds and registration
+            for (int k = 2000; k < 2400; ++k) m.insert({k, k});  // every shard
+            EXPECT_EQ(access::tables_with_iterators(m), 4u);
+        }
+        EXPECT_EQ(access::tables_with_iterators(m), 4u);
+    }
+    EXPECT_EQ(access::tables_with_iterators(m), 0u);
+    for (int k = 3000; k < 3400; ++k) m.insert({k, k});
+    EXPECT_EQ(access::tables_with_iterators(m), 0u);
+    EXPECT_EQ(m.size(), 100u + 1u + 400u + 400u);
+    auto g = m.lock_for_iteration();
+    std::set<int> seen;
+    for (auto& kv : g) EXPECT_TRUE(seen.insert(kv.first).second) << kv.first;
+    EXPECT_EQ(seen.size(), m.size());
+}
+
+// One hash for every key: the whole map is one bucket chain, so a walk's first batch needs far more room
+// than its first buffer (the batch grows while copying).
+struct one_chain_hash {
+    std::size_t operator()(int) const noexcept { return 7; }
+    std::size_t operator()(const std::string&) const noexcept { return 7; }
+};
+
+// A snapshot walk's iterator: copies share their batch and compare equal at equal positions; the end
+// compares equal to a default-constructed iterator; a batch that outgrows its buffer yields every entry
+// once, on the sequence-lock path (trivially copyable entries) and on the locked one (strings).
+TEST(CMapSnapshotUnit, S2_IteratorEqualityAndGrowingBatches) {
+    iterlock::concurrent_map<int, int, one_chain_hash> m(1, seed{52});
+    for (int i = 0; i < 1500; ++i) m.insert({i, i});
+    auto s = m.snapshot();
+    auto a = s.begin();
+    auto b = a;
+    EXPECT_TRUE(a == b);
+    ++b;
+    EXPECT_FALSE(a == b);
+    std::set<int> seen;
+    for (auto it = s.begin(); it != s.end(); ++it) {
+        EXPECT_EQ(it->second, it->first);
+        EXPECT_TRUE(seen.insert(it->first).second) << it->first;
+    }
+    EXPECT_EQ(seen.size(), 1500u);
+    EXPECT_TRUE(decltype(s.begin())() == s.end());
+    iterlock::concurrent_map<std::string, std::string, one_chain_hash> ms(1, seed{53});
+    for (int i = 0; i < 1500; ++i) ms.insert({std::to_string(i), std::string(40, 'x')});
+    auto ss = ms.snapshot();
+    std::set<std::string> keys;
+    for (const auto& [k, v] : ss) {
+        EXPECT_EQ(v, std::string(40, 'x'));
+        EXPECT_TRUE(keys.insert(k).second) << k;
+    }
+    EXPECT_EQ(keys.size(), 1500u);
+}
+
 TEST(CMapGuardUnit, GuardsOfAtMostFourMapsPerThread) {
     std::vector<std::unique_ptr<locked_map<int, int>>> maps;
     for (int i = 0; i < 5; ++i) maps.push_back(std::make_unique<locked_map<int, int>>(2, seed{60}));

@@ -43,6 +43,15 @@ struct concurrent_map_test_access {
         return lock_state(m, i).iterations;
     }
 
+    // Shards whose table has an iterator registered (a guard whose holder wrote there, L6). Read on the
+    // thread that holds the guard, or while no guard lives.
+    template <class Map>
+    static std::size_t tables_with_iterators(const Map& m) noexcept {
+        std::size_t n = 0;
+        for (const auto& s : m.shards_) n += s.t.iterators_live() ? 1 : 0;
+        return n;
+    }
+
   private:
     // The sum over every shard and both priorities of one of shard_lock_state's per-priority queues.
     template <class Map, class Queue>
