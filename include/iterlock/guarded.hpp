@@ -213,7 +213,8 @@ class guarded {
         }
         return map_.erase(k);
     }
-    // f(mapped_type&) under the exclusive lock if k is present; returns whether it was.
+    // f(mapped_type&) under the exclusive lock if k is present; returns whether it was. f must not call this
+    // guarded (every call would wait for the lock f's caller holds), nor can that be detected.
     template <class F>
     bool update(const key_type& k, F&& f) {
         write_section w(*this);
@@ -222,7 +223,8 @@ class guarded {
         std::forward<F>(f)(it->second);
         return true;
     }
-    // Erases every entry for which pred(const value_type&) is true; returns how many.
+    // Erases every entry for which pred(const value_type&) is true; returns how many. O(buckets + size).
+    // pred must not call this guarded (as update's f).
     template <class Pred>
     size_type erase_if(Pred pred) {
         write_section w(*this);

@@ -18,6 +18,7 @@
 
 #include <gtest/gtest.h>
 
+#include "guarded_test_types.hpp"
 #include "iterlock/guarded.hpp"
 #include "lock/lock_test_util.hpp"
 
@@ -25,16 +26,8 @@ namespace {
 
 template <class Map>
 class GuardedConsistency : public iterlock::test::watched_test {};
-using maps = ::testing::Types<std::unordered_map<std::uint64_t, std::uint64_t>,
-                              absl::flat_hash_map<std::uint64_t, std::uint64_t>,
-                              boost::unordered_flat_map<std::uint64_t, std::uint64_t>>;
-class map_names {
-  public:
-    template <class T>
-    static std::string GetName(int i) {
-        return i == 0 ? "std_unordered_map" : i == 1 ? "absl_flat_hash_map" : "boost_unordered_flat_map";
-    }
-};
+using maps = iterlock::test::guarded_maps<std::uint64_t>;
+using map_names = iterlock::test::guarded_map_names;
 TYPED_TEST_SUITE(GuardedConsistency, maps, map_names);
 
 // Key i is scrambled so every hash sees random-looking keys; value i lets a walk recover the index.

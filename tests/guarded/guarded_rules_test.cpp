@@ -17,6 +17,7 @@
 
 #include <gtest/gtest.h>
 
+#include "guarded_test_types.hpp"
 #include "iterlock/guarded.hpp"
 #include "lock/lock_test_util.hpp"
 
@@ -35,15 +36,8 @@ class GuardedRules : public ::testing::Test {
         for (int i = 0; i < n; ++i) m.insert_or_assign(i, i * 10);
     }
 };
-using maps = ::testing::Types<std::unordered_map<int, int>, absl::flat_hash_map<int, int>,
-                              boost::unordered_flat_map<int, int>>;
-class map_names {
-  public:
-    template <class T>
-    static std::string GetName(int i) {
-        return i == 0 ? "std_unordered_map" : i == 1 ? "absl_flat_hash_map" : "boost_unordered_flat_map";
-    }
-};
+using maps = iterlock::test::guarded_maps<int>;
+using map_names = iterlock::test::guarded_map_names;
 TYPED_TEST_SUITE(GuardedRules, maps, map_names);
 
 TYPED_TEST(GuardedRules, GD1_ReadsReturnCopiesAndRunBesideAWalk) {
