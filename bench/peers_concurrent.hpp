@@ -383,7 +383,9 @@ class iterlock_locked_peer {
 class guarded_boost_flat_peer {
   public:
     ITERLOCK_BENCH_FORWARD std::optional<std::uint64_t> find(std::uint64_t k) const { return map_.get(k); }
-    ITERLOCK_BENCH_FORWARD void insert_or_assign(std::uint64_t k, std::uint64_t v) { map_.insert_or_assign(k, v); }
+    ITERLOCK_BENCH_FORWARD void insert_or_assign(std::uint64_t k, std::uint64_t v) {
+        map_.insert_or_assign(k, v);
+    }
     ITERLOCK_BENCH_FORWARD bool erase(std::uint64_t k) { return map_.erase(k) != 0; }
     template <class F>
     void for_each_consistent(F&& f) {

@@ -1359,8 +1359,9 @@ class concurrent_map {
             detail::wait_histogram* wait = nullptr;
             if constexpr (metrics_on) wait = &m->events_.iterator_wait[detail::priority_index(p)];
             if (!detail::acquire_iterations(  // L5: all shards or none
-                    m->shards_.size(), [m](std::size_t i) -> detail::shard_lock& { return m->shards_[i].lock; },
-                    deadline, p, wait)) {
+                    m->shards_.size(),
+                    [m](std::size_t i) -> detail::shard_lock& { return m->shards_[i].lock; }, deadline, p,
+                    wait)) {
                 tls.remove(*slot);
                 m->count_event(&detail::map_event_metrics::iterations_timeout);
                 return;

@@ -115,8 +115,8 @@ struct guarded_traits<std::unordered_map<K, V, H, E, A>> {
 
   private:
     static bool fits(const map& m, std::size_t n) noexcept {
-        return static_cast<double>(n) <= static_cast<double>(m.max_load_factor()) *
-                                             static_cast<double>(m.bucket_count());
+        return static_cast<double>(n) <=
+               static_cast<double>(m.max_load_factor()) * static_cast<double>(m.bucket_count());
     }
 };
 
@@ -208,7 +208,8 @@ class guarded {
             if (it == map_.end()) return 0;
             if (walk_stands_on(&*it))
                 throw invalidation_error(
-                    "iterlock::guarded: erase(key) of the entry this thread's walk stands on would invalidate "
+                    "iterlock::guarded: erase(key) of the entry this thread's walk stands on would "
+                    "invalidate "
                     "the walk's iterator; erase it with guard.erase(it), which returns the next position");
         }
         return map_.erase(k);
@@ -389,7 +390,9 @@ class guarded<Map, Checked>::unguarded_iterator {
         ++*this;
         return c;
     }
-    friend bool operator==(const unguarded_iterator& a, const unguarded_iterator& b) { return a.it_ == b.it_; }
+    friend bool operator==(const unguarded_iterator& a, const unguarded_iterator& b) {
+        return a.it_ == b.it_;
+    }
 
   private:
     friend class guarded;
@@ -493,7 +496,8 @@ class guarded<Map, Checked>::iteration_guard {
 
     explicit iteration_guard(guarded& m) : m_(&m), held_(m.lock_) { link(); }
     template <class Rep, class Period>
-    iteration_guard(guarded& m, std::chrono::duration<Rep, Period> timeout) : m_(&m), held_(m.lock_, timeout) {
+    iteration_guard(guarded& m, std::chrono::duration<Rep, Period> timeout)
+        : m_(&m), held_(m.lock_, timeout) {
         link();
     }
     void link() noexcept {
@@ -513,8 +517,8 @@ class guarded<Map, Checked>::iteration_guard {
 
     guarded* m_;
     iteration_lock::guard held_;
-    const value_type* cursor_ = nullptr;     // the entry the walk stands on (GD4)
-    iteration_guard* outer_ = nullptr;  // the next guard of this thread, any guarded of this type
+    const value_type* cursor_ = nullptr;  // the entry the walk stands on (GD4)
+    iteration_guard* outer_ = nullptr;    // the next guard of this thread, any guarded of this type
     // This thread's live guards of guarded<Map, Checked>s, innermost first.
     static inline thread_local iteration_guard* walks_ = nullptr;
 };

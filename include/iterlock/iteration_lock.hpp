@@ -5,8 +5,8 @@
 // acquisition of several iteration holds, shared with concurrent_map).
 // Invariants: one implementation of the lock. The word, the queue and rules R1-R9 live in
 // detail/shard_lock.hpp; an iteration_lock is one detail::shard_lock plus the guard rules below, and every
-// concurrent_map shard is the same detail::shard_lock driven by the same helpers (docs/DESIGN.md, "One iteration
-// lock, two users").
+// concurrent_map shard is the same detail::shard_lock driven by the same helpers (docs/DESIGN.md, "One
+// iteration lock, two users").
 //
 // What it is. A reader/writer lock with a third role, the iteration: a long walk of the data it protects
 // that excludes writers but not readers nor other walks. Protect any structure with it:
@@ -127,7 +127,8 @@ using iteration_deadline = std::optional<std::chrono::steady_clock::time_point>;
 template <class LockAt>
 bool acquire_iterations(std::size_t n, LockAt&& lock_at, const iteration_deadline& deadline, priority p,
                         wait_histogram* wait) noexcept {
-    const auto t0 = wait != nullptr ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point{};
+    const auto t0 =
+        wait != nullptr ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point{};
     std::size_t got = 0;
     for (; got < n; ++got) {
         shard_lock& l = lock_at(got);
@@ -153,7 +154,8 @@ inline void add_events_to(const map_event_metrics& e, map_metrics& out) {
     out.iterations_timeout = e.iterations_timeout.load(std::memory_order_relaxed);
     out.iterations_error = e.iterations_error.load(std::memory_order_relaxed);
     out.misuse_detected = e.misuse_detected.load(std::memory_order_relaxed);
-    for (int p = 0; p < 2; ++p) e.iterator_wait[p].add_to(out.lock_wait[static_cast<int>(lock_role::iterator)][p]);
+    for (int p = 0; p < 2; ++p)
+        e.iterator_wait[p].add_to(out.lock_wait[static_cast<int>(lock_role::iterator)][p]);
 }
 
 inline int priority_index(priority p) noexcept {
@@ -289,10 +291,10 @@ class iteration_lock {
         (events_.*c).fetch_add(1, std::memory_order_relaxed);
     }
 
-    mutable detail::shard_lock lock_;             // the one implementation (R1-R9)
-    detail::wait_histogram writer_wait_[2];       // updated by writers under the lock
-    detail::map_event_metrics events_;            // guards (any number at once)
-    detail::wait_histogram hold_[2];              // guard hold times, by priority
+    mutable detail::shard_lock lock_;        // the one implementation (R1-R9)
+    detail::wait_histogram writer_wait_[2];  // updated by writers under the lock
+    detail::map_event_metrics events_;       // guards (any number at once)
+    detail::wait_histogram hold_[2];         // guard hold times, by priority
 };
 
 // RAII holder of an iteration (L1-L7). Construct one directly or take it from lock_for_iteration() /
@@ -335,8 +337,9 @@ class iteration_lock::guard {
             throw;
         }
         p_ = current_priority();
-        if (!detail::acquire_iterations(1, [&](std::size_t) -> detail::shard_lock& { return l.lock_; },
-                                        deadline, p_, &l.events_.iterator_wait[detail::priority_index(p_)])) {
+        if (!detail::acquire_iterations(
+                1, [&](std::size_t) -> detail::shard_lock& { return l.lock_; }, deadline, p_,
+                &l.events_.iterator_wait[detail::priority_index(p_)])) {
             tls.remove(*slot);
             l.count(&detail::map_event_metrics::iterations_timeout);
             return;
@@ -355,7 +358,8 @@ class iteration_lock::guard {
         detail::iteration_holds::held* h = tls.find(l_);
         l_->count(&detail::map_event_metrics::iterations_success);
         if (--h->depth == 0) {
-            if (h->upgraded) detail::fatal("iterlock: iteration_lock guard ended while upgraded (unlock() first)");
+            if (h->upgraded)
+                detail::fatal("iterlock: iteration_lock guard ended while upgraded (unlock() first)");
             tls.remove(*h);
             l_->hold_[detail::priority_index(p_)].record_shared(std::chrono::steady_clock::now() - since_);
             l_->lock_.unlock_iteration();

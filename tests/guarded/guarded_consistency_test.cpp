@@ -2,9 +2,9 @@
 // absl::flat_hash_map and boost::unordered_flat_map inside (GD2, GD3: a walk under the guard is one instant).
 //
 // One writer inserts k0, k1, ... in order (then erases them in order) through the guarded's writes while
-// walkers take guards and walk the live map. Each walk must see exactly a prefix {k0..k(c-1)} (then a suffix):
-// no hole, no duplicate, no value that was not written; and one walker's c never goes back. Threads start
-// behind a latch; nothing depends on time.
+// walkers take guards and walk the live map. Each walk must see exactly a prefix {k0..k(c-1)} (then a
+// suffix): no hole, no duplicate, no value that was not written; and one walker's c never goes back. Threads
+// start behind a latch; nothing depends on time.
 #include <absl/container/flat_hash_map.h>
 
 #include <atomic>

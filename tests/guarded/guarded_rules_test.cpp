@@ -324,13 +324,13 @@ void step_after_a_write() {
 TEST(GuardedCheckedDeathTest, GD7_ByDefaultTheReportAborts) {
     GTEST_FLAG_SET(death_test_style, "threadsafe");
     EXPECT_DEATH(step_after_a_write(),
-        "fatal error: concurrent map iteration and map write \\(iterlock::guarded<int, int>\\)");
+                 "fatal error: concurrent map iteration and map write \\(iterlock::guarded<int, int>\\)");
 }
 
 TEST(GuardedUnchecked, GD7_UncheckedIterationIsTheMapsOwn) {
     using unchecked = iterlock::guarded<std::unordered_map<int, int>, false>;
-    static_assert(std::is_same_v<decltype(std::declval<unchecked&>().begin()),
-                                 std::unordered_map<int, int>::iterator>);
+    static_assert(
+        std::is_same_v<decltype(std::declval<unchecked&>().begin()), std::unordered_map<int, int>::iterator>);
     static_assert(sizeof(unchecked) < sizeof(checked_map));
 }
 

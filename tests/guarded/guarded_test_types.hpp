@@ -13,8 +13,8 @@ namespace iterlock::test {
 
 // The three maps of issue 15, with key and mapped type T.
 template <class T>
-using guarded_maps = ::testing::Types<std::unordered_map<T, T>, absl::flat_hash_map<T, T>,
-                                      boost::unordered_flat_map<T, T>>;
+using guarded_maps =
+    ::testing::Types<std::unordered_map<T, T>, absl::flat_hash_map<T, T>, boost::unordered_flat_map<T, T>>;
 
 // Names for TYPED_TEST_SUITE, in guarded_maps' order.
 struct guarded_map_names {

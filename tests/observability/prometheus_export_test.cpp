@@ -105,8 +105,8 @@ TEST(PrometheusExport, IterationLockAndGuardedExportIterationsAndHoldTimes) {
     const exposition e(reg.text());
     EXPECT_EQ(e.get(R"(iterlock_locked_iterations_total{map="features",state="success"})"), 2);
     EXPECT_EQ(e.get(R"(iterlock_map_entries{map="features"})"), 2);
-    EXPECT_EQ(e.get(R"(iterlock_lock_wait_seconds_count{map="features",role="writer",priority="best_effort"})"),
-              2);
+    EXPECT_EQ(
+        e.get(R"(iterlock_lock_wait_seconds_count{map="features",role="writer",priority="best_effort"})"), 2);
     EXPECT_EQ(e.get(R"(iterlock_iteration_hold_seconds_count{map="features",priority="best_effort"})"), 2);
     EXPECT_EQ(e.get(R"(iterlock_iteration_hold_seconds_count{map="lock",priority="realtime"})"), 1);
     EXPECT_EQ(e.types.at("iterlock_iteration_hold_seconds"), "histogram");

@@ -117,7 +117,8 @@ class prom_family_builder {
             for (int p = 0; p < 2; ++p) {
                 if (m.iteration_hold[p].upper_bounds.empty()) continue;  // not measured by this source
                 histogram(iteration_hold,
-                          with(base, "priority", priority_name(p == 1 ? priority::realtime : priority::best_effort)),
+                          with(base, "priority",
+                               priority_name(p == 1 ? priority::realtime : priority::best_effort)),
                           m.iteration_hold[p]);
             }
         }
