@@ -59,11 +59,18 @@
 //       Unchecked mode: plain iterators of the wrapped map, no cost.
 //   GD8 metrics(): the lock's (iteration_lock::metrics(), exportable with iterlock/prometheus.hpp) plus the
 //       number of entries, read under the lock shared.
+//   GD9 Calling a guarded from inside one of its own callbacks (visit, read, update, erase_if's predicate,
+//       write), directly or through another guarded of the same type whose callback is running, throws
+//       iterlock::lock_error: it would wait for the lock the callback's caller holds. Cost on every call:
+//       one thread-local load and a test for null.
 //
 // FAQ
 //   Why copies from get() and not iterators or references? Either would outlive the read lock.
 //   Why not expose find()? Same reason; use get(), contains(), visit(k, f), or a guard's find(k).
 //   My map is not listed: specialize guarded_traits<YourMap> to allow more writes during walks.
+//   What deadlocks undetected? Holding m.lock() yourself (std::unique_lock / std::shared_lock on it) and then
+//   calling m; a callback that calls another guarded type or lock whose holder waits for this one. Keep
+//   callbacks short and free of other locks.
 #pragma once
 
 #include <atomic>
@@ -141,42 +148,45 @@ class guarded {
 
     // ---- reads (GD1) ----
     size_type size() const {
-        std::shared_lock r(lock_);
+        read_section r(*this);
         return map_.size();
     }
     bool empty() const {
-        std::shared_lock r(lock_);
+        read_section r(*this);
         return map_.empty();
     }
     bool contains(const key_type& k) const {
-        std::shared_lock r(lock_);
+        read_section r(*this);
         return map_.find(k) != map_.end();
     }
     size_type count(const key_type& k) const {
-        std::shared_lock r(lock_);
+        read_section r(*this);
         return map_.count(k);
     }
     // A copy of k's value, or nullopt.
     std::optional<mapped_type> get(const key_type& k) const {
-        std::shared_lock r(lock_);
+        read_section r(*this);
         const auto it = map_.find(k);
         if (it == map_.end()) return std::nullopt;
         return it->second;
     }
-    // f(const value_type&) under the shared lock if k is present; returns whether it was. f must not call
-    // this guarded's writes (it would wait for itself).
+    // f(const value_type&) under the shared lock if k is present; returns whether it was. A call on
+    // this guarded from f throws lock_error (GD9).
     template <class F>
     bool visit(const key_type& k, F&& f) const {
-        std::shared_lock r(lock_);
+        read_section r(*this);
         const auto it = map_.find(k);
         if (it == map_.end()) return false;
+        callback_scope cs(this);
         std::forward<F>(f)(*it);
         return true;
     }
-    // f(const Map&) under the shared lock; returns what f returns. f must not keep iterators or references.
+    // f(const Map&) under the shared lock; returns what f returns. f must not keep iterators or references;
+    // a call on this guarded from f throws lock_error (GD9).
     template <class F>
     decltype(auto) read(F&& f) const {
-        std::shared_lock r(lock_);
+        read_section r(*this);
+        callback_scope cs(this);
         return std::forward<F>(f)(std::as_const(map_));
     }
 
@@ -214,21 +224,23 @@ class guarded {
         }
         return map_.erase(k);
     }
-    // f(mapped_type&) under the exclusive lock if k is present; returns whether it was. f must not call this
-    // guarded (every call would wait for the lock f's caller holds), nor can that be detected.
+    // f(mapped_type&) under the exclusive lock if k is present; returns whether it was. A call on this
+    // guarded from f throws lock_error (GD9).
     template <class F>
     bool update(const key_type& k, F&& f) {
         write_section w(*this);
         const auto it = map_.find(k);
         if (it == map_.end()) return false;
+        callback_scope cs(this);
         std::forward<F>(f)(it->second);
         return true;
     }
     // Erases every entry for which pred(const value_type&) is true; returns how many. O(buckets + size).
-    // pred must not call this guarded (as update's f).
+    // A call on this guarded from pred throws lock_error (GD9).
     template <class Pred>
     size_type erase_if(Pred pred) {
         write_section w(*this);
+        callback_scope cs(this);
         if (w.walking)
             for_each_cursor([&](const value_type* at) {
                 if (pred(*at))
@@ -272,13 +284,18 @@ class guarded {
             throw invalidation_error(
                 "iterlock::guarded: write(f) during this thread's own walk cannot be checked against the "
                 "walk's iterators; use insert_or_assign/erase/update, or write after the guard ends");
+        callback_scope cs(this);
         return std::forward<F>(f)(map_);
     }
 
     // ---- walks (GD3, GD5, GD6) ----
-    iteration_guard lock_for_iteration() { return iteration_guard(*this); }
+    iteration_guard lock_for_iteration() {
+        entry_check();
+        return iteration_guard(*this);
+    }
     template <class Rep, class Period>
     iteration_guard try_lock_for_iteration(std::chrono::duration<Rep, Period> timeout) {
+        entry_check();
         return iteration_guard(*this, timeout);
     }
 
@@ -299,10 +316,46 @@ class guarded {
     }
 
   private:
+    // GD9: the callbacks running on this thread, innermost first (for every guarded of this type).
+    struct callback_frame {
+        const guarded* m;
+        const callback_frame* outer;
+    };
+    static inline thread_local const callback_frame* callbacks_ = nullptr;
+    struct callback_scope {
+        explicit callback_scope(const guarded* m) noexcept : frame{m, callbacks_} { callbacks_ = &frame; }
+        ~callback_scope() { callbacks_ = frame.outer; }
+        callback_scope(const callback_scope&) = delete;
+        callback_scope& operator=(const callback_scope&) = delete;
+        callback_frame frame;
+    };
+    void entry_check() const {
+        if (callbacks_ == nullptr) [[likely]]
+            return;
+        for (const callback_frame* f = callbacks_; f != nullptr; f = f->outer)
+            if (f->m == this)
+                throw lock_error(
+                    "iterlock::guarded: called from inside a visit/read/update/erase_if/write callback of "
+                    "the "
+                    "same guarded (directly or through another guarded's callback); that would wait for the "
+                    "lock the callback's caller holds");
+    }
+    // The shared hold of one read.
+    struct read_section {
+        explicit read_section(const guarded& g) : g_(g) {
+            g_.entry_check();
+            g_.lock_.lock_shared();
+        }
+        ~read_section() { g_.lock_.unlock_shared(); }
+        read_section(const read_section&) = delete;
+        read_section& operator=(const read_section&) = delete;
+        const guarded& g_;
+    };
     // The exclusive hold of one write; `walking`: the caller holds a guard of this guarded (its hold was
     // upgraded, L6), so GD4's checks apply.
     struct write_section {
         explicit write_section(guarded& g) : g_(g) {
+            g_.entry_check();
             g_.lock_.lock();  // lock_error if the caller walks beside another guard (L6)
             walking = g_.lock_.held_for_iteration();
             if constexpr (Checked) detail::add_exclusive(g_.writes_, 1);

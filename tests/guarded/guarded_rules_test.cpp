@@ -334,6 +334,27 @@ TEST(GuardedUnchecked, GD7_UncheckedIterationIsTheMapsOwn) {
     static_assert(sizeof(unchecked) < sizeof(checked_map));
 }
 
+TYPED_TEST(GuardedRules, GD9_CallsFromInsideItsCallbacksThrowLockError) {
+    typename TestFixture::guarded_map m, other;
+    this->fill(m, 3);
+    other.insert_or_assign(1, 1);
+    EXPECT_THROW(m.visit(1, [&](const auto&) { m.insert_or_assign(5, 5); }), iterlock::lock_error);
+    EXPECT_THROW(m.update(1, [&](int&) { (void)m.get(2); }), iterlock::lock_error);
+    EXPECT_THROW(m.read([&](const auto&) {
+        auto g = m.lock_for_iteration();
+        return 0;
+    }),
+                 iterlock::lock_error);
+    EXPECT_THROW(m.erase_if([&](const auto&) { return m.contains(1); }), iterlock::lock_error);
+    EXPECT_THROW(m.write([&](auto&) { return m.size(); }), iterlock::lock_error);
+    EXPECT_THROW(m.visit(1, [&](const auto&) { other.visit(1, [&](const auto&) { (void)m.size(); }); }),
+                 iterlock::lock_error);  // through another guarded's callback
+    EXPECT_TRUE(other.visit(1, [&](const auto&) { m.insert_or_assign(6, 6); }));  // another guarded: fine
+    EXPECT_EQ(m.lock().state().readers, 0u);
+    EXPECT_FALSE(m.lock().state().write_held);
+    EXPECT_EQ(m.size(), 4u);
+}
+
 TYPED_TEST(GuardedRules, GD8_MetricsCountWalksEntriesAndHoldTimes) {
     typename TestFixture::guarded_map m;
     this->fill(m, 7);
