@@ -39,6 +39,13 @@
 #include <thread>
 #include <unordered_map>
 
+#if __has_include(<iterlock/guarded.hpp>)
+#include <iterlock/guarded.hpp>
+#define ITERLOCK_BENCH_HAVE_GUARDED 1
+#else
+#define ITERLOCK_BENCH_HAVE_GUARDED 0
+#endif
+
 #if __has_include(<iterlock/concurrent_map.hpp>) && !defined(ITERLOCK_BENCH_SKIP_CONCURRENT_MAP)
 #include <iterlock/concurrent_map.hpp>
 #define ITERLOCK_BENCH_HAVE_CONCURRENT_MAP 1
@@ -370,6 +377,31 @@ class iterlock_locked_peer {
 };
 #endif
 
+#if ITERLOCK_BENCH_HAVE_GUARDED
+// iterlock::guarded<boost::unordered_flat_map>: the same map as boost_shared_mutex behind the iteration lock
+// (finds shared, writes exclusive, a pass under a guard; issue 15).
+class guarded_boost_flat_peer {
+  public:
+    ITERLOCK_BENCH_FORWARD std::optional<std::uint64_t> find(std::uint64_t k) const { return map_.get(k); }
+    ITERLOCK_BENCH_FORWARD void insert_or_assign(std::uint64_t k, std::uint64_t v) {
+        map_.insert_or_assign(k, v);
+    }
+    ITERLOCK_BENCH_FORWARD bool erase(std::uint64_t k) { return map_.erase(k) != 0; }
+    template <class F>
+    void for_each_consistent(F&& f) {
+        auto guard = map_.lock_for_iteration();
+        for (const auto& [k, v] : guard) f(k, v);
+    }
+    static constexpr std::string_view name = "guarded_boost_flat";
+    static constexpr bool iteration_safe = true;
+    static constexpr std::string_view guarantee =
+        "consistent: writers wait for the guard; waiting writers block new guards; finds never wait for it";
+
+  private:
+    iterlock::guarded<boost::unordered_flat_map<std::uint64_t, std::uint64_t>, false> map_;
+};
+#endif
+
 // The peers in display order; the iterlock ones are listed even when absent (they run as "pending").
 template <class... Peers>
 struct peer_list {};
@@ -377,6 +409,9 @@ struct peer_list {};
 using available_peers = peer_list<
 #if ITERLOCK_BENCH_HAVE_CONCURRENT_MAP
     iterlock_snapshot_peer, iterlock_locked_peer, iterlock_snapshot_nometrics_peer,
+#endif
+#if ITERLOCK_BENCH_HAVE_GUARDED
+    guarded_boost_flat_peer,
 #endif
     std_shared_mutex_peer, absl_mutex_peer, boost_shared_mutex_peer, tbb_hash_map_peer,
     tbb_unordered_map_peer, libcuckoo_peer, sharded_spinlock_peer>;

@@ -111,6 +111,7 @@
 #include "iterlock/detail/table.hpp"
 #include "iterlock/errors.hpp"
 #include "iterlock/hash.hpp"
+#include "iterlock/iteration_lock.hpp"
 #include "iterlock/map.hpp"
 #include "iterlock/metrics.hpp"
 #include "iterlock/priority.hpp"
@@ -148,17 +149,9 @@ struct thread_map_state {
         return false;
     }
     const void* sweeping = nullptr;  // the map whose snapshot sweep this thread is running
-    struct held {
-        const void* map;
-        int depth;
-    };
-    held iterating[4] = {};  // maps this thread holds locked-iteration guards of
-
-    int* depth_for(const void* m) noexcept {
-        for (auto& h : iterating)
-            if (h.map == m) return &h.depth;
-        return nullptr;
-    }
+    // The nesting depth of this thread's locked-iteration guards of map `m`, or nullptr: kept with the
+    // iteration_lock's holds (iteration_lock.hpp), one registry for both.
+    int* depth_for(const void* m) noexcept { return this_thread_iteration_holds().depth_for(m); }
 };
 inline thread_map_state& this_thread_maps() noexcept {
     thread_local thread_map_state s;
@@ -505,13 +498,7 @@ class concurrent_map {
             }
         }
         if constexpr (metrics_on) {
-            // Relaxed (here and below): statistics, read without ordering.
-            out.iterations_started = events_.iterations_started.load(std::memory_order_relaxed);
-            out.iterations_success = events_.iterations_success.load(std::memory_order_relaxed);
-            out.iterations_timeout = events_.iterations_timeout.load(std::memory_order_relaxed);
-            out.iterations_error = events_.iterations_error.load(std::memory_order_relaxed);
-            out.misuse_detected = events_.misuse_detected.load(std::memory_order_relaxed);
-            for (int p = 0; p < 2; ++p) events_.iterator_wait[p].add_to(out.lock_wait[1][p]);
+            detail::add_events_to(events_, out);
         }
         // Empty histograms still carry their bounds, so exporters always print every series.
         for (auto& role : out.lock_wait)
@@ -1431,45 +1418,32 @@ class concurrent_map {
                 m->count_event(&detail::map_event_metrics::iterations_error);
                 throw;
             }
-            detail::thread_map_state& tls = detail::this_thread_maps();
+            detail::iteration_holds& tls = detail::this_thread_iteration_holds();
             if (int* d = tls.depth_for(m); d != nullptr && *d > 0) {  // L7: nested, share the locks
                 ++*d;
                 m_ = m;
                 nested_ = true;
                 return;
             }
-            detail::thread_map_state::held* slot = nullptr;
-            for (auto& h : tls.iterating)
-                if (h.map == nullptr) {
-                    slot = &h;
-                    break;
-                }
-            if (slot == nullptr) {
+            detail::iteration_holds::held* slot = nullptr;
+            try {
+                slot = &tls.add(m);
+            } catch (const lock_error&) {
                 m->count_event(&detail::map_event_metrics::iterations_error);
-                throw lock_error("iterlock: one thread may hold iteration guards of at most 4 maps at once");
+                throw;
             }
             const priority p = current_priority();
-            const auto t0 =
-                metrics_on ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point{};
-            std::size_t got = 0;
-            for (; got < m->shards_.size(); ++got) {
-                detail::shard_lock& l = m->shards_[got].lock;
-                if (deadline) {
-                    if (!l.try_lock_iteration_until(*deadline, p)) break;
-                } else {
-                    l.lock_iteration(p);
-                }
-            }
-            if (got != m->shards_.size()) {  // L5: timed out, undo
-                while (got > 0) m->shards_[--got].lock.unlock_iteration();
+            detail::wait_histogram* wait = nullptr;
+            if constexpr (metrics_on) wait = &m->events_.iterator_wait[detail::priority_index(p)];
+            if (!detail::acquire_iterations(  // L5: all shards or none
+                    m->shards_.size(),
+                    [m](std::size_t i) -> detail::shard_lock& { return m->shards_[i].lock; }, deadline, p,
+                    wait)) {
+                tls.remove(*slot);
                 m->count_event(&detail::map_event_metrics::iterations_timeout);
                 return;
             }
-            if constexpr (metrics_on) {
-                m->events_.iterator_wait[p == priority::realtime ? 1 : 0].record_shared(
-                    std::chrono::steady_clock::now() - t0);
-            }
-            *slot = {m, 1};  // tables register this guard when its holder first writes to them (L6)
+            // Tables register this guard when its holder first writes to them (L6), not here.
             m_ = m;
         }
 
@@ -1480,12 +1454,11 @@ class concurrent_map {
                     "iterlock: an iteration guard was released by another thread than the one that took it; "
                     "guards are not movable and must end on their own thread");
             }
-            detail::thread_map_state& tls = detail::this_thread_maps();
-            int* d = tls.depth_for(m_);
+            detail::iteration_holds& tls = detail::this_thread_iteration_holds();
+            detail::iteration_holds::held* h = tls.find(m_);
             m_->count_event(&detail::map_event_metrics::iterations_success);
-            if (--*d == 0) {
-                for (auto& h : tls.iterating)
-                    if (h.map == m_) h = {nullptr, 0};
+            if (--h->depth == 0) {
+                tls.remove(*h);
                 for (shard& s : m_->shards_) {
                     // Relaxed: see shard::iteration_writer (only this thread stores its own tag there).
                     if (s.iteration_writer.load(std::memory_order_relaxed) == owner_) [[unlikely]] {

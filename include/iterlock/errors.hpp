@@ -1,6 +1,7 @@
 // iterlock/errors.hpp: the exception types iterlock throws.
 //
-// Owns: iterlock::lock_error (more error types join this header as the library grows).
+// Owns: iterlock::lock_error, iterlock::invalidation_error (more error types join this header as the library
+// grows).
 // Invariants: every type here derives from a standard exception, so `catch (const std::exception&)` sees it,
 // and its what() says what went wrong and what the caller can do about it.
 #pragma once
@@ -14,6 +15,14 @@ namespace iterlock {
 // code (a logic error), not a transient condition: retrying the same call in the same state fails again.
 // When it is thrown, the lock is left exactly as it was before the call.
 struct lock_error : std::logic_error {
+    using std::logic_error::logic_error;
+};
+
+// A write that the walking thread asked for during its own walk of an iterlock::guarded map, refused because
+// the wrapped map's rules say it may invalidate the walk's iterators (an insert that may rehash, erasing the
+// entry the walk stands on, clear, ...; guarded.hpp, GD4). A logic error in the calling code; nothing was
+// changed, the walk may go on.
+struct invalidation_error : std::logic_error {
     using std::logic_error::logic_error;
 };
 

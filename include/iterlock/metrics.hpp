@@ -40,6 +40,8 @@ struct map_metrics {
     std::uint64_t iterations_timeout = 0;  // try_lock_for_iteration gave up
     std::uint64_t iterations_error = 0;    // lock_error instead of an iteration
     histogram_data lock_wait[2][2];        // [lock_role][priority: 0 best_effort, 1 realtime]
+    histogram_data iteration_hold[2];      // [priority]: how long guards held; filled by iteration_lock
+                                           // (empty bounds: not measured, e.g. concurrent_map)
     std::uint64_t snapshots_active = 0;
     std::uint64_t snapshot_preserved_bytes = 0;
     std::uint64_t entries = 0;

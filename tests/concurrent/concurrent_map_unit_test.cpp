@@ -792,21 +792,28 @@ TEST(CMapSnapshotUnit, S2_IteratorEqualityAndGrowingBatches) {
     EXPECT_EQ(keys.size(), 1500u);
 }
 
-TEST(CMapGuardUnit, GuardsOfAtMostFourMapsPerThread) {
-    std::vector<std::unique_ptr<locked_map<int, int>>> maps;
-    for (int i = 0; i < 5; ++i) maps.push_back(std::make_unique<locked_map<int, int>>(2, seed{60}));
-    // Guards are not movable (G1): four named ones, the fourth in an inner scope.
-    auto g0 = maps[0]->lock_for_iteration();
-    auto g1 = maps[1]->lock_for_iteration();
-    auto g2 = maps[2]->lock_for_iteration();
-    {
-        auto g3 = maps[3]->lock_for_iteration();
-        EXPECT_THROW((void)maps[4]->lock_for_iteration(), lock_error);
+// Holds a guard of maps[i], ..., maps[n - 1] (guards are not movable, G1: one per stack frame), then
+// checks that maps[n] is refused.
+template <class Maps>
+void hold_guards_then_expect_refusal(Maps& maps, std::size_t i, std::size_t n) {
+    if (i == n) {
+        EXPECT_THROW((void)maps[n]->lock_for_iteration(), lock_error);
+        return;
     }
-    auto g = maps[4]->lock_for_iteration();
+    auto g = maps[i]->lock_for_iteration();
+    hold_guards_then_expect_refusal(maps, i + 1, n);
+}
+
+// The per-thread registry of held guards is shared with iterlock::iteration_lock (iteration_lock.hpp):
+// 8 maps or locks at once.
+TEST(CMapGuardUnit, GuardsOfAtMostEightMapsPerThread) {
+    std::vector<std::unique_ptr<locked_map<int, int>>> maps;
+    for (int i = 0; i < 9; ++i) maps.push_back(std::make_unique<locked_map<int, int>>(2, seed{60}));
+    hold_guards_then_expect_refusal(maps, 0, 8);
+    auto g = maps[8]->lock_for_iteration();
     EXPECT_TRUE(g.owns_lock());
-    EXPECT_EQ(maps[4]->preserved_bytes(), 0u);
-    EXPECT_EQ(maps[4]->snapshots_alive(), 0u);
+    EXPECT_EQ(maps[8]->preserved_bytes(), 0u);
+    EXPECT_EQ(maps[8]->snapshots_alive(), 0u);
 }
 
 }  // namespace

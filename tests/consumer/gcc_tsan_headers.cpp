@@ -4,7 +4,9 @@
 #include <iterlock/chan.hpp>
 #include <iterlock/concurrent_map.hpp>
 #include <iterlock/errors.hpp>
+#include <iterlock/guarded.hpp>
 #include <iterlock/hash.hpp>
+#include <iterlock/iteration_lock.hpp>
 #include <iterlock/map.hpp>
 #include <iterlock/metrics.hpp>
 #include <iterlock/misuse.hpp>
@@ -16,6 +18,7 @@
 
 #include <chrono>
 #include <string>
+#include <unordered_map>
 
 int main() {
     iterlock::concurrent_map<int, int> s;  // optimistic reads, snapshots
@@ -28,6 +31,9 @@ int main() {
     iterlock::locked_concurrent_map<int, int> l;
     l.insert({1, 2});
     for (auto& kv : l.try_lock_for_iteration(std::chrono::milliseconds(5))) kv.second += 1;
+    iterlock::guarded<std::unordered_map<int, int>> g;  // iteration_lock inside
+    g.insert_or_assign(1, 2);
+    for (auto& kv : g.lock_for_iteration()) (void)kv;
     l.erase_if([](const int&, int& v) { return v > 2; });
     iterlock::map<int, int> m;
     for (int i = 0; i < 100; ++i) m[i] = i;

@@ -13,6 +13,8 @@
 
 #include "exposition.hpp"
 #include "iterlock/concurrent_map.hpp"
+#include "iterlock/guarded.hpp"
+#include "iterlock/iteration_lock.hpp"
 #include "iterlock/priority.hpp"
 #include "iterlock/prometheus.hpp"
 #include "process_support.hpp"
@@ -79,6 +81,36 @@ TEST(PrometheusExport, LockedMapCountsIterationsByOutcome) {
     EXPECT_EQ(e.types.at("iterlock_lock_wait_seconds"), "histogram");
     EXPECT_EQ(e.types.at("iterlock_map_entries"), "gauge");
     EXPECT_FALSE(e.has_family("iterlock_snapshot_iterations_total"));
+}
+
+// Issue 15: an iteration_lock, and a guarded<Map> through it, export like a locked map, plus guard hold
+// times; a concurrent_map exports no hold family (it does not measure holds).
+TEST(PrometheusExport, IterationLockAndGuardedExportIterationsAndHoldTimes) {
+    iterlock::guarded<std::unordered_map<int, int>> g;
+    iterlock::iteration_lock l;
+    locked_map m(2);
+    iterlock::prometheus::registry reg;
+    auto hg = reg.add(g, "features");
+    auto hl = reg.add(l, "lock");
+    auto hm = reg.add(m, "map");
+    g.insert_or_assign(1, 1);
+    g.insert_or_assign(2, 2);
+    for (int i = 0; i < 2; ++i) {
+        auto w = g.lock_for_iteration();
+    }
+    {
+        iterlock::priority_scope rt(iterlock::priority::realtime);
+        auto w = l.lock_for_iteration();
+    }
+    const exposition e(reg.text());
+    EXPECT_EQ(e.get(R"(iterlock_locked_iterations_total{map="features",state="success"})"), 2);
+    EXPECT_EQ(e.get(R"(iterlock_map_entries{map="features"})"), 2);
+    EXPECT_EQ(
+        e.get(R"(iterlock_lock_wait_seconds_count{map="features",role="writer",priority="best_effort"})"), 2);
+    EXPECT_EQ(e.get(R"(iterlock_iteration_hold_seconds_count{map="features",priority="best_effort"})"), 2);
+    EXPECT_EQ(e.get(R"(iterlock_iteration_hold_seconds_count{map="lock",priority="realtime"})"), 1);
+    EXPECT_EQ(e.types.at("iterlock_iteration_hold_seconds"), "histogram");
+    EXPECT_FALSE(e.any("iterlock_iteration_hold_seconds_count", R"(map="map")"));
 }
 
 TEST(PrometheusExport, LockWaitsAreLabelledByRoleAndPriority) {

@@ -42,6 +42,7 @@ class prom_family_builder {
         snapshot_iterations,
         iterations_started,
         lock_wait,
+        iteration_hold,
         snapshots_active,
         preserved_bytes,
         entries,
@@ -69,6 +70,10 @@ class prom_family_builder {
         define(lock_wait, "iterlock_lock_wait_seconds",
                "Time spent waiting for a shard lock, by role (writer: one write; iterator: every shard of "
                "one locked iteration) and by the waiter's priority.",
+               T::Histogram);
+        define(iteration_hold, "iterlock_iteration_hold_seconds",
+               "Time each iteration guard held its lock, by the guard's priority (iterlock::iteration_lock "
+               "and iterlock::guarded; concurrent_map does not measure it).",
                T::Histogram);
         define(snapshots_active, "iterlock_snapshots_active", "Snapshots alive now.", T::Gauge);
         define(preserved_bytes, "iterlock_snapshot_preserved_bytes",
@@ -106,8 +111,15 @@ class prom_family_builder {
                                          role == static_cast<int>(lock_role::writer) ? "writer" : "iterator");
                     l = with(l, "priority",
                              priority_name(p == 1 ? priority::realtime : priority::best_effort));
-                    histogram(l, m.lock_wait[role][p]);
+                    histogram(lock_wait, l, m.lock_wait[role][p]);
                 }
+            }
+            for (int p = 0; p < 2; ++p) {
+                if (m.iteration_hold[p].upper_bounds.empty()) continue;  // not measured by this source
+                histogram(iteration_hold,
+                          with(base, "priority",
+                               priority_name(p == 1 ? priority::realtime : priority::best_effort)),
+                          m.iteration_hold[p]);
             }
         }
         gauge(snapshots_active, base, static_cast<double>(m.snapshots_active));
@@ -160,7 +172,7 @@ class prom_family_builder {
         c.gauge.value = v;
         families_[f].metric.push_back(std::move(c));
     }
-    void histogram(const prom_labels& l, const histogram_data& h) {
+    void histogram(family f, const prom_labels& l, const histogram_data& h) {
         ::prometheus::ClientMetric c;
         c.label = l;
         c.histogram.sample_count = h.count;
@@ -173,7 +185,7 @@ class prom_family_builder {
             running = std::max(running, h.cumulative_counts[i]);
             c.histogram.bucket.push_back({std::min(running, h.count), h.upper_bounds[i]});
         }
-        families_[lock_wait].metric.push_back(std::move(c));
+        families_[f].metric.push_back(std::move(c));
     }
 
     std::array<::prometheus::MetricFamily, family_count> families_;

@@ -1,4 +1,6 @@
-// iterlock/detail/shard_lock.hpp: the lock of one concurrent_map shard (readers, writers and iterations).
+// iterlock/detail/shard_lock.hpp: the lock of one concurrent_map shard (readers, writers and iterations),
+// and the whole of iterlock::iteration_lock's lock (iteration_lock.hpp wraps one; docs/DESIGN.md, "One
+// iteration lock, two users").
 //
 // Owns: iterlock::detail::shard_lock, iterlock::detail::shard_lock_state, iterlock::detail::iteration_guard.
 //
