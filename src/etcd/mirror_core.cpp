@@ -67,9 +67,11 @@ bool mirror_core::wait_applied(std::int64_t revision, clock::time_point deadline
     std::unique_lock<std::mutex> lk(mu_);
     while (applied_.load(std::memory_order_acquire) < revision) {
         if (clock::now() >= deadline || stop_.load()) return false;
-        // The revision may have touched no key of the prefix: ask the watch how far etcd has sent.
-        if (stream_) stream_->request_progress();
-        cv_.wait_until(lk, std::min(deadline, clock::now() + std::chrono::milliseconds(20)));
+        // No on-demand progress request here: etcd 3.4.23 answers one with its current revision even
+        // while this watcher is still unsynced (its events not yet sent), which would label the mirror
+        // ahead of what it holds. Only events and etcd's own periodic progress notifications (sent to
+        // synced watchers alone) advance applied().
+        cv_.wait_until(lk, deadline);
     }
     return true;
 }
@@ -77,6 +79,11 @@ bool mirror_core::wait_applied(std::int64_t revision, clock::time_point deadline
 void mirror_core::run() {
     auto backoff = std::chrono::milliseconds(10);
     while (!stop_.load()) {
+        if (suspended_.load()) {
+            std::unique_lock<std::mutex> lk(mu_);
+            cv_.wait(lk, [this] { return stop_.load() || !suspended_.load(); });
+            continue;
+        }
         try {
             watch_options o;
             o.key = prefix_;
@@ -86,7 +93,7 @@ void mirror_core::run() {
             std::shared_ptr<watch_stream> ws = client_.watch(o);
             {
                 std::lock_guard<std::mutex> g(mu_);
-                if (stop_.load()) {
+                if (stop_.load() || suspended_.load()) {
                     ws->cancel();
                     break;
                 }
@@ -106,7 +113,8 @@ void mirror_core::run() {
                 }
                 if (b.created) continue;
                 if (b.events.empty()) {
-                    // A progress response: every event up to header_revision was sent.
+                    // A periodic progress notification (etcd sends them to synced watchers only): every
+                    // event up to header_revision was sent.
                     if (b.header_revision > applied()) {
                         sink_.progressed(b.header_revision);
                         set_applied(b.header_revision);

@@ -18,7 +18,10 @@
 //   M3  Writes (insert_or_assign, erase, compare_and_set) return once etcd committed them, with the
 //       revision they committed at. Read-your-writes is explicit: after wait_applied(rev) returns true the
 //       mirror reflects the write (and everything before it). With map_options::wait_for_mirror set, each
-//       write waits for that itself before returning.
+//       write that changed a key waits for that itself before returning. A write that changed nothing (an
+//       erase of a missing key, a failed compare_and_set) returns etcd's current revision, which the mirror
+//       reaches only with the prefix's next event: do not wait_applied() on it (etcd 3.4's on-demand
+//       progress responses can run ahead of an unsynced watch, so the map does not use them; docs/ETCD.md).
 //   M4  compare_and_set(k, mod_rev, v) writes only if k's mod_revision in etcd is mod_rev (0: k must not
 //       exist). It is one Txn: no other write of k can come between the comparison and the write.
 //   M5  snapshot() is a snapshot of the mirror (iterlock::concurrent_map, rules S1-S6) labelled with the
@@ -52,6 +55,9 @@
 #include "iterlock/map.hpp"
 
 namespace iterlock::etcd {
+namespace detail {
+struct mirror_test_access;
+}
 
 // A value with the etcd revision that last modified it (the compare_and_set token).
 template <class V>
@@ -140,7 +146,8 @@ class map : private detail::mirror_sink {
     // Returns {whether k existed, revision}.
     std::pair<bool, std::int64_t> erase(const K& k) {
         auto r = client_.erase(etcd_key(k));
-        return {r.deleted > 0, after_write(r.revision)};
+        if (r.deleted == 0) return {false, r.revision};
+        return {true, after_write(r.revision)};
     }
     // M4.
     cas_result compare_and_set(const K& k, std::int64_t mod_revision, const V& v) {
@@ -194,6 +201,7 @@ class map : private detail::mirror_sink {
     const mirror_type& mirror() const noexcept { return mirror_; }
 
   private:
+    friend struct detail::mirror_test_access;
     std::int64_t after_write(std::int64_t revision) {
         if (opts_.wait_for_mirror && !wait_applied(revision, opts_.wait_timeout))
             throw error(errc::deadline, "etcd::map: the write committed at revision " + std::to_string(revision) +

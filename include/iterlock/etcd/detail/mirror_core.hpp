@@ -55,6 +55,8 @@ std::pair<std::vector<key_value>, std::int64_t> list_at(client& c, const std::st
                                                         const std::string& range_end, std::int64_t revision,
                                                         std::int64_t page_size);
 
+struct mirror_test_access;
+
 class mirror_core {
   public:
     mirror_core(client& c, std::string prefix, mirror_sink& sink, mirror_config cfg);
@@ -68,12 +70,14 @@ class mirror_core {
     void stop();
 
     std::int64_t applied() const noexcept { return applied_.load(std::memory_order_acquire); }
-    // Waits until applied() >= revision, asking etcd for progress responses meanwhile (a revision that
-    // touched no key of the prefix is reached through them). false: the deadline passed first.
+    // Waits until applied() >= revision. A revision at which some key of the prefix changed is reached as
+    // soon as its event is applied; one that touched no key of the prefix only when a later event or etcd's
+    // periodic progress notification arrives. false: the deadline passed first.
     bool wait_applied(std::int64_t revision, std::chrono::steady_clock::time_point deadline);
     const mirror_counters& counters() const noexcept { return counters_; }
 
   private:
+    friend struct mirror_test_access;
     void relist(std::int64_t revision);
     void run();
     void set_applied(std::int64_t r);
@@ -85,6 +89,7 @@ class mirror_core {
     mirror_counters counters_;
     std::atomic<std::int64_t> applied_{0};
     std::atomic<bool> stop_{false};
+    std::atomic<bool> suspended_{false};  // tests only (mirror_test_access.hpp): no watch while set
     std::mutex mu_;  // guards stream_ and pairs with cv_
     std::condition_variable cv_;
     std::shared_ptr<watch_stream> stream_;
