@@ -94,7 +94,19 @@ class local_etcd {
         spawn(i);
         wait_member(i, std::chrono::steady_clock::now() + std::chrono::seconds(15));
     }
-    void stop(int i) { ::kill(members_.at(static_cast<std::size_t>(i)).pid, SIGSTOP); }
+    // Returns once the member is stopped (SIGSTOP is delivered asynchronously: /proc says when).
+    void stop(int i) {
+        const pid_t pid = members_.at(static_cast<std::size_t>(i)).pid;
+        ::kill(pid, SIGSTOP);
+        for (int tries = 0; tries < 1000; ++tries) {
+            std::ifstream f("/proc/" + std::to_string(pid) + "/stat");
+            std::string stat;
+            std::getline(f, stat);
+            const auto close = stat.rfind(')');
+            if (close != std::string::npos && close + 2 < stat.size() && stat[close + 2] == 'T') return;
+            std::this_thread::sleep_for(std::chrono::milliseconds(1));
+        }
+    }
     void resume(int i) { ::kill(members_.at(static_cast<std::size_t>(i)).pid, SIGCONT); }
 
     // The index of the member that is leader now (-1 if none answers that it is).
