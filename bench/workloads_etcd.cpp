@@ -8,7 +8,10 @@
 //       past the mirror's resume point, until the mirror is current again).
 // Invariants: every workload writes under its own prefix, cleared first; figures are medians over --reps.
 // Without iterlock::etcd in the build every run throws `unavailable`.
+#include <unistd.h>
+
 #include <algorithm>
+#include <cstdio>
 #include <memory>
 #include <mutex>
 #include <sstream>
@@ -64,7 +67,31 @@ void require(const std::string& impl) {
     if (impl != "iterlock_etcd") throw unavailable("D1-D4: unknown implementation " + impl);
 }
 
+// D1 for the Go client anchor: runs bench/go_anchor's binary against the same endpoints.
+void run_d1_go(const options& opts, const emit_fn& emit) {
+    const std::string bin = ITERLOCK_ETCD_ANCHOR;
+    if (::access(bin.c_str(), X_OK) != 0)
+        throw unavailable("go_clientv3: build it first: cmake --build <dir> --target iterlock-etcd-anchor");
+    std::string eps;
+    for (const auto& e : endpoints(opts)) eps += (eps.empty() ? "" : ",") + e;
+    for (std::size_t n : opts.sizes.empty() ? std::vector<std::size_t>{2000} : opts.sizes) {
+        medians m;
+        for (int rep = 0; rep < opts.repetitions; ++rep) {
+            const std::string cmd = bin + " -endpoints " + eps + " -n " + std::to_string(n);
+            FILE* f = ::popen(cmd.c_str(), "r");
+            double p50 = 0, p99 = 0;
+            const int got = f ? std::fscanf(f, "%lf %lf", &p50, &p99) : 0;
+            if (f) ::pclose(f);
+            if (got != 2) throw std::runtime_error("go_clientv3: the anchor printed no figures");
+            m.add("put_p50_ns", p50, "ns");
+            m.add("put_p99_ns", p99, "ns");
+        }
+        m.emit(emit, "D1", "go_clientv3", n, 1);
+    }
+}
+
 void run_d1(const std::string& impl, const options& opts, const emit_fn& emit) {
+    if (impl == "go_clientv3") return run_d1_go(opts, emit);
     require(impl);
     etcd::client c(client_opts(opts));
     c.erase("d1/", etcd::prefix_end("d1/"));
@@ -196,7 +223,8 @@ void run_unavailable(const std::string&, const options&, const emit_fn&) {
 #define run_d4 run_unavailable
 #endif
 
-const registrar d1{{"D1", "etcd put latency, one thread, 64-byte values", {"iterlock_etcd"}, run_d1, "", {}}};
+const registrar d1{{"D1", "etcd put latency, one thread, 64-byte values (anchor: etcd's Go client)",
+                    {"iterlock_etcd", "go_clientv3"}, run_d1, "go_clientv3", {}}};
 const registrar d2{{"D2", "etcd compare_and_set latency and success rate, 4 threads on 16 keys", {"iterlock_etcd"},
                     run_d2, "", {}}};
 const registrar d4{{"D4",
