@@ -77,13 +77,20 @@ add_custom_command(
   COMMENT "iterlock::etcd: generating etcd's gRPC stubs with protoc and grpc_cpp_plugin"
   VERBATIM)
 
+# As a subproject (add_subdirectory) the targets are built only when the parent links iterlock::etcd, and
+# not installed: a parent that only uses the header-only core pays nothing for them.
+set(_exclude "")
+if(NOT ITERLOCK_TOP_LEVEL)
+  set(_exclude EXCLUDE_FROM_ALL)
+endif()
+
 # The stubs as an object library (compiled without the project's warnings: generated code).
-add_library(iterlock_etcd_proto OBJECT ${_srcs})
+add_library(iterlock_etcd_proto OBJECT ${_exclude} ${_srcs})
 target_include_directories(iterlock_etcd_proto PUBLIC $<BUILD_INTERFACE:${_gen}>)
 target_link_libraries(iterlock_etcd_proto PUBLIC protobuf::libprotobuf gRPC::grpc++)
 set_target_properties(iterlock_etcd_proto PROPERTIES POSITION_INDEPENDENT_CODE ON)
 
-add_library(iterlock_etcd STATIC
+add_library(iterlock_etcd STATIC ${_exclude}
   ${PROJECT_SOURCE_DIR}/src/etcd/client.cpp
   ${PROJECT_SOURCE_DIR}/src/etcd/error.cpp
   ${PROJECT_SOURCE_DIR}/src/etcd/mirror_core.cpp
@@ -95,6 +102,9 @@ target_compile_features(iterlock_etcd PUBLIC cxx_std_20)
 target_include_directories(iterlock_etcd PRIVATE ${_gen})
 target_link_libraries(iterlock_etcd PUBLIC iterlock::iterlock PRIVATE gRPC::grpc++ protobuf::libprotobuf)
 target_compile_options(iterlock_etcd PRIVATE -O2)
+if(NOT ITERLOCK_TOP_LEVEL)
+  return()
+endif()
 # Its own export set: iterlockConfig.cmake loads it (the `etcd` component) only when gRPC is found there.
 install(TARGETS iterlock_etcd EXPORT iterlockEtcdTargets ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR})
 install(EXPORT iterlockEtcdTargets NAMESPACE iterlock:: DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/iterlock)

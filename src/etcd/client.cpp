@@ -391,7 +391,7 @@ status_result client::status(const std::string& endpoint) {
         p_->round_trips.fetch_add(1);
         auto st = ep->maintenance->Status(&ctx, req, &resp);
         if (!st.ok()) p_->throw_status("status", *ep, st, false);
-        return {resp.header().member_id(), resp.leader(), resp.header().revision(), resp.raftterm()};
+        return {resp.header().member_id(), resp.leader(), resp.header().revision(), static_cast<std::int64_t>(resp.raftterm())};
     }
     throw error(errc::invalid_argument, "etcd status: " + endpoint + " is not one of the client's endpoints");
 }
