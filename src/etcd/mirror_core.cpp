@@ -7,6 +7,16 @@ namespace iterlock::etcd::detail {
 
 using clock = std::chrono::steady_clock;
 
+namespace {
+std::int64_t now_ns() {
+    return std::chrono::duration_cast<std::chrono::nanoseconds>(clock::now().time_since_epoch()).count();
+}
+void mark_behind(mirror_counters& c) {
+    std::int64_t zero = 0;
+    c.behind_since_ns.compare_exchange_strong(zero, now_ns());
+}
+}  // namespace
+
 std::pair<std::vector<key_value>, std::int64_t> list_at(client& c, const std::string& key,
                                                         const std::string& range_end, std::int64_t revision,
                                                         std::int64_t page_size) {
@@ -119,6 +129,7 @@ void mirror_core::run() {
                         sink_.progressed(b.header_revision);
                         set_applied(b.header_revision);
                     }
+                    counters_.behind_since_ns.store(0);
                     continue;
                 }
                 const std::int64_t last = b.events.back().kv.mod_revision;
@@ -126,6 +137,8 @@ void mirror_core::run() {
                 counters_.batches.fetch_add(1);
                 sink_.apply(b.events, last);
                 set_applied(last);
+                if (last >= b.header_revision) counters_.behind_since_ns.store(0);
+                else mark_behind(counters_);
             }
             {
                 std::lock_guard<std::mutex> g(mu_);
@@ -142,6 +155,7 @@ void mirror_core::run() {
             stream_.reset();
         }
         if (stop_.load()) break;
+        mark_behind(counters_);
         counters_.watch_restarts.fetch_add(1);
         std::unique_lock<std::mutex> lk(mu_);
         cv_.wait_for(lk, backoff, [this] { return stop_.load(); });

@@ -55,6 +55,10 @@ TEST(EtcdFaults, M1_MirrorResumesAfterItsMemberRestarts) {
     const auto r1 = write_sequence(c, "rst/", 0, 0, 30);
     ASSERT_TRUE(m.wait_applied(r1));
     cluster.kill(0);
+    // The broken watch marks the mirror as behind (mirror_lag_seconds > 0) until it is current again.
+    for (int i = 0; i < 1000 && m.metrics().mirror_lag_seconds == 0; ++i)
+        std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    EXPECT_GT(m.metrics().mirror_lag_seconds, 0);
     cluster.restart(0);
     const auto r2 = write_sequence(c, "rst/", 0, 30, 60);
     ASSERT_TRUE(m.wait_applied(r2, std::chrono::seconds(10)));

@@ -82,6 +82,9 @@ struct map_etcd_metrics {
     std::uint64_t relists = 0, compaction_resyncs = 0, watch_restarts = 0, events_applied = 0;
     std::uint64_t decode_errors = 0, duplicate_events = 0;
     std::int64_t applied_revision = 0, mirror_lag_revisions = 0;
+    // Seconds since the mirror is known to trail etcd (a watch response it has not caught up with, or a
+    // watch being reconnected); 0 while it is current as far as the watch has told.
+    double mirror_lag_seconds = 0;
 };
 
 template <class K, class V, class Codec = default_codec>
@@ -196,6 +199,13 @@ class map : private detail::mirror_sink {
         m.duplicate_events = duplicate_events_.load();
         m.applied_revision = core_.applied();
         m.mirror_lag_revisions = std::max<std::int64_t>(0, c.latest_seen.load() - m.applied_revision);
+        if (const std::int64_t since = c.behind_since_ns.load(); since != 0)
+            m.mirror_lag_seconds =
+                static_cast<double>(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                        std::chrono::steady_clock::now().time_since_epoch())
+                                        .count() -
+                                    since) /
+                1e9;
         return m;
     }
     const mirror_type& mirror() const noexcept { return mirror_; }

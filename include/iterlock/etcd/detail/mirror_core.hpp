@@ -47,6 +47,9 @@ struct mirror_config {
 struct mirror_counters {
     std::atomic<std::uint64_t> relists{0}, compaction_resyncs{0}, watch_restarts{0}, events{0}, batches{0};
     std::atomic<std::int64_t> latest_seen{0};  // the largest header revision a watch response carried
+    // steady_clock ns since when the mirror is known to be behind (a response whose last event is older
+    // than its header revision, or a broken watch); 0 while it is current.
+    std::atomic<std::int64_t> behind_since_ns{0};
 };
 
 // Lists the prefix [key, range_end) at `revision` (0: the latest), paging by `page_size` (0: unpaged), every
