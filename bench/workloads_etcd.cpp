@@ -140,7 +140,8 @@ void run_d2(const std::string& impl, const options& opts, const emit_fn& emit) {
                         const std::uint64_t k = rng() % keys;
                         const auto cur = m.find_versioned(k);  // the mirror's view: may be stale
                         const auto t0 = now_ns();
-                        const auto res = m.compare_and_set(k, cur ? cur->mod_revision : 0, cur ? cur->value + 1 : 1);
+                        const auto res =
+                            m.compare_and_set(k, cur ? cur->mod_revision : 0, cur ? cur->value + 1 : 1);
                         l.push_back(static_cast<double>(now_ns() - t0));
                         ok[static_cast<std::size_t>(t)] += res.succeeded;
                     }
@@ -149,12 +150,14 @@ void run_d2(const std::string& impl, const options& opts, const emit_fn& emit) {
             std::vector<double> all;
             std::uint64_t succeeded = 0;
             for (int t = 0; t < threads; ++t) {
-                all.insert(all.end(), lat[static_cast<std::size_t>(t)].begin(), lat[static_cast<std::size_t>(t)].end());
+                all.insert(all.end(), lat[static_cast<std::size_t>(t)].begin(),
+                           lat[static_cast<std::size_t>(t)].end());
                 succeeded += ok[static_cast<std::size_t>(t)];
             }
             med.add("cas_p50_ns", percentile(all, 0.5), "ns");
             med.add("cas_p99_ns", percentile(all, 0.99), "ns");
-            med.add("cas_success_rate", static_cast<double>(succeeded) / static_cast<double>(all.size()), "ratio");
+            med.add("cas_success_rate", static_cast<double>(succeeded) / static_cast<double>(all.size()),
+                    "ratio");
         }
         med.emit(emit, "D2", impl, n, threads);
     }
@@ -175,7 +178,8 @@ void run_d4(const std::string& impl, const options& opts, const emit_fn& emit) {
         for (std::size_t i = 0; i < n;) {  // fill in transactions of 128 puts (etcd's --max-txn-ops)
             std::vector<etcd::txn_op> ops;
             for (; i < n && ops.size() < 128; ++i)
-                ops.push_back(etcd::txn_op::put(prefix + etcd::default_codec::encode(std::uint64_t{i}), value));
+                ops.push_back(
+                    etcd::txn_op::put(prefix + etcd::default_codec::encode(std::uint64_t{i}), value));
             last = c.txn({}, ops).revision;
         }
         emap m(c, prefix);
@@ -192,7 +196,8 @@ void run_d4(const std::string& impl, const options& opts, const emit_fn& emit) {
                 }
             }
             const double mirror_ms = static_cast<double>(now_ns() - t0) / 1e6;
-            if (entries != n || bytes != n * 64) throw std::runtime_error("D4: the mirror walk saw the wrong content");
+            if (entries != n || bytes != n * 64)
+                throw std::runtime_error("D4: the mirror walk saw the wrong content");
             t0 = now_ns();
             auto r = c.range(prefix, {.range_end = etcd::prefix_end(prefix), .revision = last});
             const double range_ms = static_cast<double>(now_ns() - t0) / 1e6;
@@ -208,7 +213,8 @@ void run_d4(const std::string& impl, const options& opts, const emit_fn& emit) {
             access::resume(access::core(m));
             m.wait_applied(w, std::chrono::seconds(60));
             const double resync_ms = static_cast<double>(now_ns() - t0) / 1e6;
-            if (m.metrics().compaction_resyncs != before + 1) throw std::runtime_error("D4: no resync happened");
+            if (m.metrics().compaction_resyncs != before + 1)
+                throw std::runtime_error("D4: no resync happened");
             last = w;
             med.add("mirror_walk_ms", mirror_ms, "ms");
             med.add("range_walk_ms", range_ms, "ms");
@@ -220,17 +226,26 @@ void run_d4(const std::string& impl, const options& opts, const emit_fn& emit) {
 }
 #else
 void run_unavailable(const std::string&, const options&, const emit_fn&) {
-    throw unavailable("iterlock::etcd is not part of this build (cmake/etcd.cmake: gRPC, protobuf, etcd's protos)");
+    throw unavailable(
+        "iterlock::etcd is not part of this build (cmake/etcd.cmake: gRPC, protobuf, etcd's protos)");
 }
 #define run_d1 run_unavailable
 #define run_d2 run_unavailable
 #define run_d4 run_unavailable
 #endif
 
-const registrar d1{{"D1", "etcd put latency, one thread, 64-byte values (anchor: etcd's Go client)",
-                    {"iterlock_etcd", "go_clientv3"}, run_d1, "go_clientv3", {}}};
-const registrar d2{{"D2", "etcd compare_and_set latency and success rate, 4 threads on 16 keys", {"iterlock_etcd"},
-                    run_d2, "", {}}};
+const registrar d1{{"D1",
+                    "etcd put latency, one thread, 64-byte values (anchor: etcd's Go client)",
+                    {"iterlock_etcd", "go_clientv3"},
+                    run_d1,
+                    "go_clientv3",
+                    {}}};
+const registrar d2{{"D2",
+                    "etcd compare_and_set latency and success rate, 4 threads on 16 keys",
+                    {"iterlock_etcd"},
+                    run_d2,
+                    "",
+                    {}}};
 const registrar d4{{"D4",
                     "etcd prefix of 100K x 64 B: mirror snapshot walk vs one unpaged Range at a revision; "
                     "re-list after compaction",

@@ -60,7 +60,9 @@ std::chrono::system_clock::time_point sys(clock::time_point t) {
            std::chrono::duration_cast<std::chrono::system_clock::duration>(t - clock::now());
 }
 
-bool contains(const std::string& s, std::string_view what) { return s.find(what) != std::string::npos; }
+bool contains(const std::string& s, std::string_view what) {
+    return s.find(what) != std::string::npos;
+}
 
 // Errors etcd returns before a request is proposed: safe to retry, on another member.
 bool rejected_before_apply(const grpc::Status& st) {
@@ -69,7 +71,8 @@ bool rejected_before_apply(const grpc::Status& st) {
            contains(m, "too many requests");
 }
 bool auth_token_stale(const grpc::Status& st) {
-    return contains(st.error_message(), "invalid auth token") || contains(st.error_message(), "user name is empty");
+    return contains(st.error_message(), "invalid auth token") ||
+           contains(st.error_message(), "user name is empty");
 }
 
 }  // namespace
@@ -153,16 +156,19 @@ struct client::impl {
             if (st.error_code() == grpc::StatusCode::INVALID_ARGUMENT ||
                 st.error_code() == grpc::StatusCode::UNAUTHENTICATED ||
                 st.error_code() == grpc::StatusCode::FAILED_PRECONDITION)
-                throw error(errc::auth_failed, "etcd authenticate at " + ep.address + ": " + st.error_message());
+                throw error(errc::auth_failed,
+                            "etcd authenticate at " + ep.address + ": " + st.error_message());
             throw error(errc::unavailable, "etcd authenticate at " + ep.address + ": " + st.error_message());
         }
         ep.token = resp.token();
         return ep.token;
     }
 
-    [[noreturn]] void throw_status(const char* what, const endpoint_state& ep, const grpc::Status& st, bool sent_write) {
-        const std::string msg = std::string("etcd ") + what + " at " + ep.address + ": " + st.error_message() +
-                                " (gRPC code " + std::to_string(static_cast<int>(st.error_code())) + ")";
+    [[noreturn]] void throw_status(const char* what, const endpoint_state& ep, const grpc::Status& st,
+                                   bool sent_write) {
+        const std::string msg = std::string("etcd ") + what + " at " + ep.address + ": " +
+                                st.error_message() + " (gRPC code " +
+                                std::to_string(static_cast<int>(st.error_code())) + ")";
         const auto& m = st.error_message();
         if (contains(m, "required revision has been compacted")) throw error(errc::compacted, msg);
         if (contains(m, "future revision")) throw error(errc::future_revision, msg);
@@ -177,7 +183,8 @@ struct client::impl {
             throw error(errc::invalid_argument, msg);
         if (sent_write && !rejected_before_apply(st)) {
             may_have_applied.fetch_add(1);
-            throw error(errc::may_have_applied, msg + "; the write may have been applied: read it back before retrying");
+            throw error(errc::may_have_applied,
+                        msg + "; the write may have been applied: read it back before retrying");
         }
         if (st.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) throw error(errc::deadline, msg);
         if (st.error_code() == grpc::StatusCode::UNAVAILABLE || rejected_before_apply(st))
@@ -201,12 +208,14 @@ struct client::impl {
             endpoint_state& ep = *eps[idx];
             const auto now = clock::now();
             if (now >= deadline)
-                throw error(errc::deadline, std::string("etcd ") + what + ": deadline passed before a member answered");
+                throw error(errc::deadline,
+                            std::string("etcd ") + what + ": deadline passed before a member answered");
             // C2: not connected in time, nothing sent: the next endpoint.
             if (!ep.channel->WaitForConnected(sys(std::min(deadline, now + opts.connect_timeout)))) {
                 failover(idx);
                 if (attempt + 1 >= max_attempts)
-                    throw error(errc::unavailable, std::string("etcd ") + what + ": no endpoint could be connected");
+                    throw error(errc::unavailable,
+                                std::string("etcd ") + what + ": no endpoint could be connected");
                 continue;
             }
             grpc::ClientContext ctx;
@@ -239,7 +248,9 @@ struct client::impl {
 
 client::client(client_options options) : p_(std::make_unique<impl>(std::move(options))) {}
 client::~client() = default;
-const client_options& client::options() const noexcept { return p_->opts; }
+const client_options& client::options() const noexcept {
+    return p_->opts;
+}
 
 client_metrics client::metrics() const noexcept {
     return {p_->round_trips.load(), p_->retries.load(), p_->failovers.load(), p_->may_have_applied.load()};
@@ -271,8 +282,9 @@ delete_result client::erase(const std::string& key, const std::string& range_end
     req.set_key(key);
     req.set_range_end(range_end);
     pb::DeleteRangeResponse resp;
-    p_->call("delete", impl::kind::write,
-             [&](endpoint_state& ep, grpc::ClientContext& ctx) { return ep.kv->DeleteRange(&ctx, req, &resp); });
+    p_->call("delete", impl::kind::write, [&](endpoint_state& ep, grpc::ClientContext& ctx) {
+        return ep.kv->DeleteRange(&ctx, req, &resp);
+    });
     return {resp.deleted(), resp.header().revision()};
 }
 
@@ -309,10 +321,18 @@ txn_result client::txn(const std::vector<compare>& when, const std::vector<txn_o
         auto* pc = req.add_compare();
         pc->set_key(c.key);
         switch (c.how) {
-            case compare::op::equal: pc->set_result(pb::Compare::EQUAL); break;
-            case compare::op::greater: pc->set_result(pb::Compare::GREATER); break;
-            case compare::op::less: pc->set_result(pb::Compare::LESS); break;
-            case compare::op::not_equal: pc->set_result(pb::Compare::NOT_EQUAL); break;
+            case compare::op::equal:
+                pc->set_result(pb::Compare::EQUAL);
+                break;
+            case compare::op::greater:
+                pc->set_result(pb::Compare::GREATER);
+                break;
+            case compare::op::less:
+                pc->set_result(pb::Compare::LESS);
+                break;
+            case compare::op::not_equal:
+                pc->set_result(pb::Compare::NOT_EQUAL);
+                break;
         }
         switch (c.what) {
             case compare::target::version:
@@ -391,7 +411,8 @@ status_result client::status(const std::string& endpoint) {
         p_->round_trips.fetch_add(1);
         auto st = ep->maintenance->Status(&ctx, req, &resp);
         if (!st.ok()) p_->throw_status("status", *ep, st, false);
-        return {resp.header().member_id(), resp.leader(), resp.header().revision(), static_cast<std::int64_t>(resp.raftterm())};
+        return {resp.header().member_id(), resp.leader(), resp.header().revision(),
+                static_cast<std::int64_t>(resp.raftterm())};
     }
     throw error(errc::invalid_argument, "etcd status: " + endpoint + " is not one of the client's endpoints");
 }
@@ -400,8 +421,9 @@ lease_grant_result client::lease_grant(std::int64_t ttl_s) {
     pb::LeaseGrantRequest req;
     req.set_ttl(ttl_s);
     pb::LeaseGrantResponse resp;
-    p_->call("lease grant", impl::kind::write,
-             [&](endpoint_state& ep, grpc::ClientContext& ctx) { return ep.lease->LeaseGrant(&ctx, req, &resp); });
+    p_->call("lease grant", impl::kind::write, [&](endpoint_state& ep, grpc::ClientContext& ctx) {
+        return ep.lease->LeaseGrant(&ctx, req, &resp);
+    });
     if (!resp.error().empty()) throw error(errc::internal, "etcd lease grant: " + resp.error());
     return {resp.id(), resp.ttl()};
 }
@@ -410,8 +432,9 @@ void client::lease_revoke(std::int64_t id) {
     pb::LeaseRevokeRequest req;
     req.set_id(id);
     pb::LeaseRevokeResponse resp;
-    p_->call("lease revoke", impl::kind::write,
-             [&](endpoint_state& ep, grpc::ClientContext& ctx) { return ep.lease->LeaseRevoke(&ctx, req, &resp); });
+    p_->call("lease revoke", impl::kind::write, [&](endpoint_state& ep, grpc::ClientContext& ctx) {
+        return ep.lease->LeaseRevoke(&ctx, req, &resp);
+    });
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -437,7 +460,9 @@ watch_stream::~watch_stream() {
     }
     (void)p_->rw->Finish();
 }
-const std::string& watch_stream::endpoint() const { return p_->address; }
+const std::string& watch_stream::endpoint() const {
+    return p_->address;
+}
 
 bool watch_stream::next(watch_batch& out) {
     pb::WatchResponse r;
@@ -445,7 +470,8 @@ bool watch_stream::next(watch_batch& out) {
         if (p_->canceled.load()) return false;
         auto st = p_->rw->Finish();
         p_->finished = true;
-        throw error(errc::unavailable, "etcd watch at " + p_->address + ": stream ended: " + st.error_message());
+        throw error(errc::unavailable,
+                    "etcd watch at " + p_->address + ": stream ended: " + st.error_message());
     }
     out.events.clear();
     out.events.reserve(static_cast<std::size_t>(r.events_size()));
@@ -511,7 +537,8 @@ std::unique_ptr<watch_stream> client::watch(const watch_options& o) {
             p_->failover(idx);
             p_->retries.fetch_add(1);
             if (attempt > 2 * p_->eps.size())
-                throw error(errc::unavailable, "etcd watch at " + ep.address + ": could not send the request");
+                throw error(errc::unavailable,
+                            "etcd watch at " + ep.address + ": could not send the request");
             continue;
         }
         return std::make_unique<watch_stream>(std::move(s));

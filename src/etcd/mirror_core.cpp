@@ -31,8 +31,10 @@ std::pair<std::vector<key_value>, std::int64_t> list_at(client& c, const std::st
         if (o.revision == 0) o.revision = r.revision;  // rule 1: every later page at the first's revision
         const bool more = r.more && !r.kvs.empty();
         if (more) from = r.kvs.back().key + std::string(1, '\0');
-        if (out.empty()) out = std::move(r.kvs);
-        else std::move(r.kvs.begin(), r.kvs.end(), std::back_inserter(out));
+        if (out.empty())
+            out = std::move(r.kvs);
+        else
+            std::move(r.kvs.begin(), r.kvs.end(), std::back_inserter(out));
         if (!more) break;
     }
     return {std::move(out), o.revision};
@@ -41,7 +43,9 @@ std::pair<std::vector<key_value>, std::int64_t> list_at(client& c, const std::st
 mirror_core::mirror_core(client& c, std::string prefix, mirror_sink& sink, mirror_config cfg)
     : client_(c), prefix_(std::move(prefix)), end_(prefix_end(prefix_)), sink_(sink), cfg_(cfg) {}
 
-mirror_core::~mirror_core() { stop(); }
+mirror_core::~mirror_core() {
+    stop();
+}
 
 void mirror_core::set_applied(std::int64_t r) {
     {
@@ -119,7 +123,8 @@ void mirror_core::run() {
                 }
                 if (b.canceled) throw error(errc::watch_canceled, "etcd watch canceled: " + b.cancel_reason);
                 std::int64_t seen = counters_.latest_seen.load();
-                while (b.header_revision > seen && !counters_.latest_seen.compare_exchange_weak(seen, b.header_revision)) {
+                while (b.header_revision > seen &&
+                       !counters_.latest_seen.compare_exchange_weak(seen, b.header_revision)) {
                 }
                 if (b.created) continue;
                 if (b.events.empty()) {
@@ -137,8 +142,10 @@ void mirror_core::run() {
                 counters_.batches.fetch_add(1);
                 sink_.apply(b.events, last);
                 set_applied(last);
-                if (last >= b.header_revision) counters_.behind_since_ns.store(0);
-                else mark_behind(counters_);
+                if (last >= b.header_revision)
+                    counters_.behind_since_ns.store(0);
+                else
+                    mark_behind(counters_);
             }
             {
                 std::lock_guard<std::mutex> g(mu_);

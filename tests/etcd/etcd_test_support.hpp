@@ -17,13 +17,15 @@ namespace etcd_test {
 namespace etcd = iterlock::etcd;
 using seq_map = etcd::map<std::uint64_t, std::uint64_t>;
 
-inline std::uint64_t seq_key(std::uint64_t writer, std::uint64_t i) { return writer << 32 | i; }
+inline std::uint64_t seq_key(std::uint64_t writer, std::uint64_t i) {
+    return writer << 32 | i;
+}
 
 // Writes seq_key(t, i) = i for i in [from, to) through `c`. A write whose answer was lost
 // (may_have_applied) or that found no endpoint is read back and sent again only if it is not there: never
 // blindly (client.hpp C3). Returns the last committed revision.
-inline std::int64_t write_sequence(etcd::client& c, const std::string& prefix, std::uint64_t t, std::uint64_t from,
-                                   std::uint64_t to) {
+inline std::int64_t write_sequence(etcd::client& c, const std::string& prefix, std::uint64_t t,
+                                   std::uint64_t from, std::uint64_t to) {
     std::int64_t last = 0;
     for (std::uint64_t i = from; i < to;) {
         const std::string key = prefix + etcd::default_codec::encode(seq_key(t, i));
@@ -58,7 +60,8 @@ std::map<std::uint64_t, std::uint64_t> expect_exact_prefixes(const Entries& entr
         ++count[k >> 32];
         max_plus_one[k >> 32] = std::max(max_plus_one[k >> 32], (k & 0xffffffffu) + 1);
     }
-    for (const auto& [t, n] : count) EXPECT_EQ(n, max_plus_one[t]) << what << ": writer " << t << " has a hole";
+    for (const auto& [t, n] : count)
+        EXPECT_EQ(n, max_plus_one[t]) << what << ": writer " << t << " has a hole";
     return count;
 }
 

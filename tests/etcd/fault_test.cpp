@@ -33,7 +33,8 @@ TEST(EtcdFaults, M7_CompactionPastTheResumePointRelists) {
     const auto before = m.applied_revision();
     const auto last = write_sequence(c, "cmp/", 0, 20, 60);
     c.erase("cmp/" + etcd::default_codec::encode(seq_key(0, 59)));
-    const auto end = c.put("cmp/" + etcd::default_codec::encode(seq_key(0, 59)), etcd::default_codec::encode(std::uint64_t{59}));
+    const auto end = c.put("cmp/" + etcd::default_codec::encode(seq_key(0, 59)),
+                           etcd::default_codec::encode(std::uint64_t{59}));
     ASSERT_GT(last, before);
     c.compact(end, true);  // past the mirror's resume point
     mirror_access::resume(mirror_access::core(m));

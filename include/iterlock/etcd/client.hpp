@@ -47,14 +47,14 @@ struct tls_options {
 };
 
 struct client_options {
-    std::vector<std::string> endpoints;                       // "host:port" (an http:// or https:// prefix is dropped)
-    std::chrono::milliseconds call_timeout{5000};             // C1
-    std::chrono::milliseconds attempt_timeout{2000};          // C3, one read attempt
-    std::chrono::milliseconds connect_timeout{1000};          // C2
-    int read_attempts = 3;                                    // C3
-    std::string user, password;                               // C5 (empty user: no auth)
-    std::optional<tls_options> tls;                           // C5
-    std::size_t max_request_bytes = 1536 * 1024 + 512;        // etcd's --max-request-bytes plus gRPC overhead
+    std::vector<std::string> endpoints;            // "host:port" (an http:// or https:// prefix is dropped)
+    std::chrono::milliseconds call_timeout{5000};  // C1
+    std::chrono::milliseconds attempt_timeout{2000};    // C3, one read attempt
+    std::chrono::milliseconds connect_timeout{1000};    // C2
+    int read_attempts = 3;                              // C3
+    std::string user, password;                         // C5 (empty user: no auth)
+    std::optional<tls_options> tls;                     // C5
+    std::size_t max_request_bytes = 1536 * 1024 + 512;  // etcd's --max-request-bytes plus gRPC overhead
 };
 
 struct key_value {
@@ -63,24 +63,24 @@ struct key_value {
 };
 
 struct range_options {
-    std::string range_end;        // empty: the key alone; prefix_end(p): every key starting with p
-    std::int64_t revision = 0;    // 0: the latest
-    std::int64_t limit = 0;       // 0: no limit
-    bool serializable = false;    // C4
+    std::string range_end;      // empty: the key alone; prefix_end(p): every key starting with p
+    std::int64_t revision = 0;  // 0: the latest
+    std::int64_t limit = 0;     // 0: no limit
+    bool serializable = false;  // C4
     bool keys_only = false;
     bool count_only = false;
 };
 
 struct range_result {
     std::vector<key_value> kvs;
-    bool more = false;            // a limit cut the result
-    std::int64_t count = 0;       // keys matched
-    std::int64_t revision = 0;    // the store revision the range was read at
+    bool more = false;          // a limit cut the result
+    std::int64_t count = 0;     // keys matched
+    std::int64_t revision = 0;  // the store revision the range was read at
 };
 
 struct delete_result {
     std::int64_t deleted = 0;
-    std::int64_t revision = 0;    // the store revision after the delete
+    std::int64_t revision = 0;  // the store revision after the delete
 };
 
 // One comparison of a transaction: key's `target` compared with `number` (or `value`).
@@ -103,8 +103,12 @@ struct txn_op {
     static txn_op put(std::string k, std::string v, std::int64_t lease = 0) {
         return {kind::put, std::move(k), std::move(v), {}, lease};
     }
-    static txn_op erase(std::string k, std::string end = {}) { return {kind::erase, std::move(k), {}, std::move(end), 0}; }
-    static txn_op range(std::string k, std::string end = {}) { return {kind::range, std::move(k), {}, std::move(end), 0}; }
+    static txn_op erase(std::string k, std::string end = {}) {
+        return {kind::erase, std::move(k), {}, std::move(end), 0};
+    }
+    static txn_op range(std::string k, std::string end = {}) {
+        return {kind::range, std::move(k), {}, std::move(end), 0};
+    }
 };
 
 struct txn_result {

@@ -72,9 +72,9 @@ struct linearizable_t {
 inline constexpr linearizable_t linearizable{};
 
 struct map_options {
-    bool wait_for_mirror = false;                       // M3
-    std::chrono::milliseconds wait_timeout{5000};       // for wait_for_mirror
-    std::int64_t list_page_size = 0;                    // 0: unpaged lists (fastest on etcd 3.4)
+    bool wait_for_mirror = false;                  // M3
+    std::chrono::milliseconds wait_timeout{5000};  // for wait_for_mirror
+    std::int64_t list_page_size = 0;               // 0: unpaged lists (fastest on etcd 3.4)
 };
 
 struct map_etcd_metrics {
@@ -108,7 +108,9 @@ class map : private detail::mirror_sink {
     };
 
     map(client& c, std::string prefix, map_options o = {})
-        : client_(c), prefix_(std::move(prefix)), opts_(o),
+        : client_(c),
+          prefix_(std::move(prefix)),
+          opts_(o),
           core_(c, prefix_, *this, detail::mirror_config{o.list_page_size, std::chrono::milliseconds(500)}) {
         core_.start();
     }
@@ -155,16 +157,18 @@ class map : private detail::mirror_sink {
     // M4.
     cas_result compare_and_set(const K& k, std::int64_t mod_revision, const V& v) {
         const std::string key = etcd_key(k);
-        auto r = client_.txn({compare{key, compare::target::mod_revision, compare::op::equal, mod_revision, {}}},
-                             {txn_op::put(key, Codec::encode(v))});
+        auto r =
+            client_.txn({compare{key, compare::target::mod_revision, compare::op::equal, mod_revision, {}}},
+                        {txn_op::put(key, Codec::encode(v))});
         if (r.succeeded) after_write(r.revision);
         return {r.succeeded, r.revision};
     }
 
     // M3: true once the mirror has applied `revision`; false if `timeout` passed first.
-    bool wait_applied(std::int64_t revision, std::chrono::milliseconds timeout = std::chrono::seconds(5)) const {
-        return const_cast<detail::mirror_core&>(core_).wait_applied(revision,
-                                                                    std::chrono::steady_clock::now() + timeout);
+    bool wait_applied(std::int64_t revision,
+                      std::chrono::milliseconds timeout = std::chrono::seconds(5)) const {
+        return const_cast<detail::mirror_core&>(core_).wait_applied(
+            revision, std::chrono::steady_clock::now() + timeout);
     }
     std::int64_t applied_revision() const noexcept { return core_.applied(); }
 
@@ -175,7 +179,8 @@ class map : private detail::mirror_sink {
     }
     // M6.
     past_snapshot snapshot_at(std::int64_t revision) const {
-        auto [kvs, rev] = detail::list_at(client_, prefix_, prefix_end(prefix_), revision, opts_.list_page_size);
+        auto [kvs, rev] =
+            detail::list_at(client_, prefix_, prefix_end(prefix_), revision, opts_.list_page_size);
         past_snapshot out;
         out.revision = rev;
         out.entries.reserve(kvs.size());
@@ -214,14 +219,16 @@ class map : private detail::mirror_sink {
     friend struct detail::mirror_test_access;
     std::int64_t after_write(std::int64_t revision) {
         if (opts_.wait_for_mirror && !wait_applied(revision, opts_.wait_timeout))
-            throw error(errc::deadline, "etcd::map: the write committed at revision " + std::to_string(revision) +
+            throw error(errc::deadline, "etcd::map: the write committed at revision " +
+                                            std::to_string(revision) +
                                             " but the mirror did not apply it in time");
         return revision;
     }
 
     bool decode_kv(const key_value& kv, K& k, versioned<V>& v) const {
         if (kv.key.size() < prefix_.size() ||
-            !Codec::decode(std::string_view(kv.key).substr(prefix_.size()), k) || !Codec::decode(kv.value, v.value)) {
+            !Codec::decode(std::string_view(kv.key).substr(prefix_.size()), k) ||
+            !Codec::decode(kv.value, v.value)) {
             decode_errors_.fetch_add(1);
             return false;
         }
@@ -278,7 +285,7 @@ class map : private detail::mirror_sink {
     mutable std::mutex apply_mu_;  // one applied batch at a time vs. snapshot(): the label is exact (M1)
     std::int64_t label_ = 0;       // guarded by apply_mu_
     mutable std::atomic<std::uint64_t> decode_errors_{0}, duplicate_events_{0};
-    detail::mirror_core core_;     // last: its thread stops before the mirror goes
+    detail::mirror_core core_;  // last: its thread stops before the mirror goes
 };
 
 }  // namespace iterlock::etcd

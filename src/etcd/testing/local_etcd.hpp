@@ -40,7 +40,8 @@ class local_etcd {
   public:
     explicit local_etcd(int members = 1) {
         const char* shm = "/dev/shm";
-        std::string base = std::filesystem::is_directory(shm) ? shm : std::filesystem::temp_directory_path().string();
+        std::string base =
+            std::filesystem::is_directory(shm) ? shm : std::filesystem::temp_directory_path().string();
         std::string templ = base + "/iterlock-etcd-XXXXXX";
         if (!mkdtemp(templ.data())) throw std::runtime_error("local_etcd: mkdtemp failed");
         dir_ = templ;
@@ -75,7 +76,9 @@ class local_etcd {
     local_etcd& operator=(const local_etcd&) = delete;
 
     int size() const { return static_cast<int>(members_.size()); }
-    std::string endpoint(int i) const { return "127.0.0.1:" + std::to_string(members_.at(static_cast<std::size_t>(i)).client_port); }
+    std::string endpoint(int i) const {
+        return "127.0.0.1:" + std::to_string(members_.at(static_cast<std::size_t>(i)).client_port);
+    }
     std::vector<std::string> endpoints() const {
         std::vector<std::string> out;
         for (int i = 0; i < size(); ++i) out.push_back(endpoint(i));
@@ -149,7 +152,9 @@ class local_etcd {
         return ntohs(a.sin_port);
     }
 
-    std::string log_path(int i) const { return dir_ + "/" + members_[static_cast<std::size_t>(i)].name + ".log"; }
+    std::string log_path(int i) const {
+        return dir_ + "/" + members_[static_cast<std::size_t>(i)].name + ".log";
+    }
 
     void spawn(int i) {
         const auto& m = members_.at(static_cast<std::size_t>(i));
@@ -160,12 +165,33 @@ class local_etcd {
         }
         const std::string curl = "http://127.0.0.1:" + std::to_string(m.client_port);
         const std::string purl = "http://127.0.0.1:" + std::to_string(m.peer_port);
-        std::vector<std::string> args = {
-            bin(), "--name", m.name, "--data-dir", m.data_dir, "--listen-client-urls", curl,
-            "--advertise-client-urls", curl, "--listen-peer-urls", purl, "--initial-advertise-peer-urls", purl,
-            "--initial-cluster", cluster, "--initial-cluster-state", "new", "--initial-cluster-token",
-            "iterlock-" + std::to_string(::getpid()), "--heartbeat-interval", "50", "--election-timeout", "500",
-            "--logger", "zap", "--log-level", "warn"};
+        std::vector<std::string> args = {bin(),
+                                         "--name",
+                                         m.name,
+                                         "--data-dir",
+                                         m.data_dir,
+                                         "--listen-client-urls",
+                                         curl,
+                                         "--advertise-client-urls",
+                                         curl,
+                                         "--listen-peer-urls",
+                                         purl,
+                                         "--initial-advertise-peer-urls",
+                                         purl,
+                                         "--initial-cluster",
+                                         cluster,
+                                         "--initial-cluster-state",
+                                         "new",
+                                         "--initial-cluster-token",
+                                         "iterlock-" + std::to_string(::getpid()),
+                                         "--heartbeat-interval",
+                                         "50",
+                                         "--election-timeout",
+                                         "500",
+                                         "--logger",
+                                         "zap",
+                                         "--log-level",
+                                         "warn"};
         const std::string log = log_path(i);
         pid_t pid = ::fork();
         if (pid < 0) throw std::runtime_error("local_etcd: fork failed");
@@ -207,7 +233,8 @@ class local_etcd {
             int st = 0;
             if (::waitpid(members_[static_cast<std::size_t>(i)].pid, &st, WNOHANG) > 0) {
                 members_[static_cast<std::size_t>(i)].pid = -1;
-                throw std::runtime_error("local_etcd: etcd member " + std::to_string(i) + " exited:\n" + log_tail(i));
+                throw std::runtime_error("local_etcd: etcd member " + std::to_string(i) + " exited:\n" +
+                                         log_tail(i));
             }
             try {
                 auto s = c.status(endpoint(i));
@@ -216,7 +243,8 @@ class local_etcd {
                 if (std::getenv("ITERLOCK_ETCD_DEBUG")) std::fprintf(stderr, "local_etcd: %s\n", e.what());
             }
             if (std::chrono::steady_clock::now() > deadline)
-                throw std::runtime_error("local_etcd: member " + std::to_string(i) + " not ready:\n" + log_tail(i));
+                throw std::runtime_error("local_etcd: member " + std::to_string(i) + " not ready:\n" +
+                                         log_tail(i));
             std::this_thread::sleep_for(std::chrono::milliseconds(20));
         }
     }

@@ -40,8 +40,8 @@ struct mirror_sink {
 };
 
 struct mirror_config {
-    std::int64_t list_page_size = 0;                  // 0: one unpaged Range per list
-    std::chrono::milliseconds max_backoff{500};       // between watch reconnects
+    std::int64_t list_page_size = 0;             // 0: one unpaged Range per list
+    std::chrono::milliseconds max_backoff{500};  // between watch reconnects
 };
 
 struct mirror_counters {
@@ -93,7 +93,7 @@ class mirror_core {
     std::atomic<std::int64_t> applied_{0};
     std::atomic<bool> stop_{false};
     std::atomic<bool> suspended_{false};  // tests only (mirror_test_access.hpp): no watch while set
-    std::mutex mu_;  // guards stream_ and pairs with cv_
+    std::mutex mu_;                       // guards stream_ and pairs with cv_
     std::condition_variable cv_;
     std::shared_ptr<watch_stream> stream_;
     std::thread thread_;
