@@ -23,6 +23,7 @@ struct options {
     std::vector<int> threads;        // --threads (empty: the workload's own defaults)
     double duration_s = 0;           // --duration (0: the workload's own default)
     int repetitions = 3;             // --reps
+    std::string etcd_endpoints;      // --etcd-endpoints (empty: the etcd workloads start their own member)
 };
 
 struct row {

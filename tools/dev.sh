@@ -28,6 +28,9 @@ test_timeout=${ITERLOCK_TEST_TIMEOUT:-300}
 # python3-munkres must come with python3-matplotlib: matplotlib needs python3-fonttools, which needs
 # "python3-scipy | python3-munkres"; apt's first choice (scipy -> pythran -> libboost-dev, i.e. Boost 1.74)
 # conflicts with libboost1.81-dev, and the whole install fails.
+# etcd (iterlock::etcd, cmake/etcd.cmake): the server and etcdctl for the tests and the bench, gRPC and
+# protobuf for the client, and etcd's .proto files with the two packages that hold their imports (gogoproto
+# and the googleapis annotations), all under /usr/share/gocode/src.
 packages=(
     cmake ninja-build g++ clang libclang-rt-14-dev
     libgtest-dev libgmock-dev libbenchmark-dev
@@ -35,6 +38,8 @@ packages=(
     libconcurrentqueue-dev prometheus-cpp-dev relacy-dev
     python3 python3-matplotlib python3-munkres prometheus
     git pkg-config
+    etcd-server etcd-client libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
+    golang-etcd-server-dev golang-github-gogo-protobuf-dev golang-github-grpc-ecosystem-grpc-gateway-dev
 )
 # The aarch64 leg's cross compiler, target C library, disassembler and emulator: installed when that leg
 # runs (and by `deps`), not for the other legs.

@@ -1,0 +1,258 @@
+// D1-D4: iterlock::etcd against a real etcd (issue 17). The etcd is one member this program starts on
+// loopback (src/etcd/testing/local_etcd.hpp), unless --etcd-endpoints names one.
+//   D1  put latency, one thread: put_p50_ns, put_p99_ns (64-byte values over 1,000 keys).
+//   D2  compare_and_set latency and success rate, 4 threads on 16 keys, each CAS on the mod_revision
+//       its thread last saw in the mirror: cas_p50_ns, cas_p99_ns, cas_success_rate.
+//   D4  100K entries of 64 bytes: mirror_walk_ms (a snapshot walk of the local mirror), range_walk_ms (one
+//       unpaged Range of the prefix at one revision, decoded), resync_ms (a re-list after a compaction
+//       past the mirror's resume point, until the mirror is current again).
+// Invariants: every workload writes under its own prefix, cleared first; figures are medians over --reps.
+// Without iterlock::etcd in the build every run throws `unavailable`.
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <cstdio>
+#include <memory>
+#include <mutex>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "registry.hpp"
+
+#if ITERLOCK_BENCH_ETCD
+#include "iterlock/etcd/detail/mirror_test_access.hpp"
+#include "iterlock/etcd/map.hpp"
+#include "testing/local_etcd.hpp"
+#endif
+
+namespace iterlock::bench {
+namespace {
+
+#if ITERLOCK_BENCH_ETCD
+namespace etcd = iterlock::etcd;
+
+// The endpoints: --etcd-endpoints, or one member started once for the whole run.
+std::vector<std::string> endpoints(const options& opts) {
+    if (!opts.etcd_endpoints.empty()) {
+        std::vector<std::string> out;
+        std::stringstream ss(opts.etcd_endpoints);
+        for (std::string e; std::getline(ss, e, ',');)
+            if (!e.empty()) out.push_back(e);
+        return out;
+    }
+    static std::unique_ptr<etcd::testing::local_etcd> local;
+    static std::mutex mu;
+    std::lock_guard<std::mutex> g(mu);
+    if (!local) local = std::make_unique<etcd::testing::local_etcd>(1);
+    return local->endpoints();
+}
+
+etcd::client_options client_opts(const options& opts) {
+    etcd::client_options o;
+    o.endpoints = endpoints(opts);
+    o.call_timeout = std::chrono::seconds(30);
+    return o;
+}
+
+double percentile(std::vector<double> v, double p) {
+    if (v.empty()) return 0;
+    std::sort(v.begin(), v.end());
+    const auto i = static_cast<std::size_t>(p * static_cast<double>(v.size() - 1) + 0.5);
+    return v[std::min(i, v.size() - 1)];
+}
+
+void require(const std::string& impl) {
+    if (impl != "iterlock_etcd") throw unavailable("D1-D4: unknown implementation " + impl);
+}
+
+// D1 for the Go client anchor: runs bench/go_anchor's binary against the same endpoints.
+void run_d1_go(const options& opts, const emit_fn& emit) {
+    const std::string bin = ITERLOCK_ETCD_ANCHOR;
+    if (::access(bin.c_str(), X_OK) != 0)
+        throw unavailable("go_clientv3: build it first: cmake --build <dir> --target iterlock-etcd-anchor");
+    std::string eps;
+    for (const auto& e : endpoints(opts)) eps += (eps.empty() ? "" : ",") + e;
+    for (std::size_t n : opts.sizes.empty() ? std::vector<std::size_t>{2000} : opts.sizes) {
+        medians m;
+        for (int rep = 0; rep < opts.repetitions; ++rep) {
+            const std::string cmd = bin + " -endpoints " + eps + " -n " + std::to_string(n);
+            FILE* f = ::popen(cmd.c_str(), "r");
+            double p50 = 0, p99 = 0;
+            const int got = f ? std::fscanf(f, "%lf %lf", &p50, &p99) : 0;
+            if (f) ::pclose(f);
+            if (got != 2) throw std::runtime_error("go_clientv3: the anchor printed no figures");
+            m.add("put_p50_ns", p50, "ns");
+            m.add("put_p99_ns", p99, "ns");
+        }
+        m.emit(emit, "D1", "go_clientv3", n, 1);
+    }
+}
+
+void run_d1(const std::string& impl, const options& opts, const emit_fn& emit) {
+    if (impl == "go_clientv3") return run_d1_go(opts, emit);
+    require(impl);
+    etcd::client c(client_opts(opts));
+    c.erase("d1/", etcd::prefix_end("d1/"));
+    const std::string value(64, 'v');
+    for (std::size_t n : opts.sizes.empty() ? std::vector<std::size_t>{2000} : opts.sizes) {
+        medians m;
+        for (int rep = 0; rep < opts.repetitions; ++rep) {
+            for (int i = 0; i < 50; ++i) c.put("d1/" + std::to_string(i), value);  // warm-up
+            std::vector<double> lat;
+            lat.reserve(n);
+            for (std::size_t i = 0; i < n; ++i) {
+                const std::string key = "d1/" + std::to_string(i % 1000);
+                const auto t0 = now_ns();
+                c.put(key, value);
+                lat.push_back(static_cast<double>(now_ns() - t0));
+            }
+            m.add("put_p50_ns", percentile(lat, 0.5), "ns");
+            m.add("put_p99_ns", percentile(lat, 0.99), "ns");
+        }
+        m.emit(emit, "D1", impl, n, 1);
+    }
+}
+
+void run_d2(const std::string& impl, const options& opts, const emit_fn& emit) {
+    require(impl);
+    etcd::client c(client_opts(opts));
+    c.erase("d2/", etcd::prefix_end("d2/"));
+    constexpr std::uint64_t keys = 16;
+    etcd::map<std::uint64_t, std::uint64_t> m(c, "d2/");
+    std::int64_t r = 0;
+    for (std::uint64_t k = 0; k < keys; ++k) r = m.insert_or_assign(k, 0);
+    m.wait_applied(r);
+    const int threads = opts.threads.empty() ? 4 : opts.threads.front();
+    for (std::size_t n : opts.sizes.empty() ? std::vector<std::size_t>{500} : opts.sizes) {
+        medians med;
+        for (int rep = 0; rep < opts.repetitions; ++rep) {
+            std::vector<std::vector<double>> lat(static_cast<std::size_t>(threads));
+            std::vector<std::uint64_t> ok(static_cast<std::size_t>(threads));
+            std::vector<std::thread> ts;
+            for (int t = 0; t < threads; ++t)
+                ts.emplace_back([&, t] {
+                    splitmix64 rng{static_cast<std::uint64_t>(t) * 7919 + static_cast<std::uint64_t>(rep)};
+                    auto& l = lat[static_cast<std::size_t>(t)];
+                    for (std::size_t i = 0; i < n; ++i) {
+                        const std::uint64_t k = rng() % keys;
+                        const auto cur = m.find_versioned(k);  // the mirror's view: may be stale
+                        const auto t0 = now_ns();
+                        const auto res =
+                            m.compare_and_set(k, cur ? cur->mod_revision : 0, cur ? cur->value + 1 : 1);
+                        l.push_back(static_cast<double>(now_ns() - t0));
+                        ok[static_cast<std::size_t>(t)] += res.succeeded;
+                    }
+                });
+            for (auto& t : ts) t.join();
+            std::vector<double> all;
+            std::uint64_t succeeded = 0;
+            for (int t = 0; t < threads; ++t) {
+                all.insert(all.end(), lat[static_cast<std::size_t>(t)].begin(),
+                           lat[static_cast<std::size_t>(t)].end());
+                succeeded += ok[static_cast<std::size_t>(t)];
+            }
+            med.add("cas_p50_ns", percentile(all, 0.5), "ns");
+            med.add("cas_p99_ns", percentile(all, 0.99), "ns");
+            med.add("cas_success_rate", static_cast<double>(succeeded) / static_cast<double>(all.size()),
+                    "ratio");
+        }
+        med.emit(emit, "D2", impl, n, threads);
+    }
+}
+
+void run_d4(const std::string& impl, const options& opts, const emit_fn& emit) {
+    require(impl);
+    etcd::client c(client_opts(opts));
+    // 64-byte values as a trivially copyable type: the mirror's snapshot walk copies them without
+    // allocating (concurrent_map S3), as the issue's "entries of 64 bytes" allow.
+    using value64 = std::array<char, 64>;
+    using emap = etcd::map<std::uint64_t, value64>;
+    for (std::size_t n : opts.sizes.empty() ? std::vector<std::size_t>{100'000} : opts.sizes) {
+        const std::string prefix = "d4/" + std::to_string(n) + "/";
+        c.erase(prefix, etcd::prefix_end(prefix));
+        const std::string value(64, 'v');
+        std::int64_t last = 0;
+        for (std::size_t i = 0; i < n;) {  // fill in transactions of 128 puts (etcd's --max-txn-ops)
+            std::vector<etcd::txn_op> ops;
+            for (; i < n && ops.size() < 128; ++i)
+                ops.push_back(
+                    etcd::txn_op::put(prefix + etcd::default_codec::encode(std::uint64_t{i}), value));
+            last = c.txn({}, ops).revision;
+        }
+        emap m(c, prefix);
+        m.wait_applied(last, std::chrono::seconds(60));
+        medians med;
+        for (int rep = 0; rep < opts.repetitions; ++rep) {
+            std::size_t bytes = 0, entries = 0;
+            auto t0 = now_ns();
+            {
+                auto s = m.snapshot();
+                for (const auto& [k, v] : s.view) {
+                    bytes += v.value.size() * (v.value[63] == 'v');
+                    ++entries;
+                }
+            }
+            const double mirror_ms = static_cast<double>(now_ns() - t0) / 1e6;
+            if (entries != n || bytes != n * 64)
+                throw std::runtime_error("D4: the mirror walk saw the wrong content");
+            t0 = now_ns();
+            auto r = c.range(prefix, {.range_end = etcd::prefix_end(prefix), .revision = last});
+            const double range_ms = static_cast<double>(now_ns() - t0) / 1e6;
+            if (r.kvs.size() != n) throw std::runtime_error("D4: the range saw the wrong content");
+            // resync: the mirror disconnected, a write and a compaction past its resume point, reconnect.
+            using access = etcd::detail::mirror_test_access;
+            access::suspend(access::core(m));
+            const auto before = m.metrics().compaction_resyncs;
+            c.put(prefix + etcd::default_codec::encode(std::uint64_t{0}), value);  // the resume point
+            const auto w = c.put(prefix + etcd::default_codec::encode(std::uint64_t{1}), value);
+            c.compact(w);  // everything before w: the resume point is gone
+            t0 = now_ns();
+            access::resume(access::core(m));
+            m.wait_applied(w, std::chrono::seconds(60));
+            const double resync_ms = static_cast<double>(now_ns() - t0) / 1e6;
+            if (m.metrics().compaction_resyncs != before + 1)
+                throw std::runtime_error("D4: no resync happened");
+            last = w;
+            med.add("mirror_walk_ms", mirror_ms, "ms");
+            med.add("range_walk_ms", range_ms, "ms");
+            med.add("range_over_mirror", range_ms / mirror_ms, "x");
+            med.add("resync_ms", resync_ms, "ms");
+        }
+        med.emit(emit, "D4", impl, n, 1);
+    }
+}
+#else
+void run_unavailable(const std::string&, const options&, const emit_fn&) {
+    throw unavailable(
+        "iterlock::etcd is not part of this build (cmake/etcd.cmake: gRPC, protobuf, etcd's protos)");
+}
+#define run_d1 run_unavailable
+#define run_d2 run_unavailable
+#define run_d4 run_unavailable
+#endif
+
+const registrar d1{{"D1",
+                    "etcd put latency, one thread, 64-byte values (anchor: etcd's Go client)",
+                    {"iterlock_etcd", "go_clientv3"},
+                    run_d1,
+                    "go_clientv3",
+                    {}}};
+const registrar d2{{"D2",
+                    "etcd compare_and_set latency and success rate, 4 threads on 16 keys",
+                    {"iterlock_etcd"},
+                    run_d2,
+                    "",
+                    {}}};
+const registrar d4{{"D4",
+                    "etcd prefix of 100K x 64 B: mirror snapshot walk vs one unpaged Range at a revision; "
+                    "re-list after compaction",
+                    {"iterlock_etcd"},
+                    run_d4,
+                    "",
+                    {}}};
+
+}  // namespace
+}  // namespace iterlock::bench
