@@ -1373,32 +1373,10 @@ class table {
             // Pass 3: move. Nothing below throws.
             // A racy reader that sees an evacuation mark also sees the destination chains initialised.
             fence(std::memory_order_release);
-            struct dest {
-                bucket b;
-                unsigned i;
-            };
-            dest xy[2] = {{heads[0], 0}, {heads[1], 0}};
+            evac_dest xy[2] = {{heads[0], 0}, {heads[1], 0}};
             n = 0;
             for (bucket b = oldhead; b; ++n) {
-                for (unsigned i = 0; i < bucket_cnt; ++i) {
-                    const std::uint8_t top = b.top[i];
-                    if (!is_full(top)) {
-                        b.top[i] = evacuated_empty;
-                        continue;
-                    }
-                    const unsigned use_y = (y_masks[n] >> i) & 1u;
-                    b.top[i] = static_cast<std::uint8_t>(evacuated_x + use_y);
-                    dest& d = xy[use_y];
-                    if (d.i == bucket_cnt) {
-                        d.b = d.b.next();
-                        d.i = 0;
-                    }
-                    d.b.top[d.i] = top;
-                    slot_type* src = b.slot(i);
-                    ::new (static_cast<void*>(d.b.slot(d.i))) slot_type(relocate_from(*src));
-                    std::destroy_at(src);
-                    ++d.i;
-                }
+                evacuate_member(b, y_masks[n], xy);
                 const bucket next = b.next();
                 if (b.ovf != nullptr && !keep) free_overflow(b.ovf);  // old overflow buckets are done with
                 b = next;
@@ -1413,6 +1391,37 @@ class table {
             add_exclusive(evacuated_, 1);
         }
         if (oldbucket == nevacuate_) advance_evacuation_mark(newbit);
+    }
+
+    // Where evacuation puts the next entry of one side: member b of the fresh chain, slot i.
+    struct evac_dest {
+        bucket b;
+        unsigned i;
+    };
+    // Evacuation's move step for one member b of an old chain: moves the full slots in slot order to the next
+    // free position of their side (bit i of ymask: y), advancing to the next member of that side's chain
+    // (prepare_chain sized it), then marks every slot of b (evacuated_x or _y for a moved entry,
+    // evacuated_empty otherwise) with one 8-byte store. Slot order within chain order is what forward()
+    // relies on. Nothing here throws.
+    void evacuate_member(bucket b, slot_mask ymask, evac_dest (&xy)[2]) noexcept {
+        std::uint8_t marks[bucket_cnt];
+        std::memset(marks, evacuated_empty, bucket_cnt);
+        for (slot_mask m = match_full(b.top); m != 0; m &= m - 1) {
+            const unsigned i = static_cast<unsigned>(std::countr_zero(m));
+            const unsigned use_y = (ymask >> i) & 1u;
+            marks[i] = static_cast<std::uint8_t>(evacuated_x + use_y);
+            evac_dest& d = xy[use_y];
+            if (d.i == bucket_cnt) {
+                d.b = d.b.next();
+                d.i = 0;
+            }
+            d.b.top[d.i] = b.top[i];
+            slot_type* src = b.slot(i);
+            ::new (static_cast<void*>(d.b.slot(d.i))) slot_type(relocate_from(*src));
+            std::destroy_at(src);
+            ++d.i;
+        }
+        std::memcpy(b.top, marks, bucket_cnt);
     }
 
     // evacuate() for the common chain of one member (no overflow bucket): at most 8 entries, so each side
@@ -1431,34 +1440,12 @@ class table {
         }
         watch_.before_physical_write(oldhead);
         const bucket heads[2] = {cur_.at(oldbucket), same_size_grow_ ? bucket{} : cur_.at(oldbucket + newbit)};
-        heads[0].reset();
-        watch_.chain_initialized(heads[0]);
-        if (heads[1]) {
-            heads[1].reset();
-            watch_.chain_initialized(heads[1]);
-        }
+        prepare_chain(heads[0], 0);  // at most 8 entries a side: no overflow bucket, nothing allocated
+        if (heads[1]) prepare_chain(heads[1], 0);
         // A racy reader that sees an evacuation mark also sees the destination chains initialised.
         fence(std::memory_order_release);
-        std::uint8_t marks[bucket_cnt];
-        std::uint8_t tops[bucket_cnt];
-        std::memcpy(tops, oldhead.top, bucket_cnt);
-        std::memset(marks, evacuated_empty, bucket_cnt);
-        for (slot_mask m = full; m != 0; m &= m - 1) {
-            const unsigned i = static_cast<unsigned>(std::countr_zero(m));
-            marks[i] = static_cast<std::uint8_t>(evacuated_x + ((ymask >> i) & 1u));
-        }
-        std::memcpy(oldhead.top, marks, bucket_cnt);
-        unsigned next[2] = {0, 0};
-        for (slot_mask m = full; m != 0; m &= m - 1) {
-            const unsigned i = static_cast<unsigned>(std::countr_zero(m));
-            const unsigned use_y = (ymask >> i) & 1u;
-            const bucket& d = heads[use_y];
-            const unsigned j = next[use_y]++;
-            d.top[j] = tops[i];
-            slot_type* src = oldhead.slot(i);
-            ::new (static_cast<void*>(d.slot(j))) slot_type(relocate_from(*src));
-            std::destroy_at(src);
-        }
+        evac_dest xy[2] = {{heads[0], 0}, {heads[1], 0}};
+        evacuate_member(oldhead, ymask, xy);
         ++generation_;
         add_exclusive(evacuated_, 1);
     }
