@@ -1426,9 +1426,8 @@ class table {
 
     // evacuate() for the common chain of one member (no overflow bucket): at most 8 entries, so each side
     // fits its fresh head and nothing is allocated. The same steps and order as the general case (decide
-    // every side first, then mark and move in slot order), over the full slots only, with the old bucket's
-    // marks written as one 8-byte group. Strong guarantee as evacuate(): only the hash and the watcher may
-    // throw, before anything changed.
+    // every side first, then evacuate_member), in one pass with no per-chain bookkeeping. Strong guarantee
+    // as evacuate(): only the hash and the watcher may throw, before anything changed.
     void evacuate_single(bucket oldhead, std::size_t oldbucket, std::size_t newbit) {
         const slot_mask full = match_full(oldhead.top);
         slot_mask ymask = 0;
