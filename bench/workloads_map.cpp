@@ -8,9 +8,9 @@
 #include <absl/container/flat_hash_map.h>
 
 #include <algorithm>
-#include <map>
 #include <boost/unordered/unordered_flat_map.hpp>
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -428,7 +428,7 @@ const registrar w1{{"W1",
                     "erase all; worst insert vs a full rehash (default N=1M)",
                     map_impls, run_w1, "absl_flat_hash_map", map_notes}};
 const std::vector<std::string> w3_impls = {
-    "iterlock",          "iterlock_nodetect",  "iterlock_snapshot",       "iterlock_locked",
+    "iterlock",          "iterlock_nodetect",  "iterlock_snapshot",        "iterlock_locked",
     "std_unordered_map", "absl_flat_hash_map", "boost_unordered_flat_map", "bandwidth"};
 std::map<std::string, std::string> w3_notes() {
     auto n = map_notes;

@@ -1438,7 +1438,8 @@ class table {
             }
         }
         watch_.before_physical_write(oldhead);
-        const bucket heads[2] = {cur_.at(oldbucket), same_size_grow_ ? bucket{} : cur_.at(oldbucket + newbit)};
+        const bucket heads[2] = {cur_.at(oldbucket),
+                                 same_size_grow_ ? bucket{} : cur_.at(oldbucket + newbit)};
         prepare_chain(heads[0], 0);  // at most 8 entries a side: no overflow bucket, nothing allocated
         if (heads[1]) prepare_chain(heads[1], 0);
         // A racy reader that sees an evacuation mark also sees the destination chains initialised.
