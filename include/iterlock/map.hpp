@@ -268,7 +268,7 @@ class map {
             check();
             return cur_;
         }
-        basic_iterator& operator++() {
+        ITERLOCK_DETAIL_ALWAYS_INLINE basic_iterator& operator++() {
             advance();
             return *this;
         }
