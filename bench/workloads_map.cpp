@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <boost/unordered/unordered_flat_map.hpp>
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -228,11 +229,77 @@ std::size_t w3_passes(std::size_t n) {
     return std::max<std::size_t>(3, 20'000'000 / n);
 }
 
+// The memory limit of a walk (issue 14): a streaming read of as many bytes as iterlock::map's bucket storage
+// holds at n entries (its bucket arrays and overflow buckets, built as W3 builds its maps), summed as 64-bit
+// words. Timed per pass like a walk and divided by the same n, so `iter_ns_per_entry` of the `bandwidth` row
+// lines up with the walks', and every walk row also reports `x_bandwidth`: its iter_ns_per_entry over this
+// read's, timed right after it in the same repetition (so drift between repetitions cancels).
+std::size_t iterlock_storage_bytes(std::size_t n) {
+#if ITERLOCK_BENCH_HAVE_MAP
+    static std::map<std::size_t, std::size_t> known;
+    if (auto it = known.find(n); it != known.end()) return it->second;
+    const std::vector<u64> keys = stream(hit_seed, n);
+    const std::size_t before = allocation_stats::live.load();
+    std::size_t bytes = 0;
+    {
+        iterlock::map<u64, u64, iterlock::hash<u64>, std::equal_to<u64>, counting_allocator<value_pair>> m;
+        for (std::size_t i = 0; i < n; ++i) m.insert_or_assign(keys[i], u64{i});
+        bytes = allocation_stats::live.load() - before;
+    }
+    known.emplace(n, bytes);
+    return bytes;
+#else
+    throw unavailable("the bandwidth row sizes its read by iterlock::map, which is not in this build");
+#endif
+}
+
+class bandwidth_read {
+  public:
+    explicit bandwidth_read(std::size_t n)
+        : words_(std::max<std::size_t>(1, iterlock_storage_bytes(n) / sizeof(u64)), u64{1}) {}
+    // One streaming pass over the buffer. Four independent sums, so the loop is bound by the loads (two a
+    // cycle), not by one add chain's latency: at 10K the buffer sits in L2 and a single chain would be the
+    // limit instead of the cache.
+    u64 pass() const noexcept {
+        const u64* w = words_.data();
+        const std::size_t n = words_.size();
+        u64 s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+        std::size_t i = 0;
+        for (; i + 4 <= n; i += 4) {
+            s0 += w[i];
+            s1 += w[i + 1];
+            s2 += w[i + 2];
+            s3 += w[i + 3];
+        }
+        for (; i < n; ++i) s0 += w[i];
+        return s0 + s1 + s2 + s3;
+    }
+    // ns per entry of `passes` reads, reported as a walk of n entries is.
+    double ns_per_entry(std::size_t n, std::size_t passes) const {
+        u64 total = 0;
+        const std::int64_t t0 = now_ns();
+        for (std::size_t p = 0; p < passes; ++p) {
+            const u64 sum = pass();
+            keep(sum);
+            total += sum;
+        }
+        const std::int64_t t1 = now_ns();
+        if (total != words_.size() * passes) throw std::logic_error("W3: the bandwidth read lost words");
+        return per(t1 - t0, n * passes);
+    }
+    std::size_t bytes() const noexcept { return words_.size() * sizeof(u64); }
+
+  private:
+    std::vector<u64> words_;
+};
+
 // Times `passes` walks of an n-entry map holding values 0..n-1; `pass()` walks once and returns the sum.
+// Each repetition then times the bandwidth read (x_bandwidth, see bandwidth_read).
 template <class Pass>
 void w3_time(std::size_t n, const options& opts, medians& out, Pass&& pass) {
     const u64 expected = static_cast<u64>(n) * (n - 1) / 2;
     const std::size_t passes = w3_passes(n);
+    const bandwidth_read limit(n);
     for (int rep = 0; rep < opts.repetitions; ++rep) {
         u64 total = 0;
         const std::int64_t t0 = now_ns();
@@ -243,7 +310,19 @@ void w3_time(std::size_t n, const options& opts, medians& out, Pass&& pass) {
         }
         const std::int64_t t1 = now_ns();
         if (total != expected * passes) throw std::logic_error("W3: a pass did not visit every entry once");
-        out.add("iter_ns_per_entry", per(t1 - t0, n * passes), "ns");
+        const double walk = per(t1 - t0, n * passes);
+        out.add("iter_ns_per_entry", walk, "ns");
+        out.add("x_bandwidth", walk / limit.ns_per_entry(n, passes), "ratio");
+    }
+}
+
+// The `bandwidth` row itself: the read alone, and the bytes it reads per entry.
+void w3_bandwidth(std::size_t n, const options& opts, medians& out) {
+    const bandwidth_read limit(n);
+    const std::size_t passes = w3_passes(n);
+    for (int rep = 0; rep < opts.repetitions; ++rep) {
+        out.add("iter_ns_per_entry", limit.ns_per_entry(n, passes), "ns");
+        out.add("bytes_per_entry", static_cast<double>(limit.bytes()) / static_cast<double>(n), "B");
     }
 }
 
@@ -286,7 +365,9 @@ void w3_concurrent(std::size_t n, const options& opts, medians& out) {
 void run_w3(const std::string& impl, const options& opts, const emit_fn& emit) {
     for (std::size_t n : sizes_or(opts, {10'000, 1'000'000})) {
         medians out;
-        if (impl == "iterlock_snapshot" || impl == "iterlock_locked") {
+        if (impl == "bandwidth") {
+            w3_bandwidth(n, opts, out);
+        } else if (impl == "iterlock_snapshot" || impl == "iterlock_locked") {
 #if ITERLOCK_BENCH_HAVE_CMAP
             if (impl == "iterlock_snapshot") {
                 w3_concurrent<iterlock::snapshot_iteration>(n, opts, out);
@@ -347,10 +428,13 @@ const registrar w1{{"W1",
                     "erase all; worst insert vs a full rehash (default N=1M)",
                     map_impls, run_w1, "absl_flat_hash_map", map_notes}};
 const std::vector<std::string> w3_impls = {
-    "iterlock",          "iterlock_nodetect",  "iterlock_snapshot",       "iterlock_locked",
-    "std_unordered_map", "absl_flat_hash_map", "boost_unordered_flat_map"};
+    "iterlock",          "iterlock_nodetect",  "iterlock_snapshot",        "iterlock_locked",
+    "std_unordered_map", "absl_flat_hash_map", "boost_unordered_flat_map", "bandwidth"};
 std::map<std::string, std::string> w3_notes() {
     auto n = map_notes;
+    n.emplace("bandwidth",
+              "a streaming read of iterlock::map's bucket storage at N (the walk's memory limit); "
+              "x_bandwidth = a row's iter_ns_per_entry over this read, timed in the same repetition");
     n.emplace("iterlock_snapshot", "concurrent_map, one snapshot per pass, no writer");
     n.emplace("iterlock_locked", "concurrent_map, one iteration guard per pass, no writer");
     return n;

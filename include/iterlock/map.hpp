@@ -268,7 +268,7 @@ class map {
             check();
             return cur_;
         }
-        basic_iterator& operator++() {
+        ITERLOCK_DETAIL_ALWAYS_INLINE basic_iterator& operator++() {
             advance();
             return *this;
         }
@@ -301,7 +301,7 @@ class map {
             m_->t_.iter_init(st_, r);
             step();
         }
-        void advance() {
+        ITERLOCK_DETAIL_ALWAYS_INLINE void advance() {
             if (m_ == nullptr) return;
             if constexpr (detect) {
                 if (m_->writing()) [[unlikely]]
@@ -309,7 +309,7 @@ class map {
             }
             step();
         }
-        void step() {
+        ITERLOCK_DETAIL_ALWAYS_INLINE void step() {
             cur_ = m_->t_.iter_next(st_);
             if (cur_ == nullptr) release();
         }
@@ -436,7 +436,7 @@ class map {
     }
 
     // ---- lookup (reads: any number of threads at once, none writing) --------------------------------------
-    entry_ptr find(const K& k) {
+    ITERLOCK_DETAIL_ALWAYS_INLINE entry_ptr find(const K& k) {
         return find_impl(k);
     }
     const_entry_ptr find(const K& k) const {
@@ -453,7 +453,7 @@ class map {
     }
 
     // Go's `v, ok := m[k]`: a copy of the value, or nullopt.
-    std::optional<V> get(const K& k) const {
+    ITERLOCK_DETAIL_ALWAYS_INLINE std::optional<V> get(const K& k) const {
         return get_impl(k);
     }
     template <class K2>
@@ -492,10 +492,10 @@ class map {
 
     // ---- modifiers (writes: one thread, nothing else using the map)
     // ----------------------------------------
-    std::pair<entry_ptr, bool> insert(const value_type& v) {
+    ITERLOCK_DETAIL_ALWAYS_INLINE std::pair<entry_ptr, bool> insert(const value_type& v) {
         return emplace_value(v.first, v);
     }
-    std::pair<entry_ptr, bool> insert(value_type&& v) {
+    ITERLOCK_DETAIL_ALWAYS_INLINE std::pair<entry_ptr, bool> insert(value_type&& v) {
         return emplace_value(v.first, std::move(v));
     }
     template <class P>
@@ -517,20 +517,20 @@ class map {
     }
 
     template <class... Args>
-    std::pair<entry_ptr, bool> try_emplace(const K& k, Args&&... args) {
+    ITERLOCK_DETAIL_ALWAYS_INLINE std::pair<entry_ptr, bool> try_emplace(const K& k, Args&&... args) {
         return try_emplace_impl(k, std::forward<Args>(args)...);
     }
     template <class... Args>
-    std::pair<entry_ptr, bool> try_emplace(K&& k, Args&&... args) {
+    ITERLOCK_DETAIL_ALWAYS_INLINE std::pair<entry_ptr, bool> try_emplace(K&& k, Args&&... args) {
         return try_emplace_impl(std::move(k), std::forward<Args>(args)...);
     }
 
     template <class M>
-    std::pair<entry_ptr, bool> insert_or_assign(const K& k, M&& v) {
+    ITERLOCK_DETAIL_ALWAYS_INLINE std::pair<entry_ptr, bool> insert_or_assign(const K& k, M&& v) {
         return insert_or_assign_impl(k, std::forward<M>(v));
     }
     template <class M>
-    std::pair<entry_ptr, bool> insert_or_assign(K&& k, M&& v) {
+    ITERLOCK_DETAIL_ALWAYS_INLINE std::pair<entry_ptr, bool> insert_or_assign(K&& k, M&& v) {
         return insert_or_assign_impl(std::move(k), std::forward<M>(v));
     }
 
@@ -558,7 +558,7 @@ class map {
     }
 
     // Go's delete(m, k). Returns the number of entries removed (0 or 1).
-    size_type erase(const K& k) {
+    ITERLOCK_DETAIL_ALWAYS_INLINE size_type erase(const K& k) {
         return erase_impl(k);
     }
     template <class K2>
@@ -730,13 +730,13 @@ class map {
     }
 
     template <class K2>
-    entry_ptr find_impl(const K2& k) {
+    ITERLOCK_DETAIL_ALWAYS_INLINE entry_ptr find_impl(const K2& k) {
         check_read();
         const auto pos = t_.find_position(k, t_.hash_of(k));
         return make_ptr(pos.slot, pos.top);
     }
     template <class K2>
-    std::optional<V> get_impl(const K2& k) const {
+    ITERLOCK_DETAIL_ALWAYS_INLINE std::optional<V> get_impl(const K2& k) const {
         check_read();
         const slot_type* s = t_.find_slot(k, t_.hash_of(k));
         if (s == nullptr) return std::nullopt;
@@ -744,7 +744,7 @@ class map {
     }
 
     template <class KArg, class... Args>
-    std::pair<entry_ptr, bool> try_emplace_impl(KArg&& k, Args&&... args) {
+    ITERLOCK_DETAIL_ALWAYS_INLINE std::pair<entry_ptr, bool> try_emplace_impl(KArg&& k, Args&&... args) {
         const std::uint64_t h = t_.hash_of(k);
         write_scope ws(*this);
         const auto pos = t_.prepare_write(k, h);
@@ -758,7 +758,7 @@ class map {
     }
 
     template <class KArg, class M>
-    std::pair<entry_ptr, bool> insert_or_assign_impl(KArg&& k, M&& v) {
+    ITERLOCK_DETAIL_ALWAYS_INLINE std::pair<entry_ptr, bool> insert_or_assign_impl(KArg&& k, M&& v) {
         const std::uint64_t h = t_.hash_of(k);
         write_scope ws(*this);
         const auto pos = t_.prepare_write(k, h);
@@ -773,7 +773,7 @@ class map {
     }
 
     template <class VArg>
-    std::pair<entry_ptr, bool> emplace_value(const K& key, VArg&& v) {
+    ITERLOCK_DETAIL_ALWAYS_INLINE std::pair<entry_ptr, bool> emplace_value(const K& key, VArg&& v) {
         const std::uint64_t h = t_.hash_of(key);
         write_scope ws(*this);
         const auto pos = t_.prepare_write(key, h);
@@ -785,7 +785,7 @@ class map {
     }
 
     template <class K2>
-    size_type erase_impl(const K2& k) {
+    ITERLOCK_DETAIL_ALWAYS_INLINE size_type erase_impl(const K2& k) {
         if (t_.size() == 0) {
             check_read();
             return 0;

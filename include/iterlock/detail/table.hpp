@@ -306,8 +306,34 @@ class table {
 
     // Go's mapassign, up to the point of storing the key. Call will_write() before changing the entry, and
     // commit_insert() after constructing an entry in a not-found slot.
+    //
+    // The common case is answered inline: no growth in progress, nothing kept for iterators, and the key's
+    // chain is one member with an empty_rest slot (so the key is absent or in it) and room under the load
+    // factor. Anything else (and every growth decision) takes prepare_write_slow, which gives the same answer
+    // for the common case too.
     template <class K2>
-    write_position prepare_write(const K2& key, std::uint64_t h) {
+    ITERLOCK_DETAIL_ALWAYS_INLINE write_position prepare_write(const K2& key, std::uint64_t h) {
+        if (cur_ && !growing() && !retained_due_) [[likely]] {
+            const bucket head = cur_.at(h & bucket_mask(B_));
+            prefetch_slots(head);
+            const std::uint8_t top = tophash_of(h);
+            for (slot_mask m = match_byte(head.top, top); m != 0; m &= m - 1) {
+                const unsigned i = static_cast<unsigned>(std::countr_zero(m));
+                if (eq_(key, head.slot(i)->first)) return {head.slot(i), head.top + i, head, true};
+            }
+            const slot_mask rest = match_byte(head.top, empty_rest);
+            if (rest != 0 && !over_load_factor(count_ + 1, B_) && !too_many_overflow_buckets(noverflow_, B_))
+                [[likely]] {
+                // The first empty slot: an empty_one before the first empty_rest, or that empty_rest.
+                const unsigned i = static_cast<unsigned>(std::countr_zero(match_empty(head.top)));
+                return {head.slot(i), head.top + i, head, false};
+            }
+        }
+        return prepare_write_slow(key, h);
+    }
+
+    template <class K2>
+    [[gnu::noinline]] write_position prepare_write_slow(const K2& key, std::uint64_t h) {
         if (!cur_) allocate_initial(0);
         release_retained_if_idle();
         for (;;) {
@@ -372,8 +398,15 @@ class table {
 
     // Go's mapdelete. Returns whether the key was present.
     template <class K2>
-    bool erase_key(const K2& key, std::uint64_t h) {
+    ITERLOCK_DETAIL_ALWAYS_INLINE bool erase_key(const K2& key, std::uint64_t h) {
         if (count_ == 0) return false;
+        // Common case inline: no growth step to take, nothing kept for iterators to release.
+        if (!growing() && !retained_due_) [[likely]]
+            return erase_found(key, h);
+        return erase_key_slow(key, h);
+    }
+    template <class K2>
+    [[gnu::noinline]] bool erase_key_slow(const K2& key, std::uint64_t h) {
         release_retained_if_idle();
         if (growing()) {
             if (iterators_live()) [[unlikely]] {
@@ -389,7 +422,7 @@ class table {
 
     // erase_key's lookup and erase, without growth steps.
     template <class K2>
-    bool erase_found(const K2& key, std::uint64_t h) {
+    ITERLOCK_DETAIL_ALWAYS_INLINE bool erase_found(const K2& key, std::uint64_t h) {
         const bucket head = read_bucket_for(h);
         prefetch_slots(head);
         const std::uint8_t top = tophash_of(h);
@@ -503,7 +536,39 @@ class table {
     // its chain, or an evacuated chain of an array that has grown since, carries its evacuation mark: the
     // entry is followed to where it moved (forward(); Go looks the key up instead) and produced from
     // there if still present. Entries inserted into a newer array are never reached (rule I7).
-    slot_type* iter_next(iter_state& it) const {
+    //
+    // The common steps are inline: the next pending slot of the member is still full, or the member is done,
+    // its chain ends there and the table is not growing, so the next bucket is entered right here (the same
+    // steps as iter_next_slow's, which for a table that is not growing has no old bucket to read and no
+    // sibling filter). Everything else (the end of the walk, overflow members, a slot erased or moved since,
+    // a growth in progress, check_bucket) is iter_next_slow, which picks up from the same state.
+    ITERLOCK_DETAIL_ALWAYS_INLINE slot_type* iter_next(iter_state& it) const {
+        if (it.clear_epoch == clear_epoch_ && it.check_bucket == no_check) [[likely]] {
+            for (;;) {
+                if (it.pending != 0) {
+                    const unsigned k = static_cast<unsigned>(std::countr_zero(it.pending));
+                    const unsigned i = (k + it.offset) & (bucket_cnt - 1);
+                    if (!is_full(it.b.top[i])) [[unlikely]]
+                        break;
+                    it.pending &= it.pending - 1;
+                    return it.b.slot(i);
+                }
+                if (!it.b || growing() || !has_empty_rest(it.b.top) ||
+                    (it.bucket_index == it.start_bucket && it.wrapped)) {
+                    break;
+                }
+                it.chain_old = false;
+                it.b = it.it_buckets.at(it.bucket_index);
+                if (++it.bucket_index == (std::size_t{1} << it.it_B)) {
+                    it.bucket_index = 0;
+                    it.wrapped = true;
+                }
+                it.pending = rotate_mask(visitable(it.b.top), it.offset);
+            }
+        }
+        return iter_next_slow(it);
+    }
+    [[gnu::noinline]] slot_type* iter_next_slow(iter_state& it) const {
         if (it.clear_epoch != clear_epoch_) return nullptr;
         for (;;) {
             if (!it.b) {
@@ -552,7 +617,7 @@ class table {
 
     // The slots of a member that an iteration entering it must visit: the full ones, and in an evacuated
     // member (evacuation marks every slot of a chain at once) the moved ones.
-    static slot_mask visitable(const std::uint8_t* top) noexcept {
+    ITERLOCK_DETAIL_ALWAYS_INLINE static slot_mask visitable(const std::uint8_t* top) noexcept {
         if (!is_evacuated_mark(top[0])) [[likely]]
             return match_full(top);
         return match_moved(top);
@@ -1263,7 +1328,11 @@ class table {
     void evacuate(std::size_t oldbucket) {
         const bucket oldhead = old_.at(oldbucket);
         const std::size_t newbit = old_bucket_count();
-        if (!is_evacuated(oldhead.top)) {
+        if (is_evacuated(oldhead.top)) {
+            // done before (a write evacuated it out of order): nothing moves
+        } else if (oldhead.body->overflow == nullptr) [[likely]] {
+            evacuate_single(oldhead, oldbucket, newbit);
+        } else {
             // Pass 1: decide x (same index) or y (index + newbit) for every entry, and count each side.
             std::size_t chain_len = 0;
             for (bucket b = oldhead; b; b = b.next()) ++chain_len;
@@ -1304,32 +1373,10 @@ class table {
             // Pass 3: move. Nothing below throws.
             // A racy reader that sees an evacuation mark also sees the destination chains initialised.
             fence(std::memory_order_release);
-            struct dest {
-                bucket b;
-                unsigned i;
-            };
-            dest xy[2] = {{heads[0], 0}, {heads[1], 0}};
+            evac_dest xy[2] = {{heads[0], 0}, {heads[1], 0}};
             n = 0;
             for (bucket b = oldhead; b; ++n) {
-                for (unsigned i = 0; i < bucket_cnt; ++i) {
-                    const std::uint8_t top = b.top[i];
-                    if (!is_full(top)) {
-                        b.top[i] = evacuated_empty;
-                        continue;
-                    }
-                    const unsigned use_y = (y_masks[n] >> i) & 1u;
-                    b.top[i] = static_cast<std::uint8_t>(evacuated_x + use_y);
-                    dest& d = xy[use_y];
-                    if (d.i == bucket_cnt) {
-                        d.b = d.b.next();
-                        d.i = 0;
-                    }
-                    d.b.top[d.i] = top;
-                    slot_type* src = b.slot(i);
-                    ::new (static_cast<void*>(d.b.slot(d.i))) slot_type(relocate_from(*src));
-                    std::destroy_at(src);
-                    ++d.i;
-                }
+                evacuate_member(b, y_masks[n], xy);
                 const bucket next = b.next();
                 if (b.ovf != nullptr && !keep) free_overflow(b.ovf);  // old overflow buckets are done with
                 b = next;
@@ -1344,6 +1391,63 @@ class table {
             add_exclusive(evacuated_, 1);
         }
         if (oldbucket == nevacuate_) advance_evacuation_mark(newbit);
+    }
+
+    // Where evacuation puts the next entry of one side: member b of the fresh chain, slot i.
+    struct evac_dest {
+        bucket b;
+        unsigned i;
+    };
+    // Evacuation's move step for one member b of an old chain: moves the full slots in slot order to the next
+    // free position of their side (bit i of ymask: y), advancing to the next member of that side's chain
+    // (prepare_chain sized it), then marks every slot of b (evacuated_x or _y for a moved entry,
+    // evacuated_empty otherwise) with one 8-byte store. Slot order within chain order is what forward()
+    // relies on. Nothing here throws.
+    void evacuate_member(bucket b, slot_mask ymask, evac_dest (&xy)[2]) noexcept {
+        std::uint8_t marks[bucket_cnt];
+        std::memset(marks, evacuated_empty, bucket_cnt);
+        for (slot_mask m = match_full(b.top); m != 0; m &= m - 1) {
+            const unsigned i = static_cast<unsigned>(std::countr_zero(m));
+            const unsigned use_y = (ymask >> i) & 1u;
+            marks[i] = static_cast<std::uint8_t>(evacuated_x + use_y);
+            evac_dest& d = xy[use_y];
+            if (d.i == bucket_cnt) {
+                d.b = d.b.next();
+                d.i = 0;
+            }
+            d.b.top[d.i] = b.top[i];
+            slot_type* src = b.slot(i);
+            ::new (static_cast<void*>(d.b.slot(d.i))) slot_type(relocate_from(*src));
+            std::destroy_at(src);
+            ++d.i;
+        }
+        std::memcpy(b.top, marks, bucket_cnt);
+    }
+
+    // evacuate() for the common chain of one member (no overflow bucket): at most 8 entries, so each side
+    // fits its fresh head and nothing is allocated. The same steps and order as the general case (decide
+    // every side first, then evacuate_member), in one pass with no per-chain bookkeeping. Strong guarantee
+    // as evacuate(): only the hash and the watcher may throw, before anything changed.
+    void evacuate_single(bucket oldhead, std::size_t oldbucket, std::size_t newbit) {
+        const slot_mask full = match_full(oldhead.top);
+        slot_mask ymask = 0;
+        if (!same_size_grow_) {
+            for (slot_mask m = full; m != 0; m &= m - 1) {
+                const unsigned i = static_cast<unsigned>(std::countr_zero(m));
+                if ((hash_of(oldhead.slot(i)->first) & newbit) != 0) ymask |= slot_mask{1} << i;
+            }
+        }
+        watch_.before_physical_write(oldhead);
+        const bucket heads[2] = {cur_.at(oldbucket),
+                                 same_size_grow_ ? bucket{} : cur_.at(oldbucket + newbit)};
+        prepare_chain(heads[0], 0);  // at most 8 entries a side: no overflow bucket, nothing allocated
+        if (heads[1]) prepare_chain(heads[1], 0);
+        // A racy reader that sees an evacuation mark also sees the destination chains initialised.
+        fence(std::memory_order_release);
+        evac_dest xy[2] = {{heads[0], 0}, {heads[1], 0}};
+        evacuate_member(oldhead, ymask, xy);
+        ++generation_;
+        add_exclusive(evacuated_, 1);
     }
 
     // Initialises a fresh chain at `head` with room for `entries` (overflow buckets linked behind it).
