@@ -47,7 +47,9 @@ namespace iterlock_demo {
 
 // The per-entry work of an aggregation: `steps` dependent multiply-adds, about `ns` nanoseconds in all on
 // the machine that calibrated it. The chain is dependent, so it costs latency, not throughput, and the
-// compiler cannot fold it (no fast-math).
+// compiler cannot fold it (no fast-math). The walk threads one chain through all its entries (each
+// entry's work starts from the previous result), so the processor cannot overlap one entry's work with
+// the next's and the walk takes its calibrated time.
 class entry_work {
   public:
     entry_work() = default;
@@ -74,7 +76,10 @@ class entry_work {
     double ns() const noexcept { return ns_; }
 
   private:
-    static double run_steps(double x, std::uint32_t n) noexcept {
+    // Out of line, so that every contender's walk and the calibration run the same machine code (inlined
+    // into a walk's loop, the chain's register could be spilled to the stack in one contender and not in
+    // another, and the same work would cost them different times).
+    [[gnu::noinline]] static double run_steps(double x, std::uint32_t n) noexcept {
         for (std::uint32_t i = 0; i < n; ++i) x = x * 0.999999 + 1e-6;
         return x;
     }
@@ -266,7 +271,7 @@ service_result run_feature_service(Store& store, const service_config& cfg, live
             check.begin();
             store.walk([&](key_type, std::uint64_t stamp, double score) {
                 check.see(stamp);
-                sum += cfg.work(score);
+                sum = cfg.work(sum + score);  // one chain through the walk: the work cannot overlap
             });
             const auto t1 = clock::now();
             sink = sum;
