@@ -250,8 +250,9 @@ int run(int argc, char** argv) {
     app.add_flag("--interleave", interleave,
                  "run the repetitions round-robin over the implementations (rep 1 of each, then rep 2, "
                  "...) so that each median spans the same stretch of time; for ratios on a noisy machine");
-    app.add_option("--etcd-endpoints", opts.etcd_endpoints,
-                   "etcd endpoints for D1-D4, e.g. 127.0.0.1:2379,127.0.0.1:22379 (default: start one member)");
+    app.add_option(
+        "--etcd-endpoints", opts.etcd_endpoints,
+        "etcd endpoints for D1-D4, e.g. 127.0.0.1:2379,127.0.0.1:22379 (default: start one member)");
     app.add_flag("--csv", csv, "print CSV: workload,impl,size,threads,metric,value,unit");
     app.add_flag("--list", list, "list workloads and implementations, then exit");
     try {

@@ -253,6 +253,22 @@ std::size_t iterlock_storage_bytes(std::size_t n) {
 #endif
 }
 
+// Runs pass() `passes` times (each must return `expected`: the check that the pass saw everything, which
+// `failure` names) and returns the time per entry, counting n entries per pass.
+template <class Pass>
+double time_passes(std::size_t n, std::size_t passes, u64 expected, const char* failure, Pass&& pass) {
+    u64 total = 0;
+    const std::int64_t t0 = now_ns();
+    for (std::size_t p = 0; p < passes; ++p) {
+        const u64 sum = pass();
+        keep(sum);
+        total += sum;
+    }
+    const std::int64_t t1 = now_ns();
+    if (total != expected * passes) throw std::logic_error(failure);
+    return per(t1 - t0, n * passes);
+}
+
 class bandwidth_read {
   public:
     explicit bandwidth_read(std::size_t n)
@@ -276,16 +292,8 @@ class bandwidth_read {
     }
     // ns per entry of `passes` reads, reported as a walk of n entries is.
     double ns_per_entry(std::size_t n, std::size_t passes) const {
-        u64 total = 0;
-        const std::int64_t t0 = now_ns();
-        for (std::size_t p = 0; p < passes; ++p) {
-            const u64 sum = pass();
-            keep(sum);
-            total += sum;
-        }
-        const std::int64_t t1 = now_ns();
-        if (total != words_.size() * passes) throw std::logic_error("W3: the bandwidth read lost words");
-        return per(t1 - t0, n * passes);
+        return time_passes(n, passes, words_.size(), "W3: the bandwidth read lost words",
+                           [this] { return pass(); });
     }
     std::size_t bytes() const noexcept { return words_.size() * sizeof(u64); }
 
@@ -301,16 +309,8 @@ void w3_time(std::size_t n, const options& opts, medians& out, Pass&& pass) {
     const std::size_t passes = w3_passes(n);
     const bandwidth_read limit(n);
     for (int rep = 0; rep < opts.repetitions; ++rep) {
-        u64 total = 0;
-        const std::int64_t t0 = now_ns();
-        for (std::size_t p = 0; p < passes; ++p) {
-            const u64 sum = pass();
-            keep(sum);
-            total += sum;
-        }
-        const std::int64_t t1 = now_ns();
-        if (total != expected * passes) throw std::logic_error("W3: a pass did not visit every entry once");
-        const double walk = per(t1 - t0, n * passes);
+        const double walk =
+            time_passes(n, passes, expected, "W3: a pass did not visit every entry once", pass);
         out.add("iter_ns_per_entry", walk, "ns");
         out.add("x_bandwidth", walk / limit.ns_per_entry(n, passes), "ratio");
     }

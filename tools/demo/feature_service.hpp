@@ -8,12 +8,12 @@
 // sequence number that only grows, and update i goes to slot order_w[i mod K], where order_w is a fixed
 // random permutation of the K slots (real session updates arrive in no key order; an update stream in key
 // order would turn every update of a node-based map into a sequential memory sweep). The prefill writes
-// sequence r into slot order_w[r] (in key order), so at every instant writer w's sessions hold exactly the K newest sequence
-// numbers [j-K+1, j] of that writer (j = its last finished update). Therefore a walk that reflects one instant sees, for every writer,
-// K distinct sequence numbers whose max - min is K-1. A walk that sees some updates of w and misses earlier
-// ones (it read slot a before w overwrote it, and slot b after w's later update landed) sees a wider
-// spread: that aggregation counts as one violation. (A torn walk may happen to look whole; then it is not
-// counted: the count is a lower bound.)
+// sequence r into slot order_w[r] (in key order), so at every instant writer w's sessions hold exactly the K
+// newest sequence numbers [j-K+1, j] of that writer (j = its last finished update). Therefore a walk that
+// reflects one instant sees, for every writer, K distinct sequence numbers whose max - min is K-1. A walk
+// that sees some updates of w and misses earlier ones (it read slot a before w overwrote it, and slot b after
+// w's later update landed) sees a wider spread: that aggregation counts as one violation. (A torn walk may
+// happen to look whole; then it is not counted: the count is a lower bound.)
 //
 // The aggregation's work. A real aggregator does something with each session (the seed's service decays a
 // score, buckets it and updates a few window counters: tens of arithmetic operations and a cache miss or
@@ -94,21 +94,21 @@ struct service_config {
     std::chrono::duration<double> duration{7.5};  // measured window
     double rate = 0;  // updates per second per writer (open loop); 0: as fast as possible (closed loop)
     std::chrono::microseconds batch{100};  // open loop: updates arrive in batches this far apart
-    entry_work work;                 // the aggregation's work per entry (see the top of the file); none by default
-    std::uint64_t order_seed = 1;    // seeds the writers' slot permutations
+    entry_work work;  // the aggregation's work per entry (see the top of the file); none by default
+    std::uint64_t order_seed = 1;  // seeds the writers' slot permutations
     std::uint64_t per_writer() const { return sessions / writers; }
 };
 
 // Writer w's update order: a random permutation of its K slots, fixed by (seed, w).
 inline std::vector<std::uint32_t> slot_order(std::uint64_t k, unsigned w, std::uint64_t seed) {
-    if (k > std::numeric_limits<std::uint32_t>::max()) throw std::invalid_argument("too many sessions per writer");
+    if (k > std::numeric_limits<std::uint32_t>::max())
+        throw std::invalid_argument("too many sessions per writer");
     std::vector<std::uint32_t> order(static_cast<std::size_t>(k));
     for (std::uint64_t i = 0; i < k; ++i) order[i] = static_cast<std::uint32_t>(i);
     std::mt19937_64 rng(seed * 0x9e3779b97f4a7c15ULL + w);
     std::shuffle(order.begin(), order.end(), rng);
     return order;
 }
-
 
 // Asks the kernel to wake this thread's sleeps on time (the default slack is 50 us), so an open-loop
 // writer's latency is the store's, not the timer's.
@@ -202,7 +202,8 @@ service_result run_feature_service(Store& store, const service_config& cfg, live
     std::vector<std::vector<std::uint32_t>> order(nw);
     for (unsigned w = 0; w < nw; ++w) order[w] = slot_order(k, w, cfg.order_seed);
     {
-        std::vector<std::vector<std::uint32_t>> place(nw, std::vector<std::uint32_t>(static_cast<std::size_t>(k)));
+        std::vector<std::vector<std::uint32_t>> place(
+            nw, std::vector<std::uint32_t>(static_cast<std::size_t>(k)));
         for (unsigned w = 0; w < nw; ++w)
             for (std::uint64_t r = 0; r < k; ++r) place[w][order[w][r]] = static_cast<std::uint32_t>(r);
         for (std::uint64_t slot = 0; slot < k; ++slot)
@@ -230,7 +231,8 @@ service_result run_feature_service(Store& store, const service_config& cfg, live
             const bool open = cfg.rate > 0;
             const std::uint64_t per_batch =
                 open ? std::max<std::uint64_t>(
-                           1, static_cast<std::uint64_t>(cfg.rate * std::chrono::duration<double>(cfg.batch).count()))
+                           1, static_cast<std::uint64_t>(cfg.rate *
+                                                         std::chrono::duration<double>(cfg.batch).count()))
                      : 1;
             const auto batch_period = std::chrono::duration_cast<clock::duration>(
                 std::chrono::duration<double>(open ? static_cast<double>(per_batch) / cfg.rate : 0));

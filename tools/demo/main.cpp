@@ -201,20 +201,19 @@ std::string meaning(const finished& f, const std::vector<finished>& rows) {
     } else if (n == "iterlock_locked") {
         s << "the iteration lock keeps writers out for the whole walk, as a shared_mutex does (the walk sees "
              "the live map and may write it)";
-        if (base)
-            s << "; max writes/s " << ratio(f.capacity, base_cap) << " std's";
+        if (base) s << "; max writes/s " << ratio(f.capacity, base_cap) << " std's";
         if (base && f.timed)
-            s << ", write max " << human_ns(wmax) << " (std: "
-              << human_ns(static_cast<double>(base->write_latency.max())) << ")";
+            s << ", write max " << human_ns(wmax)
+              << " (std: " << human_ns(static_cast<double>(base->write_latency.max())) << ")";
         s << ".";
     } else if (n == "iterlock_snapshot") {
         s << "each walk reads one instant while writers go on";
         if (base) {
             s << ": max writes/s " << ratio(f.capacity, base_cap) << " std's";
             if (f.timed)
-                s << ", write p99.9 " << human_ns(p999) << " and max " << human_ns(wmax) << " (std: "
-                  << human_ns(static_cast<double>(base->write_latency.quantile(0.999))) << " and "
-                  << human_ns(static_cast<double>(base->write_latency.max())) << ")";
+                s << ", write p99.9 " << human_ns(p999) << " and max " << human_ns(wmax)
+                  << " (std: " << human_ns(static_cast<double>(base->write_latency.quantile(0.999)))
+                  << " and " << human_ns(static_cast<double>(base->write_latency.max())) << ")";
             s << "; one walk " << ratio(walk, static_cast<double>(base->aggregation_time.quantile(0.5)))
               << " std's";
         }
@@ -229,8 +228,9 @@ std::string meaning(const finished& f, const std::vector<finished>& rows) {
 }
 
 void print_table(const std::vector<finished>& rows, const service_config& cfg) {
-    const std::vector<std::string> head = {"contender", "aggregations", "aggr p50", "aggr max", "max writes/s",
-                                           "write p50", "p99",          "p99.9",    "max",      "violations"};
+    const std::vector<std::string> head = {"contender",    "aggregations", "aggr p50", "aggr max",
+                                           "max writes/s", "write p50",    "p99",      "p99.9",
+                                           "max",          "violations"};
     std::vector<std::vector<std::string>> cells;
     for (const auto& f : rows) {
         const auto& r = f.r;
@@ -239,9 +239,8 @@ void print_table(const std::vector<finished>& rows, const service_config& cfg) {
         };
         cells.push_back({std::string(f.c->name()), std::to_string(r.aggregations),
                          human_ns(static_cast<double>(r.aggregation_time.quantile(0.5))),
-                         human_ns(static_cast<double>(r.aggregation_time.max())),
-                         human_rate(f.capacity), lat(0.5), lat(0.99), lat(0.999), lat(1.0),
-                         std::to_string(r.violations)});
+                         human_ns(static_cast<double>(r.aggregation_time.max())), human_rate(f.capacity),
+                         lat(0.5), lat(0.99), lat(0.999), lat(1.0), std::to_string(r.violations)});
     }
     std::vector<std::size_t> w(head.size());
     for (std::size_t i = 0; i < head.size(); ++i) {
@@ -268,8 +267,7 @@ void print_table(const std::vector<finished>& rows, const service_config& cfg) {
         std::cout << "write p50 .. max: latency of one update from its arrival, updates arriving at "
                   << human_rate(cfg.rate) << " per writer in batches every " << cfg.batch.count()
                   << " us (the other half); aggregations and violations count both halves\n";
-    std::cout << 
-                 "violations: walks that saw a writer's later update but missed an earlier one (not one "
+    std::cout << "violations: walks that saw a writer's later update but missed an earlier one (not one "
                  "instant of the map)\n\n";
     for (const auto& f : rows) std::cout << meaning(f, rows) << '\n';
     std::cout.flush();
@@ -398,7 +396,8 @@ int demo_main(int argc, char** argv) {
                    "update arrived (0: only the flat-out run, no latencies)")
         ->capture_default_str()
         ->check(CLI::Range(0.0, 1e9));
-    app.add_option("--batch-us", batch_us, "with --rate: updates arrive in batches this many microseconds apart")
+    app.add_option("--batch-us", batch_us,
+                   "with --rate: updates arrive in batches this many microseconds apart")
         ->capture_default_str()
         ->check(CLI::Range(1, 1'000'000));
     app.add_option("--work-ns", work_ns,
