@@ -18,7 +18,7 @@
 //   iterlock_iterations_started_total           counter  guards asked for / snapshots taken
 //   iterlock_lock_wait_seconds{role,priority}   histogram role = writer | iterator,
 //                                                        priority = best_effort | realtime
-//   iterlock_iteration_hold_seconds{priority}   histogram iteration_lock and guarded<Map> only: guard hold times
+//   iterlock_iteration_hold_seconds{priority}   histogram guard hold times (iteration_lock, guarded only)
 //   iterlock_snapshots_active                   gauge
 //   iterlock_snapshot_preserved_bytes           gauge
 //   iterlock_map_entries                        gauge

@@ -22,8 +22,9 @@
 // its store holds (a shared lock, the iteration lock, a snapshot) for the whole of it, as a real one does.
 //
 // Invariants of a run: threads start together behind a latch; the measured window runs from that start to
-// the stop signal; writer latency covers each put() alone (two clock reads around it); every aggregation
-// that starts is finished, checked and counted.
+// the stop signal; with a rate (open loop), an update's latency runs from its batch's arrival to the end of
+// its put(), and without one (closed loop) no update is timed; every aggregation that starts is finished,
+// checked and counted.
 #pragma once
 
 #include <sys/prctl.h>
