@@ -10,7 +10,7 @@
 
 #include <benchmark/benchmark.h>
 
-#include "iterlock/detail/shard_lock.hpp"
+#include "iterlock/detail/lock/shard_lock.hpp"
 #include "iterlock/priority.hpp"
 
 namespace {

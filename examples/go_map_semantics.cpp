@@ -10,7 +10,7 @@
 #include <iterlock/map.hpp>
 // Section 5 peeks at the table's shape (B, growth in progress, overflow buckets) through the test-access
 // header. That header is for tests and illustrations only: it is not part of the public API.
-#include <iterlock/detail/map_test_access.hpp>
+#include <iterlock/detail/map/test_access.hpp>
 
 #include <cstdio>
 #include <latch>

@@ -65,8 +65,8 @@
 #include <type_traits>
 #include <utility>
 
-#include "iterlock/detail/chan_park.hpp"
-#include "iterlock/detail/chan_state.hpp"
+#include "iterlock/detail/chan/park.hpp"
+#include "iterlock/detail/chan/state.hpp"
 
 namespace iterlock {
 

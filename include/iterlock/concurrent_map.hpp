@@ -1,7 +1,7 @@
 // iterlock::concurrent_map — a thread-safe, sharded Go map whose iterations writers cannot corrupt.
 //
-// Each shard is a Go map (detail/table.hpp, the same core as iterlock::map) with its own lock
-// (detail/shard_lock.hpp) and its own incremental growth. Which iteration the map offers is chosen at the
+// Each shard is a Go map (detail/map/table.hpp, the same core as iterlock::map) with its own lock
+// (detail/lock/shard_lock.hpp) and its own incremental growth. Which iteration the map offers is chosen at the
 // type by the Options parameter:
 //
 //   iterlock::snapshot_iteration (default)   auto s = m.snapshot();  for (const auto& [k, v] : s) ...
@@ -19,7 +19,7 @@
 //   S3  Writers never wait for a snapshot: taking one is a registry mutex, plus, if writers copied chains
 //       since the previous snapshot was taken, a reserve for each shard that did (O(shards), no shard lock:
 //       memory for the coming copies, allocated and touched by the snapshot's creator instead of the
-//       writers; detail/snapshot_store.hpp). A walk copies one batch of 32 buckets at a time, never across
+//       writers; detail/concurrent/snapshot_store.hpp). A walk copies one batch of 32 buckets at a time, never across
 //       user code: for trivially copyable K and V as a sequence-lock read that no writer waits for (a batch
 //       that a writer overlapped is read again; after four tries it takes the shard's lock in shared
 //       mode), otherwise under the shard's lock in shared mode. Ending a snapshot sweeps what it alone
@@ -52,7 +52,7 @@
 //   L3  Writer preference: a waiting writer blocks new guards, so a stream of walks cannot starve writers.
 //       A guard already held keeps holding; writers wait for it.
 //   L4  Priorities: acquirers waiting with iterlock::priority::realtime (see priority_scope) go before
-//       best_effort ones (detail/shard_lock.hpp, rule R4).
+//       best_effort ones (detail/lock/shard_lock.hpp, rule R4).
 //   L5  try_lock_for_iteration(timeout) returns a guard that tests false, leaving no trace, if it cannot get
 //       every shard in time.
 //   L6  The thread that holds the only live guard may write to the map during its walk ("iterate and
@@ -73,7 +73,7 @@
 //
 // Optimistic reads: with trivially copyable K and V compared by std::equal_to (and outside ThreadSanitizer
 // builds; see optimistic_reads), find/contains store nothing to shared memory: a sequence-lock read of the
-// shard under an epoch section (detail/epoch.hpp) keeps the blocks it may reach allocated, and the answer
+// shard under an epoch section (detail/concurrent/epoch.hpp) keeps the blocks it may reach allocated, and the answer
 // is kept only if no writer came in between (else retried, then taken under the lock). Otherwise finds take
 // the shard's lock in shared mode. Either way a find is linearizable and returns a copy. Memory: a block
 // that a writer unlinks (an overflow bucket, an array that growth retired) is freed by a later write to the
@@ -104,11 +104,11 @@
 #include <utility>
 #include <vector>
 
-#include "iterlock/detail/inplace_array.hpp"
-#include "iterlock/detail/lifetime.hpp"
-#include "iterlock/detail/shard_lock.hpp"
-#include "iterlock/detail/snapshot_store.hpp"
-#include "iterlock/detail/table.hpp"
+#include "iterlock/detail/util/inplace_array.hpp"
+#include "iterlock/detail/util/lifetime.hpp"
+#include "iterlock/detail/lock/shard_lock.hpp"
+#include "iterlock/detail/concurrent/snapshot_store.hpp"
+#include "iterlock/detail/map/table.hpp"
 #include "iterlock/errors.hpp"
 #include "iterlock/hash.hpp"
 #include "iterlock/iteration_lock.hpp"
@@ -228,7 +228,7 @@ class concurrent_map {
     // Whether finds and snapshot walks read without storing to shared memory (sequence-lock reads; see
     // "Optimistic reads" above and find_impl): only where a torn copy is harmless bytes — trivially
     // copyable K and V compared by std::equal_to — and not under ThreadSanitizer, which cannot model a
-    // sequence lock's racy reads (detail/racy_read.hpp).
+    // sequence lock's racy reads (detail/util/racy_read.hpp).
     static constexpr bool optimistic_reads =
         !ITERLOCK_DETAIL_TSAN && std::is_trivially_copyable_v<K> && std::is_trivially_copyable_v<V> &&
         (std::is_same_v<KeyEqual, std::equal_to<K>> || std::is_same_v<KeyEqual, std::equal_to<>>);
@@ -436,7 +436,7 @@ class concurrent_map {
 
     // Go's size hint, spread over the shards. A hint: skipped for shards that a live snapshot or iteration
     // is reading. Throws std::length_error, changing nothing, if a shard's share exceeds what one shard's
-    // table holds (map::max_size(), detail/table.hpp's max_entries), even where it would be skipped.
+    // table holds (map::max_size(), detail/map/table.hpp's max_entries), even where it would be skipped.
     void reserve(size_type n) {
         const size_type per = n / shards_.size() + 1;
         if (per > detail::max_entries) detail::throw_too_many_entries();
@@ -513,7 +513,7 @@ class concurrent_map {
 
     // For observers that may outlive the map (iterlock/prometheus.hpp's exposure): a token through which
     // they read the map only while it exists; the destructor waits for a read in progress, and no read
-    // starts after it (detail/lifetime.hpp, LT1). The first call allocates it; no other call touches it.
+    // starts after it (detail/util/lifetime.hpp, LT1). The first call allocates it; no other call touches it.
     std::shared_ptr<detail::lifetime> lifetime_token() const { return lifetime_.watch(); }
 
     // ---- snapshot iteration
@@ -528,7 +528,7 @@ class concurrent_map {
             throw;
         }
         drain_deferred();  // a snapshot that ended inside a callback whose sweep has not run yet
-        // Reserves for the writers' copies (detail/snapshot_store.hpp), before registering: the sweep that
+        // Reserves for the writers' copies (detail/concurrent/snapshot_store.hpp), before registering: the sweep that
         // ends the last snapshot frees them.
         if (registry_.chunks_started_since_last_look())
             for (shard& s : shards_) s.t.chain_watch().provision();
@@ -726,7 +726,7 @@ class concurrent_map {
         if constexpr (optimistic_reads) {
             // A sequence-lock read: no store to the shard's lock word, so finds on two cores do not bounce
             // its cache line. The epoch section keeps every block the walk can reach allocated
-            // (detail/epoch.hpp); the validation keeps the answer only if no writer came in between.
+            // (detail/concurrent/epoch.hpp); the validation keeps the answer only if no writer came in between.
             // This is the fast path, one attempt, inline: over a large map every find waits for a cache
             // miss, and how many finds a core keeps in flight at once depends on how few instructions
             // each one takes (184 -> 128 instructions per find took a 1M-key find loop from 1.4x to 1.1x
@@ -804,7 +804,7 @@ class concurrent_map {
     // (table::prefetch_for_write): a write's lock is a locked instruction, and on two cores the lock word
     // is usually in the other core's cache (its finds read it), so the data misses overlap that transfer
     // instead of following it.
-    // While a snapshot lives, the chain's tag is read too (detail/snapshot_store.hpp).
+    // While a snapshot lives, the chain's tag is read too (detail/concurrent/snapshot_store.hpp).
     shard& shard_for_write(std::uint64_t h) const noexcept {
         shard& s = shard_for(h);
         bool tag_read = false;
@@ -1136,8 +1136,8 @@ class concurrent_map {
 
             // ---- the optimistic batch (trivially copyable K and V): a sequence-lock read of buckets
             // [bucket_, stop), so writers never wait for a walk. Every load is a relaxed atomic load
-            // (detail/racy_read.hpp); the epoch section keeps every block reachable from the snapshot's
-            // structure allocated (overflow buckets, dropped versions: detail/epoch.hpp); a batch that a
+            // (detail/util/racy_read.hpp); the epoch section keeps every block reachable from the snapshot's
+            // structure allocated (overflow buckets, dropped versions: detail/concurrent/epoch.hpp); a batch that a
             // writer overlapped is discarded and read again, under the lock after a few tries.
             bool copy_batch_racy(shard& sh, std::size_t stop) {
                 detail::epoch_domain& d = detail::epoch_domain::global();

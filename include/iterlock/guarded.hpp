@@ -86,7 +86,7 @@
 #include <utility>
 #include <variant>
 
-#include "iterlock/detail/exclusive_add.hpp"
+#include "iterlock/detail/util/exclusive_add.hpp"
 #include "iterlock/errors.hpp"
 #include "iterlock/iteration_lock.hpp"
 #include "iterlock/metrics.hpp"

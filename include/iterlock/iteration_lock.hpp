@@ -4,7 +4,7 @@
 // thread holds, shared with concurrent_map), iterlock::detail::acquire_iterations (all-or-nothing
 // acquisition of several iteration holds, shared with concurrent_map).
 // Invariants: one implementation of the lock. The word, the queue and rules R1-R9 live in
-// detail/shard_lock.hpp; an iteration_lock is one detail::shard_lock plus the guard rules below, and every
+// detail/lock/shard_lock.hpp; an iteration_lock is one detail::shard_lock plus the guard rules below, and every
 // concurrent_map shard is the same detail::shard_lock driven by the same helpers (docs/DESIGN.md, "One
 // iteration lock, two users").
 //
@@ -19,7 +19,7 @@
 // It meets the standard's SharedMutex requirements (lock, try_lock, unlock, and the _shared forms), so
 // std::unique_lock and std::shared_lock work. iterlock::guarded<Map> (guarded.hpp) packages it with a map.
 //
-// Rules. R1-R9 (detail/shard_lock.hpp) say who waits for whom; the guard rules are concurrent_map's L1-L7,
+// Rules. R1-R9 (detail/lock/shard_lock.hpp) say who waits for whom; the guard rules are concurrent_map's L1-L7,
 // here for one lock:
 //   L1  While a guard lives, no other thread holds the lock as a writer.
 //   L2  Any number of guards may live at once (on any threads); readers never wait for them (R1).
@@ -64,7 +64,7 @@
 #include <cstdint>
 #include <optional>
 
-#include "iterlock/detail/shard_lock.hpp"
+#include "iterlock/detail/lock/shard_lock.hpp"
 #include "iterlock/errors.hpp"
 #include "iterlock/metrics.hpp"
 #include "iterlock/misuse.hpp"

@@ -2,7 +2,7 @@
 //
 // The structure is Go's: 2^B buckets of 8 slots with a tophash byte each, overflow chains, load factor 6.5,
 // incremental growth (each write evacuates at most two old buckets), a per-map hash seed and a randomized
-// iteration start. detail/table.hpp owns the structure and explains it; this header adds the public API,
+// iteration start. detail/map/table.hpp owns the structure and explains it; this header adds the public API,
 // the iterators, and the detection of concurrent misuse.
 //
 // Writes during the map's own iteration (Go spec, "For statements with range clause")
@@ -23,7 +23,7 @@
 //       buckets at its start produces at most 8 * (M + 2 * 2^B) entries, however much the loop inserts.
 //       For a map of n > 8 entries grown by inserts alone, M <= 3 * 2^B and 2^B < n / 3.25, so at most
 //       40 * 2^B < 12.4 * n (docs/DESIGN.md gives the argument and the figures for Go's loop).
-// Growth keeps evacuating while iterators are alive (detail/table.hpp, "Growth under live iterators"); what
+// Growth keeps evacuating while iterators are alive (detail/map/table.hpp, "Growth under live iterators"); what
 // an iteration may still walk (the retired arrays, old overflow buckets) is kept until the last iterator of
 // the map is gone, and freed by the next write. A write made while an iterator is alive may move entries:
 // a reference from `*it` or an entry_ptr is not valid after it (copy what you need first); the iterator
@@ -96,7 +96,7 @@
 #include <type_traits>
 #include <utility>
 
-#include "iterlock/detail/table.hpp"
+#include "iterlock/detail/map/table.hpp"
 #include "iterlock/hash.hpp"
 #include "iterlock/misuse.hpp"
 
@@ -641,7 +641,7 @@ class map {
         return t_.get_allocator();
     }
 
-    // Verifies the table's invariants (detail/table.hpp, T1-T7); throws std::logic_error on the first
+    // Verifies the table's invariants (detail/map/table.hpp, T1-T7); throws std::logic_error on the first
     // violation. O(size + buckets): for tests.
     void check_invariants() const {
         check_read();

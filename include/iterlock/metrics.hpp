@@ -17,7 +17,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "iterlock/detail/exclusive_add.hpp"
+#include "iterlock/detail/util/exclusive_add.hpp"
 
 namespace iterlock {
 

@@ -1,6 +1,6 @@
 // iterlock::select: Go's select statement over any mix of send and receive cases on channels of different
 // element types, with an optional default case and an optional timeout. This header owns the case builders
-// and the public select(); the engine is detail/chan_select.hpp.
+// and the public select(); the engine is detail/chan/select.hpp.
 //
 //   bool done = false;
 //   while (!done) {                                   // for { select { ... } }
@@ -44,7 +44,7 @@
 #include <utility>
 
 #include "iterlock/chan.hpp"
-#include "iterlock/detail/chan_select.hpp"
+#include "iterlock/detail/chan/select.hpp"
 
 namespace iterlock {
 

@@ -17,7 +17,7 @@
 #include <vector>
 
 #include "iterlock/chan.hpp"
-#include "iterlock/detail/chan_test_access.hpp"
+#include "iterlock/detail/chan/test_access.hpp"
 
 // 1 under ThreadSanitizer, whose runtime owns the global operator new (it cannot be replaced there).
 #if defined(__SANITIZE_THREAD__)

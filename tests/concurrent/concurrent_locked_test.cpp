@@ -22,7 +22,7 @@
 
 #include "concurrent_test_util.hpp"
 #include "iterlock/concurrent_map.hpp"
-#include "iterlock/detail/concurrent_map_test_access.hpp"
+#include "iterlock/detail/concurrent/test_access.hpp"
 #include "iterlock/errors.hpp"
 #include "iterlock/priority.hpp"
 #include "ordered_writes.hpp"

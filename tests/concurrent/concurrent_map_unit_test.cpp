@@ -21,8 +21,8 @@
 
 #include "concurrent_test_util.hpp"
 #include "iterlock/concurrent_map.hpp"
-#include "iterlock/detail/concurrent_map_test_access.hpp"
-#include "iterlock/detail/inplace_array.hpp"
+#include "iterlock/detail/concurrent/test_access.hpp"
+#include "iterlock/detail/util/inplace_array.hpp"
 #include "iterlock/errors.hpp"
 
 namespace {

@@ -30,7 +30,7 @@
 
 #include "concurrent_test_util.hpp"
 #include "iterlock/concurrent_map.hpp"
-#include "iterlock/detail/concurrent_map_test_access.hpp"
+#include "iterlock/detail/concurrent/test_access.hpp"
 #include "support/counting_new.hpp"
 
 namespace {

@@ -618,7 +618,7 @@ TEST_F(CMapSnapshot, MemoryReturnsToTheNoSnapshotLevel) {
         << "something used a default-made allocator";
 }
 
-// Reserves (detail/snapshot_store.hpp): the creator of a snapshot gives a shard whose writers copied at least
+// Reserves (detail/concurrent/snapshot_store.hpp): the creator of a snapshot gives a shard whose writers copied at least
 // a page since the previous snapshot a reserve; the same writes again then copy into it without allocating,
 // and the reserve is freed with the last snapshot like the copies (S5).
 TEST_F(CMapSnapshot, ReserveFromTheCreatorTakesTheWritersNextCopies) {

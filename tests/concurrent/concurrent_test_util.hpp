@@ -123,7 +123,7 @@ struct alloc_counter {
 };
 
 // Where default-constructed counting allocators count. concurrent_map's snapshot store default-constructs its
-// allocator before binding the map's (detail/snapshot_store.hpp), so the allocator needs a default
+// allocator before binding the map's (detail/concurrent/snapshot_store.hpp), so the allocator needs a default
 // constructor; the suites check that nothing is ever counted here.
 inline alloc_counter& unbound_counter() {
     static alloc_counter c;

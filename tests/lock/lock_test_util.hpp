@@ -15,7 +15,7 @@
 
 #include <gtest/gtest.h>
 
-#include "iterlock/detail/shard_lock.hpp"
+#include "iterlock/detail/lock/shard_lock.hpp"
 
 #if defined(__SANITIZE_THREAD__)
 #define ITERLOCK_TEST_TSAN 1

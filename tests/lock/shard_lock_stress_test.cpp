@@ -16,7 +16,7 @@
 
 #include <gtest/gtest.h>
 
-#include "iterlock/detail/shard_lock.hpp"
+#include "iterlock/detail/lock/shard_lock.hpp"
 #include "iterlock/errors.hpp"
 #include "iterlock/priority.hpp"
 #include "lock_test_util.hpp"

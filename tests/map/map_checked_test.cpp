@@ -5,7 +5,7 @@
 
 #include <cstdio>
 
-#include "iterlock/detail/map_test_access.hpp"
+#include "iterlock/detail/map/test_access.hpp"
 #include "iterlock/map.hpp"
 
 namespace {

@@ -19,7 +19,7 @@
 #include <vector>
 
 #include "concurrent/concurrent_test_util.hpp"
-#include "iterlock/detail/map_test_access.hpp"
+#include "iterlock/detail/map/test_access.hpp"
 #include "iterlock/map.hpp"
 #include "map_test_types.hpp"
 

@@ -13,7 +13,7 @@
 #include <vector>
 
 #include "iteration_oracle.hpp"
-#include "iterlock/detail/map_test_access.hpp"
+#include "iterlock/detail/map/test_access.hpp"
 #include "iterlock/map.hpp"
 
 namespace {

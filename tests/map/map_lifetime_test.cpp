@@ -8,7 +8,7 @@
 #include <string>
 #include <utility>
 
-#include "iterlock/detail/map_test_access.hpp"
+#include "iterlock/detail/map/test_access.hpp"
 #include "iterlock/map.hpp"
 #include "map_test_types.hpp"
 

@@ -13,7 +13,7 @@
 #include <utility>
 #include <vector>
 
-#include "iterlock/detail/map_test_access.hpp"
+#include "iterlock/detail/map/test_access.hpp"
 #include "iterlock/map.hpp"
 
 namespace {

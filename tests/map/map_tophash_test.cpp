@@ -1,4 +1,4 @@
-// The tophash matchers (detail/tophash.hpp): the SWAR twin, the vector version this CPU selects (SSE2 on
+// The tophash matchers (detail/map/tophash.hpp): the SWAR twin, the vector version this CPU selects (SSE2 on
 // x86-64, NEON on aarch64) and the selected name all give the mask of a byte-at-a-time reference, on every
 // byte pattern where a lane-parallel trick can go wrong.
 #include <gtest/gtest.h>
@@ -9,7 +9,7 @@
 #include <random>
 #include <string>
 
-#include "iterlock/detail/map_test_access.hpp"
+#include "iterlock/detail/map/test_access.hpp"
 
 namespace {
 

@@ -1,9 +1,9 @@
 // memory_model.C4_ChannelDeliversEachValueExactlyOnce: the channel's hand-over slot and parking
-// (detail/chan_state.hpp, detail/chan_park.hpp; rules C1, C4 and C6 of iterlock/chan.hpp) under Relacy.
+// (detail/chan/state.hpp, detail/chan/park.hpp; rules C1, C4 and C6 of iterlock/chan.hpp) under Relacy.
 //
 // The real iterlock::chan<payload> (a pointer to a message held in an rl::var, below), compiled with
 // ITERLOCK_RELACY: its atomics are Relacy's and its futex waits and wakes go to the futex model of
-// detail/atomic_traits.hpp, where a sleeper that nobody wakes is a deadlock that Relacy reports (a lost
+// detail/util/atomic_traits.hpp, where a sleeper that nobody wakes is a deadlock that Relacy reports (a lost
 // wake-up). Two senders each send one value on an unbuffered channel, so one of them may park in the
 // hand-over slot and the other in the send queue (or the receiver parks first); a receiver takes two values.
 // C4: each value arrives exactly once (no loss, no duplicate). The second suite does the same on a channel

@@ -1,7 +1,7 @@
 // memory_model_check.hpp: the shared main() of the Relacy checks (tests/memory_model/*_check.cpp).
 //
 // Each check is one executable compiled with ITERLOCK_RELACY: the iterlock headers then take their atomics,
-// fences, mutex and condition variable from Relacy (detail/atomic_traits.hpp). Relacy runs the test suite
+// fences, mutex and condition variable from Relacy (detail/util/atomic_traits.hpp). Relacy runs the test suite
 // under its schedulers and prints the failing execution's history when an assertion, a data race on an
 // rl::var, a deadlock or a livelock is found.
 //
@@ -14,7 +14,7 @@
 #error "the memory-model checks are compiled with ITERLOCK_RELACY (tests/memory_model/CMakeLists.txt)"
 #endif
 
-#include "iterlock/detail/atomic_traits.hpp"  // Relacy, without the macros of <relacy/relacy.hpp>
+#include "iterlock/detail/util/atomic_traits.hpp"  // Relacy, without the macros of <relacy/relacy.hpp>
 
 #include <cstdio>
 #include <cstdlib>
@@ -67,7 +67,7 @@ int run(const char* name, int argc, char** argv, unsigned long iterations = 2000
     return ok ? EXIT_SUCCESS : EXIT_FAILURE;
 }
 
-// Installs the futex model (detail/atomic_traits.hpp) for one execution: a suite whose code may sleep on a
+// Installs the futex model (detail/util/atomic_traits.hpp) for one execution: a suite whose code may sleep on a
 // futex word (the channels) declares one before the objects that use it.
 class futex_scope {
   public:

@@ -1,6 +1,6 @@
 // memory_model.R9_SeqlockReaderNeverValidatesATornPair: shard_lock's sequence reads (R9) under Relacy.
 //
-// The real shard_lock (detail/shard_lock.hpp, compiled with ITERLOCK_RELACY so its atomics, fences, mutex
+// The real shard_lock (detail/lock/shard_lock.hpp, compiled with ITERLOCK_RELACY so its atomics, fences, mutex
 // and condition variables are Relacy's) guards a pair of words. A writer takes the lock, writes both words
 // with the same value and releases; readers copy the pair with relaxed loads between read_begin() (or
 // try_read_begin()) and read_validate(), as concurrent_map's optimistic finds do. R9 says a validated copy is
@@ -10,7 +10,7 @@
 // the writer holds: a lost wake-up there shows up as a Relacy deadlock.
 #include "memory_model_check.hpp"
 
-#include "iterlock/detail/shard_lock.hpp"
+#include "iterlock/detail/lock/shard_lock.hpp"
 
 namespace {
 

@@ -15,7 +15,7 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "iterlock/detail/chan_park.hpp"
+#include "iterlock/detail/chan/park.hpp"
 
 namespace iterlock::detail {
 

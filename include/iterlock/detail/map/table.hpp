@@ -71,14 +71,14 @@
 #include <utility>
 #include <vector>
 
-#include "iterlock/detail/bucket.hpp"
-#include "iterlock/detail/epoch.hpp"
-#include "iterlock/detail/exclusive_add.hpp"
-#include "iterlock/detail/fence.hpp"
-#include "iterlock/detail/inline.hpp"
-#include "iterlock/detail/prefetch.hpp"
-#include "iterlock/detail/racy_read.hpp"
-#include "iterlock/detail/tophash.hpp"
+#include "iterlock/detail/map/bucket.hpp"
+#include "iterlock/detail/concurrent/epoch.hpp"
+#include "iterlock/detail/util/exclusive_add.hpp"
+#include "iterlock/detail/util/fence.hpp"
+#include "iterlock/detail/util/inline.hpp"
+#include "iterlock/detail/util/prefetch.hpp"
+#include "iterlock/detail/util/racy_read.hpp"
+#include "iterlock/detail/map/tophash.hpp"
 #include "iterlock/hash.hpp"
 #include "iterlock/misuse.hpp"
 
@@ -857,7 +857,7 @@ class table {
     // --------------------------------------------
     // With deferred frees on, a block that the table unlinks (an array that growth retired, an overflow
     // bucket that evacuation or clear emptied) is kept until no epoch section that began before the unlink
-    // is still open (detail/epoch.hpp), so find_racy() never reads freed memory. The map's owner calls
+    // is still open (detail/concurrent/epoch.hpp), so find_racy() never reads freed memory. The map's owner calls
     // reclaim_deferred() now and then (under its lock, like every other call that changes the table).
     void enable_deferred_frees(epoch_domain* d) noexcept { deferred_ = d; }
     // Frees the deferred blocks that no reader can reach any more: those retired before the oldest open
@@ -876,7 +876,7 @@ class table {
     bool reclaim_due() const noexcept { return reclaim_due_; }
 
     // Go's mapaccess for a reader that holds no lock, only an epoch section: every load is a relaxed atomic
-    // load (detail/racy_read.hpp) and only blocks named by the published array views or reached through
+    // load (detail/util/racy_read.hpp) and only blocks named by the published array views or reached through
     // them are read, so concurrent writers can make the answer wrong but never make the read unsafe.
     // Returns the slot whose key matched (nullptr: none); the caller copies what it needs with racy_copy
     // before its section ends and keeps the answer only if its sequence validation succeeds. `torn` is set

@@ -27,9 +27,9 @@
 #include <functional>
 #include <new>
 
-#include "iterlock/detail/chan_core.hpp"
-#include "iterlock/detail/chan_park.hpp"
-#include "iterlock/detail/chan_waitq.hpp"
+#include "iterlock/detail/chan/core.hpp"
+#include "iterlock/detail/chan/park.hpp"
+#include "iterlock/detail/chan/waitq.hpp"
 
 namespace iterlock::detail {
 

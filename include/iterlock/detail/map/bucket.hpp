@@ -29,9 +29,9 @@
 #include <type_traits>
 #include <utility>
 
-#include "iterlock/detail/fence.hpp"
-#include "iterlock/detail/racy_read.hpp"
-#include "iterlock/detail/tophash.hpp"
+#include "iterlock/detail/util/fence.hpp"
+#include "iterlock/detail/util/racy_read.hpp"
+#include "iterlock/detail/map/tophash.hpp"
 
 namespace iterlock::detail {
 
@@ -73,7 +73,7 @@ struct bucket_ref {
         return o != nullptr ? bucket_ref{o->tophash, &o->body, o} : bucket_ref{};
     }
 
-    // The same steps for a reader that holds no lock (sequence-lock readers; detail/racy_read.hpp): each
+    // The same steps for a reader that holds no lock (sequence-lock readers; detail/util/racy_read.hpp): each
     // value is read once with a relaxed atomic load, and the acquire fences pair with the writer's release
     // fences (table::new_overflow before linking a member, table::evacuate before marking old buckets), so
     // what the reader goes on to read was initialised.

@@ -1,4 +1,4 @@
-// iterlock/detail/lifetime.hpp: lets an observer that may outlive a container (an exporter's scrape thread)
+// iterlock/detail/util/lifetime.hpp: lets an observer that may outlive a container (an exporter's scrape thread)
 // read the container only while it exists.
 //
 // Owns: iterlock::detail::lifetime, iterlock::detail::lifetime_anchor.

@@ -1,4 +1,4 @@
-// iterlock/detail/atomic_traits.hpp: the one place that names the atomics, fences, mutex and condition
+// iterlock/detail/util/atomic_traits.hpp: the one place that names the atomics, fences, mutex and condition
 // variable of iterlock's ordering protocols, so that a model checker can run the same header code.
 //
 // Owns: iterlock::detail::atomic<T>, iterlock::detail::atomic_fence(), iterlock::detail::sync_mutex,
@@ -177,7 +177,7 @@ class sync_condvar {
     rl::condition_variable cv_;
 };
 
-// The futex model (detail/chan_park.hpp's futex_wait/futex_wake in the Relacy build). A real FUTEX_WAIT
+// The futex model (detail/chan/park.hpp's futex_wait/futex_wake in the Relacy build). A real FUTEX_WAIT
 // compares the word and goes to sleep atomically with respect to FUTEX_WAKE on the same word (the kernel
 // does both under its hash-bucket lock); a wait may also return spuriously. Modelled with one Relacy mutex
 // and condition variable per execution (tests/memory_model's futex_scope installs them): futex_model_wait

@@ -1,4 +1,4 @@
-// iterlock/detail/exclusive_add.hpp: an add to an atomic counter that only one thread at a time writes.
+// iterlock/detail/util/exclusive_add.hpp: an add to an atomic counter that only one thread at a time writes.
 //
 // Counters that writers change under a lock and any thread may read (a shard's revision and count, the
 // writer-wait histograms, the snapshot store's item and byte counts): the writer holds the lock that

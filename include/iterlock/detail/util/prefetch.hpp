@@ -1,4 +1,4 @@
-// iterlock/detail/prefetch.hpp: prefetch with intent to write.
+// iterlock/detail/util/prefetch.hpp: prefetch with intent to write.
 //
 // A write that prefetches the lines it will change before it takes its lock (concurrent_map) wants them
 // in its cache exclusively: a line another core also holds (the finds there read it) must otherwise be

@@ -4,7 +4,7 @@
 
 #include <cstddef>
 
-#include "iterlock/detail/tophash.hpp"  // the matchers and their twins, tested directly (map_tophash_test)
+#include "iterlock/detail/map/tophash.hpp"  // the matchers and their twins, tested directly (map_tophash_test)
 #include "iterlock/map.hpp"
 
 namespace iterlock::detail {

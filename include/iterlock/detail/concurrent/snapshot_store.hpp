@@ -57,14 +57,14 @@
 #include <optional>
 #include <vector>
 
-#include "iterlock/detail/atomic_traits.hpp"
-#include "iterlock/detail/bucket.hpp"
-#include "iterlock/detail/epoch.hpp"
-#include "iterlock/detail/exclusive_add.hpp"
-#include "iterlock/detail/fence.hpp"
-#include "iterlock/detail/inline.hpp"
-#include "iterlock/detail/racy_read.hpp"
-#include "iterlock/detail/tophash.hpp"
+#include "iterlock/detail/util/atomic_traits.hpp"
+#include "iterlock/detail/map/bucket.hpp"
+#include "iterlock/detail/concurrent/epoch.hpp"
+#include "iterlock/detail/util/exclusive_add.hpp"
+#include "iterlock/detail/util/fence.hpp"
+#include "iterlock/detail/util/inline.hpp"
+#include "iterlock/detail/util/racy_read.hpp"
+#include "iterlock/detail/map/tophash.hpp"
 #include "iterlock/misuse.hpp"
 
 namespace iterlock::detail {
@@ -208,7 +208,7 @@ class snapshot_registry {
     }
 
     // detail::atomic and sync_mutex: std's, or Relacy's in the memory-model checks
-    // (detail/atomic_traits.hpp).
+    // (detail/util/atomic_traits.hpp).
     atomic<std::uint64_t> seq_{1};  // starts at 1 so that label 0 ("never written") is <= every marker
     atomic<std::size_t> live_{0};
     atomic<std::uint64_t> max_live_{0};
@@ -302,7 +302,7 @@ class shard_versions {
     }
     // Optimistic walks (chain_at_racy) read versions without the shard's lock: then versions that a
     // writer drops under the lock are freed only once no epoch section can still be reading them, and the
-    // caller of sweep() waits for the readers before free_garbage() (detail/epoch.hpp).
+    // caller of sweep() waits for the readers before free_garbage() (detail/concurrent/epoch.hpp).
     void enable_deferred_frees(epoch_domain* d) noexcept { defer_ = d; }
 
     // ---- reserves (see the file comment); called by a snapshot's creator, without the shard's lock

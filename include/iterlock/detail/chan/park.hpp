@@ -27,7 +27,7 @@
 #include <immintrin.h>
 #endif
 
-#include "iterlock/detail/atomic_traits.hpp"
+#include "iterlock/detail/util/atomic_traits.hpp"
 
 // Tuning of a parked operation's wait before it sleeps on its futex: pause-polls (about 20 ns each on
 // current x86), then yields. Override with -D for experiments; the defaults were measured on the 2-core
@@ -39,7 +39,7 @@
 #define ITERLOCK_CHAN_YIELD_POLLS 4
 #endif
 
-// Test probes: event counters that the channel tests read through detail/chan_test_access.hpp, to assert
+// Test probes: event counters that the channel tests read through detail/chan/test_access.hpp, to assert
 // that a race was actually reached or that a path took no lock. Compiled in only when ITERLOCK_CHAN_PROBES
 // is 1 (the channel test executables set it for every translation unit); otherwise a probe is an empty
 // member and `hit()` compiles to nothing. All translation units of one program must agree on the macro.
@@ -70,7 +70,7 @@ inline void futex_wait(atomic<std::uint32_t>* word, std::uint32_t expected, bool
 #if ITERLOCK_DETAIL_RELACY
     (void)timed;
     (void)deadline;
-    futex_model_wait(word, expected);  // a model check: see detail/atomic_traits.hpp
+    futex_model_wait(word, expected);  // a model check: see detail/util/atomic_traits.hpp
 #elif defined(__linux__)
     timespec ts{};
     timespec* tsp = nullptr;

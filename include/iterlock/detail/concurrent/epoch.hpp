@@ -64,9 +64,9 @@
 #include <unistd.h>
 #endif
 
-#include "iterlock/detail/atomic_traits.hpp"
-#include "iterlock/detail/fence.hpp"
-#include "iterlock/detail/racy_read.hpp"  // ITERLOCK_DETAIL_TSAN
+#include "iterlock/detail/util/atomic_traits.hpp"
+#include "iterlock/detail/util/fence.hpp"
+#include "iterlock/detail/util/racy_read.hpp"  // ITERLOCK_DETAIL_TSAN
 
 namespace iterlock::detail {
 

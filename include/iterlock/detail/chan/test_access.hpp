@@ -1,6 +1,6 @@
 // The one header through which tests reach channel internals (Go: export_test.go): how many threads are
 // parked on a channel and how many of them sleep, the debug invariant check, and the probes (event
-// counters, see ITERLOCK_CHAN_PROBES in chan_park.hpp). Not for production code.
+// counters, see ITERLOCK_CHAN_PROBES in chan/park.hpp). Not for production code.
 #pragma once
 
 #include <cstddef>
@@ -30,7 +30,7 @@ struct chan_test_access {
     static std::size_t asleep_senders(const chan<T>& ch) noexcept {
         return chan_access::state(ch)->asleep(true);
     }
-    // Every invariant stated in chan_core.hpp and chan_ring.hpp. Requires: no operation in flight.
+    // Every invariant stated in chan/core.hpp and chan/ring.hpp. Requires: no operation in flight.
     template <class T>
     static bool check_invariants(const chan<T>& ch) noexcept {
         return chan_access::state(ch)->check_invariants();

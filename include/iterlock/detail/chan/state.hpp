@@ -20,10 +20,10 @@
 #include <thread>
 #include <type_traits>
 
-#include "iterlock/detail/chan_core.hpp"
-#include "iterlock/detail/chan_park.hpp"
-#include "iterlock/detail/chan_ring.hpp"
-#include "iterlock/detail/chan_waitq.hpp"
+#include "iterlock/detail/chan/core.hpp"
+#include "iterlock/detail/chan/park.hpp"
+#include "iterlock/detail/chan/ring.hpp"
+#include "iterlock/detail/chan/waitq.hpp"
 
 namespace iterlock::detail {
 
@@ -44,7 +44,7 @@ class chan_state final : public chan_core {
     static_assert(std::is_nothrow_move_constructible_v<T> && std::is_nothrow_destructible_v<T>,
                   "iterlock::chan<T> requires T to be nothrow move constructible and nothrow destructible");
 
-    // Whether an unbuffered channel of T can use the hand-over slot (chan_core.hpp): a receiver if T fits;
+    // Whether an unbuffered channel of T can use the hand-over slot (chan/core.hpp): a receiver if T fits;
     // a sender if T also has a nothrow move assignment (to give the value back on close or timeout).
     static constexpr bool slot_fits = sizeof(T) <= slot_bytes && alignof(T) <= 16;
     static constexpr bool slot_fits_sender = slot_fits && std::is_nothrow_move_assignable_v<T>;
@@ -106,7 +106,7 @@ class chan_state final : public chan_core {
 
     std::size_t size() const noexcept { return buffered() ? ring_.size() : 0; }
 
-    // Debug: every invariant stated in chan_core.hpp and chan_ring.hpp. Requires: no operation in flight.
+    // Debug: every invariant stated in chan/core.hpp and chan/ring.hpp. Requires: no operation in flight.
     bool check_invariants() noexcept {
         lock_.lock();
         bool ok = unprotected_check();

@@ -1,4 +1,4 @@
-// iterlock/detail/inline.hpp: inlining attributes for hot and cold paths.
+// iterlock/detail/util/inline.hpp: inlining attributes for hot and cold paths.
 //
 // ITERLOCK_DETAIL_ALWAYS_INLINE marks fast paths that must become part of the caller's loop (a find over a
 // large map waits for cache misses; the fewer instructions each call adds, the more calls a core keeps in

@@ -1,4 +1,4 @@
-// iterlock/detail/shard_lock.hpp: the lock of one concurrent_map shard (readers, writers and iterations),
+// iterlock/detail/lock/shard_lock.hpp: the lock of one concurrent_map shard (readers, writers and iterations),
 // and the whole of iterlock::iteration_lock's lock (iteration_lock.hpp wraps one; docs/DESIGN.md, "One
 // iteration lock, two users").
 //
@@ -110,9 +110,9 @@
 #include <mutex>
 #include <type_traits>
 
-#include "iterlock/detail/atomic_traits.hpp"
-#include "iterlock/detail/fence.hpp"
-#include "iterlock/detail/inline.hpp"
+#include "iterlock/detail/util/atomic_traits.hpp"
+#include "iterlock/detail/util/fence.hpp"
+#include "iterlock/detail/util/inline.hpp"
 #include "iterlock/errors.hpp"
 #include "iterlock/priority.hpp"
 

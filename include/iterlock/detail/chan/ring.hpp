@@ -34,7 +34,7 @@
 #include <string>
 #include <utility>
 
-#include "iterlock/detail/chan_park.hpp"
+#include "iterlock/detail/chan/park.hpp"
 
 namespace iterlock::detail {
 

@@ -1,4 +1,4 @@
-// iterlock/detail/fence.hpp: the memory fences of iterlock's racy (sequence-lock and epoch) paths, quiet
+// iterlock/detail/util/fence.hpp: the memory fences of iterlock's racy (sequence-lock and epoch) paths, quiet
 // under GCC's ThreadSanitizer.
 //
 // Owns: iterlock::detail::fence().
@@ -6,7 +6,7 @@
 // GCC (12 and later) warns at every std::atomic_thread_fence it instruments with -fsanitize=thread
 // (-Wtsan: "atomic_thread_fence is not supported"), once per inlined copy, so a user's TSan build printed
 // dozens of warnings per translation unit. The fences still run; ThreadSanitizer just does not model them.
-// iterlock's fences only order the racy readers of the optimistic paths (detail/racy_read.hpp), and those
+// iterlock's fences only order the racy readers of the optimistic paths (detail/util/racy_read.hpp), and those
 // paths are compiled out under ThreadSanitizer (ITERLOCK_DETAIL_TSAN), so nothing that TSan checks depends
 // on them: fence() keeps the fence and silences the warning for it alone (a fence in the user's own code
 // still warns).
@@ -14,7 +14,7 @@
 
 #include <atomic>
 
-#include "iterlock/detail/atomic_traits.hpp"
+#include "iterlock/detail/util/atomic_traits.hpp"
 
 namespace iterlock::detail {
 
@@ -23,7 +23,7 @@ namespace iterlock::detail {
 #pragma GCC diagnostic ignored "-Wtsan"
 #endif
 // std::atomic_thread_fence(order). Never blocks, never throws.
-// In the memory-model checks (ITERLOCK_RELACY) it is Relacy's fence (detail/atomic_traits.hpp).
+// In the memory-model checks (ITERLOCK_RELACY) it is Relacy's fence (detail/util/atomic_traits.hpp).
 inline void fence(std::memory_order order) noexcept {
 #if ITERLOCK_DETAIL_RELACY
     atomic_fence(order);

@@ -1,6 +1,6 @@
 // The untyped part of a channel (Go: hchan minus the buffer): its lock, closed flag, wait queues, waiter
 // counts and the hand-over slot, and the type-erased entry points that select drives. chan_state<T>
-// (chan_state.hpp) adds the element type, the ring buffer and the blocking operations.
+// (chan/state.hpp) adds the element type, the ring buffer and the blocking operations.
 //
 // Two kinds of channel share this core:
 //  - unbuffered (capacity 0): Go's model. Every operation runs under `lock_`; a sender that finds a
@@ -45,10 +45,10 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "iterlock/detail/atomic_traits.hpp"
-#include "iterlock/detail/chan_park.hpp"
-#include "iterlock/detail/chan_ring.hpp"
-#include "iterlock/detail/chan_waitq.hpp"
+#include "iterlock/detail/util/atomic_traits.hpp"
+#include "iterlock/detail/chan/park.hpp"
+#include "iterlock/detail/chan/ring.hpp"
+#include "iterlock/detail/chan/waitq.hpp"
 #include "iterlock/misuse.hpp"
 
 namespace iterlock::detail {
