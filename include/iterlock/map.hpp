@@ -97,6 +97,10 @@
 #include <utility>
 
 #include "iterlock/detail/map/table.hpp"
+#include "iterlock/detail/map/table_debug.hpp"
+#include "iterlock/detail/util/erase_pred.hpp"
+#include "iterlock/detail/util/random.hpp"
+#include "iterlock/detail/util/transparent.hpp"
 #include "iterlock/hash.hpp"
 #include "iterlock/misuse.hpp"
 
@@ -120,21 +124,6 @@ struct no_misuse_detection {
 };
 
 namespace detail {
-// A fresh random hash seed: a process-wide random base, a counter, the clock.
-inline std::uint64_t random_seed() noexcept {
-    static const std::uint64_t base = [] {
-        std::uint64_t v = 0;
-        try {
-            std::random_device rd;
-            v = (std::uint64_t{rd()} << 32) ^ rd();
-        } catch (...) {
-        }
-        return v ^ static_cast<std::uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count());
-    }();
-    static std::atomic<std::uint64_t> counter{0};
-    // Relaxed: only needs a distinct value per call; nothing is published with it.
-    return seeded_mix(base, counter.fetch_add(1, std::memory_order_relaxed) * mix_k1);
-}
 struct map_test_access;
 }  // namespace detail
 
@@ -144,8 +133,7 @@ class map {
     using table_type = detail::table<K, V, Hash, KeyEqual, Allocator>;
     using slot_type = typename table_type::slot_type;
     static constexpr bool detect = Policy::enabled;
-    static constexpr bool transparent = requires { typename Hash::is_transparent; }
-    &&requires { typename KeyEqual::is_transparent; };
+    static constexpr bool transparent = detail::transparent_v<Hash, KeyEqual>;
     // A key argument of another type that a transparent map can hash, compare, and build a K from.
     template <class K2>
     static constexpr bool heterogeneous_key =
@@ -571,13 +559,7 @@ class map {
     template <class Pred>
     size_type erase_if(Pred pred) {
         write_scope ws(*this);
-        auto test = [&](slot_type& s) -> bool {
-            if constexpr (std::is_invocable_r_v<bool, Pred&, const K&, V&>) {
-                return pred(s.first, s.second);
-            } else {
-                return pred(s);
-            }
-        };
+        detail::slot_test<K, V, Pred> test{pred};
         return t_.erase_if(test);
     }
 
@@ -749,11 +731,8 @@ class map {
         write_scope ws(*this);
         const auto pos = t_.prepare_write(k, h);
         if (pos.found) return {make_ptr(pos.slot, pos.top), false};
-        t_.will_write(pos);
-        ::new (static_cast<void*>(pos.slot))
-            slot_type(std::piecewise_construct, std::forward_as_tuple(std::forward<KArg>(k)),
-                      std::forward_as_tuple(std::forward<Args>(args)...));
-        const auto at = t_.commit_insert(pos, h);  // moved if growth ran after the write
+        const auto at = t_.emplace_at(pos, h, std::piecewise_construct, std::forward_as_tuple(std::forward<KArg>(k)),
+                                      std::forward_as_tuple(std::forward<Args>(args)...));
         return {make_ptr(at.slot, at.top), true};
     }
 
@@ -762,13 +741,11 @@ class map {
         const std::uint64_t h = t_.hash_of(k);
         write_scope ws(*this);
         const auto pos = t_.prepare_write(k, h);
-        t_.will_write(pos);
         if (pos.found) {
-            pos.slot->second = std::forward<M>(v);
+            t_.assign_at(pos, std::forward<M>(v));
             return {make_ptr(pos.slot, pos.top), false};
         }
-        ::new (static_cast<void*>(pos.slot)) slot_type(std::forward<KArg>(k), std::forward<M>(v));
-        const auto at = t_.commit_insert(pos, h);  // moved if growth ran after the write
+        const auto at = t_.emplace_at(pos, h, std::forward<KArg>(k), std::forward<M>(v));
         return {make_ptr(at.slot, at.top), true};
     }
 
@@ -778,9 +755,7 @@ class map {
         write_scope ws(*this);
         const auto pos = t_.prepare_write(key, h);
         if (pos.found) return {make_ptr(pos.slot, pos.top), false};
-        t_.will_write(pos);
-        ::new (static_cast<void*>(pos.slot)) slot_type(std::forward<VArg>(v));
-        const auto at = t_.commit_insert(pos, h);  // moved if growth ran after the write
+        const auto at = t_.emplace_at(pos, h, std::forward<VArg>(v));
         return {make_ptr(at.slot, at.top), true};
     }
 

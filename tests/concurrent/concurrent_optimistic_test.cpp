@@ -1,5 +1,5 @@
 // tests/concurrent/concurrent_optimistic_test.cpp: the optimistic (sequence-lock) finds of concurrent_map
-// and the epoch-based reclamation that keeps them memory-safe (detail/concurrent/epoch.hpp).
+// and the epoch-based reclamation that keeps them memory-safe (detail/reclaim/epoch.hpp).
 //
 // What is checked: epoch rules E1/E2 on the domain directly; and, with finds racing a writer that makes the
 // table grow, evacuate, chain and free overflow buckets and clear, that a find never returns a value that
@@ -26,7 +26,7 @@
 
 #include "concurrent_test_util.hpp"
 #include "iterlock/concurrent_map.hpp"
-#include "iterlock/detail/concurrent/epoch.hpp"
+#include "iterlock/detail/reclaim/epoch.hpp"
 
 namespace {
 

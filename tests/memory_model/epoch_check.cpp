@@ -1,4 +1,4 @@
-// memory_model.E1_RetiredBlockNeverFreedUnderAReader: epoch sections (detail/concurrent/epoch.hpp, E1) under Relacy.
+// memory_model.E1_RetiredBlockNeverFreedUnderAReader: epoch sections (detail/reclaim/epoch.hpp, E1) under Relacy.
 //
 // The real epoch_domain, compiled with ITERLOCK_RELACY. Two readers each publish a record (as a thread's
 // first find does through claim()), open a section, follow the shard's pointer to the block it names and
@@ -17,7 +17,7 @@
 // and under ThreadSanitizer.
 #include "memory_model_check.hpp"
 
-#include "iterlock/detail/concurrent/epoch.hpp"
+#include "iterlock/detail/reclaim/epoch.hpp"
 
 namespace {
 

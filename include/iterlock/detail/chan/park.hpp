@@ -28,6 +28,7 @@
 #endif
 
 #include "iterlock/detail/util/atomic_traits.hpp"
+#include "iterlock/detail/util/random.hpp"
 
 // Tuning of a parked operation's wait before it sleeps on its futex: pause-polls (about 20 ns each on
 // current x86), then yields. Override with -D for experiments; the defaults were measured on the 2-core
@@ -344,24 +345,9 @@ class chan_parker {
     atomic<std::uint32_t> wake_{0};
 };
 
-// Small per-thread generator for select's poll order (splitmix64 seeded per thread).
-inline std::uint64_t chan_random() noexcept {
-    thread_local std::uint64_t state = [] {
-        static std::atomic<std::uint64_t> seeds{0x9e3779b97f4a7c15ull};
-        auto mix = static_cast<std::uint64_t>(chan_clock::now().time_since_epoch().count());
-        // Relaxed: only distinct seeds are needed, not ordering.
-        return seeds.fetch_add(0x9e3779b97f4a7c15ull, std::memory_order_relaxed) ^
-               (mix * 0xbf58476d1ce4e5b9ull);
-    }();
-    std::uint64_t z = (state += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
 // Uniform value in [0, n) without division bias worth caring about for n <= 2^32.
 inline std::uint32_t chan_random_below(std::uint32_t n) noexcept {
-    return static_cast<std::uint32_t>(((chan_random() >> 32) * static_cast<std::uint64_t>(n)) >> 32);
+    return static_cast<std::uint32_t>(((thread_random() >> 32) * static_cast<std::uint64_t>(n)) >> 32);
 }
 
 }  // namespace iterlock::detail

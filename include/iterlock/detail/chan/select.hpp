@@ -80,7 +80,7 @@ inline std::size_t select_run(select_case* cases, std::size_t n, select_scratch 
         unsigned left = 0;
         for (std::size_t k = m; k > 1; --k) {
             if (left == 0) {
-                bits = chan_random();
+                bits = thread_random();
                 left = 4;
             }
             std::size_t const j = static_cast<std::size_t>(((bits & 0xffffu) * k) >> 16);

@@ -59,7 +59,8 @@
 
 #include "iterlock/detail/util/atomic_traits.hpp"
 #include "iterlock/detail/map/bucket.hpp"
-#include "iterlock/detail/concurrent/epoch.hpp"
+#include "iterlock/detail/reclaim/epoch.hpp"
+#include "iterlock/detail/reclaim/retire_list.hpp"
 #include "iterlock/detail/util/exclusive_add.hpp"
 #include "iterlock/detail/util/fence.hpp"
 #include "iterlock/detail/util/inline.hpp"
@@ -302,8 +303,8 @@ class shard_versions {
     }
     // Optimistic walks (chain_at_racy) read versions without the shard's lock: then versions that a
     // writer drops under the lock are freed only once no epoch section can still be reading them, and the
-    // caller of sweep() waits for the readers before free_garbage() (detail/concurrent/epoch.hpp).
-    void enable_deferred_frees(epoch_domain* d) noexcept { defer_ = d; }
+    // caller of sweep() waits for the readers before free_garbage() (detail/reclaim/epoch.hpp).
+    void enable_deferred_frees(epoch_domain* d) noexcept { limbo_.enable(d); }
 
     // ---- reserves (see the file comment); called by a snapshot's creator, without the shard's lock
     // Gives the shard a reserve if its writers carved at least a page of copies since the last call and it
@@ -494,11 +495,9 @@ class shard_versions {
     // Versions dropped under the lock while optimistic readers may exist (drop_tags_in), waiting for them.
     bool reclaim_due() const noexcept { return !limbo_.empty(); }
     void reclaim_deferred(std::uint64_t oldest_reader) noexcept {
-        std::erase_if(limbo_, [&](const std::pair<version*, std::uint64_t>& item) {
-            if (item.second >= oldest_reader) return false;
-            uncount(item.first);
-            free_version(item.first);
-            return true;
+        limbo_.reclaim(oldest_reader, [this](version* v) {
+            uncount(v);
+            free_version(v);
         });
     }
     // The copies' bytes and the reserve's: all the memory this shard holds for snapshots.
@@ -683,7 +682,7 @@ class shard_versions {
         try {
             garbage_.push_back({v->lo, v->hi, v});
         } catch (...) {
-            if (defer_ != nullptr) defer_->wait_until_safe(defer_->retire_stamp());
+            if (limbo_.enabled()) limbo_.wait_for_readers();
             free_version(v);
         }
     }
@@ -823,7 +822,7 @@ class shard_versions {
             try {
                 garbage_.insert(garbage_.end(), all_.begin(), all_.end());
             } catch (...) {  // no room to hand them over: wait for the readers and free them here
-                if (defer_ != nullptr) defer_->wait_until_safe(defer_->retire_stamp());
+                if (limbo_.enabled()) limbo_.wait_for_readers();
                 for (auto& e : all_)
                     if (!e.dead) free_version(e.value);
             }
@@ -853,7 +852,7 @@ class shard_versions {
     void drop_tags_in(const retired_block& r) noexcept {
         const auto* lo = static_cast<const unsigned char*>(r.block);
         const auto* hi = lo + r.lines * 64;
-        const std::uint64_t stamp = defer_ != nullptr ? defer_->retire_stamp() : 0;
+        const std::uint64_t stamp = limbo_.enabled() ? limbo_.stamp() : 0;
         for (auto& e : all_) {
             if (e.dead) continue;
             const auto* p = reinterpret_cast<const unsigned char*>(e.value->tag);
@@ -864,28 +863,15 @@ class shard_versions {
             e.dead = true;
             ++all_dead_;
             all_bytes_ -= version::bytes_for(v->count);
-            if (defer_ == nullptr || !defer_later(v, stamp)) {  // else counted until reclaimed
-                uncount(v);
-                free_version(v);
-            }
+            limbo_.retire(v, stamp, [this](version* dropped) {  // kept: counted until reclaimed
+                uncount(dropped);
+                free_version(dropped);
+            });
         }
         if (all_dead_ == all_.size()) drop_current_chunk();
     }
-    // Keeps v until no reader can reach it; false if there is no memory to remember it (then the caller
-    // waits for the readers instead: epoch E2).
-    bool defer_later(version* v, std::uint64_t stamp) noexcept {
-        try {
-            limbo_.emplace_back(v, stamp);
-            return true;
-        } catch (...) {
-            defer_->wait_until_safe(stamp);
-            return false;
-        }
-    }
-
     void free_all_versions() noexcept {
-        for (auto& item : limbo_) free_version(item.first);
-        limbo_.clear();
+        limbo_.free_all([this](version* v) { free_version(v); });
         for (auto& e : all_)
             if (!e.dead) free_version(e.value);
         all_.clear();
@@ -906,8 +892,7 @@ class shard_versions {
     alignas(64) snapshot_registry* reg_ = nullptr;
     std::uint64_t op_seq_ = 0;
     bool quiet_ = true;                                      // no snapshot was alive when the operation began
-    std::vector<std::pair<version*, std::uint64_t>> limbo_;  // dropped versions and their retire stamps
-    epoch_domain* defer_ = nullptr;
+    retire_list<version*> limbo_;  // dropped versions that optimistic readers may still reach
     version_chunk* cur_chunk_ = nullptr;  // the chunk preserve() carves from
     std::size_t cur_units_ = 0;           // cur_chunk_'s size (its header is a line the copies do not touch)
     std::size_t used_ = 0;                // units of cur_chunk_ in use

@@ -107,6 +107,16 @@ struct bucket_ref {
     friend bool operator==(const bucket_ref& a, const bucket_ref& b) noexcept { return a.top == b.top; }
 };
 
+// The unit bucket arrays are allocated in: control bytes first, then the bodies, each cache-line aligned.
+struct alignas(64) cache_line {
+    unsigned char bytes[64];
+};
+
+// Cache lines of the control groups of n buckets (an array starts with them; its bodies follow).
+inline constexpr std::size_t ctrl_lines(std::size_t n) noexcept {
+    return (n * bucket_cnt + sizeof(cache_line) - 1) / sizeof(cache_line);
+}
+
 // A bucket array: 2^B control groups and 2^B bodies in one block (table.hpp allocates it).
 template <class Slot, class Extra>
 struct bucket_array {

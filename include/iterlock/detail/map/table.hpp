@@ -72,7 +72,9 @@
 #include <vector>
 
 #include "iterlock/detail/map/bucket.hpp"
-#include "iterlock/detail/concurrent/epoch.hpp"
+#include "iterlock/detail/map/iterator_registry.hpp"
+#include "iterlock/detail/map/published_view.hpp"
+#include "iterlock/detail/reclaim/retire_list.hpp"
 #include "iterlock/detail/util/exclusive_add.hpp"
 #include "iterlock/detail/util/fence.hpp"
 #include "iterlock/detail/util/inline.hpp"
@@ -87,8 +89,9 @@ namespace iterlock::detail {
 inline constexpr unsigned load_factor_num = 13;  // Go's loadFactorNum: 6.5 = 13 / 2 entries per bucket
 inline constexpr unsigned load_factor_den = 2;
 
-// The largest array: 2^31 buckets (the array views pack B into 5 bits, see table::publish_view).
+// The largest array: 2^31 buckets (the array views pack B into 5 bits, detail/map/published_view.hpp).
 inline constexpr unsigned max_bucket_shift = 31;
+static_assert(max_bucket_shift <= published_view<int, no_chain_extra>::max_shift, "B must fit a view's 5 bits");
 // The most entries a table holds: a full load factor on the largest array, 13 * 2^30 (about 1.4e10).
 // reserve() refuses more, and so does an insert (std::length_error); map::max_size() reports it.
 inline constexpr std::size_t max_entries =
@@ -149,20 +152,6 @@ struct no_chain_watch {
     }
 };
 
-// Live-iterator bookkeeping, packed in one word so registration is a single CAS:
-//
-//   63                                  20 19                  0
-//   +--------------------------------------+---------------------+
-//   | owner thread tag (all ones: several) |  live iterator count |
-//   +--------------------------------------+---------------------+
-inline constexpr std::uint64_t iter_count_bits = 20;
-inline constexpr std::uint64_t iter_count_mask = (std::uint64_t{1} << iter_count_bits) - 1;
-inline constexpr std::uint64_t iter_owner_shared = ~std::uint64_t{0} >> iter_count_bits;
-
-// The unit bucket arrays are allocated in: control bytes first, then the bodies, each cache-line aligned.
-struct alignas(64) cache_line {
-    unsigned char bytes[64];
-};
 
 template <class K, class V, class Hash, class KeyEqual, class Allocator, class ChainExtra = no_chain_extra,
           class ChainWatch = no_chain_watch>
@@ -394,6 +383,23 @@ class table {
         if (growing() && iterators_live()) [[unlikely]]
             return grow_work_after_insert(pos);
         return {pos.slot, pos.top};
+    }
+
+    // The write protocol, once for every caller: will_write, construct the entry in the reserved slot of a
+    // not-found `pos`, commit. Returns where the entry is (commit_insert). If will_write or the constructor
+    // throws, the slot stays empty and the table's contents are as they were.
+    template <class... Args>
+    found_position emplace_at(const write_position& pos, std::uint64_t h, Args&&... args) {
+        will_write(pos);
+        ::new (static_cast<void*>(pos.slot)) slot_type(std::forward<Args>(args)...);
+        return commit_insert(pos, h);
+    }
+    // Assigns the value of a found `pos` (will_write first). If either throws, what the assignment
+    // guarantees is what the entry keeps (V's own exception guarantee).
+    template <class M>
+    void assign_at(const write_position& pos, M&& v) {
+        will_write(pos);
+        pos.slot->second = std::forward<M>(v);
     }
 
     // Go's mapdelete. Returns whether the key was present.
@@ -684,48 +690,17 @@ class table {
     // Relaxed: a count and an owner tag, no data hangs off it. Writers read it under the shard's lock, which
     // orders it against an iterator's registration (made before its walk takes that lock); map's misuse check
     // is best effort.
-    std::uint64_t iterator_word() const noexcept { return iter_word_.load(std::memory_order_relaxed); }
-    std::size_t live_iterators() const noexcept {
-        return static_cast<std::size_t>(iterator_word() & iter_count_mask);
-    }
+    std::uint64_t iterator_word() const noexcept { return iters_.word(); }
+    std::size_t live_iterators() const noexcept { return iters_.count(); }
     // Whether an iterator is registered. Writes then evacuate after their own change instead of before
     // (their arguments may be references into the table), and growth keeps what an iteration may still
     // walk; reserve() does nothing and the seed is not renewed (an iteration filters by hash).
     bool iterators_live() const noexcept { return live_iterators() != 0; }
 
-    // Registers a live iterator created by the thread `tag` (and unregisters it, with the same tag). The
-    // per-thread counts sit behind a tiny spinlock (registration is per loop, not per step); the word that
-    // writers read is recomputed from them, so "another thread's iterator is alive" is exact as long as at
-    // most `iter_slots` threads iterate at once (beyond that the word says "several", which is cautious).
-    void register_iterator(std::uint64_t tag) const noexcept {
-        iter_lock();
-        std::size_t i = 0;
-        while (i < iter_slots && iter_threads_[i].tag != tag) ++i;
-        if (i == iter_slots) {
-            i = 0;
-            while (i < iter_slots && iter_threads_[i].count != 0) ++i;
-        }
-        if (i == iter_slots) {
-            ++iter_overflow_;
-        } else {
-            iter_threads_[i].tag = tag;
-            ++iter_threads_[i].count;
-        }
-        publish_iterators();
-        iter_unlock();
-    }
-    void unregister_iterator(std::uint64_t tag) const noexcept {
-        iter_lock();
-        std::size_t i = 0;
-        while (i < iter_slots && !(iter_threads_[i].tag == tag && iter_threads_[i].count != 0)) ++i;
-        if (i == iter_slots) {
-            --iter_overflow_;
-        } else {
-            --iter_threads_[i].count;
-        }
-        publish_iterators();
-        iter_unlock();
-    }
+    // Registers a live iterator created by the thread `tag` (and unregisters it, with the same tag); see
+    // iterator_registry. Callable by any thread that may read the table.
+    void register_iterator(std::uint64_t tag) const noexcept { iters_.add(tag); }
+    void unregister_iterator(std::uint64_t tag) const noexcept { iters_.remove(tag); }
 
     // ---- whole-table operations
     // ---------------------------------------------------------------------------- Takes other's contents;
@@ -785,70 +760,9 @@ class table {
         return pos.slot;
     }
 
-    // Verifies T1-T7; throws std::logic_error naming the first violation. O(size + buckets).
-    void check_invariants() const {
-        auto fail = [](const std::string& what) {
-            throw std::logic_error("iterlock::map invariant: " + what);
-        };
-        if (!cur_) {
-            if (count_ != 0) fail("T1 entries counted but no bucket array");
-            return;
-        }
-        std::size_t full = 0;
-        std::size_t overflow = 0;
-        std::vector<const K*> keys;
-        auto check_chain = [&](bucket head, std::size_t index, std::size_t mask, bool old_array) {
-            bool rest = false;
-            for (bucket b = head; b; b = b.next()) {
-                if (b.ovf != nullptr && !old_array) ++overflow;
-                for (unsigned i = 0; i < bucket_cnt; ++i) {
-                    const std::uint8_t t = b.top[i];
-                    if (rest && t != empty_rest) fail("T3 slot after empty_rest is not empty_rest");
-                    if (t == empty_rest) rest = true;
-                    if (is_evacuated_mark(t)) fail("T4 evacuation mark in a live bucket");
-                    if (!is_full(t)) continue;
-                    ++full;
-                    const std::uint64_t h = hash_of(b.slot(i)->first);
-                    if (tophash_of(h) != t) fail("T2 tophash does not match the key's hash");
-                    if ((h & mask) != index) fail("T2 key stored in the wrong bucket");
-                    keys.push_back(&b.slot(i)->first);
-                }
-            }
-        };
-        if (growing()) {
-            for (std::size_t j = 0; j < old_bucket_count(); ++j) {
-                if (is_evacuated(old_.top(j))) {
-                    const bucket h = old_.at(j);
-                    if (h.body->overflow != nullptr &&
-                        std::find(kept_links_.begin(), kept_links_.end(), h.body) == kept_links_.end()) {
-                        fail("T4 evacuated bucket kept its overflow, not for an iterator");
-                    }
-                    for (bucket b = h; b; b = b.next()) {
-                        for (unsigned i = 0; i < bucket_cnt; ++i)
-                            if (!is_evacuated_mark(b.top[i])) fail("T4 evacuated bucket holds a live slot");
-                    }
-                } else {
-                    if (j < nevacuate_) fail("T4 old bucket below nevacuate is not evacuated");
-                    check_chain(old_.at(j), j, old_bucket_mask(), true);
-                }
-            }
-        }
-        for (std::size_t j = 0; j < bucket_count(); ++j) {
-            if (new_bucket_live(j)) check_chain(cur_.at(j), j, bucket_mask(B_), false);
-        }
-        if (full != count_) {
-            fail("T1 count " + std::to_string(count_) + " but " + std::to_string(full) + " full slots");
-        }
-        if (overflow != noverflow_) fail("T6 overflow bucket count is off");
-        if (growing() && trailer(old_, same_size_grow_ ? B_ : B_ - 1).next.ctrl != cur_.ctrl) {
-            fail("T7 the old array's trailer does not name the current array");
-        }
-        if ((!retained_.empty() || !kept_links_.empty()) && !retained_due_) fail("T7 kept blocks not due");
-        for (const K* k : keys) {
-            if (find_slot(*k, hash_of(*k)) == nullptr || &find_slot(*k, hash_of(*k))->first != k)
-                fail("T5 a key is unreachable or duplicated");
-        }
-    }
+    // Verifies T1-T7; throws std::logic_error naming the first violation. O(size + buckets). Defined in
+    // detail/map/table_debug.hpp (kept apart, as Go keeps table_debug.go), which map.hpp includes.
+    void check_invariants() const;
 
     // Frees a block previously handed to ChainWatch::retire_block (with this table's allocator).
     void free_retired_block(void* block, std::size_t lines) noexcept { release_block(block, lines); }
@@ -857,17 +771,15 @@ class table {
     // --------------------------------------------
     // With deferred frees on, a block that the table unlinks (an array that growth retired, an overflow
     // bucket that evacuation or clear emptied) is kept until no epoch section that began before the unlink
-    // is still open (detail/concurrent/epoch.hpp), so find_racy() never reads freed memory. The map's owner calls
+    // is still open (detail/reclaim/epoch.hpp), so find_racy() never reads freed memory. The map's owner calls
     // reclaim_deferred() now and then (under its lock, like every other call that changes the table).
-    void enable_deferred_frees(epoch_domain* d) noexcept { deferred_ = d; }
+    void enable_deferred_frees(epoch_domain* d) noexcept { limbo_.enable(d); }
     // Frees the deferred blocks that no reader can reach any more: those retired before the oldest open
     // epoch section began (epoch_domain::oldest_reader(); the maximum value frees all).
     void reclaim_deferred(std::uint64_t oldest_reader) noexcept {
-        std::erase_if(limbo_, [&](const limbo_item& it) {
-            if (it.stamp >= oldest_reader) return false;
-            if (it.lines != 0) --limbo_arrays_;
-            deallocate_block(it.block, it.lines);
-            return true;
+        limbo_.reclaim(oldest_reader, [this](const unlinked_block& b) {
+            if (b.lines != 0) --limbo_arrays_;
+            deallocate_block(b.block, b.lines);
         });
         update_reclaim_due();
     }
@@ -887,21 +799,8 @@ class table {
     ITERLOCK_DETAIL_ALWAYS_INLINE const slot_type* find_racy(const K2& key, std::uint64_t h,
                                                              bool& torn) const noexcept {
         static_assert(std::is_trivially_copyable_v<K> && std::is_trivially_copyable_v<V>);
-        // cur first (acquire): a reader that sees an array as current also sees the old view stored
-        // before it (publish_view), so it never reads a new bucket that evacuation has not initialised.
-        // The current view always names an array (an empty table's is the shared empty one) and says
-        // whether an old array is published too, so a table that is not growing costs one load.
-        const std::uintptr_t cv = view_cur_.load(std::memory_order_acquire);
-        bucket b = view_bucket(cv, h);
-        if ((cv & view_old_bit) != 0) [[unlikely]] {
-            // Acquire: the value itself is published by view_cur_'s release/acquire above (view_old_ is
-            // stored relaxed just before it); this keeps the evacuation-mark reads below after it.
-            const std::uintptr_t ov = view_old_.load(std::memory_order_acquire);
-            if (ov != 0) {
-                const bucket ob = view_bucket(ov, h);
-                if (!ob.evacuated_racy()) b = ob;
-            }
-        }
+        // One load when not growing (published_view's invariants say why this is safe).
+        bucket b = view_.chain_for(h);
         prefetch_slots(b);
         const std::uint8_t top = tophash_of(h);
         for (unsigned hops = 0; hops < max_racy_hops; ++hops) {
@@ -930,9 +829,7 @@ class table {
     // that line is one the write does not need.
     void prefetch_for_write(std::uint64_t h, bool chain_extra) const noexcept {
         detail::prefetch_for_write(&cur_);
-        // Relaxed: only chooses lines to prefetch; nothing is read through it.
-        const std::uintptr_t cv = view_cur_.load(std::memory_order_relaxed);
-        const bucket b = view_bucket(cv, h);
+        const bucket b = view_.hint_for(h);
         detail::prefetch_for_write(b.top);
         detail::prefetch_for_write(b.slot(0));
         detail::prefetch_for_write(b.slot(bucket_cnt / 2));
@@ -954,45 +851,8 @@ class table {
         __builtin_prefetch(b.slot(bucket_cnt / 2));
         __builtin_prefetch(b.slot(bucket_cnt - 1));
     }
-    // Array views: an array's control pointer (64-byte aligned) with its B in the low bits, so a racy
-    // reader gets a pointer and the size that goes with it in one load. Bits 0-4: B (max_bucket_shift
-    // bounds it); bit 5, in the current view only: an old array is published in view_old_ (growing).
-    static_assert(max_bucket_shift <= 31, "B must fit the view's 5 bits");
-    static constexpr std::uintptr_t view_b_mask = 31;
-    static constexpr std::uintptr_t view_old_bit = 32;
-    static constexpr std::uintptr_t view_addr_mask = ~std::uintptr_t{63};
-    static array_ref view_array(std::uintptr_t v) noexcept {
-        array_ref a;
-        a.ctrl = reinterpret_cast<std::uint8_t*>(v & view_addr_mask);
-        a.bodies = reinterpret_cast<body_type*>(reinterpret_cast<cache_line*>(a.ctrl) +
-                                                ctrl_lines(std::size_t{1} << (v & view_b_mask)));
-        return a;
-    }
-    // The bucket of hash h in the array a view names.
-    static bucket view_bucket(std::uintptr_t v, std::uint64_t h) noexcept {
-        return view_array(v).at(h & bucket_mask(static_cast<unsigned>(v & view_b_mask)));
-    }
-    // The array an empty table publishes: one bucket whose control group is all empty_rest (0), so a racy
-    // lookup ends at its first group, and a body that is only ever prefetched.
-    struct alignas(cache_line) empty_array_block {
-        cache_line ctrl;
-        body_type body;
-    };
-    static constexpr empty_array_block empty_array_{};
-    static std::uintptr_t empty_view() noexcept {
-        return reinterpret_cast<std::uintptr_t>(&empty_array_.ctrl);
-    }
-    // Publishes cur_/old_ for find_racy: old first, then cur with release (see find_racy).
-    void publish_view() noexcept {
-        const std::uintptr_t ov =
-            old_ ? reinterpret_cast<std::uintptr_t>(old_.ctrl) | (same_size_grow_ ? B_ : B_ - 1) : 0;
-        // Relaxed: published by the release store of view_cur_ below, which find_racy loads first, with
-        // acquire.
-        view_old_.store(ov, std::memory_order_relaxed);
-        const std::uintptr_t cv = cur_ ? reinterpret_cast<std::uintptr_t>(cur_.ctrl) | B_ : empty_view();
-        // Release: pairs with find_racy's acquire load of view_cur_.
-        view_cur_.store(cv | (ov != 0 ? view_old_bit : 0), std::memory_order_release);
-    }
+    // Publishes cur_/old_ for the readers without a lock (find_racy, prefetch_for_write).
+    void publish_view() noexcept { view_.publish(cur_, B_, old_, same_size_grow_ ? B_ : B_ - 1); }
     using ovf_alloc = typename std::allocator_traits<Allocator>::template rebind_alloc<overflow_type>;
 
     static constexpr std::size_t bucket_mask(unsigned B) noexcept { return (std::size_t{1} << B) - 1; }
@@ -1017,39 +877,8 @@ class table {
         return cur_.at(h & bucket_mask(B_));
     }
 
-    void iter_lock() const noexcept {
-        // Acquire: pairs with iter_unlock()'s release store (a spinlock over iter_threads_).
-        while (iter_busy_.exchange(true, std::memory_order_acquire)) {
-            // Relaxed: only waits; the exchange above re-checks with acquire.
-            while (iter_busy_.load(std::memory_order_relaxed)) {
-            }
-        }
-    }
-    // Release: pairs with iter_lock()'s acquire exchange.
-    void iter_unlock() const noexcept { iter_busy_.store(false, std::memory_order_release); }
-    // Recomputes the word writers read from the per-thread counts. Requires: iter_lock held.
-    void publish_iterators() const noexcept {
-        std::uint64_t total = iter_overflow_;
-        std::uint64_t owner = 0;
-        std::size_t threads = iter_overflow_ != 0 ? 2 : 0;
-        for (const iter_thread& t : iter_threads_) {
-            if (t.count == 0) continue;
-            total += t.count;
-            owner = t.tag;
-            ++threads;
-        }
-        if (total > iter_count_mask) fatal("iterlock: too many live iterators of one map (2^20)");
-        const std::uint64_t o = threads > 1 ? iter_owner_shared : owner;
-        // Release: no acquire load pairs with it (iterator_word() is relaxed); the shard's lock orders
-        // registration against writers.
-        iter_word_.store(total == 0 ? 0 : ((o << iter_count_bits) | total), std::memory_order_release);
-    }
-
     // ---- memory
     // ---------------------------------------------------------------------------------------------
-    static constexpr std::size_t ctrl_lines(std::size_t n) noexcept {
-        return (n * bucket_cnt + sizeof(cache_line) - 1) / sizeof(cache_line);
-    }
     // Control lines, body lines, and one line for the array's trailer.
     static constexpr std::size_t array_lines(std::size_t n) noexcept {
         return ctrl_lines(n) + (n * sizeof(body_type) + sizeof(cache_line) - 1) / sizeof(cache_line) + 1;
@@ -1122,18 +951,9 @@ class table {
     }
     // Frees a block now, or (deferred frees on) once no optimistic reader can be reading it.
     void release_block(void* block, std::size_t lines) noexcept {
-        if (deferred_ == nullptr) {
-            deallocate_block(block, lines);
-            return;
-        }
-        const std::uint64_t stamp = deferred_->retire_stamp();
-        try {
-            limbo_.push_back({block, lines, stamp});
+        if (limbo_.retire({block, lines}, [this](const unlinked_block& b) { deallocate_block(b.block, b.lines); })) {
             if (lines != 0) ++limbo_arrays_;
             update_reclaim_due();
-        } catch (...) {  // no memory to remember it: wait for the readers instead (epoch E2)
-            deferred_->wait_until_safe(stamp);
-            deallocate_block(block, lines);
         }
     }
     void deallocate_block(void* block, std::size_t lines) noexcept {
@@ -1607,30 +1427,19 @@ class table {
     // Written by the single writer (relaxed load + store), read by any thread.
     std::atomic<std::uint64_t> growths_{0};
     std::atomic<std::uint64_t> evacuated_{0};
-    mutable std::atomic<std::uint64_t> iter_word_{0};  // live iterators (see iter_count_bits)
-    struct iter_thread {
-        std::uint64_t tag = 0;
-        std::uint64_t count = 0;
-    };
-    static constexpr std::size_t iter_slots = 4;
-    mutable std::atomic<bool> iter_busy_{false};
-    mutable iter_thread iter_threads_[iter_slots] = {};
-    mutable std::uint64_t iter_overflow_ = 0;  // iterators of threads beyond the slots
+    mutable iterator_registry iters_;  // live iterators, by thread
     [[no_unique_address]] Hash hash_;
     [[no_unique_address]] KeyEqual eq_;
     [[no_unique_address]] line_alloc line_alloc_;
     [[no_unique_address]] ovf_alloc ovf_alloc_;
     [[no_unique_address]] ChainWatch watch_;
     // For find_racy (see publish_view) and deferred frees (enable_deferred_frees).
-    std::atomic<std::uintptr_t> view_cur_{empty_view()};
-    std::atomic<std::uintptr_t> view_old_{0};
-    epoch_domain* deferred_ = nullptr;
-    struct limbo_item {
+    published_view<slot_type, ChainExtra> view_;
+    struct unlinked_block {
         void* block;
         std::size_t lines;  // 0: an overflow bucket
-        std::uint64_t stamp;
     };
-    std::vector<limbo_item> limbo_;
+    retire_list<unlinked_block> limbo_;  // what optimistic readers may still reach (enable_deferred_frees)
     std::size_t limbo_arrays_ = 0;
     // Kept for live iterators (see "Growth under live iterators"): arrays that growth retired, and the old
     // chain heads whose overflow members evacuation left linked.

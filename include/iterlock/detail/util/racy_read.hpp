@@ -8,7 +8,7 @@
 // well-defined), so ThreadSanitizer builds do not use the optimistic paths at all (ITERLOCK_DETAIL_TSAN).
 //
 // Requirements on callers: T is trivially copyable (a torn copy is bytes, never a broken object), and the
-// memory stays allocated while it is read (detail/concurrent/epoch.hpp).
+// memory stays allocated while it is read (detail/reclaim/epoch.hpp).
 #pragma once
 
 #include <array>
