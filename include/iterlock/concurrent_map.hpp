@@ -31,7 +31,7 @@
 //       needed in steps of at most 256 preserved chains under one shard's lock at a time: that step is the
 //       longest a writer waits for a release.
 //   S4  While snapshots live, a writer preserves only what it changes, one bucket chain at a time (the
-//       chain's entries, copied once per snapshot epoch); growth and evacuation during a snapshot preserve
+//       chain's entries, copied at most once between two snapshots); growth and evacuation during a snapshot preserve
 //       the same way and retire the old bucket array instead of freeing it.
 //   S5  Memory: what was preserved is freed when the last snapshot that needs it ends, and the reserves
 //       when the last snapshot ends (preserved_bytes() counts both, and returns to zero when no snapshot is

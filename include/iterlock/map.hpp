@@ -161,7 +161,7 @@ class map {
         template <bool C2, class = std::enable_if_t<Const && !C2>>
         basic_entry_ptr(const basic_entry_ptr<C2>& o) noexcept : s_(o.s_) {
 #if ITERLOCK_CHECKED
-            t_ = o.t_, gen_ = o.gen_, top_ = o.top_;
+            t_ = o.t_, moves_ = o.moves_, top_ = o.top_;
 #endif
         }
         explicit operator bool() const noexcept {
@@ -194,12 +194,12 @@ class map {
                         [[maybe_unused]] const std::uint8_t* top) noexcept
             : s_(s) {
 #if ITERLOCK_CHECKED
-            t_ = t, top_ = top, gen_ = t->generation();
+            t_ = t, top_ = top, moves_ = t->moves();
 #endif
         }
         void check() const noexcept {
 #if ITERLOCK_CHECKED
-            if (s_ != nullptr && (t_->generation() != gen_ || !detail::is_full(*top_))) {
+            if (s_ != nullptr && (t_->moves() != moves_ || !detail::is_full(*top_))) {
                 detail::fatal(messages::entry_used_after_move);
             }
 #endif
@@ -207,7 +207,7 @@ class map {
         slot_type* s_ = nullptr;
 #if ITERLOCK_CHECKED
         const table_type* t_ = nullptr;
-        std::uint64_t gen_ = 0;
+        std::uint64_t moves_ = 0;
         const std::uint8_t* top_ = nullptr;
 #endif
     };
@@ -309,7 +309,7 @@ class map {
         }
         void check() const noexcept {
 #if ITERLOCK_CHECKED
-            if (m_ != nullptr && st_.clear_epoch != m_->t_.clear_epoch()) {
+            if (m_ != nullptr && st_.resets != m_->t_.resets()) {
                 detail::fatal(messages::entry_used_after_move);
             }
 #endif

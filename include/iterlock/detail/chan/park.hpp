@@ -23,12 +23,10 @@
 #include <time.h>
 #include <unistd.h>
 #endif
-#if defined(__x86_64__) || defined(__i386__)
-#include <immintrin.h>
-#endif
 
 #include "iterlock/detail/util/atomic_traits.hpp"
 #include "iterlock/detail/util/random.hpp"
+#include "iterlock/detail/util/spin.hpp"
 
 // Tuning of a parked operation's wait before it sleeps on its futex: pause-polls (about 20 ns each on
 // current x86), then yields. Override with -D for experiments; the defaults were measured on the 2-core
@@ -53,15 +51,6 @@ namespace iterlock::detail {
 static_assert(sizeof(std::atomic<std::uint32_t>) == sizeof(std::uint32_t) &&
                   std::atomic<std::uint32_t>::is_always_lock_free,
               "futex words must be plain 32-bit atomics");
-
-// One processor hint for a spin-wait iteration (about 20 ns on current x86).
-inline void chan_pause() noexcept {
-#if defined(__x86_64__) || defined(__i386__)
-    _mm_pause();
-#elif defined(__aarch64__)
-    asm volatile("yield" ::: "memory");
-#endif
-}
 
 using chan_clock = std::chrono::steady_clock;
 
@@ -159,12 +148,12 @@ class backoff {
 
     void spin() noexcept {
         unsigned const rounds = 1u << (step_ < spin_limit ? step_ : spin_limit);
-        for (unsigned i = 0; i < rounds; ++i) chan_pause();
+        for (unsigned i = 0; i < rounds; ++i) spin_pause();
         if (step_ <= spin_limit) ++step_;
     }
     void snooze() noexcept {
         if (step_ <= spin_limit) {
-            for (unsigned i = 0; i < (1u << step_); ++i) chan_pause();
+            for (unsigned i = 0; i < (1u << step_); ++i) spin_pause();
         } else {
             thread_yield();
         }
@@ -301,7 +290,7 @@ class chan_parker {
         for (int i = 0; i < ITERLOCK_CHAN_SPIN_POLLS; ++i) {
             // Acquire: pairs with signal()'s release exchange.
             if (wake_.load(std::memory_order_acquire) == 2) return true;
-            chan_pause();
+            spin_pause();
         }
         for (int i = 0; i < ITERLOCK_CHAN_YIELD_POLLS; ++i) {
             // Acquire: as above.

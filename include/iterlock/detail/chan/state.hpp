@@ -283,7 +283,7 @@ class chan_state final : public chan_core {
         // memory_model.C4_ChannelDeliversEachValueExactlyOnce reports a data race).
         std::uint32_t s = slot_state_.load(std::memory_order_acquire);
         for (int i = 0; i < ITERLOCK_CHAN_SPIN_POLLS && slot_waiting(s, send); ++i) {
-            chan_pause();
+            spin_pause();
             s = slot_state_.load(std::memory_order_acquire);
         }
         for (int i = 0; i < ITERLOCK_CHAN_YIELD_POLLS && slot_waiting(s, send); ++i) {

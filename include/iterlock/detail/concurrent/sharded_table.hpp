@@ -561,7 +561,7 @@ class sharded_table {
         if constexpr (optimistic_reads) {
             // A sequence-lock read: no store to the shard's lock word, so finds on two cores do not bounce
             // its cache line. The epoch section keeps every block the walk can reach allocated
-            // (detail/concurrent/epoch.hpp); the validation keeps the answer only if no writer came in between.
+            // (detail/reclaim/epoch.hpp); the validation keeps the answer only if no writer came in between.
             // This is the fast path, one attempt, inline: over a large map every find waits for a cache
             // miss, and how many finds a core keeps in flight at once depends on how few instructions
             // each one takes (184 -> 128 instructions per find took a 1M-key find loop from 1.4x to 1.1x

@@ -690,7 +690,7 @@ class shard_versions {
     template <class BucketRef>
     ITERLOCK_DETAIL_NOINLINE void preserve(const BucketRef& head) {
         chain_tag& tag = head.body->extra;
-        if (tag.label >= op_seq_) return;  // already changed in this epoch (the steady state)
+        if (tag.label >= op_seq_) return;  // already changed since the last snapshot (the steady state)
         if (reg_->needed(tag.label, op_seq_)) {
             // Everything that can throw comes first, while nothing has changed: the room in all_, the
             // memory (carve), the copies. Then the commit, which cannot throw.

@@ -189,7 +189,7 @@ class snapshot_walk {
         // ways of reading (Racy): under the shard's shared lock (plain loads), or, for trivially copyable K
         // and V, as a sequence-lock read so that writers never wait for a walk: every load a relaxed atomic
         // load (detail/util/racy_read.hpp), the epoch section keeping every block reachable from the
-        // snapshot's structure allocated (overflow buckets, dropped versions: detail/concurrent/epoch.hpp),
+        // snapshot's structure allocated (overflow buckets, dropped versions: detail/reclaim/epoch.hpp),
         // and a batch that a writer overlapped read again, under the lock after a few tries. A racy copy
         // returns false where it met a torn chain; a plain one always succeeds.
         bool copy_batch_racy(shard& sh, std::size_t stop) {

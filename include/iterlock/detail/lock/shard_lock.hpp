@@ -111,6 +111,7 @@
 #include <type_traits>
 
 #include "iterlock/detail/util/atomic_traits.hpp"
+#include "iterlock/detail/util/spin.hpp"
 #include "iterlock/detail/util/fence.hpp"
 #include "iterlock/detail/util/inline.hpp"
 #include "iterlock/errors.hpp"
@@ -137,15 +138,6 @@ namespace iterlock::detail {
 [[noreturn]] inline void shard_lock_misuse(const char* what) noexcept {
     std::fprintf(stderr, "iterlock: shard_lock misuse: %s\n", what);
     std::abort();
-}
-
-// One pause of a spin-wait loop: tells the core (and its hyperthread sibling) that we are waiting.
-inline void spin_pause() noexcept {
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#elif defined(__aarch64__)
-    asm volatile("yield" ::: "memory");
-#endif
 }
 
 // A consistent picture of one shard_lock, taken under its internal mutex (see shard_lock::state()). Counts of

@@ -182,7 +182,7 @@ class table {
         std::size_t start_bucket = 0;
         std::size_t bucket_index = 0;  // next bucket index (in it_B space) to visit
         std::size_t check_bucket = no_check;
-        std::uint64_t clear_epoch = 0;
+        std::uint64_t resets = 0;
         slot_mask pending = 0;  // slots of b not visited yet (full or moved when b was entered), rotated
         std::uint8_t it_B = 0;
         std::uint8_t offset = 0;
@@ -218,8 +218,8 @@ class table {
     // Relaxed (both): statistics, written by the lock holder and read without ordering.
     std::uint64_t growths() const noexcept { return growths_.load(std::memory_order_relaxed); }
     std::uint64_t evacuated_buckets() const noexcept { return evacuated_.load(std::memory_order_relaxed); }
-    std::uint64_t generation() const noexcept { return generation_; }
-    std::uint64_t clear_epoch() const noexcept { return clear_epoch_; }
+    std::uint64_t moves() const noexcept { return moves_; }
+    std::uint64_t resets() const noexcept { return resets_; }
     const Hash& hash_function() const noexcept { return hash_; }
     const KeyEqual& key_eq() const noexcept { return eq_; }
     Allocator get_allocator() const { return Allocator(line_alloc_); }
@@ -472,13 +472,13 @@ class table {
 
     // Go 1.21's clear(m): destroys every entry, keeps the current array's size, ends live iterations.
     void clear() noexcept {
-        ++clear_epoch_;
-        ++generation_;
+        ++resets_;
+        ++moves_;
         release_retained();  // every iteration has ended (I5): nothing walks what was kept
         if (!cur_) return;
         destroy_entries();
         reset_array(cur_, B_);
-        if (reseed_) hash0_ = seeded_mix(hash0_, clear_epoch_);  // Go picks a new hash0 on clear
+        if (reseed_) hash0_ = seeded_mix(hash0_, resets_);  // Go picks a new hash0 on clear
     }
 
     // Go's make(map, hint) applied to an existing map: makes room for `n` entries without further growth.
@@ -512,7 +512,7 @@ class table {
         it = iter_state{};
         it.started = true;
         it.walk_start = since;
-        it.clear_epoch = clear_epoch_;
+        it.resets = resets_;
         array_ref a = cur_;
         unsigned B = B_;
         if (continuing) {
@@ -549,7 +549,7 @@ class table {
     // sibling filter). Everything else (the end of the walk, overflow members, a slot erased or moved since,
     // a growth in progress, check_bucket) is iter_next_slow, which picks up from the same state.
     ITERLOCK_DETAIL_ALWAYS_INLINE slot_type* iter_next(iter_state& it) const {
-        if (it.clear_epoch == clear_epoch_ && it.check_bucket == no_check) [[likely]] {
+        if (it.resets == resets_ && it.check_bucket == no_check) [[likely]] {
             for (;;) {
                 if (it.pending != 0) {
                     const unsigned k = static_cast<unsigned>(std::countr_zero(it.pending));
@@ -575,7 +575,7 @@ class table {
         return iter_next_slow(it);
     }
     [[gnu::noinline]] slot_type* iter_next_slow(iter_state& it) const {
-        if (it.clear_epoch != clear_epoch_) return nullptr;
+        if (it.resets != resets_) return nullptr;
         for (;;) {
             if (!it.b) {
                 if (!it.it_buckets || (it.bucket_index == it.start_bucket && it.wrapped)) return nullptr;
@@ -720,10 +720,10 @@ class table {
         hash0_ = other.hash0_;
         publish_view();
         other.publish_view();
-        ++other.generation_;
-        ++other.clear_epoch_;
-        ++generation_;
-        ++clear_epoch_;
+        ++other.moves_;
+        ++other.resets_;
+        ++moves_;
+        ++resets_;
     }
 
     void swap_contents(table& other) noexcept {
@@ -747,8 +747,8 @@ class table {
         }
         publish_view();
         other.publish_view();
-        ++generation_, ++other.generation_;
-        ++clear_epoch_, ++other.clear_epoch_;
+        ++moves_, ++other.moves_;
+        ++resets_, ++other.resets_;
     }
 
     // Inserts an entry known to be absent (copies, rehash): no lookup.
@@ -1207,7 +1207,7 @@ class table {
             } else {
                 oldhead.body->overflow = nullptr;
             }
-            ++generation_;
+            ++moves_;
             add_exclusive(evacuated_, 1);
         }
         if (oldbucket == nevacuate_) advance_evacuation_mark(newbit);
@@ -1266,7 +1266,7 @@ class table {
         fence(std::memory_order_release);
         evac_dest xy[2] = {{heads[0], 0}, {heads[1], 0}};
         evacuate_member(oldhead, ymask, xy);
-        ++generation_;
+        ++moves_;
         add_exclusive(evacuated_, 1);
     }
 
@@ -1345,7 +1345,7 @@ class table {
         count_ = 0;
         move_all_into_current(old, oldB, hashes);
         free_array(old, oldB);
-        ++generation_;
+        ++moves_;
     }
 
     // The moving half of rehash_into. An allocation failure here cannot be undone: terminate (noexcept).
@@ -1421,8 +1421,8 @@ class table {
     bool retained_due_ = false;        // retained_ or kept_links_ hold something (release_retained)
     std::size_t allocated_bytes_ = 0;  // bytes of arrays and overflow buckets (for metrics)
     std::uint64_t hash0_;              // per-map hash seed
-    std::uint64_t generation_ = 0;     // bumped whenever entries move (checked builds compare it)
-    std::uint64_t clear_epoch_ = 0;    // bumped by clear and moves: live iterations end
+    std::uint64_t moves_ = 0;     // bumped whenever entries move (checked builds compare it)
+    std::uint64_t resets_ = 0;    // bumped by clear and moves: live iterations end
     std::uint64_t reseeds_ = 0;
     // Written by the single writer (relaxed load + store), read by any thread.
     std::atomic<std::uint64_t> growths_{0};

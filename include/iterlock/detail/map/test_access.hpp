@@ -51,8 +51,8 @@ struct map_test_access {
         return m.t_.growths();
     }
     template <class Map>
-    static std::uint64_t generation(const Map& m) noexcept {
-        return m.t_.generation();
+    static std::uint64_t moves(const Map& m) noexcept {
+        return m.t_.moves();
     }
 };
 
