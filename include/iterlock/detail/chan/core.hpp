@@ -124,15 +124,18 @@ class chan_core {
     std::uint64_t lock_acquisitions() const noexcept { return lock_.acquisitions(); }
 
   protected:
-    static constexpr std::uint32_t slot_free = 0;
-    static constexpr std::uint32_t slot_recv_polling = 1;
-    static constexpr std::uint32_t slot_recv_sleeping = 2;
-    static constexpr std::uint32_t slot_recv_value = 3;
-    static constexpr std::uint32_t slot_recv_closed = 4;
-    static constexpr std::uint32_t slot_send_polling = 5;
-    static constexpr std::uint32_t slot_send_sleeping = 6;
-    static constexpr std::uint32_t slot_send_taken = 7;
-    static constexpr std::uint32_t slot_send_closed = 8;
+    // The hand-over slot's states (slot_state_'s values).
+    enum : std::uint32_t {
+        slot_free,
+        slot_recv_polling,
+        slot_recv_sleeping,
+        slot_recv_value,
+        slot_recv_closed,
+        slot_send_polling,
+        slot_send_sleeping,
+        slot_send_taken,
+        slot_send_closed,
+    };
     static constexpr std::size_t slot_bytes = 16;
     static constexpr std::uint32_t slot_polling(bool send) noexcept {
         return send ? slot_send_polling : slot_recv_polling;

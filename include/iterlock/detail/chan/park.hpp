@@ -28,9 +28,8 @@
 #include "iterlock/detail/util/random.hpp"
 #include "iterlock/detail/util/spin.hpp"
 
-// Tuning of a parked operation's wait before it sleeps on its futex: pause-polls (about 20 ns each on
-// current x86), then yields. Override with -D for experiments; the defaults were measured on the 2-core
-// bench machine (docs/CHANNELS.md).
+// Tuning of a parked operation's wait before it sleeps on its futex: pause-polls, then yields. Override
+// with -D for experiments; docs/CHANNELS.md has the measurements that chose the defaults.
 #ifndef ITERLOCK_CHAN_SPIN_POLLS
 #define ITERLOCK_CHAN_SPIN_POLLS 128
 #endif
@@ -140,7 +139,7 @@ struct chan_probes {
 
 // Exponential backoff for waits that are expected to be short: `spin()` only pauses; `snooze()` pauses
 // for the first rounds and then yields the processor. `done()` says the caller should block instead.
-// Measured on the 2-core bench machine: 6 spin rounds (~2 us in total) cover a ping-pong round trip.
+// The spin limit covers a ping-pong round trip (docs/CHANNELS.md).
 class backoff {
   public:
     static constexpr unsigned spin_limit = 6;
@@ -286,7 +285,7 @@ class chan_parker {
     bool wait(bool timed, chan_clock::time_point deadline) noexcept {
         // Poll at a fixed, fine grain first: a partner that answers within a few microseconds (a ping-pong
         // round trip) is seen within one pause of its signal. (A per-thread adaptive budget, as glibc's
-        // adaptive mutexes use, measured slower on the ping-pong workload and was dropped.)
+        // adaptive mutexes use, was tried and dropped: docs/CHANNELS.md.)
         for (int i = 0; i < ITERLOCK_CHAN_SPIN_POLLS; ++i) {
             // Acquire: pairs with signal()'s release exchange.
             if (wake_.load(std::memory_order_acquire) == 2) return true;

@@ -57,8 +57,8 @@ class locked_walk;
 
 // Default shard count: a power of two, 32 per hardware thread, between 16 and 1024. A writer holding a
 // shard sends that shard's finds to their slow path (they wait for it) and queues other writers, so
-// fewer collisions pay: on W2 with 2 threads, 8 per thread was 1-11% slower than 32 in three A/B runs
-// (docs/BENCHMARKS.md, fourth session). A shard costs 1.5 KiB plus its table.
+// fewer collisions pay (docs/BENCHMARKS.md, fourth session, has the A/B runs that chose 32). A shard
+// costs 1.5 KiB plus its table.
 inline std::size_t default_shard_count() noexcept {
     const std::size_t hw = std::max(1u, std::thread::hardware_concurrency());
     return std::clamp<std::size_t>(std::bit_ceil(hw * 32), 16, 1024);
@@ -564,8 +564,7 @@ class sharded_table {
             // (detail/reclaim/epoch.hpp); the validation keeps the answer only if no writer came in between.
             // This is the fast path, one attempt, inline: over a large map every find waits for a cache
             // miss, and how many finds a core keeps in flight at once depends on how few instructions
-            // each one takes (184 -> 128 instructions per find took a 1M-key find loop from 1.4x to 1.1x
-            // of a bare table lookup; docs/BENCHMARKS.md, fourth session).
+            // each one takes (docs/BENCHMARKS.md, fourth session, has the figures).
             // Everything rare is out of line in find_slow: the thread's first find (it claims an epoch
             // record), a writer holding the shard, a failed validation, a call from a visit callback.
             epoch_domain::record* rec = epoch_domain::fast_record();

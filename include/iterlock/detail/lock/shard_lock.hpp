@@ -476,7 +476,7 @@ class alignas(64) shard_lock {
     static constexpr std::uint64_t seq_one = 1ULL << seq_shift;
     static constexpr std::uint64_t seq_mask = ~(seq_one - 1);
 
-    // Spin budget before queueing: spin_rounds re-checks, spin_pauses pauses apart (~1 us on current x86).
+    // Spin budget before queueing: spin_rounds re-checks, spin_pauses pauses apart (about a microsecond).
     // Writers hold for well under a microsecond, so most waits for a writer end within it; waits for a walk
     // do not, and queue after a short, bounded loss.
     static constexpr int spin_rounds = 32;

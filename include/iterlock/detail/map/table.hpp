@@ -844,8 +844,7 @@ class table {
 
     // Starts fetching a bucket's slots (two or three cache lines of its body) while the caller matches its
     // control group, so a hit's slot miss overlaps the control byte's instead of following it (Boost's
-    // flat maps prefetch their element group the same way). Measured on a find-only loop over 1M keys in
-    // concurrent_map: 69 -> 53-58 ns; W2: +17-50% (docs/BENCHMARKS.md).
+    // flat maps prefetch their element group the same way; docs/BENCHMARKS.md has what it gained).
     static void prefetch_slots(const bucket& b) noexcept {
         __builtin_prefetch(b.slot(0));
         __builtin_prefetch(b.slot(bucket_cnt / 2));

@@ -168,41 +168,27 @@ inline slot_mask match_empty_neon(const std::uint8_t* t) noexcept {
 #define ITERLOCK_DETAIL_TOPHASH_NEON 0
 #endif
 
-// The selected matchers.
+// The selected matchers: the platform's twins, named once.
 #if ITERLOCK_DETAIL_TOPHASH_SSE2
 inline constexpr const char* tophash_match_path = "sse2";
-inline slot_mask match_byte(const std::uint8_t* t, std::uint8_t top) noexcept {
-    return match_byte_sse2(t, top);
-}
-inline slot_mask match_full(const std::uint8_t* t) noexcept {
-    return match_full_sse2(t);
-}
-inline slot_mask match_empty(const std::uint8_t* t) noexcept {
-    return match_empty_sse2(t);
-}
+#define ITERLOCK_DETAIL_TOPHASH_PICK(name) name##_sse2
 #elif ITERLOCK_DETAIL_TOPHASH_NEON
 inline constexpr const char* tophash_match_path = "neon";
-inline slot_mask match_byte(const std::uint8_t* t, std::uint8_t top) noexcept {
-    return match_byte_neon(t, top);
-}
-inline slot_mask match_full(const std::uint8_t* t) noexcept {
-    return match_full_neon(t);
-}
-inline slot_mask match_empty(const std::uint8_t* t) noexcept {
-    return match_empty_neon(t);
-}
+#define ITERLOCK_DETAIL_TOPHASH_PICK(name) name##_neon
 #else
 inline constexpr const char* tophash_match_path = "swar";
+#define ITERLOCK_DETAIL_TOPHASH_PICK(name) name##_swar
+#endif
 inline slot_mask match_byte(const std::uint8_t* t, std::uint8_t top) noexcept {
-    return match_byte_swar(t, top);
+    return ITERLOCK_DETAIL_TOPHASH_PICK(match_byte)(t, top);
 }
 inline slot_mask match_full(const std::uint8_t* t) noexcept {
-    return match_full_swar(t);
+    return ITERLOCK_DETAIL_TOPHASH_PICK(match_full)(t);
 }
 inline slot_mask match_empty(const std::uint8_t* t) noexcept {
-    return match_empty_swar(t);
+    return ITERLOCK_DETAIL_TOPHASH_PICK(match_empty)(t);
 }
-#endif
+#undef ITERLOCK_DETAIL_TOPHASH_PICK
 
 // Slots set in a mask (std::popcount is a library call on x86-64 builds without -mpopcnt).
 inline constexpr unsigned slot_count(slot_mask m) noexcept {

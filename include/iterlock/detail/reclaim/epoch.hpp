@@ -28,9 +28,8 @@
 //     execute a full memory barrier before it returns (a thread that is not running passes one when it is
 //     switched in): wherever a reader was between its epoch store and its first read, that barrier now
 //     separates them. It costs the scan microseconds (an interrupt to each CPU running one of our
-//     threads; 2.3 us on the 2-core VM of docs/BENCHMARKS.md with one other thread busy) and spares every
-//     find a full fence: clang emits `mfence`, which keeps a find's loads from overlapping the next
-//     find's (a find-only loop over 1M keys: 180-200 ns per find with it, 48-50 ns without); GCC's
+//     threads) and spares every find a full fence: clang emits `mfence`, which keeps a find's loads from
+//     overlapping the next find's (docs/DESIGN.md, section 5, has both costs measured); GCC's
 //     `lock or` costs less only while nothing reloads the stack word it locks. Where membarrier cannot be
 //     registered (not Linux, a kernel before 4.14, a seccomp filter) and under ThreadSanitizer (which
 //     does not model it), both fences are seq_cst fences; asymmetric() says which.
