@@ -1,7 +1,16 @@
-// table: the single-threaded core of Go's map (runtime/map.go's hmap), shared by iterlock::map and by each
-// shard of iterlock::concurrent_map. It owns the bucket arrays, lookup, assignment, deletion, incremental
-// growth and the iteration algorithm. It knows nothing of threads: callers serialise access (map.hpp adds
-// Go's misuse detection, concurrent_map.hpp adds locks and snapshots).
+// iterlock/detail/map/table.hpp: the single-threaded core of Go's map (runtime/map.go's hmap), shared by
+// iterlock::map and by each shard of iterlock::concurrent_map.
+//
+// Owns: iterlock::detail::table, iterlock::detail::no_chain_watch, the growth thresholds (load_factor_num,
+//       load_factor_den, max_bucket_shift, max_entries, over_load_factor(), too_many_overflow_buckets(),
+//       bucket_shift_for()) and array_clock.
+// Invariants: T1-T7 at the end of this comment (check_invariants(), detail/map/table_debug.hpp, verifies
+//       each); the caller serialises every call, except find_racy(), which a lock-free reader may run
+//       beside the writer under the conditions stated at its declaration.
+//
+// It owns the bucket arrays, lookup, assignment, deletion, incremental growth and the iteration algorithm.
+// It knows nothing of threads: callers serialise access (map.hpp adds Go's misuse detection,
+// concurrent_map.hpp adds locks and snapshots).
 //
 // How it works (Go's terms in parentheses)
 // ----------------------------------------
