@@ -1,4 +1,10 @@
-// iterlock::map — Go's runtime map (hmap) for C++, single owner, with Go's misuse detection.
+// iterlock/map.hpp: Go's runtime map (hmap) for C++, single owner, with Go's misuse detection.
+//
+// Owns: iterlock::map<K, V, Hash, KeyEqual, Allocator, Policy> (its iterators and entry_ptr),
+//       iterlock::seed, iterlock::detect_misuse, iterlock::no_misuse_detection, ITERLOCK_CHECKED.
+// Invariants: rules I1-I7 below for writes during the map's own iteration; the core's T1-T7
+//       (detail/map/table.hpp) hold between calls; with detect_misuse, a misuse it detects is reported
+//       before the map is modified.
 //
 // The structure is Go's: 2^B buckets of 8 slots with a tophash byte each, overflow chains, load factor 6.5,
 // incremental growth (each write evacuates at most two old buckets), a per-map hash seed and a randomized
