@@ -37,7 +37,7 @@
 // are safe: such a write moves entries only after it is done with them.
 //
 // Misuse detection (Policy = detect_misuse, the default; no_misuse_detection compiles it out)
-// ---------------------------------------------------------------------------------------------
+// -------------------------------------------------------------------------------------------
 // A map is not thread-safe: any number of threads may read it at once, a write must be alone. Like Go, the
 // map notices a write overlapping other use and stops with Go's message:
 //   "concurrent map writes"                  two writes overlap (best effort, as Go);
@@ -484,8 +484,7 @@ class map {
         return p->second;
     }
 
-    // ---- modifiers (writes: one thread, nothing else using the map)
-    // ----------------------------------------
+    // ---- modifiers (writes: one thread, nothing else using the map) --------------------------------------
     ITERLOCK_DETAIL_ALWAYS_INLINE std::pair<entry_ptr, bool> insert(const value_type& v) {
         return emplace_value(v.first, v);
     }
