@@ -1,5 +1,11 @@
-// iterlock::chan<T>: Go's channels for C++ threads. This header owns the public channel handle, its result
-// types and its contract; `iterlock::select` lives in <iterlock/select.hpp>, which this header includes.
+// iterlock/chan.hpp: Go's channels for C++ threads: the public channel handle, its result types and its
+// contract (C1-C9).
+//
+// Owns: iterlock::chan<T>, iterlock::chan_closed, iterlock::chan_status, iterlock::recv_result<T>,
+//       iterlock::detail::chan_access. `iterlock::select` lives in <iterlock/select.hpp>, which this header
+//       includes (at its end).
+// Invariants: rules C1-C9 below; a chan<T> is a handle with shared ownership of one channel, which lives
+//       until its last handle goes; the default-constructed handle is the nil channel.
 //
 // A chan<T> is a copyable handle with shared ownership of one channel, like a Go channel value: copies
 // refer to the same channel, the channel lives until the last handle goes. A default-constructed handle is

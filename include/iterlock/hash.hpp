@@ -1,4 +1,10 @@
-// iterlock::hash — the default hash of iterlock's maps, and the seeded mixer every map applies on top.
+// iterlock/hash.hpp: the default hash of iterlock's maps, and the seeded mixer every map applies on top.
+//
+// Owns: iterlock::hash<T>, iterlock::string_hash, iterlock::detail::seeded_mix(), hash_bytes(), fold_mul(),
+//       load64(), load32(), mix_k1, mix_k2.
+// Invariants: every hash is a pure function of the key (the per-map seed enters only in seeded_mix);
+//       hash<T> is the identity for integers, enums and pointers and std::hash<T> otherwise; the string
+//       hashes agree on std::string, std::string_view and const char* with the same characters.
 //
 // A Go map hashes with a per-map random seed (`hash0`) so that iteration order and collision patterns differ
 // from map to map. iterlock splits that in two:

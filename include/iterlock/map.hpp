@@ -1,4 +1,10 @@
-// iterlock::map — Go's runtime map (hmap) for C++, single owner, with Go's misuse detection.
+// iterlock/map.hpp: Go's runtime map (hmap) for C++, single owner, with Go's misuse detection.
+//
+// Owns: iterlock::map<K, V, Hash, KeyEqual, Allocator, Policy> (its iterators and entry_ptr),
+//       iterlock::seed, iterlock::detect_misuse, iterlock::no_misuse_detection, ITERLOCK_CHECKED.
+// Invariants: rules I1-I7 below for writes during the map's own iteration; the core's T1-T7
+//       (detail/map/table.hpp) hold between calls; with detect_misuse, a misuse it detects is reported
+//       before the map is modified.
 //
 // The structure is Go's: 2^B buckets of 8 slots with a tophash byte each, overflow chains, load factor 6.5,
 // incremental growth (each write evacuates at most two old buckets), a per-map hash seed and a randomized
@@ -31,7 +37,7 @@
 // are safe: such a write moves entries only after it is done with them.
 //
 // Misuse detection (Policy = detect_misuse, the default; no_misuse_detection compiles it out)
-// ---------------------------------------------------------------------------------------------
+// -------------------------------------------------------------------------------------------
 // A map is not thread-safe: any number of threads may read it at once, a write must be alone. Like Go, the
 // map notices a write overlapping other use and stops with Go's message:
 //   "concurrent map writes"                  two writes overlap (best effort, as Go);
@@ -478,8 +484,7 @@ class map {
         return p->second;
     }
 
-    // ---- modifiers (writes: one thread, nothing else using the map)
-    // ----------------------------------------
+    // ---- modifiers (writes: one thread, nothing else using the map) --------------------------------------
     ITERLOCK_DETAIL_ALWAYS_INLINE std::pair<entry_ptr, bool> insert(const value_type& v) {
         return emplace_value(v.first, v);
     }

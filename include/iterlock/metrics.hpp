@@ -1,5 +1,12 @@
-// Metrics of iterlock's concurrent maps: what a map records about its locks, iterations and snapshots, and
-// the plain-data view (`map_metrics`) that exporters such as iterlock/prometheus.hpp read.
+// iterlock/metrics.hpp: metrics of iterlock's concurrent maps: what a map records about its locks,
+// iterations and snapshots, and the plain-data view (`map_metrics`) that exporters such as
+// iterlock/prometheus.hpp read.
+//
+// Owns: iterlock::map_metrics, iterlock::histogram_data, iterlock::lock_role,
+//       iterlock::detail::wait_histogram, iterlock::detail::shard_metrics, iterlock::detail::map_event_metrics,
+//       iterlock::detail::no_metrics.
+// Invariants: recording never allocates and never blocks (relaxed atomics; a shard's writer-wait histogram
+//       is written only under that shard's lock); a histogram's total counts every observation, +Inf too.
 //
 // Recording is relaxed and local: writer lock waits go to a histogram inside the writer's shard (updated
 // under that shard's lock, so a write adds a load and a store on a line no other shard touches); iteration

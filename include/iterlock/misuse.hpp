@@ -1,5 +1,12 @@
-// Misuse detection shared by iterlock's containers: Go's fatal errors for concurrent map use, and what to
-// do when one is detected (print and abort, as Go does, or throw `iterlock::concurrent_misuse`).
+// iterlock/misuse.hpp: misuse detection shared by iterlock's containers: Go's fatal errors for concurrent
+// map use, and what to do when one is detected (print and abort, as Go does, or throw
+// `iterlock::concurrent_misuse`).
+//
+// Owns: iterlock::concurrent_misuse, iterlock::misuse_action, set_misuse_action(), get_misuse_action(),
+//       iterlock::messages, iterlock::detail's misuse_origin, type_name<T>(), print_fatal(), report_misuse(),
+//       fatal(), thread_tag().
+// Invariants: report_misuse() never returns normally (it throws or aborts) and fatal() always aborts; the
+//       action is read only after a misuse was detected; thread_tag() is nonzero and distinct per thread.
 //
 // The action is process-wide (an atomic), read only on the slow path after a misuse was detected.
 //

@@ -2,14 +2,17 @@
 // exposer.
 //
 // Owns: iterlock::prometheus::registry, iterlock::prometheus::exposure, iterlock::prometheus::expose(),
-//       iterlock::prometheus::endpoint. Link the CMake target iterlock::prometheus (it brings
-//       prometheus-cpp::pull and prometheus-cpp::core; Debian: prometheus-cpp-dev). Outside CMake:
-//       `pkg-config --cflags --libs iterlock-prometheus` (installed with iterlock).
+//       iterlock::prometheus::endpoint.
+// Invariants: rules P1-P6 below: a scrape takes no lock of the map and nothing is recorded between
+//       scrapes; one family per metric name; once an exposure is gone, its map is no longer read.
 //
-//     iterlock::prometheus::endpoint ep("0.0.0.0:9464");          // serves http://host:9464/metrics
-//     auto handle = ep.expose(sessions, "sessions");               // or expose(ep.maps(), sessions,
-//     "sessions")
-//     ...                                                          // handle's destructor unregisters the map
+// Link the CMake target iterlock::prometheus (it brings prometheus-cpp::pull and prometheus-cpp::core;
+// Debian: prometheus-cpp-dev). Outside CMake: `pkg-config --cflags --libs iterlock-prometheus` (installed
+// with iterlock).
+//
+//     iterlock::prometheus::endpoint ep("0.0.0.0:9464");     // serves http://host:9464/metrics
+//     auto handle = ep.expose(sessions, "sessions");          // or expose(ep.maps(), sessions, "sessions")
+//     ...                                                     // handle's destructor unregisters the map
 //
 // What it exports, per map, labelled {map="<name>", <your constant labels>}:
 //   iterlock_locked_iterations_total{state}     counter  locked-policy maps: guards finished by outcome

@@ -1,6 +1,11 @@
-// iterlock::select: Go's select statement over any mix of send and receive cases on channels of different
-// element types, with an optional default case and an optional timeout. This header owns the case builders
-// and the public select(); the engine is detail/chan/select.hpp.
+// iterlock/select.hpp: Go's select statement over any mix of send and receive cases on channels of
+// different element types, with an optional default case and an optional timeout.
+//
+// Owns: iterlock::select(), iterlock::on_recv(), on_send(), on_default(), on_timeout(), on_deadline() and
+//       the case types they build (recv_case, send_case, default_case, timeout_case); the engine is
+//       detail/chan/select.hpp.
+// Invariants: rules SEL1-SEL8 below: exactly one case runs per call, ready cases are chosen uniformly at
+//       random, and a select costs no heap.
 //
 //   bool done = false;
 //   while (!done) {                                   // for { select { ... } }

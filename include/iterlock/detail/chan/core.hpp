@@ -1,6 +1,12 @@
-// The untyped part of a channel (Go: hchan minus the buffer): its lock, closed flag, wait queues, waiter
-// counts and the hand-over slot, and the type-erased entry points that select drives. chan_state<T>
-// (chan/state.hpp) adds the element type, the ring buffer and the blocking operations.
+// iterlock/detail/chan/core.hpp: the untyped part of a channel (Go: hchan minus the buffer): its lock,
+// closed flag, wait queues, waiter counts and hand-over slot, and the type-erased entry points select drives.
+//
+// Owns: iterlock::detail::chan_core, iterlock::detail::chan_ops.
+// Invariants: closed_ only goes false -> true, under lock_, and from then on both queues are empty; in the
+//       buffered kind each waiter count equals the waiters linked plus those announced and re-checking the
+//       ring; the hand-over slot moves only along the transitions diagrammed below (all stated below).
+//
+// chan_state<T> (chan/state.hpp) adds the element type, the ring buffer and the blocking operations.
 //
 // Two kinds of channel share this core:
 //  - unbuffered (capacity 0): Go's model. Every operation runs under `lock_`; a sender that finds a

@@ -1,6 +1,12 @@
-// Blocking primitives for iterlock's channels: a futex word, a bounded backoff, the channel lock, and the
-// parker (Go's `g` plus its `selectDone` word) through which exactly one channel completes a blocked
-// operation.
+// iterlock/detail/chan/park.hpp: blocking primitives for iterlock's channels: a futex word, a bounded
+// backoff, the channel lock, and the parker (Go's `g` plus its `selectDone` word) through which exactly one
+// channel completes a blocked operation.
+//
+// Owns: iterlock::detail::futex_wait(), futex_wake(), backoff, chan_lock, lock_all(), unlock_all(),
+//       chan_parker, chan_probe, chan_probes, chan_clock, chan_random_below(); ITERLOCK_CHAN_SPIN_POLLS,
+//       ITERLOCK_CHAN_YIELD_POLLS, ITERLOCK_CHAN_PROBES.
+// Invariants: nothing spins without bound; a parker is claimed at most once per round and its claimer always
+//       signals it, and its owner never leaves before that signal (the list below says why this is safe).
 //
 // Invariants kept here:
 //  - Nothing spins without bound: `backoff` spins a few rounds, then yields, then reports `done()`; every

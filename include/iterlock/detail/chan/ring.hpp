@@ -1,6 +1,10 @@
-// The buffer of a buffered channel: a bounded lock-free MPMC ring (Vyukov's sequenced slots; the lap and
-// close-mark encoding follows the array flavour of Rust's crossbeam-channel). It knows nothing of waiting:
-// chan_state calls it and parks threads around it.
+// iterlock/detail/chan/ring.hpp: the buffer of a buffered channel, a bounded lock-free MPMC ring (Vyukov's
+// sequenced slots; the lap and close-mark encoding follows the array flavour of Rust's crossbeam-channel).
+//
+// Owns: iterlock::detail::chan_ring<T>, iterlock::detail::op_status.
+// Invariants: each slot's stamp is p, p + 1 or p + one_lap_ for the position p it serves next (free, full,
+//       taken; listed below); tail_'s close mark is set once and never cleared; head_/tail_ change only by
+//       CAS. It knows nothing of waiting: chan_state calls it and parks threads around it.
 //
 // Positions. `head_` and `tail_` are position words `lap | index`, with `index` in [0, cap) in the bits below
 // `mark_bit_` and the lap count above it (`one_lap_ = 2 * mark_bit_`); going past index cap - 1 moves to

@@ -1,6 +1,10 @@
-// The select engine (Go: runtime/select.go's selectgo), type-erased over chan_core so one select can mix
-// channels of different element types. The public wrapper (iterlock/select.hpp) builds the case array on
-// its stack and calls select_run; nothing here allocates.
+// iterlock/detail/chan/select.hpp: the select engine (Go: runtime/select.go's selectgo), type-erased over
+// chan_core so one select can mix channels of different element types.
+//
+// Owns: iterlock::detail::select_case, select_scratch, select_none, attempt(), select_run().
+// Invariants: exactly one case commits per select_run (or none, for the default or the timeout), see the end
+//       of this comment; nothing here allocates: the public wrapper (iterlock/select.hpp) builds the case
+//       array and the scratch space on its stack.
 //
 // Algorithm:
 //  1. Poll order: a uniformly random permutation of the channel cases (Fisher-Yates on a per-thread

@@ -1,5 +1,10 @@
-// The shared state behind a chan<T> handle: chan_core plus the element type, the ring (buffered kind) and
-// the blocking send/receive/close algorithms (Go: chansend, chanrecv, closechan).
+// iterlock/detail/chan/state.hpp: the shared state behind a chan<T> handle: chan_core plus the element
+// type, the ring (buffered kind) and the blocking send/receive/close algorithms (Go: chansend, chanrecv,
+// closechan).
+//
+// Owns: iterlock::detail::chan_state<T>, iterlock::detail::wait_frame<T>.
+// Invariants: a value is never both moved and reported as a timeout; T's move construction and destruction
+//       are nothrow (static_assert), since values move while channel locks are held.
 //
 // Blocking, buffered kind: try the ring; on full/empty back off (a few spin rounds, a few yields) and try
 // again; then lock, announce, try once more, link a waiter and park. A notified waiter retries from the top.

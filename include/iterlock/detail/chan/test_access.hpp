@@ -1,6 +1,10 @@
-// The one header through which tests reach channel internals (Go: export_test.go): how many threads are
-// parked on a channel and how many of them sleep, the debug invariant check, and the probes (event
-// counters, see ITERLOCK_CHAN_PROBES in chan/park.hpp). Not for production code.
+// iterlock/detail/chan/test_access.hpp: the one header through which tests reach channel internals (Go:
+// export_test.go).
+//
+// Owns: iterlock::detail::chan_test_access.
+// Invariants: every member only reads: how many threads are parked on a channel and how many of them sleep,
+//       the debug invariant check, and the probes (event counters, see ITERLOCK_CHAN_PROBES in
+//       chan/park.hpp). Not for production code.
 #pragma once
 
 #include <cstddef>

@@ -1,5 +1,10 @@
-// Wait queues of iterlock's channels: `chan_waiter` (Go's sudog) and the intrusive FIFO that holds them
-// (Go's waitq), plus `wake_list`, the chain of claimed waiters a caller signals after dropping its locks.
+// iterlock/detail/chan/waitq.hpp: wait queues of iterlock's channels: `chan_waiter` (Go's sudog) and the
+// intrusive FIFO that holds them (Go's waitq), plus `wake_list`, the chain of claimed waiters a caller
+// signals after dropping its locks.
+//
+// Owns: iterlock::detail::chan_waiter, iterlock::detail::chan_waitq, iterlock::detail::wake_list.
+// Invariants: a waiter is linked in at most one queue, `linked` says so, and both change only under that
+//       channel's lock; a claimed waiter is signalled after every lock is released (the list below).
 //
 // Invariants:
 //  - A waiter lives in its owner's stack frame and is linked in at most one queue; `linked` is true exactly

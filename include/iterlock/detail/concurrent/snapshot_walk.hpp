@@ -185,7 +185,8 @@ class snapshot_walk {
         using version_type = chain_version<slot_type>;
         static constexpr std::uint32_t max_racy_entries = std::uint32_t{1} << 20;
 
-        // ---- copying buckets [bucket_, stop) of the snapshot's structure into the batch. One code for both
+        // ---- copying buckets into the batch ------------------------------------------------------------
+        // Copies buckets [bucket_, stop) of the snapshot's structure into the batch. One code for both
         // ways of reading (Racy): under the shard's shared lock (plain loads), or, for trivially copyable K
         // and V, as a sequence-lock read so that writers never wait for a walk: every load a relaxed atomic
         // load (detail/util/racy_read.hpp), the epoch section keeping every block reachable from the

@@ -1,6 +1,9 @@
-// The one door tests use to look inside iterlock::concurrent_map (Go's export_test.go): each shard's lock
-// state (who holds, who waits) and what the snapshot sweeps cost. Not for production code: these names may
-// change without notice.
+// iterlock/detail/concurrent/test_access.hpp: the one door tests use to look inside iterlock::concurrent_map
+// (Go's export_test.go).
+//
+// Owns: iterlock::detail::concurrent_map_test_access.
+// Invariants: every member only reads (each shard's lock state: who holds, who waits; what the snapshot
+//       sweeps cost); not for production code: these names may change without notice.
 #pragma once
 
 #include <cstddef>

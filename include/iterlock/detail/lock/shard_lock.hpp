@@ -1,8 +1,12 @@
-// iterlock/detail/lock/shard_lock.hpp: the lock of one concurrent_map shard (readers, writers and iterations),
-// and the whole of iterlock::iteration_lock's lock (iteration_lock.hpp wraps one; docs/DESIGN.md, "One
-// iteration lock, two users").
+// iterlock/detail/lock/shard_lock.hpp: the lock of one concurrent_map shard (readers, writers and
+// iterations), and the whole of iterlock::iteration_lock's lock (iteration_lock.hpp wraps one;
+// docs/DESIGN.md, "One iteration lock, two users").
 //
-// Owns: iterlock::detail::shard_lock, iterlock::detail::shard_lock_state, iterlock::detail::iteration_guard.
+// Owns: iterlock::detail::shard_lock, iterlock::detail::shard_lock_state, iterlock::detail::iteration_guard,
+//       ITERLOCK_DETAIL_LOCK_CHECK.
+// Invariants: grants follow the compatibility table and rules R1-R9 below; in the lock word (diagram under
+//       "Implementation"), W implies iterations <= 1, Q equals "some waiter count is non-zero" whenever
+//       mu_ is held, and seq grows by one each time W is set (check_invariants() checks the first two).
 //
 // Terminology. Each shard of a concurrent_map is a single-threaded Go map guarded by one shard_lock. The lock
 // has three roles (and one transition):

@@ -1,4 +1,11 @@
-// bucket: Go's bmap — 8 slots, their tophash bytes and the overflow link — split in two for the cache.
+// iterlock/detail/map/bucket.hpp: Go's bmap — 8 slots, their tophash bytes and the overflow link — split in
+// two for the cache.
+//
+// Owns: iterlock::detail::bucket_body, overflow_bucket, bucket_ref, bucket_array, no_chain_extra, cache_line,
+//       ctrl_lines(), relocate_from().
+// Invariants: the three listed at the end of this comment (kept by table.hpp): a slot holds an object iff
+//       its tophash is full; nothing full follows an empty_rest in a chain; `extra` belongs to the layer
+//       above.
 //
 // Go stores a bucket's 8 tophash bytes at the head of the bucket. iterlock keeps the tophash bytes of the
 // 2^B main buckets in one dense control array instead (8 bytes per bucket: 2 MiB at a million entries),

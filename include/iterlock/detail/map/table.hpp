@@ -1,7 +1,16 @@
-// table: the single-threaded core of Go's map (runtime/map.go's hmap), shared by iterlock::map and by each
-// shard of iterlock::concurrent_map. It owns the bucket arrays, lookup, assignment, deletion, incremental
-// growth and the iteration algorithm. It knows nothing of threads: callers serialise access (map.hpp adds
-// Go's misuse detection, concurrent_map.hpp adds locks and snapshots).
+// iterlock/detail/map/table.hpp: the single-threaded core of Go's map (runtime/map.go's hmap), shared by
+// iterlock::map and by each shard of iterlock::concurrent_map.
+//
+// Owns: iterlock::detail::table, iterlock::detail::no_chain_watch, the growth thresholds (load_factor_num,
+//       load_factor_den, max_bucket_shift, max_entries, over_load_factor(), too_many_overflow_buckets(),
+//       bucket_shift_for()) and array_clock.
+// Invariants: T1-T7 at the end of this comment (check_invariants(), detail/map/table_debug.hpp, verifies
+//       each); the caller serialises every call, except find_racy(), which a lock-free reader may run
+//       beside the writer under the conditions stated at its declaration.
+//
+// It owns the bucket arrays, lookup, assignment, deletion, incremental growth and the iteration algorithm.
+// It knows nothing of threads: callers serialise access (map.hpp adds Go's misuse detection,
+// concurrent_map.hpp adds locks and snapshots).
 //
 // How it works (Go's terms in parentheses)
 // ----------------------------------------
@@ -254,8 +263,7 @@ class table {
     // (concurrent_map's snapshots) turns that off.
     void set_reseed(bool on) noexcept { reseed_ = on; }
 
-    // ---- lookup (Go's mapaccess)
-    // ---------------------------------------------------------------------------
+    // ---- lookup (Go's mapaccess) -----------------------------------------------------------------------
     struct found_position {
         slot_type* slot;    // nullptr: not found
         std::uint8_t* top;  // the slot's tophash byte
@@ -685,8 +693,7 @@ class table {
         });
     }
 
-    // ---- live iterators
-    // ------------------------------------------------------------------------------------
+    // ---- live iterators --------------------------------------------------------------------------------
     // Relaxed: a count and an owner tag, no data hangs off it. Writers read it under the shard's lock, which
     // orders it against an iterator's registration (made before its walk takes that lock); map's misuse check
     // is best effort.
@@ -702,9 +709,8 @@ class table {
     void register_iterator(std::uint64_t tag) const noexcept { iters_.add(tag); }
     void unregister_iterator(std::uint64_t tag) const noexcept { iters_.remove(tag); }
 
-    // ---- whole-table operations
-    // ---------------------------------------------------------------------------- Takes other's contents;
-    // other becomes empty (with a fresh array on its next insert).
+    // ---- whole-table operations ------------------------------------------------------------------------
+    // Takes other's contents; other becomes empty (with a fresh array on its next insert).
     void steal(table& other) noexcept {
         release_retained();
         other.release_retained();
@@ -767,8 +773,7 @@ class table {
     // Frees a block previously handed to ChainWatch::retire_block (with this table's allocator).
     void free_retired_block(void* block, std::size_t lines) noexcept { release_block(block, lines); }
 
-    // ---- optimistic lookup (concurrent_map's sequence-lock finds)
-    // --------------------------------------------
+    // ---- optimistic lookup (concurrent_map's sequence-lock finds) --------------------------------------
     // With deferred frees on, a block that the table unlinks (an array that growth retired, an overflow
     // bucket that evacuation or clear emptied) is kept until no epoch section that began before the unlink
     // is still open (detail/reclaim/epoch.hpp), so find_racy() never reads freed memory. The map's owner calls
@@ -876,8 +881,7 @@ class table {
         return cur_.at(h & bucket_mask(B_));
     }
 
-    // ---- memory
-    // ---------------------------------------------------------------------------------------------
+    // ---- memory ----------------------------------------------------------------------------------------
     // Control lines, body lines, and one line for the array's trailer.
     static constexpr std::size_t array_lines(std::size_t n) noexcept {
         return ctrl_lines(n) + (n * sizeof(body_type) + sizeof(cache_line) - 1) / sizeof(cache_line) + 1;

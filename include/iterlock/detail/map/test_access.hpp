@@ -1,5 +1,9 @@
-// The one door tests use to look inside iterlock::map (Go's export_test.go): bucket shift, growth state,
-// overflow count. Not for production code: these names may change without notice.
+// iterlock/detail/map/test_access.hpp: the one door tests use to look inside iterlock::map (Go's
+// export_test.go).
+//
+// Owns: iterlock::detail::map_test_access.
+// Invariants: every member only reads (bucket shift, growth state, overflow count); not for production
+//       code: these names may change without notice.
 #pragma once
 
 #include <cstddef>

@@ -1,4 +1,11 @@
-// tophash: the one-byte summary Go keeps for each slot of a bucket, and the 8-wide matchers over it.
+// iterlock/detail/map/tophash.hpp: the one-byte summary Go keeps for each slot of a bucket, and the 8-wide
+// matchers over it.
+//
+// Owns: iterlock::detail's tophash states (empty_rest .. min_top_hash), bucket_cnt, tophash_of(), is_empty(),
+//       is_full(), is_evacuated_mark(), slot_mask, match_byte/match_full/match_empty (and their _swar,
+//       _sse2, _neon twins), has_empty_rest(), rotate_mask(), tophash_match_path.
+// Invariants: tophash_of(h) >= min_top_hash, so a live entry's byte is never a reserved state; every
+//       matcher returns the same mask as its SWAR twin (bit i = slot i).
 //
 // A slot's tophash byte is either the top 8 bits of the key's hash (bumped up to at least min_top_hash), or
 // one of the small reserved states below (Go's runtime/map.go names in parentheses):

@@ -1,4 +1,9 @@
-// epoch: when memory that optimistic readers may still be reading can be freed (epoch-based reclamation).
+// iterlock/detail/reclaim/epoch.hpp: when memory that optimistic readers may still be reading can be freed
+// (epoch-based reclamation).
+//
+// Owns: iterlock::detail::epoch_domain (its records, its section RAII type, the process-wide domain).
+// Invariants: E1-E3 below: no block is freed while a section that could reach it is open; a section never
+//       waits; records are per thread, reused and never freed.
 //
 // concurrent_map's optimistic finds (sequence-lock reads, concurrent_map.hpp) read a shard's buckets
 // without holding its lock. A writer may meanwhile unlink an overflow bucket or retire a whole array; the

@@ -4,6 +4,9 @@
 // Owns: iterlock::detail::atomic<T>, iterlock::detail::atomic_fence(), iterlock::detail::sync_mutex,
 //       iterlock::detail::sync_condvar, iterlock::detail::thread_yield(), ITERLOCK_DETAIL_RELACY; under
 //       Relacy, the futex model (futex_model, futex_model_wait, futex_model_wake).
+// Invariants: without ITERLOCK_RELACY every name is an alias of (or a direct call to) its std counterpart
+//       and adds no code; with it, every adapter keeps std::atomic's interface, so the checked code is the
+//       production code.
 //
 // Production builds get std::atomic, std::atomic_thread_fence, std::mutex and std::condition_variable: the
 // aliases below add no code. The memory-model checks (tests/memory_model/, issue 19) define ITERLOCK_RELACY;

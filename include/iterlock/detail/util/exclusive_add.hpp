@@ -1,5 +1,10 @@
 // iterlock/detail/util/exclusive_add.hpp: an add to an atomic counter that only one thread at a time writes.
 //
+// Owns: iterlock::detail::add_exclusive().
+// Invariants: c += d is one relaxed load and one relaxed store, no locked instruction; it is exact only
+//       while the caller's lock serialises every writer of c; a concurrent reader sees the value before or
+//       after the add, never a torn one.
+//
 // Counters that writers change under a lock and any thread may read (a shard's revision and count, the
 // writer-wait histograms, the snapshot store's item and byte counts): the writer holds the lock that
 // serialises all writers of the counter, so a relaxed load and a relaxed store suffice, and cost no

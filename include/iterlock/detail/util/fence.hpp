@@ -2,6 +2,8 @@
 // under GCC's ThreadSanitizer.
 //
 // Owns: iterlock::detail::fence().
+// Invariants: fence(order) is std::atomic_thread_fence(order) in every build (Relacy's fence under
+//       ITERLOCK_RELACY); only GCC's -Wtsan warning for this one fence is silenced, never the fence itself.
 //
 // GCC (12 and later) warns at every std::atomic_thread_fence it instruments with -fsanitize=thread
 // (-Wtsan: "atomic_thread_fence is not supported"), once per inlined copy, so a user's TSan build printed

@@ -1,9 +1,13 @@
-// inplace_array: a fixed number of objects that cannot move (locks, atomics), built in place in one block.
+// iterlock/detail/util/inplace_array.hpp: a fixed number of objects that cannot move (locks, atomics), built
+// in place in one block.
+//
+// Owns: iterlock::detail::inplace_array<T>.
+// Invariants: the block holds exactly size() constructed objects, aligned to alignof(T); they are destroyed
+//       in reverse order with the array; the array itself is neither copied nor moved.
 //
 // concurrent_map keeps its shards here rather than in a vector of unique_ptrs so that finding a key's shard
 // is one address computation from the block's start instead of a load of the shard's pointer, on the path
-// of every operation. Invariants: the block holds exactly size() constructed objects, aligned to alignof(T);
-// they are destroyed in reverse order with the array; the array itself is neither copied nor moved.
+// of every operation.
 #pragma once
 
 #include <cstddef>

@@ -1,7 +1,9 @@
-// iterlock/detail/util/lifetime.hpp: lets an observer that may outlive a container (an exporter's scrape thread)
-// read the container only while it exists.
+// iterlock/detail/util/lifetime.hpp: lets an observer that may outlive a container (an exporter's scrape
+// thread) read the container only while it exists.
 //
 // Owns: iterlock::detail::lifetime, iterlock::detail::lifetime_anchor.
+// Invariants: rules LT1-LT2 below; alive_ only goes true -> false, under the lifetime's mutex; an anchor
+//       allocates its lifetime at most once (the first watch()).
 //
 // The container holds a lifetime_anchor. An observer asks it for a shared `lifetime` (the first ask
 // allocates it) and reads the container only through lifetime::read(f), which runs f under the lifetime's

@@ -1,5 +1,10 @@
 // iterlock/detail/util/prefetch.hpp: prefetch with intent to write.
 //
+// Owns: iterlock::detail::prefetch_for_write(), iterlock::detail::prefetch_for_write_path,
+//       ITERLOCK_DETAIL_ASAN, ITERLOCK_DETAIL_PREFETCHW_AT_RUN_TIME (x86 only: has_prefetchw from CPUID).
+// Invariants: a prefetch never faults and never changes what a program computes (any address, freed
+//       blocks included); the CPUID choice is made once, at start-up.
+//
 // A write that prefetches the lines it will change before it takes its lock (concurrent_map) wants them
 // in its cache exclusively: a line another core also holds (the finds there read it) must otherwise be
 // taken from that core when the write stores to it, and the lock's release, a locked instruction, waits

@@ -1,4 +1,10 @@
-// racy_read: loads of memory that a writer may be changing at the same time, for sequence-lock readers.
+// iterlock/detail/util/racy_read.hpp: loads of memory that a writer may be changing at the same time, for
+// sequence-lock readers.
+//
+// Owns: iterlock::detail::racy_load_u64(), racy_load_ptr(), racy_bytes(), racy_copy(), ITERLOCK_DETAIL_TSAN.
+// Invariants: every byte is read exactly once, by a relaxed atomic load (whole words when T is 8-aligned);
+//       the result is a copy that a caller uses only after its validation, never a reference into the
+//       shared memory; ITERLOCK_DETAIL_TSAN is 1 exactly under ThreadSanitizer.
 //
 // A sequence-lock reader copies data that a writer may be overwriting and keeps the copy only if the
 // lock's sequence did not move (shard_lock R9). Plain loads would let the compiler re-read a value it
