@@ -1,4 +1,10 @@
-// iterlock::concurrent_map — a thread-safe, sharded Go map whose iterations writers cannot corrupt.
+// iterlock/concurrent_map.hpp: iterlock::concurrent_map, a thread-safe, sharded Go map whose iterations
+// writers cannot corrupt.
+//
+// Owns: iterlock::concurrent_map, iterlock::locked_concurrent_map, iterlock::iteration_policy,
+//       iterlock::map_options (snapshot_iteration, locked_iteration).
+// Invariants: the rules below (S1-S6 for snapshots, L1-L7 and G1-G4 for locked iteration) and the
+//       per-call guarantees at each member.
 //
 // Layers: this header is the facade (the contract below, the public names, forwarding). The concurrent tier
 // under it is detail/concurrent/: sharded_table.hpp (shards, write locking, the find paths, reclamation,
@@ -6,8 +12,8 @@
 // is the single-threaded core, detail/map/table.hpp, behind detail/lock/shard_lock.hpp.
 //
 // Each shard is a Go map (detail/map/table.hpp, the same core as iterlock::map) with its own lock
-// (detail/lock/shard_lock.hpp) and its own incremental growth. Which iteration the map offers is chosen at the
-// type by the Options parameter:
+// (detail/lock/shard_lock.hpp) and its own incremental growth. Which iteration the map offers is chosen at
+// the type by the Options parameter:
 //
 //   iterlock::snapshot_iteration (default)   auto s = m.snapshot();  for (const auto& [k, v] : s) ...
 //   iterlock::locked_iteration               auto g = m.lock_for_iteration();  for (auto& [k, v] : g) ...
@@ -24,15 +30,15 @@
 //   S3  Writers never wait for a snapshot: taking one is a registry mutex, plus, if writers copied chains
 //       since the previous snapshot was taken, a reserve for each shard that did (O(shards), no shard lock:
 //       memory for the coming copies, allocated and touched by the snapshot's creator instead of the
-//       writers; detail/concurrent/snapshot_store.hpp). A walk copies one batch of 32 buckets at a time, never across
-//       user code: for trivially copyable K and V as a sequence-lock read that no writer waits for (a batch
-//       that a writer overlapped is read again; after four tries it takes the shard's lock in shared
-//       mode), otherwise under the shard's lock in shared mode. Ending a snapshot sweeps what it alone
+//       writers; detail/concurrent/snapshot_store.hpp). A walk copies one batch of 32 buckets at a time,
+//       never across user code: for trivially copyable K and V as a sequence-lock read that no writer waits
+//       for (a batch that a writer overlapped is read again; after four tries it takes the shard's lock in
+//       shared mode), otherwise under the shard's lock in shared mode. Ending a snapshot sweeps what it alone
 //       needed in steps of at most 256 preserved chains under one shard's lock at a time: that step is the
 //       longest a writer waits for a release.
 //   S4  While snapshots live, a writer preserves only what it changes, one bucket chain at a time (the
-//       chain's entries, copied at most once between two snapshots); growth and evacuation during a snapshot preserve
-//       the same way and retire the old bucket array instead of freeing it.
+//       chain's entries, copied at most once between two snapshots); growth and evacuation during a snapshot
+//       preserve the same way and retire the old bucket array instead of freeing it.
 //   S5  Memory: what was preserved is freed when the last snapshot that needs it ends, and the reserves
 //       when the last snapshot ends (preserved_bytes() counts both, and returns to zero when no snapshot is
 //       alive). The thread that ends a snapshot frees it, unless that thread is inside a visit, cvisit,
@@ -78,9 +84,9 @@
 //
 // Optimistic reads: with trivially copyable K and V compared by std::equal_to (and outside ThreadSanitizer
 // builds; see optimistic_reads), find/contains store nothing to shared memory: a sequence-lock read of the
-// shard under an epoch section (detail/reclaim/epoch.hpp) keeps the blocks it may reach allocated, and the answer
-// is kept only if no writer came in between (else retried, then taken under the lock). Otherwise finds take
-// the shard's lock in shared mode. Either way a find is linearizable and returns a copy. Memory: a block
+// shard under an epoch section (detail/reclaim/epoch.hpp) keeps the blocks it may reach allocated, and the
+// answer is kept only if no writer came in between (else retried, then taken under the lock). Otherwise finds
+// take the shard's lock in shared mode. Either way a find is linearizable and returns a copy. Memory: a block
 // that a writer unlinks (an overflow bucket, an array that growth retired) is freed by a later write to the
 // same shard, or by the map's destructor, once no read that began before the unlink is still running.
 //
@@ -137,13 +143,12 @@ inline constexpr bool metrics_of = [] {
 
 template <class K, class V, class Hash = hash<K>, class KeyEqual = std::equal_to<K>,
           class Allocator = std::allocator<std::pair<const K, V>>, class Options = snapshot_iteration>
-class concurrent_map
-    : private detail::sharded_table<K, V, Hash, KeyEqual, Allocator,
-                                    Options::iteration == iteration_policy::snapshot,
-                                    detail::metrics_of<Options>> {
-    using base = detail::sharded_table<K, V, Hash, KeyEqual, Allocator,
-                                       Options::iteration == iteration_policy::snapshot,
-                                       detail::metrics_of<Options>>;
+class concurrent_map : private detail::sharded_table<K, V, Hash, KeyEqual, Allocator,
+                                                     Options::iteration == iteration_policy::snapshot,
+                                                     detail::metrics_of<Options>> {
+    using base =
+        detail::sharded_table<K, V, Hash, KeyEqual, Allocator,
+                              Options::iteration == iteration_policy::snapshot, detail::metrics_of<Options>>;
     static constexpr bool snapshots = Options::iteration == iteration_policy::snapshot;
     static constexpr bool transparent = base::transparent;
     static_assert(!snapshots || (std::is_copy_constructible_v<K> && std::is_copy_constructible_v<V>),
@@ -179,7 +184,7 @@ class concurrent_map
     // G4  The map must outlive its guards: destroying a map while a guard lives aborts with a message.
     using iteration_guard = detail::locked_walk<base>;
 
-    // ---- construction ------------------------------------------------------------------------------------
+    // ---- construction ---------------------------------------------------------------------------
     concurrent_map() : concurrent_map(0) {}
     // `shards`: rounded up to a power of two, at most 65536; 0 picks detail::default_shard_count(). The map
     // draws one hash seed (or takes `s`) and keeps it for its lifetime: unlike iterlock::map, clear() does
@@ -196,7 +201,7 @@ class concurrent_map
     // naming what is still alive). Observers holding lifetime_token() stop reading first.
     ~concurrent_map() = default;
 
-    // ---- lookup ------------------------------------------------------------------------------------------
+    // ---- lookup ---------------------------------------------------------------------------------
     // A copy of the value (cannot dangle), or nullopt. Shares the shard lock; never waits for iterations.
     ITERLOCK_DETAIL_ALWAYS_INLINE std::optional<V> find(const K& k) const { return base::find(k); }
     template <class K2>
@@ -209,7 +214,7 @@ class concurrent_map
     // it exists. f must not use this map (lock_error).
     using base::cvisit;
 
-    // ---- modifiers ---------------------------------------------------------------------------------------
+    // ---- modifiers ------------------------------------------------------------------------------
     // insert, try_emplace, insert_or_assign: each returns true if it inserted a new entry.
     using base::insert;
     using base::insert_or_assign;
@@ -235,7 +240,7 @@ class concurrent_map
     // skipped.
     using base::reserve;
 
-    // ---- observers ---------------------------------------------------------------------------------------
+    // ---- observers ------------------------------------------------------------------------------
     // size(): the sum of the shards' sizes, each read atomically (exact when no write is in flight).
     // revision(): the number of successful writes so far (S6); monotonic. preserved_bytes(): bytes held
     // for live snapshots (S5), 0 with the locked policy. All O(shards), no lock.
@@ -256,12 +261,12 @@ class concurrent_map
     // starts after it (detail/util/lifetime.hpp, LT1). The first call allocates it; no other call touches it.
     using base::lifetime_token;
 
-    // ---- snapshot iteration ------------------------------------------------------------------------------
+    // ---- snapshot iteration ---------------------------------------------------------------------
     // snapshot(): the map at one instant (S1-S6). O(1); never waits for writers, and writers never wait for
     // it. lock_error inside a callback of this map.
     using base::snapshot;
 
-    // ---- locked iteration --------------------------------------------------------------------------------
+    // ---- locked iteration -----------------------------------------------------------------------
     // lock_for_iteration(): blocks writers for the guard's life (L1-L7). Waits (with the thread's priority)
     // for current writers.
     // try_lock_for_iteration(timeout), L5: a guard that tests false (owns no lock, leaves no trace) if every

@@ -4,8 +4,8 @@
 // thread holds, shared with concurrent_map), iterlock::detail::acquire_iterations (all-or-nothing
 // acquisition of several iteration holds, shared with concurrent_map).
 // Invariants: one implementation of the lock. The word, the queue and rules R1-R9 live in
-// detail/lock/shard_lock.hpp; an iteration_lock is one detail::shard_lock plus the guard rules below, and every
-// concurrent_map shard is the same detail::shard_lock driven by the same helpers (docs/DESIGN.md, "One
+// detail/lock/shard_lock.hpp; an iteration_lock is one detail::shard_lock plus the guard rules below, and
+// every concurrent_map shard is the same detail::shard_lock driven by the same helpers (docs/DESIGN.md, "One
 // iteration lock, two users").
 //
 // What it is. A reader/writer lock with a third role, the iteration: a long walk of the data it protects
@@ -19,8 +19,8 @@
 // It meets the standard's SharedMutex requirements (lock, try_lock, unlock, and the _shared forms), so
 // std::unique_lock and std::shared_lock work. iterlock::guarded<Map> (guarded.hpp) packages it with a map.
 //
-// Rules. R1-R9 (detail/lock/shard_lock.hpp) say who waits for whom; the guard rules are concurrent_map's L1-L7,
-// here for one lock:
+// Rules. R1-R9 (detail/lock/shard_lock.hpp) say who waits for whom; the guard rules are concurrent_map's
+// L1-L7, here for one lock:
 //   L1  While a guard lives, no other thread holds the lock as a writer.
 //   L2  Any number of guards may live at once (on any threads); readers never wait for them (R1).
 //   L3  Writer preference: a waiting writer blocks new guards (R3); a guard already held keeps holding.

@@ -29,9 +29,9 @@
 //       buckets at its start produces at most 8 * (M + 2 * 2^B) entries, however much the loop inserts.
 //       For a map of n > 8 entries grown by inserts alone, M <= 3 * 2^B and 2^B < n / 3.25, so at most
 //       40 * 2^B < 12.4 * n (docs/DESIGN.md gives the argument and the figures for Go's loop).
-// Growth keeps evacuating while iterators are alive (detail/map/table.hpp, "Growth under live iterators"); what
-// an iteration may still walk (the retired arrays, old overflow buckets) is kept until the last iterator of
-// the map is gone, and freed by the next write. A write made while an iterator is alive may move entries:
+// Growth keeps evacuating while iterators are alive (detail/map/table.hpp, "Growth under live iterators");
+// what an iteration may still walk (the retired arrays, old overflow buckets) is kept until the last iterator
+// of the map is gone, and freed by the next write. A write made while an iterator is alive may move entries:
 // a reference from `*it` or an entry_ptr is not valid after it (copy what you need first); the iterator
 // itself stays valid. Arguments that refer into the map (m.erase(it->first), insert_or_assign(k, it->second))
 // are safe: such a write moves entries only after it is done with them.
@@ -157,7 +157,7 @@ class map {
     using reference = value_type&;
     using const_reference = const value_type&;
 
-    // ---- entry pointers ---------------------------------------------------------------------------------
+    // ---- entry pointers -------------------------------------------------------------------------
     template <bool Const>
     class basic_entry_ptr {
       public:
@@ -220,7 +220,7 @@ class map {
     using entry_ptr = basic_entry_ptr<false>;
     using const_entry_ptr = basic_entry_ptr<true>;
 
-    // ---- iterators ---------------------------------------------------------------------------------------
+    // ---- iterators ------------------------------------------------------------------------------
     // A live iterator (not end, not exhausted) registers with its map: that keeps what its walk needs and
     // lets a write from another thread be caught. Copying registers again; reaching the end unregisters.
     template <bool Const>
@@ -329,7 +329,7 @@ class map {
     using iterator = basic_iterator<false>;
     using const_iterator = basic_iterator<true>;
 
-    // ---- construction ------------------------------------------------------------------------------------
+    // ---- construction ---------------------------------------------------------------------------
     // A size hint is reserve()'s: a hint above max_size() throws std::length_error.
     map() : map(size_type{0}) {}
     explicit map(seed s) : map(size_type{0}, s) {}
@@ -413,7 +413,7 @@ class map {
         a.swap(b);
     }
 
-    // ---- capacity ----------------------------------------------------------------------------------------
+    // ---- capacity -------------------------------------------------------------------------------
     size_type size() const noexcept {
         return t_.size();
     }
@@ -429,7 +429,7 @@ class map {
                                    std::numeric_limits<difference_type>::max() / sizeof(value_type));
     }
 
-    // ---- lookup (reads: any number of threads at once, none writing) --------------------------------------
+    // ---- lookup (reads: any number of threads at once, none writing) ----------------------------
     ITERLOCK_DETAIL_ALWAYS_INLINE entry_ptr find(const K& k) {
         return find_impl(k);
     }
@@ -484,7 +484,7 @@ class map {
         return p->second;
     }
 
-    // ---- modifiers (writes: one thread, nothing else using the map) --------------------------------------
+    // ---- modifiers (writes: one thread, nothing else using the map) -----------------------------
     ITERLOCK_DETAIL_ALWAYS_INLINE std::pair<entry_ptr, bool> insert(const value_type& v) {
         return emplace_value(v.first, v);
     }
@@ -583,7 +583,7 @@ class map {
         t_.reserve(n);
     }
 
-    // ---- iteration ---------------------------------------------------------------------------------------
+    // ---- iteration ------------------------------------------------------------------------------
     iterator begin() {
         return iterator(this);
     }
@@ -603,7 +603,7 @@ class map {
         return const_iterator();
     }
 
-    // ---- observers ---------------------------------------------------------------------------------------
+    // ---- observers ------------------------------------------------------------------------------
     // An optional name for misuse reports: "fatal error: concurrent map writes (iterlock::map<int, int>
     // \"sessions\")". The string is not copied: it must outlive the map (a string literal, typically);
     // nullptr removes the name. A copy-constructed or move-constructed map takes its source's name;
@@ -736,8 +736,9 @@ class map {
         write_scope ws(*this);
         const auto pos = t_.prepare_write(k, h);
         if (pos.found) return {make_ptr(pos.slot, pos.top), false};
-        const auto at = t_.emplace_at(pos, h, std::piecewise_construct, std::forward_as_tuple(std::forward<KArg>(k)),
-                                      std::forward_as_tuple(std::forward<Args>(args)...));
+        const auto at =
+            t_.emplace_at(pos, h, std::piecewise_construct, std::forward_as_tuple(std::forward<KArg>(k)),
+                          std::forward_as_tuple(std::forward<Args>(args)...));
         return {make_ptr(at.slot, at.top), true};
     }
 

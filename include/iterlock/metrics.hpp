@@ -3,15 +3,16 @@
 // iterlock/prometheus.hpp read.
 //
 // Owns: iterlock::map_metrics, iterlock::histogram_data, iterlock::lock_role,
-//       iterlock::detail::wait_histogram, iterlock::detail::shard_metrics, iterlock::detail::map_event_metrics,
-//       iterlock::detail::no_metrics.
+//       iterlock::detail::wait_histogram, iterlock::detail::shard_metrics,
+//       iterlock::detail::map_event_metrics, iterlock::detail::no_metrics.
 // Invariants: recording never allocates and never blocks (relaxed atomics; a shard's writer-wait histogram
 //       is written only under that shard's lock); a histogram's total counts every observation, +Inf too.
 //
 // Recording is relaxed and local: writer lock waits go to a histogram inside the writer's shard (updated
 // under that shard's lock, so a write adds a load and a store on a line no other shard touches); iteration
-// events and iterator lock waits are rare and go to per-map counters. Nothing allocates. A map whose Options
-// say `metrics = false` compiles all of it out (see iterlock::map_options).
+// events and iterator lock waits are rare and go to per-map counters. Recording never allocates (reading,
+// map_metrics and add_to(), fills vectors). A map whose Options say `metrics = false` compiles all of it
+// out (see iterlock::map_options).
 //
 // Histogram buckets are powers of two in nanoseconds, from 256 ns to 2^34 ns (about 17 s), plus +Inf:
 //   bucket i counts waits w with 2^(i+7) < w <= 2^(i+8) ns (bucket 0 also takes every shorter wait).

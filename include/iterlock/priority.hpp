@@ -8,8 +8,8 @@
 //   - the value is per thread: setting it never affects another thread's acquisitions.
 //
 // Where it matters: a shard lock that is released while acquirers wait hands the lock to realtime waiters
-// (writers, then iterations) before best-effort ones. See iterlock/detail/lock/shard_lock.hpp for the full order.
-// Readers (finds) have no priority: they never queue behind other waiters.
+// (writers, then iterations) before best-effort ones. See iterlock/detail/lock/shard_lock.hpp for the full
+// order. Readers (finds) have no priority: they never queue behind other waiters.
 #pragma once
 
 #include <cstdint>

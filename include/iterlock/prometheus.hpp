@@ -74,8 +74,8 @@
 #include <vector>
 
 #include "iterlock/concurrent_map.hpp"
-#include "iterlock/detail/util/lifetime.hpp"
 #include "iterlock/detail/metrics/prom_families.hpp"
+#include "iterlock/detail/util/lifetime.hpp"
 #include "iterlock/metrics.hpp"
 
 namespace iterlock::prometheus {

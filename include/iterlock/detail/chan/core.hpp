@@ -51,10 +51,10 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "iterlock/detail/util/atomic_traits.hpp"
 #include "iterlock/detail/chan/park.hpp"
 #include "iterlock/detail/chan/ring.hpp"
 #include "iterlock/detail/chan/waitq.hpp"
+#include "iterlock/detail/util/atomic_traits.hpp"
 #include "iterlock/misuse.hpp"
 
 namespace iterlock::detail {

@@ -141,9 +141,8 @@ class locked_walk {
         wait_histogram* wait = nullptr;
         if constexpr (metrics_on) wait = &m->events_.iterator_wait[priority_index(p)];
         if (!acquire_iterations(  // L5: all shards or none
-                m->shards_.size(),
-                [m](std::size_t i) -> shard_lock& { return m->shards_[i].lock; }, deadline, p,
-                wait)) {
+                m->shards_.size(), [m](std::size_t i) -> shard_lock& { return m->shards_[i].lock; }, deadline,
+                p, wait)) {
             tls.remove(*slot);
             m->count_event(&map_event_metrics::iterations_timeout);
             return;

@@ -75,8 +75,7 @@ class sharded_table {
     using extra_type = std::conditional_t<snapshots, chain_tag, no_chain_extra>;
     using array_ref_probe = bucket_array<slot_type, extra_type>;
     using watch_type =
-        std::conditional_t<snapshots, shard_versions<slot_type, array_ref_probe, Allocator>,
-                           no_chain_watch>;
+        std::conditional_t<snapshots, shard_versions<slot_type, array_ref_probe, Allocator>, no_chain_watch>;
     using table_type = table<K, V, Hash, KeyEqual, Allocator, extra_type, watch_type>;
     using bucket = typename table_type::bucket;
     static_assert(std::is_same_v<typename table_type::array_ref, array_ref_probe>);
@@ -131,7 +130,8 @@ class sharded_table {
   protected:
     // `shards`: rounded up to a power of two, at most max_shards; 0 picks default_shard_count(). Every
     // table hashes with `seed` and never re-seeds.
-    sharded_table(std::size_t shards, std::uint64_t seed, const Hash& h, const KeyEqual& eq, const Allocator& a)
+    sharded_table(std::size_t shards, std::uint64_t seed, const Hash& h, const KeyEqual& eq,
+                  const Allocator& a)
         : shards_(shard_count_for(shards), seed, h, eq, a),
           shard_shift_(shard_shift_for(shards_.size())),
           seed_(seed),
@@ -143,8 +143,7 @@ class sharded_table {
             sh.t.set_reseed(false);
             if constexpr (optimistic_reads) {
                 sh.t.enable_deferred_frees(&epoch_domain::global());
-                if constexpr (snapshots)
-                    sh.t.chain_watch().enable_deferred_frees(&epoch_domain::global());
+                if constexpr (snapshots) sh.t.chain_watch().enable_deferred_frees(&epoch_domain::global());
             }
             if constexpr (snapshots) {
                 sh.t.chain_watch().bind(&registry_, a);
@@ -159,13 +158,12 @@ class sharded_table {
         lifetime_.end();
         abort_if_in_use();
         if constexpr (snapshots) {
-            if (registry_.live() != 0)
-                fatal("iterlock: concurrent_map destroyed while a snapshot is alive");
+            if (registry_.live() != 0) fatal("iterlock: concurrent_map destroyed while a snapshot is alive");
             for (shard& s : shards_) s.t.chain_watch().release_all(s.t);
         }
     }
 
-    // ---- lookup ------------------------------------------------------------------------------------------
+    // ---- lookup ---------------------------------------------------------------------------------
     template <class K2>
     ITERLOCK_DETAIL_ALWAYS_INLINE std::optional<V> find(const K2& k) const {
         return find_impl(k);
@@ -191,7 +189,7 @@ class sharded_table {
         return true;
     }
 
-    // ---- modifiers ---------------------------------------------------------------------------------------
+    // ---- modifiers ------------------------------------------------------------------------------
     // Each returns true if it inserted a new entry.
     bool insert(const value_type& v) { return try_emplace(v.first, v.second); }
     bool insert(value_type&& v) { return try_emplace(v.first, std::move(v.second)); }
@@ -308,7 +306,7 @@ class sharded_table {
         }
     }
 
-    // ---- observers ---------------------------------------------------------------------------------------
+    // ---- observers ------------------------------------------------------------------------------
     // Sum of the shards' sizes, each read atomically (exact when no write is in flight).
     size_type size() const noexcept {
         size_type n = 0;
@@ -375,7 +373,7 @@ class sharded_table {
     // starts after it (detail/util/lifetime.hpp, LT1). The first call allocates it; no other call touches it.
     std::shared_ptr<lifetime> lifetime_token() const { return lifetime_.watch(); }
 
-    // ---- iteration: the walks (snapshot_walk.hpp, locked_walk.hpp) -------------------------------------
+    // ---- iteration: the walks (snapshot_walk.hpp, locked_walk.hpp) ------------------------------
     snapshot_walk<sharded_table> snapshot() const requires snapshots {
         return snapshot_walk<sharded_table>(this, acquire_snapshot());
     }
@@ -405,8 +403,8 @@ class sharded_table {
     // the shard bits).
     static constexpr std::size_t max_shards = std::size_t{1} << 16;
     static std::size_t shard_count_for(std::size_t requested) noexcept {
-        return std::bit_ceil(std::clamp<std::size_t>(
-            requested == 0 ? default_shard_count() : requested, 1, max_shards));
+        return std::bit_ceil(
+            std::clamp<std::size_t>(requested == 0 ? default_shard_count() : requested, 1, max_shards));
     }
     static unsigned shard_shift_for(std::size_t n) noexcept {
         return 56 - static_cast<unsigned>(std::countr_zero(n));
@@ -612,8 +610,7 @@ class sharded_table {
     // caller's validation succeeds); `torn` is set if the walk met a torn chain.
     template <class K2>
     ITERLOCK_DETAIL_ALWAYS_INLINE std::optional<V> find_in_section(const K2& k, std::uint64_t h,
-                                                                   const shard& s,
-                                                                   epoch_domain::record& rec,
+                                                                   const shard& s, epoch_domain::record& rec,
                                                                    bool& torn) const {
         const epoch_domain::section in_section(epoch_domain::global(), rec);
         const slot_type* hit = s.t.find_racy(k, h, torn);
@@ -665,8 +662,7 @@ class sharded_table {
     }
 
     void count_misuse() const noexcept { count_event(&map_event_metrics::misuse_detected); }
-    void count_event(
-        [[maybe_unused]] std::atomic<std::uint64_t> map_event_metrics::*which) const noexcept {
+    void count_event([[maybe_unused]] std::atomic<std::uint64_t> map_event_metrics::*which) const noexcept {
         if constexpr (metrics_on)
             (events_.*which).fetch_add(1, std::memory_order_relaxed);  // relaxed: a statistic
     }

@@ -1,6 +1,13 @@
-// snapshot_store: what concurrent_map's snapshots need from each shard — the registry of live snapshots,
-// the per-chain labels, the preserved copies (pre-images) of chains that writers changed while a snapshot
-// needed them, and their reclamation.
+// iterlock/detail/concurrent/snapshot_store.hpp: what concurrent_map's snapshots need from each shard — the
+// registry of live snapshots, the per-chain labels, the preserved copies (pre-images) of chains that
+// writers changed while a snapshot needed them, and their reclamation.
+//
+// Owns: iterlock::detail::snapshot_registry, sweep_range, shard_versions (the chain watch of a snapshot
+//       shard's table), chain_tag, chain_version, version_chunk, structure, shard_counters.
+// Invariants: a chain, structure or counter labelled L is seen as it is now by snapshot M iff L <= M, else
+//       through the version with lo <= M < hi ("Markers and labels" below); a version is freed only after
+//       no live snapshot's marker lies in its [lo, hi) and no optimistic reader can still reach it (the
+//       sweep, then the retire list); preserved_bytes() counts every version and reserve byte held.
 //
 // Markers and labels
 // ------------------
@@ -57,15 +64,15 @@
 #include <optional>
 #include <vector>
 
-#include "iterlock/detail/util/atomic_traits.hpp"
 #include "iterlock/detail/map/bucket.hpp"
+#include "iterlock/detail/map/tophash.hpp"
 #include "iterlock/detail/reclaim/epoch.hpp"
 #include "iterlock/detail/reclaim/retire_list.hpp"
+#include "iterlock/detail/util/atomic_traits.hpp"
 #include "iterlock/detail/util/exclusive_add.hpp"
 #include "iterlock/detail/util/fence.hpp"
 #include "iterlock/detail/util/inline.hpp"
 #include "iterlock/detail/util/racy_read.hpp"
-#include "iterlock/detail/map/tophash.hpp"
 #include "iterlock/misuse.hpp"
 
 namespace iterlock::detail {
@@ -306,11 +313,12 @@ class shard_versions {
     // caller of sweep() waits for the readers before free_garbage() (detail/reclaim/epoch.hpp).
     void enable_deferred_frees(epoch_domain* d) noexcept { limbo_.enable(d); }
 
-    // ---- reserves (see the file comment); called by a snapshot's creator, without the shard's lock
-    // Gives the shard a reserve if its writers carved at least a page of copies since the last call and it
-    // has none: 5/4 of what they carved, at most max_reserve_units, every page touched here. Call before
-    // registering the snapshot (so that the sweep ending the snapshot frees it). Best effort: on allocation
-    // failure the writers allocate for themselves, as without a reserve.
+    // ---- reserves -------------------------------------------------------------------------------
+    // Called by a snapshot's creator, without the shard's lock (see the file comment). Gives the shard a
+    // reserve if its writers carved at least a page of copies since the last call and it has none: 5/4 of
+    // what they carved, at most max_reserve_units, every page touched here. Call before registering the
+    // snapshot (so that the sweep ending the snapshot frees it). Best effort: on allocation failure the
+    // writers allocate for themselves, as without a reserve.
     void provision() noexcept {
         // Relaxed (carved_units_, provisioned_at_): only sizes a best-effort reserve; a stale count gives a
         // smaller or later reserve, never a wrong one. The exchange settles which concurrent creator
@@ -370,7 +378,7 @@ class shard_versions {
     }
     std::uint64_t op_seq() const noexcept { return op_seq_; }
 
-    // ---- the table's hooks ------------------------------------------------------------------------------
+    // ---- the table's hooks ----------------------------------------------------------------------
     // Exception safety: every hook that may allocate or copy (preserve, prepare_structure_change,
     // before_counter_change) does so before it changes anything, and the table calls it before it changes
     // the chain or structure it announces; the hooks the table calls from noexcept paths
@@ -437,8 +445,7 @@ class shard_versions {
         counters_label_ = op_seq_;
     }
 
-    // ---- what a snapshot with marker m reads (under the shard's lock)
-    // ---------------------------------------
+    // ---- what a snapshot with marker m reads (under the shard's lock) ---------------------------
     template <class Table>
     structure<ArrayRef> structure_at(const Table& t, std::uint64_t m) const {
         if (struct_label_ <= m) return describe(t);
@@ -487,8 +494,7 @@ class shard_versions {
         return false;
     }
 
-    // ---- reclamation
-    // ----------------------------------------------------------------------------------------
+    // ---- reclamation ----------------------------------------------------------------------------
     // Relaxed: items_ changes under the shard's lock, which clear()/reserve() hold; the sweep only uses it to
     // skip a shard with nothing to free.
     bool has_items() const noexcept { return items_.load(std::memory_order_relaxed) != 0; }
@@ -726,7 +732,7 @@ class shard_versions {
         }
         tag.label = op_seq_;
     }
-    // ---- version memory
+    // ---- version memory -------------------------------------------------------------------------
     // Versions are carved from per-shard chunks of chunk_units: a writer's copy costs a pointer bump instead
     // of a malloc, and a sweep returns whole chunks to the allocator (one free per chunk, not per version,
     // so the thread that ends a snapshot does not contend with the writers' own allocations). A chunk is
@@ -891,8 +897,8 @@ class shard_versions {
     // write touches is one more miss when another core wrote the shard last.
     alignas(64) snapshot_registry* reg_ = nullptr;
     std::uint64_t op_seq_ = 0;
-    bool quiet_ = true;                                      // no snapshot was alive when the operation began
-    retire_list<version*> limbo_;  // dropped versions that optimistic readers may still reach
+    bool quiet_ = true;                   // no snapshot was alive when the operation began
+    retire_list<version*> limbo_;         // dropped versions that optimistic readers may still reach
     version_chunk* cur_chunk_ = nullptr;  // the chunk preserve() carves from
     std::size_t cur_units_ = 0;           // cur_chunk_'s size (its header is a line the copies do not touch)
     std::size_t used_ = 0;                // units of cur_chunk_ in use

@@ -185,10 +185,11 @@ class snapshot_walk {
         using version_type = chain_version<slot_type>;
         static constexpr std::uint32_t max_racy_entries = std::uint32_t{1} << 20;
 
-        // ---- copying buckets into the batch ------------------------------------------------------------
+        // ---- copying buckets into the batch -----------------------------------------------------
         // Copies buckets [bucket_, stop) of the snapshot's structure into the batch. One code for both
         // ways of reading (Racy): under the shard's shared lock (plain loads), or, for trivially copyable K
-        // and V, as a sequence-lock read so that writers never wait for a walk: every load a relaxed atomic
+        // and V, as a sequence-lock read, which takes no lock that a writer could wait for (S3 says when a
+        // walk falls back to the shared lock, which a writer does wait for): every load a relaxed atomic
         // load (detail/util/racy_read.hpp), the epoch section keeping every block reachable from the
         // snapshot's structure allocated (overflow buckets, dropped versions: detail/reclaim/epoch.hpp),
         // and a batch that a writer overlapped read again, under the lock after a few tries. A racy copy
@@ -312,8 +313,7 @@ class snapshot_walk {
                 const shard_counters c = s.t.chain_watch().counters_at(
                     // Relaxed: under the shard's lock (shared), which orders the writer's store before
                     // this.
-                    shard_counters{s.t.size(), s.revision().load(std::memory_order_relaxed)},
-                    marker_);
+                    shard_counters{s.t.size(), s.revision().load(std::memory_order_relaxed)}, marker_);
                 t.count += c.count;
                 t.revision += c.revision;
             }

@@ -10,14 +10,14 @@
 #include <cstdint>
 
 #include "iterlock/concurrent_map.hpp"
-#include "iterlock/detail/util/prefetch.hpp"  // prefetch_for_write and its path name (CMapPlatform tests)
 #include "iterlock/detail/lock/shard_lock.hpp"
+#include "iterlock/detail/util/prefetch.hpp"  // prefetch_for_write and its path name (CMapPlatform tests)
 
 namespace iterlock::detail {
 
 struct concurrent_map_test_access {
-    // Chain versions the snapshot sweeps of m have examined so far (detail/concurrent/snapshot_store.hpp): what
-    // releasing snapshots cost, counted instead of timed. Read while no snapshot is being released.
+    // Chain versions the snapshot sweeps of m have examined so far (detail/concurrent/snapshot_store.hpp):
+    // what releasing snapshots cost, counted instead of timed. Read while no snapshot is being released.
     template <class Map>
     static std::size_t sweep_examined(const Map& m) noexcept {
         std::size_t n = 0;

@@ -115,9 +115,9 @@
 #include <type_traits>
 
 #include "iterlock/detail/util/atomic_traits.hpp"
-#include "iterlock/detail/util/spin.hpp"
 #include "iterlock/detail/util/fence.hpp"
 #include "iterlock/detail/util/inline.hpp"
+#include "iterlock/detail/util/spin.hpp"
 #include "iterlock/errors.hpp"
 #include "iterlock/priority.hpp"
 
@@ -183,7 +183,7 @@ class alignas(64) shard_lock {
                                    "destroyed while held or waited for");
     }
 
-    // ---- reader ----------------------------------------------------------------------------------------
+    // ---- reader ---------------------------------------------------------------------------------
 
     // Acquires the lock as a reader. Blocks only while a writer or an upgraded iteration holds (R1).
     // Uncontended: one atomic RMW. Never throws. Requires: the caller does not hold the lock as a writer.
@@ -256,7 +256,7 @@ class alignas(64) shard_lock {
         return ((state_.load(std::memory_order_relaxed) ^ token) & (seq_mask | write_bit)) == 0;
     }
 
-    // ---- writer ----------------------------------------------------------------------------------------
+    // ---- writer ---------------------------------------------------------------------------------
 
     // Acquires the lock exclusively with the caller's current_priority(). Blocks while anybody holds (R2)
     // and, when others are queued, until its turn (R4, R5). Uncontended: one load and one CAS. Never throws.
@@ -316,7 +316,7 @@ class alignas(64) shard_lock {
             wake_waiters();
     }
 
-    // ---- iteration -------------------------------------------------------------------------------------
+    // ---- iteration ------------------------------------------------------------------------------
 
     // Acquires an iteration hold with priority `p`. Blocks while a writer holds, and while a writer or a
     // higher class is queued ahead of `p` (R3, R4). Uncontended: one load and one CAS. Never throws.
@@ -374,7 +374,7 @@ class alignas(64) shard_lock {
             wake_waiters();
     }
 
-    // ---- upgrade ---------------------------------------------------------------------------------------
+    // ---- upgrade --------------------------------------------------------------------------------
 
     // Turns the caller's iteration hold into a write hold (R7): sets W at once (new readers, writers and
     // iterations wait from now on), then waits for the readers inside to leave. On return the caller may
@@ -432,7 +432,7 @@ class alignas(64) shard_lock {
         if ((old & queued_bit) != 0) wake_waiters();
     }
 
-    // ---- observation -----------------------------------------------------------------------------------
+    // ---- observation ----------------------------------------------------------------------------
 
     // A consistent picture of holders and waiters, for tests, metrics and debugging. Takes the internal mutex
     // (so it blocks briefly behind slow-path work); O(1); never throws.

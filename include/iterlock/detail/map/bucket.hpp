@@ -36,9 +36,9 @@
 #include <type_traits>
 #include <utility>
 
+#include "iterlock/detail/map/tophash.hpp"
 #include "iterlock/detail/util/fence.hpp"
 #include "iterlock/detail/util/racy_read.hpp"
-#include "iterlock/detail/map/tophash.hpp"
 
 namespace iterlock::detail {
 

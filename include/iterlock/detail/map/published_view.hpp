@@ -88,7 +88,9 @@ class published_view {
         body_type body;
     };
     static constexpr empty_array_block empty_array_{};
-    static std::uintptr_t empty_view() noexcept { return reinterpret_cast<std::uintptr_t>(&empty_array_.ctrl); }
+    static std::uintptr_t empty_view() noexcept {
+        return reinterpret_cast<std::uintptr_t>(&empty_array_.ctrl);
+    }
 
     std::atomic<std::uintptr_t> cur_{empty_view()};
     std::atomic<std::uintptr_t> old_{0};

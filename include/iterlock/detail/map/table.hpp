@@ -9,8 +9,10 @@
 //       beside the writer under the conditions stated at its declaration.
 //
 // It owns the bucket arrays, lookup, assignment, deletion, incremental growth and the iteration algorithm.
-// It knows nothing of threads: callers serialise access (map.hpp adds Go's misuse detection,
-// concurrent_map.hpp adds locks and snapshots).
+// It takes no lock and starts no thread: callers serialise every call (map.hpp adds Go's misuse
+// detection, the concurrent tier adds locks and snapshots). What it keeps for readers beside its one
+// writer is confined to the published view (find_racy), the iterator registry, the retire list and a few
+// counters read with relaxed loads.
 //
 // How it works (Go's terms in parentheses)
 // ----------------------------------------
@@ -83,13 +85,13 @@
 #include "iterlock/detail/map/bucket.hpp"
 #include "iterlock/detail/map/iterator_registry.hpp"
 #include "iterlock/detail/map/published_view.hpp"
+#include "iterlock/detail/map/tophash.hpp"
 #include "iterlock/detail/reclaim/retire_list.hpp"
 #include "iterlock/detail/util/exclusive_add.hpp"
 #include "iterlock/detail/util/fence.hpp"
 #include "iterlock/detail/util/inline.hpp"
 #include "iterlock/detail/util/prefetch.hpp"
 #include "iterlock/detail/util/racy_read.hpp"
-#include "iterlock/detail/map/tophash.hpp"
 #include "iterlock/hash.hpp"
 #include "iterlock/misuse.hpp"
 
@@ -100,7 +102,8 @@ inline constexpr unsigned load_factor_den = 2;
 
 // The largest array: 2^31 buckets (the array views pack B into 5 bits, detail/map/published_view.hpp).
 inline constexpr unsigned max_bucket_shift = 31;
-static_assert(max_bucket_shift <= published_view<int, no_chain_extra>::max_shift, "B must fit a view's 5 bits");
+static_assert(max_bucket_shift <= published_view<int, no_chain_extra>::max_shift,
+              "B must fit a view's 5 bits");
 // The most entries a table holds: a full load factor on the largest array, 13 * 2^30 (about 1.4e10).
 // reserve() refuses more, and so does an insert (std::length_error); map::max_size() reports it.
 inline constexpr std::size_t max_entries =
@@ -161,7 +164,6 @@ struct no_chain_watch {
     }
 };
 
-
 template <class K, class V, class Hash, class KeyEqual, class Allocator, class ChainExtra = no_chain_extra,
           class ChainWatch = no_chain_watch>
 class table {
@@ -214,7 +216,7 @@ class table {
         reclaim_deferred(~std::uint64_t{0});  // no reader can outlive the table
     }
 
-    // ---- observers -------------------------------------------------------------------------------------
+    // ---- observers ------------------------------------------------------------------------------
     size_type size() const noexcept { return count_; }
     std::uint64_t hash_seed() const noexcept { return hash0_; }
     unsigned bucket_shift() const noexcept { return B_; }
@@ -263,7 +265,7 @@ class table {
     // (concurrent_map's snapshots) turns that off.
     void set_reseed(bool on) noexcept { reseed_ = on; }
 
-    // ---- lookup (Go's mapaccess) -----------------------------------------------------------------------
+    // ---- lookup (Go's mapaccess) ----------------------------------------------------------------
     struct found_position {
         slot_type* slot;    // nullptr: not found
         std::uint8_t* top;  // the slot's tophash byte
@@ -504,7 +506,7 @@ class table {
         rehash_into(want);
     }
 
-    // ---- iteration (Go's mapiterinit / mapiternext) ------------------------------------------------------
+    // ---- iteration (Go's mapiterinit / mapiternext) ---------------------------------------------
     //
     // A state that already walked a table (concurrent_map's guard walks its shards one after another with
     // one state) starts on the array that was current when its walk began, not the current one: a walk
@@ -693,7 +695,7 @@ class table {
         });
     }
 
-    // ---- live iterators --------------------------------------------------------------------------------
+    // ---- live iterators -------------------------------------------------------------------------
     // Relaxed: a count and an owner tag, no data hangs off it. Writers read it under the shard's lock, which
     // orders it against an iterator's registration (made before its walk takes that lock); map's misuse check
     // is best effort.
@@ -709,7 +711,7 @@ class table {
     void register_iterator(std::uint64_t tag) const noexcept { iters_.add(tag); }
     void unregister_iterator(std::uint64_t tag) const noexcept { iters_.remove(tag); }
 
-    // ---- whole-table operations ------------------------------------------------------------------------
+    // ---- whole-table operations -----------------------------------------------------------------
     // Takes other's contents; other becomes empty (with a fresh array on its next insert).
     void steal(table& other) noexcept {
         release_retained();
@@ -773,11 +775,11 @@ class table {
     // Frees a block previously handed to ChainWatch::retire_block (with this table's allocator).
     void free_retired_block(void* block, std::size_t lines) noexcept { release_block(block, lines); }
 
-    // ---- optimistic lookup (concurrent_map's sequence-lock finds) --------------------------------------
+    // ---- optimistic lookup (concurrent_map's sequence-lock finds) -------------------------------
     // With deferred frees on, a block that the table unlinks (an array that growth retired, an overflow
     // bucket that evacuation or clear emptied) is kept until no epoch section that began before the unlink
-    // is still open (detail/reclaim/epoch.hpp), so find_racy() never reads freed memory. The map's owner calls
-    // reclaim_deferred() now and then (under its lock, like every other call that changes the table).
+    // is still open (detail/reclaim/epoch.hpp), so find_racy() never reads freed memory. The map's owner
+    // calls reclaim_deferred() now and then (under its lock, like every other call that changes the table).
     void enable_deferred_frees(epoch_domain* d) noexcept { limbo_.enable(d); }
     // Frees the deferred blocks that no reader can reach any more: those retired before the oldest open
     // epoch section began (epoch_domain::oldest_reader(); the maximum value frees all).
@@ -881,7 +883,7 @@ class table {
         return cur_.at(h & bucket_mask(B_));
     }
 
-    // ---- memory ----------------------------------------------------------------------------------------
+    // ---- memory ---------------------------------------------------------------------------------
     // Control lines, body lines, and one line for the array's trailer.
     static constexpr std::size_t array_lines(std::size_t n) noexcept {
         return ctrl_lines(n) + (n * sizeof(body_type) + sizeof(cache_line) - 1) / sizeof(cache_line) + 1;
@@ -954,7 +956,8 @@ class table {
     }
     // Frees a block now, or (deferred frees on) once no optimistic reader can be reading it.
     void release_block(void* block, std::size_t lines) noexcept {
-        if (limbo_.retire({block, lines}, [this](const unlinked_block& b) { deallocate_block(b.block, b.lines); })) {
+        if (limbo_.retire({block, lines},
+                          [this](const unlinked_block& b) { deallocate_block(b.block, b.lines); })) {
             if (lines != 0) ++limbo_arrays_;
             update_reclaim_due();
         }
@@ -1042,7 +1045,7 @@ class table {
         if (count_ == 0 && reseed_ && !iterators_live()) hash0_ = seeded_mix(hash0_, ++reseeds_);
     }
 
-    // ---- growth -------------------------------------------------------------------------------------------
+    // ---- growth ---------------------------------------------------------------------------------
     // Go's hashGrow: allocate the next array; evacuation happens later, a little on each write.
     void hash_grow() {
         const unsigned bigger = over_load_factor(count_ + 1, B_) ? 1 : 0;  // 0: too many overflow buckets
@@ -1424,8 +1427,8 @@ class table {
     bool retained_due_ = false;        // retained_ or kept_links_ hold something (release_retained)
     std::size_t allocated_bytes_ = 0;  // bytes of arrays and overflow buckets (for metrics)
     std::uint64_t hash0_;              // per-map hash seed
-    std::uint64_t moves_ = 0;     // bumped whenever entries move (checked builds compare it)
-    std::uint64_t resets_ = 0;    // bumped by clear and moves: live iterations end
+    std::uint64_t moves_ = 0;          // bumped whenever entries move (checked builds compare it)
+    std::uint64_t resets_ = 0;         // bumped by clear and moves: live iterations end
     std::uint64_t reseeds_ = 0;
     // Written by the single writer (relaxed load + store), read by any thread.
     std::atomic<std::uint64_t> growths_{0};

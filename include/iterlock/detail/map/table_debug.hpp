@@ -15,9 +15,7 @@ namespace iterlock::detail {
 
 template <class K, class V, class Hash, class KeyEqual, class Allocator, class ChainExtra, class ChainWatch>
 void table<K, V, Hash, KeyEqual, Allocator, ChainExtra, ChainWatch>::check_invariants() const {
-    auto fail = [](const std::string& what) {
-        throw std::logic_error("iterlock::map invariant: " + what);
-    };
+    auto fail = [](const std::string& what) { throw std::logic_error("iterlock::map invariant: " + what); };
     if (!cur_) {
         if (count_ != 0) fail("T1 entries counted but no bucket array");
         return;

@@ -1,4 +1,5 @@
-// iterlock/detail/metrics/prom_families.hpp: turns map_metrics into Prometheus metric families (names, help, labels).
+// iterlock/detail/metrics/prom_families.hpp: turns map_metrics into Prometheus metric families (names, help,
+// labels).
 //
 // Owns: iterlock::detail::prom_family_builder, the table of exported metric names.
 // Invariants:

@@ -8,10 +8,10 @@
 // GCC (12 and later) warns at every std::atomic_thread_fence it instruments with -fsanitize=thread
 // (-Wtsan: "atomic_thread_fence is not supported"), once per inlined copy, so a user's TSan build printed
 // dozens of warnings per translation unit. The fences still run; ThreadSanitizer just does not model them.
-// iterlock's fences only order the racy readers of the optimistic paths (detail/util/racy_read.hpp), and those
-// paths are compiled out under ThreadSanitizer (ITERLOCK_DETAIL_TSAN), so nothing that TSan checks depends
-// on them: fence() keeps the fence and silences the warning for it alone (a fence in the user's own code
-// still warns).
+// iterlock's fences only order the racy readers of the optimistic paths (detail/util/racy_read.hpp), and
+// those paths are compiled out under ThreadSanitizer (ITERLOCK_DETAIL_TSAN), so nothing that TSan checks
+// depends on them: fence() keeps the fence and silences the warning for it alone (a fence in the user's own
+// code still warns).
 #pragma once
 
 #include <atomic>

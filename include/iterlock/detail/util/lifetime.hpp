@@ -59,7 +59,8 @@ class lifetime_anchor {
     lifetime_anchor& operator=(const lifetime_anchor&) = delete;
     ~lifetime_anchor() { end(); }
 
-    // The shared lifetime (allocated on the first call; std::bad_alloc leaves nothing behind). Any thread.
+    // The shared lifetime (allocated on the first call; std::bad_alloc leaves nothing behind). Any thread,
+    // but not concurrently with the container's destructor (a call on a container being destroyed).
     std::shared_ptr<lifetime> watch() const {
         std::call_once(once_, [this] { life_ = std::make_shared<lifetime>(); });
         return life_;

@@ -3,7 +3,7 @@
 //
 // Owns: iterlock::detail::spin_pause().
 // Invariants: never blocks, never changes what a program computes; tells the core (and its hyperthread
-//       sibling) that this thread is waiting: PAUSE on x86 (about 20-140 ns, by model), YIELD on aarch64,
+//       sibling) that this thread is waiting: PAUSE on x86 (its length varies by model), YIELD on aarch64,
 //       nothing elsewhere.
 #pragma once
 

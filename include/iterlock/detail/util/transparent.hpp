@@ -8,7 +8,11 @@
 namespace iterlock::detail {
 
 template <class Hash, class KeyEqual>
-inline constexpr bool transparent_v =
-    requires { typename Hash::is_transparent; } && requires { typename KeyEqual::is_transparent; };
+inline constexpr bool transparent_v = requires {
+    typename Hash::is_transparent;
+}
+&&requires {
+    typename KeyEqual::is_transparent;
+};
 
 }  // namespace iterlock::detail
