@@ -302,6 +302,17 @@ inline service_result run_etcd_service(const service_config& cfg, const etcd_run
         throw std::runtime_error("a demo process did not get ready in 30 s");
     };
     std::vector<child> children;
+    struct reaper {  // on an exception, no child outlives this run
+        std::vector<child>& cs;
+        bool armed = true;
+        ~reaper() {
+            if (!armed) return;
+            for (const auto& ch : cs) {
+                ::kill(ch.pid, SIGKILL);
+                ::waitpid(ch.pid, nullptr, 0);
+            }
+        }
+    } reap{children};
     children.push_back(spawn({"aggregator"}, (dir / "aggregator").string()));
     wait_ready(children.back());
     for (unsigned w = 0; w < nw; ++w) {
@@ -343,6 +354,7 @@ inline service_result run_etcd_service(const service_config& cfg, const etcd_run
         ::waitpid(ch.pid, &st, 0);
         failed |= !(WIFEXITED(st) && WEXITSTATUS(st) == 0);
     }
+    reap.armed = false;
     live.running.store(false);
     res.seconds = std::chrono::duration<double>(t_stop - t_start).count();
     std::vector<std::uint64_t> counts, samples;
