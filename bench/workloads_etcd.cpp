@@ -18,8 +18,8 @@
 #include <algorithm>
 #include <array>
 #include <chrono>
-#include <cstdlib>
 #include <cstdio>
+#include <cstdlib>
 #include <memory>
 #include <mutex>
 #include <sstream>
@@ -217,18 +217,19 @@ void run_d3(const std::string& impl, const options& opts, const emit_fn& emit) {
             const std::string count = std::to_string(n);
             std::pair<double, double> lag;
             if (go) {
-                const std::string common = anchor + " -endpoints " + eps + " -prefix " + prefix + " -n " + count;
+                const std::string common =
+                    anchor + " -endpoints " + eps + " -prefix " + prefix + " -n " + count;
                 lag = observe_lag(common + " -mode lag-observer", [&] {
                     if (std::system((common + " -mode lag-writer").c_str()) != 0)
                         throw std::runtime_error("D3: the Go writer failed");
                 });
             } else {
-                lag = observe_lag(std::string(ITERLOCK_ETCD_LAG_OBSERVER) + " " + eps + " " + prefix + " " + count,
-                                  [&] {
-                                      for (std::size_t i = 0; i < n; ++i)
-                                          c.put(prefix + etcd::default_codec::encode(std::uint64_t{i}),
-                                                etcd::default_codec::encode(realtime_ns()));
-                                  });
+                lag = observe_lag(
+                    std::string(ITERLOCK_ETCD_LAG_OBSERVER) + " " + eps + " " + prefix + " " + count, [&] {
+                        for (std::size_t i = 0; i < n; ++i)
+                            c.put(prefix + etcd::default_codec::encode(std::uint64_t{i}),
+                                  etcd::default_codec::encode(realtime_ns()));
+                    });
             }
             m.add("lag_p50_ns", lag.first, "ns");
             m.add("lag_p99_ns", lag.second, "ns");

@@ -444,14 +444,17 @@ int demo_main(int argc, char** argv) {
                    "write the writer latency distribution (contender,lower_ns,upper_ns,count) to this file");
     std::string backend = "inprocess", endpoints;
     bool chaos = false;
-    app.add_option("--backend", backend,
-                   "inprocess (threads sharing one map, the contenders above) or etcd (writer processes and "
-                   "an aggregator process sharing one iterlock::etcd::map; needs a build with iterlock::etcd)")
+    app.add_option(
+           "--backend", backend,
+           "inprocess (threads sharing one map, the contenders above) or etcd (writer processes and "
+           "an aggregator process sharing one iterlock::etcd::map; needs a build with iterlock::etcd)")
         ->capture_default_str()
         ->check(CLI::IsMember({"inprocess", "etcd"}));
-    app.add_option("--endpoints", endpoints,
-                   "--backend etcd: comma-separated etcd endpoints (default: start a 3-member etcd on loopback)");
-    app.add_flag("--chaos", chaos, "--backend etcd: stop the leader member (SIGSTOP) for the middle third of each run");
+    app.add_option(
+        "--endpoints", endpoints,
+        "--backend etcd: comma-separated etcd endpoints (default: start a 3-member etcd on loopback)");
+    app.add_flag("--chaos", chaos,
+                 "--backend etcd: stop the leader member (SIGSTOP) for the middle third of each run");
 #if ITERLOCK_DEMO_ETCD
     etcd_child_args child;  // the writer and aggregator processes of --backend etcd (not for users)
     app.add_option("--etcd-role", child.role)->group("");
@@ -483,7 +486,8 @@ int demo_main(int argc, char** argv) {
         if (app.count("--batch-us") == 0) batch_us = 10'000;
         if (app.count("--duration") == 0) duration = 12;
         if (chaos && !endpoints.empty()) {
-            std::cerr << "iterlock-demo: --chaos stops a member of the etcd the demo starts; not with --endpoints\n";
+            std::cerr << "iterlock-demo: --chaos stops a member of the etcd the demo starts; not with "
+                         "--endpoints\n";
             return 2;
         }
         if (!contenders_opt.empty()) {
@@ -497,7 +501,8 @@ int demo_main(int argc, char** argv) {
     }
 #else
     if (backend == "etcd") {
-        std::cerr << "iterlock-demo: built without iterlock::etcd (gRPC, protobuf, etcd's protos; docs/ETCD.md)\n";
+        std::cerr
+            << "iterlock-demo: built without iterlock::etcd (gRPC, protobuf, etcd's protos; docs/ETCD.md)\n";
         return 2;
     }
 #endif
@@ -510,7 +515,8 @@ int demo_main(int argc, char** argv) {
         char self[4096] = {};
         const auto len = ::readlink("/proc/self/exe", self, sizeof self - 1);
         cs.push_back(std::make_unique<etcd_contender>(
-            etcd_run_config{endpoints, chaos, len > 0 ? std::string(self, static_cast<std::size_t>(len)) : argv[0]},
+            etcd_run_config{endpoints, chaos,
+                            len > 0 ? std::string(self, static_cast<std::size_t>(len)) : argv[0]},
             cluster.get()));
     }
 #endif
