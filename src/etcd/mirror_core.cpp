@@ -60,6 +60,7 @@ void mirror_core::relist(std::int64_t revision) {
     sink_.replace_all(std::move(kvs), rev);
     counters_.relists.fetch_add(1);
     set_applied(rev);
+    counters_.behind_since_ns.store(0);  // exact at the revision etcd answered with: current as far as known
 }
 
 void mirror_core::start() {
@@ -126,7 +127,11 @@ void mirror_core::run() {
                 while (b.header_revision > seen &&
                        !counters_.latest_seen.compare_exchange_weak(seen, b.header_revision)) {
                 }
-                if (b.created) continue;
+                if (b.created) {
+                    // Created at the head (nothing after the resume point yet): current again.
+                    if (b.header_revision <= applied()) counters_.behind_since_ns.store(0);
+                    continue;
+                }
                 if (b.events.empty()) {
                     // A periodic progress notification (etcd sends them to synced watchers only): every
                     // event up to header_revision was sent.

@@ -34,6 +34,7 @@ struct lin_op {
         get,       // find(key)                    -> result: value or absent
         snap_get,  // snapshot().find(key)         -> result: value or absent
         snap_all,  // a whole-map read             -> all: value or absent per key
+        cas,       // compare_and_set(key, expected -> value) -> result: 1 if it wrote
     } kind;
     int key = -1;  // -1 for snap_all
     long value = 0;
@@ -41,6 +42,7 @@ struct lin_op {
     std::vector<long> all;
     std::uint64_t inv = 0;
     std::uint64_t res = 0;
+    long expected = absent;  // cas only
 };
 
 inline const char* kind_name(lin_op::kind_t k) {
@@ -59,6 +61,8 @@ inline const char* kind_name(lin_op::kind_t k) {
             return "snapshot.find";
         case lin_op::snap_all:
             return "snapshot walk";
+        case lin_op::cas:
+            return "compare_and_set";
     }
     return "?";
 }
@@ -71,7 +75,9 @@ inline std::string describe(const lin_op& o, int thread) {
         for (long v : o.all) s << ' ' << v;
     } else {
         s << "(" << o.key;
-        if (o.kind == lin_op::put || o.kind == lin_op::emplace || o.kind == lin_op::update)
+        if (o.kind == lin_op::cas) s << ", " << o.expected;
+        if (o.kind == lin_op::put || o.kind == lin_op::emplace || o.kind == lin_op::update ||
+            o.kind == lin_op::cas)
             s << ", " << o.value;
         s << ") -> " << o.result;
     }
@@ -108,6 +114,10 @@ inline bool lin_apply(const lin_op& o, std::vector<long>& regs, const std::vecto
         case lin_op::update:
             if (o.result != (present ? 1 : 0)) return false;
             if (present) r = o.value;
+            return true;
+        case lin_op::cas:
+            if (o.result != (r == o.expected ? 1 : 0)) return false;
+            if (o.result == 1) r = o.value;
             return true;
         case lin_op::get:
         case lin_op::snap_get:

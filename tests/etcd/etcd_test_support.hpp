@@ -1,18 +1,40 @@
-// Helpers shared by the etcd tests: sequence writers (writer t writes keys seq_key(t, 0), seq_key(t, 1), ...
+// Helpers shared by the etcd tests: child processes (this test executable run again in a mode that an
+// environment variable selects), sequence writers (writer t writes keys seq_key(t, 0), seq_key(t, 1), ...
 // in order, as W5 does in-process) and the checks that a mirror snapshot is an exact prefix of each writer's
 // sequence and equals etcd's content at the snapshot's revision.
 #pragma once
 
 #include <gtest/gtest.h>
+#include <spawn.h>
+#include <sys/types.h>
 
 #include <atomic>
 #include <cstdint>
 #include <map>
+#include <string>
 #include <vector>
 
 #include "iterlock/etcd/map.hpp"
 
+extern "C" char** environ;
+
 namespace etcd_test {
+
+// Runs this executable again with `name=value` added to the environment (the child picks its mode from it
+// before main()). Returns the child's pid, or -1.
+inline pid_t spawn_self(const std::string& name, const std::string& value) {
+    std::vector<std::string> env;
+    for (char** e = environ; *e; ++e) env.emplace_back(*e);
+    env.push_back(name + "=" + value);
+    std::vector<char*> envp;
+    for (auto& e : env) envp.push_back(e.data());
+    envp.push_back(nullptr);
+    std::string self = "/proc/self/exe";
+    char* argv[] = {self.data(), nullptr};
+    pid_t pid = -1;
+    if (::posix_spawn(&pid, "/proc/self/exe", nullptr, nullptr, argv, envp.data()) != 0) return -1;
+    return pid;
+}
 
 namespace etcd = iterlock::etcd;
 using seq_map = etcd::map<std::uint64_t, std::uint64_t>;

@@ -1,6 +1,7 @@
 // iterlock::etcd::map under faults, against real etcd members: compaction past the watch's resume point
 // (M7), a member killed and restarted under the mirror, the leader of three members killed mid-stream
-// (M1, M9). Each time the mirror resumes from its last applied revision: no gap (every snapshot an exact
+// (M1, M9), and with three members the mirror's own member SIGSTOPped or restarted under running writers.
+// Each time the mirror resumes from its last applied revision: no gap (every snapshot an exact
 // prefix of each sequence writer, and equal to etcd at its label) and no duplicate (duplicate_events == 0).
 #include <gtest/gtest.h>
 
@@ -107,6 +108,87 @@ TEST(EtcdFaults, M1_ThreeMembersLeaderKilledMidStream) {
     expect_equals_etcd(m, s);
     EXPECT_EQ(m.metrics().duplicate_events, 0u);
     EXPECT_GT(snapshots, 0);
+}
+
+// Three members; sequence writers write through two of them while this runs `fault` on the member the
+// mirror's client uses first (a follower), then checks every snapshot taken meanwhile and the final one.
+// Returns the mirror's metrics at the end.
+template <class Fault>
+void mirror_under_member_fault(const char* prefix, Fault&& fault, etcd::map_etcd_metrics& out) {
+    local_etcd cluster(3);
+    const int leader = cluster.leader();
+    ASSERT_GE(leader, 0);
+    const int f = (leader + 1) % 3, other = (leader + 2) % 3;
+    etcd::client writer_client(opts({cluster.endpoint(leader), cluster.endpoint(other)}));
+    etcd::client mirror_client(
+        opts({cluster.endpoint(f), cluster.endpoint(leader), cluster.endpoint(other)}));
+    seq_map m(mirror_client, prefix);
+    constexpr std::uint64_t writers = 2, per_writer = 80;
+    std::atomic<std::uint64_t> done{0};
+    std::vector<std::int64_t> last(writers);
+    std::vector<std::thread> ts;
+    for (std::uint64_t t = 0; t < writers; ++t)
+        ts.emplace_back([&, t] {
+            for (std::uint64_t i = 0; i < per_writer; ++i) {
+                last[t] = std::max(last[t], write_sequence(writer_client, prefix, t, i, i + 1));
+                done.fetch_add(1);
+            }
+        });
+    while (done.load() < 40) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    std::atomic<bool> fault_done{false};
+    std::thread faulter([&] {
+        fault(cluster, f);
+        fault_done.store(true);
+    });
+    int snapshots = 0;
+    while (done.load() < writers * per_writer || !fault_done.load()) {
+        auto s = m.snapshot();
+        expect_exact_prefixes(s.view, "snapshot during the fault");
+        ++snapshots;
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    faulter.join();
+    for (auto& t : ts) t.join();
+    ASSERT_TRUE(m.wait_applied(*std::max_element(last.begin(), last.end()), std::chrono::seconds(20)));
+    auto s = m.snapshot();
+    auto counts = expect_exact_prefixes(s.view, "final");
+    for (std::uint64_t t = 0; t < writers; ++t) EXPECT_EQ(counts[t], per_writer);
+    expect_equals_etcd(m, s);
+    EXPECT_EQ(m.metrics().duplicate_events, 0u);
+    EXPECT_EQ(m.metrics().relists, 1u);  // resumed from its label, never re-listed
+    EXPECT_GT(snapshots, 0);
+    out = m.metrics();
+}
+
+// The follower under the mirror's watch is SIGSTOPped for 2 s while writers write through the others: the
+// watch stalls (a stopped member is a latency fault, not an error), snapshots stay exact but stale, and the
+// mirror catches up without gap or duplicate once the member runs again.
+TEST(EtcdFaults, M1_ThreeMembersMirrorsMemberStoppedMidStream) {
+    etcd::map_etcd_metrics mm;
+    mirror_under_member_fault(
+        "stp/",
+        [](local_etcd& cluster, int f) {
+            cluster.stop(f);
+            std::this_thread::sleep_for(std::chrono::seconds(2));
+            cluster.resume(f);
+        },
+        mm);
+}
+
+// The mirror's own endpoint is killed and restarted mid-stream: the watch fails over to another member and
+// resumes from its label (watch_restarts >= 1, relists == 1).
+TEST(EtcdFaults, M1_ThreeMembersMirrorsEndpointRestartedMidStream) {
+    etcd::map_etcd_metrics mm;
+    mirror_under_member_fault(
+        "rse/",
+        [](local_etcd& cluster, int f) {
+            cluster.kill(f);
+            std::this_thread::sleep_for(std::chrono::milliseconds(500));
+            cluster.restart(f);
+        },
+        mm);
+    EXPECT_GE(mm.watch_restarts, 1u);
+    EXPECT_GE(mm.client.failovers, 1u);
 }
 
 }  // namespace

@@ -2,7 +2,6 @@
 // write sequences while this process's mirror walks; every snapshot the walker takes is an exact prefix of
 // each writer's sequence and equals etcd at its label (M1, across processes).
 #include <gtest/gtest.h>
-#include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -12,8 +11,6 @@
 
 #include "etcd_test_support.hpp"
 #include "testing/local_etcd.hpp"
-
-extern char** environ;
 
 using namespace etcd_test;
 using etcd::testing::local_etcd;
@@ -45,17 +42,7 @@ struct writer_mode {
 } const writer_mode_instance;
 
 pid_t spawn_writer(std::uint64_t t, const std::string& endpoint, const std::string& prefix) {
-    std::vector<std::string> env;
-    for (char** e = environ; *e; ++e) env.emplace_back(*e);
-    env.push_back(std::string(writer_env) + "=" + std::to_string(t) + " " + endpoint + " " + prefix);
-    std::vector<char*> envp;
-    for (auto& e : env) envp.push_back(e.data());
-    envp.push_back(nullptr);
-    std::string self = "/proc/self/exe";
-    char* argv[] = {self.data(), nullptr};
-    pid_t pid = -1;
-    if (::posix_spawn(&pid, "/proc/self/exe", nullptr, nullptr, argv, envp.data()) != 0) return -1;
-    return pid;
+    return spawn_self(writer_env, std::to_string(t) + " " + endpoint + " " + prefix);
 }
 
 TEST(EtcdMultiProcess, M1_ThreeWriterProcessesOneWalker) {

@@ -36,6 +36,9 @@
 #if ITERLOCK_DEMO_PROMETHEUS
 #include "iterlock/prometheus.hpp"
 #endif
+#if ITERLOCK_DEMO_ETCD
+#include "etcd_backend.hpp"
+#endif
 
 extern char** environ;
 
@@ -73,6 +76,21 @@ struct contender_of final : contender {
     iterlock::prometheus::exposure exposure;  // after the store: unregisters before the map goes away
 #endif
 };
+
+#if ITERLOCK_DEMO_ETCD
+// --backend etcd: the service across processes through one iterlock::etcd::map (etcd_backend.hpp).
+struct etcd_contender final : contender {
+    etcd_contender(etcd_run_config rc, iterlock::etcd::testing::local_etcd* cluster)
+        : rc_(std::move(rc)), cluster_(cluster) {}
+    std::string_view name() const override { return "iterlock_etcd"; }
+    bool promises_consistency() const override { return true; }
+    service_result run(const service_config& cfg, const std::function<void(double)>& tick) override {
+        return run_etcd_service(cfg, rc_, cluster_, live, tick);
+    }
+    etcd_run_config rc_;
+    iterlock::etcd::testing::local_etcd* cluster_;
+};
+#endif
 
 const std::vector<std::string> all_contenders = {"std_shared_mutex", "iterlock_locked", "iterlock_snapshot",
                                                  "tbb_concurrent_unordered_map"};
@@ -219,6 +237,10 @@ std::string meaning(const finished& f, const std::vector<finished>& rows) {
         }
         s << " (the walk copies each chain as it reads it; writers copy a chain only when they change it "
              "under a live walk).";
+    } else if (n == "iterlock_etcd") {
+        s << "writer processes put through etcd and the aggregator process walks its mirror's snapshots, "
+             "each the map at one etcd revision: "
+          << r.violations << " of " << r.aggregations << " aggregations torn.";
     } else {
         s << "walks the live map without a lock: " << r.violations << " of " << r.aggregations
           << " aggregations were torn (not one instant); fast, and not an aggregate of any state the map "
@@ -420,16 +442,85 @@ int demo_main(int argc, char** argv) {
     app.add_option("--plot", plot, "draw the writer latency distribution per contender into this PNG file");
     app.add_option("--latency-csv", latency_csv,
                    "write the writer latency distribution (contender,lower_ns,upper_ns,count) to this file");
+    std::string backend = "inprocess", endpoints;
+    bool chaos = false;
+    app.add_option(
+           "--backend", backend,
+           "inprocess (threads sharing one map, the contenders above) or etcd (writer processes and "
+           "an aggregator process sharing one iterlock::etcd::map; needs a build with iterlock::etcd)")
+        ->capture_default_str()
+        ->check(CLI::IsMember({"inprocess", "etcd"}));
+    app.add_option(
+        "--endpoints", endpoints,
+        "--backend etcd: comma-separated etcd endpoints (default: start a 3-member etcd on loopback)");
+    app.add_flag("--chaos", chaos,
+                 "--backend etcd: stop the leader member (SIGSTOP) for the middle third of each run");
+#if ITERLOCK_DEMO_ETCD
+    etcd_child_args child;  // the writer and aggregator processes of --backend etcd (not for users)
+    app.add_option("--etcd-role", child.role)->group("");
+    app.add_option("--etcd-prefix", child.prefix)->group("");
+    app.add_option("--etcd-out", child.out)->group("");
+    app.add_option("--etcd-writer", child.writer)->group("");
+#endif
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {
         return app.exit(e) == 0 ? 0 : 2;
     }
+#if ITERLOCK_DEMO_ETCD
+    if (!child.role.empty()) {
+        child.endpoints = endpoints;
+        child.writers = threads;
+        child.sessions = size;
+        child.rate = rate;
+        child.batch_us = batch_us;
+        child.interval_ms = interval_ms;
+        child.work_ns = work_ns;
+        return etcd_child_main(child);
+    }
+    std::unique_ptr<iterlock::etcd::testing::local_etcd> cluster;
+    if (backend == "etcd") {
+        // etcd commits a few thousand puts a second here: smaller defaults than in-process.
+        if (app.count("--size") == 0) size = 2'000;
+        if (app.count("--rate") == 0) rate = 100;
+        if (app.count("--batch-us") == 0) batch_us = 10'000;
+        if (app.count("--duration") == 0) duration = 12;
+        if (chaos && !endpoints.empty()) {
+            std::cerr << "iterlock-demo: --chaos stops a member of the etcd the demo starts; not with "
+                         "--endpoints\n";
+            return 2;
+        }
+        if (!contenders_opt.empty()) {
+            std::cerr << "iterlock-demo: --contenders is for --backend inprocess\n";
+            return 2;
+        }
+        if (endpoints.empty()) {
+            std::cerr << "iterlock-demo: starting a 3-member etcd on loopback\n";
+            cluster = std::make_unique<iterlock::etcd::testing::local_etcd>(3);
+        }
+    }
+#else
+    if (backend == "etcd") {
+        std::cerr
+            << "iterlock-demo: built without iterlock::etcd (gRPC, protobuf, etcd's protos; docs/ETCD.md)\n";
+        return 2;
+    }
+#endif
 
     const std::vector<std::string> names =
         contenders_opt.empty() ? all_contenders : split_list(contenders_opt);
     std::vector<std::unique_ptr<contender>> cs;
-    for (const auto& n : names) {
+#if ITERLOCK_DEMO_ETCD
+    if (backend == "etcd") {
+        char self[4096] = {};
+        const auto len = ::readlink("/proc/self/exe", self, sizeof self - 1);
+        cs.push_back(std::make_unique<etcd_contender>(
+            etcd_run_config{endpoints, chaos,
+                            len > 0 ? std::string(self, static_cast<std::size_t>(len)) : argv[0]},
+            cluster.get()));
+    }
+#endif
+    for (const auto& n : backend == "etcd" ? std::vector<std::string>{} : names) {
         auto c = make_contender(n);
         if (!c) {
             std::cerr << "iterlock-demo: unknown contender '" << n

@@ -10,6 +10,8 @@
 //      test leaves no etcd behind (the temp dir may stay; it is under /dev/shm/iterlock-etcd-*).
 //   3. kill(i) / restart(i) stop and start member i on the same ports and data dir; stop(i) / resume(i)
 //      send SIGSTOP / SIGCONT.
+//   4. With a local_tls, the members serve their client URLs over TLS only (https), and the fixture's own
+//      readiness checks connect with local_tls::client.
 #pragma once
 
 #include <fcntl.h>
@@ -26,6 +28,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -36,9 +39,16 @@
 
 namespace iterlock::etcd::testing {
 
+// TLS for the members' client URLs (PEM files). With client_ca_file set, members also require a client
+// certificate signed by it (--client-cert-auth).
+struct local_tls {
+    std::string cert_file, key_file, client_ca_file;
+    tls_options client;  // what the fixture's own clients (readiness, leader()) present
+};
+
 class local_etcd {
   public:
-    explicit local_etcd(int members = 1) {
+    explicit local_etcd(int members = 1, std::optional<local_tls> tls = std::nullopt) : tls_(std::move(tls)) {
         const char* shm = "/dev/shm";
         std::string base =
             std::filesystem::is_directory(shm) ? shm : std::filesystem::temp_directory_path().string();
@@ -117,6 +127,7 @@ class local_etcd {
         client_options o;
         o.endpoints = endpoints();
         o.attempt_timeout = std::chrono::milliseconds(500);
+        if (tls_) o.tls = tls_->client;
         client c(o);
         for (int i = 0; i < size(); ++i) {
             if (members_[static_cast<std::size_t>(i)].pid <= 0) continue;
@@ -163,7 +174,8 @@ class local_etcd {
             if (!cluster.empty()) cluster += ',';
             cluster += o.name + "=http://127.0.0.1:" + std::to_string(o.peer_port);
         }
-        const std::string curl = "http://127.0.0.1:" + std::to_string(m.client_port);
+        const std::string curl =
+            (tls_ ? "https://127.0.0.1:" : "http://127.0.0.1:") + std::to_string(m.client_port);
         const std::string purl = "http://127.0.0.1:" + std::to_string(m.peer_port);
         std::vector<std::string> args = {bin(),
                                          "--name",
@@ -192,6 +204,14 @@ class local_etcd {
                                          "zap",
                                          "--log-level",
                                          "warn"};
+        if (tls_) {
+            args.insert(args.end(), {"--cert-file", tls_->cert_file, "--key-file", tls_->key_file});
+            if (!tls_->client_ca_file.empty()) {
+                args.push_back("--client-cert-auth");
+                args.push_back("--trusted-ca-file");
+                args.push_back(tls_->client_ca_file);
+            }
+        }
         const std::string log = log_path(i);
         pid_t pid = ::fork();
         if (pid < 0) throw std::runtime_error("local_etcd: fork failed");
@@ -228,6 +248,7 @@ class local_etcd {
         client_options o;
         o.endpoints = {endpoint(i)};
         o.attempt_timeout = std::chrono::milliseconds(300);
+        if (tls_) o.tls = tls_->client;
         client c(o);
         for (;;) {
             int st = 0;
@@ -266,6 +287,7 @@ class local_etcd {
         }
     }
 
+    std::optional<local_tls> tls_;
     std::string dir_;
     std::vector<member> members_;
 };
