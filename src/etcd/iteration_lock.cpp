@@ -104,7 +104,7 @@ struct iteration_lock::impl : detail::mirror_sink {
     std::atomic<std::uint64_t> seq{0};
 
     // Counters.
-    std::atomic<std::uint64_t> n_guards{0}, n_timeouts{0}, n_guard_waits{0}, n_gated{0}, n_waited{0},
+    std::atomic<std::uint64_t> n_guards{0}, n_timeouts{0}, n_guard_waits{0}, n_refusals{0}, n_gated{0}, n_waited{0},
         n_fenced{0}, n_expiries{0};
 
     std::mutex stop_mu;
@@ -327,6 +327,7 @@ struct iteration_lock::impl : detail::mirror_sink {
                 return out;
             }
             if (queued == 0) queued = r.revision;
+            n_refusals.fetch_add(1);
             waited = true;
             std::int64_t max_create = 0;
             if (!r.ranges.empty())
@@ -514,8 +515,16 @@ lock_view_state iteration_lock::view_state() const {
 }
 
 lock_counters iteration_lock::counters() const noexcept {
-    return {p_->n_guards.load(),  p_->n_timeouts.load(), p_->n_guard_waits.load(), p_->n_gated.load(),
-            p_->n_waited.load(),  p_->n_fenced.load(),   p_->n_expiries.load()};
+    lock_counters out;
+    out.guards = p_->n_guards.load();
+    out.guard_timeouts = p_->n_timeouts.load();
+    out.guard_waits = p_->n_guard_waits.load();
+    out.guard_refusals = p_->n_refusals.load();
+    out.writes_gated = p_->n_gated.load();
+    out.writes_waited = p_->n_waited.load();
+    out.writes_fenced = p_->n_fenced.load();
+    out.lease_expiries = p_->n_expiries.load();
+    return out;
 }
 const std::string& iteration_lock::prefix() const noexcept {
     return p_->opts.prefix;

@@ -101,6 +101,7 @@ struct lock_view_state {
 
 struct lock_counters {
     std::uint64_t guards = 0, guard_timeouts = 0, guard_waits = 0;  // acquisitions; timeouts; that waited
+    std::uint64_t guard_refusals = 0;                               // attempts refused (D-L3, D-L4)
     std::uint64_t writes_gated = 0, writes_waited = 0, writes_fenced = 0, lease_expiries = 0;
 };
 
