@@ -7,7 +7,9 @@
 //       Unlock). handoff_p50_ns / handoff_p99_ns: from the holder's release call to the return of the
 //       waiting process's acquire (iterlock_etcd: the waiter is a write blocked by the guard, so its return
 //       includes its own write's round trip; etcd_mutex: its Lock), the waiter queued 150 ms before the
-//       release; handoff_short_p50_ns: the waiter asked 3 ms before the release.
+//       release; handoff_short_p50_ns: the waiter asked 3 ms before the release. go_concurrency: the
+//       anchor, etcd's own recipe in Go (bench/go_anchor_lock, target iterlock-etcd-lock-anchor), timed
+//       the same way, holder and waiter on two clients of one Go process.
 //   D6  writer_keep: the write throughput of 3 writer processes (one closed-loop writer each, 1,000 keys
 //       each) while this process takes a guard every second and walks the prefix under it, as a ratio to
 //       the same run without the walker. iterlock_etcd: gated writes; etcd_mutex: one recipe Lock around
@@ -239,7 +241,31 @@ void require(const std::string& impl) {
 
 // ---- D5 ----
 
+// D5 for etcd's own recipe in Go (bench/go_anchor_lock), against the same endpoints.
+void run_d5_go(const options& opts, const emit_fn& emit) {
+    const std::string bin = ITERLOCK_ETCD_LOCK_ANCHOR;
+    if (::access(bin.c_str(), X_OK) != 0)
+        throw unavailable("go_concurrency: build it first: cmake --build <dir> --target iterlock-etcd-lock-anchor");
+    std::string eps;
+    for (const auto& e : lock_endpoints(opts)) eps += (eps.empty() ? "" : ",") + e;
+    const std::size_t n = opts.sizes.empty() ? 30 : opts.sizes.front();
+    medians med;
+    for (int rep = 0; rep < opts.repetitions; ++rep) {
+        FILE* f = ::popen((bin + " -endpoints " + eps + " -n " + std::to_string(n)).c_str(), "r");
+        double v[4] = {};
+        const int got = f ? std::fscanf(f, "%lf %lf %lf %lf", &v[0], &v[1], &v[2], &v[3]) : 0;
+        if (f) ::pclose(f);
+        if (got != 4) throw std::runtime_error("go_concurrency: the anchor printed no figures");
+        med.add("acquire_p50_ns", v[0], "ns");
+        med.add("handoff_p50_ns", v[1], "ns");
+        med.add("handoff_p99_ns", v[2], "ns");
+        med.add("handoff_short_p50_ns", v[3], "ns");
+    }
+    med.emit(emit, "D5", "go_concurrency", n, 2);
+}
+
 void run_d5(const std::string& impl, const options& opts, const emit_fn& emit) {
+    if (impl == "go_concurrency") return run_d5_go(opts, emit);
     require(impl);
     const auto eps = lock_endpoints(opts);
     etcd::client c(etcd::client_options{.endpoints = eps, .call_timeout = 60s});
@@ -383,10 +409,11 @@ void run_unavailable(const std::string&, const options&, const emit_fn&) {
 const registrar d5{{"D5",
                     "etcd iteration lock across processes: uncontended acquire, hand-off to a waiting process "
                     "(queued long before, and 3 ms before)",
-                    {"iterlock_etcd", "etcd_mutex"},
+                    {"iterlock_etcd", "etcd_mutex", "go_concurrency"},
                     run_d5,
-                    "etcd_mutex",
-                    {{"etcd_mutex", "etcd's concurrency.Mutex recipe, same client"}}}};
+                    "go_concurrency",
+                    {{"etcd_mutex", "etcd's concurrency.Mutex recipe, ported to our client"},
+                     {"go_concurrency", "etcd's concurrency.Mutex in Go (clientv3 3.4), the anchor"}}}};
 const registrar d6{{"D6",
                     "etcd writer throughput of 3 writer processes with a walker every second, as a ratio to no "
                     "walker (gated writes vs one etcd mutex around every write)",
