@@ -135,7 +135,8 @@ struct child_proc {
     }
     std::string read_line() {
         char buf[256];
-        if (!out || !std::fgets(buf, sizeof buf, out)) throw std::runtime_error("D5/D6: a child process died");
+        if (!out || !std::fgets(buf, sizeof buf, out))
+            throw std::runtime_error("D5/D6: a child process died");
         return buf;
     }
     void send(const char* s) {
@@ -236,7 +237,8 @@ struct child_dispatch {
 } const child_dispatch_instance;
 
 void require(const std::string& impl) {
-    if (impl != "iterlock_etcd" && impl != "etcd_mutex") throw unavailable("D5/D6: unknown implementation " + impl);
+    if (impl != "iterlock_etcd" && impl != "etcd_mutex")
+        throw unavailable("D5/D6: unknown implementation " + impl);
 }
 
 // ---- D5 ----
@@ -245,7 +247,8 @@ void require(const std::string& impl) {
 void run_d5_go(const options& opts, const emit_fn& emit) {
     const std::string bin = ITERLOCK_ETCD_LOCK_ANCHOR;
     if (::access(bin.c_str(), X_OK) != 0)
-        throw unavailable("go_concurrency: build it first: cmake --build <dir> --target iterlock-etcd-lock-anchor");
+        throw unavailable(
+            "go_concurrency: build it first: cmake --build <dir> --target iterlock-etcd-lock-anchor");
     std::string eps;
     for (const auto& e : lock_endpoints(opts)) eps += (eps.empty() ? "" : ",") + e;
     const std::size_t n = opts.sizes.empty() ? 30 : opts.sizes.front();
@@ -353,7 +356,8 @@ void run_d6(const std::string& impl, const options& opts, const emit_fn& emit) {
     for (int rep = 0; rep < opts.repetitions; ++rep) {
         double rate[2] = {0, 0};
         for (int walked = 0; walked < 2; ++walked) {
-            const std::string prefix = "d6/" + impl + "/" + std::to_string(rep) + std::to_string(walked) + "/";
+            const std::string prefix =
+                "d6/" + impl + "/" + std::to_string(rep) + std::to_string(walked) + "/";
             c.erase(prefix, etcd::prefix_end(prefix));
             std::unique_ptr<lmap> m;
             std::unique_ptr<recipe_mutex> mu;
@@ -406,21 +410,23 @@ void run_unavailable(const std::string&, const options&, const emit_fn&) {
 #define run_d6 run_unavailable
 #endif
 
-const registrar d5{{"D5",
-                    "etcd iteration lock across processes: uncontended acquire, hand-off to a waiting process "
-                    "(queued long before, and 3 ms before)",
-                    {"iterlock_etcd", "etcd_mutex", "go_concurrency"},
-                    run_d5,
-                    "go_concurrency",
-                    {{"etcd_mutex", "etcd's concurrency.Mutex recipe, ported to our client"},
-                     {"go_concurrency", "etcd's concurrency.Mutex in Go (clientv3 3.4), the anchor"}}}};
-const registrar d6{{"D6",
-                    "etcd writer throughput of 3 writer processes with a walker every second, as a ratio to no "
-                    "walker (gated writes vs one etcd mutex around every write)",
-                    {"iterlock_etcd", "etcd_mutex"},
-                    run_d6,
-                    "etcd_mutex",
-                    {{"etcd_mutex", "one etcd mutex (recipe) around every write and every walk"}}}};
+const registrar d5{
+    {"D5",
+     "etcd iteration lock across processes: uncontended acquire, hand-off to a waiting process "
+     "(queued long before, and 3 ms before)",
+     {"iterlock_etcd", "etcd_mutex", "go_concurrency"},
+     run_d5,
+     "go_concurrency",
+     {{"etcd_mutex", "etcd's concurrency.Mutex recipe, ported to our client"},
+      {"go_concurrency", "etcd's concurrency.Mutex in Go (clientv3 3.4), the anchor"}}}};
+const registrar d6{
+    {"D6",
+     "etcd writer throughput of 3 writer processes with a walker every second, as a ratio to no "
+     "walker (gated writes vs one etcd mutex around every write)",
+     {"iterlock_etcd", "etcd_mutex"},
+     run_d6,
+     "etcd_mutex",
+     {{"etcd_mutex", "one etcd mutex (recipe) around every write and every walk"}}}};
 
 }  // namespace
 }  // namespace iterlock::bench

@@ -104,8 +104,8 @@ struct iteration_lock::impl : detail::mirror_sink {
     std::atomic<std::uint64_t> seq{0};
 
     // Counters.
-    std::atomic<std::uint64_t> n_guards{0}, n_timeouts{0}, n_guard_waits{0}, n_refusals{0}, n_gated{0}, n_waited{0},
-        n_fenced{0}, n_expiries{0};
+    std::atomic<std::uint64_t> n_guards{0}, n_timeouts{0}, n_guard_waits{0}, n_refusals{0}, n_gated{0},
+        n_waited{0}, n_fenced{0}, n_expiries{0};
 
     std::mutex stop_mu;
     std::condition_variable stop_cv;
@@ -204,9 +204,10 @@ struct iteration_lock::impl : detail::mirror_sink {
         const auto r = c.lease_grant(opts.ttl.count());
         auto s = std::make_shared<detail::lock_session>();
         s->lease = r.id;
-        s->valid_until_ns = sent + std::chrono::duration_cast<std::chrono::nanoseconds>(
-                                       std::chrono::seconds(std::min<std::int64_t>(r.ttl_s, opts.ttl.count())))
-                                       .count();
+        s->valid_until_ns =
+            sent + std::chrono::duration_cast<std::chrono::nanoseconds>(
+                       std::chrono::seconds(std::min<std::int64_t>(r.ttl_s, opts.ttl.count())))
+                       .count();
         session = s;
         stop_cv.notify_all();
         return s;
@@ -296,12 +297,14 @@ struct iteration_lock::impl : detail::mirror_sink {
             {
                 std::lock_guard<std::mutex> g(view_mu);
                 if (realtime) {
-                    when.push_back(queued == 0 || !view_has(rt_, rt_end_, 0) ? none_in(rt_, rt_end_)
-                                                                             : all_after(rt_, rt_end_, queued));
+                    when.push_back(queued == 0 || !view_has(rt_, rt_end_, 0)
+                                       ? none_in(rt_, rt_end_)
+                                       : all_after(rt_, rt_end_, queued));
                 } else {
                     when.push_back(none_in(rt_, rt_end_));
-                    when.push_back(queued == 0 || !view_has(be_, be_end_, 0) ? none_in(be_, be_end_)
-                                                                             : all_after(be_, be_end_, queued));
+                    when.push_back(queued == 0 || !view_has(be_, be_end_, 0)
+                                       ? none_in(be_, be_end_)
+                                       : all_after(be_, be_end_, queued));
                 }
             }
             const std::string key = guards_ + hex(s->lease) + "/" + hex(static_cast<std::int64_t>(seq++));
@@ -449,7 +452,8 @@ struct iteration_lock::impl : detail::mirror_sink {
             }
             std::int64_t max_create = 0;
             for (const auto& kv : guards) max_create = std::max(max_create, kv.create_revision);
-            if (!wait_view(max_create, [&] { return !view_has(guards_, guards_end_, 0); }, deadline))
+            if (!wait_view(
+                    max_create, [&] { return !view_has(guards_, guards_end_, 0); }, deadline))
                 throw error(errc::deadline, "etcd::iteration_lock: a write waited longer than write_wait (" +
                                                 std::to_string(opts.write_wait.count()) +
                                                 " ms) for iteration guards to end; nothing was written");

@@ -177,8 +177,8 @@ struct child {
     }
 };
 
-void spawn(child& ch, const std::string& mode, const std::string& endpoint, const std::string& prefix, int ttl,
-           int arg = 0) {
+void spawn(child& ch, const std::string& mode, const std::string& endpoint, const std::string& prefix,
+           int ttl, int arg = 0) {
     static int n = 0;
     ch.path = "/tmp/iterlock-lock-test-" + std::to_string(::getpid()) + "-" + std::to_string(n++);
     std::remove(ch.path.c_str());
@@ -229,10 +229,10 @@ TEST(EtcdIterationLock, DL6_SigkilledHolderMidWalk_WritersResumeWithinTtl) {
     // The bound the design states: the lease's TTL (etcd's expiry) plus one epsilon for the expiry check
     // (etcd checks leases every 500 ms), the watch event and the write's round trip; epsilon = TTL here.
     EXPECT_LE(waited, std::chrono::seconds(2 * ttl)) << "writers did not resume within TTL + epsilon";
-    EXPECT_EQ(c.range("iterlock-lock:dk/", {.range_end = etcd::prefix_end("iterlock-lock:dk/"),
-                                             .count_only = true})
-                  .count,
-              0)
+    EXPECT_EQ(
+        c.range("iterlock-lock:dk/", {.range_end = etcd::prefix_end("iterlock-lock:dk/"), .count_only = true})
+            .count,
+        0)
         << "the dead holder left a key behind";
 }
 
@@ -308,16 +308,18 @@ void four_processes(int members) {
     EXPECT_GT(waited, 0u) << "no write ever met a guard: the run proved nothing";
     // D-L1 across processes: no write's revision falls inside a guard (from its fence to its last read).
     for (const auto& s : guards)
-        for (const auto w : writes) EXPECT_FALSE(w > s.h && w <= s.e) << "write " << w << " inside guard " << s.h;
+        for (const auto w : writes)
+            EXPECT_FALSE(w > s.h && w <= s.e) << "write " << w << " inside guard " << s.h;
     // D-L3, no starvation: a writer that waits, waits for the guards held when it registered and those that
     // queued before it: at most one guard per walker thread (4), each held at most max_hold, plus a TTL for
     // a guard whose holder stalls. Stated from the run's own walk time, not a wall-clock constant.
     const std::int64_t bound = 4 * max_hold + std::chrono::nanoseconds(std::chrono::seconds(ttl)).count();
     EXPECT_LE(max_wait, bound) << "a writer waited " << max_wait / 1'000'000 << " ms; bound "
                                << bound / 1'000'000 << " ms";
-    std::printf("%d member(s): writes %zu (%lu waited), guards %zu, max write wait %.1f ms, max guard hold %.1f ms\n",
-                members, writes.size(), static_cast<unsigned long>(waited), guards.size(),
-                static_cast<double>(max_wait) / 1e6, static_cast<double>(max_hold) / 1e6);
+    std::printf(
+        "%d member(s): writes %zu (%lu waited), guards %zu, max write wait %.1f ms, max guard hold %.1f ms\n",
+        members, writes.size(), static_cast<unsigned long>(waited), guards.size(),
+        static_cast<double>(max_wait) / 1e6, static_cast<double>(max_hold) / 1e6);
 }
 
 TEST(EtcdIterationLock, DL1_WalkersAndWritersOnFourProcesses_W5AndNoStarvation) {

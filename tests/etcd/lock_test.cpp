@@ -22,7 +22,8 @@ struct node {
     etcd::client c;
     lmap m;
     node(const local_etcd& cl, const std::string& prefix, std::chrono::seconds ttl = 3s)
-        : c(etcd::client_options{.endpoints = cl.endpoints()}), m(c, prefix, {}, etcd::lock_options{.ttl = ttl}) {}
+        : c(etcd::client_options{.endpoints = cl.endpoints()}),
+          m(c, prefix, {}, etcd::lock_options{.ttl = ttl}) {}
 };
 
 // Polls `pred` until it holds (true) or 20 s pass (false): waits for another node's state to show, never
@@ -118,7 +119,8 @@ TEST(EtcdIterationLock, DL3_GuardQueuedBeforeAWriterKeepsItsTurn) {
     ASSERT_TRUE(eventually([&] { return a.m.lock().view_state().writers_best_effort == 2; }));
     g.release();
     const auto rb = wb.get();
-    ASSERT_TRUE(eventually([&] { return c_fence.load() != 0; })) << "the guard queued before d's writer starved";
+    ASSERT_TRUE(eventually([&] { return c_fence.load() != 0; }))
+        << "the guard queued before d's writer starved";
     EXPECT_GT(c_fence.load(), rb);
     EXPECT_LT(c_queued.load(), c_fence.load());
     // d's write may overtake c once no guard is held (writers wait only for held guards); it must not land

@@ -87,10 +87,10 @@ struct locked_iteration {
 };
 
 struct lock_options {
-    std::string prefix;                           // L; empty: "iterlock-lock:" + the map's prefix
-    std::chrono::seconds ttl{5};                  // D-L6, the lease's TTL
-    std::chrono::milliseconds write_wait{0};      // D-L1: how long a write waits for guards; 0: no limit
-    std::chrono::milliseconds keep_alive{0};      // between keep-alives; 0: ttl / 3
+    std::string prefix;                       // L; empty: "iterlock-lock:" + the map's prefix
+    std::chrono::seconds ttl{5};              // D-L6, the lease's TTL
+    std::chrono::milliseconds write_wait{0};  // D-L1: how long a write waits for guards; 0: no limit
+    std::chrono::milliseconds keep_alive{0};  // between keep-alives; 0: ttl / 3
 };
 
 // What this process's view of L holds now (tests, debugging).

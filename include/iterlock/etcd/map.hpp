@@ -112,7 +112,8 @@ class map : private detail::mirror_sink {
         std::int64_t revision = 0;  // the write's revision on success, etcd's current one otherwise
     };
 
-    map(client& c, std::string prefix, map_options o = {}) : map(c, std::move(prefix), o, lock_options{}, 0) {}
+    map(client& c, std::string prefix, map_options o = {})
+        : map(c, std::move(prefix), o, lock_options{}, 0) {}
     // M10: the locked policy's lock options (its prefix defaults to "iterlock-lock:" + prefix).
     map(client& c, std::string prefix, map_options o, lock_options lo)
         requires(Iteration::locked)
@@ -169,8 +170,8 @@ class map : private detail::mirror_sink {
     cas_result compare_and_set(const K& k, std::int64_t mod_revision, const V& v) {
         const std::string key = etcd_key(k);
         if constexpr (Iteration::locked) {
-            auto w = lock().write({compare{key, compare::target::mod_revision, compare::op::equal, mod_revision}},
-                                  {txn_op::put(key, Codec::encode(v))});
+            const compare same{key, compare::target::mod_revision, compare::op::equal, mod_revision};
+            auto w = lock().write({same}, {txn_op::put(key, Codec::encode(v))});
             if (w.succeeded) after_write(w.revision);
             return {w.succeeded, w.revision};
         }
