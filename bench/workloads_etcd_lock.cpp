@@ -13,8 +13,8 @@
 //   D6  writer_keep: the write throughput of 3 writer processes (one closed-loop writer each, 1,000 keys
 //       each) while this process takes a guard every second and walks the prefix under it, as a ratio to
 //       the same run without the walker. iterlock_etcd: gated writes; etcd_mutex: one recipe Lock around
-//       every write, and the walker walks under the same mutex. Also writes_per_s (no walker) and
-//       writes_per_s_walked.
+//       every write, and the walker walks under the same mutex. Also writes_per_s (no walker),
+//       writes_per_s_walked, and walk_hold_p50_ms (from asking for the guard to releasing it).
 // Invariants: each run uses its own prefixes, cleared first; figures are medians over --reps; runs with
 // and without the walker alternate within each repetition.
 #include <fcntl.h>
@@ -353,6 +353,7 @@ void run_d6(const std::string& impl, const options& opts, const emit_fn& emit) {
     constexpr int writers = 3;
     medians med;
     std::uint64_t walks = 0;
+    std::vector<double> holds;  // ms from asking for the guard (or mutex) to its release, over every walk
     for (int rep = 0; rep < opts.repetitions; ++rep) {
         double rate[2] = {0, 0};
         for (int walked = 0; walked < 2; ++walked) {
@@ -377,6 +378,7 @@ void run_d6(const std::string& impl, const options& opts, const emit_fn& emit) {
                 for (auto next = start + 500'000'000; next < stop; next += 1'000'000'000) {
                     while (mono_ns() < next) std::this_thread::sleep_for(1ms);
                     std::size_t seen = 0;
+                    const auto t0 = mono_ns();
                     if (m) {
                         auto g = m->lock_for_iteration();
                         m->for_each(g, [&](std::uint64_t, const etcd::versioned<std::uint64_t>&) { ++seen; });
@@ -387,6 +389,7 @@ void run_d6(const std::string& impl, const options& opts, const emit_fn& emit) {
                         mu->unlock();
                     }
                     walks += seen > 0;
+                    holds.push_back(static_cast<double>(mono_ns() - t0) / 1e6);
                 }
             }
             std::uint64_t total = 0;
@@ -397,6 +400,7 @@ void run_d6(const std::string& impl, const options& opts, const emit_fn& emit) {
         med.add("writes_per_s", rate[0], "1/s");
         med.add("writes_per_s_walked", rate[1], "1/s");
         med.add("writer_keep", rate[0] > 0 ? rate[1] / rate[0] : 0, "ratio");
+        med.add("walk_hold_p50_ms", pct(holds, 0.5), "ms");
     }
     if (walks == 0) throw std::runtime_error("D6: no walk saw any entry");
     med.emit(emit, "D6", impl, 1000, writers);
