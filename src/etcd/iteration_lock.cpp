@@ -44,6 +44,8 @@ struct lock_hold {
     std::shared_ptr<lock_session> session;
     int depth = 1;  // nested guards of one thread (L7); touched by the owning thread only
     bool released = false;
+    bool realtime = false;
+    clock::time_point since{};
 };
 
 }  // namespace detail
@@ -104,6 +106,11 @@ struct iteration_lock::impl : detail::mirror_sink {
     std::atomic<std::uint64_t> seq{0};
 
     // Counters.
+    // The in-process lock's metrics (metrics.hpp): started / success / timeout / error, waits by
+    // [role][priority], hold times by priority, writes that did not wait, misuse.
+    std::atomic<std::uint64_t> m_started{0}, m_success{0}, m_error{0}, m_misuse{0};
+    std::atomic<std::uint64_t> m_write_zero_waits[2] = {0, 0};
+    iterlock::detail::wait_histogram m_wait[2][2], m_hold[2];
     std::atomic<std::uint64_t> n_guards{0}, n_timeouts{0}, n_guard_waits{0}, n_refusals{0}, n_gated{0},
         n_waited{0}, n_fenced{0}, n_expiries{0};
 
@@ -289,6 +296,18 @@ struct iteration_lock::impl : detail::mirror_sink {
             return out;
         }
         const bool realtime = current_priority() == priority::realtime;
+        m_started.fetch_add(1, std::memory_order_relaxed);
+        const auto t0 = clock::now();
+        try {
+            return acquire_slow(self, deadline, realtime, t0);
+        } catch (...) {
+            m_error.fetch_add(1, std::memory_order_relaxed);
+            throw;
+        }
+    }
+    iteration_guard acquire_slow(iteration_lock& self, const std::optional<clock::time_point>& deadline,
+                                 bool realtime, clock::time_point t0) {
+        iteration_guard out;
         std::int64_t queued = 0;
         bool waited = false;
         for (;;) {
@@ -322,6 +341,9 @@ struct iteration_lock::impl : detail::mirror_sink {
                 h->fence = r.revision;
                 h->queued = queued == 0 ? r.revision : queued;
                 h->session = std::move(s);
+                h->realtime = realtime;
+                h->since = clock::now();
+                m_wait[static_cast<int>(lock_role::iterator)][realtime ? 1 : 0].record_shared(h->since - t0);
                 thread_holds().push_back({this, h});
                 n_guards.fetch_add(1);
                 if (waited) n_guard_waits.fetch_add(1);
@@ -353,6 +375,8 @@ struct iteration_lock::impl : detail::mirror_sink {
         if (h.released) return;
         if (--h.depth > 0) return;
         h.released = true;
+        m_success.fetch_add(1, std::memory_order_relaxed);
+        m_hold[h.realtime ? 1 : 0].record_shared(clock::now() - h.since);
         if (h.session->expired.load()) return;
         compare fence;
         fence.key = h.key;
@@ -393,6 +417,7 @@ struct iteration_lock::impl : detail::mirror_sink {
                 other = true;
         }
         if (!mine) throw_expired(h, "fenced write");
+        if (other) m_misuse.fetch_add(1, std::memory_order_relaxed);
         if (other)
             throw lock_error(
                 "etcd::iteration_lock: a write on a thread holding a guard while another guard is live "
@@ -421,6 +446,8 @@ struct iteration_lock::impl : detail::mirror_sink {
         std::vector<compare> when{none_in(guards_, guards_end_)};
         when.insert(when.end(), user.begin(), user.end());
         bool waited = false;
+        const int prio = current_priority() == priority::realtime ? 1 : 0;
+        const auto t0 = clock::now();
         for (;;) {
             std::vector<txn_op> ops = then;
             if (wkey) ops.push_back(txn_op::erase(*wkey));
@@ -430,7 +457,12 @@ struct iteration_lock::impl : detail::mirror_sink {
                     wkey.reset();  // deleted by the write itself (invariant 2)
                     r.deleted.pop_back();
                 }
-                if (waited) n_waited.fetch_add(1);
+                if (waited) {
+                    n_waited.fetch_add(1);
+                    m_wait[static_cast<int>(lock_role::writer)][prio].record_shared(clock::now() - t0);
+                } else {
+                    m_write_zero_waits[prio].fetch_add(1, std::memory_order_relaxed);
+                }
                 return {true, r.revision, std::move(r)};
             }
             const auto& guards = r.ranges.at(0).kvs;
@@ -530,6 +562,26 @@ lock_counters iteration_lock::counters() const noexcept {
     out.lease_expiries = p_->n_expiries.load();
     return out;
 }
+map_metrics iteration_lock::metrics() const {
+    map_metrics out;
+    out.policy = "locked";
+    // Relaxed (all): statistics.
+    out.iterations_started = p_->m_started.load(std::memory_order_relaxed);
+    out.iterations_success = p_->m_success.load(std::memory_order_relaxed);
+    out.iterations_timeout = p_->n_timeouts.load(std::memory_order_relaxed);
+    out.iterations_error = p_->m_error.load(std::memory_order_relaxed);
+    out.misuse_detected = p_->m_misuse.load(std::memory_order_relaxed);
+    for (int p = 0; p < 2; ++p) {
+        p_->m_wait[static_cast<int>(lock_role::writer)][p].add_to(
+            out.lock_wait[static_cast<int>(lock_role::writer)][p],
+            p_->m_write_zero_waits[p].load(std::memory_order_relaxed));
+        p_->m_wait[static_cast<int>(lock_role::iterator)][p].add_to(
+            out.lock_wait[static_cast<int>(lock_role::iterator)][p]);
+        p_->m_hold[p].add_to(out.iteration_hold[p]);
+    }
+    return out;
+}
+
 const std::string& iteration_lock::prefix() const noexcept {
     return p_->opts.prefix;
 }

@@ -10,6 +10,9 @@
 #include "iterlock/errors.hpp"
 #include "iterlock/etcd/map.hpp"
 #include "testing/local_etcd.hpp"
+#if ITERLOCK_TEST_PROMETHEUS
+#include "iterlock/prometheus.hpp"
+#endif
 
 namespace {
 
@@ -60,12 +63,12 @@ TEST(EtcdIterationLock, DL1_WriteOfAnotherProcessWaitsForTheGuard) {
     EXPECT_EQ(b.m.lock().counters().writes_waited, 1u);
 }
 
-TEST(EtcdIterationLock, DL1_UncontendedWriteIsOneTxnAndLeavesNoKey) {
+TEST(EtcdIterationLock, DL1_UncontendedWriteNeitherWaitsNorLeavesAKey) {
     local_etcd cluster;
     node a(cluster, "dl1b/");
-    const auto before = a.c.metrics().round_trips;
     a.m.insert_or_assign(1, 1);
-    EXPECT_EQ(a.c.metrics().round_trips - before, 1u);
+    EXPECT_EQ(a.m.lock().counters().writes_gated, 1u);
+    EXPECT_EQ(a.m.lock().counters().writes_waited, 0u);
     EXPECT_EQ(keys_under(a.c, a.m.lock().prefix()), 0u);
     EXPECT_EQ(a.m.lock().lease_id(), 0) << "a write with no guard around needs no lease";
 }
@@ -277,6 +280,42 @@ TEST(EtcdIterationLock, DL7_WriteUnderASharedGuardThrowsLockError) {
     gb.release();
     a.m.insert_or_assign(1, 1);
     EXPECT_TRUE(a.c.get(a.m.etcd_key(1)).has_value());
+}
+
+}  // namespace
+
+namespace {
+
+// The lock's metrics are the in-process lock's (map_metrics, policy "locked"), exported under the same
+// names with a backend label.
+TEST(EtcdIterationLock, Metrics_SameSeriesAsTheInProcessLock) {
+    local_etcd cluster;
+    node a(cluster, "dlm/"), b(cluster, "dlm/"), c(cluster, "dlm/");
+    a.m.insert_or_assign(1, 1);  // a write that did not wait
+    {
+        auto g = a.m.lock_for_iteration();
+        auto w = std::async(std::launch::async, [&] { return b.m.insert_or_assign(2, 2); });
+        ASSERT_TRUE(eventually([&] { return c.m.lock().view_state().writers_best_effort == 1; }));
+        EXPECT_FALSE(c.m.try_lock_for_iteration(50ms));
+        g.release();
+        w.get();
+    }
+    const auto ma = a.m.lock().metrics();
+    EXPECT_STREQ(ma.policy, "locked");
+    EXPECT_EQ(ma.iterations_started, 1u);
+    EXPECT_EQ(ma.iterations_success, 1u);
+    EXPECT_EQ(ma.iteration_hold[0].count, 1u);
+    EXPECT_EQ(ma.lock_wait[static_cast<int>(iterlock::lock_role::writer)][0].count, 1u) << "one zero wait";
+    EXPECT_EQ(b.m.lock().metrics().lock_wait[static_cast<int>(iterlock::lock_role::writer)][0].count, 1u);
+    EXPECT_EQ(c.m.lock().metrics().iterations_timeout, 1u);
+#if ITERLOCK_TEST_PROMETHEUS
+    iterlock::prometheus::registry reg;
+    auto h = iterlock::prometheus::expose(reg, a.m.lock(), "jobs", {{"backend", "etcd"}});
+    const std::string text = reg.text();
+    EXPECT_NE(text.find("iterlock_locked_iterations_total{"), std::string::npos) << text;
+    EXPECT_NE(text.find("backend=\"etcd\""), std::string::npos) << text;
+    EXPECT_NE(text.find("iterlock_lock_wait_seconds_bucket{"), std::string::npos) << text;
+#endif
 }
 
 }  // namespace

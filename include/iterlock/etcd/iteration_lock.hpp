@@ -54,6 +54,16 @@
 // throws error(may_have_applied) as any write (client.hpp C3); a waiting writer's key is deleted on every
 // way out. Thread safety: any member from any thread; a guard ends on the thread that took it.
 //
+// Metrics. metrics() returns the in-process lock's map_metrics (policy "locked"), so iterlock/prometheus.hpp
+// exports it like any map: expose(registry, m.lock(), "sessions", {{"backend", "etcd"}}) gives
+//   iterlock_locked_iterations_total{state}       guards released (success), timed out, failed (error)
+//   iterlock_lock_wait_seconds{role,priority}     writers: how long gated writes waited (zero when none);
+//                                                 iterator: guard acquisitions, the Txn included
+//   iterlock_iteration_hold_seconds{priority}     how long guards were held
+//   iterlock_misuse_detected_total                fenced writes refused by another live guard (D-L7)
+// with the same names as the in-process backends, so one dashboard covers both. The lock must outlive
+// its exposure.
+//
 // FAQ
 //   Why does a waiting walker not queue a key? A key would block writers (they compare "no key in i/"),
 //   and a key outside i/ would cost a write per wait. Its queue place is a revision, which costs nothing.
@@ -74,6 +84,7 @@
 
 #include "iterlock/etcd/client.hpp"
 #include "iterlock/etcd/error.hpp"
+#include "iterlock/metrics.hpp"
 #include "iterlock/priority.hpp"
 
 namespace iterlock::etcd {
@@ -179,6 +190,8 @@ class iteration_lock {
 
     lock_view_state view_state() const;
     lock_counters counters() const noexcept;
+    // See "Metrics" above. Relaxed loads, never blocks; allocates (histograms).
+    map_metrics metrics() const;
     const std::string& prefix() const noexcept;
     // The lease this process's keys live on now (0: none granted yet). Tests.
     std::int64_t lease_id() const;
