@@ -375,7 +375,9 @@ struct iteration_lock::impl : detail::mirror_sink {
         if (h.released) return;
         if (--h.depth > 0) return;
         h.released = true;
-        m_success.fetch_add(1, std::memory_order_relaxed);
+        // A guard that ends on an expired lease ends in error: its exclusion had lapsed (the lease-expiry
+        // alert, tools/monitoring/iterlock_alerts.yml).
+        (h.session->alive() ? m_success : m_error).fetch_add(1, std::memory_order_relaxed);
         m_hold[h.realtime ? 1 : 0].record_shared(clock::now() - h.since);
         if (h.session->expired.load()) return;
         compare fence;

@@ -209,6 +209,8 @@ TEST(EtcdIterationLock, DL6_FencedWriteOfAnExpiredLeaseNeverLands) {
     b.m.insert_or_assign(3, 3);  // writers proceed
     g.release();
     EXPECT_EQ(a.m.lock().counters().lease_expiries, 1u);
+    EXPECT_EQ(a.m.lock().metrics().iterations_error, 1u) << "a guard that ended on an expired lease";
+    EXPECT_EQ(a.m.lock().metrics().iterations_success, 0u);
     auto again = a.m.lock_for_iteration();  // a new lease
     EXPECT_TRUE(again);
     again.check();

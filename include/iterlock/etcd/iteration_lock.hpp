@@ -56,7 +56,9 @@
 //
 // Metrics. metrics() returns the in-process lock's map_metrics (policy "locked"), so iterlock/prometheus.hpp
 // exports it like any map: expose(registry, m.lock(), "sessions", {{"backend", "etcd"}}) gives
-//   iterlock_locked_iterations_total{state}       guards released (success), timed out, failed (error)
+//   iterlock_locked_iterations_total{state}       guards released (success), timed out, failed (error:
+//                                                 the acquisition threw, or the guard ended on an expired
+//                                                 lease)
 //   iterlock_lock_wait_seconds{role,priority}     writers: how long gated writes waited (zero when none);
 //                                                 iterator: guard acquisitions, the Txn included
 //   iterlock_iteration_hold_seconds{priority}     how long guards were held
