@@ -94,6 +94,7 @@ add_library(iterlock_etcd STATIC ${_exclude}
   ${PROJECT_SOURCE_DIR}/src/etcd/client.cpp
   ${PROJECT_SOURCE_DIR}/src/etcd/error.cpp
   ${PROJECT_SOURCE_DIR}/src/etcd/mirror_core.cpp
+  ${PROJECT_SOURCE_DIR}/src/etcd/iteration_lock.cpp
   $<TARGET_OBJECTS:iterlock_etcd_proto>)
 add_library(iterlock::etcd ALIAS iterlock_etcd)
 set_target_properties(iterlock_etcd PROPERTIES EXPORT_NAME etcd OUTPUT_NAME iterlock_etcd

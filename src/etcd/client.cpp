@@ -320,6 +320,7 @@ txn_result client::txn(const std::vector<compare>& when, const std::vector<txn_o
     for (const auto& c : when) {
         auto* pc = req.add_compare();
         pc->set_key(c.key);
+        if (!c.range_end.empty()) pc->set_range_end(c.range_end);
         switch (c.how) {
             case compare::op::equal:
                 pc->set_result(pb::Compare::EQUAL);
@@ -435,6 +436,26 @@ void client::lease_revoke(std::int64_t id) {
     p_->call("lease revoke", impl::kind::write, [&](endpoint_state& ep, grpc::ClientContext& ctx) {
         return ep.lease->LeaseRevoke(&ctx, req, &resp);
     });
+}
+
+std::int64_t client::lease_keep_alive(std::int64_t id) {
+    pb::LeaseKeepAliveRequest req;
+    req.set_id(id);
+    pb::LeaseKeepAliveResponse resp;
+    p_->call("lease keep-alive", impl::kind::read, [&](endpoint_state& ep, grpc::ClientContext& ctx) {
+        auto rw = ep.lease->LeaseKeepAlive(&ctx);
+        const bool sent = rw->Write(req);
+        const bool got = sent && rw->Read(&resp);
+        if (sent) rw->WritesDone();
+        if (!got) ctx.TryCancel();
+        pb::LeaseKeepAliveResponse rest;
+        while (got && rw->Read(&rest)) {
+        }
+        grpc::Status st = rw->Finish();
+        if (got) return grpc::Status::OK;
+        return st.ok() ? grpc::Status(grpc::StatusCode::UNAVAILABLE, "keep-alive stream ended") : st;
+    });
+    return resp.ttl();
 }
 
 // ---------------------------------------------------------------------------------------------------

@@ -27,6 +27,8 @@ const char* to_string(errc c) noexcept {
             return "watch_canceled";
         case errc::decode:
             return "decode";
+        case errc::lease_expired:
+            return "lease_expired";
         case errc::internal:
             return "internal";
     }

@@ -83,7 +83,10 @@ struct delete_result {
     std::int64_t revision = 0;  // the store revision after the delete
 };
 
-// One comparison of a transaction: key's `target` compared with `number` (or `value`).
+// One comparison of a transaction: key's `target` compared with `number` (or `value`). With range_end set
+// (etcd >= 3.3) it holds when it holds for every key in [key, range_end); over a range with no key it
+// compares a key that does not exist (create_revision 0, version 0), so {range, create_revision, equal, 0}
+// reads "no key in the range".
 struct compare {
     enum class target { version, create_revision, mod_revision, value };
     enum class op { equal, greater, less, not_equal };
@@ -92,6 +95,7 @@ struct compare {
     op how = op::equal;
     std::int64_t number = 0;
     std::string value;
+    std::string range_end;  // empty: the key alone
 };
 
 // One operation of a transaction.
@@ -205,6 +209,9 @@ class client {
     // Leases.
     lease_grant_result lease_grant(std::int64_t ttl_s);
     void lease_revoke(std::int64_t id);
+    // One keep-alive of lease `id` (a LeaseKeepAlive stream opened for one request; retried like a read,
+    // since renewing twice is harmless). Returns the TTL etcd granted, in seconds; <= 0: the lease is gone.
+    std::int64_t lease_keep_alive(std::int64_t id);
 
     // A new watch on the current endpoint (failing over while none can be connected, C2).
     std::unique_ptr<watch_stream> watch(const watch_options& o);

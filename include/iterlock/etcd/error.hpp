@@ -21,6 +21,9 @@ namespace iterlock::etcd {
 //     mod_revision) before doing it again.
 // E3  watch_canceled: etcd canceled a watch for a reason other than compaction (the message says which).
 // E4  decode: a key or value under a map's prefix that its Codec could not read (map.hpp).
+// E5  lease_expired: the lease an iteration guard lived on is gone (its process stalled or was cut off past
+//     the TTL): the guard no longer excludes writers, and nothing it wrote after that landed
+//     (iteration_lock.hpp, D-L6). Take a new guard.
 enum class errc {
     unavailable,        // no endpoint answered (connection refused, no leader), request not applied
     deadline,           // the per-call deadline passed before the request was sent
@@ -33,6 +36,7 @@ enum class errc {
     invalid_argument,   // etcd rejected the request as malformed
     watch_canceled,     // E3
     decode,             // E4
+    lease_expired,      // E5
     internal,           // anything else from gRPC or etcd (the message carries it)
 };
 

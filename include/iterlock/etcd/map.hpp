@@ -35,6 +35,10 @@
 //       with error(too_large) before anything is sent (no partial write).
 //   M9  Faults: writes follow client.hpp C3 (error(may_have_applied) when the answer was lost); the mirror
 //       never throws from its thread: it reconnects with backoff (metrics().watch_restarts).
+//   M10 Iteration policy (fourth template argument): snapshot_iteration (the default; M5) or
+//       locked_iteration, the iteration lock across processes (iteration_lock.hpp, D-L1..D-L7): every write
+//       becomes a gated Txn, lock_for_iteration() returns a guard, for_each(guard, f) walks the prefix at
+//       the guard's fence revision. Every process writing the prefix must use the same policy.
 // Construction lists the prefix and starts the watch thread (throws what the list throws). Destruction
 // stops the watch; the client must outlive the map. Any number of threads may call any member at once.
 #pragma once
@@ -52,6 +56,7 @@
 #include "iterlock/etcd/codec.hpp"
 #include "iterlock/etcd/detail/mirror_core.hpp"
 #include "iterlock/etcd/error.hpp"
+#include "iterlock/etcd/iteration_lock.hpp"
 #include "iterlock/map.hpp"
 
 namespace iterlock::etcd {
@@ -87,7 +92,7 @@ struct map_etcd_metrics {
     double mirror_lag_seconds = 0;
 };
 
-template <class K, class V, class Codec = default_codec>
+template <class K, class V, class Codec = default_codec, class Iteration = snapshot_iteration>
 class map : private detail::mirror_sink {
   public:
     using mirror_type = iterlock::concurrent_map<K, versioned<V>>;
@@ -108,12 +113,11 @@ class map : private detail::mirror_sink {
     };
 
     map(client& c, std::string prefix, map_options o = {})
-        : client_(c),
-          prefix_(std::move(prefix)),
-          opts_(o),
-          core_(c, prefix_, *this, detail::mirror_config{o.list_page_size, std::chrono::milliseconds(500)}) {
-        core_.start();
-    }
+        : map(c, std::move(prefix), o, lock_options{}, 0) {}
+    // M10: the locked policy's lock options (its prefix defaults to "iterlock-lock:" + prefix).
+    map(client& c, std::string prefix, map_options o, lock_options lo)
+        requires(Iteration::locked)
+        : map(c, std::move(prefix), o, std::move(lo), 0) {}
     ~map() override { core_.stop(); }
     map(const map&) = delete;
     map& operator=(const map&) = delete;
@@ -146,10 +150,18 @@ class map : private detail::mirror_sink {
 
     // Writes (M3, M8, M9).
     std::int64_t insert_or_assign(const K& k, const V& v) {
-        return after_write(client_.put(etcd_key(k), Codec::encode(v)));
+        if constexpr (Iteration::locked)
+            return after_write(lock().write({}, {txn_op::put(etcd_key(k), Codec::encode(v))}).revision);
+        else
+            return after_write(client_.put(etcd_key(k), Codec::encode(v)));
     }
     // Returns {whether k existed, revision}.
     std::pair<bool, std::int64_t> erase(const K& k) {
+        if constexpr (Iteration::locked) {
+            auto w = lock().write({}, {txn_op::erase(etcd_key(k))});
+            if (w.txn.deleted.empty() || w.txn.deleted[0] == 0) return {false, w.revision};
+            return {true, after_write(w.revision)};
+        }
         auto r = client_.erase(etcd_key(k));
         if (r.deleted == 0) return {false, r.revision};
         return {true, after_write(r.revision)};
@@ -157,6 +169,12 @@ class map : private detail::mirror_sink {
     // M4.
     cas_result compare_and_set(const K& k, std::int64_t mod_revision, const V& v) {
         const std::string key = etcd_key(k);
+        if constexpr (Iteration::locked) {
+            const compare same{key, compare::target::mod_revision, compare::op::equal, mod_revision};
+            auto w = lock().write({same}, {txn_op::put(key, Codec::encode(v))});
+            if (w.succeeded) after_write(w.revision);
+            return {w.succeeded, w.revision};
+        }
         auto r =
             client_.txn({compare{key, compare::target::mod_revision, compare::op::equal, mod_revision, {}}},
                         {txn_op::put(key, Codec::encode(v))});
@@ -215,8 +233,56 @@ class map : private detail::mirror_sink {
     }
     const mirror_type& mirror() const noexcept { return mirror_; }
 
+    // M10, locked_iteration only (iteration_lock.hpp). A guard with the caller's current_priority().
+    iteration_guard lock_for_iteration()
+        requires(Iteration::locked)
+    {
+        return lock().lock_for_iteration();
+    }
+    iteration_guard try_lock_for_iteration(std::chrono::milliseconds timeout)
+        requires(Iteration::locked)
+    {
+        return lock().try_lock_for_iteration(timeout);
+    }
+    // Walks the prefix as etcd held it at g's fence (the live data, less g's own writes), calling
+    // f(key, versioned value). One Range (paged by list_page_size) plus g.check() before it and every 256
+    // entries: a guard whose lease expired stops the walk with error(lease_expired) (D-L6). f may write
+    // through this map on the guard's thread (D-L7: fenced writes).
+    template <class F>
+    void for_each(const iteration_guard& g, F&& f) const
+        requires(Iteration::locked)
+    {
+        g.check();
+        auto [kvs, rev] =
+            detail::list_at(client_, prefix_, prefix_end(prefix_), g.revision(), opts_.list_page_size);
+        std::size_t n = 0;
+        for (auto& kv : kvs) {
+            if (++n % 256 == 0) g.check();
+            std::pair<K, versioned<V>> e;
+            if (!decode_kv(kv, e.first, e.second)) continue;
+            f(static_cast<const K&>(e.first), static_cast<const versioned<V>&>(e.second));
+        }
+        g.check();
+    }
+    iteration_lock& lock() const
+        requires(Iteration::locked)
+    {
+        return *lock_;
+    }
+
   private:
     friend struct detail::mirror_test_access;
+    map(client& c, std::string prefix, map_options o, lock_options lo, int)
+        : client_(c),
+          prefix_(std::move(prefix)),
+          opts_(o),
+          core_(c, prefix_, *this, detail::mirror_config{o.list_page_size, std::chrono::milliseconds(500)}) {
+        core_.start();
+        if constexpr (Iteration::locked) {
+            if (lo.prefix.empty()) lo.prefix = "iterlock-lock:" + prefix_;
+            lock_ = std::make_unique<iteration_lock>(c, std::move(lo));
+        }
+    }
     std::int64_t after_write(std::int64_t revision) {
         if (opts_.wait_for_mirror && !wait_applied(revision, opts_.wait_timeout))
             throw error(errc::deadline, "etcd::map: the write committed at revision " +
@@ -285,7 +351,8 @@ class map : private detail::mirror_sink {
     mutable std::mutex apply_mu_;  // one applied batch at a time vs. snapshot(): the label is exact (M1)
     std::int64_t label_ = 0;       // guarded by apply_mu_
     mutable std::atomic<std::uint64_t> decode_errors_{0}, duplicate_events_{0};
-    detail::mirror_core core_;  // last: its thread stops before the mirror goes
+    std::unique_ptr<iteration_lock> lock_;  // locked_iteration only (M10)
+    detail::mirror_core core_;              // last: its thread stops before the mirror goes
 };
 
 }  // namespace iterlock::etcd
