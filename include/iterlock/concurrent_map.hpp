@@ -108,6 +108,7 @@
 #include "iterlock/detail/util/lifetime.hpp"
 #include "iterlock/detail/lock/shard_lock.hpp"
 #include "iterlock/detail/concurrent/snapshot_store.hpp"
+#include "iterlock/detail/concurrent/write_site.hpp"
 #include "iterlock/detail/map/table.hpp"
 #include "iterlock/errors.hpp"
 #include "iterlock/hash.hpp"
@@ -553,6 +554,59 @@ class concurrent_map {
         return iteration_guard(this, std::chrono::steady_clock::now() + timeout);
     }
 
+    // ---- hooks for iterlock::versioned_map (versioned_map.hpp); not part of this map's contract ---------
+    // The index of k's shard.
+    template <class K2>
+    std::size_t detail_shard_index(const K2& k) const {
+        return static_cast<std::size_t>(&shard_for(key_hash(k)) - &shards_[0]);
+    }
+    // Under k's shard writer lock: decide(write_site) says what to do with k (nothing, put a value, erase);
+    // the hook does it as one write (S1-S6 as for insert_or_assign/erase), then calls
+    // commit(site, action, stored) (noexcept; stored: the entry's value after a put, else nullptr) before
+    // the lock is released. If decide or the write throws, nothing changed and commit is not called.
+    template <class K2, class Decide, class Commit>
+    detail::site_action detail_write_at(const K2& k, Decide&& decide, Commit&& commit) {
+        const std::uint64_t h = key_hash(k);
+        shard& s = shard_for_write(h);
+        write_lock wl(*this, s);
+        const slot_type* cur = s.t.find_slot(k, h);
+        // Relaxed: under the shard's lock, whose holder is the only writer.
+        const detail::write_site<V> site{static_cast<std::size_t>(&s - &shards_[0]),
+                                         s.revision().load(std::memory_order_relaxed),
+                                         cur != nullptr ? &cur->second : nullptr};
+        detail::site_decision<V> d = decide(site);
+        if (d.action == detail::site_action::put) {
+            const auto pos = s.t.prepare_write(k, h);
+            before_counter_change(s);
+            s.t.will_write(pos);
+            V* stored = &pos.slot->second;
+            if (pos.found) {
+                pos.slot->second = std::move(*d.value);
+            } else {
+                ::new (static_cast<void*>(pos.slot)) slot_type(k, std::move(*d.value));
+                stored = &s.t.commit_insert(pos, h).slot->second;
+            }
+            after_write(s, 1);
+            commit(site, d.action, static_cast<const V*>(stored));
+        } else if (d.action == detail::site_action::erase && cur != nullptr) {
+            before_counter_change(s);
+            s.t.erase_key(k, h);
+            after_write(s, 1);
+            commit(site, d.action, static_cast<const V*>(nullptr));
+        } else {
+            d.action = detail::site_action::none;
+        }
+        return d.action;
+    }
+    // Runs f(revision) under shard i's writer lock (revision: the shard's successful writes so far).
+    template <class F>
+    void detail_with_shard(std::size_t i, F&& f) {
+        shard& s = shards_[i];
+        write_lock wl(*this, s);
+        // Relaxed: under the shard's lock.
+        f(s.revision().load(std::memory_order_relaxed));
+    }
+
   private:
     enum class write_result { unchanged, inserted, assigned };
 
@@ -960,6 +1014,17 @@ class concurrent_map {
         // The number of writes the snapshot reflects (S6).
         std::uint64_t revision() const { return totals().revision; }
         std::uint64_t marker() const noexcept { return marker_; }
+        // Hook for versioned_map: shard i's revision at the snapshot's instant (one shared shard lock).
+        std::uint64_t detail_shard_revision(std::size_t i) const {
+            shard& s = m_->shards_[i];
+            m_->entry_check();
+            s.lock.lock_shared();
+            // Relaxed: under the shard's lock (shared), which orders the writer's store before this.
+            const detail::shard_counters c = s.t.chain_watch().counters_at(
+                detail::shard_counters{s.t.size(), s.revision().load(std::memory_order_relaxed)}, marker_);
+            s.lock.unlock_shared();
+            return c.revision;
+        }
 
         std::optional<V> find(const K& k) const { return find_impl(k); }
         template <class K2>
