@@ -107,13 +107,15 @@ class versioned_map final : private detail::feed_source<change<K, V>> {
     }
 
     // ---- lookup (as concurrent_map::find: a linearizable copy, never waits for iterations) -------------
-    std::optional<V> find(const K& k) const {
+    ITERLOCK_DETAIL_ALWAYS_INLINE std::optional<V> find(const K& k) const {
         auto r = inner_.find(k);
         if (!r) return std::nullopt;
         return std::move(r->value);
     }
     // The value with its revision (V1), or nullopt.
-    std::optional<versioned<V>> find_versioned(const K& k) const { return inner_.find(k); }
+    ITERLOCK_DETAIL_ALWAYS_INLINE std::optional<versioned<V>> find_versioned(const K& k) const {
+        return inner_.find(k);
+    }
     bool contains(const K& k) const { return inner_.contains(k); }
 
     // ---- writes (each one write: S1-S6, V1-V4) ---------------------------------------------------------
