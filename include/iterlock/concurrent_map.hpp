@@ -598,6 +598,122 @@ class concurrent_map {
         }
         return d.action;
     }
+    // One write over several shards: locks the shards `ids` (sorted, distinct) in ascending order (the one
+    // global order, so overlapping batches never deadlock), labels them as one operation (every snapshot
+    // holds all of it or none), and runs f(batch_site&) with them held. The site's put/erase/clear_shard are
+    // writes as in detail_write_at (each calls its commit under the locks); f must touch only keys of the
+    // locked shards (checked: std::logic_error). What f wrote before a throw stays written.
+    class batch_site {
+      public:
+        std::uint64_t revision(std::size_t i) const noexcept {
+            // Relaxed: under shard i's lock (held).
+            return m_.shards_[i].revision().load(std::memory_order_relaxed);
+        }
+        template <class K2>
+        const V* find(const K2& k) const {
+            const std::uint64_t h = m_.key_hash(k);
+            const slot_type* e = held(h).t.find_slot(k, h);
+            return e != nullptr ? &e->second : nullptr;
+        }
+        // Stores v under k; commit(const V& stored) runs after the write.
+        template <class Commit>
+        void put(const K& k, V&& v, Commit&& commit) {
+            const std::uint64_t h = m_.key_hash(k);
+            shard& s = held(h);
+            const auto pos = s.t.prepare_write(k, h);
+            m_.before_counter_change(s);
+            s.t.will_write(pos);
+            V* stored = &pos.slot->second;
+            if (pos.found) {
+                pos.slot->second = std::move(v);
+            } else {
+                ::new (static_cast<void*>(pos.slot)) slot_type(k, std::move(v));
+                stored = &s.t.commit_insert(pos, h).slot->second;
+            }
+            after_write(s, 1);
+            commit(static_cast<const V&>(*stored));
+        }
+        // Erases k if present; commit() runs after the write. Returns whether it erased.
+        template <class Commit>
+        bool erase(const K& k, Commit&& commit) {
+            const std::uint64_t h = m_.key_hash(k);
+            shard& s = held(h);
+            if (s.t.find_slot(k, h) == nullptr) return false;
+            m_.before_counter_change(s);
+            s.t.erase_key(k, h);
+            after_write(s, 1);
+            commit();
+            return true;
+        }
+        // Erases every entry of shard i; on_erased(const K&) runs for each before it is destroyed.
+        template <class OnErased>
+        void clear_shard(std::size_t i, OnErased&& on_erased) {
+            shard& s = m_.shards_[i];
+            if (!m_.shard_held(i, held_)) throw_not_held();
+            const size_type n = s.t.size();
+            if (n == 0) return;
+            m_.before_counter_change(s);
+            auto all = [&](slot_type& e) {
+                on_erased(static_cast<const K&>(e.first));
+                return true;
+            };
+            size_type erased = 0;
+            try {
+                erased = s.t.erase_if(all);
+            } catch (...) {
+                after_write(s, n - s.t.size());
+                throw;
+            }
+            after_write(s, erased);
+        }
+
+      private:
+        friend class concurrent_map;
+        batch_site(concurrent_map& m, const std::vector<std::size_t>& held) : m_(m), held_(held) {}
+        shard& held(std::uint64_t h) const {
+            shard& s = m_.shard_for(h);
+            if (!m_.shard_held(static_cast<std::size_t>(&s - &m_.shards_[0]), held_)) throw_not_held();
+            return s;
+        }
+        [[noreturn]] static void throw_not_held() {
+            throw std::logic_error("iterlock: a batch wrote a key outside the set it declared");
+        }
+        concurrent_map& m_;
+        const std::vector<std::size_t>& held_;
+    };
+    template <class F>
+    void detail_write_batch(const std::vector<std::size_t>& ids, F&& f) requires snapshots {
+        entry_check();
+        const callback_exit exit{*this};
+        struct locks {
+            concurrent_map& m;
+            std::size_t n = 0;
+            const std::vector<std::size_t>& ids;
+            ~locks() {
+                while (n > 0) {
+                    shard& s = m.shards_[ids[--n]];
+                    if constexpr (optimistic_reads) reclaim(s);
+                    s.lock.unlock();
+                }
+            }
+        } held{*this, 0, ids};
+        for (const std::size_t i : ids) {
+            shard& s = shards_[i];
+            if (!s.lock.try_lock()) s.lock.lock();
+            ++held.n;
+        }
+        // One label for the whole batch: seq first, then liveness, as begin_op reads them.
+        const std::uint64_t seq = registry_.seq();
+        const bool quiet = registry_.live() == 0;
+        for (const std::size_t i : ids) shards_[i].t.chain_watch().begin_op_at(seq, quiet);
+        visit_scope vs(this);
+        batch_site site(*this, ids);
+        f(site);
+    }
+    static bool shard_held(std::size_t i, const std::vector<std::size_t>& ids) noexcept {
+        return std::binary_search(ids.begin(), ids.end(), i);
+    }
+
     // Runs f(revision) under shard i's writer lock (revision: the shard's successful writes so far).
     template <class F>
     void detail_with_shard(std::size_t i, F&& f) {

@@ -41,6 +41,10 @@ struct change {
     K key;
     std::optional<V> value;  // the value written (put); nullopt for an erase
     std::uint64_t revision;
+    // Events of the same batch (versioned_map::write_batch, clear) that follow this one: they reach every
+    // watcher in order, after this one (events of other shards' writers may come in between). 0 for a
+    // single write and for a batch's last event.
+    std::uint32_t more_in_batch = 0;
 };
 
 // Why a feed ended (its channel is closed; the events sent before the end are still received first).

@@ -4,6 +4,7 @@
 // It is a concurrent_map<K, versioned<V>> (snapshot iteration: S1-S6 hold as stated in concurrent_map.hpp)
 // that numbers every write inside the write's critical section and hands it to the watchers there. Only
 // the writes below exist (no visit/update/erase_if: a callback could change a value without a number).
+// Every write publishes under the shard locks it holds, so feeds and snapshots agree on what happened.
 //
 // Revisions
 // ---------
@@ -29,6 +30,11 @@
 //   V4  A conditional write (compare_and_set, erase_if_unchanged, try_emplace) decides and writes under
 //       the key's shard lock: it is one linearizable write, and its result gives the key's revision at
 //       that point (the new one if it wrote).
+//   V5  A batch (write_batch over a declared set of keys, and clear()) is one write: every snapshot holds
+//       all of it or none of it, a find after it returns sees all of it, and each watcher receives its
+//       events in order, numbered by more_in_batch. Its shards are locked in one global order (ascending
+//       shard index), so overlapping batches never deadlock. A key outside the declared set throws
+//       std::logic_error; a callback that throws writes nothing.
 //
 // Costs: a write pays what a concurrent_map write pays, plus 8 bytes per entry, plus, while history is kept
 // or a watcher exists, one copy of the key and value into the shard's history and one try_send per watcher
@@ -40,6 +46,7 @@
 // The map must outlive its snapshots and feeds (destroying it with either alive aborts with a message).
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <bit>
 #include <cstddef>
@@ -180,6 +187,130 @@ class versioned_map final : private detail::feed_source<change<K, V>> {
                    : 0;
     }
 
+    // ---- atomic multi-key writes (V5) -------------------------------------------------------------------
+    // What a write_batch callback reads and writes through. Writes are recorded and applied after the
+    // callback returns; reads see the map as the batch found it (find also sees the batch's own writes).
+    class batch_writer {
+      public:
+        // The value, with the batch's own writes applied.
+        std::optional<V> find(const K& k) const {
+            check(k);
+            for (auto it = ops_.rbegin(); it != ops_.rend(); ++it)
+                if (eq_(it->first, k)) return it->second;
+            return found(k);
+        }
+        // The value and revision as the batch found them (before its own writes).
+        std::optional<versioned<V>> find_versioned(const K& k) const {
+            check(k);
+            const versioned<V>* v = site_.find(k);
+            if (v == nullptr) return std::nullopt;
+            return *v;
+        }
+        template <class M>
+        void put(const K& k, M&& v) {
+            check(k);
+            ops_.emplace_back(k, std::optional<V>(std::forward<M>(v)));
+        }
+        void erase(const K& k) {
+            check(k);
+            ops_.emplace_back(k, std::nullopt);
+        }
+
+      private:
+        friend class versioned_map;
+        batch_writer(typename inner_type::batch_site& site, const std::vector<K>& keys) : site_(site), keys_(keys) {}
+        std::optional<V> found(const K& k) const {
+            const versioned<V>* v = site_.find(k);
+            if (v == nullptr) return std::nullopt;
+            return v->value;
+        }
+        void check(const K& k) const {
+            for (const K& d : keys_)
+                if (eq_(d, k)) return;
+            throw std::logic_error("iterlock::versioned_map::write_batch: a key outside the batch's declared set");
+        }
+        typename inner_type::batch_site& site_;
+        const std::vector<K>& keys_;
+        std::vector<std::pair<K, std::optional<V>>> ops_;
+        [[no_unique_address]] KeyEqual eq_{};
+    };
+
+    // Runs f(batch_writer&) with the shards of `keys` locked (in the one global order: overlapping batches
+    // never deadlock), then applies what f wrote as one write: a snapshot holds all of it or none of it;
+    // finds after it see all of it; watchers receive its events in order, marked with more_in_batch (V5).
+    // If f throws, nothing is written. f may read and write only keys of `keys` (else std::logic_error,
+    // nothing written) and must not use the map (lock_error). Returns the number of writes applied (an
+    // erase of an absent key is none). Blocking: writers of those shards wait for f and the writes.
+    // Exception safety: a failure while applying (allocation) leaves the writes before it applied
+    // (basic guarantee), each published.
+    template <class F>
+    std::size_t write_batch(std::vector<K> keys, F&& f) {
+        std::vector<std::size_t> ids;
+        ids.reserve(keys.size());
+        for (const K& k : keys) ids.push_back(inner_.detail_shard_index(k));
+        std::sort(ids.begin(), ids.end());
+        ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
+        std::size_t applied = 0;
+        inner_.detail_write_batch(ids, [&](typename inner_type::batch_site& site) {
+            batch_writer b(site, keys);
+            f(b);
+            // Which recorded writes change something (an erase of an absent key does not): their count
+            // numbers the events' more_in_batch.
+            std::vector<bool> effective(b.ops_.size());
+            std::size_t total = 0;
+            for (std::size_t j = 0; j < b.ops_.size(); ++j) {
+                bool present = b.ops_[j].second.has_value();
+                if (!present) {
+                    present = b.found(b.ops_[j].first).has_value();
+                    for (std::size_t i = 0; i < j; ++i)
+                        if (b.eq_(b.ops_[i].first, b.ops_[j].first)) present = b.ops_[i].second.has_value();
+                }
+                effective[j] = present;
+                total += present ? 1 : 0;
+            }
+            for (std::size_t j = 0; j < b.ops_.size(); ++j) {
+                if (!effective[j]) continue;
+                const K& k = b.ops_[j].first;
+                const std::size_t i = inner_.detail_shard_index(k);
+                const std::uint64_t n = site.revision(i) + 1;
+                const auto more = static_cast<std::uint32_t>(total - ++applied);
+                if (b.ops_[j].second.has_value()) {
+                    site.put(k, versioned<V>{std::move(*b.ops_[j].second), revision_of(n, i)},
+                             [&](const versioned<V>& stored) noexcept {
+                                 publish(i, n, [&] {
+                                     return change_type{change_kind::put, k, stored.value, stored.revision, more};
+                                 });
+                             });
+                } else {
+                    site.erase(k, [&]() noexcept {
+                        publish(i, n, [&] {
+                            return change_type{change_kind::erase, k, std::nullopt, revision_of(n, i), more};
+                        });
+                    });
+                }
+            }
+        });
+        return applied;
+    }
+
+    // Removes every entry as one write (V5): a snapshot holds the map before it or the empty map, never a
+    // part; watchers receive one erase per entry, as one batch. Locks every shard (in order) for O(size).
+    void clear() {
+        std::vector<std::size_t> ids(shard_count());
+        for (std::size_t i = 0; i < ids.size(); ++i) ids[i] = i;
+        inner_.detail_write_batch(ids, [&](typename inner_type::batch_site& site) {
+            std::size_t left = inner_.size();
+            for (std::size_t i = 0; i < ids.size(); ++i) {
+                std::uint64_t n = site.revision(i);
+                site.clear_shard(i, [&](const K& k) {
+                    ++n;
+                    const auto more = static_cast<std::uint32_t>(--left);
+                    publish(i, n, [&] { return change_type{change_kind::erase, k, std::nullopt, revision_of(n, i), more}; });
+                });
+            }
+        });
+    }
+
     // ---- observers -------------------------------------------------------------------------------------
     size_type size() const noexcept { return inner_.size(); }
     bool empty() const noexcept { return inner_.empty(); }
@@ -279,21 +410,28 @@ class versioned_map final : private detail::feed_source<change<K, V>> {
         return inner_.detail_write_at(k, decide, [&](const site& st, detail::site_action a,
                                                      const versioned<V>* stored) noexcept {
             const std::uint64_t n = st.revision + 1;
-            shard_feed& f = feeds_[st.shard];
-            if (!f.wants_events()) [[likely]] {
-                f.skip_to(n);
-                return;
-            }
-            try {
-                if (a == detail::site_action::put) {
-                    f.publish(n, change_type{change_kind::put, k, stored->value, stored->revision});
-                } else {
-                    f.publish(n, change_type{change_kind::erase, k, std::nullopt, revision_of(n, st.shard)});
-                }
-            } catch (...) {
-                f.fail(n);
+            if (a == detail::site_action::put) {
+                publish(st.shard, n, [&] { return change_type{change_kind::put, k, stored->value, stored->revision}; });
+            } else {
+                publish(st.shard, n,
+                        [&] { return change_type{change_kind::erase, k, std::nullopt, revision_of(n, st.shard)}; });
             }
         });
+    }
+    // Publishes the event make() builds as shard i's write number n (only if anyone needs it). Requires:
+    // shard i's writer lock.
+    template <class Make>
+    void publish(std::size_t i, std::uint64_t n, Make&& make) noexcept {
+        shard_feed& f = feeds_[i];
+        if (!f.wants_events()) [[likely]] {
+            f.skip_to(n);
+            return;
+        }
+        try {
+            f.publish(n, make());
+        } catch (...) {
+            f.fail(n);
+        }
     }
 
     void unregister(watcher* w) noexcept override {
