@@ -24,6 +24,8 @@
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <cstdio>
+#include <cstdlib>
 #include <unordered_map>
 #include <utility>
 #include <vector>
@@ -60,7 +62,8 @@ class iterlock_feed_peer {
         bool try_next(event& e) {
             auto c = ch_.try_recv();
             if (!c) return false;
-            e = {c->as_optional()->key, *c->as_optional()->value};
+            const auto& o = c.as_optional();
+            e = {o->key, *o->value};
             return true;
         }
         bool cut_off() const { return f_.ended(); }
@@ -73,9 +76,9 @@ class iterlock_feed_peer {
     void put(u64 k, u64 v) { m_.insert_or_assign(k, v); }
     std::unique_ptr<watcher> watch(std::size_t cap) { return std::make_unique<watcher>(m_.watch(cap)); }
     std::unique_ptr<watcher> list_and_watch(replica& out, std::size_t cap) {
-        auto s = m_.snapshot();
-        for (const auto& [k, vv] : s) out[k] = vv.value;
-        return std::make_unique<watcher>(m_.watch(s, cap));
+        auto l = m_.snapshot_and_watch(cap);
+        for (const auto& [k, vv] : l.snapshot) out[k] = vv.value;
+        return std::make_unique<watcher>(std::move(l.feed));
     }
     void cas_increment(u64 k) {
         for (;;) {
@@ -355,20 +358,26 @@ std::pair<double, bool> resync(std::size_t n, int writers) {
         ts.emplace_back([&, t] {
             splitmix64 rng{static_cast<u64>(t) + 99};
             go.arrive_and_wait();
-            while (!stop.load(std::memory_order_relaxed)) p.put(mix64(rng() % 64), rng());  // overlapping keys
+            for (int i = 0; i < 20'000 && !stop.load(std::memory_order_relaxed); ++i)
+                p.put(mix64(rng() % 64), rng());  // overlapping keys
         });
     go.arrive_and_wait();
     replica r;
     r.reserve(n);
     const std::int64_t t0 = now_ns();
-    auto w = p.list_and_watch(r, std::size_t{1} << 22);
+    auto w = p.list_and_watch(r, std::size_t{1} << 17);  // room for every write of the writers
     const std::int64_t t1 = now_ns();
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    stop.store(true);
-    ts.clear();
+    ts.clear();  // the writers' 2 x 20K writes end
     event e;
     while (w->try_next(e)) r[e.first] = e.second;
-    const bool ok = !w->cut_off() && r == p.contents();
+    const replica fin = p.contents();
+    const bool ok = !w->cut_off() && r == fin;
+    if (std::getenv("W8_DEBUG") != nullptr && !ok) {
+        std::size_t diff = 0;
+        for (const auto& [k, v] : fin) diff += (r.count(k) == 0 || r.at(k) != v) ? 1 : 0;
+        std::fprintf(stderr, "W8 %s: cut_off %d, sizes %zu/%zu, differing %zu\n", P::name, int(w->cut_off()), r.size(),
+                     fin.size(), diff);
+    }
     p.close_watchers();
     return {static_cast<double>(t1 - t0) * 1e-6, ok};
 }
@@ -382,7 +391,7 @@ void with_feed_peer(const std::string& impl, F&& f) {
 }
 
 void run_w8(const std::string& impl, const options& opts, const emit_fn& emit) {
-    const auto d = seconds(opts.duration_s > 0 ? opts.duration_s : 1.0);
+    const auto d = std::chrono::nanoseconds(static_cast<std::int64_t>((opts.duration_s > 0 ? opts.duration_s : 1.0) * 1e9));
     const std::size_t n = opts.sizes.empty() ? 1'000'000 : opts.sizes.front();
     with_feed_peer(impl, [&]<class P>() {
         medians out;
@@ -412,12 +421,12 @@ void run_w8(const std::string& impl, const options& opts, const emit_fn& emit) {
 const registrar w8{
     {"W8",
      "change feeds: one writer with 0/1/4 watchers (writer_keep), delivery delay of paced writes, CAS on "
-     "16 keys by 2 threads, list N (default 1M) + watch beside 2 writers (resync_ms) and the replica's "
+     "16 keys by 2 threads, list N (default 1M) + watch beside 2 writers of 20K writes each (resync_ms) and the replica's "
      "equality with the final map",
      {"iterlock_feed", "mutex_deque", "tbb_queue"},
      run_w8,
      "mutex_deque",
-     {{"iterlock_feed", "snapshot + watch(snapshot): exactly once (V2), writers never wait (V3)"},
+     {{"iterlock_feed", "snapshot_and_watch: exactly once (V2), writers never wait for a watcher (V3)"},
       {"mutex_deque", "consistent: the list and the watcher's queue under one mutex"},
       {"tbb_queue", "not consistent: map and queues updated separately"}}}};
 

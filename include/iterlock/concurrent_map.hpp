@@ -710,6 +710,37 @@ class concurrent_map {
         batch_site site(*this, ids);
         f(site);
     }
+    // A snapshot taken while every shard's writer lock is held (in ascending order): no write is in
+    // progress, so shard i's revision at the snapshot is its revision now, and f(i, revision) runs for
+    // each shard before any writer goes on (versioned_map registers a watcher there: list-then-watch with
+    // no history). Writers wait for this O(shards) hold. If f throws, no snapshot is returned.
+    template <class F>
+    snapshot_view detail_snapshot_all_locked(F&& f) requires snapshots {
+        entry_check();
+        drain_deferred();
+        if (registry_.chunks_started_since_last_look())
+            for (shard& s : shards_) s.t.chain_watch().provision();
+        std::optional<snapshot_view> view;
+        {
+            struct locks {
+                concurrent_map& m;
+                std::size_t n = 0;
+                ~locks() {
+                    while (n > 0) m.shards_[--n].lock.unlock();
+                }
+            } held{*this};
+            for (shard& s : shards_) {
+                if (!s.lock.try_lock()) s.lock.lock();
+                ++held.n;
+            }
+            view.emplace(snapshot_view(this, registry_.acquire()));
+            for (std::size_t i = 0; i < shards_.size(); ++i)
+                // Relaxed: under shard i's lock.
+                f(i, shards_[i].revision().load(std::memory_order_relaxed));
+        }  // the locks go before the view could be released (a release sweeps under shard locks)
+        count_event(&detail::map_event_metrics::iterations_started);
+        return std::move(*view);
+    }
     static bool shard_held(std::size_t i, const std::vector<std::size_t>& ids) noexcept {
         return std::binary_search(ids.begin(), ids.end(), i);
     }

@@ -356,8 +356,25 @@ class versioned_map final : private detail::feed_source<change<K, V>> {
     feed_type watch(const snapshot_view& from, std::size_t capacity = default_feed_capacity) {
         return watch(from.cursor(), capacity);
     }
-    // A feed from now on (a snapshot's cursor taken and released at once).
-    feed_type watch(std::size_t capacity = default_feed_capacity) { return watch(snapshot(), capacity); }
+    // A feed from now on.
+    feed_type watch(std::size_t capacity = default_feed_capacity) { return snapshot_and_watch(capacity).feed; }
+
+    struct listing;
+    // List-then-watch that needs no history: a snapshot and a feed of every write after it (V2), taken
+    // together while every shard's writer lock is held for a moment (writers wait for that O(shards)
+    // hold, never for the walk or the watcher). Use it where a watch(snapshot) could be compacted: a
+    // small history, or writers that can outrun it between the snapshot and the watch.
+    listing snapshot_and_watch(std::size_t capacity = default_feed_capacity) {
+        if (capacity == 0)
+            throw std::invalid_argument("iterlock::versioned_map::watch: a feed needs a capacity of at least 1");
+        auto w = std::make_shared<watcher>(capacity);
+        feeds_alive_.fetch_add(1, std::memory_order_relaxed);
+        feed_type f(this, w);
+        auto view = inner_.detail_snapshot_all_locked([&](std::size_t i, std::uint64_t now) {
+            if (!feeds_[i].start(w, now, now)) w->end(feed_end::compacted);  // never: nothing to replay
+        });
+        return listing{snapshot_view(this, std::move(view)), std::move(f)};
+    }
 
     // ==== snapshot_view: what snapshot() returns. Movable (it may be sent over a chan to another thread);
     // the map must outlive it.
@@ -393,6 +410,12 @@ class versioned_map final : private detail::feed_source<change<K, V>> {
         snapshot_view(const versioned_map* m, inner_view v) noexcept : m_(m), view_(std::move(v)) {}
         const versioned_map* m_;
         inner_view view_;
+    };
+
+    // What snapshot_and_watch returns: walk `snapshot`, then receive from `feed`.
+    struct listing {
+        snapshot_view snapshot;
+        feed_type feed;
     };
 
   private:

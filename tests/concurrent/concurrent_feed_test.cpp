@@ -256,3 +256,33 @@ TEST(ConcurrentFeed, SnapshotSentOverAChan) {
 }
 
 }  // namespace
+
+namespace {
+
+// snapshot_and_watch needs no history: with none kept and writers running, the listing plus its feed
+// equals the map afterwards.
+TEST(ConcurrentFeed, V2_SnapshotAndWatchWithoutHistoryUnderWriters) {
+    vmap m(8, 0);
+    const long per = iterlock::ctest::scaled(20000, 2000);
+    std::latch start(3);
+    std::vector<std::thread> ts;
+    for (int w = 0; w < 2; ++w)
+        ts.emplace_back([&, w] {
+            std::mt19937 rng(static_cast<unsigned>(w + 3));
+            start.arrive_and_wait();
+            for (long i = 0; i < per; ++i) {
+                const int k = static_cast<int>(rng() % 32);
+                if (rng() % 5 == 0) m.erase(k); else m.insert_or_assign(k, i);
+            }
+        });
+    start.arrive_and_wait();
+    auto l = m.snapshot_and_watch(static_cast<std::size_t>(2 * per + 1));
+    replica r = list(l.snapshot);
+    std::map<int, std::uint64_t> last;
+    for (auto& t : ts) t.join();
+    ASSERT_FALSE(l.feed.ended()) << iterlock::to_string(l.feed.reason());
+    drain(l.feed, r, last);
+    EXPECT_EQ(r, list(m.snapshot()));
+}
+
+}  // namespace
