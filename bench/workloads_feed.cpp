@@ -16,6 +16,8 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <deque>
 #include <latch>
 #include <memory>
@@ -24,8 +26,6 @@
 #include <stdexcept>
 #include <string>
 #include <thread>
-#include <cstdio>
-#include <cstdlib>
 #include <unordered_map>
 #include <utility>
 #include <vector>
@@ -259,7 +259,8 @@ double writer_rate(int watchers, std::chrono::nanoseconds d, u64 seed, int& cuto
         ts.emplace_back([&, wp = w.get()] {
             go.arrive_and_wait();
             event e;
-            while (wp->next(e)) {}
+            while (wp->next(e)) {
+            }
         });
     std::jthread writer([&] {
         splitmix64 rng{seed};
@@ -303,14 +304,16 @@ std::vector<double> delivery(std::size_t writes, std::int64_t gap) {
     go.arrive_and_wait();
     std::int64_t next = now_ns();
     for (std::size_t i = 0; i < writes; ++i) {
-        while (now_ns() < next) {}
+        while (now_ns() < next) {
+        }
         p.put(mix64(i % keyspace), i);
         returned[i] = now_ns();
         next = returned[i] + gap;
     }
     reader.join();
     std::vector<double> d(writes);
-    for (std::size_t i = 0; i < writes; ++i) d[i] = static_cast<double>(std::max<std::int64_t>(0, received[i] - returned[i]));
+    for (std::size_t i = 0; i < writes; ++i)
+        d[i] = static_cast<double>(std::max<std::int64_t>(0, received[i] - returned[i]));
     std::sort(d.begin(), d.end());
     return d;
 }
@@ -375,8 +378,8 @@ std::pair<double, bool> resync(std::size_t n, int writers) {
     if (std::getenv("W8_DEBUG") != nullptr && !ok) {
         std::size_t diff = 0;
         for (const auto& [k, v] : fin) diff += (r.count(k) == 0 || r.at(k) != v) ? 1 : 0;
-        std::fprintf(stderr, "W8 %s: cut_off %d, sizes %zu/%zu, differing %zu\n", P::name, int(w->cut_off()), r.size(),
-                     fin.size(), diff);
+        std::fprintf(stderr, "W8 %s: cut_off %d, sizes %zu/%zu, differing %zu\n", P::name, int(w->cut_off()),
+                     r.size(), fin.size(), diff);
     }
     p.close_watchers();
     return {static_cast<double>(t1 - t0) * 1e-6, ok};
@@ -391,7 +394,8 @@ void with_feed_peer(const std::string& impl, F&& f) {
 }
 
 void run_w8(const std::string& impl, const options& opts, const emit_fn& emit) {
-    const auto d = std::chrono::nanoseconds(static_cast<std::int64_t>((opts.duration_s > 0 ? opts.duration_s : 1.0) * 1e9));
+    const auto d = std::chrono::nanoseconds(
+        static_cast<std::int64_t>((opts.duration_s > 0 ? opts.duration_s : 1.0) * 1e9));
     const std::size_t n = opts.sizes.empty() ? 1'000'000 : opts.sizes.front();
     with_feed_peer(impl, [&]<class P>() {
         medians out;
@@ -421,7 +425,8 @@ void run_w8(const std::string& impl, const options& opts, const emit_fn& emit) {
 const registrar w8{
     {"W8",
      "change feeds: one writer with 0/1/4 watchers (writer_keep), delivery delay of paced writes, CAS on "
-     "16 keys by 2 threads, list N (default 1M) + watch beside 2 writers of 20K writes each (resync_ms) and the replica's "
+     "16 keys by 2 threads, list N (default 1M) + watch beside 2 writers of 20K writes each (resync_ms) and "
+     "the replica's "
      "equality with the final map",
      {"iterlock_feed", "mutex_deque", "tbb_queue"},
      run_w8,

@@ -50,7 +50,8 @@ struct change {
 // Why a feed ended (its channel is closed; the events sent before the end are still received first).
 enum class feed_end : unsigned char {
     none,       // not ended
-    lagging,    // the watcher fell a whole channel behind the writers (V3); watch again from a cursor or list again
+    lagging,    // the watcher fell a whole channel behind the writers (V3); watch again from a cursor or list
+                // again
     compacted,  // the start point is older than what the map's history still holds; list again
     failed,     // an event could not be copied (allocation failure); list again
     cancelled,  // the feed was destroyed (seen only by other handles to its channel)
@@ -58,11 +59,16 @@ enum class feed_end : unsigned char {
 
 inline const char* to_string(feed_end r) noexcept {
     switch (r) {
-        case feed_end::none: return "none";
-        case feed_end::lagging: return "lagging: the watcher fell a whole channel behind the writers";
-        case feed_end::compacted: return "compacted: the start point is older than the map's history";
-        case feed_end::failed: return "failed: an event could not be copied";
-        case feed_end::cancelled: return "cancelled: the feed was destroyed";
+        case feed_end::none:
+            return "none";
+        case feed_end::lagging:
+            return "lagging: the watcher fell a whole channel behind the writers";
+        case feed_end::compacted:
+            return "compacted: the start point is older than the map's history";
+        case feed_end::failed:
+            return "failed: an event could not be copied";
+        case feed_end::cancelled:
+            return "cancelled: the feed was destroyed";
     }
     return "unknown";
 }
@@ -142,7 +148,8 @@ class feed {
   private:
     template <class, class, class, class, class>
     friend class versioned_map;
-    feed(detail::feed_source<change_type>* src, std::shared_ptr<detail::watcher_state<change_type>> w) noexcept
+    feed(detail::feed_source<change_type>* src,
+         std::shared_ptr<detail::watcher_state<change_type>> w) noexcept
         : src_(src), w_(std::move(w)) {}
     const chan<change_type>& channel() const;
     void reset() noexcept;

@@ -110,7 +110,8 @@ class versioned_map final : private detail::feed_source<change<K, V>> {
     versioned_map& operator=(const versioned_map&) = delete;
     ~versioned_map() {
         if (feeds_alive_.load(std::memory_order_acquire) != 0)
-            detail::fatal("iterlock: versioned_map destroyed while a feed is alive; end every feed before its map");
+            detail::fatal(
+                "iterlock: versioned_map destroyed while a feed is alive; end every feed before its map");
     }
 
     // ---- lookup (as concurrent_map::find: a linearizable copy, never waits for iterations) -------------
@@ -172,17 +173,20 @@ class versioned_map final : private detail::feed_source<change<K, V>> {
         write_at(k, [&](const site& st) {
             const std::uint64_t cur = st.current != nullptr ? st.current->revision : 0;
             out = {cur == expected, cur == expected ? 0 : cur};
-            return decision{cur == expected && cur != 0 ? detail::site_action::erase : detail::site_action::none,
-                            std::nullopt};
+            return decision{
+                cur == expected && cur != 0 ? detail::site_action::erase : detail::site_action::none,
+                std::nullopt};
         });
         return out;
     }
     // Removes k. Returns the number of entries removed (0 or 1).
     size_type erase(const K& k) {
-        return write_at(k, [](const site& st) {
-                   return decision{st.current != nullptr ? detail::site_action::erase : detail::site_action::none,
-                                   std::nullopt};
-               }) == detail::site_action::erase
+        return write_at(k,
+                        [](const site& st) {
+                            return decision{st.current != nullptr ? detail::site_action::erase
+                                                                  : detail::site_action::none,
+                                            std::nullopt};
+                        }) == detail::site_action::erase
                    ? 1
                    : 0;
     }
@@ -218,7 +222,8 @@ class versioned_map final : private detail::feed_source<change<K, V>> {
 
       private:
         friend class versioned_map;
-        batch_writer(typename inner_type::batch_site& site, const std::vector<K>& keys) : site_(site), keys_(keys) {}
+        batch_writer(typename inner_type::batch_site& site, const std::vector<K>& keys)
+            : site_(site), keys_(keys) {}
         std::optional<V> found(const K& k) const {
             const versioned<V>* v = site_.find(k);
             if (v == nullptr) return std::nullopt;
@@ -227,7 +232,8 @@ class versioned_map final : private detail::feed_source<change<K, V>> {
         void check(const K& k) const {
             for (const K& d : keys_)
                 if (eq_(d, k)) return;
-            throw std::logic_error("iterlock::versioned_map::write_batch: a key outside the batch's declared set");
+            throw std::logic_error(
+                "iterlock::versioned_map::write_batch: a key outside the batch's declared set");
         }
         typename inner_type::batch_site& site_;
         const std::vector<K>& keys_;
@@ -275,12 +281,13 @@ class versioned_map final : private detail::feed_source<change<K, V>> {
                 const std::uint64_t n = site.revision(i) + 1;
                 const auto more = static_cast<std::uint32_t>(total - ++applied);
                 if (b.ops_[j].second.has_value()) {
-                    site.put(k, versioned<V>{std::move(*b.ops_[j].second), revision_of(n, i)},
-                             [&](const versioned<V>& stored) noexcept {
-                                 publish(i, n, [&] {
-                                     return change_type{change_kind::put, k, stored.value, stored.revision, more};
-                                 });
-                             });
+                    site.put(
+                        k, versioned<V>{std::move(*b.ops_[j].second), revision_of(n, i)},
+                        [&](const versioned<V>& stored) noexcept {
+                            publish(i, n, [&] {
+                                return change_type{change_kind::put, k, stored.value, stored.revision, more};
+                            });
+                        });
                 } else {
                     site.erase(k, [&]() noexcept {
                         publish(i, n, [&] {
@@ -305,7 +312,9 @@ class versioned_map final : private detail::feed_source<change<K, V>> {
                 site.clear_shard(i, [&](const K& k) {
                     ++n;
                     const auto more = static_cast<std::uint32_t>(--left);
-                    publish(i, n, [&] { return change_type{change_kind::erase, k, std::nullopt, revision_of(n, i), more}; });
+                    publish(i, n, [&] {
+                        return change_type{change_kind::erase, k, std::nullopt, revision_of(n, i), more};
+                    });
                 });
             }
         });
@@ -332,10 +341,12 @@ class versioned_map final : private detail::feed_source<change<K, V>> {
     // of the map (another map's), std::bad_alloc. O(shards) shard locks (each held for its replay).
     feed_type watch(const watch_cursor& from, std::size_t capacity = default_feed_capacity) {
         if (from.shard_count() != shard_count())
-            throw std::invalid_argument("iterlock::versioned_map::watch: the cursor belongs to a map with "
-                                        "another shard count");
+            throw std::invalid_argument(
+                "iterlock::versioned_map::watch: the cursor belongs to a map with "
+                "another shard count");
         if (capacity == 0)
-            throw std::invalid_argument("iterlock::versioned_map::watch: a feed needs a capacity of at least 1");
+            throw std::invalid_argument(
+                "iterlock::versioned_map::watch: a feed needs a capacity of at least 1");
         auto w = std::make_shared<watcher>(capacity);
         feeds_alive_.fetch_add(1, std::memory_order_relaxed);
         feed_type f(this, w);  // from here on its destructor unregisters, also if a later step throws
@@ -344,8 +355,9 @@ class versioned_map final : private detail::feed_source<change<K, V>> {
                 if (w->ended.load(std::memory_order_relaxed)) return;
                 const std::uint64_t seen = from.seen(i);
                 if (seen > now)
-                    throw std::invalid_argument("iterlock::versioned_map::watch: the cursor is ahead of the map "
-                                                "(a cursor of another map)");
+                    throw std::invalid_argument(
+                        "iterlock::versioned_map::watch: the cursor is ahead of the map "
+                        "(a cursor of another map)");
                 if (!feeds_[i].start(w, seen, now)) w->end(feed_end::compacted);
             });
         }
@@ -357,7 +369,9 @@ class versioned_map final : private detail::feed_source<change<K, V>> {
         return watch(from.cursor(), capacity);
     }
     // A feed from now on.
-    feed_type watch(std::size_t capacity = default_feed_capacity) { return snapshot_and_watch(capacity).feed; }
+    feed_type watch(std::size_t capacity = default_feed_capacity) {
+        return snapshot_and_watch(capacity).feed;
+    }
 
     struct listing;
     // List-then-watch that needs no history: a snapshot and a feed of every write after it (V2), taken
@@ -366,7 +380,8 @@ class versioned_map final : private detail::feed_source<change<K, V>> {
     // small history, or writers that can outrun it between the snapshot and the watch.
     listing snapshot_and_watch(std::size_t capacity = default_feed_capacity) {
         if (capacity == 0)
-            throw std::invalid_argument("iterlock::versioned_map::watch: a feed needs a capacity of at least 1");
+            throw std::invalid_argument(
+                "iterlock::versioned_map::watch: a feed needs a capacity of at least 1");
         auto w = std::make_shared<watcher>(capacity);
         feeds_alive_.fetch_add(1, std::memory_order_relaxed);
         feed_type f(this, w);
@@ -425,21 +440,26 @@ class versioned_map final : private detail::feed_source<change<K, V>> {
     std::uint64_t revision_of(std::uint64_t shard_writes, std::size_t shard) const noexcept {
         return (shard_writes << shift_) | shard;
     }
-    std::uint64_t next_revision(const site& st) const noexcept { return revision_of(st.revision + 1, st.shard); }
+    std::uint64_t next_revision(const site& st) const noexcept {
+        return revision_of(st.revision + 1, st.shard);
+    }
 
     // One write through the map's hook; the commit numbers it and publishes it (V2) under the shard lock.
     template <class Decide>
     detail::site_action write_at(const K& k, Decide&& decide) {
-        return inner_.detail_write_at(k, decide, [&](const site& st, detail::site_action a,
-                                                     const versioned<V>* stored) noexcept {
-            const std::uint64_t n = st.revision + 1;
-            if (a == detail::site_action::put) {
-                publish(st.shard, n, [&] { return change_type{change_kind::put, k, stored->value, stored->revision}; });
-            } else {
-                publish(st.shard, n,
-                        [&] { return change_type{change_kind::erase, k, std::nullopt, revision_of(n, st.shard)}; });
-            }
-        });
+        return inner_.detail_write_at(
+            k, decide, [&](const site& st, detail::site_action a, const versioned<V>* stored) noexcept {
+                const std::uint64_t n = st.revision + 1;
+                if (a == detail::site_action::put) {
+                    publish(st.shard, n, [&] {
+                        return change_type{change_kind::put, k, stored->value, stored->revision};
+                    });
+                } else {
+                    publish(st.shard, n, [&] {
+                        return change_type{change_kind::erase, k, std::nullopt, revision_of(n, st.shard)};
+                    });
+                }
+            });
     }
     // Publishes the event make() builds as shard i's write number n (only if anyone needs it). Requires:
     // shard i's writer lock.

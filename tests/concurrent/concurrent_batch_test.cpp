@@ -41,16 +41,18 @@ TEST(ConcurrentBatch, V5_KeyOutsideTheDeclaredSetThrowsAndWritesNothing) {
     vmap m(8);
     m.insert_or_assign(1, 1L);
     const std::uint64_t writes = m.write_count();
-    EXPECT_THROW(m.write_batch({1, 2}, [](vmap::batch_writer& b) {
-        b.put(1, 5L);
-        b.put(99, 5L);
-    }),
+    EXPECT_THROW(m.write_batch({1, 2},
+                               [](vmap::batch_writer& b) {
+                                   b.put(1, 5L);
+                                   b.put(99, 5L);
+                               }),
                  std::logic_error);
     EXPECT_THROW(m.write_batch({1}, [](vmap::batch_writer& b) { (void)b.find(2); }), std::logic_error);
-    EXPECT_THROW(m.write_batch({1}, [](vmap::batch_writer& b) {
-        b.put(1, 7L);
-        throw std::runtime_error("user");
-    }),
+    EXPECT_THROW(m.write_batch({1},
+                               [](vmap::batch_writer& b) {
+                                   b.put(1, 7L);
+                                   throw std::runtime_error("user");
+                               }),
                  std::runtime_error);
     EXPECT_EQ(m.find(1), 1L);
     EXPECT_EQ(m.write_count(), writes);
@@ -178,7 +180,10 @@ TEST(ConcurrentBatch, V5_WatcherReceivesTheBatchInOrderAndWhole) {
     while (auto c = f.events().try_recv()) {
         const auto& e = *c.as_optional();
         more.push_back(e.more_in_batch);
-        if (e.kind == iterlock::change_kind::put) replica[e.key] = *e.value; else replica.erase(e.key);
+        if (e.kind == iterlock::change_kind::put)
+            replica[e.key] = *e.value;
+        else
+            replica.erase(e.key);
     }
     EXPECT_EQ(more, (std::vector<std::uint32_t>{3, 2, 1, 0, 2, 1, 0}));
     EXPECT_TRUE(replica.empty());

@@ -1,6 +1,6 @@
 // Rules V2 and V3 of iterlock::versioned_map (versioned_map.hpp): change feeds started from snapshots and
-// cursors — exactly once relative to the snapshot, per-key order, writers never wait, lagging watchers are cut
-// off with a reason, memory bounded — and a snapshot handed to another thread over a chan.
+// cursors — exactly once relative to the snapshot, per-key order, writers never wait, lagging watchers are
+// cut off with a reason, memory bounded — and a snapshot handed to another thread over a chan.
 #include <atomic>
 #include <cstdint>
 #include <latch>
@@ -88,13 +88,16 @@ TEST(ConcurrentFeed, V2_RandomWritersWatchersAtRandomSnapshots) {
             for (long i = 0; i < per; ++i) {
                 const int k = static_cast<int>(rng() % keys);
                 switch (rng() % 4) {
-                    case 0: m.erase(k); break;
+                    case 0:
+                        m.erase(k);
+                        break;
                     case 1: {
                         const auto cur = m.find_versioned(k);
                         m.compare_and_set(k, cur ? cur->revision : 0, i);
                         break;
                     }
-                    default: m.insert_or_assign(k, i * 10 + w);
+                    default:
+                        m.insert_or_assign(k, i * 10 + w);
                 }
             }
             writers_done.fetch_add(1);
@@ -272,7 +275,10 @@ TEST(ConcurrentFeed, V2_SnapshotAndWatchWithoutHistoryUnderWriters) {
             start.arrive_and_wait();
             for (long i = 0; i < per; ++i) {
                 const int k = static_cast<int>(rng() % 32);
-                if (rng() % 5 == 0) m.erase(k); else m.insert_or_assign(k, i);
+                if (rng() % 5 == 0)
+                    m.erase(k);
+                else
+                    m.insert_or_assign(k, i);
             }
         });
     start.arrive_and_wait();

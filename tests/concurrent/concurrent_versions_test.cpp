@@ -27,8 +27,12 @@ TEST(ConcurrentVersions, V1_RevisionGrowsWithEveryWriteOfAKey) {
     for (int i = 0; i < 100; ++i) {
         std::uint64_t r = 0;
         switch (i % 3) {
-            case 0: r = m.insert_or_assign(7, "a" + std::to_string(i)); break;
-            case 1: r = m.compare_and_set(7, last, std::string("b")).revision; break;
+            case 0:
+                r = m.insert_or_assign(7, "a" + std::to_string(i));
+                break;
+            case 1:
+                r = m.compare_and_set(7, last, std::string("b")).revision;
+                break;
             case 2:
                 ASSERT_EQ(m.erase(7), 1u);
                 r = m.insert_or_assign(7, std::string("c"));

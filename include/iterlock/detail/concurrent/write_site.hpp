@@ -16,9 +16,9 @@ namespace iterlock::detail {
 
 template <class V>
 struct write_site {
-    std::size_t shard;         // index of the key's shard, 0 .. shard_count()-1
-    std::uint64_t revision;    // the shard's revision (successful writes) before this write
-    const V* current;          // the key's value, or nullptr if the key is absent
+    std::size_t shard;       // index of the key's shard, 0 .. shard_count()-1
+    std::uint64_t revision;  // the shard's revision (successful writes) before this write
+    const V* current;        // the key's value, or nullptr if the key is absent
 };
 
 enum class site_action : unsigned char { none, put, erase };
