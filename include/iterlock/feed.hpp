@@ -54,7 +54,7 @@ enum class feed_end : unsigned char {
                 // again
     compacted,  // the start point is older than what the map's history still holds; list again
     failed,     // an event could not be copied (allocation failure); list again
-    cancelled,  // the feed was destroyed (seen only by other handles to its channel)
+    cancelled,  // the feed was destroyed, or its channel closed by a reader (the next write ends it)
 };
 
 inline const char* to_string(feed_end r) noexcept {

@@ -247,8 +247,9 @@ class versioned_map final : private detail::feed_source<change<K, V>> {
     // If f throws, nothing is written. f may read and write only keys of `keys` (else std::logic_error,
     // nothing written) and must not use the map (lock_error). Returns the number of writes applied (an
     // erase of an absent key is none). Blocking: writers of those shards wait for f and the writes.
-    // Exception safety: a failure while applying (allocation) leaves the writes before it applied
-    // (basic guarantee), each published.
+    // Complexity: O(shards of the keys) lock acquisitions, O(keys) per read or write in f (the declared
+    // set is searched linearly: meant for small sets). Exception safety: a failure while applying
+    // (allocation) leaves the writes before it applied (basic guarantee), each published.
     template <class F>
     std::size_t write_batch(std::vector<K> keys, F&& f) {
         std::vector<std::size_t> ids;

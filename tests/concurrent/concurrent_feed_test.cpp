@@ -292,3 +292,17 @@ TEST(ConcurrentFeed, V2_SnapshotAndWatchWithoutHistoryUnderWriters) {
 }
 
 }  // namespace
+
+namespace {
+
+// A reader may close the feed's channel: writers neither throw nor wait; the feed ends as cancelled.
+TEST(ConcurrentFeed, V3_ReaderClosingTheChannelEndsTheFeedNotTheWriters) {
+    vmap m(2, 0);
+    auto f = m.watch(std::size_t{16});
+    f.events().close();
+    for (long i = 0; i < 10; ++i) EXPECT_NO_THROW(m.insert_or_assign(static_cast<int>(i), i));
+    EXPECT_EQ(f.reason(), iterlock::feed_end::cancelled);
+    EXPECT_EQ(m.size(), 10u);
+}
+
+}  // namespace

@@ -52,8 +52,9 @@ struct watcher_state {
         try {
             if (ch.try_send(c)) return true;
             end(feed_end::lagging);
-        } catch (const chan_closed&) {  // ended by another shard's writer meanwhile
-        } catch (...) {                 // the copy failed (allocation): the feed can no longer be complete
+        } catch (const chan_closed&) {  // ended by another shard's writer meanwhile, or closed by its reader
+            end(feed_end::cancelled);
+        } catch (...) {  // the copy failed (allocation): the feed can no longer be complete
             end(feed_end::failed);
         }
         return false;
