@@ -576,22 +576,10 @@ class concurrent_map {
                                          cur != nullptr ? &cur->second : nullptr};
         detail::site_decision<V> d = decide(site);
         if (d.action == detail::site_action::put) {
-            const auto pos = s.t.prepare_write(k, h);
-            before_counter_change(s);
-            s.t.will_write(pos);
-            V* stored = &pos.slot->second;
-            if (pos.found) {
-                pos.slot->second = std::move(*d.value);
-            } else {
-                ::new (static_cast<void*>(pos.slot)) slot_type(k, std::move(*d.value));
-                stored = &s.t.commit_insert(pos, h).slot->second;
-            }
-            after_write(s, 1);
-            commit(site, d.action, static_cast<const V*>(stored));
+            const V& stored = put_locked(s, k, h, std::move(*d.value));
+            commit(site, d.action, &stored);
         } else if (d.action == detail::site_action::erase && cur != nullptr) {
-            before_counter_change(s);
-            s.t.erase_key(k, h);
-            after_write(s, 1);
+            erase_locked(s, k, h);
             commit(site, d.action, static_cast<const V*>(nullptr));
         } else {
             d.action = detail::site_action::none;
@@ -619,19 +607,7 @@ class concurrent_map {
         template <class Commit>
         void put(const K& k, V&& v, Commit&& commit) {
             const std::uint64_t h = m_.key_hash(k);
-            shard& s = held(h);
-            const auto pos = s.t.prepare_write(k, h);
-            m_.before_counter_change(s);
-            s.t.will_write(pos);
-            V* stored = &pos.slot->second;
-            if (pos.found) {
-                pos.slot->second = std::move(v);
-            } else {
-                ::new (static_cast<void*>(pos.slot)) slot_type(k, std::move(v));
-                stored = &s.t.commit_insert(pos, h).slot->second;
-            }
-            after_write(s, 1);
-            commit(static_cast<const V&>(*stored));
+            commit(m_.put_locked(held(h), k, h, std::move(v)));
         }
         // Erases k if present; commit() runs after the write. Returns whether it erased.
         template <class Commit>
@@ -639,9 +615,7 @@ class concurrent_map {
             const std::uint64_t h = m_.key_hash(k);
             shard& s = held(h);
             if (s.t.find_slot(k, h) == nullptr) return false;
-            m_.before_counter_change(s);
-            s.t.erase_key(k, h);
-            after_write(s, 1);
+            m_.erase_locked(s, k, h);
             commit();
             return true;
         }
@@ -741,9 +715,35 @@ class concurrent_map {
         count_event(&detail::map_event_metrics::iterations_started);
         return std::move(*view);
     }
+  private:
+    // The hooks' two writes. Requires: s's writer lock (and, for erase_locked, k present). Each is one
+    // write as insert_or_assign/erase make it (S1-S6); put_locked returns the stored value.
+    template <class K2>
+    const V& put_locked(shard& s, const K2& k, std::uint64_t h, V&& v) {
+        const auto pos = s.t.prepare_write(k, h);
+        before_counter_change(s);
+        s.t.will_write(pos);
+        V* stored = &pos.slot->second;
+        if (pos.found) {
+            pos.slot->second = std::move(v);
+        } else {
+            ::new (static_cast<void*>(pos.slot)) slot_type(k, std::move(v));
+            stored = &s.t.commit_insert(pos, h).slot->second;
+        }
+        after_write(s, 1);
+        return *stored;
+    }
+    template <class K2>
+    void erase_locked(shard& s, const K2& k, std::uint64_t h) {
+        before_counter_change(s);
+        s.t.erase_key(k, h);
+        after_write(s, 1);
+    }
     static bool shard_held(std::size_t i, const std::vector<std::size_t>& ids) noexcept {
         return std::binary_search(ids.begin(), ids.end(), i);
     }
+
+  public:
 
     // Runs f(revision) under shard i's writer lock (revision: the shard's successful writes so far).
     template <class F>
