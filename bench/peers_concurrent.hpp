@@ -48,6 +48,7 @@
 
 #if __has_include(<iterlock/concurrent_map.hpp>) && !defined(ITERLOCK_BENCH_SKIP_CONCURRENT_MAP)
 #include <iterlock/concurrent_map.hpp>
+#include <iterlock/versioned_map.hpp>
 #define ITERLOCK_BENCH_HAVE_CONCURRENT_MAP 1
 #else
 #define ITERLOCK_BENCH_HAVE_CONCURRENT_MAP 0
@@ -354,6 +355,33 @@ class iterlock_snapshot_peer_t {
 using iterlock_snapshot_peer = iterlock_snapshot_peer_t<true>;
 using iterlock_snapshot_nometrics_peer = iterlock_snapshot_peer_t<false>;
 
+// iterlock::versioned_map (issue 16): the snapshot map with a revision per entry; History events kept per
+// shard for watches from an earlier snapshot (0: versions only, no event is made without a watcher).
+template <std::size_t History>
+class iterlock_versioned_peer_t {
+  public:
+    ITERLOCK_BENCH_FORWARD std::optional<std::uint64_t> find(std::uint64_t k) const { return map_.find(k); }
+    ITERLOCK_BENCH_FORWARD void insert_or_assign(std::uint64_t k, std::uint64_t v) {
+        map_.insert_or_assign(k, v);
+    }
+    ITERLOCK_BENCH_FORWARD bool erase(std::uint64_t k) { return map_.erase(k) != 0; }
+    template <class F>
+    void for_each_consistent(F&& f) {
+        auto snap = map_.snapshot();
+        for (const auto& [k, vv] : snap) f(k, vv.value);
+    }
+    static constexpr std::string_view name = History == 0 ? "iterlock_versioned" : "iterlock_versioned_history";
+    static constexpr bool iteration_safe = true;
+    static constexpr std::string_view guarantee =
+        History == 0 ? "snapshot (S1-S3) with per-key revisions (V1)"
+                     : "as iterlock_versioned, 256 events of history per shard (V2)";
+
+  private:
+    iterlock::versioned_map<std::uint64_t, std::uint64_t> map_{0, History};
+};
+using iterlock_versioned_peer = iterlock_versioned_peer_t<0>;
+using iterlock_versioned_history_peer = iterlock_versioned_peer_t<256>;
+
 // iterlock::concurrent_map with locked iteration: a pass runs under the iteration lock.
 class iterlock_locked_peer {
   public:
@@ -408,7 +436,8 @@ struct peer_list {};
 
 using available_peers = peer_list<
 #if ITERLOCK_BENCH_HAVE_CONCURRENT_MAP
-    iterlock_snapshot_peer, iterlock_locked_peer, iterlock_snapshot_nometrics_peer,
+    iterlock_snapshot_peer, iterlock_locked_peer, iterlock_snapshot_nometrics_peer, iterlock_versioned_peer,
+    iterlock_versioned_history_peer,
 #endif
 #if ITERLOCK_BENCH_HAVE_GUARDED
     guarded_boost_flat_peer,
@@ -417,6 +446,7 @@ using available_peers = peer_list<
     tbb_unordered_map_peer, libcuckoo_peer, sharded_spinlock_peer>;
 
 inline constexpr std::string_view iterlock_peer_names[] = {"iterlock_snapshot", "iterlock_locked",
-                                                           "iterlock_snapshot_nometrics"};
+                                                           "iterlock_snapshot_nometrics", "iterlock_versioned",
+                                                           "iterlock_versioned_history"};
 
 }  // namespace iterlock::bench

@@ -33,6 +33,7 @@
 
 #include "iterlock/detail/concurrent/snapshot_store.hpp"
 #include "iterlock/detail/concurrent/thread_state.hpp"
+#include "iterlock/detail/concurrent/write_site.hpp"
 #include "iterlock/detail/lock/shard_lock.hpp"
 #include "iterlock/detail/map/table.hpp"
 #include "iterlock/detail/util/erase_pred.hpp"
@@ -384,6 +385,203 @@ class sharded_table {
     locked_walk<sharded_table> try_lock_for_iteration(std::chrono::duration<Rep, Period> timeout) requires(
         !snapshots) {
         return locked_walk<sharded_table>(this, std::chrono::steady_clock::now() + timeout);
+    }
+
+    // ---- hooks for iterlock::versioned_map (versioned_map.hpp); not part of this map's contract ---------
+    // The index of k's shard.
+    template <class K2>
+    std::size_t detail_shard_index(const K2& k) const {
+        return static_cast<std::size_t>(&shard_for(key_hash(k)) - &shards_[0]);
+    }
+    // Under k's shard writer lock: decide(write_site) says what to do with k (nothing, put a value, erase);
+    // the hook does it as one write (S1-S6 as for insert_or_assign/erase), then calls
+    // commit(site, action, stored) (noexcept; stored: the entry's value after a put, else nullptr) before
+    // the lock is released. If decide or the write throws, nothing changed and commit is not called.
+    template <class K2, class Decide, class Commit>
+    site_action detail_write_at(const K2& k, Decide&& decide, Commit&& commit) {
+        const std::uint64_t h = key_hash(k);
+        shard& s = shard_for_write(h);
+        write_lock wl(*this, s);
+        const slot_type* cur = s.t.find_slot(k, h);
+        // Relaxed: under the shard's lock, whose holder is the only writer.
+        const write_site<V> site{static_cast<std::size_t>(&s - &shards_[0]),
+                                         s.revision().load(std::memory_order_relaxed),
+                                         cur != nullptr ? &cur->second : nullptr};
+        site_decision<V> d = decide(site);
+        if (d.action == site_action::put) {
+            const V& stored = put_locked(s, k, h, std::move(*d.value));
+            commit(site, d.action, &stored);
+        } else if (d.action == site_action::erase && cur != nullptr) {
+            erase_locked(s, k, h);
+            commit(site, d.action, static_cast<const V*>(nullptr));
+        } else {
+            d.action = site_action::none;
+        }
+        return d.action;
+    }
+    // One write over several shards: locks the shards `ids` (sorted, distinct) in ascending order (the one
+    // global order, so overlapping batches never deadlock), labels them as one operation (every snapshot
+    // holds all of it or none), and runs f(batch_site&) with them held. The site's put/erase/clear_shard are
+    // writes as in detail_write_at (each calls its commit under the locks); f must touch only keys of the
+    // locked shards (checked: std::logic_error). What f wrote before a throw stays written.
+    class batch_site {
+      public:
+        std::uint64_t revision(std::size_t i) const noexcept {
+            // Relaxed: under shard i's lock (held).
+            return m_.shards_[i].revision().load(std::memory_order_relaxed);
+        }
+        template <class K2>
+        const V* find(const K2& k) const {
+            const std::uint64_t h = m_.key_hash(k);
+            const slot_type* e = held(h).t.find_slot(k, h);
+            return e != nullptr ? &e->second : nullptr;
+        }
+        // Stores v under k; commit(const V& stored) runs after the write.
+        template <class Commit>
+        void put(const K& k, V&& v, Commit&& commit) {
+            const std::uint64_t h = m_.key_hash(k);
+            commit(m_.put_locked(held(h), k, h, std::move(v)));
+        }
+        // Erases k if present; commit() runs after the write. Returns whether it erased.
+        template <class Commit>
+        bool erase(const K& k, Commit&& commit) {
+            const std::uint64_t h = m_.key_hash(k);
+            shard& s = held(h);
+            if (s.t.find_slot(k, h) == nullptr) return false;
+            m_.erase_locked(s, k, h);
+            commit();
+            return true;
+        }
+        // Erases every entry of shard i; on_erased(const K&) runs for each before it is destroyed.
+        template <class OnErased>
+        void clear_shard(std::size_t i, OnErased&& on_erased) {
+            shard& s = m_.shards_[i];
+            if (!m_.shard_held(i, held_)) throw_not_held();
+            const size_type n = s.t.size();
+            if (n == 0) return;
+            m_.before_counter_change(s);
+            auto all = [&](slot_type& e) {
+                on_erased(static_cast<const K&>(e.first));
+                return true;
+            };
+            size_type erased = 0;
+            try {
+                erased = s.t.erase_if(all);
+            } catch (...) {
+                after_write(s, n - s.t.size());
+                throw;
+            }
+            after_write(s, erased);
+        }
+
+      private:
+        friend class sharded_table;
+        batch_site(sharded_table& m, const std::vector<std::size_t>& held) : m_(m), held_(held) {}
+        shard& held(std::uint64_t h) const {
+            shard& s = m_.shard_for(h);
+            if (!m_.shard_held(static_cast<std::size_t>(&s - &m_.shards_[0]), held_)) throw_not_held();
+            return s;
+        }
+        [[noreturn]] static void throw_not_held() {
+            throw std::logic_error("iterlock: a batch wrote a key outside the set it declared");
+        }
+        sharded_table& m_;
+        const std::vector<std::size_t>& held_;
+    };
+    template <class F>
+    void detail_write_batch(const std::vector<std::size_t>& ids, F&& f) requires snapshots {
+        entry_check();
+        const callback_exit exit{*this};
+        struct locks {
+            sharded_table& m;
+            std::size_t n = 0;
+            const std::vector<std::size_t>& ids;
+            ~locks() {
+                while (n > 0) {
+                    shard& s = m.shards_[ids[--n]];
+                    if constexpr (optimistic_reads) reclaim(s);
+                    s.lock.unlock();
+                }
+            }
+        } held{*this, 0, ids};
+        for (const std::size_t i : ids) {
+            shard& s = shards_[i];
+            if (!s.lock.try_lock()) s.lock.lock();
+            ++held.n;
+        }
+        // One label for the whole batch: seq first, then liveness, as begin_op reads them.
+        const std::uint64_t seq = registry_.seq();
+        const bool quiet = registry_.live() == 0;
+        for (const std::size_t i : ids) shards_[i].t.chain_watch().begin_op_at(seq, quiet);
+        visit_scope vs(this);
+        batch_site site(*this, ids);
+        f(site);
+    }
+    // A snapshot taken while every shard's writer lock is held (in ascending order): no write is in
+    // progress, so shard i's revision at the snapshot is its revision now, and f(i, revision) runs for
+    // each shard before any writer goes on (versioned_map registers a watcher there: list-then-watch with
+    // no history). Writers wait for this O(shards) hold. If f throws, no snapshot is returned.
+    template <class F>
+    snapshot_walk<sharded_table> detail_snapshot_all_locked(F&& f) requires snapshots {
+        entry_check();
+        drain_deferred();
+        if (registry_.chunks_started_since_last_look())
+            for (shard& s : shards_) s.t.chain_watch().provision();
+        std::optional<snapshot_walk<sharded_table>> view;
+        {
+            struct locks {
+                sharded_table& m;
+                std::size_t n = 0;
+                ~locks() {
+                    while (n > 0) m.shards_[--n].lock.unlock();
+                }
+            } held{*this};
+            for (shard& s : shards_) {
+                if (!s.lock.try_lock()) s.lock.lock();
+                ++held.n;
+            }
+            view.emplace(snapshot_walk<sharded_table>(this, registry_.acquire()));
+            for (std::size_t i = 0; i < shards_.size(); ++i)
+                // Relaxed: under shard i's lock.
+                f(i, shards_[i].revision().load(std::memory_order_relaxed));
+        }  // the locks go before the view could be released (a release sweeps under shard locks)
+        count_event(&map_event_metrics::iterations_started);
+        return std::move(*view);
+    }
+  protected:
+    // The hooks' two writes. Requires: s's writer lock (and, for erase_locked, k present). Each is one
+    // write as insert_or_assign/erase make it (S1-S6); put_locked returns the stored value.
+    template <class K2>
+    const V& put_locked(shard& s, const K2& k, std::uint64_t h, V&& v) {
+        const auto pos = s.t.prepare_write(k, h);
+        before_counter_change(s);
+        V* stored = &pos.slot->second;
+        if (pos.found) {
+            s.t.assign_at(pos, std::move(v));
+        } else {
+            stored = &s.t.emplace_at(pos, h, k, std::move(v)).slot->second;
+        }
+        after_write(s, 1);
+        return *stored;
+    }
+    template <class K2>
+    void erase_locked(shard& s, const K2& k, std::uint64_t h) {
+        before_counter_change(s);
+        s.t.erase_key(k, h);
+        after_write(s, 1);
+    }
+    static bool shard_held(std::size_t i, const std::vector<std::size_t>& ids) noexcept {
+        return std::binary_search(ids.begin(), ids.end(), i);
+    }
+
+  public:
+    // Runs f(revision) under shard i's writer lock (revision: the shard's successful writes so far).
+    template <class F>
+    void detail_with_shard(std::size_t i, F&& f) {
+        shard& s = shards_[i];
+        write_lock wl(*this, s);
+        // Relaxed: under the shard's lock.
+        f(s.revision().load(std::memory_order_relaxed));
     }
 
   protected:

@@ -377,6 +377,13 @@ class shard_versions {
         if (quiet_ != quiet) quiet_ = quiet;
     }
     std::uint64_t op_seq() const noexcept { return op_seq_; }
+    // begin_op for one operation over several shards (concurrent_map's batch hook): every shard gets the same
+    // (seq, quiet), read once (seq first, as begin_op) while all their locks are held, so a snapshot holds
+    // all of the operation or none of it.
+    void begin_op_at(std::uint64_t seq, bool quiet) noexcept {
+        if (op_seq_ != seq) op_seq_ = seq;
+        if (quiet_ != quiet) quiet_ = quiet;
+    }
 
     // ---- the table's hooks ----------------------------------------------------------------------
     // Exception safety: every hook that may allocate or copy (preserve, prepare_structure_change,

@@ -58,6 +58,8 @@ class snapshot_walk {
     // The number of writes the snapshot reflects (S6).
     std::uint64_t revision() const { return totals().revision; }
     std::uint64_t marker() const noexcept { return marker_; }
+    // Hook for versioned_map: shard i's revision at the snapshot's instant (one shared shard lock).
+    std::uint64_t detail_shard_revision(std::size_t i) const { return counters_of(m_->shards_[i]).revision; }
 
     std::optional<V> find(const K& k) const { return find_impl(k); }
     template <class K2>
@@ -308,12 +310,7 @@ class snapshot_walk {
         if (!totals_.known) {
             totals_t t;
             for (shard& s : m_->shards_) {
-                m_->entry_check();
-                const std::shared_lock<shard_lock> held(s.lock);
-                const shard_counters c = s.t.chain_watch().counters_at(
-                    // Relaxed: under the shard's lock (shared), which orders the writer's store before
-                    // this.
-                    shard_counters{s.t.size(), s.revision().load(std::memory_order_relaxed)}, marker_);
+                const shard_counters c = counters_of(s);
                 t.count += c.count;
                 t.revision += c.revision;
             }
@@ -321,6 +318,14 @@ class snapshot_walk {
             totals_ = t;
         }
         return totals_;
+    }
+    // Shard s's entry count and revision at the snapshot's instant (one shared shard lock).
+    shard_counters counters_of(shard& s) const {
+        m_->entry_check();
+        const std::shared_lock<shard_lock> held(s.lock);
+        // Relaxed: under the shard's lock (shared), which orders the writer's store before this.
+        return s.t.chain_watch().counters_at(
+            shard_counters{s.t.size(), s.revision().load(std::memory_order_relaxed)}, marker_);
     }
 
     template <class K2>
