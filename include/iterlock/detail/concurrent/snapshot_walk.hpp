@@ -250,8 +250,8 @@ class snapshot_walk {
         // Counts what was constructed into the batch, also when a copy throws (plain copies may).
         struct batch_commit {
             batch& out;
-            std::size_t n;
-            ~batch_commit() { out.n = n; }
+            slot_type* to;  // one past the last entry constructed
+            ~batch_commit() { out.n = static_cast<std::size_t>(to - out.data); }
         };
         template <bool Racy>
         bool push_version(const version_type* v) {
@@ -260,13 +260,15 @@ class snapshot_walk {
             const std::uint32_t n = Racy ? __atomic_load_n(&v->count, __ATOMIC_RELAXED) : v->count;
             if (Racy && n > max_racy_entries) return false;
             const slot_type* e = const_cast<version_type*>(v)->entries();
-            batch_->room(n);
-            batch_commit c{*batch_, batch_->n};
-            for (std::uint32_t i = 0; i < n; ++i, ++c.n) copy_entry<Racy>(c.out.data + c.n, e + i);
+            batch& out = *batch_;
+            out.room(n);
+            batch_commit c{out, out.data + out.n};
+            for (std::uint32_t i = 0; i < n; ++i, ++c.to) copy_entry<Racy>(c.to, e + i);
             return true;
         }
         template <bool Racy>
         bool copy_live(bucket b) {
+            batch& out = *batch_;  // loaded once: the copies' stores could otherwise alias batch_
             for (std::size_t hops = 0; hops < max_racy_entries / bucket_cnt; ++hops) {
                 std::uint8_t group[bucket_cnt];
                 if constexpr (Racy) {
@@ -274,11 +276,13 @@ class snapshot_walk {
                 } else {
                     std::copy_n(b.top, bucket_cnt, group);
                 }
-                batch_->room(bucket_cnt);
-                batch_commit c{*batch_, batch_->n};
+                out.room(bucket_cnt);
                 const slot_type* from = b.slot(0);
-                for (slot_mask msk = match_full(group); msk != 0; msk &= msk - 1, ++c.n)
-                    copy_entry<Racy>(c.out.data + c.n, from + std::countr_zero(msk));
+                {
+                    batch_commit c{out, out.data + out.n};
+                    for (slot_mask msk = match_full(group); msk != 0; msk &= msk - 1, ++c.to)
+                        copy_entry<Racy>(c.to, from + std::countr_zero(msk));
+                }
                 if (has_empty_rest(group)) return true;
                 b = Racy ? b.next_racy() : b.next();
                 if (!b) return true;

@@ -399,7 +399,8 @@ class table {
     // not-found `pos`, commit. Returns where the entry is (commit_insert). If will_write or the constructor
     // throws, the slot stays empty and the table's contents are as they were.
     template <class... Args>
-    found_position emplace_at(const write_position& pos, std::uint64_t h, Args&&... args) {
+    ITERLOCK_DETAIL_ALWAYS_INLINE found_position emplace_at(const write_position& pos, std::uint64_t h,
+                                                            Args&&... args) {
         will_write(pos);
         ::new (static_cast<void*>(pos.slot)) slot_type(std::forward<Args>(args)...);
         return commit_insert(pos, h);
@@ -407,7 +408,7 @@ class table {
     // Assigns the value of a found `pos` (will_write first). If either throws, what the assignment
     // guarantees is what the entry keeps (V's own exception guarantee).
     template <class M>
-    void assign_at(const write_position& pos, M&& v) {
+    ITERLOCK_DETAIL_ALWAYS_INLINE void assign_at(const write_position& pos, M&& v) {
         will_write(pos);
         pos.slot->second = std::forward<M>(v);
     }
