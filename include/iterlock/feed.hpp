@@ -1,5 +1,11 @@
-// iterlock/feed.hpp: change feeds of an iterlock::versioned_map — the events, the cursor a feed resumes from,
-// the reason a feed ends, and the feed handle itself. The map's rules (V1-V4) are in versioned_map.hpp.
+// iterlock/feed.hpp: change feeds of an iterlock::versioned_map — the events, the cursor a feed resumes
+// from, the reason a feed ends, and the feed handle itself.
+//
+// Owns: iterlock::change, iterlock::change_kind, iterlock::watch_cursor, iterlock::feed_end,
+//       iterlock::feed.
+// Invariants: a feed's channel carries every write after its start once, in order per key (V2 of
+//       versioned_map.hpp, which states the map's rules V1-V5); a feed ends only by closing its channel,
+//       and reason() then says why.
 //
 // A feed is what `m.watch(from)` returns: a channel (iterlock::chan<change<K, V>>, so it composes with
 // iterlock::select) on which every write after `from` arrives once, in order per key. The feed ends by

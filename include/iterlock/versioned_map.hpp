@@ -1,5 +1,9 @@
-// iterlock::versioned_map — a concurrent_map whose entries carry revisions, with conditional writes and
-// change feeds (list-then-watch with no gap) in one process.
+// iterlock/versioned_map.hpp: iterlock::versioned_map, a concurrent_map whose entries carry revisions, with
+// conditional writes and change feeds (list-then-watch with no gap) in one process.
+//
+// Owns: iterlock::versioned_map, iterlock::versioned, iterlock::conditional_result.
+// Invariants: rules V1-V5 below; every write is numbered and handed to the watchers inside its own
+//       critical section (under the shard locks it holds), so feeds and snapshots agree.
 //
 // It is a concurrent_map<K, versioned<V>> (snapshot iteration: S1-S6 hold as stated in concurrent_map.hpp)
 // that numbers every write inside the write's critical section and hands it to the watchers there. Only
