@@ -7,12 +7,14 @@
 #include <string>
 #include <thread>
 
-#include "chan_test_util.hpp"
 #include "iterlock/chan.hpp"
+#include "support/chan_probes.hpp"
+#include "support/polling.hpp"
+#include "support/watchdog.hpp"
 
 namespace {
 
-using chan_test::access;
+using access = iterlock::test::chan_access;
 using iterlock::chan;
 using iterlock::on_recv;
 using iterlock::select;
@@ -31,12 +33,13 @@ constexpr const char* blocked_message =
 // watchdog covers any hang on the way.
 template <class Prepare, class Op, class Parked>
 void destroy_last_handle_under_blocked_thread(std::size_t capacity, Prepare prepare, Op op, Parked parked) {
-    chan_test::watchdog const dog(std::chrono::seconds(60), "Item07: the death test's child ran for 60 s");
+    iterlock::test::watchdog const dog(std::chrono::seconds(60),
+                                       "Item07: the death test's child ran for 60 s");
     auto* handle = new chan<int>(capacity);
     prepare(*handle);
     std::thread blocked([&only = *handle, op] { op(only); });
     blocked.detach();
-    chan_test::wait_until([&] { return parked(*handle); });
+    iterlock::test::wait_until([&] { return parked(*handle); });
     delete handle;  // the last handle: the blocked thread holds only a reference
 }
 

@@ -20,13 +20,15 @@
 
 #include <gtest/gtest.h>
 
-#include "concurrent_test_util.hpp"
 #include "iterlock/concurrent_map.hpp"
+#include "support/concurrent_maps.hpp"
+#include "support/scale.hpp"
+#include "support/watchdog.hpp"
 
 namespace {
 
 using iterlock::seed;
-using iterlock::ctest::scaled;
+using iterlock::test::scaled;
 
 constexpr long key_stride = 1000000;  // value = key * key_stride + sequence: a value names its key
 
@@ -160,8 +162,8 @@ std::map<long, long> whole(Map& m) {
 }
 
 template <class Map>
-class CMapDifferential : public iterlock::ctest::watched {};
-using maps = ::testing::Types<iterlock::ctest::snap_map<long, long>, iterlock::ctest::locked_map<long, long>>;
+class CMapDifferential : public iterlock::test::watched {};
+using maps = ::testing::Types<iterlock::test::snap_map<long, long>, iterlock::test::locked_map<long, long>>;
 TYPED_TEST_SUITE(CMapDifferential, maps);
 
 TYPED_TEST(CMapDifferential, MatchesAMutexProtectedUnorderedMap) {

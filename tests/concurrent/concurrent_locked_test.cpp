@@ -5,7 +5,7 @@
 //
 // Orders are checked by what a critical section observes (a value, a key's presence), never by timing.
 // "A writer is queued" is observed through the public API: a new guard of a class the writer outranks can no
-// longer get in (concurrent_test_util.hpp, wait_until_writer_queued).
+// longer get in (support/lock_probes.hpp, wait_until_writer_queued).
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -20,34 +20,38 @@
 
 #include <gtest/gtest.h>
 
-#include "concurrent_test_util.hpp"
 #include "iterlock/concurrent_map.hpp"
 #include "iterlock/detail/concurrent/test_access.hpp"
 #include "iterlock/errors.hpp"
 #include "iterlock/priority.hpp"
-#include "ordered_writes.hpp"
+#include "support/concurrent_maps.hpp"
+#include "support/lock_probes.hpp"
+#include "support/ordered_writes.hpp"
+#include "support/polling.hpp"
+#include "support/scale.hpp"
+#include "support/watchdog.hpp"
 
 namespace {
 
 using iterlock::lock_error;
 using iterlock::priority;
 using iterlock::seed;
-using iterlock::ctest::locked_map;
-using iterlock::ctest::scaled;
-using iterlock::ctest::value_of;
-using iterlock::ctest::walk_result;
-using iterlock::ctest::write_kind;
+using iterlock::test::locked_map;
+using iterlock::test::scaled;
+using iterlock::test::value_of;
+using iterlock::test::walk_result;
+using iterlock::test::write_kind;
 
 using lmap = locked_map<long, long>;
 using smap = locked_map<long, std::string>;
 
-class CMapLocked : public iterlock::ctest::watched {};
+class CMapLocked : public iterlock::test::watched {};
 
 // Runs the queued-writer probe on a thread that holds no guard of m (a guard holder's own attempt would
 // nest).
 template <class Map>
 bool writer_queued(Map& m, priority p = priority::best_effort) {
-    return std::async(std::launch::async, [&] { return iterlock::ctest::wait_until_writer_queued(m, p); })
+    return std::async(std::launch::async, [&] { return iterlock::test::wait_until_writer_queued(m, p); })
         .get();
 }
 
@@ -69,17 +73,17 @@ walk_result guard_walk(lmap& m, Started&& started) {
 // (at least n / handshake - 2 mid-round walks per round, ordered_writes.hpp) fails if a harness change lets
 // every walk see an empty or a full map. Here the count is asserted once more where the test can see it.
 TEST_F(CMapLocked, Item19_OrderedWalksSeeTheWriterMidRound) {
-    const auto st = iterlock::ctest::run_ordered_rounds(
+    const auto st = iterlock::test::run_ordered_rounds(
         write_kind::insert, 256, 8, scaled(400, 200),
         [](long round) { return std::make_unique<lmap>(4, seed{static_cast<std::uint64_t>(round) + 71}); },
         [](lmap& m, auto started) { return guard_walk(m, started); });
-    EXPECT_GE(st.partial, st.rounds * iterlock::ctest::min_partial_walks(256, 8));
+    EXPECT_GE(st.partial, st.rounds * iterlock::test::min_partial_walks(256, 8));
     EXPECT_LT(st.partial, st.passes);
 }
 
 // L1: one writer inserts k0, k1, ... in order; every guard walk sees exactly a prefix.
 TEST_F(CMapLocked, OrderedInsertsShowAPrefix) {
-    const auto st = iterlock::ctest::run_ordered_rounds(
+    const auto st = iterlock::test::run_ordered_rounds(
         write_kind::insert, 256, 8, scaled(4000, 2000),
         [](long round) { return std::make_unique<lmap>(4, seed{static_cast<std::uint64_t>(round) + 1}); },
         [](lmap& m, auto started) { return guard_walk(m, started); });
@@ -88,7 +92,7 @@ TEST_F(CMapLocked, OrderedInsertsShowAPrefix) {
 
 // The erasing twin: every guard walk sees exactly a suffix.
 TEST_F(CMapLocked, OrderedErasesShowASuffix) {
-    const auto st = iterlock::ctest::run_ordered_rounds(
+    const auto st = iterlock::test::run_ordered_rounds(
         write_kind::erase, 256, 8, scaled(4000, 2000),
         [](long round) { return std::make_unique<lmap>(4, seed{static_cast<std::uint64_t>(round) + 51}); },
         [](lmap& m, auto started) { return guard_walk(m, started); });
@@ -195,7 +199,7 @@ TEST_F(CMapLocked, WriterPreference) {
         {
             auto g = m.lock_for_iteration();
             writer = std::thread([&] { m.insert_or_assign(7, -7L); });
-            ASSERT_TRUE(iterlock::ctest::eventually([&] { return access::waiting_writers(m) == 1; }));
+            ASSERT_TRUE(iterlock::test::eventually([&] { return access::waiting_writers(m) == 1; }));
             third = std::thread([&] {
                 auto g3 = m.lock_for_iteration();
                 long v = 0;
@@ -203,7 +207,7 @@ TEST_F(CMapLocked, WriterPreference) {
                     if (k == 7) v = val;
                 third_saw.store(v == -7 ? 1 : 0);
             });
-            ASSERT_TRUE(iterlock::ctest::eventually(
+            ASSERT_TRUE(iterlock::test::eventually(
                 [&] { return access::waiting_iterations(m) == 1 || third_saw.load() != -1; }));
             EXPECT_EQ(third_saw.load(), -1)
                 << "seed " << sd << ": a new guard got in while the writer was queued";
@@ -433,14 +437,14 @@ void metrics_from_every_callback(Map& m) {
     EXPECT_EQ(m.size(), 99u);
 }
 TEST(CMapMisuse, Item04_MetricsFromInsideCallbacksDoesNotDeadlock) {
-    const iterlock::ctest::watchdog dog(std::chrono::seconds(60));
+    const iterlock::test::watchdog dog(std::chrono::seconds(60));
     lmap l(4, seed{81});
     metrics_from_every_callback(l);
     {
         auto g = l.lock_for_iteration();
         EXPECT_EQ(l.metrics().entries, 99u);
     }
-    iterlock::ctest::snap_map<long, long> s(4, seed{82});
+    iterlock::test::snap_map<long, long> s(4, seed{82});
     metrics_from_every_callback(s);
     EXPECT_GE(l.metrics().misuse_detected + s.metrics().misuse_detected, 0u);
 }
@@ -460,7 +464,7 @@ TEST(CMapMisuseDeathTest, Item11_GuardReleasedOnAnotherThreadSaysSo) {
 // Item 12 (G3): a timed-out try_lock_for_iteration is a guard that tests false; walking it (the range-for
 // straight over the call) throws lock_error instead of walking an unlocked map.
 TEST(CMapMisuse, Item12_TimedOutGuardTestsFalseAndRefusesToWalk) {
-    const iterlock::ctest::watchdog dog(std::chrono::seconds(60));
+    const iterlock::test::watchdog dog(std::chrono::seconds(60));
     lmap m(4, seed{84});
     for (long k = 0; k < 10; ++k) m.insert({k, k});
     std::latch inside(2), leave(2);
@@ -493,8 +497,8 @@ TEST(CMapMisuse, Item12_TimedOutGuardTestsFalseAndRefusesToWalk) {
 // callbacks is checked). A callback of A that only uses B works. Deadlocks across threads (A's callback on
 // thread 1 calls B while B's on thread 2 calls A) cannot all be detected: docs/GUIDE.md section 9.5.
 TEST(CMapMisuse, Item14_ReentryThroughAnotherMapsCallbackThrows) {
-    const iterlock::ctest::watchdog dog(std::chrono::seconds(60));
-    iterlock::ctest::snap_map<long, long> a(4, seed{85});
+    const iterlock::test::watchdog dog(std::chrono::seconds(60));
+    iterlock::test::snap_map<long, long> a(4, seed{85});
     lmap b(4, seed{86});
     a.insert({1, 1});
     b.insert({1, 1});

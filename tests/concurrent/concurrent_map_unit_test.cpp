@@ -19,18 +19,18 @@
 
 #include <gtest/gtest.h>
 
-#include "concurrent_test_util.hpp"
 #include "iterlock/concurrent_map.hpp"
 #include "iterlock/detail/concurrent/test_access.hpp"
 #include "iterlock/detail/util/inplace_array.hpp"
 #include "iterlock/errors.hpp"
+#include "support/concurrent_maps.hpp"
 
 namespace {
 
 using iterlock::lock_error;
 using iterlock::seed;
-using iterlock::ctest::locked_map;
-using iterlock::ctest::snap_map;
+using iterlock::test::locked_map;
+using iterlock::test::snap_map;
 
 // The whole content of a map, read through its policy's iteration.
 template <class Map>

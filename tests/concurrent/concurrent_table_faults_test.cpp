@@ -13,16 +13,17 @@
 
 #include <gtest/gtest.h>
 
-#include "concurrent_test_util.hpp"
 #include "iterlock/concurrent_map.hpp"
+#include "support/concurrent_maps.hpp"
+#include "support/watchdog.hpp"
 
 namespace {
 
 using iterlock::seed;
-using iterlock::ctest::locked_map;
-using iterlock::ctest::snap_map;
+using iterlock::test::locked_map;
+using iterlock::test::snap_map;
 
-class CMapTableFaults : public iterlock::ctest::watched {};
+class CMapTableFaults : public iterlock::test::watched {};
 
 // Item 6 through concurrent_map: reserve() divides n over the shards; a share no table can hold throws
 // std::length_error (it used to loop forever in the table's size computation), with or without a live

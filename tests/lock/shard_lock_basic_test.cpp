@@ -13,7 +13,6 @@
 #include "iterlock/detail/lock/shard_lock.hpp"
 #include "iterlock/errors.hpp"
 #include "iterlock/priority.hpp"
-#include "lock_test_util.hpp"
 
 namespace {
 

@@ -13,7 +13,10 @@
 #include "iterlock/detail/lock/shard_lock.hpp"
 #include "iterlock/errors.hpp"
 #include "iterlock/priority.hpp"
-#include "lock_test_util.hpp"
+#include "support/lock_probes.hpp"
+#include "support/order_log.hpp"
+#include "support/polling.hpp"
+#include "support/watchdog.hpp"
 
 namespace {
 
@@ -26,9 +29,9 @@ using iterlock::test::waiting_iterations;
 using iterlock::test::waiting_writers;
 using Strings = std::vector<std::string>;
 
-class ShardLockOrder : public iterlock::test::watched_test {};
-class ShardLockTimeout : public iterlock::test::watched_test {};
-class ShardLockUpgrade : public iterlock::test::watched_test {};
+class ShardLockOrder : public iterlock::test::watched {};
+class ShardLockTimeout : public iterlock::test::watched {};
+class ShardLockUpgrade : public iterlock::test::watched {};
 
 // A writer thread with priority `p` that logs `name` inside its critical section.
 std::thread writer(shard_lock& l, order_log& log, std::string name, priority p) {

@@ -18,17 +18,18 @@
 #include <utility>
 #include <vector>
 
-#include "concurrent/concurrent_test_util.hpp"
 #include "iterlock/detail/map/test_access.hpp"
 #include "iterlock/map.hpp"
-#include "map_test_types.hpp"
+#include "support/element_types.hpp"
+#include "support/misuse_action_scope.hpp"
+#include "support/watchdog.hpp"
 
 namespace {
 
 using int_map = iterlock::map<int, int>;
 using access = iterlock::detail::map_test_access;
-using iterlock::ctest::watchdog;
-using iterlock_test::misuse_action_scope;
+using iterlock::test::misuse_action_scope;
+using iterlock::test::watchdog;
 
 int_map make_filled(int n, std::uint64_t seed = 7) {
     int_map m{iterlock::seed{seed}};
@@ -322,7 +323,7 @@ TEST(MapFaults, Item09_InsertDuringIterationReturnsTheMovedEntry) {
 // comes first once the iterator is gone: a reserve() that finishes the growth, an erase, a clear, a move.
 // (Run under ASan: a kept chain head in a freed array would be written to after the free.)
 TEST(MapFaults, Item09_KeptBlocksAreFreedByWhicheverCallComesNext) {
-    using colliding = iterlock::map<int, int, iterlock_test::constant_hash>;
+    using colliding = iterlock::map<int, int, iterlock::test::constant_hash>;
     for (int run = 0; run < 64; ++run) {
         const int how = run % 4;
         // The colliding keys' bucket depends on the seed; over 16 seeds it is often among the first six old

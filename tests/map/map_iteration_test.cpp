@@ -12,15 +12,15 @@
 #include <unordered_map>
 #include <vector>
 
-#include "iteration_oracle.hpp"
 #include "iterlock/detail/map/test_access.hpp"
 #include "iterlock/map.hpp"
+#include "support/iteration_oracle.hpp"
 
 namespace {
 
 using int_map = iterlock::map<int, int>;
 using mirror_map = std::unordered_map<int, int>;
-using oracle = iterlock_test::iteration_oracle<int, int>;
+using oracle = iterlock::test::iteration_oracle<int, int>;
 using access = iterlock::detail::map_test_access;
 
 struct filled {

@@ -11,17 +11,17 @@
 #include <thread>
 #include <vector>
 
-#include "exposition.hpp"
 #include "iterlock/concurrent_map.hpp"
 #include "iterlock/guarded.hpp"
 #include "iterlock/iteration_lock.hpp"
 #include "iterlock/priority.hpp"
 #include "iterlock/prometheus.hpp"
-#include "process_support.hpp"
+#include "support/exposition.hpp"
+#include "support/process.hpp"
 
 namespace {
 
-using iterlock_test::exposition;
+using iterlock::test::exposition;
 
 template <class Options>
 using map_with = iterlock::concurrent_map<int, int, iterlock::hash<int>, std::equal_to<int>,
@@ -355,17 +355,17 @@ TEST(PrometheusExport, EndpointServesTheMapsOverHttp) {
     ASSERT_NE(ep.port(), 0);
     EXPECT_EQ(ep.url(), "http://127.0.0.1:" + std::to_string(ep.port()) + "/metrics");
     auto h = ep.expose(m, "web");
-    const auto r = iterlock_test::http_get(ep.port(), "/metrics");
+    const auto r = iterlock::test::http_get(ep.port(), "/metrics");
     ASSERT_EQ(r.status, 200);
     const exposition e(r.body);
     EXPECT_EQ(e.get(R"(iterlock_map_entries{map="web"})"), 42);
     h.reset();
-    const exposition after(iterlock_test::http_get(ep.port(), "/metrics").body);
+    const exposition after(iterlock::test::http_get(ep.port(), "/metrics").body);
     EXPECT_FALSE(after.get(R"(iterlock_map_entries{map="web"})"));
 }
 
 TEST(PrometheusExport, ExpositionPassesPromtool) {
-    const auto promtool = iterlock_test::find_program("promtool");
+    const auto promtool = iterlock::test::find_program("promtool");
     if (!promtool)
         GTEST_SKIP() << "promtool is not installed (Debian package `prometheus`; tools/dev.sh deps)";
     locked_map l(2);
@@ -381,14 +381,14 @@ TEST(PrometheusExport, ExpositionPassesPromtool) {
     auto h1 = reg.add(l, "locked \"one\"\n\\");
     auto h2 = reg.add(s, "snap", {{"team", "a}b"}});
     auto h3 = reg.add(q, "quiet");
-    iterlock_test::temp_dir dir;
-    iterlock_test::write_file(dir.path() / "metrics.txt", reg.text());
-    iterlock_test::child_process p({*promtool, "check", "metrics"}, dir.path() / "out.txt",
-                                   dir.path() / "metrics.txt");
+    iterlock::test::temp_dir dir;
+    iterlock::test::write_file(dir.path() / "metrics.txt", reg.text());
+    iterlock::test::child_process p({*promtool, "check", "metrics"}, dir.path() / "out.txt",
+                                    dir.path() / "metrics.txt");
     const auto rc = p.wait_for(std::chrono::seconds(60));
     ASSERT_TRUE(rc.has_value()) << "promtool did not finish";
-    EXPECT_EQ(*rc, 0) << iterlock_test::read_file(dir.path() / "out.txt") << "\n--- input:\n"
-                      << iterlock_test::read_file(dir.path() / "metrics.txt");
+    EXPECT_EQ(*rc, 0) << iterlock::test::read_file(dir.path() / "out.txt") << "\n--- input:\n"
+                      << iterlock::test::read_file(dir.path() / "metrics.txt");
 }
 
 // P3 under load: scrapes (direct and over HTTP) race with maps being exposed, written, walked and destroyed.
@@ -413,7 +413,7 @@ TEST(PrometheusExport, ScrapesRaceWithMapsComingAndGoing) {
     std::thread http([&] {
         go.arrive_and_wait();
         while (!stop.load()) {
-            const auto r = iterlock_test::http_get(ep.port(), "/metrics");
+            const auto r = iterlock::test::http_get(ep.port(), "/metrics");
             if (r.status != 200) ++bad;
             check(r.body);
         }

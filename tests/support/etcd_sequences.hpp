@@ -1,6 +1,6 @@
-// Helpers shared by the etcd tests: sequence writers (writer t writes keys seq_key(t, 0), seq_key(t, 1), ...
-// in order, as W5 does in-process) and the checks that a mirror snapshot is an exact prefix of each writer's
-// sequence and equals etcd's content at the snapshot's revision.
+// tests/support/etcd_sequences.hpp: what the etcd tests share: sequence writers (writer t writes keys
+// seq_key(t, 0), seq_key(t, 1), ... in order, as W5 does in-process) and the checks that a mirror snapshot is
+// an exact prefix of each writer's sequence and equals etcd's content at the snapshot's revision.
 #pragma once
 
 #include <gtest/gtest.h>
@@ -12,7 +12,7 @@
 
 #include "iterlock/etcd/map.hpp"
 
-namespace etcd_test {
+namespace iterlock::test {
 
 namespace etcd = iterlock::etcd;
 using seq_map = etcd::map<std::uint64_t, std::uint64_t>;
@@ -75,4 +75,4 @@ inline void expect_equals_etcd(const seq_map& m, const seq_map::snapshot_type& s
     EXPECT_EQ(s.view.size(), past.entries.size());
 }
 
-}  // namespace etcd_test
+}  // namespace iterlock::test
