@@ -43,7 +43,7 @@ void destroy_last_handle_under_blocked_thread(std::size_t capacity, Prepare prep
     delete handle;  // the last handle: the blocked thread holds only a reference
 }
 
-TEST_F(ChanFaultsDeathTest, Item07_LastHandleDestroyedUnderBlockedThreadAborts) {
+TEST_F(ChanFaultsDeathTest, C9_Item07_LastHandleDestroyedUnderBlockedThreadAborts) {
     auto nothing = [](const chan<int>&) {};
     auto receivers = [](const chan<int>& c) { return access::waiting_receivers(c) >= 1; };
     auto senders = [](const chan<int>& c) { return access::waiting_senders(c) >= 1; };
@@ -78,7 +78,7 @@ TEST_F(ChanFaultsDeathTest, Item07_LastHandleDestroyedUnderBlockedThreadAborts) 
 
 // Destroying the last handle with nobody blocked is ordinary, buffered values included; a thread that holds
 // its own copy keeps the channel alive (the usual way, and the one C9 asks for).
-TEST(ChanFaults, Item07_ThreadsHoldingTheirOwnHandleAreUnaffected) {
+TEST(ChanFaults, C9_Item07_ThreadsHoldingTheirOwnHandleAreUnaffected) {
     {
         chan<int> c(4);
         c.send(1);

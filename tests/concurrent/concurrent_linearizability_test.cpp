@@ -30,8 +30,7 @@ using iterlock::test::lin_history;
 using iterlock::test::lin_op;
 using iterlock::test::scaled;
 
-// ---- the checker on hand-made histories
-// ---------------------------------------------------------------------------
+// ---- the checker on hand-made histories -------------------------------------------------------------------
 
 lin_op op(lin_op::kind_t k, int key, long value, long result, std::uint64_t inv, std::uint64_t res) {
     lin_op o{};
@@ -97,8 +96,7 @@ TEST(CMapLinChecker, UsesErasesAndUpdates) {
     EXPECT_FALSE(lin_checker(bad, {0}).check());
 }
 
-// ---- recorded histories
-// ----------------------------------------------------------------------------------------
+// ---- recorded histories -----------------------------------------------------------------------------------
 
 constexpr int n_keys = 8;
 constexpr int n_threads = 3;
@@ -233,7 +231,7 @@ void check_rounds(const char* policy, std::uint64_t first_seed) {
 class CMapLinearizability : public iterlock::test::watched {};
 
 // Threads take and end snapshots concurrently with the writers (this once caught the sweep freeing what a
-// newer snapshot needed; see CMapSnapshot.ReleaseRacesWithNewSnapshots).
+// newer snapshot needed; see CMapSnapshot.S5_ReleaseRacesWithNewSnapshots).
 TEST_F(CMapLinearizability, SnapshotPolicy) {
     check_rounds<iterlock::test::snap_map<long, long>>("snapshot", 1000);
 }

@@ -82,7 +82,7 @@ TEST_F(CMapLocked, Item19_OrderedWalksSeeTheWriterMidRound) {
 }
 
 // L1: one writer inserts k0, k1, ... in order; every guard walk sees exactly a prefix.
-TEST_F(CMapLocked, OrderedInsertsShowAPrefix) {
+TEST_F(CMapLocked, L1_OrderedInsertsShowAPrefix) {
     const auto st = iterlock::test::run_ordered_rounds(
         write_kind::insert, 256, 8, scaled(4000, 2000),
         [](long round) { return std::make_unique<lmap>(4, seed{static_cast<std::uint64_t>(round) + 1}); },
@@ -91,7 +91,7 @@ TEST_F(CMapLocked, OrderedInsertsShowAPrefix) {
 }
 
 // The erasing twin: every guard walk sees exactly a suffix.
-TEST_F(CMapLocked, OrderedErasesShowASuffix) {
+TEST_F(CMapLocked, L1_OrderedErasesShowASuffix) {
     const auto st = iterlock::test::run_ordered_rounds(
         write_kind::erase, 256, 8, scaled(4000, 2000),
         [](long round) { return std::make_unique<lmap>(4, seed{static_cast<std::uint64_t>(round) + 51}); },
@@ -101,7 +101,7 @@ TEST_F(CMapLocked, OrderedErasesShowASuffix) {
 
 // L1 across shards: A writes a[i], B writes b[i] after A's write returned; no walk holds b[i] without a[i],
 // and no write at all lands while the guard lives (the revision stays put).
-TEST_F(CMapLocked, RealTimeOrderAcrossShards) {
+TEST_F(CMapLocked, L1_RealTimeOrderAcrossShards) {
     const long n = 512;
     const long min_passes = scaled(2000, 1200);
     long passes = 0;
@@ -159,7 +159,7 @@ TEST_F(CMapLocked, RealTimeOrderAcrossShards) {
 }
 
 // L1: a writer waits while a guard lives (finds do not, L2) and proceeds after it ends.
-TEST_F(CMapLocked, WritersWaitForAGuard) {
+TEST_F(CMapLocked, L1_L2_WritersWaitForAGuard) {
     lmap m(8, seed{3});
     for (long k = 0; k < 100; ++k) m.insert({k, k});
     std::atomic<bool> written{false};
@@ -189,7 +189,7 @@ TEST_F(CMapLocked, WritersWaitForAGuard) {
 // writer: when it gets in, the writer's write is already there. The guard is released only once the third
 // thread's request is observably queued behind the writer (test access), or once it got in anyway (the
 // failure), so a slow third thread cannot make the test pass vacuously (issue 13, item 18).
-TEST_F(CMapLocked, WriterPreference) {
+TEST_F(CMapLocked, L3_WriterPreference) {
     using access = iterlock::detail::concurrent_map_test_access;
     for (std::uint64_t sd = 1; sd <= 20; ++sd) {
         lmap m(4, seed{sd});
@@ -221,7 +221,7 @@ TEST_F(CMapLocked, WriterPreference) {
 
 // L5: try_lock_for_iteration gives up (a guard that tests false, no trace) while a writer holds a shard,
 // here kept inside visit() by its callback; it succeeds once the writer has left.
-TEST_F(CMapLocked, TryLockTimesOutWhileAWriterHolds) {
+TEST_F(CMapLocked, L5_TryLockTimesOutWhileAWriterHolds) {
     lmap m(8, seed{4});
     for (long k = 0; k < 1000; ++k) m.insert({k, k});
     std::latch inside(2);
@@ -258,7 +258,7 @@ TEST_F(CMapLocked, TryLockTimesOutWhileAWriterHolds) {
 
 // L4: realtime waiters go before best-effort ones. All writers target one key (so one shard lock); the order
 // in which they ran is recorded in the value itself.
-TEST_F(CMapLocked, RealtimeWriterGoesBeforeBestEffortWriters) {
+TEST_F(CMapLocked, L4_RealtimeWriterGoesBeforeBestEffortWriters) {
     for (std::uint64_t sd = 1; sd <= 10; ++sd) {
         smap m(4, seed{sd});
         m.insert({42, ""});
@@ -292,7 +292,7 @@ TEST_F(CMapLocked, RealtimeWriterGoesBeforeBestEffortWriters) {
 
 // L6 misuse: a write from a guard holder while another thread holds a guard would deadlock: lock_error, and
 // nothing changes. Once the other guard is gone, the same write succeeds (the only guard may write).
-TEST_F(CMapLocked, WriteFromGuardHolderWhileAnotherGuardLives) {
+TEST_F(CMapLocked, L6_WriteFromGuardHolderWhileAnotherGuardLives) {
     lmap m(4, seed{5});
     for (long k = 0; k < 100; ++k) m.insert({k, k});
     std::latch other_holds(2);
@@ -337,7 +337,7 @@ TEST_F(CMapLocked, WriteFromGuardHolderWhileAnotherGuardLives) {
 
 // L7: a thread holding a guard takes nested guards even while a writer waits (no self-deadlock behind the
 // writer); the writer proceeds when the outermost guard ends.
-TEST_F(CMapLocked, NestedGuardsWhileAWriterWaits) {
+TEST_F(CMapLocked, L7_NestedGuardsWhileAWriterWaits) {
     lmap m(8, seed{6});
     for (long k = 0; k < 500; ++k) m.insert({k, k});
     std::atomic<bool> written{false};
@@ -368,7 +368,7 @@ TEST_F(CMapLocked, NestedGuardsWhileAWriterWaits) {
 
 // L6 with I1-I4 under load: the only guard holder erases every odd key during its walk while readers keep
 // finding the even keys (never missing, never a wrong value) and a writer waits to add new keys.
-TEST_F(CMapLocked, IterateAndEraseWhileOthersRead) {
+TEST_F(CMapLocked, L6_IterateAndEraseWhileOthersRead) {
     const long n = scaled(20000, 10000);
     lmap m(8, seed{7});
     for (long k = 0; k < n; ++k) m.insert({k, value_of(k)});
@@ -409,8 +409,7 @@ TEST_F(CMapLocked, IterateAndEraseWhileOthersRead) {
     for (long k = 1; k < n; k += 2) ASSERT_FALSE(m.contains(k));
 }
 
-// ---- issue 13: misuse that must neither hang nor crash
-// ------------------------------------------------------------------
+// ---- issue 13: misuse that must neither hang nor crash ----------------------------------------------------
 
 // Item 4: metrics() from inside visit/update/erase_if/cvisit of the same map (and under a guard) returns,
 // for both policies: it takes no shard lock. Today's main deadlocked; the watchdog turns that into a
@@ -451,7 +450,7 @@ TEST(CMapMisuse, Item04_MetricsFromInsideCallbacksDoesNotDeadlock) {
 
 // Item 11 (G2): a guard smuggled to another thread through a pointer (it cannot be moved there) aborts with
 // a message saying so when that thread releases it.
-TEST(CMapMisuseDeathTest, Item11_GuardReleasedOnAnotherThreadSaysSo) {
+TEST(CMapMisuseDeathTest, G2_Item11_GuardReleasedOnAnotherThreadSaysSo) {
     EXPECT_DEATH(
         {
             lmap m(4, seed{83});
@@ -463,7 +462,7 @@ TEST(CMapMisuseDeathTest, Item11_GuardReleasedOnAnotherThreadSaysSo) {
 
 // Item 12 (G3): a timed-out try_lock_for_iteration is a guard that tests false; walking it (the range-for
 // straight over the call) throws lock_error instead of walking an unlocked map.
-TEST(CMapMisuse, Item12_TimedOutGuardTestsFalseAndRefusesToWalk) {
+TEST(CMapMisuse, G3_Item12_TimedOutGuardTestsFalseAndRefusesToWalk) {
     const iterlock::test::watchdog dog(std::chrono::seconds(60));
     lmap m(4, seed{84});
     for (long k = 0; k < 10; ++k) m.insert({k, k});

@@ -70,7 +70,7 @@ TEST_F(CMapSnapshot, Item19_OrderedWalksSeeTheWriterMidRound) {
 }
 
 // S1/S2: one writer inserts k0, k1, ... in order; every snapshot holds exactly a prefix.
-TEST_F(CMapSnapshot, OrderedInsertsShowAPrefix) {
+TEST_F(CMapSnapshot, S1_S2_OrderedInsertsShowAPrefix) {
     const auto st = iterlock::test::run_ordered_rounds(
         write_kind::insert, 256, 8, scaled(4000, 2000),
         [](long round) { return std::make_unique<lmap>(4, seed{static_cast<std::uint64_t>(round) + 1}); },
@@ -80,7 +80,7 @@ TEST_F(CMapSnapshot, OrderedInsertsShowAPrefix) {
 }
 
 // The erasing twin: prefilled, erased k0, k1, ... in order; every snapshot holds exactly a suffix.
-TEST_F(CMapSnapshot, OrderedErasesShowASuffix) {
+TEST_F(CMapSnapshot, S1_S2_OrderedErasesShowASuffix) {
     const auto st = iterlock::test::run_ordered_rounds(
         write_kind::erase, 256, 8, scaled(4000, 2000),
         [](long round) { return std::make_unique<lmap>(4, seed{static_cast<std::uint64_t>(round) + 101}); },
@@ -90,7 +90,7 @@ TEST_F(CMapSnapshot, OrderedErasesShowASuffix) {
 
 // S1 across shards: A writes a[i], then B (who waited for A's write to return) writes b[i]. No snapshot may
 // hold b[i] without a[i]. a[i] = 2i and b[i] = 2i + 1 land on different shards for most i (16 shards).
-TEST_F(CMapSnapshot, RealTimeOrderAcrossShards) {
+TEST_F(CMapSnapshot, S1_RealTimeOrderAcrossShards) {
     const long n = 512;
     const long min_passes = scaled(3000, 2000);
     long passes = 0;
@@ -163,7 +163,7 @@ TEST_F(CMapSnapshot, RealTimeOrderAcrossShards) {
 
 // Growth under snapshots: 16 shards start empty and grow many times while snapshots live; a snapshot is held
 // while the writer adds a twentieth of the total before it is walked (S4: growth preserves and retires).
-TEST_F(CMapSnapshot, GrowthDuringSnapshotsKeepsPrefixes) {
+TEST_F(CMapSnapshot, S4_GrowthDuringSnapshotsKeepsPrefixes) {
     const long n = scaled(200000, 80000);
     const long hold = n / 20;
     lmap m(16, seed{77});
@@ -225,8 +225,7 @@ TEST_F(CMapSnapshot, GrowthDuringSnapshotsKeepsPrefixes) {
     EXPECT_EQ(m.preserved_bytes(), 0u);
 }
 
-// ---- one writer's random history
-// ---------------------------------------------------------------------------------
+// ---- one writer's random history --------------------------------------------------------------------------
 
 // A deterministic single-writer history and, for every prefix length j, the state it leaves: a commutative
 // fingerprint of the content, the entry count and the number of successful writes (S6).
@@ -387,7 +386,7 @@ void run_random_history(snap_map<long, long, iterlock::hash<long>, std::equal_to
     alive.clear();
 }
 
-TEST_F(CMapSnapshot, SnapshotIsTheStateAfterAPrefixOfTheHistory) {
+TEST_F(CMapSnapshot, S1_SnapshotIsTheStateAfterAPrefixOfTheHistory) {
     long checked = 0;
     for (std::uint64_t sd = 1; sd <= static_cast<std::uint64_t>(scaled(4, 2)); ++sd) {
         const history h(sd, scaled(30000, 15000), 3000);
@@ -404,7 +403,7 @@ TEST_F(CMapSnapshot, SnapshotIsTheStateAfterAPrefixOfTheHistory) {
 // Same-size growth: a sliding window of keys (insert the newest, erase the oldest) builds overflow chains
 // until a shard grows in place; the window's size sweeps 180..220 over two shards, which makes same-size
 // growths frequent for this table (measured with iterlock::map offline). Each snapshot is one window.
-TEST_F(CMapSnapshot, SameSizeGrowthChurnKeepsWindows) {
+TEST_F(CMapSnapshot, S4_SameSizeGrowthChurnKeepsWindows) {
     const long per_step = scaled(1000, 500);
     // The writer's history: for each step, per_step inserts, each followed by erases down to the window size.
     struct op {
@@ -491,7 +490,7 @@ TEST_F(CMapSnapshot, SameSizeGrowthChurnKeepsWindows) {
 // S6 with several writers: r0 <= s.revision() <= r1 + writers, where r0 and r1 are m.revision() read before
 // and after snapshot(). (m.revision() sums counters that a write publishes after its effect, so up to one
 // write per writer may already be in the snapshot but not yet in r1; the bound allows exactly that.)
-TEST_F(CMapSnapshot, RevisionBetweenReadsAroundSnapshot) {
+TEST_F(CMapSnapshot, S6_RevisionBetweenReadsAroundSnapshot) {
     const int writers = 2;
     const long per_writer = scaled(40000, 20000);
     lmap m(8, seed{9});
@@ -550,7 +549,7 @@ TEST_F(CMapSnapshot, RevisionBetweenReadsAroundSnapshot) {
 // is freed as unneeded, and the new snapshot then dies with "a snapshot's chain (or counters) were not
 // preserved" (or could read a retired array that the sweep freed). Seen in release builds within about 0.1 s
 // before the sweep learned to keep items whose hi exceeds the seq it read with the markers.
-TEST_F(CMapSnapshot, ReleaseRacesWithNewSnapshots) {
+TEST_F(CMapSnapshot, S5_ReleaseRacesWithNewSnapshots) {
     lmap m(2, seed{1});
     std::atomic<bool> stop{false};
     std::latch start(3);
@@ -586,8 +585,7 @@ TEST_F(CMapSnapshot, ReleaseRacesWithNewSnapshots) {
     releaser.join();
 }
 
-// ---- S5: memory
-// ----------------------------------------------------------------------------------------------
+// ---- S5: memory -------------------------------------------------------------------------------------------
 
 using counted_map = snap_map<long, long, iterlock::hash<long>, std::equal_to<long>,
                              iterlock::test::counting_allocator<std::pair<const long, long>>>;
@@ -595,7 +593,7 @@ using counted_map = snap_map<long, long, iterlock::hash<long>, std::equal_to<lon
 // Under continuous writes with overlapping snapshots ending in random order, the preserved memory and the
 // allocator's live bytes return, once the writer stops and the last snapshot ends, to exactly the level of
 // a twin map that ran the same history without any snapshot.
-TEST_F(CMapSnapshot, MemoryReturnsToTheNoSnapshotLevel) {
+TEST_F(CMapSnapshot, S5_MemoryReturnsToTheNoSnapshotLevel) {
     for (std::uint64_t sd = 11; sd < 11 + static_cast<std::uint64_t>(scaled(3, 2)); ++sd) {
         const history h(sd, scaled(30000, 15000), 4000);
         iterlock::test::alloc_counter with, without;
@@ -625,7 +623,7 @@ TEST_F(CMapSnapshot, MemoryReturnsToTheNoSnapshotLevel) {
 // Reserves (detail/concurrent/snapshot_store.hpp): the creator of a snapshot gives a shard whose writers copied at least
 // a page since the previous snapshot a reserve; the same writes again then copy into it without allocating,
 // and the reserve is freed with the last snapshot like the copies (S5).
-TEST_F(CMapSnapshot, ReserveFromTheCreatorTakesTheWritersNextCopies) {
+TEST_F(CMapSnapshot, S3_S5_ReserveFromTheCreatorTakesTheWritersNextCopies) {
     iterlock::test::alloc_counter c;
     counted_map m(1, seed{3}, {}, {}, iterlock::test::counting_allocator<std::pair<const long, long>>(&c));
     // 64 chains of about six: ~9 KiB of copies, more than a page, less than the largest reserve.
@@ -669,7 +667,7 @@ TEST_F(CMapSnapshot, ReserveFromTheCreatorTakesTheWritersNextCopies) {
 // writer rewrites enough chains per snapshot that creators provision reserves (racing each other for the
 // same shards, and the writers taking them). Every walk is one consistent state, and once all stop the
 // allocator holds exactly what the map holds without snapshots.
-TEST_F(CMapSnapshot, ReservesFromConcurrentCreatorsReturnWithTheLastSnapshot) {
+TEST_F(CMapSnapshot, S5_ReservesFromConcurrentCreatorsReturnWithTheLastSnapshot) {
     iterlock::test::alloc_counter c;
     counted_map m(2, seed{5}, {}, {}, iterlock::test::counting_allocator<std::pair<const long, long>>(&c));
     constexpr long keys = 3000;  // ~24 KiB of copies per shard and snapshot if every chain is rewritten
@@ -717,7 +715,7 @@ TEST_F(CMapSnapshot, ReservesFromConcurrentCreatorsReturnWithTheLastSnapshot) {
 
 // While a snapshot lives, a writer preserves what it changes (S4); the memory is returned when it ends (S5),
 // also when the map is written to again afterwards.
-TEST_F(CMapSnapshot, PreservedBytesFollowSnapshotLifetimes) {
+TEST_F(CMapSnapshot, S5_PreservedBytesFollowSnapshotLifetimes) {
     iterlock::test::alloc_counter c;
     counted_map m(4, seed{2}, {}, {}, iterlock::test::counting_allocator<std::pair<const long, long>>(&c));
     for (long k = 0; k < 2000; ++k) m.insert({k, k});

@@ -190,16 +190,16 @@ void run_random_mix(int threads, int ops, int max_dwell, bool use_timeouts) {
         timeouts.load(), static_cast<unsigned long long>(data.a));
 }
 
-TEST_F(ShardLockStress, MutualExclusionWithShortHolds) {
+TEST_F(ShardLockStress, R2_R8_MutualExclusionWithShortHolds) {
     run_random_mix(4, scaled(20000, 10000), 2, false);
 }
 
-TEST_F(ShardLockStress, NoLostWakeupsManyThreadsWithTimeouts) {
+TEST_F(ShardLockStress, R4_R6_NoLostWakeupsManyThreadsWithTimeouts) {
     // More threads than cores and longer holds: waiters must park and be woken, and timeouts race grants.
     run_random_mix(12, scaled(6000, 3000), 16, true);
 }
 
-TEST_F(ShardLockStress, WritersAndReadersOnly) {
+TEST_F(ShardLockStress, R1_R2_R8_WritersAndReadersOnly) {
     // The plain reader/writer protocol, hammered: most contention on the reader fast path's undo.
     shard_lock l;
     std::uint64_t value = 0;
@@ -235,7 +235,7 @@ TEST_F(ShardLockStress, WritersAndReadersOnly) {
     EXPECT_FALSE(l.state().queued);
 }
 
-TEST_F(ShardLockStress, SequenceReadsNeverValidateATornPair) {  // R9
+TEST_F(ShardLockStress, R9_SequenceReadsNeverValidateATornPair) {
     shard_lock l;
     std::atomic<std::int64_t> x{0};
     std::atomic<std::int64_t> y{0};  // always -x outside a write

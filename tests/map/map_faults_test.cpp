@@ -197,7 +197,7 @@ std::size_t i7_bound(const int_map& m) {
 // not move entries while an iterator lived, so every insert landed in a chain the walk had still to reach.
 // Now the walk ends within I7's bound, every original entry is produced exactly once (I3, I4), and the
 // inserts grow the map (the chains stay short).
-TEST(MapFaults, Item09_GoStyleInsertLoopEnds) {
+TEST(MapFaults, I7_Item09_GoStyleInsertLoopEnds) {
     watchdog dog(std::chrono::seconds(120));
     for (std::uint64_t seed = 1; seed <= 20; ++seed) {
         int_map m = make_filled(100, seed);
@@ -225,7 +225,7 @@ TEST(MapFaults, Item09_GoStyleInsertLoopEnds) {
 // The same loop erasing as it goes: each produced entry is erased through the iterator's own key (a
 // reference into the map, used by the write that may now evacuate) and replaced by 10 new keys. The walk
 // ends within I7's bound; entries erased before the walk reaches them are not produced (I1).
-TEST(MapFaults, Item09_GoStyleEraseAndInsertLoopEnds) {
+TEST(MapFaults, I7_Item09_GoStyleEraseAndInsertLoopEnds) {
     watchdog dog(std::chrono::seconds(120));
     for (std::uint64_t seed = 1; seed <= 20; ++seed) {
         int_map m = make_filled(100, seed);
@@ -267,7 +267,7 @@ TEST(MapFaults, Item09_GoStyleEraseAndInsertLoopEnds) {
 // 7.9 ms without the iterator). Growth now keeps pace, so every chain stays short and the table's
 // bucket count follows its size: the cost per insert does not grow with the inserts. Checked on the chains
 // (a lookup's and an insert's work), not on time. The kept iterator then still walks correctly.
-TEST(MapFaults, Item09_InsertsWithALiveIteratorKeepChainsShort) {
+TEST(MapFaults, I7_Item09_InsertsWithALiveIteratorKeepChainsShort) {
     watchdog dog(std::chrono::seconds(120));
     int_map m = make_filled(100, 3);
     m.reserve(0);

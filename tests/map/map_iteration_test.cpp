@@ -63,8 +63,7 @@ std::vector<int> keys_in_order(const int_map& m) {
     return out;
 }
 
-// ---- I1: erased before reached -> not produced
-// -------------------------------------------------------------
+// ---- I1: erased before reached -> not produced ------------------------------------------------------------
 
 TEST(MapIterationI1, EraseAheadIsNotProduced) {
     for (std::uint64_t seed = 1; seed <= 20; ++seed) {
@@ -313,8 +312,7 @@ TEST(MapIterationI4, AfterEraseHeavyChurnWithTombstones) {
     EXPECT_EQ(produced.size(), f.mirror.size());
 }
 
-// ---- I5: clear() during iteration ends it cleanly
-// ----------------------------------------------------------
+// ---- I5: clear() during iteration ends it cleanly ---------------------------------------------------------
 
 TEST(MapIterationI5, ClearEndsIterationAtNextIncrement) {
     for (int n : {1, 10, 1000}) {
@@ -395,8 +393,7 @@ TEST(MapIterationI5, OtherLiveIteratorsAlsoEnd) {
     EXPECT_TRUE(b == m.end());
 }
 
-// ---- I6: randomized start, reproducible with a fixed seed
-// ---------------------------------------------------
+// ---- I6: randomized start, reproducible with a fixed seed -------------------------------------------------
 
 TEST(MapIterationI6, StartIsRandomized) {
     int_map m;

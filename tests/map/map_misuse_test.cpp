@@ -411,8 +411,7 @@ TEST_F(MapMisuse, EraseIfPredicateThatReadsTheMapIsReported) {
     m.check_invariants();
 }
 
-// ---- moving a map while an iteration is live
-// ----------------------------------------------------------------
+// ---- moving a map while an iteration is live --------------------------------------------------------------
 
 TEST_F(MapMisuse, MoveConstructWhileIteratingAborts) {
     int_map m = make_filled(10);

@@ -214,7 +214,7 @@ TEST(PrometheusExport, MetricsCompiledOutExportOnlyWhatIsMeasured) {
     }
 }
 
-TEST(PrometheusExport, OneFamilyPerNameWhateverTheNumberOfMaps) {
+TEST(PrometheusExport, P2_OneFamilyPerNameWhateverTheNumberOfMaps) {
     std::vector<std::unique_ptr<locked_map>> maps;
     std::vector<iterlock::prometheus::exposure> hs;
     iterlock::prometheus::registry reg;
@@ -229,7 +229,7 @@ TEST(PrometheusExport, OneFamilyPerNameWhateverTheNumberOfMaps) {
     EXPECT_EQ(reg.names(), (std::vector<std::string>{"m0", "m1", "m2", "m3", "m4"}));
 }
 
-TEST(PrometheusExport, ExposureUnregistersOnDestructionAndReset) {
+TEST(PrometheusExport, P3_ExposureUnregistersOnDestructionAndReset) {
     iterlock::prometheus::registry reg;
     auto m = std::make_unique<locked_map>(2);
     {
@@ -255,7 +255,7 @@ TEST(PrometheusExport, ExposureUnregistersOnDestructionAndReset) {
     EXPECT_TRUE(again.active());
 }
 
-TEST(PrometheusExport, ExposureOutlivingItsRegistryIsHarmless) {
+TEST(PrometheusExport, P4_ExposureOutlivingItsRegistryIsHarmless) {
     locked_map m(2);
     iterlock::prometheus::exposure h;
     {
@@ -270,7 +270,7 @@ TEST(PrometheusExport, ExposureOutlivingItsRegistryIsHarmless) {
 // Issue 13, item 2 (P6): a map destroyed before its exposure is no longer read: the next scrape skips it
 // (today's main read the dead map: stack-use-after-scope under ASan), the handle turns inactive, the name
 // is free again, and the late reset() is harmless.
-TEST(PrometheusExport, Item02_MapDestroyedBeforeItsExposureIsNoLongerRead) {
+TEST(PrometheusExport, P6_Item02_MapDestroyedBeforeItsExposureIsNoLongerRead) {
     iterlock::prometheus::registry reg;
     iterlock::prometheus::exposure early, late;
     {
@@ -298,7 +298,7 @@ TEST(PrometheusExport, Item02_MapDestroyedBeforeItsExposureIsNoLongerRead) {
 // Item 2 with a scrape thread: maps on the stack die while their exposures live and scrapes run; no scrape
 // may read a dead map (ASan), every scrape stays valid, and a scrape in progress holds the destruction off
 // (P6) rather than reading freed shards.
-TEST(PrometheusExport, Item02_ScrapesRacingMapDestructionNeverReadADeadMap) {
+TEST(PrometheusExport, P6_Item02_ScrapesRacingMapDestructionNeverReadADeadMap) {
     iterlock::prometheus::registry reg;
     std::atomic<bool> stop{false};
     std::atomic<int> bad{0}, scrapes{0};
@@ -335,7 +335,7 @@ TEST(PrometheusExport, Item02_ScrapesRacingMapDestructionNeverReadADeadMap) {
     for (const auto& h : outliving) EXPECT_FALSE(h.active());
 }
 
-TEST(PrometheusExport, RejectsDuplicateNamesAndReservedLabels) {
+TEST(PrometheusExport, P5_RejectsDuplicateNamesAndReservedLabels) {
     locked_map a(2), b(2);
     iterlock::prometheus::registry reg;
     auto h = reg.add(a, "dup");
@@ -364,7 +364,7 @@ TEST(PrometheusExport, EndpointServesTheMapsOverHttp) {
     EXPECT_FALSE(after.get(R"(iterlock_map_entries{map="web"})"));
 }
 
-TEST(PrometheusExport, ExpositionPassesPromtool) {
+TEST(PrometheusExport, P2_ExpositionPassesPromtool) {
     const auto promtool = iterlock::test::find_program("promtool");
     if (!promtool)
         GTEST_SKIP() << "promtool is not installed (Debian package `prometheus`; tools/dev.sh deps)";
@@ -393,7 +393,7 @@ TEST(PrometheusExport, ExpositionPassesPromtool) {
 
 // P3 under load: scrapes (direct and over HTTP) race with maps being exposed, written, walked and destroyed.
 // ASan catches a scrape that reads a destroyed map; TSan catches unsynchronised access to the registry.
-TEST(PrometheusExport, ScrapesRaceWithMapsComingAndGoing) {
+TEST(PrometheusExport, P3_ScrapesRaceWithMapsComingAndGoing) {
     iterlock::prometheus::endpoint ep("127.0.0.1:0");
     std::atomic<bool> stop{false};
     std::atomic<int> bad{0}, scrapes{0};
