@@ -24,6 +24,7 @@
 #include "iterlock/detail/util/inplace_array.hpp"
 #include "iterlock/errors.hpp"
 #include "support/concurrent_maps.hpp"
+#include "support/element_types.hpp"
 
 namespace {
 
@@ -751,18 +752,12 @@ TEST(CMapGuardUnit, L6_GuardRegistersOnlyWhereItsHolderWrites) {
     EXPECT_EQ(seen.size(), m.size());
 }
 
-// One hash for every key: the whole map is one bucket chain, so a walk's first batch needs far more room
-// than its first buffer (the batch grows while copying).
-struct one_chain_hash {
-    std::size_t operator()(int) const noexcept { return 7; }
-    std::size_t operator()(const std::string&) const noexcept { return 7; }
-};
-
 // A snapshot walk's iterator: copies share their batch and compare equal at equal positions; the end
-// compares equal to a default-constructed iterator; a batch that outgrows its buffer yields every entry
-// once, on the sequence-lock path (trivially copyable entries) and on the locked one (strings).
+// compares equal to a default-constructed iterator; a batch that outgrows its buffer (constant_hash: the
+// whole map is one chain, so the first batch grows while copying) yields every entry once, on the
+// sequence-lock path (trivially copyable entries) and on the locked one (strings).
 TEST(CMapSnapshotUnit, S2_IteratorEqualityAndGrowingBatches) {
-    iterlock::concurrent_map<int, int, one_chain_hash> m(1, seed{52});
+    iterlock::concurrent_map<int, int, iterlock::test::constant_hash> m(1, seed{52});
     for (int i = 0; i < 1500; ++i) m.insert({i, i});
     auto s = m.snapshot();
     auto a = s.begin();
@@ -777,7 +772,7 @@ TEST(CMapSnapshotUnit, S2_IteratorEqualityAndGrowingBatches) {
     }
     EXPECT_EQ(seen.size(), 1500u);
     EXPECT_TRUE(decltype(s.begin())() == s.end());
-    iterlock::concurrent_map<std::string, std::string, one_chain_hash> ms(1, seed{53});
+    iterlock::concurrent_map<std::string, std::string, iterlock::test::constant_hash> ms(1, seed{53});
     for (int i = 0; i < 1500; ++i) ms.insert({std::to_string(i), std::string(40, 'x')});
     auto ss = ms.snapshot();
     std::set<std::string> keys;

@@ -141,9 +141,13 @@ struct throwing_hash {
 
 // ---- colliding hash and throwing equality -----------------------------------------------------------------
 
-// Every key hashes alike: the map must call KeyEqual against every entry of the one chain it uses.
+// Every key hashes alike, whatever its type: the map must call KeyEqual against every entry of the one chain
+// it uses (and a snapshot walk's first batch is the whole map).
 struct constant_hash {
-    std::uint64_t operator()(int) const noexcept { return 42; }
+    template <class K>
+    std::uint64_t operator()(const K&) const noexcept {
+        return 42;
+    }
 };
 
 struct equality_error : std::runtime_error {
