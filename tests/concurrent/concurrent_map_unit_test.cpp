@@ -24,28 +24,16 @@
 #include "iterlock/detail/util/inplace_array.hpp"
 #include "iterlock/errors.hpp"
 #include "support/concurrent_maps.hpp"
+#include "support/contents.hpp"
 #include "support/element_types.hpp"
 
 namespace {
 
 using iterlock::lock_error;
 using iterlock::seed;
+using iterlock::test::contents;
 using iterlock::test::locked_map;
 using iterlock::test::snap_map;
-
-// The whole content of a map, read through its policy's iteration.
-template <class Map>
-std::map<typename Map::key_type, typename Map::mapped_type> contents(Map& m) {
-    std::map<typename Map::key_type, typename Map::mapped_type> out;
-    if constexpr (requires { m.snapshot(); }) {
-        auto s = m.snapshot();
-        for (const auto& [k, v] : s) EXPECT_TRUE(out.emplace(k, v).second) << "duplicate key " << k;
-    } else {
-        auto g = m.lock_for_iteration();
-        for (auto& [k, v] : g) EXPECT_TRUE(out.emplace(k, v).second) << "duplicate key " << k;
-    }
-    return out;
-}
 
 // ---- members common to both policies ----------------------------------------------------------------------
 

@@ -21,6 +21,7 @@
 #include "iterlock/detail/map/test_access.hpp"
 #include "iterlock/map.hpp"
 #include "support/element_types.hpp"
+#include "support/filled_map.hpp"
 #include "support/misuse_action_scope.hpp"
 #include "support/watchdog.hpp"
 
@@ -31,11 +32,7 @@ using access = iterlock::detail::map_test_access;
 using iterlock::test::misuse_action_scope;
 using iterlock::test::watchdog;
 
-int_map make_filled(int n, std::uint64_t seed = 7) {
-    int_map m{iterlock::seed{seed}};
-    for (int i = 0; i < n; ++i) m.insert({i, i * 10});
-    return m;
-}
+using iterlock::test::make_filled;
 
 // The map still holds 0..n-1 (value i * 10) and accepts writes.
 void expect_intact_and_usable(int_map& m, int n) {

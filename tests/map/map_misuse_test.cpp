@@ -14,6 +14,7 @@
 
 #include "iterlock/map.hpp"
 #include "support/element_types.hpp"
+#include "support/filled_map.hpp"
 #include "support/key_gate.hpp"
 #include "support/misuse_action_scope.hpp"
 
@@ -105,11 +106,7 @@ class foreign_iterator {
     std::thread thread_;
 };
 
-int_map make_filled(int n) {
-    int_map m;
-    for (int i = 0; i < n; ++i) m.insert({i, i});
-    return m;
-}
+using iterlock::test::make_filled;
 
 // ---- "concurrent map writes" ---------------------------------------------------------------------------
 
