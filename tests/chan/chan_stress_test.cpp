@@ -63,7 +63,8 @@ class ChanMpmc : public ::testing::TestWithParam<mpmc_param> {};
 // Every value is received exactly once, and each consumer sees each producer's values in send order.
 TEST_P(ChanMpmc, ExactlyOnceAndPerProducerOrder) {
     auto const p = GetParam();
-    std::size_t const per_producer = iterlock::test::iters(p.capacity == 0 ? 20000 : 50000);
+    std::size_t const per_producer =
+        p.capacity == 0 ? iterlock::test::scaled(20000, 2500) : iterlock::test::scaled(50000, 6250);
     chan<std::uint64_t> c(p.capacity);
     std::latch start(p.producers + p.consumers);
     std::vector<std::vector<std::uint64_t>> got(p.consumers);
