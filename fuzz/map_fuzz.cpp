@@ -2,7 +2,7 @@
 // std::unordered_map; every result is compared and check_invariants() runs after every operation and
 // after every write made during an iteration. Iterations with writes (erase ahead, erase current, insert,
 // insert bursts that grow the table, assign, insert-then-erase, clear) are checked against rules I1..I5
-// by tests/map/iteration_oracle.hpp.
+// by tests/support/iteration_oracle.hpp.
 //
 // Input format (bytes; reading past the end yields zeros and ends the run):
 //   byte 0          bit 0: key kind (0: std::uint16_t, 1: short/long std::string); bits 1..7: map seed
@@ -20,8 +20,8 @@
 #include <utility>
 #include <vector>
 
-#include "iteration_oracle.hpp"
 #include "iterlock/map.hpp"
+#include "support/iteration_oracle.hpp"
 
 namespace {
 
@@ -266,7 +266,7 @@ class fuzz_run {
 
     // One iteration whose steps are driven by input bytes; checks I1..I5 through the oracle.
     void iterate_with_writes(std::uint8_t op) {
-        iterlock_test::iteration_oracle<key, int> oracle(mirror_);
+        iterlock::test::iteration_oracle<key, int> oracle(mirror_);
         std::vector<key> start_keys;
         for (const auto& kv : mirror_) start_keys.push_back(kv.first);
         std::size_t budget = max_inserts_per_iteration;

@@ -7,12 +7,14 @@
 #include <string>
 #include <thread>
 
-#include "chan_test_util.hpp"
 #include "iterlock/chan.hpp"
+#include "support/chan_probes.hpp"
+#include "support/polling.hpp"
+#include "support/watchdog.hpp"
 
 namespace {
 
-using chan_test::access;
+using access = iterlock::test::chan_access;
 using iterlock::chan;
 using iterlock::on_recv;
 using iterlock::select;
@@ -31,16 +33,17 @@ constexpr const char* blocked_message =
 // watchdog covers any hang on the way.
 template <class Prepare, class Op, class Parked>
 void destroy_last_handle_under_blocked_thread(std::size_t capacity, Prepare prepare, Op op, Parked parked) {
-    chan_test::watchdog const dog(std::chrono::seconds(60), "Item07: the death test's child ran for 60 s");
+    iterlock::test::watchdog const dog(std::chrono::seconds(60),
+                                       "Item07: the death test's child ran for 60 s");
     auto* handle = new chan<int>(capacity);
     prepare(*handle);
     std::thread blocked([&only = *handle, op] { op(only); });
     blocked.detach();
-    chan_test::wait_until([&] { return parked(*handle); });
+    iterlock::test::wait_until([&] { return parked(*handle); });
     delete handle;  // the last handle: the blocked thread holds only a reference
 }
 
-TEST_F(ChanFaultsDeathTest, Item07_LastHandleDestroyedUnderBlockedThreadAborts) {
+TEST_F(ChanFaultsDeathTest, C9_Item07_LastHandleDestroyedUnderBlockedThreadAborts) {
     auto nothing = [](const chan<int>&) {};
     auto receivers = [](const chan<int>& c) { return access::waiting_receivers(c) >= 1; };
     auto senders = [](const chan<int>& c) { return access::waiting_senders(c) >= 1; };
@@ -75,7 +78,7 @@ TEST_F(ChanFaultsDeathTest, Item07_LastHandleDestroyedUnderBlockedThreadAborts) 
 
 // Destroying the last handle with nobody blocked is ordinary, buffered values included; a thread that holds
 // its own copy keeps the channel alive (the usual way, and the one C9 asks for).
-TEST(ChanFaults, Item07_ThreadsHoldingTheirOwnHandleAreUnaffected) {
+TEST(ChanFaults, C9_Item07_ThreadsHoldingTheirOwnHandleAreUnaffected) {
     {
         chan<int> c(4);
         c.send(1);

@@ -11,13 +11,14 @@
 #include <random>
 #include <vector>
 
-#include "chan_test_util.hpp"
 #include "iterlock/chan.hpp"
 #include "iterlock/select.hpp"
+#include "support/chan_probes.hpp"
+#include "support/scale.hpp"
 
 namespace {
 
-using chan_test::access;
+using access = iterlock::test::chan_access;
 using iterlock::chan;
 using iterlock::chan_closed;
 using iterlock::chan_status;
@@ -42,7 +43,7 @@ TEST_P(ChanModel, SingleChannelMatchesReference) {
         chan<int> c(cap);
         model m{cap, {}, false};
         int next = 0;
-        int const steps = static_cast<int>(chan_test::iters(2000));
+        int const steps = static_cast<int>(iterlock::test::scaled(2000, 250));
         for (int step = 0; step < steps; ++step) {
             // Close rarely, so that most of a run exercises the open channel.
             int const op = std::uniform_int_distribution<int>(0, 99)(rng);
@@ -130,7 +131,7 @@ TEST(ChanModelSelect, NonBlockingSelectPicksAReadyCaseAndOnlyIt) {
             ms.push_back(model{cap, {}, false});
         }
         int next = 0;
-        int const steps = static_cast<int>(chan_test::iters(1500));
+        int const steps = static_cast<int>(iterlock::test::scaled(1500, 187));
         for (int step = 0; step < steps; ++step) {
             int const dir0 = std::uniform_int_distribution<int>(0, 1)(rng);
             int const dir1 = std::uniform_int_distribution<int>(0, 1)(rng);

@@ -17,15 +17,17 @@
 #include <thread>
 #include <vector>
 
-#include "chan_test_util.hpp"
 #include "iterlock/chan.hpp"
 #include "iterlock/select.hpp"
+#include "support/chan_probes.hpp"
 #include "support/counting_new.hpp"
+#include "support/delivery_check.hpp"
+#include "support/scale.hpp"
 
 namespace {
 
 using namespace std::chrono_literals;
-using chan_test::access;
+using access = iterlock::test::chan_access;
 using iterlock::chan;
 using iterlock::chan_closed;
 using iterlock::on_deadline;
@@ -56,7 +58,7 @@ TEST(SelectSEL2Fairness, ReadyReceiveCasesChosenUniformly) {
     std::array<chan<int>, 4> cs{chan<int>(1), chan<int>(1), chan<int>(0 + 2), chan<int>(3)};
     for (auto& c : cs) c.send(0);
     std::vector<long> counts(4, 0);
-    long const rounds = static_cast<long>(chan_test::iters(40000));
+    long const rounds = static_cast<long>(iterlock::test::scaled(40000, 5000));
     for (long r = 0; r < rounds; ++r) {
         std::size_t const i = select(on_recv(cs[0]), on_recv(cs[1]), on_recv(cs[2]), on_recv(cs[3]));
         ASSERT_LT(i, 4u);
@@ -76,7 +78,7 @@ TEST(SelectSEL2Fairness, MixedReadyCasesChosenUniformly) {
     r0.send(1);
     r1.send("x");
     std::vector<long> counts(4, 0);
-    long const rounds = static_cast<long>(chan_test::iters(40000));
+    long const rounds = static_cast<long>(iterlock::test::scaled(40000, 5000));
     for (long r = 0; r < rounds; ++r) {
         std::size_t const i = select(on_recv(r0), on_send(s0, 5L), on_recv(r1), on_send(s1, 2.5));
         ++counts[i];
@@ -128,7 +130,7 @@ TEST(SelectSEL3Default, ReadyCaseBeatsDefault) {
 TEST(SelectSEL3Default, UnbufferedPartnerParkedIsReady) {
     chan<int> c(0);
     std::thread s([&] { c.send(3); });
-    chan_test::wait_senders(c, 1);
+    iterlock::test::wait_senders(c, 1);
     int got = 0;
     std::size_t const k =
         select(on_recv(c, [&](std::optional<int> v) { got = v.value_or(-1); }), on_default());
@@ -157,7 +159,7 @@ TEST(SelectSEL4Timeout, TimeoutRunsWhenNothingReady) {
 TEST(SelectSEL4Timeout, ValueArrivingBeforeDeadlineWins) {
     chan<int> c(0);
     std::thread s([&] {
-        chan_test::wait_receivers(c, 1);
+        iterlock::test::wait_receivers(c, 1);
         c.send(8);
     });
     int got = 0;
@@ -187,8 +189,8 @@ TEST(SelectSEL5Closed, CloseWakesParkedSelect) {
     bool saw_nullopt = false;
     std::thread t(
         [&] { k = select(on_recv(a), on_recv(b, [&](std::optional<int> v) { saw_nullopt = !v; })); });
-    chan_test::wait_receivers(b, 1);
-    chan_test::wait_receivers(a, 1);
+    iterlock::test::wait_receivers(b, 1);
+    iterlock::test::wait_receivers(a, 1);
     b.close();
     t.join();
     EXPECT_EQ(k, 1u);
@@ -243,7 +245,7 @@ TEST(SelectSEL1ExactlyOne, ValuesCountedOnBothSides) {
     chan<std::uint64_t> relay(0);
     constexpr int producers = 3;
     constexpr int consumers = 3;
-    std::size_t const per = chan_test::iters(20000);
+    std::size_t const per = iterlock::test::scaled(20000, 2500);
     std::latch start(producers + consumers + 1);
     std::vector<std::vector<std::uint64_t>> sent(producers);
     std::vector<std::vector<std::uint64_t>> got(consumers + 1);
@@ -329,7 +331,7 @@ TEST(SelectSEL1ExactlyOne, ValuesCountedOnBothSides) {
 TEST(SelectRendezvous, SelectMeetsSelect) {
     chan<int> ab(0);
     chan<int> ba(0);
-    int const rounds = static_cast<int>(chan_test::iters(20000));
+    int const rounds = static_cast<int>(iterlock::test::scaled(20000, 2500));
     std::latch start(2);
     int a_sent = 0, a_got = 0, b_sent = 0, b_got = 0;
     int a_last = -1, b_last = -1;
@@ -369,21 +371,21 @@ TEST(SelectRendezvous, SelectMeetsSelect) {
 TEST(SelectSEL4Timeout, TimeoutRacesKeepAccounts) {
     chan<std::uint64_t> u(0);
     chan<std::uint64_t> b(2);
-    std::uint32_t const n = static_cast<std::uint32_t>(chan_test::iters(20000));
+    std::uint32_t const n = static_cast<std::uint32_t>(iterlock::test::scaled(20000, 2500));
     std::vector<std::vector<std::uint64_t>> sent(2);
     std::vector<std::uint64_t> got;
     std::latch start(3);
     std::thread s1([&] {
         start.arrive_and_wait();
         for (std::uint32_t i = 0; i < n; ++i) {
-            if (u.send_for(chan_test::encode(0, i), std::chrono::microseconds(i % 5 * 4)))
-                sent[0].push_back(chan_test::encode(0, i));
+            if (u.send_for(iterlock::test::encode(0, i), std::chrono::microseconds(i % 5 * 4)))
+                sent[0].push_back(iterlock::test::encode(0, i));
         }
     });
     std::thread s2([&] {
         start.arrive_and_wait();
         for (std::uint32_t i = 0; i < n; ++i) {
-            if (b.try_send(chan_test::encode(1, i))) sent[1].push_back(chan_test::encode(1, i));
+            if (b.try_send(iterlock::test::encode(1, i))) sent[1].push_back(iterlock::test::encode(1, i));
         }
     });
     std::atomic<bool> stop{false};
@@ -402,7 +404,7 @@ TEST(SelectSEL4Timeout, TimeoutRacesKeepAccounts) {
     s2.join();
     stop = true;
     r.join();
-    EXPECT_TRUE(chan_test::each_received_once(chan_test::concat(sent), got));
+    EXPECT_TRUE(iterlock::test::each_received_once(iterlock::test::concat(sent), got));
     EXPECT_TRUE(access::check_invariants(u));
     EXPECT_TRUE(access::check_invariants(b));
 }
@@ -439,10 +441,10 @@ TEST(SelectLoop, LoopUntilClosedWithSendAndReceiveOnSameChannel) {
 // buffered channel), counts no call of operator new on this thread. The counter is checked first, so the
 // test cannot pass because the replacement is not linked.
 TEST(SelectSEL8NoAllocation, Item20_LoopOfSelectsAllocatesNothing) {
-    if (!iterlock_test::counting_new::enabled)
+    if (!iterlock::test::counting_new::enabled)
         GTEST_SKIP()
             << "ThreadSanitizer's runtime owns operator new; the release and ASan builds run this test";
-    using iterlock_test::counting_new::allocations;
+    using iterlock::test::counting_new::allocations;
     {
         std::uint64_t const before = allocations();
         void* volatile p = ::operator new(32);
@@ -454,11 +456,11 @@ TEST(SelectSEL8NoAllocation, Item20_LoopOfSelectsAllocatesNothing) {
     chan<int> idle(0);
     chan<int> unbuf(0);
     chan<int> buf(2);
-    int const rounds = static_cast<int>(chan_test::iters(200));
+    int const rounds = static_cast<int>(iterlock::test::scaled(200, 25));
     std::thread partner([&, u = unbuf, b = buf] {
         for (int i = 0; i < rounds; ++i) {
             chan<int> const& to = i % 2 == 0 ? u : b;
-            chan_test::wait_receivers(to, 1);  // the select below is parked on it
+            iterlock::test::wait_receivers(to, 1);  // the select below is parked on it
             to.send(i);
         }
     });

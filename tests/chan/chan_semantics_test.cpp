@@ -13,13 +13,17 @@
 #include <thread>
 #include <vector>
 
-#include "chan_test_util.hpp"
 #include "iterlock/chan.hpp"
+#include "support/chan_probes.hpp"
+#include "support/delivery_check.hpp"
+#include "support/polling.hpp"
+#include "support/scale.hpp"
+#include "support/watchdog.hpp"
 
 namespace {
 
 using namespace std::chrono_literals;
-using chan_test::access;
+using access = iterlock::test::chan_access;
 using iterlock::chan;
 using iterlock::chan_closed;
 using iterlock::chan_status;
@@ -79,7 +83,7 @@ TEST(ChanC1Unbuffered, SendReturnsOnlyAfterReceiverTakesValue) {
         c.send(42);
         sent = true;
     });
-    chan_test::wait_senders(c, 1);  // the sender is parked with its value
+    iterlock::test::wait_senders(c, 1);  // the sender is parked with its value
     EXPECT_FALSE(sent.load());
     EXPECT_EQ(c.size(), 0u);
     EXPECT_EQ(c.recv(), 42);
@@ -92,7 +96,7 @@ TEST(ChanC1Unbuffered, TrySendSucceedsAgainstParkedReceiver) {
     chan<std::string> c(0);
     std::optional<std::string> got;
     std::thread receiver([&] { got = c.recv(); });
-    chan_test::wait_receivers(c, 1);
+    iterlock::test::wait_receivers(c, 1);
     EXPECT_TRUE(c.try_send(std::string("rendezvous")));
     receiver.join();
     ASSERT_TRUE(got);
@@ -102,7 +106,7 @@ TEST(ChanC1Unbuffered, TrySendSucceedsAgainstParkedReceiver) {
 TEST(ChanC1Unbuffered, TryRecvTakesFromParkedSender) {
     chan<int> c(0);
     std::thread sender([&] { c.send(7); });
-    chan_test::wait_senders(c, 1);
+    iterlock::test::wait_senders(c, 1);
     auto r = c.try_recv();
     ASSERT_TRUE(r);
     EXPECT_EQ(*r, 7);
@@ -117,7 +121,7 @@ TEST(ChanC1Unbuffered, ParkedSendersServedInArrivalOrder) {
     ts.reserve(4);
     for (int i = 0; i < 4; ++i) {
         ts.emplace_back([&c, i] { c.send(i); });
-        chan_test::wait_senders(c, static_cast<std::size_t>(i) + 1);
+        iterlock::test::wait_senders(c, static_cast<std::size_t>(i) + 1);
     }
     for (int i = 0; i < 4; ++i) EXPECT_EQ(c.recv(), i);
     for (auto& t : ts) t.join();
@@ -131,7 +135,7 @@ TEST(ChanC1Unbuffered, ParkedReceiversServedInArrivalOrder) {
     ts.reserve(4);
     for (int i = 0; i < 4; ++i) {
         ts.emplace_back([&c, &got, i] { got[static_cast<std::size_t>(i)] = **c.recv(); });
-        chan_test::wait_receivers(c, static_cast<std::size_t>(i) + 1);
+        iterlock::test::wait_receivers(c, static_cast<std::size_t>(i) + 1);
     }
     for (int i = 0; i < 4; ++i) c.send(std::make_unique<int>(i));
     for (auto& t : ts) t.join();
@@ -154,7 +158,7 @@ TEST(ChanC4ExactlyOnce, ParkedSenderGetsValueBackOnTimeoutAndClose) {
             threw = true;
         }
     });
-    chan_test::wait_senders(c, 1);
+    iterlock::test::wait_senders(c, 1);
     c.close();
     s.join();
     EXPECT_TRUE(threw.load());
@@ -186,7 +190,7 @@ TEST(ChanC2Buffered, BlockedSenderResumesWhenRoomAppears) {
         c.send(2);
         sent = true;
     });
-    chan_test::wait_senders(c, 1);
+    iterlock::test::wait_senders(c, 1);
     EXPECT_FALSE(sent.load());
     EXPECT_EQ(c.recv(), 1);
     sender.join();
@@ -198,7 +202,7 @@ TEST(ChanC2Buffered, BlockedReceiverResumesWhenValueArrives) {
     chan<int> c(4);
     std::optional<int> got;
     std::thread receiver([&] { got = c.recv(); });
-    chan_test::wait_receivers(c, 1);
+    iterlock::test::wait_receivers(c, 1);
     c.send(9);
     receiver.join();
     EXPECT_EQ(got, 9);
@@ -323,7 +327,7 @@ TEST(ChanC5Close, CloseWakesEveryBlockedReceiver) {
                 if (!c.recv()) ++saw_closed;
             });
         }
-        chan_test::wait_receivers(c, k);
+        iterlock::test::wait_receivers(c, k);
         c.close();
         for (auto& t : ts) t.join();
         EXPECT_EQ(saw_closed.load(), k) << "capacity " << cap;
@@ -348,7 +352,7 @@ TEST(ChanC5Close, CloseWakesEveryBlockedSenderWithError) {
                 }
             });
         }
-        chan_test::wait_senders(c, k);
+        iterlock::test::wait_senders(c, k);
         c.close();
         for (auto& t : ts) t.join();
         EXPECT_EQ(threw.load(), k) << "capacity " << cap;
@@ -364,7 +368,7 @@ TEST(ChanC5Close, CloseWakesTimedWaitersToo) {
     std::thread r([&] {
         if (c.recv_for(std::chrono::hours(1)).closed()) ++closed_seen;
     });
-    chan_test::wait_receivers(c, 1);
+    iterlock::test::wait_receivers(c, 1);
     c.close();
     r.join();
     EXPECT_EQ(closed_seen.load(), 1);
@@ -402,7 +406,7 @@ TEST(ChanC6Blocking, Item20_BlockedThreadSleepsBeforeItsPartnerArrives) {
             });
         }
         auto const n = static_cast<std::size_t>(sh.receivers);
-        EXPECT_TRUE(chan_test::wait_until_for([&] { return access::asleep_receivers(c) == n; }, 5s))
+        EXPECT_TRUE(iterlock::test::eventually([&] { return access::asleep_receivers(c) == n; }, 5s))
             << access::waiting_receivers(c) << " receiver(s) parked, " << access::asleep_receivers(c)
             << " asleep after 5 s: C6 says a blocked thread sleeps after a few microseconds of polling";
         for (int k = 0; k < sh.receivers; ++k) c.send(10 + k);  // the partner arrives only now
@@ -412,7 +416,7 @@ TEST(ChanC6Blocking, Item20_BlockedThreadSleepsBeforeItsPartnerArrives) {
     // The sender side of the hand-over slot.
     chan<int> c(0);
     std::thread s([h = c] { h.send(5); });
-    EXPECT_TRUE(chan_test::wait_until_for([&] { return access::asleep_senders(c) == 1; }, 5s))
+    EXPECT_TRUE(iterlock::test::eventually([&] { return access::asleep_senders(c) == 1; }, 5s))
         << "a sender parked in the hand-over slot still polls after 5 s (C6)";
     EXPECT_EQ(c.recv(), 5);
     s.join();
@@ -452,7 +456,7 @@ TEST(ChanC8Progress, Item20_BufferedOpsWithoutWaitersTakeNoLock) {
     }
     EXPECT_EQ(access::lock_acquisitions(c) - before, 0u) << "C8: one thread, nobody waiting";
 
-    int const n = static_cast<int>(chan_test::iters(100000));
+    int const n = static_cast<int>(iterlock::test::scaled(100000, 12500));
     auto const before_pair = access::lock_acquisitions(c);
     std::latch start(2);
     std::thread producer([&, h = c] {
@@ -478,7 +482,7 @@ TEST(ChanC8Progress, Item20_BufferedOpsWithoutWaitersTakeNoLock) {
         << "C8: a producer and a consumer, nobody waiting";
 
     std::thread r([h = c] { EXPECT_EQ(h.recv(), 7); });
-    chan_test::wait_receivers(c, 1);
+    iterlock::test::wait_receivers(c, 1);
     auto const parked = access::lock_acquisitions(c);
     c.send(7);
     r.join();
@@ -562,9 +566,10 @@ TEST(ChanRange, EmptyClosedChannelYieldsNothing) {
 TEST(ChanC7Timeouts, Item17_TimeoutRacesDeliverEachValueExactlyOnce) {
     constexpr int producers = 3;
     constexpr int consumers = 3;
-    std::uint64_t const target = std::max<std::uint64_t>(25, chan_test::iters(200));
-    std::size_t const cap_per_producer = chan_test::iters(4000000);
-    chan_test::watchdog const dog(std::chrono::seconds(60), "Item17: the timeout race test ran for 60 s");
+    std::uint64_t const target = std::max<std::uint64_t>(25, iterlock::test::scaled(200, 25));
+    std::size_t const cap_per_producer = iterlock::test::scaled(4000000, 500000);
+    iterlock::test::watchdog const dog(std::chrono::seconds(60),
+                                       "Item17: the timeout race test ran for 60 s");
     chan<std::uint64_t> c(0);
     access::widen_claim_window const widen;
     std::uint64_t const races_before = access::abandon_lost();
@@ -583,10 +588,10 @@ TEST(ChanC7Timeouts, Item17_TimeoutRacesDeliverEachValueExactlyOnce) {
             std::uint32_t seq = 0;
             for (std::size_t attempt = 0; attempt < cap_per_producer && !stop.load(std::memory_order_relaxed);
                  ++attempt) {
-                std::uint64_t v = chan_test::encode(static_cast<std::uint32_t>(id), seq);
+                std::uint64_t v = iterlock::test::encode(static_cast<std::uint32_t>(id), seq);
                 try {
                     if (c.send_for(std::move(v), std::chrono::microseconds(attempt % 7 * 5))) {
-                        sent[id].push_back(chan_test::encode(static_cast<std::uint32_t>(id), seq));
+                        sent[id].push_back(iterlock::test::encode(static_cast<std::uint32_t>(id), seq));
                         ++seq;
                     }
                 } catch (const chan_closed&) {
@@ -618,13 +623,14 @@ TEST(ChanC7Timeouts, Item17_TimeoutRacesDeliverEachValueExactlyOnce) {
     for (std::size_t i = producers; i < ts.size(); ++i) ts[i].join();
 
     std::uint64_t const races = access::abandon_lost() - races_before;
-    std::size_t const values = chan_test::concat(sent).size();
+    std::size_t const values = iterlock::test::concat(sent).size();
     ::testing::Test::RecordProperty("abandon_lost", std::to_string(races));
     ::testing::Test::RecordProperty("slot_deadline_lost",
                                     std::to_string(access::slot_deadline_lost() - slot_races_before));
     EXPECT_GE(races, target) << "the claim/abandon race was reached only " << races << " times in " << values
                              << " values; the test did not exercise what it checks";
-    EXPECT_TRUE(chan_test::each_received_once(chan_test::concat(sent), chan_test::concat(got)));
+    EXPECT_TRUE(
+        iterlock::test::each_received_once(iterlock::test::concat(sent), iterlock::test::concat(got)));
     EXPECT_EQ(closed_while_open.load(), 0) << "operations reported 'closed' on a channel that was open";
     EXPECT_TRUE(access::check_invariants(c));
 }

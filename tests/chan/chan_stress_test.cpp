@@ -12,16 +12,18 @@
 #include <tuple>
 #include <vector>
 
-#include "chan_test_util.hpp"
 #include "iterlock/chan.hpp"
+#include "support/chan_probes.hpp"
+#include "support/delivery_check.hpp"
+#include "support/scale.hpp"
 
 namespace {
 
-using chan_test::access;
+using access = iterlock::test::chan_access;
 using iterlock::chan;
 using iterlock::chan_closed;
 
-using chan_test::encode;
+using iterlock::test::encode;
 
 enum class style { blocking, try_ops, timed };
 
@@ -61,7 +63,8 @@ class ChanMpmc : public ::testing::TestWithParam<mpmc_param> {};
 // Every value is received exactly once, and each consumer sees each producer's values in send order.
 TEST_P(ChanMpmc, ExactlyOnceAndPerProducerOrder) {
     auto const p = GetParam();
-    std::size_t const per_producer = chan_test::iters(p.capacity == 0 ? 20000 : 50000);
+    std::size_t const per_producer =
+        p.capacity == 0 ? iterlock::test::scaled(20000, 2500) : iterlock::test::scaled(50000, 6250);
     chan<std::uint64_t> c(p.capacity);
     std::latch start(p.producers + p.consumers);
     std::vector<std::vector<std::uint64_t>> got(p.consumers);
@@ -151,7 +154,7 @@ INSTANTIATE_TEST_SUITE_P(
 // and a duplicated one cannot cancel out as they did in a comparison of sums.
 TEST(ChanStress, Item17_CloseRacingWithSendsDeliversEachValueOnce) {
     for (std::size_t cap : {0u, 1u, 8u}) {
-        for (int round = 0; round < static_cast<int>(chan_test::iters(40)); ++round) {
+        for (int round = 0; round < static_cast<int>(iterlock::test::scaled(40, 5)); ++round) {
             chan<std::uint64_t> c(cap);
             constexpr int producers = 3;
             std::latch start(producers + 2);
@@ -165,7 +168,8 @@ TEST(ChanStress, Item17_CloseRacingWithSendsDeliversEachValueOnce) {
                     start.arrive_and_wait();
                     try {
                         for (std::uint32_t seq = 0;; ++seq) {
-                            std::uint64_t const v = chan_test::encode(static_cast<std::uint32_t>(id), seq);
+                            std::uint64_t const v =
+                                iterlock::test::encode(static_cast<std::uint32_t>(id), seq);
                             c.send(v);
                             sent[id].push_back(v);
                         }
@@ -185,7 +189,7 @@ TEST(ChanStress, Item17_CloseRacingWithSendsDeliversEachValueOnce) {
             });
             for (auto& t : ts) t.join();
             EXPECT_EQ(threw.load(), producers);
-            EXPECT_TRUE(chan_test::each_received_once(chan_test::concat(sent), received))
+            EXPECT_TRUE(iterlock::test::each_received_once(iterlock::test::concat(sent), received))
                 << "capacity " << cap << " round " << round;
             EXPECT_TRUE(access::check_invariants(c));
         }
@@ -195,7 +199,7 @@ TEST(ChanStress, Item17_CloseRacingWithSendsDeliversEachValueOnce) {
 TEST(ChanStress, PingPongOverUnbufferedChannels) {
     chan<int> ping(0);
     chan<int> pong(0);
-    int const rounds = static_cast<int>(chan_test::iters(20000));
+    int const rounds = static_cast<int>(iterlock::test::scaled(20000, 2500));
     std::latch start(2);
     std::thread echo([&] {
         start.arrive_and_wait();
@@ -223,7 +227,7 @@ TEST(ChanStress, PipelineDeliversEverythingInOrder) {
     std::vector<chan<long>> links;
     links.reserve(caps.size());
     for (std::size_t cap : caps) links.emplace_back(cap);
-    long const n = static_cast<long>(chan_test::iters(20000));
+    long const n = static_cast<long>(iterlock::test::scaled(20000, 2500));
     std::latch start(static_cast<std::ptrdiff_t>(caps.size()) + 1);
     std::vector<std::thread> stages;
     stages.emplace_back([&] {
@@ -255,7 +259,7 @@ TEST(ChanStress, PipelineDeliversEverythingInOrder) {
 // recorded and must arrive exactly once.
 TEST(ChanStress, MixedStylesShareOneChannel) {
     chan<std::uint64_t> c(2);
-    std::uint32_t const n = static_cast<std::uint32_t>(chan_test::iters(30000));
+    std::uint32_t const n = static_cast<std::uint32_t>(iterlock::test::scaled(30000, 3750));
     std::vector<std::vector<std::uint64_t>> sent(2);
     std::vector<std::vector<std::uint64_t>> got(2);
     std::latch start(4);
@@ -289,7 +293,8 @@ TEST(ChanStress, MixedStylesShareOneChannel) {
     c.close();
     r1.join();
     r2.join();
-    EXPECT_TRUE(chan_test::each_received_once(chan_test::concat(sent), chan_test::concat(got)));
+    EXPECT_TRUE(
+        iterlock::test::each_received_once(iterlock::test::concat(sent), iterlock::test::concat(got)));
 }
 
 }  // namespace

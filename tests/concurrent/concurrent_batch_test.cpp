@@ -13,7 +13,8 @@
 
 #include <gtest/gtest.h>
 
-#include "concurrent_test_util.hpp"
+#include "support/scale.hpp"
+#include "support/watchdog.hpp"
 #include "iterlock/versioned_map.hpp"
 
 namespace {
@@ -87,7 +88,7 @@ TEST(ConcurrentBatch, V5_SnapshotsSeeBatchesWhole) {
             }
         });
     start.arrive_and_wait();
-    const long rounds = iterlock::ctest::scaled(2000, 200);
+    const long rounds = iterlock::test::scaled(2000, 200);
     for (long r = 0; r < rounds; ++r) {
         auto s = m.snapshot();
         long total = 0;
@@ -104,10 +105,10 @@ TEST(ConcurrentBatch, V5_SnapshotsSeeBatchesWhole) {
 }
 
 TEST(ConcurrentBatch, V5_OverlappingBatchesNeverDeadlock) {
-    iterlock::ctest::watchdog dog(std::chrono::seconds(120));
+    iterlock::test::watchdog dog(std::chrono::seconds(120));
     vmap m(8);
     const int threads = 4;
-    const long per = iterlock::ctest::scaled(5000, 500);
+    const long per = iterlock::test::scaled(5000, 500);
     std::latch start(threads);
     std::vector<std::thread> ts;
     for (int t = 0; t < threads; ++t)
@@ -147,7 +148,7 @@ TEST(ConcurrentBatch, V5_ClearIsAtomicForSnapshots) {
             fill();
         }
     });
-    const long rounds = iterlock::ctest::scaled(2000, 200);
+    const long rounds = iterlock::test::scaled(2000, 200);
     for (long r = 0; r < rounds; ++r) {
         auto s = m.snapshot();
         std::size_t seen = 0;

@@ -20,13 +20,16 @@
 
 #include <gtest/gtest.h>
 
-#include "concurrent_test_util.hpp"
 #include "iterlock/concurrent_map.hpp"
+#include "support/concurrent_maps.hpp"
+#include "support/contents.hpp"
+#include "support/scale.hpp"
+#include "support/watchdog.hpp"
 
 namespace {
 
 using iterlock::seed;
-using iterlock::ctest::scaled;
+using iterlock::test::scaled;
 
 constexpr long key_stride = 1000000;  // value = key * key_stride + sequence: a value names its key
 
@@ -143,25 +146,9 @@ bool apply_both(Map& m, reference& ref, std::unique_lock<std::mutex>& lk, long k
     }
 }
 
-// The whole map as one std::map, through the policy's iteration.
 template <class Map>
-std::map<long, long> whole(Map& m) {
-    std::map<long, long> out;
-    if constexpr (requires { m.snapshot(); }) {
-        auto s = m.snapshot();
-        for (const auto& [k, v] : s) EXPECT_TRUE(out.emplace(k, v).second) << "duplicate " << k;
-        EXPECT_EQ(s.size(), out.size());
-    } else {
-        auto g = m.lock_for_iteration();
-        for (auto& [k, v] : g) EXPECT_TRUE(out.emplace(k, v).second) << "duplicate " << k;
-        EXPECT_EQ(g.size(), out.size());
-    }
-    return out;
-}
-
-template <class Map>
-class CMapDifferential : public iterlock::ctest::watched {};
-using maps = ::testing::Types<iterlock::ctest::snap_map<long, long>, iterlock::ctest::locked_map<long, long>>;
+class CMapDifferential : public iterlock::test::watched {};
+using maps = ::testing::Types<iterlock::test::snap_map<long, long>, iterlock::test::locked_map<long, long>>;
 TYPED_TEST_SUITE(CMapDifferential, maps);
 
 TYPED_TEST(CMapDifferential, MatchesAMutexProtectedUnorderedMap) {
@@ -217,7 +204,7 @@ TYPED_TEST(CMapDifferential, MatchesAMutexProtectedUnorderedMap) {
         start.arrive_and_wait();
         long walks = 0;
         while (running.load() > 0 && !failed.load()) {  // every entry a walk produces was written by a writer
-            for (const auto& [k, v] : whole(m)) {
+            for (const auto& [k, v] : iterlock::test::contents(m)) {
                 if (v / key_stride != k || k < 0 || k >= shared_first + shared_keys) {
                     ADD_FAILURE() << "a walk produced entry " << k << " with value " << v;
                     failed.store(true);
@@ -228,7 +215,7 @@ TYPED_TEST(CMapDifferential, MatchesAMutexProtectedUnorderedMap) {
         }
         for (auto& t : ts) t.join();
         ASSERT_FALSE(failed.load());
-        const std::map<long, long> got = whole(m);
+        const std::map<long, long> got = iterlock::test::contents(m);
         const std::map<long, long> want(ref.m.begin(), ref.m.end());
         EXPECT_EQ(got.size(), want.size());
         EXPECT_TRUE(got == want) << "final contents differ";

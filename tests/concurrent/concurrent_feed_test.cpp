@@ -14,7 +14,8 @@
 
 #include <gtest/gtest.h>
 
-#include "concurrent_test_util.hpp"
+#include "support/scale.hpp"
+#include "support/watchdog.hpp"
 #include "iterlock/chan.hpp"
 #include "iterlock/select.hpp"
 #include "iterlock/versioned_map.hpp"
@@ -73,7 +74,7 @@ TEST(ConcurrentFeed, V2_SnapshotPlusFeedEqualsMapAfterwards) {
 
 TEST(ConcurrentFeed, V2_RandomWritersWatchersAtRandomSnapshots) {
     const int writers = 3, watchers = 4, keys = 64;
-    const long per = iterlock::ctest::scaled(20000, 2000);
+    const long per = iterlock::test::scaled(20000, 2000);
     vmap m(8, 1 << 14);
     std::latch start(writers + watchers);
     std::atomic<int> writers_done{0};
@@ -124,7 +125,7 @@ TEST(ConcurrentFeed, V2_RandomWritersWatchersAtRandomSnapshots) {
 TEST(ConcurrentFeed, V2_WritesToOneKeyArriveInOrder) {
     vmap m(4, 0);
     auto f = m.watch(std::size_t{100000});
-    const long n = iterlock::ctest::scaled(10000, 1000);
+    const long n = iterlock::test::scaled(10000, 1000);
     std::thread writer([&] {
         for (long i = 1; i <= n; ++i) m.insert_or_assign(1, i);
     });
@@ -212,7 +213,7 @@ TEST(ConcurrentFeed, V3_WatcherDestroyedMidFeed) {
         });
     ts.emplace_back([&] {
         start.arrive_and_wait();
-        const long rounds = iterlock::ctest::scaled(300, 30);
+        const long rounds = iterlock::test::scaled(300, 30);
         for (long i = 0; i < rounds; ++i) {
             auto f = m.watch(std::size_t{64});
             for (int j = 0; j < 10; ++j)
@@ -266,7 +267,7 @@ namespace {
 // equals the map afterwards.
 TEST(ConcurrentFeed, V2_SnapshotAndWatchWithoutHistoryUnderWriters) {
     vmap m(8, 0);
-    const long per = iterlock::ctest::scaled(20000, 2000);
+    const long per = iterlock::test::scaled(20000, 2000);
     std::latch start(3);
     std::vector<std::thread> ts;
     for (int w = 0; w < 2; ++w)

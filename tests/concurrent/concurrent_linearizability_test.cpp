@@ -15,21 +15,22 @@
 
 #include <gtest/gtest.h>
 
-#include "concurrent_test_util.hpp"
 #include "iterlock/concurrent_map.hpp"
-#include "linearizability.hpp"
+#include "support/concurrent_maps.hpp"
+#include "support/linearizability.hpp"
+#include "support/scale.hpp"
+#include "support/watchdog.hpp"
 
 namespace {
 
 using iterlock::seed;
-using iterlock::ctest::absent;
-using iterlock::ctest::lin_checker;
-using iterlock::ctest::lin_history;
-using iterlock::ctest::lin_op;
-using iterlock::ctest::scaled;
+using iterlock::test::absent;
+using iterlock::test::lin_checker;
+using iterlock::test::lin_history;
+using iterlock::test::lin_op;
+using iterlock::test::scaled;
 
-// ---- the checker on hand-made histories
-// ---------------------------------------------------------------------------
+// ---- the checker on hand-made histories -------------------------------------------------------------------
 
 lin_op op(lin_op::kind_t k, int key, long value, long result, std::uint64_t inv, std::uint64_t res) {
     lin_op o{};
@@ -95,8 +96,7 @@ TEST(CMapLinChecker, UsesErasesAndUpdates) {
     EXPECT_FALSE(lin_checker(bad, {0}).check());
 }
 
-// ---- recorded histories
-// ----------------------------------------------------------------------------------------
+// ---- recorded histories -----------------------------------------------------------------------------------
 
 constexpr int n_keys = 8;
 constexpr int n_threads = 3;
@@ -217,27 +217,27 @@ void check_rounds(const char* policy, std::uint64_t first_seed) {
         for (int k = 0; k < n_keys; ++k) {
             ASSERT_TRUE(lin_checker(h, {k}).check()) << policy << " round " << round << " (seed " << sd
                                                      << "): key " << k << "'s history is not linearizable:\n"
-                                                     << iterlock::ctest::dump_history(h, k);
+                                                     << iterlock::test::dump_history(h, k);
         }
         std::vector<int> all_keys;
         for (int k = 0; k < n_keys; ++k) all_keys.push_back(k);
         ASSERT_TRUE(lin_checker(h, all_keys).check())
             << policy << " round " << round << " (seed " << sd
             << "): every key is linearizable alone, but no single instant explains some whole-map read:\n"
-            << iterlock::ctest::dump_history(h, -1);
+            << iterlock::test::dump_history(h, -1);
     }
 }
 
-class CMapLinearizability : public iterlock::ctest::watched {};
+class CMapLinearizability : public iterlock::test::watched {};
 
 // Threads take and end snapshots concurrently with the writers (this once caught the sweep freeing what a
-// newer snapshot needed; see CMapSnapshot.ReleaseRacesWithNewSnapshots).
+// newer snapshot needed; see CMapSnapshot.S5_ReleaseRacesWithNewSnapshots).
 TEST_F(CMapLinearizability, SnapshotPolicy) {
-    check_rounds<iterlock::ctest::snap_map<long, long>>("snapshot", 1000);
+    check_rounds<iterlock::test::snap_map<long, long>>("snapshot", 1000);
 }
 
 TEST_F(CMapLinearizability, LockedPolicy) {
-    check_rounds<iterlock::ctest::locked_map<long, long>>("locked", 5000);
+    check_rounds<iterlock::test::locked_map<long, long>>("locked", 5000);
 }
 
 }  // namespace

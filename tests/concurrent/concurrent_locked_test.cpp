@@ -5,7 +5,7 @@
 //
 // Orders are checked by what a critical section observes (a value, a key's presence), never by timing.
 // "A writer is queued" is observed through the public API: a new guard of a class the writer outranks can no
-// longer get in (concurrent_test_util.hpp, wait_until_writer_queued).
+// longer get in (support/lock_probes.hpp, wait_until_writer_queued).
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -20,34 +20,38 @@
 
 #include <gtest/gtest.h>
 
-#include "concurrent_test_util.hpp"
 #include "iterlock/concurrent_map.hpp"
 #include "iterlock/detail/concurrent/test_access.hpp"
 #include "iterlock/errors.hpp"
 #include "iterlock/priority.hpp"
-#include "ordered_writes.hpp"
+#include "support/concurrent_maps.hpp"
+#include "support/lock_probes.hpp"
+#include "support/ordered_writes.hpp"
+#include "support/polling.hpp"
+#include "support/scale.hpp"
+#include "support/watchdog.hpp"
 
 namespace {
 
 using iterlock::lock_error;
 using iterlock::priority;
 using iterlock::seed;
-using iterlock::ctest::locked_map;
-using iterlock::ctest::scaled;
-using iterlock::ctest::value_of;
-using iterlock::ctest::walk_result;
-using iterlock::ctest::write_kind;
+using iterlock::test::locked_map;
+using iterlock::test::scaled;
+using iterlock::test::value_of;
+using iterlock::test::walk_result;
+using iterlock::test::write_kind;
 
 using lmap = locked_map<long, long>;
 using smap = locked_map<long, std::string>;
 
-class CMapLocked : public iterlock::ctest::watched {};
+class CMapLocked : public iterlock::test::watched {};
 
 // Runs the queued-writer probe on a thread that holds no guard of m (a guard holder's own attempt would
 // nest).
 template <class Map>
 bool writer_queued(Map& m, priority p = priority::best_effort) {
-    return std::async(std::launch::async, [&] { return iterlock::ctest::wait_until_writer_queued(m, p); })
+    return std::async(std::launch::async, [&] { return iterlock::test::wait_until_writer_queued(m, p); })
         .get();
 }
 
@@ -69,17 +73,17 @@ walk_result guard_walk(lmap& m, Started&& started) {
 // (at least n / handshake - 2 mid-round walks per round, ordered_writes.hpp) fails if a harness change lets
 // every walk see an empty or a full map. Here the count is asserted once more where the test can see it.
 TEST_F(CMapLocked, Item19_OrderedWalksSeeTheWriterMidRound) {
-    const auto st = iterlock::ctest::run_ordered_rounds(
+    const auto st = iterlock::test::run_ordered_rounds(
         write_kind::insert, 256, 8, scaled(400, 200),
         [](long round) { return std::make_unique<lmap>(4, seed{static_cast<std::uint64_t>(round) + 71}); },
         [](lmap& m, auto started) { return guard_walk(m, started); });
-    EXPECT_GE(st.partial, st.rounds * iterlock::ctest::min_partial_walks(256, 8));
+    EXPECT_GE(st.partial, st.rounds * iterlock::test::min_partial_walks(256, 8));
     EXPECT_LT(st.partial, st.passes);
 }
 
 // L1: one writer inserts k0, k1, ... in order; every guard walk sees exactly a prefix.
-TEST_F(CMapLocked, OrderedInsertsShowAPrefix) {
-    const auto st = iterlock::ctest::run_ordered_rounds(
+TEST_F(CMapLocked, L1_OrderedInsertsShowAPrefix) {
+    const auto st = iterlock::test::run_ordered_rounds(
         write_kind::insert, 256, 8, scaled(4000, 2000),
         [](long round) { return std::make_unique<lmap>(4, seed{static_cast<std::uint64_t>(round) + 1}); },
         [](lmap& m, auto started) { return guard_walk(m, started); });
@@ -87,8 +91,8 @@ TEST_F(CMapLocked, OrderedInsertsShowAPrefix) {
 }
 
 // The erasing twin: every guard walk sees exactly a suffix.
-TEST_F(CMapLocked, OrderedErasesShowASuffix) {
-    const auto st = iterlock::ctest::run_ordered_rounds(
+TEST_F(CMapLocked, L1_OrderedErasesShowASuffix) {
+    const auto st = iterlock::test::run_ordered_rounds(
         write_kind::erase, 256, 8, scaled(4000, 2000),
         [](long round) { return std::make_unique<lmap>(4, seed{static_cast<std::uint64_t>(round) + 51}); },
         [](lmap& m, auto started) { return guard_walk(m, started); });
@@ -97,7 +101,7 @@ TEST_F(CMapLocked, OrderedErasesShowASuffix) {
 
 // L1 across shards: A writes a[i], B writes b[i] after A's write returned; no walk holds b[i] without a[i],
 // and no write at all lands while the guard lives (the revision stays put).
-TEST_F(CMapLocked, RealTimeOrderAcrossShards) {
+TEST_F(CMapLocked, L1_RealTimeOrderAcrossShards) {
     const long n = 512;
     const long min_passes = scaled(2000, 1200);
     long passes = 0;
@@ -155,7 +159,7 @@ TEST_F(CMapLocked, RealTimeOrderAcrossShards) {
 }
 
 // L1: a writer waits while a guard lives (finds do not, L2) and proceeds after it ends.
-TEST_F(CMapLocked, WritersWaitForAGuard) {
+TEST_F(CMapLocked, L1_L2_WritersWaitForAGuard) {
     lmap m(8, seed{3});
     for (long k = 0; k < 100; ++k) m.insert({k, k});
     std::atomic<bool> written{false};
@@ -185,7 +189,7 @@ TEST_F(CMapLocked, WritersWaitForAGuard) {
 // writer: when it gets in, the writer's write is already there. The guard is released only once the third
 // thread's request is observably queued behind the writer (test access), or once it got in anyway (the
 // failure), so a slow third thread cannot make the test pass vacuously (issue 13, item 18).
-TEST_F(CMapLocked, WriterPreference) {
+TEST_F(CMapLocked, L3_WriterPreference) {
     using access = iterlock::detail::concurrent_map_test_access;
     for (std::uint64_t sd = 1; sd <= 20; ++sd) {
         lmap m(4, seed{sd});
@@ -195,7 +199,7 @@ TEST_F(CMapLocked, WriterPreference) {
         {
             auto g = m.lock_for_iteration();
             writer = std::thread([&] { m.insert_or_assign(7, -7L); });
-            ASSERT_TRUE(iterlock::ctest::eventually([&] { return access::waiting_writers(m) == 1; }));
+            ASSERT_TRUE(iterlock::test::eventually([&] { return access::waiting_writers(m) == 1; }));
             third = std::thread([&] {
                 auto g3 = m.lock_for_iteration();
                 long v = 0;
@@ -203,7 +207,7 @@ TEST_F(CMapLocked, WriterPreference) {
                     if (k == 7) v = val;
                 third_saw.store(v == -7 ? 1 : 0);
             });
-            ASSERT_TRUE(iterlock::ctest::eventually(
+            ASSERT_TRUE(iterlock::test::eventually(
                 [&] { return access::waiting_iterations(m) == 1 || third_saw.load() != -1; }));
             EXPECT_EQ(third_saw.load(), -1)
                 << "seed " << sd << ": a new guard got in while the writer was queued";
@@ -217,7 +221,7 @@ TEST_F(CMapLocked, WriterPreference) {
 
 // L5: try_lock_for_iteration gives up (a guard that tests false, no trace) while a writer holds a shard,
 // here kept inside visit() by its callback; it succeeds once the writer has left.
-TEST_F(CMapLocked, TryLockTimesOutWhileAWriterHolds) {
+TEST_F(CMapLocked, L5_TryLockTimesOutWhileAWriterHolds) {
     lmap m(8, seed{4});
     for (long k = 0; k < 1000; ++k) m.insert({k, k});
     std::latch inside(2);
@@ -254,7 +258,7 @@ TEST_F(CMapLocked, TryLockTimesOutWhileAWriterHolds) {
 
 // L4: realtime waiters go before best-effort ones. All writers target one key (so one shard lock); the order
 // in which they ran is recorded in the value itself.
-TEST_F(CMapLocked, RealtimeWriterGoesBeforeBestEffortWriters) {
+TEST_F(CMapLocked, L4_RealtimeWriterGoesBeforeBestEffortWriters) {
     for (std::uint64_t sd = 1; sd <= 10; ++sd) {
         smap m(4, seed{sd});
         m.insert({42, ""});
@@ -288,7 +292,7 @@ TEST_F(CMapLocked, RealtimeWriterGoesBeforeBestEffortWriters) {
 
 // L6 misuse: a write from a guard holder while another thread holds a guard would deadlock: lock_error, and
 // nothing changes. Once the other guard is gone, the same write succeeds (the only guard may write).
-TEST_F(CMapLocked, WriteFromGuardHolderWhileAnotherGuardLives) {
+TEST_F(CMapLocked, L6_WriteFromGuardHolderWhileAnotherGuardLives) {
     lmap m(4, seed{5});
     for (long k = 0; k < 100; ++k) m.insert({k, k});
     std::latch other_holds(2);
@@ -333,7 +337,7 @@ TEST_F(CMapLocked, WriteFromGuardHolderWhileAnotherGuardLives) {
 
 // L7: a thread holding a guard takes nested guards even while a writer waits (no self-deadlock behind the
 // writer); the writer proceeds when the outermost guard ends.
-TEST_F(CMapLocked, NestedGuardsWhileAWriterWaits) {
+TEST_F(CMapLocked, L7_NestedGuardsWhileAWriterWaits) {
     lmap m(8, seed{6});
     for (long k = 0; k < 500; ++k) m.insert({k, k});
     std::atomic<bool> written{false};
@@ -364,7 +368,7 @@ TEST_F(CMapLocked, NestedGuardsWhileAWriterWaits) {
 
 // L6 with I1-I4 under load: the only guard holder erases every odd key during its walk while readers keep
 // finding the even keys (never missing, never a wrong value) and a writer waits to add new keys.
-TEST_F(CMapLocked, IterateAndEraseWhileOthersRead) {
+TEST_F(CMapLocked, L6_IterateAndEraseWhileOthersRead) {
     const long n = scaled(20000, 10000);
     lmap m(8, seed{7});
     for (long k = 0; k < n; ++k) m.insert({k, value_of(k)});
@@ -405,8 +409,7 @@ TEST_F(CMapLocked, IterateAndEraseWhileOthersRead) {
     for (long k = 1; k < n; k += 2) ASSERT_FALSE(m.contains(k));
 }
 
-// ---- issue 13: misuse that must neither hang nor crash
-// ------------------------------------------------------------------
+// ---- issue 13: misuse that must neither hang nor crash ----------------------------------------------------
 
 // Item 4: metrics() from inside visit/update/erase_if/cvisit of the same map (and under a guard) returns,
 // for both policies: it takes no shard lock. Today's main deadlocked; the watchdog turns that into a
@@ -433,21 +436,21 @@ void metrics_from_every_callback(Map& m) {
     EXPECT_EQ(m.size(), 99u);
 }
 TEST(CMapMisuse, Item04_MetricsFromInsideCallbacksDoesNotDeadlock) {
-    const iterlock::ctest::watchdog dog(std::chrono::seconds(60));
+    const iterlock::test::watchdog dog(std::chrono::seconds(60));
     lmap l(4, seed{81});
     metrics_from_every_callback(l);
     {
         auto g = l.lock_for_iteration();
         EXPECT_EQ(l.metrics().entries, 99u);
     }
-    iterlock::ctest::snap_map<long, long> s(4, seed{82});
+    iterlock::test::snap_map<long, long> s(4, seed{82});
     metrics_from_every_callback(s);
     EXPECT_GE(l.metrics().misuse_detected + s.metrics().misuse_detected, 0u);
 }
 
 // Item 11 (G2): a guard smuggled to another thread through a pointer (it cannot be moved there) aborts with
 // a message saying so when that thread releases it.
-TEST(CMapMisuseDeathTest, Item11_GuardReleasedOnAnotherThreadSaysSo) {
+TEST(CMapMisuseDeathTest, G2_Item11_GuardReleasedOnAnotherThreadSaysSo) {
     EXPECT_DEATH(
         {
             lmap m(4, seed{83});
@@ -459,8 +462,8 @@ TEST(CMapMisuseDeathTest, Item11_GuardReleasedOnAnotherThreadSaysSo) {
 
 // Item 12 (G3): a timed-out try_lock_for_iteration is a guard that tests false; walking it (the range-for
 // straight over the call) throws lock_error instead of walking an unlocked map.
-TEST(CMapMisuse, Item12_TimedOutGuardTestsFalseAndRefusesToWalk) {
-    const iterlock::ctest::watchdog dog(std::chrono::seconds(60));
+TEST(CMapMisuse, G3_Item12_TimedOutGuardTestsFalseAndRefusesToWalk) {
+    const iterlock::test::watchdog dog(std::chrono::seconds(60));
     lmap m(4, seed{84});
     for (long k = 0; k < 10; ++k) m.insert({k, k});
     std::latch inside(2), leave(2);
@@ -493,8 +496,8 @@ TEST(CMapMisuse, Item12_TimedOutGuardTestsFalseAndRefusesToWalk) {
 // callbacks is checked). A callback of A that only uses B works. Deadlocks across threads (A's callback on
 // thread 1 calls B while B's on thread 2 calls A) cannot all be detected: docs/GUIDE.md section 9.5.
 TEST(CMapMisuse, Item14_ReentryThroughAnotherMapsCallbackThrows) {
-    const iterlock::ctest::watchdog dog(std::chrono::seconds(60));
-    iterlock::ctest::snap_map<long, long> a(4, seed{85});
+    const iterlock::test::watchdog dog(std::chrono::seconds(60));
+    iterlock::test::snap_map<long, long> a(4, seed{85});
     lmap b(4, seed{86});
     a.insert({1, 1});
     b.insert({1, 1});

@@ -19,35 +19,23 @@
 
 #include <gtest/gtest.h>
 
-#include "concurrent_test_util.hpp"
 #include "iterlock/concurrent_map.hpp"
 #include "iterlock/detail/concurrent/test_access.hpp"
 #include "iterlock/detail/util/inplace_array.hpp"
 #include "iterlock/errors.hpp"
+#include "support/concurrent_maps.hpp"
+#include "support/contents.hpp"
+#include "support/element_types.hpp"
 
 namespace {
 
 using iterlock::lock_error;
 using iterlock::seed;
-using iterlock::ctest::locked_map;
-using iterlock::ctest::snap_map;
+using iterlock::test::contents;
+using iterlock::test::locked_map;
+using iterlock::test::snap_map;
 
-// The whole content of a map, read through its policy's iteration.
-template <class Map>
-std::map<typename Map::key_type, typename Map::mapped_type> contents(Map& m) {
-    std::map<typename Map::key_type, typename Map::mapped_type> out;
-    if constexpr (requires { m.snapshot(); }) {
-        auto s = m.snapshot();
-        for (const auto& [k, v] : s) EXPECT_TRUE(out.emplace(k, v).second) << "duplicate key " << k;
-    } else {
-        auto g = m.lock_for_iteration();
-        for (auto& [k, v] : g) EXPECT_TRUE(out.emplace(k, v).second) << "duplicate key " << k;
-    }
-    return out;
-}
-
-// ---- members common to both policies
-// ----------------------------------------------------------------------------
+// ---- members common to both policies ----------------------------------------------------------------------
 
 template <class Map>
 class CMapMembers : public ::testing::Test {};
@@ -259,7 +247,7 @@ TYPED_TEST(CMapMembers, GrowthKeepsEveryEntry) {
 }
 
 // S6: one revision per successful write; failed writes and reads count nothing.
-TYPED_TEST(CMapMembers, RevisionCountsSuccessfulWritesOnly) {
+TYPED_TEST(CMapMembers, S6_RevisionCountsSuccessfulWritesOnly) {
     TypeParam m(4, seed{10});
     EXPECT_EQ(m.revision(), 0u);
     std::uint64_t r = 0;
@@ -348,8 +336,7 @@ TYPED_TEST(CMapMembers, UsingTheMapInsideItsCallbacksThrows) {
     EXPECT_EQ(other.find(1), std::optional<std::string>("a"));
 }
 
-// ---- string keys, heterogeneous lookup
-// --------------------------------------------------------------------------
+// ---- string keys, heterogeneous lookup --------------------------------------------------------------------
 
 template <class Map>
 class CMapStringKeys : public ::testing::Test {};
@@ -399,10 +386,9 @@ TYPED_TEST(CMapStringKeys, HeterogeneousLookupFindsTheSameEntries) {
     EXPECT_EQ(contents(m).size(), 2002u);
 }
 
-// ---- snapshot policy
-// ---------------------------------------------------------------------------------------------
+// ---- snapshot policy --------------------------------------------------------------------------------------
 
-TEST(CMapSnapshotUnit, EmptyMapSnapshot) {
+TEST(CMapSnapshotUnit, S2_EmptyMapSnapshot) {
     snap_map<int, int> m(4, seed{20});
     auto s = m.snapshot();
     EXPECT_EQ(s.size(), 0u);
@@ -414,7 +400,7 @@ TEST(CMapSnapshotUnit, EmptyMapSnapshot) {
 }
 
 // S1/S2 without concurrency: a snapshot keeps the state of its instant whatever is written afterwards.
-TEST(CMapSnapshotUnit, LaterWritesAreInvisible) {
+TEST(CMapSnapshotUnit, S1_S2_LaterWritesAreInvisible) {
     snap_map<int, std::string> m(4, seed{21});
     for (int i = 0; i < 3000; ++i) m.insert({i, std::to_string(i)});
     const std::uint64_t rev = m.revision();
@@ -475,7 +461,7 @@ TEST(CMapSnapshotUnit, SnapshotsAreMovable) {
 
 // S5 with several overlapping snapshots: each keeps its own instant, and preserved memory goes when the last
 // one that needs it ends, in whatever order they end.
-TEST(CMapSnapshotUnit, OverlappingSnapshotsReleasedInEveryOrder) {
+TEST(CMapSnapshotUnit, S5_OverlappingSnapshotsReleasedInEveryOrder) {
     const std::vector<std::vector<int>> orders = {{0, 1, 2}, {2, 1, 0}, {1, 0, 2},
                                                   {1, 2, 0}, {0, 2, 1}, {2, 0, 1}};
     for (const auto& order : orders) {
@@ -518,8 +504,7 @@ TEST(CMapSnapshotUnit, OverlappingSnapshotsReleasedInEveryOrder) {
     }
 }
 
-// ---- locked policy
-// ----------------------------------------------------------------------------------------------
+// ---- locked policy ----------------------------------------------------------------------------------------
 
 TEST(CMapGuardUnit, WalkSeesEveryEntryOnceAndMayAssign) {
     locked_map<int, int> m(8, seed{30});
@@ -559,7 +544,7 @@ TEST(CMapGuardUnit, TryLockSucceedsWhenFree) {
 }
 
 // L7 on one thread: a nested guard shares the outer one's locks; writes resume when both are gone.
-TEST(CMapGuardUnit, NestedGuardsOnOneThread) {
+TEST(CMapGuardUnit, L7_NestedGuardsOnOneThread) {
     locked_map<int, int> m(4, seed{33});
     for (int i = 0; i < 100; ++i) m.insert({i, i});
     {
@@ -581,7 +566,7 @@ TEST(CMapGuardUnit, NestedGuardsOnOneThread) {
 
 // Item 11 (G1): a guard is neither copyable nor movable, so it cannot be moved into an std::optional or to
 // another thread; guaranteed copy elision still lets a function return one by value.
-TEST(CMapGuardUnit, Item11_GuardIsNotMovableYetReturnsByValue) {
+TEST(CMapGuardUnit, G1_Item11_GuardIsNotMovableYetReturnsByValue) {
     using map_t = locked_map<int, int>;
     using guard = map_t::iteration_guard;
     EXPECT_FALSE(std::is_move_constructible_v<guard>);
@@ -600,7 +585,7 @@ TEST(CMapGuardUnit, Item11_GuardIsNotMovableYetReturnsByValue) {
 
 // Item 12 (L5, G3): try_lock_for_iteration returns the guard itself (it tests as bool), so a range-for
 // straight over the call holds every shard for the whole loop instead of walking a dead std::optional.
-TEST(CMapGuardUnit, Item12_RangeForOverTryLockHoldsTheLocksForTheWholeLoop) {
+TEST(CMapGuardUnit, L5_G3_Item12_RangeForOverTryLockHoldsTheLocksForTheWholeLoop) {
     using map_t = locked_map<int, int>;
     using access = iterlock::detail::concurrent_map_test_access;
     EXPECT_TRUE(
@@ -662,7 +647,7 @@ void destroy_map_inside_its_callback() {
         m->visit(1, [&](const int&, int&) { m.reset(); });
     }
 }
-TEST(CMapGuardDeathTest, Item03_MapDestroyedUnderAGuardSaysSo) {
+TEST(CMapGuardDeathTest, G4_Item03_MapDestroyedUnderAGuardSaysSo) {
     EXPECT_DEATH(destroy_map_under_a_guard(),
                  "concurrent_map destroyed while an iteration guard \\(lock_for_iteration");
 }
@@ -672,7 +657,7 @@ TEST(CMapGuardDeathTest, Item03_MapDestroyedInsideItsOwnCallbackSaysSo) {
     EXPECT_DEATH((destroy_map_inside_its_callback<locked_map<int, int>, true>()), msg);
 }
 
-TEST(CMapGuardUnit, IterateAndEraseOddKeys) {
+TEST(CMapGuardUnit, L6_IterateAndEraseOddKeys) {
     for (std::uint64_t sd = 40; sd < 48; ++sd) {
         locked_map<int, int> m(4, seed{sd});
         const int n = 4000;
@@ -704,7 +689,7 @@ TEST(CMapGuardUnit, IterateAndEraseOddKeys) {
 
 // L6 with I2/I3: inserting during the walk (enough to make shards grow) never produces an entry twice and
 // produces every entry that was present throughout.
-TEST(CMapGuardUnit, InsertDuringWalkProducesNoDuplicates) {
+TEST(CMapGuardUnit, L6_InsertDuringWalkProducesNoDuplicates) {
     locked_map<int, int> m(2, seed{50});
     for (int i = 0; i < 200; ++i) m.insert({i, i});
     std::set<int> seen;
@@ -755,18 +740,12 @@ TEST(CMapGuardUnit, L6_GuardRegistersOnlyWhereItsHolderWrites) {
     EXPECT_EQ(seen.size(), m.size());
 }
 
-// One hash for every key: the whole map is one bucket chain, so a walk's first batch needs far more room
-// than its first buffer (the batch grows while copying).
-struct one_chain_hash {
-    std::size_t operator()(int) const noexcept { return 7; }
-    std::size_t operator()(const std::string&) const noexcept { return 7; }
-};
-
 // A snapshot walk's iterator: copies share their batch and compare equal at equal positions; the end
-// compares equal to a default-constructed iterator; a batch that outgrows its buffer yields every entry
-// once, on the sequence-lock path (trivially copyable entries) and on the locked one (strings).
+// compares equal to a default-constructed iterator; a batch that outgrows its buffer (constant_hash: the
+// whole map is one chain, so the first batch grows while copying) yields every entry once, on the
+// sequence-lock path (trivially copyable entries) and on the locked one (strings).
 TEST(CMapSnapshotUnit, S2_IteratorEqualityAndGrowingBatches) {
-    iterlock::concurrent_map<int, int, one_chain_hash> m(1, seed{52});
+    iterlock::concurrent_map<int, int, iterlock::test::constant_hash> m(1, seed{52});
     for (int i = 0; i < 1500; ++i) m.insert({i, i});
     auto s = m.snapshot();
     auto a = s.begin();
@@ -781,7 +760,7 @@ TEST(CMapSnapshotUnit, S2_IteratorEqualityAndGrowingBatches) {
     }
     EXPECT_EQ(seen.size(), 1500u);
     EXPECT_TRUE(decltype(s.begin())() == s.end());
-    iterlock::concurrent_map<std::string, std::string, one_chain_hash> ms(1, seed{53});
+    iterlock::concurrent_map<std::string, std::string, iterlock::test::constant_hash> ms(1, seed{53});
     for (int i = 0; i < 1500; ++i) ms.insert({std::to_string(i), std::string(40, 'x')});
     auto ss = ms.snapshot();
     std::set<std::string> keys;
@@ -806,7 +785,7 @@ void hold_guards_then_expect_refusal(Maps& maps, std::size_t i, std::size_t n) {
 
 // The per-thread registry of held guards is shared with iterlock::iteration_lock (iteration_lock.hpp):
 // 8 maps or locks at once.
-TEST(CMapGuardUnit, GuardsOfAtMostEightMapsPerThread) {
+TEST(CMapGuardUnit, L7_GuardsOfAtMostEightMapsPerThread) {
     std::vector<std::unique_ptr<locked_map<int, int>>> maps;
     for (int i = 0; i < 9; ++i) maps.push_back(std::make_unique<locked_map<int, int>>(2, seed{60}));
     hold_guards_then_expect_refusal(maps, 0, 8);

@@ -24,14 +24,16 @@
 #include <unistd.h>
 #endif
 
-#include "concurrent_test_util.hpp"
 #include "iterlock/concurrent_map.hpp"
 #include "iterlock/detail/reclaim/epoch.hpp"
+#include "support/concurrent_maps.hpp"
+#include "support/scale.hpp"
+#include "support/watchdog.hpp"
 
 namespace {
 
-using iterlock::ctest::scaled;
 using iterlock::detail::epoch_domain;
+using iterlock::test::scaled;
 
 TEST(Epoch, E1_ReaderInsideBlocksStampsFromBeforeItLeaves) {
     epoch_domain& d = epoch_domain::global();
@@ -201,7 +203,7 @@ constexpr bool belongs_to(std::uint64_t value, std::uint64_t key) {
 
 template <class Map>
 void finds_race_growth_and_frees(Map& m) {
-    iterlock::ctest::watchdog dog(std::chrono::seconds(120));
+    iterlock::test::watchdog dog(std::chrono::seconds(120));
     // Keys [0, stable) are inserted first and only ever reassigned: every find of them must hit. Keys above
     // form a sliding window the writer inserts at the front and erases at the back, so the shards keep
     // growing, evacuating, chaining overflow buckets and freeing them.
@@ -267,25 +269,25 @@ void finds_race_growth_and_frees(Map& m) {
 }
 
 TEST(OptimisticFind, IsOnForTriviallyCopyableTypesOutsideTSan) {
-    using M = iterlock::ctest::snap_map<std::uint64_t, std::uint64_t>;
-    using S = iterlock::ctest::snap_map<std::string, std::uint64_t>;
+    using M = iterlock::test::snap_map<std::uint64_t, std::uint64_t>;
+    using S = iterlock::test::snap_map<std::string, std::uint64_t>;
     EXPECT_EQ(M::optimistic_reads, !ITERLOCK_DETAIL_TSAN);
     EXPECT_FALSE(S::optimistic_reads);
 }
 
 TEST(OptimisticFind, NeverTornNeverFalseMissUnderGrowthAndFrees_Snapshot) {
-    iterlock::ctest::snap_map<std::uint64_t, std::uint64_t> m(2);  // two shards: the writer is always near
+    iterlock::test::snap_map<std::uint64_t, std::uint64_t> m(2);  // two shards: the writer is always near
     finds_race_growth_and_frees(m);
 }
 
 TEST(OptimisticFind, NeverTornNeverFalseMissUnderGrowthAndFrees_Locked) {
-    iterlock::ctest::locked_map<std::uint64_t, std::uint64_t> m(2);
+    iterlock::test::locked_map<std::uint64_t, std::uint64_t> m(2);
     finds_race_growth_and_frees(m);
 }
 
 TEST(OptimisticFind, NeverTornWithLiveSnapshotsRetainingArrays) {
     // Snapshots keep retired arrays (S4); the find path must not care whose list a block is on.
-    iterlock::ctest::snap_map<std::uint64_t, std::uint64_t> m(2);
+    iterlock::test::snap_map<std::uint64_t, std::uint64_t> m(2);
     std::atomic<bool> done{false};
     std::thread snapshots([&] {
         while (!done.load()) {
@@ -319,7 +321,7 @@ TEST(OptimisticFind, OddSizedTypesNeverTorn) {
     using M = iterlock::concurrent_map<key12, value24, key12_hash>;
     static_assert(M::optimistic_reads || ITERLOCK_DETAIL_TSAN);
     M m(2);
-    iterlock::ctest::watchdog dog(std::chrono::seconds(120));
+    iterlock::test::watchdog dog(std::chrono::seconds(120));
     const long writes = scaled(300'000, 40'000);
     std::atomic<bool> done{false};
     std::atomic<long> bad{0};
@@ -356,7 +358,7 @@ struct value128 {
 TEST(OptimisticFind, HotKeysNeverTorn) {
     using M = iterlock::concurrent_map<std::uint64_t, value128>;
     M m(1);
-    iterlock::ctest::watchdog dog(std::chrono::seconds(120));
+    iterlock::test::watchdog dog(std::chrono::seconds(120));
     const long writes = scaled(2'000'000, 200'000);
     std::atomic<bool> done{false};
     std::atomic<long> bad{0};
@@ -396,11 +398,11 @@ TEST(OptimisticFind, HotKeysNeverTorn) {
 // (old and new arrays, evacuated and unevacuated buckets, retired arrays). One map per round; all stay alive
 // until the readers stop.
 TEST(OptimisticFind, NoFalseMissWhileGrowingFromEmpty) {
-    using M = iterlock::ctest::snap_map<std::uint64_t, std::uint64_t>;
+    using M = iterlock::test::snap_map<std::uint64_t, std::uint64_t>;
     const int rounds = static_cast<int>(scaled(300, 40));
     std::vector<std::unique_ptr<M>> maps;
     for (int i = 0; i < rounds; ++i) maps.push_back(std::make_unique<M>(1));
-    iterlock::ctest::watchdog dog(std::chrono::seconds(120));
+    iterlock::test::watchdog dog(std::chrono::seconds(120));
     std::atomic<int> current{-1};
     std::atomic<bool> done{false};
     std::atomic<long> misses{0};

@@ -28,15 +28,18 @@
 
 #include <gtest/gtest.h>
 
-#include "concurrent_test_util.hpp"
 #include "iterlock/concurrent_map.hpp"
 #include "iterlock/detail/concurrent/test_access.hpp"
+#include "support/concurrent_maps.hpp"
 #include "support/counting_new.hpp"
+#include "support/polling.hpp"
+#include "support/scale.hpp"
+#include "support/watchdog.hpp"
 
 namespace {
 
 using iterlock::seed;
-using iterlock::ctest::scaled;
+using iterlock::test::scaled;
 
 // ---- types whose copies throw on demand -----------------------------------------------------------------
 struct copy_fault : std::runtime_error {
@@ -89,12 +92,12 @@ const char* name_of(fault f) {
 // Arms one fault kind at its n-th event for the scope's duration; disarms every kind at the end.
 struct armed_scope {
     armed_scope(fault f, long n) {
-        if (f == fault::allocation) iterlock_test::counting_new::fail_at(n);
+        if (f == fault::allocation) iterlock::test::counting_new::fail_at(n);
         if (f == fault::key_copy) akey::countdown = n;
         if (f == fault::value_copy) aval::countdown = n;
     }
     ~armed_scope() {
-        iterlock_test::counting_new::fail_at(0);
+        iterlock::test::counting_new::fail_at(0);
         akey::countdown = 0;
         aval::countdown = 0;
     }
@@ -264,12 +267,12 @@ void run_item01(fault f, int live, std::uint64_t sd) {
     EXPECT_EQ(m.snapshots_alive(), 0u);
 }
 
-using snap_copying = iterlock::ctest::snap_map<akey, aval, akey_hash>;
-using snap_trivial = iterlock::ctest::snap_map<int, int>;
-using locked_copying = iterlock::ctest::locked_map<akey, aval, akey_hash>;
-using locked_trivial = iterlock::ctest::locked_map<int, int>;
+using snap_copying = iterlock::test::snap_map<akey, aval, akey_hash>;
+using snap_trivial = iterlock::test::snap_map<int, int>;
+using locked_copying = iterlock::test::locked_map<akey, aval, akey_hash>;
+using locked_trivial = iterlock::test::locked_map<int, int>;
 
-class SnapshotFaults : public iterlock::ctest::watched {};
+class SnapshotFaults : public iterlock::test::watched {};
 
 // Item 1: every throwing position of a write (an allocation, a copy of K, a copy of V), with 0, 1 and several
 // snapshots alive: the exception reaches the caller, the map is unchanged, every snapshot stays exact.
@@ -277,12 +280,12 @@ class SnapshotFaults : public iterlock::ctest::watched {};
 TEST_F(SnapshotFaults, Item01_ThrowingWriteBesideSnapshotsLeavesEverythingExact) {
     for (fault f : {fault::allocation, fault::key_copy, fault::value_copy})
         for (int live : {0, 1, 3})
-            if (f != fault::allocation || iterlock_test::counting_new::enabled)
+            if (f != fault::allocation || iterlock::test::counting_new::enabled)
                 run_item01<snap_copying>(f, live, 101 + static_cast<std::uint64_t>(live));
 }
 // The same with trivially copyable K and V (optimistic reads and racy batch copies): allocations only.
 TEST_F(SnapshotFaults, Item01_ThrowingAllocationBesideSnapshotsOptimisticMap) {
-    if (!iterlock_test::counting_new::enabled) GTEST_SKIP() << "no allocation failure injection under TSan";
+    if (!iterlock::test::counting_new::enabled) GTEST_SKIP() << "no allocation failure injection under TSan";
     for (int live : {0, 1, 3})
         run_item01<snap_trivial>(fault::allocation, live, 7 + static_cast<std::uint64_t>(live));
 }
@@ -290,15 +293,15 @@ TEST_F(SnapshotFaults, Item01_ThrowingAllocationBesideSnapshotsOptimisticMap) {
 TEST_F(SnapshotFaults, Item01_ThrowingWriteLockedPolicy) {
     for (fault f : {fault::allocation, fault::key_copy, fault::value_copy})
         for (int held : {0, 1})
-            if (f != fault::allocation || iterlock_test::counting_new::enabled)
+            if (f != fault::allocation || iterlock::test::counting_new::enabled)
                 run_item01<locked_copying>(f, held, 33 + static_cast<std::uint64_t>(held));
-    if (iterlock_test::counting_new::enabled)
+    if (iterlock::test::counting_new::enabled)
         for (int held : {0, 1}) run_item01<locked_trivial>(fault::allocation, held, 44);
 }
 
 // ---- item 5 ---------------------------------------------------------------------------------------------
-using lmap = iterlock::ctest::snap_map<long, long>;
-using smap = iterlock::ctest::snap_map<long, std::string>;
+using lmap = iterlock::test::snap_map<long, long>;
+using smap = iterlock::test::snap_map<long, std::string>;
 
 // Fills m and takes a snapshot, then changes every entry so that the snapshot holds preserved copies.
 template <class Map, class V>
@@ -314,7 +317,7 @@ std::optional<typename Map::snapshot_view> snapshot_with_copies(Map& m, V v0, V 
 // neither deadlocks (its sweep would need the shard lock the callback holds) nor keeps its memory: the sweep
 // runs once the callback's lock is released.
 TEST(SnapshotFaultsItem05, Item05_LastSnapshotEndingInsideACallbackNeitherHangsNorLeaks) {
-    iterlock::ctest::watchdog dog(std::chrono::seconds(60));
+    iterlock::test::watchdog dog(std::chrono::seconds(60));
     {
         lmap m(8);
         auto s = snapshot_with_copies(m, 1L, 2L);
@@ -439,7 +442,7 @@ TEST(SnapshotFaultsItem08, Item08_ReleaseCostDoesNotGrowWithLiveSnapshots) {
 // another thread releases 400 snapshots over a map full of copies, a writer keeps completing writes
 // (checked as progress during the releases, not as time).
 TEST(SnapshotFaultsItem08, Item08_WritersProgressWhileManySnapshotsAreReleased) {
-    iterlock::ctest::watchdog dog(std::chrono::seconds(120));
+    iterlock::test::watchdog dog(std::chrono::seconds(120));
     lmap m(4, seed{9});
     for (long k = 0; k < 20000; ++k) m.insert_or_assign(k, 0L);
     std::vector<std::optional<lmap::snapshot_view>> snaps;
@@ -470,7 +473,7 @@ TEST(SnapshotFaultsItem08, Item08_WritersProgressWhileManySnapshotsAreReleased) 
 // value kinds: strings (batches copied under the shard's lock) and longs (sequence-lock batches).
 template <class Map, class MakeV>
 void walk_sits_between_batches(MakeV make) {
-    iterlock::ctest::watchdog dog(std::chrono::seconds(120));
+    iterlock::test::watchdog dog(std::chrono::seconds(120));
     Map m(8, seed{4});
     for (long k = 0; k < 4000; ++k) m.insert_or_assign(k, make(k));
     auto s = m.snapshot();
@@ -485,7 +488,7 @@ void walk_sits_between_batches(MakeV make) {
         }
     });
     const bool finished =
-        iterlock::ctest::eventually([&] { return written.load() == 4000; }, std::chrono::seconds(60));
+        iterlock::test::eventually([&] { return written.load() == 4000; }, std::chrono::seconds(60));
     EXPECT_TRUE(finished) << "a writer waited for a walk that sits between batches (S3): " << written.load()
                           << " of 4000 writes done";
     writer.join();

@@ -18,22 +18,25 @@
 
 #include <gtest/gtest.h>
 
-#include "concurrent_test_util.hpp"
 #include "iterlock/concurrent_map.hpp"
-#include "ordered_writes.hpp"
+#include "support/concurrent_maps.hpp"
+#include "support/counting_allocator.hpp"
+#include "support/ordered_writes.hpp"
+#include "support/scale.hpp"
+#include "support/watchdog.hpp"
 
 namespace {
 
 using iterlock::seed;
-using iterlock::ctest::scaled;
-using iterlock::ctest::snap_map;
-using iterlock::ctest::value_of;
-using iterlock::ctest::walk_result;
-using iterlock::ctest::write_kind;
+using iterlock::test::scaled;
+using iterlock::test::snap_map;
+using iterlock::test::value_of;
+using iterlock::test::walk_result;
+using iterlock::test::write_kind;
 
 using lmap = snap_map<long, long>;
 
-class CMapSnapshot : public iterlock::ctest::watched {};
+class CMapSnapshot : public iterlock::test::watched {};
 
 // Walks a snapshot of m, calling started() right after snapshot() returns.
 template <class Started>
@@ -54,20 +57,21 @@ walk_result snapshot_walk(lmap& m, Started&& started) {
     return w;
 }
 
-// Item 19 of issue 13: the harness's handshake makes snapshot walks overlap the writer (ordered_writes.hpp
-// checks each round); the total is asserted here too, so a walk that is always empty or full fails.
+// Item 19 of issue 13: the harness's handshake makes snapshot walks overlap the writer
+// (support/ordered_writes.hpp checks each round); the total is asserted here too, so a walk that is always
+// empty or full fails.
 TEST_F(CMapSnapshot, Item19_OrderedWalksSeeTheWriterMidRound) {
-    const auto st = iterlock::ctest::run_ordered_rounds(
+    const auto st = iterlock::test::run_ordered_rounds(
         write_kind::erase, 256, 8, scaled(400, 200),
         [](long round) { return std::make_unique<lmap>(4, seed{static_cast<std::uint64_t>(round) + 171}); },
         [](lmap& m, auto started) { return snapshot_walk(m, started); });
-    EXPECT_GE(st.partial, st.rounds * iterlock::ctest::min_partial_walks(256, 8));
+    EXPECT_GE(st.partial, st.rounds * iterlock::test::min_partial_walks(256, 8));
     EXPECT_LT(st.partial, st.passes);
 }
 
 // S1/S2: one writer inserts k0, k1, ... in order; every snapshot holds exactly a prefix.
-TEST_F(CMapSnapshot, OrderedInsertsShowAPrefix) {
-    const auto st = iterlock::ctest::run_ordered_rounds(
+TEST_F(CMapSnapshot, S1_S2_OrderedInsertsShowAPrefix) {
+    const auto st = iterlock::test::run_ordered_rounds(
         write_kind::insert, 256, 8, scaled(4000, 2000),
         [](long round) { return std::make_unique<lmap>(4, seed{static_cast<std::uint64_t>(round) + 1}); },
         [](lmap& m, auto started) { return snapshot_walk(m, started); });
@@ -76,8 +80,8 @@ TEST_F(CMapSnapshot, OrderedInsertsShowAPrefix) {
 }
 
 // The erasing twin: prefilled, erased k0, k1, ... in order; every snapshot holds exactly a suffix.
-TEST_F(CMapSnapshot, OrderedErasesShowASuffix) {
-    const auto st = iterlock::ctest::run_ordered_rounds(
+TEST_F(CMapSnapshot, S1_S2_OrderedErasesShowASuffix) {
+    const auto st = iterlock::test::run_ordered_rounds(
         write_kind::erase, 256, 8, scaled(4000, 2000),
         [](long round) { return std::make_unique<lmap>(4, seed{static_cast<std::uint64_t>(round) + 101}); },
         [](lmap& m, auto started) { return snapshot_walk(m, started); });
@@ -86,7 +90,7 @@ TEST_F(CMapSnapshot, OrderedErasesShowASuffix) {
 
 // S1 across shards: A writes a[i], then B (who waited for A's write to return) writes b[i]. No snapshot may
 // hold b[i] without a[i]. a[i] = 2i and b[i] = 2i + 1 land on different shards for most i (16 shards).
-TEST_F(CMapSnapshot, RealTimeOrderAcrossShards) {
+TEST_F(CMapSnapshot, S1_RealTimeOrderAcrossShards) {
     const long n = 512;
     const long min_passes = scaled(3000, 2000);
     long passes = 0;
@@ -159,7 +163,7 @@ TEST_F(CMapSnapshot, RealTimeOrderAcrossShards) {
 
 // Growth under snapshots: 16 shards start empty and grow many times while snapshots live; a snapshot is held
 // while the writer adds a twentieth of the total before it is walked (S4: growth preserves and retires).
-TEST_F(CMapSnapshot, GrowthDuringSnapshotsKeepsPrefixes) {
+TEST_F(CMapSnapshot, S4_GrowthDuringSnapshotsKeepsPrefixes) {
     const long n = scaled(200000, 80000);
     const long hold = n / 20;
     lmap m(16, seed{77});
@@ -221,8 +225,7 @@ TEST_F(CMapSnapshot, GrowthDuringSnapshotsKeepsPrefixes) {
     EXPECT_EQ(m.preserved_bytes(), 0u);
 }
 
-// ---- one writer's random history
-// ---------------------------------------------------------------------------------
+// ---- one writer's random history --------------------------------------------------------------------------
 
 // A deterministic single-writer history and, for every prefix length j, the state it leaves: a commutative
 // fingerprint of the content, the entry count and the number of successful writes (S6).
@@ -383,7 +386,7 @@ void run_random_history(snap_map<long, long, iterlock::hash<long>, std::equal_to
     alive.clear();
 }
 
-TEST_F(CMapSnapshot, SnapshotIsTheStateAfterAPrefixOfTheHistory) {
+TEST_F(CMapSnapshot, S1_SnapshotIsTheStateAfterAPrefixOfTheHistory) {
     long checked = 0;
     for (std::uint64_t sd = 1; sd <= static_cast<std::uint64_t>(scaled(4, 2)); ++sd) {
         const history h(sd, scaled(30000, 15000), 3000);
@@ -400,7 +403,7 @@ TEST_F(CMapSnapshot, SnapshotIsTheStateAfterAPrefixOfTheHistory) {
 // Same-size growth: a sliding window of keys (insert the newest, erase the oldest) builds overflow chains
 // until a shard grows in place; the window's size sweeps 180..220 over two shards, which makes same-size
 // growths frequent for this table (measured with iterlock::map offline). Each snapshot is one window.
-TEST_F(CMapSnapshot, SameSizeGrowthChurnKeepsWindows) {
+TEST_F(CMapSnapshot, S4_SameSizeGrowthChurnKeepsWindows) {
     const long per_step = scaled(1000, 500);
     // The writer's history: for each step, per_step inserts, each followed by erases down to the window size.
     struct op {
@@ -487,7 +490,7 @@ TEST_F(CMapSnapshot, SameSizeGrowthChurnKeepsWindows) {
 // S6 with several writers: r0 <= s.revision() <= r1 + writers, where r0 and r1 are m.revision() read before
 // and after snapshot(). (m.revision() sums counters that a write publishes after its effect, so up to one
 // write per writer may already be in the snapshot but not yet in r1; the bound allows exactly that.)
-TEST_F(CMapSnapshot, RevisionBetweenReadsAroundSnapshot) {
+TEST_F(CMapSnapshot, S6_RevisionBetweenReadsAroundSnapshot) {
     const int writers = 2;
     const long per_writer = scaled(40000, 20000);
     lmap m(8, seed{9});
@@ -546,7 +549,7 @@ TEST_F(CMapSnapshot, RevisionBetweenReadsAroundSnapshot) {
 // is freed as unneeded, and the new snapshot then dies with "a snapshot's chain (or counters) were not
 // preserved" (or could read a retired array that the sweep freed). Seen in release builds within about 0.1 s
 // before the sweep learned to keep items whose hi exceeds the seq it read with the markers.
-TEST_F(CMapSnapshot, ReleaseRacesWithNewSnapshots) {
+TEST_F(CMapSnapshot, S5_ReleaseRacesWithNewSnapshots) {
     lmap m(2, seed{1});
     std::atomic<bool> stop{false};
     std::latch start(3);
@@ -582,26 +585,25 @@ TEST_F(CMapSnapshot, ReleaseRacesWithNewSnapshots) {
     releaser.join();
 }
 
-// ---- S5: memory
-// ----------------------------------------------------------------------------------------------
+// ---- S5: memory -------------------------------------------------------------------------------------------
 
 using counted_map = snap_map<long, long, iterlock::hash<long>, std::equal_to<long>,
-                             iterlock::ctest::counting_allocator<std::pair<const long, long>>>;
+                             iterlock::test::counting_allocator<std::pair<const long, long>>>;
 
 // Under continuous writes with overlapping snapshots ending in random order, the preserved memory and the
 // allocator's live bytes return, once the writer stops and the last snapshot ends, to exactly the level of
 // a twin map that ran the same history without any snapshot.
-TEST_F(CMapSnapshot, MemoryReturnsToTheNoSnapshotLevel) {
+TEST_F(CMapSnapshot, S5_MemoryReturnsToTheNoSnapshotLevel) {
     for (std::uint64_t sd = 11; sd < 11 + static_cast<std::uint64_t>(scaled(3, 2)); ++sd) {
         const history h(sd, scaled(30000, 15000), 4000);
-        iterlock::ctest::alloc_counter with, without;
+        iterlock::test::alloc_counter with, without;
         {
             counted_map twin(8, seed{sd}, {}, {},
-                             iterlock::ctest::counting_allocator<std::pair<const long, long>>(&without));
+                             iterlock::test::counting_allocator<std::pair<const long, long>>(&without));
             for (std::size_t i = 0; i < h.ops.size(); ++i) h.apply(twin, i);
 
             counted_map m(8, seed{sd}, {}, {},
-                          iterlock::ctest::counting_allocator<std::pair<const long, long>>(&with));
+                          iterlock::test::counting_allocator<std::pair<const long, long>>(&with));
             long checked = 0;
             run_random_history(m, h, sd, &checked);
             EXPECT_EQ(m.snapshots_alive(), 0u);
@@ -614,16 +616,16 @@ TEST_F(CMapSnapshot, MemoryReturnsToTheNoSnapshotLevel) {
         EXPECT_EQ(with.bytes.load(), 0);
         EXPECT_EQ(without.bytes.load(), 0);
     }
-    EXPECT_EQ(iterlock::ctest::unbound_counter().blocks.load(), 0)
+    EXPECT_EQ(iterlock::test::unbound_counter().blocks.load(), 0)
         << "something used a default-made allocator";
 }
 
 // Reserves (detail/concurrent/snapshot_store.hpp): the creator of a snapshot gives a shard whose writers copied at least
 // a page since the previous snapshot a reserve; the same writes again then copy into it without allocating,
 // and the reserve is freed with the last snapshot like the copies (S5).
-TEST_F(CMapSnapshot, ReserveFromTheCreatorTakesTheWritersNextCopies) {
-    iterlock::ctest::alloc_counter c;
-    counted_map m(1, seed{3}, {}, {}, iterlock::ctest::counting_allocator<std::pair<const long, long>>(&c));
+TEST_F(CMapSnapshot, S3_S5_ReserveFromTheCreatorTakesTheWritersNextCopies) {
+    iterlock::test::alloc_counter c;
+    counted_map m(1, seed{3}, {}, {}, iterlock::test::counting_allocator<std::pair<const long, long>>(&c));
     // 64 chains of about six: ~9 KiB of copies, more than a page, less than the largest reserve.
     constexpr long n = 400;
     for (long k = 0; k < n; ++k) m.insert({k, k});
@@ -665,9 +667,9 @@ TEST_F(CMapSnapshot, ReserveFromTheCreatorTakesTheWritersNextCopies) {
 // writer rewrites enough chains per snapshot that creators provision reserves (racing each other for the
 // same shards, and the writers taking them). Every walk is one consistent state, and once all stop the
 // allocator holds exactly what the map holds without snapshots.
-TEST_F(CMapSnapshot, ReservesFromConcurrentCreatorsReturnWithTheLastSnapshot) {
-    iterlock::ctest::alloc_counter c;
-    counted_map m(2, seed{5}, {}, {}, iterlock::ctest::counting_allocator<std::pair<const long, long>>(&c));
+TEST_F(CMapSnapshot, S5_ReservesFromConcurrentCreatorsReturnWithTheLastSnapshot) {
+    iterlock::test::alloc_counter c;
+    counted_map m(2, seed{5}, {}, {}, iterlock::test::counting_allocator<std::pair<const long, long>>(&c));
     constexpr long keys = 3000;  // ~24 KiB of copies per shard and snapshot if every chain is rewritten
     for (long k = 0; k < keys; ++k) m.insert({k, value_of(k)});
     std::atomic<bool> stop{false};
@@ -703,9 +705,9 @@ TEST_F(CMapSnapshot, ReservesFromConcurrentCreatorsReturnWithTheLastSnapshot) {
     writer.join();
     EXPECT_EQ(m.snapshots_alive(), 0u);
     EXPECT_EQ(m.preserved_bytes(), 0u);
-    iterlock::ctest::alloc_counter without;
+    iterlock::test::alloc_counter without;
     counted_map twin(2, seed{5}, {}, {},
-                     iterlock::ctest::counting_allocator<std::pair<const long, long>>(&without));
+                     iterlock::test::counting_allocator<std::pair<const long, long>>(&without));
     for (long k = 0; k < keys; ++k) twin.insert({k, value_of(k)});
     EXPECT_EQ(c.bytes.load(), without.bytes.load());
     EXPECT_EQ(c.blocks.load(), without.blocks.load());
@@ -713,9 +715,9 @@ TEST_F(CMapSnapshot, ReservesFromConcurrentCreatorsReturnWithTheLastSnapshot) {
 
 // While a snapshot lives, a writer preserves what it changes (S4); the memory is returned when it ends (S5),
 // also when the map is written to again afterwards.
-TEST_F(CMapSnapshot, PreservedBytesFollowSnapshotLifetimes) {
-    iterlock::ctest::alloc_counter c;
-    counted_map m(4, seed{2}, {}, {}, iterlock::ctest::counting_allocator<std::pair<const long, long>>(&c));
+TEST_F(CMapSnapshot, S5_PreservedBytesFollowSnapshotLifetimes) {
+    iterlock::test::alloc_counter c;
+    counted_map m(4, seed{2}, {}, {}, iterlock::test::counting_allocator<std::pair<const long, long>>(&c));
     for (long k = 0; k < 2000; ++k) m.insert({k, k});
     const long long baseline = c.bytes.load();
     EXPECT_EQ(m.preserved_bytes(), 0u);

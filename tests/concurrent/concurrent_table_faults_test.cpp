@@ -13,16 +13,17 @@
 
 #include <gtest/gtest.h>
 
-#include "concurrent_test_util.hpp"
 #include "iterlock/concurrent_map.hpp"
+#include "support/concurrent_maps.hpp"
+#include "support/watchdog.hpp"
 
 namespace {
 
 using iterlock::seed;
-using iterlock::ctest::locked_map;
-using iterlock::ctest::snap_map;
+using iterlock::test::locked_map;
+using iterlock::test::snap_map;
 
-class CMapTableFaults : public iterlock::ctest::watched {};
+class CMapTableFaults : public iterlock::test::watched {};
 
 // Item 6 through concurrent_map: reserve() divides n over the shards; a share no table can hold throws
 // std::length_error (it used to loop forever in the table's size computation), with or without a live
@@ -60,7 +61,7 @@ TEST_F(CMapTableFaults, Item06_ReserveOfAnUnreachableSizeThrowsLengthError) {
 // I7 bounds and produces every original entry once. For a shard grown by inserts alone to n entries, I7
 // allows 8 * (buckets + overflow + 2 * buckets) <= 40 * 2^B with 2^B the smallest power of two holding n at
 // a load of 6.5; with 100 entries over 4 shards (about 25 each, 2^B <= 8) that is at most 4 * 320.
-TEST_F(CMapTableFaults, Item09_GuardHolderInsertLoopEnds) {
+TEST_F(CMapTableFaults, L6_I7_Item09_GuardHolderInsertLoopEnds) {
     for (std::uint64_t round = 1; round <= 10; ++round) {
         locked_map<long, long> m(4, seed{round});
         for (long k = 0; k < 100; ++k) m.insert({k, k});
@@ -87,7 +88,7 @@ TEST_F(CMapTableFaults, Item09_GuardHolderInsertLoopEnds) {
 // The same with erases, and an insert-heavy stretch: the guard holder erases each produced entry (by the
 // reference the walk gives it) and inserts 10 more, then inserts 50,000 keys with the guard still held.
 // Growth keeps pace (the shards grow), and every key stays findable.
-TEST_F(CMapTableFaults, Item09_GuardHolderEraseAndInsertHeavyLoop) {
+TEST_F(CMapTableFaults, L6_I7_Item09_GuardHolderEraseAndInsertHeavyLoop) {
     locked_map<long, long> m(4, seed{5});
     for (long k = 0; k < 100; ++k) m.insert({k, k});
     const std::size_t bound = 4 * 40 * 8;

@@ -12,7 +12,8 @@
 
 #include <gtest/gtest.h>
 
-#include "concurrent_test_util.hpp"
+#include "support/scale.hpp"
+#include "support/watchdog.hpp"
 #include "iterlock/chan.hpp"
 #include "iterlock/select.hpp"
 #include "iterlock/versioned_map.hpp"
@@ -161,7 +162,7 @@ TEST(ConcurrentVersions, V4_CasLoopsLoseNoIncrement) {
     iterlock::versioned_map<int, long> m(8);
     for (int k = 0; k < 16; ++k) m.insert_or_assign(k, 0L);
     const int threads = 4;
-    const long per = iterlock::ctest::scaled(20000, 2000);
+    const long per = iterlock::test::scaled(20000, 2000);
     std::latch start(threads);
     std::vector<std::thread> ts;
     for (int t = 0; t < threads; ++t)

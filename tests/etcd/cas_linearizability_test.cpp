@@ -13,16 +13,16 @@
 #include <fstream>
 #include <string>
 
-#include "../concurrent/linearizability.hpp"
-#include "etcd_test_support.hpp"
+#include "support/etcd_sequences.hpp"
+#include "support/linearizability.hpp"
 #include "testing/local_etcd.hpp"
 
-using namespace etcd_test;
+using namespace iterlock::test;
 using etcd::testing::local_etcd;
-using iterlock::ctest::absent;
-using iterlock::ctest::lin_checker;
-using iterlock::ctest::lin_history;
-using iterlock::ctest::lin_op;
+using iterlock::test::absent;
+using iterlock::test::lin_checker;
+using iterlock::test::lin_history;
+using iterlock::test::lin_op;
 
 namespace {
 
@@ -171,7 +171,7 @@ TEST(EtcdCasLinearizability, M4_ThreeProcessesCompareAndSetLinearizably) {
     }
     for (int k = 0; k < keys; ++k)
         EXPECT_TRUE(lin_checker(h, {k}).check()) << "key " << k << ":\n"
-                                                 << iterlock::ctest::dump_history(h, k);
+                                                 << iterlock::test::dump_history(h, k);
     EXPECT_GT(succeeded, 0u);
     // Contention happened: some cas lost (three processes on two keys), so the check was not vacuous.
     EXPECT_GT(failed, 0u);

@@ -7,11 +7,11 @@
 
 #include <thread>
 
-#include "etcd_test_support.hpp"
 #include "iterlock/etcd/detail/mirror_test_access.hpp"
+#include "support/etcd_sequences.hpp"
 #include "testing/local_etcd.hpp"
 
-using namespace etcd_test;
+using namespace iterlock::test;
 using etcd::testing::local_etcd;
 using mirror_access = etcd::detail::mirror_test_access;
 

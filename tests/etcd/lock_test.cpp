@@ -73,7 +73,7 @@ TEST(EtcdIterationLock, DL1_UncontendedWriteNeitherWaitsNorLeavesAKey) {
     EXPECT_EQ(a.m.lock().lease_id(), 0) << "a write with no guard around needs no lease";
 }
 
-TEST(EtcdIterationLock, DL2_GuardsOfTwoProcessesAtOnce) {
+TEST(EtcdIterationLock, DL2_M10_GuardsOfTwoProcessesAtOnce) {
     local_etcd cluster;
     node a(cluster, "dl2/"), b(cluster, "dl2/");
     auto ga = a.m.lock_for_iteration();
@@ -185,7 +185,7 @@ TEST(EtcdIterationLock, DL5_TimedOutTryLeavesNoKey) {
     EXPECT_TRUE(eventually([&] { return keys_under(a.c, a.m.lock().prefix()) == 0; }));
 }
 
-TEST(EtcdIterationLock, DL6_FencedWriteOfAnExpiredLeaseNeverLands) {
+TEST(EtcdIterationLock, DL6_E5_FencedWriteOfAnExpiredLeaseNeverLands) {
     local_etcd cluster;
     node a(cluster, "dl6/"), b(cluster, "dl6/");
     b.m.insert_or_assign(1, 1);

@@ -1,15 +1,17 @@
 // iterlock::etcd::map against a real one-member etcd: the mirror's revision label under concurrent
-// writers (M1), read-your-writes (M3), compare-and-set (M4), snapshots (M5, M6), size checks (M8).
+// writers (M1), read-your-writes (M3), compare-and-set (M4), snapshots (M5, M6), size checks (M8); the
+// codec (K1-K4).
 #include <gtest/gtest.h>
 
+#include <cstring>
 #include <latch>
 #include <string>
 #include <thread>
 
-#include "etcd_test_support.hpp"
+#include "support/etcd_sequences.hpp"
 #include "testing/local_etcd.hpp"
 
-using namespace etcd_test;
+using namespace iterlock::test;
 using etcd::testing::local_etcd;
 
 namespace {
@@ -198,6 +200,42 @@ TEST(EtcdCodec, K1_IntegersKeepTheirOrderAsBytes) {
     EXPECT_TRUE(default_codec::decode(default_codec::encode(std::int64_t{-42}), x));
     EXPECT_EQ(x, -42);
     EXPECT_FALSE(default_codec::decode(std::string_view("abc"), x));  // K4
+}
+
+TEST(EtcdCodec, K2_StringsAreTheirBytes) {
+    using etcd::default_codec;
+    const std::string s("a\0b\xff", 4);
+    EXPECT_EQ(default_codec::encode(s), s);
+    std::string out = "old";
+    EXPECT_TRUE(default_codec::decode(std::string_view(s), out));
+    EXPECT_EQ(out, s);
+}
+
+TEST(EtcdCodec, K3_TriviallyCopyableTypesAreTheirObjectRepresentation) {
+    struct point {
+        double x;
+        float y;
+    };
+    using etcd::default_codec;
+    const point p{1.5, -2.25f};
+    const std::string bytes = default_codec::encode(p);
+    ASSERT_EQ(bytes.size(), sizeof(point));
+    EXPECT_EQ(std::memcmp(bytes.data(), &p, sizeof(point)), 0);
+    point q{0, 0};
+    EXPECT_TRUE(default_codec::decode(std::string_view(bytes), q));
+    EXPECT_EQ(q.x, 1.5);
+    EXPECT_EQ(q.y, -2.25f);
+}
+
+TEST(EtcdCodec, K4_SizeMismatchDecodesToFalseAndLeavesTheTarget) {
+    using etcd::default_codec;
+    std::int32_t i = 7;
+    EXPECT_FALSE(default_codec::decode(std::string_view("abcde"), i));
+    EXPECT_FALSE(default_codec::decode(std::string_view(""), i));
+    EXPECT_EQ(i, 7);
+    double d = 3.0;
+    EXPECT_FALSE(default_codec::decode(std::string_view("abc"), d));  // shorter than sizeof(double)
+    EXPECT_EQ(d, 3.0);
 }
 
 }  // namespace

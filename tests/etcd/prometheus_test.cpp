@@ -8,12 +8,12 @@
 
 #include "../observability/exposition.hpp"
 #include "../observability/process_support.hpp"
-#include "etcd_test_support.hpp"
+#include "support/etcd_sequences.hpp"
 #include "iterlock/etcd/detail/mirror_test_access.hpp"
 #include "iterlock/etcd/prometheus.hpp"
 #include "testing/local_etcd.hpp"
 
-using namespace etcd_test;
+using namespace iterlock::test;
 using etcd::testing::local_etcd;
 using iterlock_test::exposition;
 using mirror_access = etcd::detail::mirror_test_access;

@@ -10,10 +10,10 @@
 #include <sstream>
 #include <string>
 
-#include "etcd_test_support.hpp"
+#include "support/etcd_sequences.hpp"
 #include "testing/local_etcd.hpp"
 
-using namespace etcd_test;
+using namespace iterlock::test;
 using etcd::testing::local_etcd;
 using etcd::testing::local_tls;
 

@@ -18,14 +18,15 @@
 
 #include <gtest/gtest.h>
 
-#include "guarded_test_types.hpp"
 #include "iterlock/guarded.hpp"
-#include "lock/lock_test_util.hpp"
+#include "support/guarded_maps.hpp"
+#include "support/scale.hpp"
+#include "support/watchdog.hpp"
 
 namespace {
 
 template <class Map>
-class GuardedConsistency : public iterlock::test::watched_test {};
+class GuardedConsistency : public iterlock::test::watched {};
 using maps = iterlock::test::guarded_maps<std::uint64_t>;
 using map_names = iterlock::test::guarded_map_names;
 TYPED_TEST_SUITE(GuardedConsistency, maps, map_names);
@@ -62,7 +63,7 @@ std::uint64_t check_walk(Guard& g, std::uint64_t n, bool prefix, std::vector<cha
 template <class Map>
 void run(bool prefix) {
     constexpr int walkers = 2;
-    const std::uint64_t n = static_cast<std::uint64_t>(iterlock::test::scaled(4000));
+    const std::uint64_t n = static_cast<std::uint64_t>(iterlock::test::scaled(4000, 2000));
     iterlock::guarded<Map> m;
     if (!prefix)
         for (std::uint64_t i = 0; i < n; ++i) m.insert_or_assign(key_of(i), i);
@@ -119,7 +120,7 @@ TYPED_TEST(GuardedConsistency, GD3_WalkSeesASuffixOfInOrderErases) {
 // Readers under the shared lock beside walks and a writer: a read sees each key either absent or with its
 // value, and the walks stay consistent (GD1 with GD2/GD3).
 TYPED_TEST(GuardedConsistency, GD1_ReadsBesideWalksAndAWriterSeeWrittenValues) {
-    const std::uint64_t n = static_cast<std::uint64_t>(iterlock::test::scaled(4000));
+    const std::uint64_t n = static_cast<std::uint64_t>(iterlock::test::scaled(4000, 2000));
     iterlock::guarded<TypeParam> m;
     std::atomic<bool> done{false};
     std::atomic<int> bad{0};

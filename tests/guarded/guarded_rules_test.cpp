@@ -17,9 +17,9 @@
 
 #include <gtest/gtest.h>
 
-#include "guarded_test_types.hpp"
 #include "iterlock/guarded.hpp"
-#include "lock/lock_test_util.hpp"
+#include "support/guarded_maps.hpp"
+#include "support/polling.hpp"
 
 namespace {
 

@@ -16,7 +16,10 @@
 
 #include "iterlock/concurrent_map.hpp"
 #include "iterlock/iteration_lock.hpp"
-#include "lock_test_util.hpp"
+#include "support/order_log.hpp"
+#include "support/polling.hpp"
+#include "support/scale.hpp"
+#include "support/watchdog.hpp"
 
 namespace {
 
@@ -26,7 +29,7 @@ using iterlock::priority;
 using iterlock::test::eventually;
 using iterlock::test::order_log;
 
-class IterationLock : public iterlock::test::watched_test {};
+class IterationLock : public iterlock::test::watched {};
 
 static_assert(!std::is_copy_constructible_v<iteration_lock::guard>);
 static_assert(!std::is_move_constructible_v<iteration_lock::guard>);
@@ -233,7 +236,7 @@ TEST_F(IterationLock, StressWritersReadersAndWalkersKeepTheInvariant) {
     for (int w = 0; w < 2; ++w)
         ts.emplace_back([&] {
             go.arrive_and_wait();
-            for (int i = 0; i < iterlock::test::scaled(20000); ++i) {
+            for (int i = 0; i < iterlock::test::scaled(20000, 10000); ++i) {
                 std::unique_lock lk(l);
                 ++a;
                 ++b;
@@ -266,7 +269,7 @@ TEST_F(IterationLock, StressWritersReadersAndWalkersKeepTheInvariant) {
     ts.clear();
     EXPECT_EQ(bad.load(), 0);
     EXPECT_EQ(a, b);
-    EXPECT_GE(a, 2 * iterlock::test::scaled(20000));
+    EXPECT_GE(a, 2 * iterlock::test::scaled(20000, 10000));
     l.state();  // and the lock is idle
     EXPECT_EQ(l.state().total_waiting(), 0u);
 }

@@ -13,7 +13,6 @@
 #include "iterlock/detail/lock/shard_lock.hpp"
 #include "iterlock/errors.hpp"
 #include "iterlock/priority.hpp"
-#include "lock_test_util.hpp"
 
 namespace {
 
@@ -71,7 +70,7 @@ TEST(ShardLockBasic, WorksWithStandardLockAdaptors) {
 }
 
 // The compatibility matrix of the header, probed with the non-blocking calls.
-TEST(ShardLockBasic, CompatibilityWhileReaderHolds) {
+TEST(ShardLockBasic, R1_R2_CompatibilityWhileReaderHolds) {
     shard_lock l;
     l.lock_shared();
     EXPECT_FALSE(l.try_lock());
@@ -83,7 +82,7 @@ TEST(ShardLockBasic, CompatibilityWhileReaderHolds) {
     expect_idle(l);
 }
 
-TEST(ShardLockBasic, CompatibilityWhileWriterHolds) {
+TEST(ShardLockBasic, R1_R2_CompatibilityWhileWriterHolds) {
     shard_lock l;
     l.lock();
     EXPECT_FALSE(l.try_lock());
@@ -93,7 +92,7 @@ TEST(ShardLockBasic, CompatibilityWhileWriterHolds) {
     expect_idle(l);
 }
 
-TEST(ShardLockBasic, CompatibilityWhileIterationHolds) {
+TEST(ShardLockBasic, R1_R2_CompatibilityWhileIterationHolds) {
     shard_lock l;
     l.lock_iteration();
     EXPECT_FALSE(l.try_lock());
@@ -106,7 +105,7 @@ TEST(ShardLockBasic, CompatibilityWhileIterationHolds) {
     expect_idle(l);
 }
 
-TEST(ShardLockBasic, CompatibilityWhileUpgraded) {
+TEST(ShardLockBasic, R1_R7_CompatibilityWhileUpgraded) {
     shard_lock l;
     l.lock_iteration();
     l.upgrade_iteration_to_write();
@@ -120,7 +119,7 @@ TEST(ShardLockBasic, CompatibilityWhileUpgraded) {
     expect_idle(l);
 }
 
-TEST(ShardLockBasic, SequenceCountsWriteAcquisitions) {
+TEST(ShardLockBasic, R9_SequenceCountsWriteAcquisitions) {
     shard_lock l;
     const auto seq0 = l.state().seq;
     l.lock();
@@ -138,7 +137,7 @@ TEST(ShardLockBasic, SequenceCountsWriteAcquisitions) {
     EXPECT_EQ(l.state().seq, seq0 + 2);
 }
 
-TEST(ShardLockSequenceRead, ValidatesWhenNoWriterCame) {
+TEST(ShardLockSequenceRead, R9_ValidatesWhenNoWriterCame) {
     shard_lock l;
     const auto token = l.read_begin();
     EXPECT_TRUE(l.read_validate(token));
@@ -150,7 +149,7 @@ TEST(ShardLockSequenceRead, ValidatesWhenNoWriterCame) {
     EXPECT_TRUE(l.read_validate(token));
 }
 
-TEST(ShardLockSequenceRead, FailsAfterAWriter) {
+TEST(ShardLockSequenceRead, R9_FailsAfterAWriter) {
     shard_lock l;
     const auto token = l.read_begin();
     l.lock();
@@ -160,7 +159,7 @@ TEST(ShardLockSequenceRead, FailsAfterAWriter) {
     EXPECT_TRUE(l.read_validate(l.read_begin()));
 }
 
-TEST(ShardLockSequenceRead, FailsAcrossAnUpgrade) {
+TEST(ShardLockSequenceRead, R9_FailsAcrossAnUpgrade) {
     shard_lock l;
     l.lock_iteration();
     const auto token = l.read_begin();
@@ -171,7 +170,7 @@ TEST(ShardLockSequenceRead, FailsAcrossAnUpgrade) {
     l.unlock_iteration();
 }
 
-TEST(ShardLockUpgrade, SucceedsForTheOnlyIteration) {
+TEST(ShardLockUpgrade, R7_SucceedsForTheOnlyIteration) {
     shard_lock l;
     l.lock_iteration();
     l.upgrade_iteration_to_write();
@@ -187,7 +186,7 @@ TEST(ShardLockUpgrade, SucceedsForTheOnlyIteration) {
     expect_idle(l);
 }
 
-TEST(ShardLockUpgrade, ThrowsWhenAnotherIterationIsLiveAndChangesNothing) {
+TEST(ShardLockUpgrade, R7_ThrowsWhenAnotherIterationIsLiveAndChangesNothing) {
     shard_lock l;
     l.lock_iteration();
     l.lock_iteration();  // a second walk (the lock does not know whose)
@@ -210,7 +209,7 @@ TEST(ShardLockUpgrade, ThrowsWhenAnotherIterationIsLiveAndChangesNothing) {
     expect_idle(l);
 }
 
-TEST(ShardLockUpgrade, ThrowsWithoutAnIteration) {
+TEST(ShardLockUpgrade, R7_ThrowsWithoutAnIteration) {
     shard_lock l;
     EXPECT_THROW(l.upgrade_iteration_to_write(), lock_error);
     l.lock();  // a plain writer cannot "upgrade" either
@@ -219,7 +218,7 @@ TEST(ShardLockUpgrade, ThrowsWithoutAnIteration) {
     expect_idle(l);
 }
 
-TEST(ShardLockUpgrade, ThrowsWhenAlreadyUpgraded) {
+TEST(ShardLockUpgrade, R7_ThrowsWhenAlreadyUpgraded) {
     shard_lock l;
     l.lock_iteration();
     l.upgrade_iteration_to_write();
@@ -230,7 +229,7 @@ TEST(ShardLockUpgrade, ThrowsWhenAlreadyUpgraded) {
     expect_idle(l);
 }
 
-TEST(ShardLockUpgrade, DowngradeWithoutUpgradeThrows) {
+TEST(ShardLockUpgrade, R7_DowngradeWithoutUpgradeThrows) {
     shard_lock l;
     EXPECT_THROW(l.downgrade_write_to_iteration(), lock_error);
     l.lock_iteration();
@@ -243,12 +242,12 @@ TEST(ShardLockUpgrade, DowngradeWithoutUpgradeThrows) {
     expect_idle(l);
 }
 
-TEST(ShardLockUpgrade, LockErrorIsALogicError) {
+TEST(ShardLockUpgrade, R7_LockErrorIsALogicError) {
     shard_lock l;
     EXPECT_THROW(l.upgrade_iteration_to_write(), std::logic_error);
 }
 
-TEST(ShardLockTimeout, IterationTimesOutBehindAWriterAndLeavesNoTrace) {
+TEST(ShardLockTimeout, R6_IterationTimesOutBehindAWriterAndLeavesNoTrace) {
     shard_lock l;
     l.lock();
     std::chrono::nanoseconds waited{-1};
@@ -268,7 +267,7 @@ TEST(ShardLockTimeout, IterationTimesOutBehindAWriterAndLeavesNoTrace) {
     expect_idle(l);
 }
 
-TEST(ShardLockTimeout, WriterTimesOutBehindAnIterationAndLeavesNoTrace) {
+TEST(ShardLockTimeout, R6_WriterTimesOutBehindAnIterationAndLeavesNoTrace) {
     shard_lock l;
     l.lock_iteration();
     EXPECT_FALSE(l.try_lock_for(1ms));

@@ -13,7 +13,10 @@
 #include "iterlock/detail/lock/shard_lock.hpp"
 #include "iterlock/errors.hpp"
 #include "iterlock/priority.hpp"
-#include "lock_test_util.hpp"
+#include "support/lock_probes.hpp"
+#include "support/order_log.hpp"
+#include "support/polling.hpp"
+#include "support/watchdog.hpp"
 
 namespace {
 
@@ -26,9 +29,9 @@ using iterlock::test::waiting_iterations;
 using iterlock::test::waiting_writers;
 using Strings = std::vector<std::string>;
 
-class ShardLockOrder : public iterlock::test::watched_test {};
-class ShardLockTimeout : public iterlock::test::watched_test {};
-class ShardLockUpgrade : public iterlock::test::watched_test {};
+class ShardLockOrder : public iterlock::test::watched {};
+class ShardLockTimeout : public iterlock::test::watched {};
+class ShardLockUpgrade : public iterlock::test::watched {};
 
 // A writer thread with priority `p` that logs `name` inside its critical section.
 std::thread writer(shard_lock& l, order_log& log, std::string name, priority p) {
@@ -49,7 +52,7 @@ std::thread iteration(shard_lock& l, order_log& log, std::string name, priority 
     });
 }
 
-TEST_F(ShardLockOrder, ReadersProceedWhileAnIterationHolds) {  // R1
+TEST_F(ShardLockOrder, R1_ReadersProceedWhileAnIterationHolds) {
     shard_lock l;
     l.lock_iteration();
     std::atomic<bool> read{false};
@@ -63,7 +66,7 @@ TEST_F(ShardLockOrder, ReadersProceedWhileAnIterationHolds) {  // R1
     reader.join();
 }
 
-TEST_F(ShardLockOrder, ReadersDoNotQueueBehindAWaitingWriter) {  // R1
+TEST_F(ShardLockOrder, R1_ReadersDoNotQueueBehindAWaitingWriter) {
     shard_lock l;
     l.lock_iteration();
     order_log log;
@@ -83,7 +86,7 @@ TEST_F(ShardLockOrder, ReadersDoNotQueueBehindAWaitingWriter) {  // R1
     EXPECT_EQ(log.entries(), Strings{"writer"});
 }
 
-TEST_F(ShardLockOrder, WriterWaitsForAnIterationThenProceeds) {  // R2
+TEST_F(ShardLockOrder, R2_WriterWaitsForAnIterationThenProceeds) {
     shard_lock l;
     l.lock_iteration();
     std::atomic<bool> wrote{false};
@@ -102,7 +105,7 @@ TEST_F(ShardLockOrder, WriterWaitsForAnIterationThenProceeds) {  // R2
     EXPECT_FALSE(l.state().queued);
 }
 
-TEST_F(ShardLockOrder, ReaderWaitsForAWriterThenProceeds) {  // R1, R8
+TEST_F(ShardLockOrder, R1_R8_ReaderWaitsForAWriterThenProceeds) {
     shard_lock l;
     int data = 0;  // plain data: ThreadSanitizer checks that the lock orders these accesses
     l.lock();
@@ -122,7 +125,7 @@ TEST_F(ShardLockOrder, ReaderWaitsForAWriterThenProceeds) {  // R1, R8
     EXPECT_EQ(seen, 42);
 }
 
-TEST_F(ShardLockOrder, QueuedWriterGoesBeforeANewIteration) {  // R3
+TEST_F(ShardLockOrder, R3_QueuedWriterGoesBeforeANewIteration) {
     shard_lock l;
     order_log log;
     l.lock_iteration();
@@ -138,7 +141,27 @@ TEST_F(ShardLockOrder, QueuedWriterGoesBeforeANewIteration) {  // R3
     EXPECT_EQ(log.entries(), (Strings{"writer", "iteration"}));
 }
 
-TEST_F(ShardLockOrder, HandOffFollowsPriorityThenRole) {  // R4
+// R5: while a writer is queued, the fast paths refuse even where the compatibility matrix alone would admit
+// the caller (another iteration beside the holding one); readers are exempt (R1).
+TEST_F(ShardLockOrder, R5_FastPathsRefuseWhileAnybodyIsQueued) {
+    shard_lock l;
+    order_log log;
+    l.lock_iteration();
+    std::thread w = writer(l, log, "writer", priority::best_effort);
+    ASSERT_TRUE(eventually([&] { return waiting_writers(l, priority::best_effort) == 1; }));
+    EXPECT_TRUE(l.state().queued);
+    EXPECT_FALSE(l.try_lock_iteration()) << "a fast-path iteration overtook a queued writer";
+    EXPECT_FALSE(l.try_lock()) << "a fast-path writer overtook a queued writer";
+    EXPECT_TRUE(l.try_lock_shared()) << "a reader queued behind a waiting writer (R1 exempts readers)";
+    l.unlock_shared();
+    EXPECT_TRUE(log.entries().empty());
+    l.unlock_iteration();
+    w.join();
+    EXPECT_EQ(log.entries(), Strings{"writer"});
+    EXPECT_FALSE(l.state().queued);
+}
+
+TEST_F(ShardLockOrder, R4_HandOffFollowsPriorityThenRole) {
     shard_lock l;
     order_log log;
     l.lock();
@@ -158,7 +181,7 @@ TEST_F(ShardLockOrder, HandOffFollowsPriorityThenRole) {  // R4
     EXPECT_FALSE(l.state().queued);
 }
 
-TEST_F(ShardLockOrder, RealtimeIterationOvertakesAQueuedBestEffortWriter) {  // R4: priority beats R3
+TEST_F(ShardLockOrder, R4_RealtimeIterationOvertakesAQueuedBestEffortWriter) {  // R4: priority beats R3
     shard_lock l;
     order_log log;
     l.lock_iteration();  // a best-effort walk holds
@@ -187,7 +210,7 @@ TEST_F(ShardLockOrder, RealtimeIterationOvertakesAQueuedBestEffortWriter) {  // 
     EXPECT_EQ(log.entries(), (Strings{"rt_iteration", "be_writer", "be_iteration"}));
 }
 
-TEST_F(ShardLockOrder, RealtimeWriterBlocksNewRealtimeIterations) {  // R3 within one priority
+TEST_F(ShardLockOrder, R3_RealtimeWriterBlocksNewRealtimeIterations) {  // R3 within one priority
     shard_lock l;
     order_log log;
     l.lock_iteration();
@@ -201,7 +224,7 @@ TEST_F(ShardLockOrder, RealtimeWriterBlocksNewRealtimeIterations) {  // R3 withi
     EXPECT_EQ(log.entries(), (Strings{"rt_writer", "rt_iteration"}));
 }
 
-TEST_F(ShardLockOrder, WritersOfOneClassGoOneAtATimeIterationsTogether) {  // R4
+TEST_F(ShardLockOrder, R4_WritersOfOneClassGoOneAtATimeIterationsTogether) {
     shard_lock l;
     l.lock();
     std::atomic<int> writers_in{0};
@@ -239,7 +262,7 @@ TEST_F(ShardLockOrder, WritersOfOneClassGoOneAtATimeIterationsTogether) {  // R4
     EXPECT_EQ(max_writers_in.load(), 1);
 }
 
-TEST_F(ShardLockTimeout, TimedOutIterationReturnsFalseAndALaterAcquireWorks) {  // R6
+TEST_F(ShardLockTimeout, R6_TimedOutIterationReturnsFalseAndALaterAcquireWorks) {
     shard_lock l;
     l.lock();
     std::atomic<int> result{-1};
@@ -261,7 +284,7 @@ TEST_F(ShardLockTimeout, TimedOutIterationReturnsFalseAndALaterAcquireWorks) {  
     EXPECT_EQ(result.load(), 2);
 }
 
-TEST_F(ShardLockTimeout, TimedOutWriterReleasesTheIterationsItHeldBack) {  // R6 with R3
+TEST_F(ShardLockTimeout, R6_TimedOutWriterReleasesTheIterationsItHeldBack) {  // R6 with R3
     shard_lock l;
     l.lock_iteration();  // held for the whole test
     std::atomic<int> writer_result{-1};
@@ -287,7 +310,7 @@ TEST_F(ShardLockTimeout, TimedOutWriterReleasesTheIterationsItHeldBack) {  // R6
     l.unlock_iteration();
 }
 
-TEST_F(ShardLockTimeout, TimedOutRealtimeWaiterLetsBestEffortGo) {  // R6 with R4
+TEST_F(ShardLockTimeout, R6_TimedOutRealtimeWaiterLetsBestEffortGo) {  // R6 with R4
     shard_lock l;
     order_log log;
     l.lock_iteration();
@@ -308,7 +331,7 @@ TEST_F(ShardLockTimeout, TimedOutRealtimeWaiterLetsBestEffortGo) {  // R6 with R
     EXPECT_FALSE(l.state().queued);
 }
 
-TEST_F(ShardLockUpgrade, ThrowsWhenAnotherThreadWalks) {  // R7
+TEST_F(ShardLockUpgrade, R7_ThrowsWhenAnotherThreadWalks) {
     shard_lock l;
     std::latch other_holds(1);
     std::atomic<bool> other_release{false};
@@ -331,7 +354,7 @@ TEST_F(ShardLockUpgrade, ThrowsWhenAnotherThreadWalks) {  // R7
     l.unlock_iteration();
 }
 
-TEST_F(ShardLockUpgrade, DrainsReadersInsideAndBlocksNewOnes) {  // R7
+TEST_F(ShardLockUpgrade, R7_DrainsReadersInsideAndBlocksNewOnes) {
     shard_lock l;
     int data = 0;
     std::latch reader_in(1);
@@ -375,7 +398,7 @@ TEST_F(ShardLockUpgrade, DrainsReadersInsideAndBlocksNewOnes) {  // R7
     l.check_invariants();
 }
 
-TEST_F(ShardLockUpgrade, UpgradedIterationExcludesWritersAndIterations) {  // R7
+TEST_F(ShardLockUpgrade, R7_UpgradedIterationExcludesWritersAndIterations) {
     shard_lock l;
     order_log log;
     l.lock_iteration();

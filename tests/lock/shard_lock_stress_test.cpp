@@ -19,7 +19,9 @@
 #include "iterlock/detail/lock/shard_lock.hpp"
 #include "iterlock/errors.hpp"
 #include "iterlock/priority.hpp"
-#include "lock_test_util.hpp"
+#include "support/polling.hpp"
+#include "support/scale.hpp"
+#include "support/watchdog.hpp"
 
 namespace {
 
@@ -28,7 +30,7 @@ using iterlock::priority;
 using iterlock::detail::shard_lock;
 using iterlock::test::scaled;
 
-class ShardLockStress : public iterlock::test::watched_test {};
+class ShardLockStress : public iterlock::test::watched {};
 
 // Who is inside, counted by the threads themselves and checked against the rules on every entry.
 struct occupancy {
@@ -188,22 +190,22 @@ void run_random_mix(int threads, int ops, int max_dwell, bool use_timeouts) {
         timeouts.load(), static_cast<unsigned long long>(data.a));
 }
 
-TEST_F(ShardLockStress, MutualExclusionWithShortHolds) {
-    run_random_mix(4, scaled(20000), 2, false);
+TEST_F(ShardLockStress, R2_R8_MutualExclusionWithShortHolds) {
+    run_random_mix(4, scaled(20000, 10000), 2, false);
 }
 
-TEST_F(ShardLockStress, NoLostWakeupsManyThreadsWithTimeouts) {
+TEST_F(ShardLockStress, R4_R6_NoLostWakeupsManyThreadsWithTimeouts) {
     // More threads than cores and longer holds: waiters must park and be woken, and timeouts race grants.
-    run_random_mix(12, scaled(6000), 16, true);
+    run_random_mix(12, scaled(6000, 3000), 16, true);
 }
 
-TEST_F(ShardLockStress, WritersAndReadersOnly) {
+TEST_F(ShardLockStress, R1_R2_R8_WritersAndReadersOnly) {
     // The plain reader/writer protocol, hammered: most contention on the reader fast path's undo.
     shard_lock l;
     std::uint64_t value = 0;
     std::atomic<long> bad{0};
     constexpr int threads = 6;
-    const int ops = scaled(300000);
+    const int ops = scaled(300000, 150000);
     std::latch start(threads);
     std::vector<std::thread> pool;
     pool.reserve(threads);
@@ -233,7 +235,7 @@ TEST_F(ShardLockStress, WritersAndReadersOnly) {
     EXPECT_FALSE(l.state().queued);
 }
 
-TEST_F(ShardLockStress, SequenceReadsNeverValidateATornPair) {  // R9
+TEST_F(ShardLockStress, R9_SequenceReadsNeverValidateATornPair) {
     shard_lock l;
     std::atomic<std::int64_t> x{0};
     std::atomic<std::int64_t> y{0};  // always -x outside a write
@@ -241,7 +243,7 @@ TEST_F(ShardLockStress, SequenceReadsNeverValidateATornPair) {  // R9
     std::atomic<long> torn{0};
     std::atomic<long> validated{0};
     std::atomic<long> retried{0};
-    const int writes = scaled(300000);
+    const int writes = scaled(300000, 150000);
     constexpr int readers = 3;
     std::latch start(readers + 1);
     std::vector<std::thread> pool;

@@ -18,8 +18,8 @@
 #include <unordered_map>
 #include <vector>
 
-#include "iteration_oracle.hpp"
 #include "iterlock/map.hpp"
+#include "support/iteration_oracle.hpp"
 
 namespace {
 
@@ -273,7 +273,7 @@ class differential_run {
 
     // One iteration with erase-ahead, erase-current, assign and insert bursts, checked by the oracle (I1-I4).
     void iterate_with_writes() {
-        iterlock_test::iteration_oracle<key, std::uint64_t> oracle(mirror_);
+        iterlock::test::iteration_oracle<key, std::uint64_t> oracle(mirror_);
         std::vector<key> start_keys;
         start_keys.reserve(mirror_.size());
         for (const auto& kv : mirror_) start_keys.push_back(kv.first);

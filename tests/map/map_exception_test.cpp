@@ -10,20 +10,20 @@
 
 #include "iterlock/detail/map/test_access.hpp"
 #include "iterlock/map.hpp"
-#include "map_test_types.hpp"
+#include "support/element_types.hpp"
 
 namespace {
 
-using iterlock_test::constant_hash;
-using iterlock_test::counted;
-using iterlock_test::counted_hash;
-using iterlock_test::equality_error;
-using iterlock_test::hash_error;
-using iterlock_test::nth_construction_error;
-using iterlock_test::throw_on_nth;
-using iterlock_test::throw_on_nth_hash;
-using iterlock_test::throwing_equal;
-using iterlock_test::throwing_hash;
+using iterlock::test::constant_hash;
+using iterlock::test::counted;
+using iterlock::test::counted_hash;
+using iterlock::test::equality_error;
+using iterlock::test::hash_error;
+using iterlock::test::nth_construction_error;
+using iterlock::test::throw_on_nth;
+using iterlock::test::throw_on_nth_hash;
+using iterlock::test::throwing_equal;
+using iterlock::test::throwing_hash;
 using access = iterlock::detail::map_test_access;
 
 // RAII: arms throwing_hash / throwing_equal on one key and always disarms.

@@ -18,23 +18,21 @@
 #include <utility>
 #include <vector>
 
-#include "concurrent/concurrent_test_util.hpp"
 #include "iterlock/detail/map/test_access.hpp"
 #include "iterlock/map.hpp"
-#include "map_test_types.hpp"
+#include "support/element_types.hpp"
+#include "support/filled_map.hpp"
+#include "support/misuse_action_scope.hpp"
+#include "support/watchdog.hpp"
 
 namespace {
 
 using int_map = iterlock::map<int, int>;
 using access = iterlock::detail::map_test_access;
-using iterlock::ctest::watchdog;
-using iterlock_test::misuse_action_scope;
+using iterlock::test::misuse_action_scope;
+using iterlock::test::watchdog;
 
-int_map make_filled(int n, std::uint64_t seed = 7) {
-    int_map m{iterlock::seed{seed}};
-    for (int i = 0; i < n; ++i) m.insert({i, i * 10});
-    return m;
-}
+using iterlock::test::make_filled;
 
 // The map still holds 0..n-1 (value i * 10) and accepts writes.
 void expect_intact_and_usable(int_map& m, int n) {
@@ -196,7 +194,7 @@ std::size_t i7_bound(const int_map& m) {
 // not move entries while an iterator lived, so every insert landed in a chain the walk had still to reach.
 // Now the walk ends within I7's bound, every original entry is produced exactly once (I3, I4), and the
 // inserts grow the map (the chains stay short).
-TEST(MapFaults, Item09_GoStyleInsertLoopEnds) {
+TEST(MapFaults, I7_Item09_GoStyleInsertLoopEnds) {
     watchdog dog(std::chrono::seconds(120));
     for (std::uint64_t seed = 1; seed <= 20; ++seed) {
         int_map m = make_filled(100, seed);
@@ -224,7 +222,7 @@ TEST(MapFaults, Item09_GoStyleInsertLoopEnds) {
 // The same loop erasing as it goes: each produced entry is erased through the iterator's own key (a
 // reference into the map, used by the write that may now evacuate) and replaced by 10 new keys. The walk
 // ends within I7's bound; entries erased before the walk reaches them are not produced (I1).
-TEST(MapFaults, Item09_GoStyleEraseAndInsertLoopEnds) {
+TEST(MapFaults, I7_Item09_GoStyleEraseAndInsertLoopEnds) {
     watchdog dog(std::chrono::seconds(120));
     for (std::uint64_t seed = 1; seed <= 20; ++seed) {
         int_map m = make_filled(100, seed);
@@ -266,7 +264,7 @@ TEST(MapFaults, Item09_GoStyleEraseAndInsertLoopEnds) {
 // 7.9 ms without the iterator). Growth now keeps pace, so every chain stays short and the table's
 // bucket count follows its size: the cost per insert does not grow with the inserts. Checked on the chains
 // (a lookup's and an insert's work), not on time. The kept iterator then still walks correctly.
-TEST(MapFaults, Item09_InsertsWithALiveIteratorKeepChainsShort) {
+TEST(MapFaults, I7_Item09_InsertsWithALiveIteratorKeepChainsShort) {
     watchdog dog(std::chrono::seconds(120));
     int_map m = make_filled(100, 3);
     m.reserve(0);
@@ -322,7 +320,7 @@ TEST(MapFaults, Item09_InsertDuringIterationReturnsTheMovedEntry) {
 // comes first once the iterator is gone: a reserve() that finishes the growth, an erase, a clear, a move.
 // (Run under ASan: a kept chain head in a freed array would be written to after the free.)
 TEST(MapFaults, Item09_KeptBlocksAreFreedByWhicheverCallComesNext) {
-    using colliding = iterlock::map<int, int, iterlock_test::constant_hash>;
+    using colliding = iterlock::map<int, int, iterlock::test::constant_hash>;
     for (int run = 0; run < 64; ++run) {
         const int how = run % 4;
         // The colliding keys' bucket depends on the seed; over 16 seeds it is often among the first six old

@@ -12,15 +12,15 @@
 #include <unordered_map>
 #include <vector>
 
-#include "iteration_oracle.hpp"
 #include "iterlock/detail/map/test_access.hpp"
 #include "iterlock/map.hpp"
+#include "support/iteration_oracle.hpp"
 
 namespace {
 
 using int_map = iterlock::map<int, int>;
 using mirror_map = std::unordered_map<int, int>;
-using oracle = iterlock_test::iteration_oracle<int, int>;
+using oracle = iterlock::test::iteration_oracle<int, int>;
 using access = iterlock::detail::map_test_access;
 
 struct filled {
@@ -63,8 +63,7 @@ std::vector<int> keys_in_order(const int_map& m) {
     return out;
 }
 
-// ---- I1: erased before reached -> not produced
-// -------------------------------------------------------------
+// ---- I1: erased before reached -> not produced ------------------------------------------------------------
 
 TEST(MapIterationI1, EraseAheadIsNotProduced) {
     for (std::uint64_t seed = 1; seed <= 20; ++seed) {
@@ -313,8 +312,7 @@ TEST(MapIterationI4, AfterEraseHeavyChurnWithTombstones) {
     EXPECT_EQ(produced.size(), f.mirror.size());
 }
 
-// ---- I5: clear() during iteration ends it cleanly
-// ----------------------------------------------------------
+// ---- I5: clear() during iteration ends it cleanly ---------------------------------------------------------
 
 TEST(MapIterationI5, ClearEndsIterationAtNextIncrement) {
     for (int n : {1, 10, 1000}) {
@@ -395,8 +393,7 @@ TEST(MapIterationI5, OtherLiveIteratorsAlsoEnd) {
     EXPECT_TRUE(b == m.end());
 }
 
-// ---- I6: randomized start, reproducible with a fixed seed
-// ---------------------------------------------------
+// ---- I6: randomized start, reproducible with a fixed seed -------------------------------------------------
 
 TEST(MapIterationI6, StartIsRandomized) {
     int_map m;

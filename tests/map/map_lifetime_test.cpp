@@ -10,12 +10,12 @@
 
 #include "iterlock/detail/map/test_access.hpp"
 #include "iterlock/map.hpp"
-#include "map_test_types.hpp"
+#include "support/element_types.hpp"
 
 namespace {
 
-using iterlock_test::counted;
-using iterlock_test::counted_hash;
+using iterlock::test::counted;
+using iterlock::test::counted_hash;
 using counted_map = iterlock::map<counted, counted, counted_hash>;
 using access = iterlock::detail::map_test_access;
 

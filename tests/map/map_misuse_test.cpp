@@ -1,7 +1,7 @@
 // Misuse detection tests (Policy detect_misuse): Go's three fatal errors, "concurrent map writes",
 // "concurrent map read and map write" and "concurrent map iteration and map write", plus "map moved while
 // an iteration is live". Each scenario is deterministic and race-free: a thread is parked *inside* a map
-// write (in KeyEqual, via iterlock_test::gate) or holds a live iterator, and the other thread acts only
+// write (in KeyEqual, via iterlock::test::gate) or holds a live iterator, and the other thread acts only
 // after a latch says so. Death tests use the "threadsafe" style (re-exec), which also works under TSan.
 #include <gtest/gtest.h>
 
@@ -13,14 +13,17 @@
 #include <thread>
 
 #include "iterlock/map.hpp"
-#include "map_test_types.hpp"
+#include "support/element_types.hpp"
+#include "support/filled_map.hpp"
+#include "support/key_gate.hpp"
+#include "support/misuse_action_scope.hpp"
 
 namespace {
 
-using iterlock_test::constant_hash;
-using iterlock_test::gate;
-using iterlock_test::gate_equal;
-using iterlock_test::misuse_action_scope;
+using iterlock::test::constant_hash;
+using iterlock::test::gate;
+using iterlock::test::gate_equal;
+using iterlock::test::misuse_action_scope;
 using gated_map = iterlock::map<int, int, constant_hash, gate_equal>;
 using int_map = iterlock::map<int, int>;
 
@@ -103,11 +106,7 @@ class foreign_iterator {
     std::thread thread_;
 };
 
-int_map make_filled(int n) {
-    int_map m;
-    for (int i = 0; i < n; ++i) m.insert({i, i});
-    return m;
-}
+using iterlock::test::make_filled;
 
 // ---- "concurrent map writes" ---------------------------------------------------------------------------
 
@@ -409,8 +408,7 @@ TEST_F(MapMisuse, EraseIfPredicateThatReadsTheMapIsReported) {
     m.check_invariants();
 }
 
-// ---- moving a map while an iteration is live
-// ----------------------------------------------------------------
+// ---- moving a map while an iteration is live --------------------------------------------------------------
 
 TEST_F(MapMisuse, MoveConstructWhileIteratingAborts) {
     int_map m = make_filled(10);

@@ -15,6 +15,7 @@
 
 #include "iterlock/detail/map/test_access.hpp"
 #include "iterlock/map.hpp"
+#include "support/filled_map.hpp"
 
 namespace {
 
@@ -30,11 +31,7 @@ std::vector<std::pair<typename Map::key_type, typename Map::mapped_type>> sorted
     return out;
 }
 
-int_map make_filled(int n, std::uint64_t seed = 7) {
-    int_map m{iterlock::seed{seed}};
-    for (int i = 0; i < n; ++i) m.insert({i, i * 10});
-    return m;
-}
+using iterlock::test::make_filled;
 
 TEST(MapBasics, DefaultConstructedIsEmpty) {
     int_map m;

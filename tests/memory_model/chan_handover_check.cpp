@@ -13,7 +13,7 @@
 #define ITERLOCK_CHAN_SPIN_POLLS 2
 #define ITERLOCK_CHAN_YIELD_POLLS 1
 
-#include "memory_model_check.hpp"
+#include "support/memory_model_check.hpp"
 
 #include "iterlock/chan.hpp"
 
@@ -34,7 +34,7 @@ struct payload {
 template <std::size_t Capacity>
 struct channel_delivers_each_value_exactly_once
     : rl::test_suite<channel_delivers_each_value_exactly_once<Capacity>, 3> {
-    iterlock_mm::futex_scope futexes;
+    iterlock::test::futex_scope futexes;
     iterlock::chan<payload> ch{Capacity};
     message messages[2];
 
@@ -60,9 +60,9 @@ struct channel_delivers_each_value_exactly_once
 }  // namespace
 
 int main(int argc, char** argv) {
-    const int unbuffered = iterlock_mm::run<channel_delivers_each_value_exactly_once<0>>(
+    const int unbuffered = iterlock::test::run<channel_delivers_each_value_exactly_once<0>>(
         "C4_ChannelDeliversEachValueExactlyOnce (unbuffered: hand-over slot)", argc, argv, 100000);
-    const int buffered = iterlock_mm::run<channel_delivers_each_value_exactly_once<1>>(
+    const int buffered = iterlock::test::run<channel_delivers_each_value_exactly_once<1>>(
         "C4_ChannelDeliversEachValueExactlyOnce (one buffered slot)", argc, argv, 100000);
     return unbuffered != 0 ? unbuffered : buffered;
 }

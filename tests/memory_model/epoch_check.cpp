@@ -15,7 +15,7 @@
 // the scan. That is the ordering membarrier provides (a full fence between the reader's epoch store and its
 // first read, paired with the scanner's), and exactly the code that runs where membarrier cannot register
 // and under ThreadSanitizer.
-#include "memory_model_check.hpp"
+#include "support/memory_model_check.hpp"
 
 #include "iterlock/detail/reclaim/epoch.hpp"
 
@@ -32,8 +32,8 @@ struct block {
 
 struct retired_block_never_freed_under_a_reader
     : rl::test_suite<retired_block_never_freed_under_a_reader, 3> {
-    iterlock_mm::boxed<epoch_domain> domain;
-    iterlock_mm::boxed<epoch_domain::record> records[2];
+    iterlock::test::boxed<epoch_domain> domain;
+    iterlock::test::boxed<epoch_domain::record> records[2];
     block old_block;
     block new_block;
     rl::atomic<block*> current;  // the shard's link to the block (written under the shard lock in production)
@@ -72,6 +72,6 @@ struct retired_block_never_freed_under_a_reader
 }  // namespace
 
 int main(int argc, char** argv) {
-    return iterlock_mm::run<retired_block_never_freed_under_a_reader>("E1_RetiredBlockNeverFreedUnderAReader",
-                                                                      argc, argv);
+    return iterlock::test::run<retired_block_never_freed_under_a_reader>(
+        "E1_RetiredBlockNeverFreedUnderAReader", argc, argv);
 }

@@ -49,7 +49,7 @@ if text.count(old) != 1:
     sys.exit(f"planting not found exactly once in {path}: {old!r}")
 open(path, 'w').write(text.replace(old, new))
 PY
-    g++ -std=c++20 -O1 -w -DITERLOCK_RELACY -I"$scratch/include" -I"$repo/tests/memory_model" \
+    g++ -std=c++20 -O1 -w -DITERLOCK_RELACY -I"$scratch/include" -I"$repo/tests" \
         "$repo/tests/memory_model/$check" -o "$scratch/check"
     if "$scratch/check" "$iterations" >"$scratch/log" 2>&1; then
         verdict="MISSED"

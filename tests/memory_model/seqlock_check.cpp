@@ -8,7 +8,7 @@
 // relaxed or acquire load may return under the C++ memory model; one execution with a validated torn pair
 // fails the check. read_begin() may also park in the lock's slow path (mutex + condition variable) while
 // the writer holds: a lost wake-up there shows up as a Relacy deadlock.
-#include "memory_model_check.hpp"
+#include "support/memory_model_check.hpp"
 
 #include "iterlock/detail/lock/shard_lock.hpp"
 
@@ -20,7 +20,7 @@ constexpr int writes = 2;
 
 struct seqlock_reader_never_validates_a_torn_pair
     : rl::test_suite<seqlock_reader_never_validates_a_torn_pair, 3> {
-    iterlock_mm::boxed<shard_lock> lock;
+    iterlock::test::boxed<shard_lock> lock;
     rl::atomic<int> first{0};  // the protected pair; read racily, so atomics with relaxed order
     rl::atomic<int> second{0};
 
@@ -51,6 +51,6 @@ struct seqlock_reader_never_validates_a_torn_pair
 }  // namespace
 
 int main(int argc, char** argv) {
-    return iterlock_mm::run<seqlock_reader_never_validates_a_torn_pair>(
+    return iterlock::test::run<seqlock_reader_never_validates_a_torn_pair>(
         "R9_SeqlockReaderNeverValidatesATornPair", argc, argv);
 }

@@ -11,7 +11,7 @@
 // writer that read the new seq but a stale "no snapshot is live" would skip the copy, and the snapshot would
 // find neither: the check asserts it finds one. Relacy also reports a data race if the shard lock failed to
 // order the plain data (R8).
-#include "memory_model_check.hpp"
+#include "support/memory_model_check.hpp"
 
 #include "iterlock/detail/lock/shard_lock.hpp"
 #include "iterlock/detail/concurrent/snapshot_store.hpp"
@@ -31,8 +31,8 @@ struct pre_image {
 
 struct writer_after_a_snapshots_instant_preserves_what_it_overwrites
     : rl::test_suite<writer_after_a_snapshots_instant_preserves_what_it_overwrites, 2> {
-    iterlock_mm::boxed<snapshot_registry> registry;
-    iterlock_mm::boxed<shard_lock> lock;
+    iterlock::test::boxed<snapshot_registry> registry;
+    iterlock::test::boxed<shard_lock> lock;
     rl::var<int> value;
     rl::var<std::uint64_t> label;
     pre_image pre_images[writes];
@@ -77,6 +77,6 @@ struct writer_after_a_snapshots_instant_preserves_what_it_overwrites
 }  // namespace
 
 int main(int argc, char** argv) {
-    return iterlock_mm::run<writer_after_a_snapshots_instant_preserves_what_it_overwrites>(
+    return iterlock::test::run<writer_after_a_snapshots_instant_preserves_what_it_overwrites>(
         "S1_WriterAfterASnapshotsInstantPreservesWhatItOverwrites", argc, argv);
 }

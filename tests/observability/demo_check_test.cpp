@@ -10,6 +10,7 @@
 
 #include "feature_service.hpp"
 #include "latency_histogram.hpp"
+#include "support/scale.hpp"
 
 namespace {
 
@@ -134,13 +135,7 @@ TEST(DemoFeatureService, ConsistentStoresShowNoViolations) {
 // A torn store is caught in the random orders too: tbb walks without a lock. (Not under TSan: TBB's own code
 // is not instrumented, so its hand-offs would read as races.)
 TEST(DemoFeatureService, UnlockedWalksAreCaught) {
-#if defined(__SANITIZE_THREAD__)
-    GTEST_SKIP() << "TBB is not instrumented for ThreadSanitizer";
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-    GTEST_SKIP() << "TBB is not instrumented for ThreadSanitizer";
-#endif
-#endif
+    if (ITERLOCK_TEST_TSAN) GTEST_SKIP() << "TBB is not instrumented for ThreadSanitizer";
     service_config cfg;
     cfg.writers = 2;
     cfg.sessions = 20000;

@@ -18,12 +18,12 @@
 
 #include "iterlock/concurrent_map.hpp"
 #include "iterlock/prometheus.hpp"
-#include "process_support.hpp"
+#include "support/process.hpp"
 
 namespace {
 
 using namespace std::chrono_literals;
-namespace it = iterlock_test;
+namespace it = iterlock::test;
 
 class prometheus_server {
   public:

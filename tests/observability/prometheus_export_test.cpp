@@ -1,27 +1,29 @@
-// Tests of iterlock/prometheus.hpp: the exported names, labels and values (driven by real maps), the RAII
-// exposure (P3, P4), the errors of P5, the HTTP endpoint, promtool's verdict on the exposition (P2), and
-// scrapes racing with maps that come and go.
+// Tests of iterlock/prometheus.hpp: the exported names, labels and values (driven by real maps), nothing
+// recorded between scrapes (P1), the RAII exposure (P3, P4, P6), the errors of P5, the HTTP endpoint,
+// promtool's verdict on the exposition (P2), and scrapes racing with maps that come and go.
 #include <gtest/gtest.h>
 
 #include <atomic>
 #include <chrono>
+#include <cstdint>
 #include <latch>
 #include <memory>
 #include <string>
 #include <thread>
 #include <vector>
 
-#include "exposition.hpp"
 #include "iterlock/concurrent_map.hpp"
 #include "iterlock/guarded.hpp"
 #include "iterlock/iteration_lock.hpp"
 #include "iterlock/priority.hpp"
 #include "iterlock/prometheus.hpp"
-#include "process_support.hpp"
+#include "support/counting_new.hpp"
+#include "support/exposition.hpp"
+#include "support/process.hpp"
 
 namespace {
 
-using iterlock_test::exposition;
+using iterlock::test::exposition;
 
 template <class Options>
 using map_with = iterlock::concurrent_map<int, int, iterlock::hash<int>, std::equal_to<int>,
@@ -214,7 +216,46 @@ TEST(PrometheusExport, MetricsCompiledOutExportOnlyWhatIsMeasured) {
     }
 }
 
-TEST(PrometheusExport, OneFamilyPerNameWhateverTheNumberOfMaps) {
+// P1: exposing and scraping a map records nothing in it and costs its writers nothing. Two maps run the same
+// history (and seed), one exposed and scraped between the steps, the other exposed only at the end: every
+// series but the measured durations agrees, and the writes of the exposed one allocate exactly what the
+// other's do (where allocations are counted).
+TEST(PrometheusExport, P1_ExposureAndScrapesRecordNothingBetweenScrapes) {
+    locked_map a(4, iterlock::seed{7}), b(4, iterlock::seed{7});
+    iterlock::prometheus::registry reg;
+    auto ha = reg.add(a, "a");
+    std::uint64_t allocs[2] = {0, 0};
+    for (int round = 0; round < 4; ++round) {
+        int m = 0;
+        for (locked_map* map : {&a, &b}) {
+            const std::uint64_t before = iterlock::test::counting_new::allocations();
+            fill(*map, 200 * (round + 1));  // inserts, then overwrites of the earlier keys
+            map->erase(round);
+            {
+                auto g = map->lock_for_iteration();
+                for (auto& e : g) (void)e;
+            }
+            allocs[m++] += iterlock::test::counting_new::allocations() - before;
+        }
+        (void)reg.text();  // a scrape between the steps reads `a` only
+    }
+    if (iterlock::test::counting_new::enabled) EXPECT_EQ(allocs[0], allocs[1]);
+    auto hb = reg.add(b, "b");
+    const exposition e(reg.text());
+    int compared = 0;
+    for (const auto& [series, value] : e.samples) {
+        const auto at = series.find("map=\"a\"");
+        if (at == std::string::npos) continue;
+        std::string twin = series;
+        twin.replace(at, 7, "map=\"b\"");
+        if (series.find("_seconds") != std::string::npos) continue;  // measured durations differ by nature
+        EXPECT_EQ(e.get(twin), value) << series;
+        ++compared;
+    }
+    EXPECT_GT(compared, 3);
+}
+
+TEST(PrometheusExport, P2_OneFamilyPerNameWhateverTheNumberOfMaps) {
     std::vector<std::unique_ptr<locked_map>> maps;
     std::vector<iterlock::prometheus::exposure> hs;
     iterlock::prometheus::registry reg;
@@ -229,7 +270,7 @@ TEST(PrometheusExport, OneFamilyPerNameWhateverTheNumberOfMaps) {
     EXPECT_EQ(reg.names(), (std::vector<std::string>{"m0", "m1", "m2", "m3", "m4"}));
 }
 
-TEST(PrometheusExport, ExposureUnregistersOnDestructionAndReset) {
+TEST(PrometheusExport, P3_ExposureUnregistersOnDestructionAndReset) {
     iterlock::prometheus::registry reg;
     auto m = std::make_unique<locked_map>(2);
     {
@@ -255,7 +296,7 @@ TEST(PrometheusExport, ExposureUnregistersOnDestructionAndReset) {
     EXPECT_TRUE(again.active());
 }
 
-TEST(PrometheusExport, ExposureOutlivingItsRegistryIsHarmless) {
+TEST(PrometheusExport, P4_ExposureOutlivingItsRegistryIsHarmless) {
     locked_map m(2);
     iterlock::prometheus::exposure h;
     {
@@ -270,7 +311,7 @@ TEST(PrometheusExport, ExposureOutlivingItsRegistryIsHarmless) {
 // Issue 13, item 2 (P6): a map destroyed before its exposure is no longer read: the next scrape skips it
 // (today's main read the dead map: stack-use-after-scope under ASan), the handle turns inactive, the name
 // is free again, and the late reset() is harmless.
-TEST(PrometheusExport, Item02_MapDestroyedBeforeItsExposureIsNoLongerRead) {
+TEST(PrometheusExport, P6_Item02_MapDestroyedBeforeItsExposureIsNoLongerRead) {
     iterlock::prometheus::registry reg;
     iterlock::prometheus::exposure early, late;
     {
@@ -298,7 +339,7 @@ TEST(PrometheusExport, Item02_MapDestroyedBeforeItsExposureIsNoLongerRead) {
 // Item 2 with a scrape thread: maps on the stack die while their exposures live and scrapes run; no scrape
 // may read a dead map (ASan), every scrape stays valid, and a scrape in progress holds the destruction off
 // (P6) rather than reading freed shards.
-TEST(PrometheusExport, Item02_ScrapesRacingMapDestructionNeverReadADeadMap) {
+TEST(PrometheusExport, P6_Item02_ScrapesRacingMapDestructionNeverReadADeadMap) {
     iterlock::prometheus::registry reg;
     std::atomic<bool> stop{false};
     std::atomic<int> bad{0}, scrapes{0};
@@ -335,7 +376,7 @@ TEST(PrometheusExport, Item02_ScrapesRacingMapDestructionNeverReadADeadMap) {
     for (const auto& h : outliving) EXPECT_FALSE(h.active());
 }
 
-TEST(PrometheusExport, RejectsDuplicateNamesAndReservedLabels) {
+TEST(PrometheusExport, P5_RejectsDuplicateNamesAndReservedLabels) {
     locked_map a(2), b(2);
     iterlock::prometheus::registry reg;
     auto h = reg.add(a, "dup");
@@ -355,17 +396,17 @@ TEST(PrometheusExport, EndpointServesTheMapsOverHttp) {
     ASSERT_NE(ep.port(), 0);
     EXPECT_EQ(ep.url(), "http://127.0.0.1:" + std::to_string(ep.port()) + "/metrics");
     auto h = ep.expose(m, "web");
-    const auto r = iterlock_test::http_get(ep.port(), "/metrics");
+    const auto r = iterlock::test::http_get(ep.port(), "/metrics");
     ASSERT_EQ(r.status, 200);
     const exposition e(r.body);
     EXPECT_EQ(e.get(R"(iterlock_map_entries{map="web"})"), 42);
     h.reset();
-    const exposition after(iterlock_test::http_get(ep.port(), "/metrics").body);
+    const exposition after(iterlock::test::http_get(ep.port(), "/metrics").body);
     EXPECT_FALSE(after.get(R"(iterlock_map_entries{map="web"})"));
 }
 
-TEST(PrometheusExport, ExpositionPassesPromtool) {
-    const auto promtool = iterlock_test::find_program("promtool");
+TEST(PrometheusExport, P2_ExpositionPassesPromtool) {
+    const auto promtool = iterlock::test::find_program("promtool");
     if (!promtool)
         GTEST_SKIP() << "promtool is not installed (Debian package `prometheus`; tools/dev.sh deps)";
     locked_map l(2);
@@ -381,19 +422,19 @@ TEST(PrometheusExport, ExpositionPassesPromtool) {
     auto h1 = reg.add(l, "locked \"one\"\n\\");
     auto h2 = reg.add(s, "snap", {{"team", "a}b"}});
     auto h3 = reg.add(q, "quiet");
-    iterlock_test::temp_dir dir;
-    iterlock_test::write_file(dir.path() / "metrics.txt", reg.text());
-    iterlock_test::child_process p({*promtool, "check", "metrics"}, dir.path() / "out.txt",
-                                   dir.path() / "metrics.txt");
+    iterlock::test::temp_dir dir;
+    iterlock::test::write_file(dir.path() / "metrics.txt", reg.text());
+    iterlock::test::child_process p({*promtool, "check", "metrics"}, dir.path() / "out.txt",
+                                    dir.path() / "metrics.txt");
     const auto rc = p.wait_for(std::chrono::seconds(60));
     ASSERT_TRUE(rc.has_value()) << "promtool did not finish";
-    EXPECT_EQ(*rc, 0) << iterlock_test::read_file(dir.path() / "out.txt") << "\n--- input:\n"
-                      << iterlock_test::read_file(dir.path() / "metrics.txt");
+    EXPECT_EQ(*rc, 0) << iterlock::test::read_file(dir.path() / "out.txt") << "\n--- input:\n"
+                      << iterlock::test::read_file(dir.path() / "metrics.txt");
 }
 
 // P3 under load: scrapes (direct and over HTTP) race with maps being exposed, written, walked and destroyed.
 // ASan catches a scrape that reads a destroyed map; TSan catches unsynchronised access to the registry.
-TEST(PrometheusExport, ScrapesRaceWithMapsComingAndGoing) {
+TEST(PrometheusExport, P3_ScrapesRaceWithMapsComingAndGoing) {
     iterlock::prometheus::endpoint ep("127.0.0.1:0");
     std::atomic<bool> stop{false};
     std::atomic<int> bad{0}, scrapes{0};
@@ -413,7 +454,7 @@ TEST(PrometheusExport, ScrapesRaceWithMapsComingAndGoing) {
     std::thread http([&] {
         go.arrive_and_wait();
         while (!stop.load()) {
-            const auto r = iterlock_test::http_get(ep.port(), "/metrics");
+            const auto r = iterlock::test::http_get(ep.port(), "/metrics");
             if (r.status != 200) ++bad;
             check(r.body);
         }

@@ -28,14 +28,14 @@ void* nothrow_alloc(Args... args) noexcept {
 }
 }  // namespace
 
-namespace iterlock_test::counting_new {
+namespace iterlock::test::counting_new {
 std::uint64_t allocations() noexcept {
     return t_allocations;
 }
 void fail_at(long n) noexcept {
     t_fail_countdown = n;
 }
-}  // namespace iterlock_test::counting_new
+}  // namespace iterlock::test::counting_new
 
 #if ITERLOCK_TEST_COUNTING_NEW
 void* operator new(std::size_t n) {

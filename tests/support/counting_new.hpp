@@ -18,7 +18,7 @@
 #define ITERLOCK_TEST_COUNTING_NEW 1
 #endif
 
-namespace iterlock_test::counting_new {
+namespace iterlock::test::counting_new {
 
 inline constexpr bool enabled = ITERLOCK_TEST_COUNTING_NEW != 0;
 
@@ -28,4 +28,4 @@ std::uint64_t allocations() noexcept;
 // disarms. The nothrow forms return nullptr instead.
 void fail_at(long n) noexcept;
 
-}  // namespace iterlock_test::counting_new
+}  // namespace iterlock::test::counting_new

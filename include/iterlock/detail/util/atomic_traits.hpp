@@ -183,7 +183,7 @@ class sync_condvar {
 // The futex model (detail/chan/park.hpp's futex_wait/futex_wake in the Relacy build). A real FUTEX_WAIT
 // compares the word and goes to sleep atomically with respect to FUTEX_WAKE on the same word (the kernel
 // does both under its hash-bucket lock); a wait may also return spuriously. Modelled with one Relacy mutex
-// and condition variable per execution (tests/memory_model's futex_scope installs them): futex_model_wait
+// and condition variable per execution (tests/support/memory_model_check.hpp's futex_scope): futex_model_wait
 // compares and sleeps under the mutex, futex_model_wake notifies every sleeper under it. Waking all is
 // allowed (every futex caller re-checks its word in a loop), and a sleeper that nobody wakes is reported by
 // Relacy as a deadlock: a lost wake-up. The mutex adds a happens-before edge from waker to woken that the

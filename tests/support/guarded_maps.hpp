@@ -1,4 +1,6 @@
-// tests/guarded/guarded_test_types.hpp: the maps the guarded suites wrap, and their names in test output.
+// tests/support/guarded_maps.hpp: the maps the guarded suites wrap, and their names in test output.
+//
+// Owns: iterlock::test::guarded_maps (a ::testing::Types list), guarded_map_names.
 #pragma once
 
 #include <absl/container/flat_hash_map.h>

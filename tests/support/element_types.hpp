@@ -1,7 +1,7 @@
-// Key/value/hash types for the iterlock::map tests: a type that counts its constructions and destructions,
-// a type whose copy throws on the N-th construction, a hash that throws on one chosen key, a hash that maps
-// every key to the same value (so each probe must call KeyEqual), and a gate that parks a thread inside
-// KeyEqual so another thread can run while the first is in the middle of a map operation.
+// tests/support/element_types.hpp: instrumented key/value/hash/equality types for the map tests: a type that
+// counts its constructions and destructions, a type whose copy throws on the N-th construction, a hash that
+// throws on one chosen key, a hash that maps every key to the same value (so each probe must call KeyEqual),
+// and an equality that throws on one chosen key.
 //
 // Invariants: `counted::live()` equals constructions minus destructions of not-yet-destroyed objects; a
 // destructor that runs twice on the same object is recorded in `counted::double_destroys()` instead of
@@ -12,14 +12,12 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
-#include <latch>
 #include <stdexcept>
 #include <utility>
 
 #include "iterlock/hash.hpp"
-#include "iterlock/misuse.hpp"
 
-namespace iterlock_test {
+namespace iterlock::test {
 
 // ---- counted: construction/destruction bookkeeping --------------------------------------------------------
 
@@ -127,8 +125,7 @@ struct throw_on_nth_hash {
     }
 };
 
-// ---- throwing_hash: throws when asked to hash the chosen key
-// -----------------------------------------------
+// ---- throwing_hash: throws when asked to hash the chosen key ----------------------------------------------
 
 struct hash_error : std::runtime_error {
     hash_error() : std::runtime_error("throwing_hash: chosen key") {}
@@ -142,12 +139,15 @@ struct throwing_hash {
     }
 };
 
-// ---- colliding hash and throwing equality
-// ------------------------------------------------------------------
+// ---- colliding hash and throwing equality -----------------------------------------------------------------
 
-// Every key hashes alike: the map must call KeyEqual against every entry of the one chain it uses.
+// Every key hashes alike, whatever its type: the map must call KeyEqual against every entry of the one chain
+// it uses (and a snapshot walk's first batch is the whole map).
 struct constant_hash {
-    std::uint64_t operator()(int) const noexcept { return 42; }
+    template <class K>
+    std::uint64_t operator()(const K&) const noexcept {
+        return 42;
+    }
 };
 
 struct equality_error : std::runtime_error {
@@ -163,45 +163,4 @@ struct throwing_equal {
     }
 };
 
-// ---- gate: parks the first thread that compares keys while armed ----------------------------------------
-
-// A test arms the gate; the next KeyEqual call (from any thread) counts down `entered` and blocks until the
-// test counts down `release`. Every later call passes straight through, so only one thread ever parks.
-struct gate {
-    std::latch entered{1};
-    std::latch release{1};
-    static inline std::atomic<gate*> armed{nullptr};
-
-    void arm() noexcept { armed.store(this, std::memory_order_release); }
-    static void pass() {
-        if (gate* g = armed.exchange(nullptr, std::memory_order_acq_rel)) {
-            g->entered.count_down();
-            g->release.wait();
-        }
-    }
-};
-
-struct gate_equal {
-    bool operator()(int a, int b) const {
-        gate::pass();
-        return a == b;
-    }
-};
-
-// ---- misuse action guard ---------------------------------------------------------------------------------
-
-// Sets the process-wide misuse action for one test and restores the previous one.
-class misuse_action_scope {
-  public:
-    explicit misuse_action_scope(iterlock::misuse_action a) : saved_(iterlock::get_misuse_action()) {
-        iterlock::set_misuse_action(a);
-    }
-    misuse_action_scope(const misuse_action_scope&) = delete;
-    misuse_action_scope& operator=(const misuse_action_scope&) = delete;
-    ~misuse_action_scope() { iterlock::set_misuse_action(saved_); }
-
-  private:
-    iterlock::misuse_action saved_;
-};
-
-}  // namespace iterlock_test
+}  // namespace iterlock::test

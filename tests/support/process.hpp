@@ -1,4 +1,4 @@
-// tests/observability/process_support.hpp: what the observability tests need from the operating system:
+// tests/support/process.hpp: what the observability tests need from the operating system:
 // a temporary directory, a free loopback port, child processes stopped by their PID, a plain HTTP GET, and
 // a way to find programs on PATH.
 //
@@ -33,7 +33,7 @@
 
 extern char** environ;
 
-namespace iterlock_test {
+namespace iterlock::test {
 
 namespace fs = std::filesystem;
 
@@ -229,4 +229,4 @@ class child_process {
     int status_ = 0;
 };
 
-}  // namespace iterlock_test
+}  // namespace iterlock::test

@@ -1,4 +1,4 @@
-// tests/concurrent/linearizability.hpp: a small linearizability checker for concurrent_map histories (Wing &
+// tests/support/linearizability.hpp: a small linearizability checker for concurrent_map histories (Wing &
 // Gong's search with Lowe's memo of visited configurations), over a model of K registers that may be absent.
 //
 // A history is one op list per thread, in program order, each op stamped with invocation and response times
@@ -21,7 +21,7 @@
 #include <unordered_set>
 #include <vector>
 
-namespace iterlock::ctest {
+namespace iterlock::test {
 
 constexpr long absent = -1;  // a register's value when the key is not in the map
 
@@ -204,4 +204,4 @@ inline std::string dump_history(const lin_history& h, int key) {
     return s.str();
 }
 
-}  // namespace iterlock::ctest
+}  // namespace iterlock::test

@@ -1,6 +1,6 @@
-// tests/observability/exposition.hpp: reading Prometheus' text exposition format back in tests.
+// tests/support/exposition.hpp: reading Prometheus' text exposition format back in tests.
 //
-// Owns: iterlock_test::exposition (series -> value, and the families' TYPE lines).
+// Owns: iterlock::test::exposition (series -> value, and the families' TYPE lines).
 // Invariant: a series is keyed exactly as printed, `name{label="value",...}`, so tests state the label order
 // iterlock promises (map first, then constant labels, then the family's own, `le` last).
 #pragma once
@@ -12,7 +12,7 @@
 #include <string>
 #include <vector>
 
-namespace iterlock_test {
+namespace iterlock::test {
 
 struct exposition {
     std::map<std::string, double> samples;     // series -> value
@@ -56,4 +56,4 @@ struct exposition {
     }
 };
 
-}  // namespace iterlock_test
+}  // namespace iterlock::test

@@ -1,7 +1,7 @@
-// Helpers shared by the etcd tests: child processes (this test executable run again in a mode that an
-// environment variable selects), sequence writers (writer t writes keys seq_key(t, 0), seq_key(t, 1), ...
-// in order, as W5 does in-process) and the checks that a mirror snapshot is an exact prefix of each writer's
-// sequence and equals etcd's content at the snapshot's revision.
+// tests/support/etcd_sequences.hpp: what the etcd tests share: this test executable run again as a child
+// process in a mode an environment variable selects (spawn_self), sequence writers (writer t writes keys
+// seq_key(t, 0), seq_key(t, 1), ... in order, as W5 does in-process) and the checks that a mirror snapshot is
+// an exact prefix of each writer's sequence and equals etcd's content at the snapshot's revision.
 #pragma once
 
 #include <gtest/gtest.h>
@@ -18,7 +18,7 @@
 
 extern "C" char** environ;
 
-namespace etcd_test {
+namespace iterlock::test {
 
 // Runs this executable again with `name=value` added to the environment (the child picks its mode from it
 // before main()). Returns the child's pid, or -1.
@@ -97,4 +97,4 @@ inline void expect_equals_etcd(const seq_map& m, const seq_map::snapshot_type& s
     EXPECT_EQ(s.view.size(), past.entries.size());
 }
 
-}  // namespace etcd_test
+}  // namespace iterlock::test

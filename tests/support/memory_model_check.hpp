@@ -1,8 +1,9 @@
-// memory_model_check.hpp: the shared main() of the Relacy checks (tests/memory_model/*_check.cpp).
+// tests/support/memory_model_check.hpp: the shared main() of the Relacy checks
+// (tests/memory_model/*_check.cpp).
 //
 // Each check is one executable compiled with ITERLOCK_RELACY: the iterlock headers then take their atomics,
-// fences, mutex and condition variable from Relacy (detail/util/atomic_traits.hpp). Relacy runs the test suite
-// under its schedulers and prints the failing execution's history when an assertion, a data race on an
+// fences, mutex and condition variable from Relacy (detail/util/atomic_traits.hpp). Relacy runs the test
+// suite under its schedulers and prints the failing execution's history when an assertion, a data race on an
 // rl::var, a deadlock or a livelock is found.
 //
 // Command line: [ITERATIONS] [random|bound]. Defaults: 'random' with the iteration count the check passes
@@ -31,7 +32,7 @@ void operator delete[](void* p, std::size_t) noexcept {
     ::operator delete[](p);
 }
 
-namespace iterlock_mm {
+namespace iterlock::test {
 
 // Relacy allocates each test suite with malloc() and constructs it in place, so a suite's members get
 // malloc's alignment (16), not the 64 that shard_lock, the epoch records and the registry ask for (and the
@@ -67,8 +68,8 @@ int run(const char* name, int argc, char** argv, unsigned long iterations = 2000
     return ok ? EXIT_SUCCESS : EXIT_FAILURE;
 }
 
-// Installs the futex model (detail/util/atomic_traits.hpp) for one execution: a suite whose code may sleep on a
-// futex word (the channels) declares one before the objects that use it.
+// Installs the futex model (detail/util/atomic_traits.hpp) for one execution: a suite whose code may sleep on
+// a futex word (the channels) declares one before the objects that use it.
 class futex_scope {
   public:
     futex_scope() { iterlock::detail::current_futex_model() = &*model_; }
@@ -78,4 +79,4 @@ class futex_scope {
     boxed<iterlock::detail::futex_model> model_;
 };
 
-}  // namespace iterlock_mm
+}  // namespace iterlock::test

@@ -1,5 +1,6 @@
-// iteration_oracle: checks one iteration of an iterlock::map against Go's iteration rules I1..I5, given a
-// std::unordered_map mirror that the caller keeps equal to the map through every write made mid-iteration.
+// tests/support/iteration_oracle.hpp: checks one iteration of an iterlock::map against Go's iteration rules
+// I1..I5, given a std::unordered_map mirror that the caller keeps equal to the map through every write made
+// mid-iteration.
 //
 // Used by the map tests and by fuzz/map_fuzz.cpp, so it depends on nothing but the standard library:
 // each check returns an empty string when the rule holds and a description of the violation otherwise.
@@ -19,7 +20,7 @@
 #include <unordered_set>
 #include <utility>
 
-namespace iterlock_test {
+namespace iterlock::test {
 
 template <class K, class V, class Hash = std::hash<K>>
 class iteration_oracle {
@@ -97,4 +98,4 @@ class iteration_oracle {
     std::size_t steps_ = 0;
 };
 
-}  // namespace iterlock_test
+}  // namespace iterlock::test

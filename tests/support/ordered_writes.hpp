@@ -1,4 +1,4 @@
-// tests/concurrent/ordered_writes.hpp: the ordered-write harness shared by the snapshot and guard suites.
+// tests/support/ordered_writes.hpp: the ordered-write harness shared by the snapshot and guard suites.
 // One writer applies k0, k1, k2, ... (inserts, or erases of a prefilled map) while a reader walks the map
 // with the policy's iteration; every walk must show exactly a prefix of the writer's sequence (S1/S2, L1).
 //
@@ -29,9 +29,12 @@
 
 #include <gtest/gtest.h>
 
-#include "concurrent_test_util.hpp"
+namespace iterlock::test {
 
-namespace iterlock::ctest {
+// The value every writer of the ordered-write tests stores for key k (so a walk can check it).
+constexpr long value_of(long k) {
+    return k * 7 + 3;
+}
 
 enum class write_kind { insert, erase };
 
@@ -155,4 +158,4 @@ ordered_stats run_ordered_rounds(write_kind kind, long n, long handshake, long m
     return st;
 }
 
-}  // namespace iterlock::ctest
+}  // namespace iterlock::test
