@@ -27,8 +27,8 @@ class MapChecked : public ::testing::Test {
 
 // Inserts fresh keys until the table has grown and finished evacuating (B increased, not growing).
 void grow_past_evacuation(int_map& m, int& next) {
-    const auto b = access::bucket_shift(m);
-    while (access::bucket_shift(m) == b || access::growing(m)) {
+    const auto b = access::table(m).bucket_shift();
+    while (access::table(m).bucket_shift() == b || access::table(m).growing()) {
         m.insert({next, next});
         ++next;
     }
@@ -64,8 +64,8 @@ TEST_F(MapChecked, EntryPtrMidGrowthAfterItsBucketWasEvacuatedDies) {
     ASSERT_TRUE(p);
     int next = 100;
     m.insert({next++, 0});  // starts the growth; evacuation proceeds with each write
-    ASSERT_TRUE(access::growing(m) || access::bucket_shift(m) > 3);
-    while (access::growing(m)) m.insert({next++, 0});
+    ASSERT_TRUE(access::table(m).growing() || access::table(m).bucket_shift() > 3);
+    while (access::table(m).growing()) m.insert({next++, 0});
     EXPECT_DEATH(std::printf("%d\n", p->first), used_after_re);
 }
 
@@ -125,10 +125,10 @@ TEST_F(MapChecked, EntryPtrSurvivesWritesThatDoNotMoveIt) {
     m.insert({0, 0});
     auto p = m.find(0);
     ASSERT_TRUE(p);
-    const auto b = access::bucket_shift(m);
+    const auto b = access::table(m).bucket_shift();
     for (int i = 1; i < 900; ++i) m.insert({i, i});
     for (int i = 1; i < 900; i += 2) m.erase(i);
-    ASSERT_EQ(access::bucket_shift(m), b) << "the reserve should have prevented growth";
+    ASSERT_EQ(access::table(m).bucket_shift(), b) << "the reserve should have prevented growth";
     p->second = 42;  // must not die: the entry never moved
     EXPECT_EQ(m.get(0), std::optional<int>(42));
 }

@@ -184,8 +184,8 @@ TEST(MapFaults, Item10_IteratorKeptAfterUnlockingIsReportedCopyingOutIsNot) {
 // map has, plus 2 * 2^B more buckets' worth for the members that can join those chains before the growth
 // that follows the start has evacuated them. Requires: m is not growing (as after reserve()).
 std::size_t i7_bound(const int_map& m) {
-    EXPECT_FALSE(access::growing(m));
-    return 8 * (access::bucket_count(m) + access::overflow_buckets(m) + 2 * access::bucket_count(m));
+    EXPECT_FALSE(access::table(m).growing());
+    return 8 * (access::bucket_count(m) + access::table(m).overflow_buckets() + 2 * access::bucket_count(m));
 }
 
 // The loop of issue 13 item 9 (and issue 14 item 1), in Go:
@@ -212,7 +212,7 @@ TEST(MapFaults, I7_Item09_GoStyleInsertLoopEnds) {
         ASSERT_LE(produced, bound) << "seed " << seed << ": the walk passed rule I7's bound (never ends?)";
         for (int k = 0; k < 100; ++k) ASSERT_EQ(seen_original[static_cast<std::size_t>(k)], 1) << k;
         EXPECT_EQ(m.size(), 100 + 10 * produced) << seed;
-        EXPECT_LE(access::longest_chain(m), 4u) << "seed " << seed << ": inserts piled into a chain";
+        EXPECT_LE(access::table(m).longest_chain(), 4u) << "seed " << seed << ": inserts piled into a chain";
         EXPECT_GE(access::bucket_count(m) * 13 / 2, m.size() / 2) << "the map did not grow with its inserts";
         m.check_invariants();
         for (int k = 1000; k < next; k += 97) ASSERT_TRUE(m.contains(k)) << k;
@@ -255,7 +255,7 @@ TEST(MapFaults, I7_Item09_GoStyleEraseAndInsertLoopEnds) {
                 << " times";
         }
         for (int k = 0; k < 100; ++k) EXPECT_FALSE(m.contains(k)) << k;
-        EXPECT_LE(access::longest_chain(m), 4u) << seed;
+        EXPECT_LE(access::table(m).longest_chain(), 4u) << seed;
         m.check_invariants();
     }
 }
@@ -274,12 +274,12 @@ TEST(MapFaults, I7_Item09_InsertsWithALiveIteratorKeepChainsShort) {
     std::size_t longest = 0;
     for (int i = 0; i < 80000; ++i) {
         m.insert({1000 + i, i});
-        if (i % 4096 == 0) longest = std::max(longest, access::longest_chain(m));
+        if (i % 4096 == 0) longest = std::max(longest, access::table(m).longest_chain());
     }
-    longest = std::max(longest, access::longest_chain(m));
+    longest = std::max(longest, access::table(m).longest_chain());
     EXPECT_LE(longest, 4u) << "inserts piled into overflow chains while the iterator lived";
     EXPECT_GE(access::bucket_count(m), m.size() / 13) << "growth did not keep up with the inserts";
-    EXPECT_GE(access::growths(m), 10u);
+    EXPECT_GE(access::table(m).growths(), 10u);
     m.check_invariants();
     // The iterator, kept across every growth, produces each original entry once and stays within I7.
     std::vector<int> seen(100, 0);
@@ -290,10 +290,10 @@ TEST(MapFaults, I7_Item09_InsertsWithALiveIteratorKeepChainsShort) {
     }
     EXPECT_LE(produced, bound);
     for (int k = 0; k < 100; ++k) EXPECT_EQ(seen[static_cast<std::size_t>(k)], 1) << k;
-    EXPECT_GT(access::retained_arrays(m), 0u) << "the walk's array should have been kept for it";
+    EXPECT_GT(access::table(m).retained_arrays(), 0u) << "the walk's array should have been kept for it";
     it = int_map::iterator();
     m.insert({-1, 0});  // the first write with no iterator frees what was kept
-    EXPECT_EQ(access::retained_arrays(m), 0u);
+    EXPECT_EQ(access::table(m).retained_arrays(), 0u);
     m.check_invariants();
 }
 
@@ -329,14 +329,14 @@ TEST(MapFaults, Item09_KeptBlocksAreFreedByWhicheverCallComesNext) {
         int i = 0;
         for (; i < 40; ++i) m.insert({i, i});  // one long chain: evacuation keeps its overflow members
         m.reserve(0);
-        ASSERT_FALSE(access::growing(m));
+        ASSERT_FALSE(access::table(m).growing());
         {
             auto it = m.begin();
-            while (!access::growing(m)) m.insert({i, i}), ++i;  // starts a growth, evacuates buckets 0-1
+            while (!access::table(m).growing()) m.insert({i, i}), ++i;  // starts a growth, evacuates buckets 0-1
             for (int k = 0; k < 2; ++k) m.insert({i, i}), ++i;  // evacuates buckets 2-5
             (void)it;
         }
-        ASSERT_TRUE(access::growing(m)) << "the iterator must end while the growth is in progress";
+        ASSERT_TRUE(access::table(m).growing()) << "the iterator must end while the growth is in progress";
         switch (how) {
             case 0:
                 m.reserve(1000);

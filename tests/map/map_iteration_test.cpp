@@ -186,7 +186,7 @@ TEST(MapIterationI2, AssignDuringIterationIsVisible) {
 TEST(MapIterationI3, GrowthMidIterationNoDuplicates) {
     for (std::uint64_t seed = 1; seed <= 20; ++seed) {
         auto f = make_filled(52, seed);  // 6.5 per bucket at B = 3: the next insert starts a growth
-        const auto b0 = access::bucket_shift(f.map);
+        const auto b0 = access::table(f.map).bucket_shift();
         int next = 100000;
         bool saw_growing = false;
         // Insert only while producing original keys: entries inserted during the iteration may be produced
@@ -198,14 +198,14 @@ TEST(MapIterationI3, GrowthMidIterationNoDuplicates) {
                 ff.mirror.emplace(next, next);
                 o.on_insert(next);
                 ++next;
-                saw_growing = saw_growing || access::growing(ff.map);
+                saw_growing = saw_growing || access::table(ff.map).growing();
             }
         });
-        EXPECT_GT(access::bucket_shift(f.map), b0) << "seed " << seed;
+        EXPECT_GT(access::table(f.map).bucket_shift(), b0) << "seed " << seed;
         EXPECT_TRUE(saw_growing) << "seed " << seed;
         // Growth went on under the live iterator (rule I7); further writes finish any growth in progress.
-        for (int j = 0; j < 100000 && access::growing(f.map); ++j) f.map.insert({next + j, 0});
-        EXPECT_FALSE(access::growing(f.map)) << "seed " << seed;
+        for (int j = 0; j < 100000 && access::table(f.map).growing(); ++j) f.map.insert({next + j, 0});
+        EXPECT_FALSE(access::table(f.map).growing()) << "seed " << seed;
         f.map.check_invariants();
         for (const auto& kv : f.mirror) ASSERT_EQ(f.map.get(kv.first), std::optional<int>(kv.second));
     }
@@ -217,12 +217,12 @@ TEST(MapIterationI3, IterationStartedDuringGrowth) {
     for (std::uint64_t seed = 1; seed <= 20; ++seed) {
         filled f{int_map{iterlock::seed{seed}}, {}};
         int i = 0;
-        while (!access::growing(f.map) && i < 1000000) {
+        while (!access::table(f.map).growing() && i < 1000000) {
             f.map.insert({i, i});
             f.mirror.emplace(i, i);
             ++i;
         }
-        ASSERT_TRUE(access::growing(f.map)) << "seed " << seed;
+        ASSERT_TRUE(access::table(f.map).growing()) << "seed " << seed;
         int next = 1 << 20;
         iterate_with_writes(f, [&](int k, oracle& o, filled& ff) {
             if (k >= (1 << 20)) return;  // no inserts for inserted keys: keeps the iteration finite

@@ -257,11 +257,11 @@ TEST(MapReserve, NoGrowthWhileFillingToTheHint) {
     for (std::size_t n : {1u, 8u, 9u, 100u, 1000u, 5000u}) {
         int_map m{iterlock::seed{1}};
         m.reserve(n);
-        const auto b = access::bucket_shift(m);
+        const auto b = access::table(m).bucket_shift();
         for (std::size_t i = 0; i < n; ++i) m.insert({static_cast<int>(i), 0});
-        EXPECT_EQ(access::bucket_shift(m), b)
+        EXPECT_EQ(access::table(m).bucket_shift(), b)
             << "reserve(" << n << ") then " << n << " inserts grew the table";
-        EXPECT_FALSE(access::growing(m)) << n;
+        EXPECT_FALSE(access::table(m).growing()) << n;
         m.check_invariants();
     }
 }
@@ -281,7 +281,7 @@ TEST(MapReserve, SizeHintConstructorMatchesReserve) {
     int_map a(1000, iterlock::seed{3});
     int_map b{iterlock::seed{3}};
     b.reserve(1000);
-    EXPECT_EQ(access::bucket_shift(a), access::bucket_shift(b));
+    EXPECT_EQ(access::table(a).bucket_shift(), access::table(b).bucket_shift());
     EXPECT_GE(access::bucket_count(a), 1000u / 8u);
     a.check_invariants();
 }
@@ -331,11 +331,11 @@ TEST(MapCopy, CopyOfGrowingMapIsComplete) {
     // Insert until the table is mid-growth, then copy: the copy must hold every entry.
     int_map a{iterlock::seed{11}};
     int i = 0;
-    while (!access::growing(a) && i < 100000) {
+    while (!access::table(a).growing() && i < 100000) {
         a.insert({i, i});
         ++i;
     }
-    ASSERT_TRUE(access::growing(a)) << "never observed a growing table";
+    ASSERT_TRUE(access::table(a).growing()) << "never observed a growing table";
     int_map b(a);
     EXPECT_EQ(b.size(), static_cast<std::size_t>(i));
     EXPECT_TRUE(a == b);
@@ -535,7 +535,7 @@ TEST(MapGrowth, ManyInsertsGrowAndKeepEverything) {
     int_map m{iterlock::seed{5}};
     for (int i = 0; i < 100000; ++i) m.insert({i, i ^ 0x5555});
     EXPECT_EQ(m.size(), 100000u);
-    EXPECT_GE(access::bucket_shift(m), 14u);
+    EXPECT_GE(access::table(m).bucket_shift(), 14u);
     for (int i = 0; i < 100000; ++i) ASSERT_EQ(m.get(i), std::optional<int>(i ^ 0x5555)) << i;
     m.check_invariants();
 }
@@ -546,7 +546,7 @@ TEST(MapGrowth, CollidingKeysChainIntoOverflowBuckets) {
     };
     iterlock::map<int, int, low_entropy_hash> m;
     for (int i = 0; i < 300; ++i) m.insert({i, i});
-    EXPECT_GT(access::overflow_buckets(m), 0u);
+    EXPECT_GT(access::table(m).overflow_buckets(), 0u);
     for (int i = 0; i < 300; ++i) ASSERT_EQ(m.get(i), std::optional<int>(i));
     for (int i = 0; i < 300; i += 2) ASSERT_EQ(m.erase(i), 1u);
     for (int i = 0; i < 300; ++i) ASSERT_EQ(m.contains(i), i % 2 == 1);

@@ -2,7 +2,7 @@
 // export_test.go).
 //
 // Owns: iterlock::detail::map_test_access.
-// Invariants: every member only reads (bucket shift, growth state, overflow count); not for production
+// Invariants: every member only reads (the table, through a const reference); not for production
 //       code: these names may change without notice.
 #pragma once
 
@@ -14,49 +14,15 @@
 namespace iterlock::detail {
 
 struct map_test_access {
+    // The map's core table, read-only: bucket_shift(), growing(), same_size_grow(), overflow_buckets(),
+    // live_iterators(), allocated_bytes(), longest_chain(), retained_arrays(), growths(), moves().
     template <class Map>
-    static unsigned bucket_shift(const Map& m) noexcept {
-        return m.t_.bucket_shift();
+    static const auto& table(const Map& m) noexcept {
+        return m.t_;
     }
     template <class Map>
     static std::size_t bucket_count(const Map& m) noexcept {
         return std::size_t{1} << m.t_.bucket_shift();
-    }
-    template <class Map>
-    static bool growing(const Map& m) noexcept {
-        return m.t_.growing();
-    }
-    template <class Map>
-    static bool same_size_grow(const Map& m) noexcept {
-        return m.t_.same_size_grow();
-    }
-    template <class Map>
-    static std::size_t overflow_buckets(const Map& m) noexcept {
-        return m.t_.overflow_buckets();
-    }
-    template <class Map>
-    static std::size_t live_iterators(const Map& m) noexcept {
-        return m.t_.live_iterators();
-    }
-    template <class Map>
-    static std::size_t allocated_bytes(const Map& m) noexcept {
-        return m.t_.allocated_bytes();
-    }
-    template <class Map>
-    static std::size_t longest_chain(const Map& m) noexcept {
-        return m.t_.longest_chain();
-    }
-    template <class Map>
-    static std::size_t retained_arrays(const Map& m) noexcept {
-        return m.t_.retained_arrays();
-    }
-    template <class Map>
-    static std::uint64_t growths(const Map& m) noexcept {
-        return m.t_.growths();
-    }
-    template <class Map>
-    static std::uint64_t moves(const Map& m) noexcept {
-        return m.t_.moves();
     }
 };
 
