@@ -151,9 +151,6 @@ class concurrent_map : private detail::sharded_table<K, V, Hash, KeyEqual, Alloc
                               Options::iteration == iteration_policy::snapshot, detail::metrics_of<Options>>;
     static constexpr bool snapshots = Options::iteration == iteration_policy::snapshot;
     static constexpr bool transparent = base::transparent;
-    static_assert(!snapshots || (std::is_copy_constructible_v<K> && std::is_copy_constructible_v<V>),
-                  "snapshot iteration copies entries: K and V must be copy constructible "
-                  "(or choose iterlock::locked_iteration)");
 
   public:
     // Whether finds and snapshot walks read without storing to shared memory (sequence-lock reads; see
