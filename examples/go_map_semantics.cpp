@@ -230,29 +230,29 @@ void incremental_growth() {
     using access = iterlock::detail::map_test_access;
     iterlock::map<int, int> m;
     auto shape = [&] {
-        return std::to_string(static_cast<unsigned long long>(access::bucket_shift(m))) + "/" +
+        return std::to_string(static_cast<unsigned long long>(access::table(m).bucket_shift())) + "/" +
                std::to_string(static_cast<unsigned long long>(access::bucket_count(m))) + "/" +
-               (access::growing(m) ? "growing" : "settled");
+               (access::table(m).growing() ? "growing" : "settled");
     };
     std::string last = shape();
     int grow_steps = 0;
     std::printf("%6s  %s\n", "size", "B / buckets / state / overflow buckets");
     std::printf("%6zu  %s / %llu\n", m.size(), last.c_str(),
-                static_cast<unsigned long long>(access::overflow_buckets(m)));
+                static_cast<unsigned long long>(access::table(m).overflow_buckets()));
     for (int i = 0; i < 2000; ++i) {
         m[i] = i;
-        if (access::growing(m)) ++grow_steps;
+        if (access::table(m).growing()) ++grow_steps;
         const std::string now = shape();
         if (now != last) {
             std::printf("%6zu  %s / %llu\n", m.size(), now.c_str(),
-                        static_cast<unsigned long long>(access::overflow_buckets(m)));
+                        static_cast<unsigned long long>(access::table(m).overflow_buckets()));
             last = now;
         }
     }
     std::printf("%d of 2000 inserts left a growth in progress (Go's evacuation is spread over writes)\n",
                 grow_steps);
     expect(grow_steps > 0, "growth is incremental: some writes finish with a grow still in progress");
-    expect(access::bucket_shift(m) > 0, "2000 entries need more than one bucket");
+    expect(access::table(m).bucket_shift() > 0, "2000 entries need more than one bucket");
     m.check_invariants();
 }
 

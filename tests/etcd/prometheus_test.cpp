@@ -6,8 +6,8 @@
 
 #include <string>
 
-#include "../observability/exposition.hpp"
-#include "../observability/process_support.hpp"
+#include "support/exposition.hpp"
+#include "support/process.hpp"
 #include "support/etcd_sequences.hpp"
 #include "iterlock/etcd/detail/mirror_test_access.hpp"
 #include "iterlock/etcd/prometheus.hpp"
@@ -15,7 +15,7 @@
 
 using namespace iterlock::test;
 using etcd::testing::local_etcd;
-using iterlock_test::exposition;
+using iterlock::test::exposition;
 using mirror_access = etcd::detail::mirror_test_access;
 
 namespace {
@@ -148,7 +148,7 @@ TEST(EtcdPrometheus, EP3_EP4_HandleUnregistersAndDuplicatesAreRefused) {
 }
 
 TEST(EtcdPrometheus, EP2_ExpositionPassesPromtool) {
-    const auto promtool = iterlock_test::find_program("promtool");
+    const auto promtool = iterlock::test::find_program("promtool");
     if (!promtool) GTEST_SKIP() << "promtool is not installed (Debian package `prometheus`)";
     local_etcd cluster;
     etcd::client c(opts(cluster));
@@ -156,14 +156,14 @@ TEST(EtcdPrometheus, EP2_ExpositionPassesPromtool) {
     ASSERT_TRUE(m.wait_applied(write_sequence(c, "pt/", 0, 0, 3)));
     etcd::metrics_registry reg;
     auto h = reg.add(m, "sessions", {{"service", "a"}});
-    iterlock_test::temp_dir dir;
-    iterlock_test::write_file(dir.path() / "metrics.txt", reg.text());
-    iterlock_test::child_process p({*promtool, "check", "metrics"}, dir.path() / "out.txt",
+    iterlock::test::temp_dir dir;
+    iterlock::test::write_file(dir.path() / "metrics.txt", reg.text());
+    iterlock::test::child_process p({*promtool, "check", "metrics"}, dir.path() / "out.txt",
                                    dir.path() / "metrics.txt");
     const auto rc = p.wait_for(std::chrono::seconds(60));
     ASSERT_TRUE(rc.has_value()) << "promtool did not finish";
-    EXPECT_EQ(*rc, 0) << iterlock_test::read_file(dir.path() / "out.txt") << "\n--- input:\n"
-                      << iterlock_test::read_file(dir.path() / "metrics.txt");
+    EXPECT_EQ(*rc, 0) << iterlock::test::read_file(dir.path() / "out.txt") << "\n--- input:\n"
+                      << iterlock::test::read_file(dir.path() / "metrics.txt");
 }
 
 }  // namespace
