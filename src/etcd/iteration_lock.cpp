@@ -105,8 +105,8 @@ bool decode_intent(const std::string& v, std::string& key, std::string& value) {
     value = v.substr(17 + n);
     return true;
 }
-constexpr std::size_t max_handoff_intents = 32;          // etcd's --max-txn-ops is 128 by default
-constexpr std::size_t max_handoff_bytes = 512 * 1024;    // of etcd's 1.5 MiB request limit
+constexpr std::size_t max_handoff_intents = 32;        // etcd's --max-txn-ops is 128 by default
+constexpr std::size_t max_handoff_bytes = 512 * 1024;  // of etcd's 1.5 MiB request limit
 
 // The thread's guards, per lock (L7 and D-L7 find them here).
 struct thread_hold {
@@ -441,7 +441,8 @@ struct iteration_lock::impl : detail::mirror_sink {
     // The release of the last guard with the waiting writers' intents (invariant 5). False when the view
     // shows another guard or no intent, or when a compare failed (then nothing changed).
     bool release_with_intents(detail::lock_hold& h, const compare& fence) {
-        std::vector<compare> when{fence, none_in(guards_, h.key), none_in(h.key + std::string(1, '\0'), guards_end_)};
+        std::vector<compare> when{fence, none_in(guards_, h.key),
+                                  none_in(h.key + std::string(1, '\0'), guards_end_)};
         std::vector<txn_op> then{txn_op::erase(h.key)};
         {
             std::lock_guard<std::mutex> g(view_mu);
@@ -455,7 +456,8 @@ struct iteration_lock::impl : detail::mirror_sink {
                     std::string k, v;
                     if (!decode_intent(it->second.value, k, v)) continue;
                     if (std::find(data_keys.begin(), data_keys.end(), k) != data_keys.end()) continue;
-                    if (data_keys.size() == max_handoff_intents || bytes + k.size() + v.size() > max_handoff_bytes)
+                    if (data_keys.size() == max_handoff_intents ||
+                        bytes + k.size() + v.size() > max_handoff_bytes)
                         break;
                     bytes += k.size() + v.size();
                     compare same;
@@ -655,7 +657,8 @@ struct iteration_lock::impl : detail::mirror_sink {
                     max_create,
                     [&] {
                         if (!intent.empty())
-                            if (auto it = intents.find(k); it != intents.end() && it->second != 0) return true;
+                            if (auto it = intents.find(k); it != intents.end() && it->second != 0)
+                                return true;
                         return !view_has(guards_, guards_end_, 0);
                     },
                     deadline);
@@ -672,16 +675,18 @@ struct iteration_lock::impl : detail::mirror_sink {
                 }
                 if (!ok) {
                     if (!intent.empty()) wkey.reset();  // withdrawn
-                    throw error(errc::deadline, "etcd::iteration_lock: a write waited longer than write_wait (" +
-                                                    std::to_string(opts.write_wait.count()) +
-                                                    " ms) for iteration guards to end; nothing was written");
+                    throw error(errc::deadline,
+                                "etcd::iteration_lock: a write waited longer than write_wait (" +
+                                    std::to_string(opts.write_wait.count()) +
+                                    " ms) for iteration guards to end; nothing was written");
                 }
             }
         } catch (const error& e) {
             if (!wkey || intent.empty() || e.code() == errc::may_have_applied) throw;
             throw error(errc::may_have_applied,
-                        std::string(e.what()) + " (a hand-off intent of this write was registered: a guard's "
-                                                "release may have applied it; read it back)");
+                        std::string(e.what()) +
+                            " (a hand-off intent of this write was registered: a guard's "
+                            "release may have applied it; read it back)");
         }
     }
 };

@@ -378,7 +378,8 @@ inline service_result run_etcd_service(const service_config& cfg, const etcd_run
             if (i == 3000) throw std::runtime_error("--chaos: the aggregator never held a guard");
             std::this_thread::sleep_for(std::chrono::milliseconds(10));
         }
-        const auto rev = c.range(prefix, {.range_end = etcd::prefix_end(prefix), .count_only = true}).revision;
+        const auto rev =
+            c.range(prefix, {.range_end = etcd::prefix_end(prefix), .count_only = true}).revision;
         const auto t_kill = clock::now();
         ::kill(children[0].pid, SIGKILL);
         ::waitpid(children[0].pid, nullptr, 0);
@@ -387,19 +388,21 @@ inline service_result run_etcd_service(const service_config& cfg, const etcd_run
         while (resumed < 0) {
             const auto r = c.range(prefix, {.range_end = etcd::prefix_end(prefix)});
             for (const auto& kv : r.kvs)
-                if (kv.mod_revision > rev) resumed = std::chrono::duration<double>(clock::now() - t_kill).count();
+                if (kv.mod_revision > rev)
+                    resumed = std::chrono::duration<double>(clock::now() - t_kill).count();
             if (resumed < 0 && clock::now() - t_kill > 4 * (demo_lock_ttl + demo_resume_slack))
                 throw std::runtime_error("--chaos: no write landed after the guard holder was killed");
             std::this_thread::sleep_for(std::chrono::milliseconds(10));
         }
-        std::cerr << "\niterlock-demo: --chaos: the aggregator was SIGKILLed holding a guard; writers resumed "
-                  << resumed << " s later (lease TTL " << demo_lock_ttl.count() << " s)\n";
+        std::cerr
+            << "\niterlock-demo: --chaos: the aggregator was SIGKILLed holding a guard; writers resumed "
+            << resumed << " s later (lease TTL " << demo_lock_ttl.count() << " s)\n";
         if (resumed > std::chrono::duration<double>(demo_lock_ttl + demo_resume_slack).count())
             throw std::runtime_error("--chaos: writers resumed " + std::to_string(resumed) +
                                      " s after the holder died, later than TTL + " +
                                      std::to_string(demo_resume_slack.count()) + " s");
-        children[0] = spawn({"aggregator"}, (dir / ("aggregator" + std::to_string(earlier_aggregators.size())))
-                                                .string());
+        children[0] = spawn({"aggregator"},
+                            (dir / ("aggregator" + std::to_string(earlier_aggregators.size()))).string());
         wait_ready(children[0]);
         std::cerr << "iterlock-demo: --chaos: aggregator restarted\n";
     };

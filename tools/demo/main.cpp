@@ -457,9 +457,10 @@ int demo_main(int argc, char** argv) {
     app.add_option(
         "--endpoints", endpoints,
         "--backend etcd: comma-separated etcd endpoints (default: start a 3-member etcd on loopback)");
-    app.add_option("--policy", policy,
-                   "--backend etcd: snapshot (the aggregator walks its mirror's snapshots) or locked (it walks "
-                   "etcd under an iteration guard, locked_iteration; writers are gated)")
+    app.add_option(
+           "--policy", policy,
+           "--backend etcd: snapshot (the aggregator walks its mirror's snapshots) or locked (it walks "
+           "etcd under an iteration guard, locked_iteration; writers are gated)")
         ->capture_default_str()
         ->check(CLI::IsMember({"snapshot", "locked"}));
     app.add_flag("--chaos", chaos,
