@@ -16,7 +16,7 @@
 //
 // --policy locked: the same processes on etcd::map<..., locked_iteration>. Writers write through the
 // iteration lock (gated transactions, D-L1); the aggregator takes a guard and walks etcd at its fence
-// (map::for_each), and the same check counts torn walks. With --chaos the parent, at a third of the window,
+// (map::for_each), and the same check counts torn walks. With --chaos the parent, at a third of each window,
 // asks the aggregator to stall inside a guard (a .hang file), SIGKILLs it once it holds one (its .holding
 // file, written with its results so far), measures from the kill to the first write that lands in etcd
 // (the guard's lease expires, demo_lock_ttl, and the gated writers go on), and restarts the aggregator.
