@@ -53,11 +53,13 @@
 //
 // Guarantees per call. lock_for_iteration(): one Txn uncontended (plus a LeaseGrant the first time and
 // after an expiry); blocks while writers wait (D-L3/D-L4); throws etcd::error when etcd cannot be reached.
-// Releasing a guard: one Txn (a delete compared on the fence); never throws (a failed delete leaves the
-// key to its lease). write(): one Txn while no guard is held; otherwise waits per D-L1 (bounded by
-// lock_options::write_wait, then error(deadline), no key left). Faults: a write whose answer was lost
-// throws error(may_have_applied) as any write (client.hpp C3); a waiting writer's key is deleted on every
-// way out. Thread safety: any member from any thread; a guard ends on the thread that took it.
+// Releasing a guard: one Txn (a delete compared on the fence; the last guard's also carries the waiting
+// puts its process's view shows, at most 32 and 512 KiB, else a second, plain one follows); never throws
+// (a failed delete leaves the key to its lease). write(): one Txn while no guard is held; otherwise waits
+// per D-L1 (bounded by lock_options::write_wait, then error(deadline), no key left, nothing written).
+// Faults: a write whose answer was lost throws error(may_have_applied) as any write (client.hpp C3), and
+// so does a waiting put that a release may have applied when etcd failed or its lease lapsed; a waiting
+// writer's key is deleted on every way out. Thread safety: any member from any thread; a guard ends on the thread that took it.
 //
 // Metrics. metrics() returns the in-process lock's map_metrics (policy "locked"), so iterlock/prometheus.hpp
 // exports it like any map: expose(registry, m.lock(), "sessions", {{"backend", "etcd"}}) gives
