@@ -59,7 +59,8 @@
 // per D-L1 (bounded by lock_options::write_wait, then error(deadline), no key left, nothing written).
 // Faults: a write whose answer was lost throws error(may_have_applied) as any write (client.hpp C3), and
 // so does a waiting put that a release may have applied when etcd failed or its lease lapsed; a waiting
-// writer's key is deleted on every way out. Thread safety: any member from any thread; a guard ends on the thread that took it.
+// writer's key is deleted on every way out. Thread safety: any member from any thread; a guard ends on
+// the thread that took it.
 //
 // Metrics. metrics() returns the in-process lock's map_metrics (policy "locked"), so iterlock/prometheus.hpp
 // exports it like any map: expose(registry, m.lock(), "sessions", {{"backend", "etcd"}}) gives
