@@ -5,8 +5,8 @@
 // one. The other processes are this program run again in a child mode (ITERLOCK_BENCH_LOCK_CHILD).
 //   D5  acquire_p50_ns: an uncontended acquire plus release (iterlock_etcd: a guard; etcd_mutex: Lock +
 //       Unlock). handoff_p50_ns / handoff_p99_ns: from the holder's release call to the return of the
-//       waiting process's acquire (iterlock_etcd: the waiter is a write blocked by the guard, so its return
-//       includes its own write's round trip; etcd_mutex: its Lock), the waiter queued 150 ms before the
+//       waiting process's acquire (iterlock_etcd: the waiter is a put blocked by the guard, which returns
+//       when its view shows the release applied its put, the hand-off; etcd_mutex: its Lock), the waiter queued 150 ms before the
 //       release; handoff_short_p50_ns: the waiter asked 3 ms before the release. go_concurrency: the
 //       anchor, etcd's own recipe in Go (bench/go_anchor_lock, target iterlock-etcd-lock-anchor), timed
 //       the same way, holder and waiter on two clients of one Go process.

@@ -9,6 +9,19 @@
 //      for a live one, and the fence compares its create_revision.
 //   4. The session's valid_until is the send time of the last keep-alive etcd answered (or of the grant)
 //      plus the TTL: never later than etcd's own expiry, so the local check fires no later than etcd's.
+//   5. A waiting writer's intent (its registration key carrying its one put, see "Hand-off writes") lands
+//      at most once: the releaser's Txn compares the intent's mod_revision and deletes it, the writer's
+//      own retry compares its create_revision, and the writer withdraws it only by a compare-delete. So
+//      exactly one of them applies the put, and the writer learns which from etcd, never from a guess.
+//
+// Hand-off writes. A writer blocked by a guard whose write is one plain put (no compares of its own:
+// insert_or_assign) puts that put into its registration key's value (the intent). The process releasing
+// the last guard applies the intents its view shows in its release Txn: the guard key's delete, each
+// intent's put and the intent's delete land at one revision, compared on the fence, on "no other guard"
+// and on each intent's mod_revision (else a plain release follows). The waiting writer returns when its
+// view shows its intent deleted by someone else while its lease is alive: the hand-off costs the
+// release's round trip and a watch event, not the waiter's own write as well. D-L1 holds: the put lands
+// at the revision where the last guard goes. docs/ETCD.md section 7.
 #include "iterlock/etcd/iteration_lock.hpp"
 
 #include <algorithm>
@@ -77,6 +90,24 @@ bool has_prefix(const std::string& s, const std::string& p) {
     return s.compare(0, p.size(), p) == 0;
 }
 
+// A hand-off intent (invariant 5): 'I', the data key's length in 16 hex digits, the key, the value. Only
+// a write of one put without a lease and without compares of the caller's has one.
+std::string encode_intent(const std::vector<compare>& user, const std::vector<txn_op>& then) {
+    if (!user.empty() || then.size() != 1 || then[0].what != txn_op::kind::put || then[0].lease != 0)
+        return {};
+    return "I" + hex(static_cast<std::int64_t>(then[0].key.size())) + then[0].key + then[0].value;
+}
+bool decode_intent(const std::string& v, std::string& key, std::string& value) {
+    if (v.size() < 17 || v[0] != 'I') return false;
+    const auto n = std::strtoull(v.substr(1, 16).c_str(), nullptr, 16);
+    if (n > v.size() - 17) return false;
+    key = v.substr(17, n);
+    value = v.substr(17 + n);
+    return true;
+}
+constexpr std::size_t max_handoff_intents = 32;        // etcd's --max-txn-ops is 128 by default
+constexpr std::size_t max_handoff_bytes = 512 * 1024;  // of etcd's 1.5 MiB request limit
+
 // The thread's guards, per lock (L7 and D-L7 find them here).
 struct thread_hold {
     const void* lock;
@@ -99,6 +130,9 @@ struct iteration_lock::impl : detail::mirror_sink {
     std::condition_variable view_cv;
     std::map<std::string, key_value> view;  // guarded by view_mu
     std::int64_t view_rev = 0;              // guarded by view_mu
+    // This process's registered intents (invariant 5): key -> the revision the view saw it deleted at,
+    // 0 while it is there. Guarded by view_mu.
+    std::map<std::string, std::int64_t> intents;
 
     // The session.
     std::mutex session_mu;
@@ -112,7 +146,7 @@ struct iteration_lock::impl : detail::mirror_sink {
     std::atomic<std::uint64_t> m_write_zero_waits[2] = {0, 0};
     iterlock::detail::wait_histogram m_wait[2][2], m_hold[2];
     std::atomic<std::uint64_t> n_guards{0}, n_timeouts{0}, n_guard_waits{0}, n_refusals{0}, n_gated{0},
-        n_waited{0}, n_fenced{0}, n_expiries{0};
+        n_waited{0}, n_fenced{0}, n_expiries{0}, n_handed_off{0}, n_handoffs{0};
 
     std::mutex stop_mu;
     std::condition_variable stop_cv;
@@ -162,6 +196,8 @@ struct iteration_lock::impl : detail::mirror_sink {
             view.clear();
             for (auto& kv : kvs) view.emplace(kv.key, std::move(kv));
             view_rev = revision;
+            for (auto& [k, at] : intents)  // gone in the new listing: deleted at or before `revision`
+                if (at == 0 && view.find(k) == view.end()) at = revision;
         }
         view_cv.notify_all();
     }
@@ -169,9 +205,11 @@ struct iteration_lock::impl : detail::mirror_sink {
         {
             std::lock_guard<std::mutex> g(view_mu);
             for (auto& e : events) {
-                if (e.what == event::kind::erase)
+                if (e.what == event::kind::erase) {
                     view.erase(e.kv.key);
-                else
+                    if (auto it = intents.find(e.kv.key); it != intents.end() && it->second == 0)
+                        it->second = e.kv.mod_revision > 0 ? e.kv.mod_revision : revision;
+                } else
                     view[e.kv.key] = e.kv;
             }
             view_rev = revision;
@@ -384,6 +422,11 @@ struct iteration_lock::impl : detail::mirror_sink {
         fence.key = h.key;
         fence.what = compare::target::create_revision;
         fence.number = h.fence;
+        if (h.session->alive()) try {
+                if (release_with_intents(h, fence)) return;
+            } catch (...) {
+                // Lost or refused: the compares make the plain release below harmless either way.
+            }
         for (int attempt = 0; attempt < 3; ++attempt) {
             try {
                 c.txn({fence}, {txn_op::erase(h.key)});
@@ -393,6 +436,45 @@ struct iteration_lock::impl : detail::mirror_sink {
                 // at the latest.
             }
         }
+    }
+
+    // The release of the last guard with the waiting writers' intents (invariant 5). False when the view
+    // shows another guard or no intent, or when a compare failed (then nothing changed).
+    bool release_with_intents(detail::lock_hold& h, const compare& fence) {
+        std::vector<compare> when{fence, none_in(guards_, h.key),
+                                  none_in(h.key + std::string(1, '\0'), guards_end_)};
+        std::vector<txn_op> then{txn_op::erase(h.key)};
+        {
+            std::lock_guard<std::mutex> g(view_mu);
+            for (auto it = view.lower_bound(guards_); it != view.end() && it->first < guards_end_; ++it)
+                if (it->first != h.key) return false;
+            std::vector<std::string> data_keys;
+            std::size_t bytes = 0;
+            for (const auto* range : {&rt_, &be_}) {  // realtime writers' intents first (D-L4)
+                const auto& end = range == &rt_ ? rt_end_ : be_end_;
+                for (auto it = view.lower_bound(*range); it != view.end() && it->first < end; ++it) {
+                    std::string k, v;
+                    if (!decode_intent(it->second.value, k, v)) continue;
+                    if (std::find(data_keys.begin(), data_keys.end(), k) != data_keys.end()) continue;
+                    if (data_keys.size() == max_handoff_intents ||
+                        bytes + k.size() + v.size() > max_handoff_bytes)
+                        break;
+                    bytes += k.size() + v.size();
+                    compare same;
+                    same.key = it->first;
+                    same.what = compare::target::mod_revision;
+                    same.number = it->second.mod_revision;
+                    when.push_back(same);
+                    then.push_back(txn_op::put(k, std::move(v)));
+                    then.push_back(txn_op::erase(it->first));
+                    data_keys.push_back(std::move(k));
+                }
+            }
+            if (data_keys.empty()) return false;
+        }
+        if (!c.txn(when, then).succeeded) return false;
+        n_handoffs.fetch_add(1);
+        return true;
     }
 
     // ---- writes (D-L1, D-L6, D-L7) ----
@@ -428,69 +510,183 @@ struct iteration_lock::impl : detail::mirror_sink {
         return {false, r.revision, std::move(r)};
     }
 
+    // The revision the view saw `key` (an intent of this process) deleted at; waits for it. Requires: the
+    // key is known to be gone from etcd.
+    std::int64_t intent_gone_at(const std::string& key) {
+        for (;;) {
+            std::unique_lock<std::mutex> g(view_mu);
+            auto it = intents.find(key);
+            if (it == intents.end()) return view_rev;
+            if (it->second != 0) {
+                const auto at = it->second;
+                intents.erase(it);
+                return at;
+            }
+            view_cv.wait_for(g, std::chrono::seconds(1));
+        }
+    }
+    void drop_intent(const std::string& key) {
+        std::lock_guard<std::mutex> g(view_mu);
+        intents.erase(key);
+    }
+    // Takes a registered intent back (a compare-delete on its create revision). False when it was gone:
+    // a releaser applied it, or its lease expired.
+    bool withdraw_intent(const std::string& key, std::int64_t created) {
+        compare mine;
+        mine.key = key;
+        mine.what = compare::target::create_revision;
+        mine.number = created;
+        if (!c.txn({mine}, {txn_op::erase(key)}).succeeded) return false;
+        drop_intent(key);
+        return true;
+    }
+    // The intent `key` is gone from etcd and this writer did not delete it: a releaser applied it, unless
+    // the lease may have expired first (then nobody can say; E2).
+    write_result intent_applied(const std::string& key, const std::shared_ptr<detail::lock_session>& s) {
+        const bool alive = s->alive();
+        const auto at = intent_gone_at(key);
+        if (!alive)
+            throw error(errc::may_have_applied,
+                        "etcd::iteration_lock: a waiting write's hand-off intent " + key +
+                            " is gone and its lease may have expired: the write may or may not have been "
+                            "applied by a guard's release; read it back");
+        n_handed_off.fetch_add(1);
+        txn_result r;
+        r.succeeded = true;
+        r.revision = at;
+        return {true, at, std::move(r)};
+    }
+
     write_result gated_write(const std::vector<compare>& user, const std::vector<txn_op>& then) {
         n_gated.fetch_add(1);
         std::optional<clock::time_point> deadline;
         if (opts.write_wait.count() > 0) deadline = clock::now() + opts.write_wait;
+        const std::string intent = encode_intent(user, then);
         std::optional<std::string> wkey;
+        std::int64_t wcreated = 0;
         std::shared_ptr<detail::lock_session> wsession;
         struct cleanup {
             impl& self;
             std::optional<std::string>& key;
             ~cleanup() {
                 if (!key) return;
+                self.drop_intent(*key);
                 try {
                     self.c.erase(*key);
                 } catch (...) {
                 }  // the lease removes it at the latest
             }
         } on_exit{*this, wkey};
-        std::vector<compare> when{none_in(guards_, guards_end_)};
-        when.insert(when.end(), user.begin(), user.end());
         bool waited = false;
         const int prio = current_priority() == priority::realtime ? 1 : 0;
         const auto t0 = clock::now();
-        for (;;) {
-            std::vector<txn_op> ops = then;
-            if (wkey) ops.push_back(txn_op::erase(*wkey));
-            auto r = c.txn(when, ops, {txn_op::range(guards_, guards_end_)});
-            if (r.succeeded) {
-                if (wkey) {
-                    wkey.reset();  // deleted by the write itself (invariant 2)
-                    r.deleted.pop_back();
-                }
-                if (waited) {
-                    n_waited.fetch_add(1);
-                    m_wait[static_cast<int>(lock_role::writer)][prio].record_shared(clock::now() - t0);
-                } else {
-                    m_write_zero_waits[prio].fetch_add(1, std::memory_order_relaxed);
-                }
-                return {true, r.revision, std::move(r)};
+        auto done = [&](write_result w) {
+            if (waited) {
+                n_waited.fetch_add(1);
+                m_wait[static_cast<int>(lock_role::writer)][prio].record_shared(clock::now() - t0);
+            } else {
+                m_write_zero_waits[prio].fetch_add(1, std::memory_order_relaxed);
             }
-            const auto& guards = r.ranges.at(0).kvs;
-            if (guards.empty()) return {false, r.revision, std::move(r)};  // the caller's compare failed
-            waited = true;
-            if (!wkey || !wsession || wsession->expired.load() || !wsession->alive()) {
+            return w;
+        };
+        // Invariant 5: once an intent is registered, a failure of etcd may hide a hand-off that landed.
+        try {
+            for (;;) {
+                std::vector<compare> when{none_in(guards_, guards_end_)};
+                when.insert(when.end(), user.begin(), user.end());
+                std::vector<txn_op> ops = then;
+                std::vector<txn_op> otherwise{txn_op::range(guards_, guards_end_)};
                 if (wkey) {
-                    try {
-                        c.erase(*wkey);
-                    } catch (...) {
+                    ops.push_back(txn_op::erase(*wkey));
+                    if (!intent.empty()) {
+                        compare mine;
+                        mine.key = *wkey;
+                        mine.what = compare::target::create_revision;
+                        mine.number = wcreated;
+                        when.push_back(mine);
+                        otherwise.push_back(txn_op::range(*wkey));
                     }
-                    wkey.reset();
                 }
-                wsession = live_session();
-                const std::string k = (current_priority() == priority::realtime ? rt_ : be_) +
-                                      hex(wsession->lease) + "/" + hex(static_cast<std::int64_t>(seq++));
-                c.put(k, {}, wsession->lease);
-                wkey = k;
+                auto r = c.txn(when, ops, otherwise);
+                if (r.succeeded) {
+                    if (wkey) {
+                        drop_intent(*wkey);
+                        wkey.reset();  // deleted by the write itself (invariant 2)
+                        r.deleted.pop_back();
+                    }
+                    return done({true, r.revision, std::move(r)});
+                }
+                if (wkey && !intent.empty() && r.ranges.at(1).kvs.empty()) {  // a releaser applied it
+                    const auto k = *wkey;
+                    wkey.reset();
+                    return done(intent_applied(k, wsession));
+                }
+                const auto& guards = r.ranges.at(0).kvs;
+                if (guards.empty()) return {false, r.revision, std::move(r)};  // the caller's compare failed
+                waited = true;
+                if (!wkey || !wsession || wsession->expired.load() || !wsession->alive()) {
+                    if (wkey) {
+                        const auto k = *wkey;
+                        if (!intent.empty()) {
+                            if (!withdraw_intent(k, wcreated)) {
+                                wkey.reset();
+                                return done(intent_applied(k, wsession));
+                            }
+                        } else {
+                            try {
+                                c.erase(k);
+                            } catch (...) {
+                            }
+                        }
+                        wkey.reset();
+                    }
+                    wsession = live_session();
+                    const std::string k = (prio ? rt_ : be_) + hex(wsession->lease) + "/" +
+                                          hex(static_cast<std::int64_t>(seq++));
+                    if (!intent.empty()) {
+                        std::lock_guard<std::mutex> g(view_mu);
+                        intents[k] = 0;
+                    }
+                    wkey = k;
+                    wcreated = c.put(k, intent, wsession->lease);
+                }
+                std::int64_t max_create = 0;
+                for (const auto& kv : guards) max_create = std::max(max_create, kv.create_revision);
+                const auto& k = *wkey;
+                const bool ok = wait_view(
+                    max_create,
+                    [&] {
+                        if (!intent.empty())
+                            if (auto it = intents.find(k); it != intents.end() && it->second != 0)
+                                return true;
+                        return !view_has(guards_, guards_end_, 0);
+                    },
+                    deadline);
+                bool applied = false;
+                {
+                    std::lock_guard<std::mutex> g(view_mu);
+                    auto it = intents.find(k);
+                    applied = it != intents.end() && it->second != 0;
+                }
+                if (applied || (!ok && !intent.empty() && !withdraw_intent(k, wcreated))) {
+                    const auto kk = k;
+                    wkey.reset();
+                    return done(intent_applied(kk, wsession));
+                }
+                if (!ok) {
+                    if (!intent.empty()) wkey.reset();  // withdrawn
+                    throw error(errc::deadline,
+                                "etcd::iteration_lock: a write waited longer than write_wait (" +
+                                    std::to_string(opts.write_wait.count()) +
+                                    " ms) for iteration guards to end; nothing was written");
+                }
             }
-            std::int64_t max_create = 0;
-            for (const auto& kv : guards) max_create = std::max(max_create, kv.create_revision);
-            if (!wait_view(
-                    max_create, [&] { return !view_has(guards_, guards_end_, 0); }, deadline))
-                throw error(errc::deadline, "etcd::iteration_lock: a write waited longer than write_wait (" +
-                                                std::to_string(opts.write_wait.count()) +
-                                                " ms) for iteration guards to end; nothing was written");
+        } catch (const error& e) {
+            if (!wkey || intent.empty() || e.code() == errc::may_have_applied) throw;
+            throw error(errc::may_have_applied,
+                        std::string(e.what()) +
+                            " (a hand-off intent of this write was registered: a guard's "
+                            "release may have applied it; read it back)");
         }
     }
 };
@@ -562,6 +758,8 @@ lock_counters iteration_lock::counters() const noexcept {
     out.writes_waited = p_->n_waited.load();
     out.writes_fenced = p_->n_fenced.load();
     out.lease_expiries = p_->n_expiries.load();
+    out.writes_handed_off = p_->n_handed_off.load();
+    out.handoffs_applied = p_->n_handoffs.load();
     return out;
 }
 map_metrics iteration_lock::metrics() const {

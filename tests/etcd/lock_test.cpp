@@ -63,6 +63,66 @@ TEST(EtcdIterationLock, DL1_WriteOfAnotherProcessWaitsForTheGuard) {
     EXPECT_EQ(b.m.lock().counters().writes_waited, 1u);
 }
 
+// The hand-off: the waiting put lands in the release's own Txn, once, at the revision the guard ends at.
+TEST(EtcdIterationLock, DL1_HandOffPutLandsOnceInTheRelease) {
+    local_etcd cluster;
+    node a(cluster, "dl1h/"), b(cluster, "dl1h/");
+    a.m.insert_or_assign(2, 1);  // another key, before the guard
+    auto g = a.m.lock_for_iteration();
+    ASSERT_TRUE(g);
+    auto w = std::async(std::launch::async, [&] { return b.m.insert_or_assign(1, 7); });
+    ASSERT_TRUE(eventually([&] { return a.m.lock().view_state().writers_best_effort == 1; }));
+    EXPECT_FALSE(a.c.get(a.m.etcd_key(1)).has_value()) << "a write landed inside a guard";
+    const auto h = g.revision();
+    g.release();
+    const auto rev = w.get();
+    EXPECT_GT(rev, h);
+    const auto kv = a.c.get(a.m.etcd_key(1));
+    ASSERT_TRUE(kv.has_value());
+    EXPECT_EQ(kv->mod_revision, rev) << "the writer was told another revision than its put's";
+    EXPECT_EQ(kv->version, 1) << "the waiting put landed more than once";
+    EXPECT_EQ(a.m.find(1, etcd::linearizable)->value, 7u);
+    EXPECT_EQ(a.m.lock().counters().handoffs_applied, 1u);
+    EXPECT_EQ(b.m.lock().counters().writes_handed_off, 1u);
+    EXPECT_EQ(b.m.lock().counters().writes_waited, 1u);
+    EXPECT_TRUE(eventually([&] { return keys_under(a.c, a.m.lock().prefix()) == 0; }))
+        << "a guard or intent key stayed behind";
+}
+
+// A write with compares of its own (compare-and-set) is not handed off: it retries itself.
+TEST(EtcdIterationLock, DL1_ConditionalWriteRetriesItself) {
+    local_etcd cluster;
+    node a(cluster, "dl1c/"), b(cluster, "dl1c/");
+    const auto first = a.m.insert_or_assign(1, 1);
+    auto g = a.m.lock_for_iteration();
+    auto w = std::async(std::launch::async, [&] { return b.m.compare_and_set(1, first, 2); });
+    ASSERT_TRUE(eventually([&] { return a.m.lock().view_state().writers_best_effort == 1; }));
+    g.release();
+    EXPECT_TRUE(w.get().succeeded);
+    EXPECT_EQ(a.m.lock().counters().handoffs_applied, 0u);
+    EXPECT_EQ(b.m.lock().counters().writes_handed_off, 0u);
+    EXPECT_EQ(a.c.get(a.m.etcd_key(1))->version, 2);
+}
+
+// A waiting put that gives up (write_wait) withdraws its intent: the later release applies nothing.
+TEST(EtcdIterationLock, DL1_HandOffIntentWithdrawnOnWriteWait) {
+    local_etcd cluster;
+    node a(cluster, "dl1w/");
+    etcd::client cb(etcd::client_options{.endpoints = cluster.endpoints()});
+    lmap b(cb, "dl1w/", {}, etcd::lock_options{.ttl = 3s, .write_wait = 300ms});
+    auto g = a.m.lock_for_iteration();
+    try {
+        b.insert_or_assign(1, 1);
+        ADD_FAILURE() << "the write did not wait for the guard";
+    } catch (const etcd::error& e) {
+        EXPECT_EQ(e.code(), etcd::errc::deadline) << e.what();
+    }
+    EXPECT_TRUE(eventually([&] { return a.m.lock().view_state().writers_best_effort == 0; }));
+    g.release();
+    EXPECT_EQ(a.m.lock().counters().handoffs_applied, 0u);
+    EXPECT_FALSE(a.c.get(a.m.etcd_key(1)).has_value()) << "a withdrawn write landed";
+}
+
 TEST(EtcdIterationLock, DL1_UncontendedWriteNeitherWaitsNorLeavesAKey) {
     local_etcd cluster;
     node a(cluster, "dl1b/");
@@ -126,16 +186,18 @@ TEST(EtcdIterationLock, DL3_GuardQueuedBeforeAWriterKeepsItsTurn) {
         << "the guard queued before d's writer starved";
     EXPECT_GT(c_fence.load(), rb);
     EXPECT_LT(c_queued.load(), c_fence.load());
-    // d's write may overtake c once no guard is held (writers wait only for held guards); it must not land
-    // while c holds.
-    const bool d_done_before = wd.wait_for(0s) == std::future_status::ready;
+    // d's write may overtake c once no guard is held (writers wait only for held guards; a release may
+    // apply it, the hand-off); it must not land while c holds. What etcd holds while c holds says which.
+    const auto d_seen = a.c.get(a.m.etcd_key(2));
     c_release = true;
     gc.get();
     const auto rd = wd.get();
-    if (d_done_before)
-        EXPECT_LT(rd, c_fence.load());
-    else
+    if (d_seen) {
+        EXPECT_LT(d_seen->mod_revision, c_fence.load()) << "d's write landed inside c's guard";
+        EXPECT_EQ(rd, d_seen->mod_revision);
+    } else {
         EXPECT_GT(rd, c_fence.load()) << "d's write landed inside c's guard";
+    }
 }
 
 TEST(EtcdIterationLock, DL4_RealtimeWalkerGoesBeforeWaitingBestEffortWriter) {

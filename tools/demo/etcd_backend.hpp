@@ -13,6 +13,14 @@
 // cluster's leader (SIGSTOP) for the middle third of the window: writes through it stall or fail with
 // may_have_applied (then the writer reads the key back and sends again only if it is missing, never blindly),
 // a new leader is elected, and the aggregator's walks must stay one instant (zero violations).
+//
+// --policy locked: the same processes on etcd::map<..., locked_iteration>. Writers write through the
+// iteration lock (gated transactions, D-L1); the aggregator takes a guard and walks etcd at its fence
+// (map::for_each), and the same check counts torn walks. With --chaos the parent, at a third of each window,
+// asks the aggregator to stall inside a guard (a .hang file), SIGKILLs it once it holds one (its .holding
+// file, written with its results so far), measures from the kill to the first write that lands in etcd
+// (the guard's lease expires, demo_lock_ttl, and the gated writers go on), and restarts the aggregator.
+// The run fails when writers took longer than demo_lock_ttl + demo_resume_slack to resume.
 // Invariants: a writer's updates are applied in its order (one put at a time), so at every etcd revision
 // writer w's sessions hold its K newest sequence numbers, and a mirror snapshot (one revision) passes the
 // check; the window is timed by the parent from all writers ready to SIGTERM.
@@ -46,12 +54,20 @@ struct etcd_run_config {
     std::string endpoints;  // comma-separated; empty: a local 3-member cluster on loopback
     bool chaos = false;     // SIGSTOP the leader for the middle third of each window
     std::string self;       // this program, for the children
+    bool locked = false;    // --policy locked
 };
+
+// The lease TTL of every process's iteration lock in --policy locked, and how much later than the TTL the
+// first write after a killed holder may land (etcd checks lease expiry every 500 ms, then the writers'
+// views see the guard key go and they retry) before the run counts as failed.
+inline constexpr std::chrono::seconds demo_lock_ttl{2};
+inline constexpr std::chrono::seconds demo_resume_slack{3};
 
 namespace etcd_detail {
 
 namespace etcd = iterlock::etcd;
 using session_map = etcd::map<key_type, session>;
+using locked_session_map = etcd::map<key_type, session, etcd::default_codec, etcd::locked_iteration>;
 
 inline std::atomic<bool> child_stop{false};
 extern "C" inline void on_term(int) {
@@ -111,6 +127,7 @@ struct etcd_child_args {
     double rate = 0;
     unsigned batch_us = 100, interval_ms = 100;
     double work_ns = 0;
+    bool locked = false;
 };
 
 inline int etcd_child_main(const etcd_child_args& a) {
@@ -125,7 +142,13 @@ inline int etcd_child_main(const etcd_child_args& a) {
     etcd::client c(o);
     const std::uint64_t k = a.sessions / a.writers;
     if (a.role == "aggregator") {
-        session_map m(c, a.prefix);
+        std::unique_ptr<session_map> sm;
+        std::unique_ptr<locked_session_map> lm;
+        if (a.locked)
+            lm = std::make_unique<locked_session_map>(c, a.prefix, etcd::map_options{},
+                                                      etcd::lock_options{.ttl = demo_lock_ttl});
+        else
+            sm = std::make_unique<session_map>(c, a.prefix);
         const entry_work work = entry_work::calibrated(a.work_ns);
         window_check check(a.writers, k);
         touch(a.out + ".ready");
@@ -137,8 +160,19 @@ inline int etcd_child_main(const etcd_child_args& a) {
             const auto t0 = clock::now();
             double sum = 0;
             check.begin();
-            {
-                auto s = m.snapshot();
+            if (lm) {
+                auto g = lm->lock_for_iteration();
+                if (std::filesystem::exists(a.out + ".hang")) {  // --chaos: stall holding the guard
+                    write_results(a.out, {aggregations, violations, 0, 0}, times);
+                    touch(a.out + ".holding");
+                    for (;;) ::pause();
+                }
+                lm->for_each(g, [&](const key_type&, const etcd::versioned<session>& v) {
+                    check.see(v.value.stamp);
+                    sum = work(sum + v.value.score);
+                });
+            } else {
+                auto s = sm->snapshot();
                 for (const auto& [key, v] : s.view) {
                     check.see(v.value.stamp);
                     sum = work(sum + v.value.score);
@@ -156,7 +190,7 @@ inline int etcd_child_main(const etcd_child_args& a) {
                     std::min<clock::duration>(next - clock::now(), std::chrono::milliseconds(5)));
         }
         (void)sink;
-        const auto mm = m.metrics();
+        const auto mm = lm ? lm->metrics() : sm->metrics();
         write_results(a.out, {aggregations, violations, mm.watch_restarts, mm.client.failovers}, times);
         return 0;
     }
@@ -170,6 +204,10 @@ inline int etcd_child_main(const etcd_child_args& a) {
     const auto batch_period = std::chrono::duration_cast<clock::duration>(
         std::chrono::duration<double>(open ? static_cast<double>(per_batch) / a.rate : 0));
     std::uint64_t retried = 0;
+    std::unique_ptr<locked_session_map> lm;  // --policy locked: writes go through the iteration lock
+    if (a.locked)
+        lm = std::make_unique<locked_session_map>(c, a.prefix, etcd::map_options{},
+                                                  etcd::lock_options{.ttl = demo_lock_ttl});
     touch(a.out + ".ready");
     const auto w_start = clock::now();
     auto due = w_start;
@@ -184,7 +222,10 @@ inline int etcd_child_main(const etcd_child_args& a) {
         const auto t0 = open ? due : clock::now();
         for (;;) {  // one update, applied exactly once (client.hpp C3: never resent blindly)
             try {
-                c.put(ekey, etcd::default_codec::encode(s));
+                if (lm)
+                    lm->insert_or_assign(key, s);
+                else
+                    c.put(ekey, etcd::default_codec::encode(s));
                 break;
             } catch (const etcd::error& e) {
                 if (e.code() != etcd::errc::may_have_applied && e.code() != etcd::errc::unavailable &&
@@ -280,7 +321,9 @@ inline service_result run_etcd_service(const service_config& cfg, const etcd_run
                                          "--interval",
                                          std::to_string(cfg.interval.count()),
                                          "--work-ns",
-                                         std::to_string(cfg.work.ns())};
+                                         std::to_string(cfg.work.ns()),
+                                         "--policy",
+                                         rc.locked ? "locked" : "snapshot"};
         args.insert(args.end(), extra.begin() + 1, extra.end());
         std::vector<char*> argv;
         for (auto& a : args) argv.push_back(a.data());
@@ -325,11 +368,54 @@ inline service_result run_etcd_service(const service_config& cfg, const etcd_run
     const auto t_start = clock::now();
     const auto deadline = t_start + std::chrono::duration_cast<clock::duration>(cfg.duration);
     int stopped = -1;
+    bool killed = false;
+    std::vector<std::string> earlier_aggregators;  // killed by --chaos; their results so far
+    // --policy locked --chaos: stall the aggregator inside a guard, SIGKILL it, time the writers' resumption.
+    auto kill_holder = [&] {
+        const std::string agg = children[0].out;
+        touch(agg + ".hang");
+        for (int i = 0; !std::filesystem::exists(agg + ".holding"); ++i) {
+            if (i == 3000) throw std::runtime_error("--chaos: the aggregator never held a guard");
+            std::this_thread::sleep_for(std::chrono::milliseconds(10));
+        }
+        const auto rev =
+            c.range(prefix, {.range_end = etcd::prefix_end(prefix), .count_only = true}).revision;
+        const auto t_kill = clock::now();
+        ::kill(children[0].pid, SIGKILL);
+        ::waitpid(children[0].pid, nullptr, 0);
+        earlier_aggregators.push_back(agg);
+        double resumed = -1;
+        while (resumed < 0) {
+            const auto r = c.range(prefix, {.range_end = etcd::prefix_end(prefix)});
+            for (const auto& kv : r.kvs)
+                if (kv.mod_revision > rev)
+                    resumed = std::chrono::duration<double>(clock::now() - t_kill).count();
+            if (resumed < 0 && clock::now() - t_kill > 4 * (demo_lock_ttl + demo_resume_slack))
+                throw std::runtime_error("--chaos: no write landed after the guard holder was killed");
+            std::this_thread::sleep_for(std::chrono::milliseconds(10));
+        }
+        std::cerr
+            << "\niterlock-demo: --chaos: the aggregator was SIGKILLed holding a guard; writers resumed "
+            << resumed << " s later (lease TTL " << demo_lock_ttl.count() << " s)\n";
+        if (resumed > std::chrono::duration<double>(demo_lock_ttl + demo_resume_slack).count())
+            throw std::runtime_error("--chaos: writers resumed " + std::to_string(resumed) +
+                                     " s after the holder died, later than TTL + " +
+                                     std::to_string(demo_resume_slack.count()) + " s");
+        children[0] = spawn({"aggregator"},
+                            (dir / ("aggregator" + std::to_string(earlier_aggregators.size()))).string());
+        wait_ready(children[0]);
+        std::cerr << "iterlock-demo: --chaos: aggregator restarted\n";
+    };
     for (auto now = clock::now(); now < deadline; now = clock::now()) {
         std::this_thread::sleep_for(
             std::min<clock::duration>(deadline - now, std::chrono::milliseconds(250)));
         const double elapsed = std::chrono::duration<double>(clock::now() - t_start).count();
-        if (rc.chaos && cluster) {
+        if (rc.chaos && rc.locked) {
+            if (!killed && elapsed >= cfg.duration.count() / 3) {
+                killed = true;
+                kill_holder();
+            }
+        } else if (rc.chaos && cluster) {
             const double third = cfg.duration.count() / 3;
             if (stopped < 0 && elapsed >= third && elapsed < 2 * third) {
                 stopped = cluster->leader();
@@ -363,6 +449,14 @@ inline service_result run_etcd_service(const service_config& cfg, const etcd_run
     res.aggregations = counts[0];
     res.violations = counts[1];
     for (auto t : samples) res.aggregation_time.record(t);
+    for (const auto& earlier : earlier_aggregators) {
+        std::vector<std::uint64_t> ec, es;
+        if (!read_results(earlier, ec, es) || ec.size() < 2)
+            throw std::runtime_error("--chaos: the killed aggregator left no results (" + earlier + ")");
+        res.aggregations += ec[0];
+        res.violations += ec[1];
+        for (auto t : es) res.aggregation_time.record(t);
+    }
     std::cerr << "\niterlock-demo: aggregator's mirror: " << counts[2] << " watch restarts, " << counts[3]
               << " endpoint failovers\n";
     std::uint64_t retried = 0;

@@ -82,7 +82,7 @@ struct contender_of final : contender {
 struct etcd_contender final : contender {
     etcd_contender(etcd_run_config rc, iterlock::etcd::testing::local_etcd* cluster)
         : rc_(std::move(rc)), cluster_(cluster) {}
-    std::string_view name() const override { return "iterlock_etcd"; }
+    std::string_view name() const override { return rc_.locked ? "iterlock_etcd_locked" : "iterlock_etcd"; }
     bool promises_consistency() const override { return true; }
     service_result run(const service_config& cfg, const std::function<void(double)>& tick) override {
         return run_etcd_service(cfg, rc_, cluster_, live, tick);
@@ -237,6 +237,10 @@ std::string meaning(const finished& f, const std::vector<finished>& rows) {
         }
         s << " (the walk copies each chain as it reads it; writers copy a chain only when they change it "
              "under a live walk).";
+    } else if (n == "iterlock_etcd_locked") {
+        s << "writer processes write through the etcd iteration lock (gated transactions) and the aggregator "
+             "process walks etcd under a guard (locked_iteration): "
+          << r.violations << " of " << r.aggregations << " aggregations torn.";
     } else if (n == "iterlock_etcd") {
         s << "writer processes put through etcd and the aggregator process walks its mirror's snapshots, "
              "each the map at one etcd revision: "
@@ -442,7 +446,7 @@ int demo_main(int argc, char** argv) {
     app.add_option("--plot", plot, "draw the writer latency distribution per contender into this PNG file");
     app.add_option("--latency-csv", latency_csv,
                    "write the writer latency distribution (contender,lower_ns,upper_ns,count) to this file");
-    std::string backend = "inprocess", endpoints;
+    std::string backend = "inprocess", endpoints, policy = "snapshot";
     bool chaos = false;
     app.add_option(
            "--backend", backend,
@@ -453,8 +457,15 @@ int demo_main(int argc, char** argv) {
     app.add_option(
         "--endpoints", endpoints,
         "--backend etcd: comma-separated etcd endpoints (default: start a 3-member etcd on loopback)");
+    app.add_option(
+           "--policy", policy,
+           "--backend etcd: snapshot (the aggregator walks its mirror's snapshots) or locked (it walks "
+           "etcd under an iteration guard, locked_iteration; writers are gated)")
+        ->capture_default_str()
+        ->check(CLI::IsMember({"snapshot", "locked"}));
     app.add_flag("--chaos", chaos,
-                 "--backend etcd: stop the leader member (SIGSTOP) for the middle third of each run");
+                 "--backend etcd: stop the leader member (SIGSTOP) for the middle third of each run; with "
+                 "--policy locked, SIGKILL the aggregator once while it holds a guard and restart it");
 #if ITERLOCK_DEMO_ETCD
     etcd_child_args child;  // the writer and aggregator processes of --backend etcd (not for users)
     app.add_option("--etcd-role", child.role)->group("");
@@ -476,6 +487,7 @@ int demo_main(int argc, char** argv) {
         child.batch_us = batch_us;
         child.interval_ms = interval_ms;
         child.work_ns = work_ns;
+        child.locked = policy == "locked";
         return etcd_child_main(child);
     }
     std::unique_ptr<iterlock::etcd::testing::local_etcd> cluster;
@@ -485,6 +497,7 @@ int demo_main(int argc, char** argv) {
         if (app.count("--rate") == 0) rate = 100;
         if (app.count("--batch-us") == 0) batch_us = 10'000;
         if (app.count("--duration") == 0) duration = 12;
+        if (policy == "locked" && chaos && app.count("--duration") == 0) duration = 16;
         if (chaos && !endpoints.empty()) {
             std::cerr << "iterlock-demo: --chaos stops a member of the etcd the demo starts; not with "
                          "--endpoints\n";
@@ -516,7 +529,8 @@ int demo_main(int argc, char** argv) {
         const auto len = ::readlink("/proc/self/exe", self, sizeof self - 1);
         cs.push_back(std::make_unique<etcd_contender>(
             etcd_run_config{endpoints, chaos,
-                            len > 0 ? std::string(self, static_cast<std::size_t>(len)) : argv[0]},
+                            len > 0 ? std::string(self, static_cast<std::size_t>(len)) : argv[0],
+                            policy == "locked"},
             cluster.get()));
     }
 #endif

@@ -26,6 +26,11 @@
 //         takes effect: every gated write is one Txn whose compare is "no key in L i/" (a range compare,
 //         etcd >= 3.3); on failure the writer waits for the view to empty and retries. No write takes a
 //         distributed lock when no guard is held: one round trip, as a plain Put.
+//         Hand-off: a waiting writer whose write is one put without compares of its own
+//         (insert_or_assign) registers that put with its key; the release of the last guard applies it in
+//         its own Txn, at the revision where the guard goes, so the writer's return costs no round trip
+//         of its own. Each such put lands exactly once (the releaser and the writer both compare the
+//         registration key, which either deletes).
 //   D-L2  Shared walks. Any number of guards, on any processes, may be held at once.
 //   D-L3  Writer preference. A writer refused by a guard registers L w/... (create revision w); a walker
 //         whose first attempt came after w (Q > w) is not let in until that key is gone. Walkers queued
@@ -48,11 +53,14 @@
 //
 // Guarantees per call. lock_for_iteration(): one Txn uncontended (plus a LeaseGrant the first time and
 // after an expiry); blocks while writers wait (D-L3/D-L4); throws etcd::error when etcd cannot be reached.
-// Releasing a guard: one Txn (a delete compared on the fence); never throws (a failed delete leaves the
-// key to its lease). write(): one Txn while no guard is held; otherwise waits per D-L1 (bounded by
-// lock_options::write_wait, then error(deadline), no key left). Faults: a write whose answer was lost
-// throws error(may_have_applied) as any write (client.hpp C3); a waiting writer's key is deleted on every
-// way out. Thread safety: any member from any thread; a guard ends on the thread that took it.
+// Releasing a guard: one Txn (a delete compared on the fence; the last guard's also carries the waiting
+// puts its process's view shows, at most 32 and 512 KiB, else a second, plain one follows); never throws
+// (a failed delete leaves the key to its lease). write(): one Txn while no guard is held; otherwise waits
+// per D-L1 (bounded by lock_options::write_wait, then error(deadline), no key left, nothing written).
+// Faults: a write whose answer was lost throws error(may_have_applied) as any write (client.hpp C3), and
+// so does a waiting put that a release may have applied when etcd failed or its lease lapsed; a waiting
+// writer's key is deleted on every way out. Thread safety: any member from any thread; a guard ends on
+// the thread that took it.
 //
 // Metrics. metrics() returns the in-process lock's map_metrics (policy "locked"), so iterlock/prometheus.hpp
 // exports it like any map: expose(registry, m.lock(), "sessions", {{"backend", "etcd"}}) gives
@@ -116,6 +124,8 @@ struct lock_counters {
     std::uint64_t guards = 0, guard_timeouts = 0, guard_waits = 0;  // acquisitions; timeouts; that waited
     std::uint64_t guard_refusals = 0;                               // attempts refused (D-L3, D-L4)
     std::uint64_t writes_gated = 0, writes_waited = 0, writes_fenced = 0, lease_expiries = 0;
+    std::uint64_t writes_handed_off = 0;  // waited writes that a guard's release applied (D-L1 hand-off)
+    std::uint64_t handoffs_applied = 0;   // releases of this process that applied waiting writes
 };
 
 class iteration_lock;
