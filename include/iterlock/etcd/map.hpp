@@ -238,7 +238,8 @@ class map : private detail::mirror_sink, private iterlock::detail::feed_source<i
     // O(feed_history) under the mirror's apply lock (the replay); sends nothing to etcd. Throws
     // std::invalid_argument for capacity 0.
     feed_type watch(std::int64_t from_revision, std::size_t capacity = default_feed_capacity) {
-        if (capacity == 0) throw std::invalid_argument("iterlock::etcd::map::watch: a feed needs a capacity >= 1");
+        if (capacity == 0)
+            throw std::invalid_argument("iterlock::etcd::map::watch: a feed needs a capacity >= 1");
         auto w = std::make_shared<watcher>(capacity);
         feeds_alive_.fetch_add(1, std::memory_order_relaxed);
         feed_type f = iterlock::detail::feed_factory::make<K, V>(this, w);  // unregisters if a step throws
