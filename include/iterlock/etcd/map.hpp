@@ -48,7 +48,8 @@
 //       feed_end::compacted, as does a re-list after etcd compaction for the feeds alive then (their
 //       events are lost). A from_revision ahead of the mirror starts after it. The mirror never waits for
 //       a feed: delivery is a try_send under the mirror's apply lock, and a full channel ends the feed
-//       with feed_end::lagging (versioned_map V3). The map must outlive its feeds (abort otherwise).
+//       with feed_end::lagging (versioned_map V3); a change that cannot be copied (allocation) ends the
+//       feeds with feed_end::failed. The map must outlive its feeds (abort otherwise).
 // Construction lists the prefix and starts the watch thread (throws what the list throws). Destruction
 // stops the watch; the client must outlive the map. Any number of threads may call any member at once.
 #pragma once
@@ -371,6 +372,16 @@ class map : private detail::mirror_sink, private iterlock::detail::feed_source<i
     void apply(std::vector<event>& events, std::int64_t revision) override {
         std::lock_guard<std::mutex> g(apply_mu_);
         const bool publish = opts_.feed_history != 0 || !watchers_.empty();
+        bool lost = false;  // a change could not be made (allocation): the feeds cannot be complete
+        const auto record = [&](change_kind what, K&& k, std::optional<V>&& v, std::int64_t rev) noexcept {
+            if (!publish || lost) return;
+            try {
+                changes_.push_back(
+                    change_type{what, std::move(k), std::move(v), static_cast<std::uint64_t>(rev)});
+            } catch (...) {
+                lost = true;
+            }
+        };
         changes_.clear();
         for (auto& e : events) {
             if (e.kv.mod_revision <= label_) {  // never expected (rule 2); counted so tests can prove it
@@ -383,9 +394,7 @@ class map : private detail::mirror_sink, private iterlock::detail::feed_source<i
                 if (e.kv.key.size() >= prefix_.size() &&
                     Codec::decode(std::string_view(e.kv.key).substr(prefix_.size()), k)) {
                     mirror_.erase(k);
-                    if (publish)
-                        changes_.push_back(change_type{change_kind::erase, std::move(k), std::nullopt,
-                                                       static_cast<std::uint64_t>(e.kv.mod_revision)});
+                    record(change_kind::erase, std::move(k), std::nullopt, e.kv.mod_revision);
                 } else {
                     decode_errors_.fetch_add(1);
                 }
@@ -393,17 +402,23 @@ class map : private detail::mirror_sink, private iterlock::detail::feed_source<i
             }
             if (decode_kv(e.kv, k, v)) {
                 mirror_.insert_or_assign(k, v);
-                if (publish)
-                    changes_.push_back(change_type{change_kind::put, std::move(k), std::move(v.value),
-                                                   static_cast<std::uint64_t>(e.kv.mod_revision)});
+                record(change_kind::put, std::move(k), std::move(v.value), e.kv.mod_revision);
             }
         }
         label_ = revision;
-        if (publish) publish_changes();
+        if (publish) publish_changes(lost);
     }
-    // M11: numbers each transaction's events (more_in_batch), keeps them in the history and hands them to
-    // the feeds without waiting. Requires: apply_mu_.
-    void publish_changes() {
+    // M11: numbers each transaction's events (more_in_batch), hands them to the feeds without waiting and
+    // keeps them in the history. What cannot be copied (allocation) ends the feeds (failed) or empties the
+    // history (a later start before this point ends compacted); the mirror goes on. Requires: apply_mu_.
+    void publish_changes(bool lost) noexcept {
+        if (lost) {
+            for (auto& p : watchers_) p.first->end(feed_end::failed);
+            watchers_.clear();
+            hist_.clear();
+            hist_from_ = label_;
+            return;
+        }
         std::uint32_t more = 0;
         for (std::size_t i = changes_.size(); i-- > 0;) {
             const bool same = i + 1 < changes_.size() && changes_[i + 1].revision == changes_[i].revision;
@@ -411,19 +426,21 @@ class map : private detail::mirror_sink, private iterlock::detail::feed_source<i
             changes_[i].more_in_batch = more;
         }
         bool drop = false;
-        for (const change_type& c : changes_) {
+        for (const change_type& c : changes_)
             for (auto& [w, floor] : watchers_)
                 if (static_cast<std::int64_t>(c.revision) > floor) drop |= !w->deliver(c);
-            if (opts_.feed_history == 0) continue;
-            hist_.push_back(c);
+        if (drop) std::erase_if(watchers_, [](const auto& p) { return p.first->ended.load(); });
+        try {
+            if (opts_.feed_history != 0) hist_.insert(hist_.end(), changes_.begin(), changes_.end());
+        } catch (...) {
+            hist_.clear();
         }
-        if (opts_.feed_history == 0) hist_from_ = label_;
+        if (opts_.feed_history == 0 || hist_.empty()) hist_from_ = label_;
         while (hist_.size() > opts_.feed_history) {  // drop whole revisions: the history starts between two
             const std::uint64_t r = hist_.front().revision;
             while (!hist_.empty() && hist_.front().revision == r) hist_.pop_front();
             hist_from_ = static_cast<std::int64_t>(r);
         }
-        if (drop) std::erase_if(watchers_, [](const auto& p) { return p.first->ended.load(); });
     }
     void unregister(iterlock::detail::watcher_state<change_type>* w) noexcept override {
         {
