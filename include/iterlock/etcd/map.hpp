@@ -140,9 +140,8 @@ class map : private detail::mirror_sink, private iterlock::detail::feed_source<i
     ~map() override {
         core_.stop();
         if (feeds_alive_.load(std::memory_order_acquire) != 0)
-            iterlock::detail::fatal("iterlock::etcd::map destroyed while a feed is alive; end every feed "
-                                    "before its map",
-                                    nullptr);
+            iterlock::detail::fatal(
+                "iterlock::etcd::map destroyed while a feed is alive; end every feed before its map");
     }
     map(const map&) = delete;
     map& operator=(const map&) = delete;
