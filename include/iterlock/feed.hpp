@@ -121,6 +121,8 @@ struct feed_source {
   protected:
     ~feed_source() = default;
 };
+// Makes feeds for sources other than versioned_map (etcd::map's watch, iterlock/etcd/map.hpp).
+struct feed_factory;
 }  // namespace detail
 
 // The handle of one watch. Movable, not copyable; the map must outlive it (checked by the map's destructor).
@@ -154,6 +156,7 @@ class feed {
   private:
     template <class, class, class, class, class>
     friend class versioned_map;
+    friend struct detail::feed_factory;
     feed(detail::feed_source<change_type>* src,
          std::shared_ptr<detail::watcher_state<change_type>> w) noexcept
         : src_(src), w_(std::move(w)) {}
@@ -169,6 +172,14 @@ class feed {
 #include "iterlock/detail/concurrent/feed.hpp"
 
 namespace iterlock {
+namespace detail {
+struct feed_factory {
+    template <class K, class V>
+    static feed<K, V> make(feed_source<change<K, V>>* src, std::shared_ptr<watcher_state<change<K, V>>> w) {
+        return feed<K, V>(src, std::move(w));
+    }
+};
+}  // namespace detail
 template <class K, class V>
 feed_end feed<K, V>::reason() const noexcept {
     return w_ == nullptr ? feed_end::none : w_->reason.load(std::memory_order_acquire);

@@ -63,9 +63,35 @@ void mirror_core::relist(std::int64_t revision) {
     counters_.behind_since_ns.store(0);  // exact at the revision etcd answered with: current as far as known
 }
 
+void mirror_core::note_seen(std::int64_t header_revision) {
+    std::int64_t seen = counters_.latest_seen.load();
+    while (header_revision > seen && !counters_.latest_seen.compare_exchange_weak(seen, header_revision)) {
+    }
+}
+
+watch_options mirror_core::watch_from(std::int64_t start_revision) const {
+    watch_options o;
+    o.key = prefix_;
+    o.range_end = end_;
+    o.start_revision = start_revision;
+    o.progress_notify = true;
+    return o;
+}
+
+std::shared_ptr<watch_stream> mirror_core::watch_then_list() {
+    std::shared_ptr<watch_stream> ws = client_.watch(watch_from(0));
+    watch_batch b;
+    if (!ws->next(b) || !b.created || b.canceled)
+        throw error(errc::watch_canceled,
+                    "etcd watch on " + prefix_ + " was not created: " + b.cancel_reason);
+    note_seen(b.header_revision);
+    relist(b.header_revision);  // rule 1: the watch delivers every event after this revision
+    return ws;
+}
+
 void mirror_core::start() {
-    relist(0);
-    thread_ = std::thread([this] { run(); });
+    std::shared_ptr<watch_stream> ws = watch_then_list();
+    thread_ = std::thread([this, ws]() mutable { run(std::move(ws)); });
 }
 
 void mirror_core::stop() {
@@ -91,27 +117,27 @@ bool mirror_core::wait_applied(std::int64_t revision, clock::time_point deadline
     return true;
 }
 
-void mirror_core::run() {
+void mirror_core::run(std::shared_ptr<watch_stream> ws) {
     auto backoff = std::chrono::milliseconds(10);
     while (!stop_.load()) {
         if (suspended_.load()) {
+            if (ws) ws->cancel();
+            ws.reset();
             std::unique_lock<std::mutex> lk(mu_);
             cv_.wait(lk, [this] { return stop_.load() || !suspended_.load(); });
             continue;
         }
         try {
-            watch_options o;
-            o.key = prefix_;
-            o.range_end = end_;
-            o.start_revision = applied() + 1;
-            o.progress_notify = true;
-            std::shared_ptr<watch_stream> ws = client_.watch(o);
+            // A resumed watch (rule 2) starts behind etcd's head when writes came while it was away: etcd
+            // then catches it up on its 100 ms cycle. A first watch or a re-list has none (rule 1).
+            if (!ws) ws = client_.watch(watch_from(applied() + 1));
             {
                 std::lock_guard<std::mutex> g(mu_);
-                if (stop_.load() || suspended_.load()) {
+                if (stop_.load()) {
                     ws->cancel();
                     break;
                 }
+                if (suspended_.load()) continue;  // the loop's top cancels it
                 stream_ = ws;
             }
             watch_batch b;
@@ -123,10 +149,7 @@ void mirror_core::run() {
                     break;
                 }
                 if (b.canceled) throw error(errc::watch_canceled, "etcd watch canceled: " + b.cancel_reason);
-                std::int64_t seen = counters_.latest_seen.load();
-                while (b.header_revision > seen &&
-                       !counters_.latest_seen.compare_exchange_weak(seen, b.header_revision)) {
-                }
+                note_seen(b.header_revision);
                 if (b.created) {
                     // Created at the head (nothing after the resume point yet): current again.
                     if (b.header_revision <= applied()) counters_.behind_since_ns.store(0);
@@ -159,12 +182,13 @@ void mirror_core::run() {
             ws.reset();
             if (resync && !stop_.load()) {
                 counters_.compaction_resyncs.fetch_add(1);
-                relist(0);
+                ws = watch_then_list();
                 continue;
             }
         } catch (const error&) {
             std::lock_guard<std::mutex> g(mu_);
             stream_.reset();
+            ws.reset();
         }
         if (stop_.load()) break;
         mark_behind(counters_);

@@ -39,14 +39,28 @@
 //       locked_iteration, the iteration lock across processes (iteration_lock.hpp, D-L1..D-L7): every write
 //       becomes a gated Txn, lock_for_iteration() returns a guard, for_each(guard, f) walks the prefix at
 //       the guard's fence revision. Every process writing the prefix must use the same policy.
+//   M11 watch(from_revision) returns the in-process feed type (iterlock::feed<K, V>, feed.hpp), fed by the
+//       mirror's own etcd watch: every change of the prefix after from_revision arrives once, in etcd
+//       revision order (so in order per key), as applied to the mirror; change::revision is the etcd
+//       revision (the key's mod_revision; an erase's own revision), more_in_batch counts the events of the
+//       same etcd transaction that follow. The map keeps the last map_options::feed_history events: a
+//       from_revision older than that history (or from before a re-list, M7) ends the feed at once with
+//       feed_end::compacted, as does a re-list after etcd compaction for the feeds alive then (their
+//       events are lost). A from_revision ahead of the mirror starts after it. The mirror never waits for
+//       a feed: delivery is a try_send under the mirror's apply lock, and a full channel ends the feed
+//       with feed_end::lagging (versioned_map V3); a change that cannot be copied (allocation) ends the
+//       feeds with feed_end::failed. The map must outlive its feeds (abort otherwise).
 // Construction lists the prefix and starts the watch thread (throws what the list throws). Destruction
 // stops the watch; the client must outlive the map. Any number of threads may call any member at once.
 #pragma once
 
 #include <chrono>
 #include <cstdint>
+#include <deque>
+#include <memory>
 #include <mutex>
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <utility>
 #include <vector>
@@ -57,6 +71,7 @@
 #include "iterlock/etcd/detail/mirror_core.hpp"
 #include "iterlock/etcd/error.hpp"
 #include "iterlock/etcd/iteration_lock.hpp"
+#include "iterlock/feed.hpp"
 #include "iterlock/map.hpp"
 
 namespace iterlock::etcd {
@@ -80,6 +95,7 @@ struct map_options {
     bool wait_for_mirror = false;                  // M3
     std::chrono::milliseconds wait_timeout{5000};  // for wait_for_mirror
     std::int64_t list_page_size = 0;               // 0: unpaged lists (fastest on etcd 3.4)
+    std::size_t feed_history = 1024;               // M11: recent events kept for watch(from_revision)
 };
 
 struct map_etcd_metrics {
@@ -93,9 +109,12 @@ struct map_etcd_metrics {
 };
 
 template <class K, class V, class Codec = default_codec, class Iteration = snapshot_iteration>
-class map : private detail::mirror_sink {
+class map : private detail::mirror_sink, private iterlock::detail::feed_source<iterlock::change<K, V>> {
   public:
     using mirror_type = iterlock::concurrent_map<K, versioned<V>>;
+    using change_type = iterlock::change<K, V>;
+    using feed_type = iterlock::feed<K, V>;
+    static constexpr std::size_t default_feed_capacity = 4096;
 
     // A mirror snapshot and the etcd revision it equals (M5).
     struct snapshot_type {
@@ -118,7 +137,12 @@ class map : private detail::mirror_sink {
     map(client& c, std::string prefix, map_options o, lock_options lo)
         requires(Iteration::locked)
         : map(c, std::move(prefix), o, std::move(lo), 0) {}
-    ~map() override { core_.stop(); }
+    ~map() override {
+        core_.stop();
+        if (feeds_alive_.load(std::memory_order_acquire) != 0)
+            iterlock::detail::fatal(
+                "iterlock::etcd::map destroyed while a feed is alive; end every feed before its map");
+    }
     map(const map&) = delete;
     map& operator=(const map&) = delete;
 
@@ -208,6 +232,27 @@ class map : private detail::mirror_sink {
             out.entries.push_back(std::move(e));
         }
         return out;
+    }
+
+    // M11: the changes after from_revision, then every later one, on a channel of `capacity` events.
+    // O(feed_history) under the mirror's apply lock (the replay); sends nothing to etcd. Throws
+    // std::invalid_argument for capacity 0.
+    feed_type watch(std::int64_t from_revision, std::size_t capacity = default_feed_capacity) {
+        if (capacity == 0)
+            throw std::invalid_argument("iterlock::etcd::map::watch: a feed needs a capacity >= 1");
+        auto w = std::make_shared<watcher>(capacity);
+        feeds_alive_.fetch_add(1, std::memory_order_relaxed);
+        feed_type f = iterlock::detail::feed_factory::make<K, V>(this, w);  // unregisters if a step throws
+        std::lock_guard<std::mutex> g(apply_mu_);
+        if (from_revision < hist_from_) {
+            w->end(feed_end::compacted);
+            return f;
+        }
+        watchers_.reserve(watchers_.size() + 1);
+        for (const change_type& c : hist_)
+            if (static_cast<std::int64_t>(c.revision) > from_revision && !w->deliver(c)) return f;  // lagging
+        watchers_.push_back({w, std::max(from_revision, label_)});
+        return f;
     }
 
     map_etcd_metrics metrics() const {
@@ -317,9 +362,26 @@ class map : private detail::mirror_sink {
         mirror_.erase_if([&](const K& k, const versioned<V>&) { return !keep.contains(k); });
         for (auto& [k, v] : decoded) mirror_.insert_or_assign(k, v);
         label_ = revision;
+        // M11: the events between the old label and this list are not known; feeds alive cannot go on.
+        hist_.clear();
+        hist_from_ = revision;
+        for (auto& p : watchers_) p.first->end(feed_end::compacted);
+        watchers_.clear();
     }
     void apply(std::vector<event>& events, std::int64_t revision) override {
         std::lock_guard<std::mutex> g(apply_mu_);
+        const bool publish = opts_.feed_history != 0 || !watchers_.empty();
+        bool lost = false;  // a change could not be made (allocation): the feeds cannot be complete
+        const auto record = [&](change_kind what, K&& k, std::optional<V>&& v, std::int64_t rev) noexcept {
+            if (!publish || lost) return;
+            try {
+                changes_.push_back(
+                    change_type{what, std::move(k), std::move(v), static_cast<std::uint64_t>(rev)});
+            } catch (...) {
+                lost = true;
+            }
+        };
+        changes_.clear();
         for (auto& e : events) {
             if (e.kv.mod_revision <= label_) {  // never expected (rule 2); counted so tests can prove it
                 duplicate_events_.fetch_add(1);
@@ -329,19 +391,67 @@ class map : private detail::mirror_sink {
             versioned<V> v;
             if (e.what == event::kind::erase) {
                 if (e.kv.key.size() >= prefix_.size() &&
-                    Codec::decode(std::string_view(e.kv.key).substr(prefix_.size()), k))
+                    Codec::decode(std::string_view(e.kv.key).substr(prefix_.size()), k)) {
                     mirror_.erase(k);
-                else
+                    record(change_kind::erase, std::move(k), std::nullopt, e.kv.mod_revision);
+                } else {
                     decode_errors_.fetch_add(1);
+                }
                 continue;
             }
-            if (decode_kv(e.kv, k, v)) mirror_.insert_or_assign(k, v);
+            if (decode_kv(e.kv, k, v)) {
+                mirror_.insert_or_assign(k, v);
+                record(change_kind::put, std::move(k), std::move(v.value), e.kv.mod_revision);
+            }
         }
         label_ = revision;
+        if (publish) publish_changes(lost);
+    }
+    // M11: numbers each transaction's events (more_in_batch), hands them to the feeds without waiting and
+    // keeps them in the history. What cannot be copied (allocation) ends the feeds (failed) or empties the
+    // history (a later start before this point ends compacted); the mirror goes on. Requires: apply_mu_.
+    void publish_changes(bool lost) noexcept {
+        if (lost) {
+            for (auto& p : watchers_) p.first->end(feed_end::failed);
+            watchers_.clear();
+            hist_.clear();
+            hist_from_ = label_;
+            return;
+        }
+        std::uint32_t more = 0;
+        for (std::size_t i = changes_.size(); i-- > 0;) {
+            const bool same = i + 1 < changes_.size() && changes_[i + 1].revision == changes_[i].revision;
+            more = same ? more + 1 : 0;
+            changes_[i].more_in_batch = more;
+        }
+        bool drop = false;
+        for (const change_type& c : changes_)
+            for (auto& [w, floor] : watchers_)
+                if (static_cast<std::int64_t>(c.revision) > floor) drop |= !w->deliver(c);
+        if (drop) std::erase_if(watchers_, [](const auto& p) { return p.first->ended.load(); });
+        try {
+            if (opts_.feed_history != 0) hist_.insert(hist_.end(), changes_.begin(), changes_.end());
+        } catch (...) {
+            hist_.clear();
+        }
+        if (opts_.feed_history == 0 || hist_.empty()) hist_from_ = label_;
+        while (hist_.size() > opts_.feed_history) {  // drop whole revisions: the history starts between two
+            const std::uint64_t r = hist_.front().revision;
+            while (!hist_.empty() && hist_.front().revision == r) hist_.pop_front();
+            hist_from_ = static_cast<std::int64_t>(r);
+        }
+    }
+    void unregister(iterlock::detail::watcher_state<change_type>* w) noexcept override {
+        {
+            std::lock_guard<std::mutex> g(apply_mu_);
+            std::erase_if(watchers_, [w](const auto& p) { return p.first.get() == w; });
+        }
+        feeds_alive_.fetch_sub(1, std::memory_order_release);
     }
     void progressed(std::int64_t revision) override {
         std::lock_guard<std::mutex> g(apply_mu_);
         if (revision > label_) label_ = revision;
+        if (opts_.feed_history == 0) hist_from_ = label_;
     }
 
     client& client_;
@@ -351,6 +461,14 @@ class map : private detail::mirror_sink {
     mutable std::mutex apply_mu_;  // one applied batch at a time vs. snapshot(): the label is exact (M1)
     std::int64_t label_ = 0;       // guarded by apply_mu_
     mutable std::atomic<std::uint64_t> decode_errors_{0}, duplicate_events_{0};
+    // M11, all guarded by apply_mu_: the history holds every change in (hist_from_, label_], oldest first;
+    // each feed gets the changes above its floor (the revision it was started after).
+    using watcher = iterlock::detail::watcher_state<change_type>;
+    std::deque<change_type> hist_;
+    std::int64_t hist_from_ = 0;
+    std::vector<std::pair<std::shared_ptr<watcher>, std::int64_t>> watchers_;
+    std::vector<change_type> changes_;  // apply()'s scratch
+    std::atomic<std::size_t> feeds_alive_{0};
     std::unique_ptr<iteration_lock> lock_;  // locked_iteration only (M10)
     detail::mirror_core core_;              // last: its thread stops before the mirror goes
 };

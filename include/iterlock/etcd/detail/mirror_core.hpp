@@ -3,8 +3,11 @@
 // gRPC). It owns the watch thread and the revision bookkeeping; what the mirror holds is the sink's.
 //
 // Invariants (the M rules of map.hpp rest on them):
-//   1. A list reads every page at ONE revision R (the first page's, or the one asked for); the watch
-//      then starts at R + 1. Lists that read each page at its own latest revision lose keys under writers.
+//   1. A list reads every page at ONE revision R; the watch delivers every event after R. Lists that read
+//      each page at its own latest revision lose keys under writers. The mirror opens its watch first
+//      (from etcd's head) and lists at the revision R its creation reports: a watch created at the head
+//      is "synced" in etcd 3.4 and gets events at once, where one started at an older R + 1 after the
+//      list would wait for etcd's 100 ms catch-up cycle (docs/ETCD.md, M2).
 //   2. The sink sees, in order: replace_all(R), then apply() batches of whole revisions, strictly
 //      ascending, each after the previous one returned; never an event at or below the revision it last
 //      reached (a resumed watch starts at applied() + 1, on whichever endpoint answers).
@@ -67,7 +70,7 @@ class mirror_core {
     mirror_core(const mirror_core&) = delete;
     mirror_core& operator=(const mirror_core&) = delete;
 
-    // Lists (throws on failure, nothing started) and starts the watch thread.
+    // Opens the watch, lists (rule 1; throws on failure, nothing started) and starts the watch thread.
     void start();
     // Stops the watch thread; idempotent; called by the destructor.
     void stop();
@@ -82,7 +85,11 @@ class mirror_core {
   private:
     friend struct mirror_test_access;
     void relist(std::int64_t revision);
-    void run();
+    // Rule 1: a watch from the head, then the list at its creation's revision. Throws what both throw.
+    std::shared_ptr<watch_stream> watch_then_list();
+    watch_options watch_from(std::int64_t start_revision) const;
+    void note_seen(std::int64_t header_revision);
+    void run(std::shared_ptr<watch_stream> first);
     void set_applied(std::int64_t r);
 
     client& client_;
