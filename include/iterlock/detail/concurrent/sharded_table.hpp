@@ -968,6 +968,9 @@ class sharded_table {
     // sweep: if another thread sweeps (the sweep mutex is taken) or this thread may hold a shard lock
     // (sweep_must_wait), the check is left pending for the next holder of the sweep mutex.
     void enforce_budget() const noexcept {
+        if constexpr (snapshots) enforce_budget_now();
+    }
+    void enforce_budget_now() const noexcept requires snapshots {
         for (;;) {
             if (sweep_must_wait()) {
                 registry_.note_budget_pending();
@@ -988,7 +991,7 @@ class sharded_table {
         }
     }
     // Requires: sweep_mu_.
-    void expire_over_budget_locked() const noexcept {
+    void expire_over_budget_locked() const noexcept requires snapshots {
         sweep_range r;
         while (preserved_bytes() > registry_.budget() && registry_.expire_oldest(r)) {
             count_event(&map_event_metrics::snapshots_expired);
