@@ -714,7 +714,7 @@ class sharded_table {
             if constexpr (optimistic_reads) reclaim(s_);
             bool budget_check = false;
             if constexpr (snapshots) budget_check = s_.t.chain_watch().take_budget_check();
-            if (upgraded_) {
+            if (!snapshots && upgraded_) {  // only locked iteration upgrades (L6)
                 s_.lock.downgrade_write_to_iteration();
             } else {
                 s_.lock.unlock();
