@@ -16,6 +16,7 @@
 #include "concurrent_test_util.hpp"
 #include "iterlock/concurrent_map.hpp"
 #include "iterlock/errors.hpp"
+#include "iterlock/versioned_map.hpp"
 
 namespace {
 
@@ -222,6 +223,28 @@ TEST(SnapshotBudget, S7_ConcurrentWritersAndWalkersUnderABudget) {
     EXPECT_GT(m.metrics().snapshots_expired, 0u);
     EXPECT_EQ(m.snapshots_alive(), 0u);
     EXPECT_EQ(m.preserved_bytes(), 0u);
+}
+
+// versioned_map forwards the budget: its snapshots expire like concurrent_map's, its feeds are not
+// snapshots and go on (a replica that lists again after an expiry loses nothing, V2).
+TEST(SnapshotBudget, S7_VersionedMapSnapshotsExpireFeedsGoOn) {
+    iterlock::versioned_map<long, long> m(4, 0);
+    for (long k = 0; k < 5000; ++k) m.insert_or_assign(k, k);
+    m.set_snapshot_budget(1);
+    EXPECT_EQ(m.snapshot_budget(), 1u);
+    auto l = m.snapshot_and_watch(std::size_t{1} << 16);
+    for (long k = 0; k < 5000; ++k) m.insert_or_assign(k, -k);
+    EXPECT_TRUE(l.snapshot.expired());
+    EXPECT_THROW((void)l.snapshot.size(), iterlock::snapshot_expired);
+    EXPECT_THROW((void)l.snapshot.find(3), iterlock::snapshot_expired);
+    std::size_t events = 0;
+    const auto ch = l.feed.events();
+    while (auto r = ch.try_recv()) {
+        EXPECT_EQ(r->value, -r->key);
+        ++events;
+    }
+    EXPECT_EQ(events, 5000u);
+    EXPECT_FALSE(l.feed.ended());
 }
 
 }  // namespace
