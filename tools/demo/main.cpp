@@ -1,8 +1,10 @@
 // iterlock-demo: why iterlock exists, in one run. A feature service streams session updates from writer
 // threads while an aggregator walks every session every 100 ms; the same load runs once per contender
-// (std::unordered_map + std::shared_mutex, iterlock locked iteration, iterlock snapshot iteration, and
+// (std::unordered_map + std::shared_mutex, iterlock locked iteration, iterlock snapshot iteration, an
+// iterlock::versioned_map exported through a change feed meanwhile (feed_exporter.hpp), and
 // tbb::concurrent_unordered_map walked without a lock), and one table compares aggregations, writer latency
-// and the consistency violations the built-in check found (feature_service.hpp).
+// and the consistency violations the built-in check found (feature_service.hpp; for iterlock_feed also the
+// keys in which the exported replica differs from the map at the end).
 //
 // Output contract: the table (or, with --csv, rows `contender,metric,value,unit` and nothing else) goes to
 // stdout; progress, the metrics URL and notes go to stderr. Exit status: 0, or 1 when a contender that
