@@ -128,6 +128,9 @@ class locked_walk {
             ++*d;
             m_ = m;
             nested_ = true;
+            // Guards end in scope order, so the outermost records the hold; a nested one that outlives it
+            // (heap-allocated) records its own.
+            if constexpr (metrics_on) held_since_ = std::chrono::steady_clock::now();
             return;
         }
         iteration_holds::held* slot = nullptr;
