@@ -56,9 +56,11 @@
 //       writer's copies for live snapshots take preserved_bytes() past the budget, the oldest live snapshot
 //       is expired, then the next oldest, until the bytes are back within it or no snapshot is left.
 //       Expiry is the snapshot's release (S5) done early: what only it needed is freed, the newer
-//       snapshots are untouched, and its own destruction later releases nothing twice. Its next read
-//       (iterator ++, begin, find, contains, size, revision) throws iterlock::snapshot_expired; expired()
-//       tells without throwing; destroying or moving it stays safe. Writers never wait for a snapshot:
+//       snapshots are untouched, and its own destruction later releases nothing twice. Its next read of
+//       the map (begin, find, contains, size, revision, and an iterator's ++ that needs the next batch of
+//       32 buckets) throws iterlock::snapshot_expired; the entries already copied into an iterator's batch
+//       are the snapshot's own copies and are still yielded. expired() tells without throwing; destroying
+//       or moving it stays safe. Writers never wait for a snapshot:
 //       a writer whose shard copied budget / (2 * shards) bytes since its last check reads the total
 //       (O(shards)) after its write took effect and its lock is released, and runs the expiry's sweep
 //       itself (S3's steps, under one shard lock at a time), unless another thread is sweeping (that one

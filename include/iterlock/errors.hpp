@@ -26,10 +26,10 @@ struct invalidation_error : std::logic_error {
     using std::logic_error::logic_error;
 };
 
-// A step (iterator ++, find, size, revision) of a concurrent_map snapshot that the map expired to stay within
-// its snapshot memory budget (concurrent_map.hpp, S7): the memory only it needed is gone, so it can no
-// longer answer. A runtime condition, not a bug: take a new snapshot and start the walk again (or raise the
-// budget, set_snapshot_budget). The expired snapshot stays safe to destroy, move and compare with end().
+// A read (begin, find, size, revision, an iterator's next batch) of a concurrent_map snapshot that the map
+// expired to stay within its snapshot memory budget (concurrent_map.hpp, S7): the memory only it needed is
+// gone, so it can no longer answer. A runtime condition, not a bug: take a new snapshot and start the walk
+// again (or raise the budget, set_snapshot_budget). The expired snapshot stays safe to destroy and move.
 struct snapshot_expired : std::runtime_error {
     using std::runtime_error::runtime_error;
 };
