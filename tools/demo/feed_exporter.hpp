@@ -54,7 +54,8 @@ class iterlock_feed_store {
         for (const auto& [k, v] : m_.snapshot()) {
             ++seen;
             const auto it = replica_.find(k);
-            if (it == replica_.end() || it->second.stamp != v.value.stamp || it->second.score != v.value.score)
+            if (it == replica_.end() || it->second.stamp != v.value.stamp ||
+                it->second.score != v.value.score)
                 ++differ;
         }
         if (replica_.size() > seen) differ += replica_.size() - seen;
