@@ -3,7 +3,7 @@
 //
 // Owns: iterlock::concurrent_map, iterlock::locked_concurrent_map, iterlock::iteration_policy,
 //       iterlock::map_options (snapshot_iteration, locked_iteration).
-// Invariants: the rules below (S1-S6 for snapshots, L1-L7 and G1-G4 for locked iteration) and the
+// Invariants: the rules below (S1-S7 for snapshots, L1-L7 and G1-G4 for locked iteration) and the
 //       per-call guarantees at each member.
 //
 // Layers: this header is the facade (the contract below, the public names, forwarding). The concurrent tier
@@ -52,6 +52,23 @@
 //       per entry removed) advances the map's revision by one; a snapshot's revision() is the number of
 //       writes it reflects. (m.revision() sums per-shard counters that a write updates as it finishes, so
 //       while writes are in flight it may trail a snapshot's revision by the writes in progress.)
+//   S7  Memory budget (set_snapshot_budget(bytes); none by default, and then S5 alone applies): when a
+//       writer's copies for live snapshots take preserved_bytes() past the budget, the oldest live snapshot
+//       is expired, then the next oldest, until the bytes are back within it or no snapshot is left.
+//       Expiry is the snapshot's release (S5) done early: what only it needed is freed, the newer
+//       snapshots are untouched, and its own destruction later releases nothing twice. Its next read of
+//       the map (begin, find, contains, size, revision, and an iterator's ++ that needs the next batch of
+//       32 buckets) throws iterlock::snapshot_expired; the entries already copied into an iterator's batch
+//       are the snapshot's own copies and are still yielded. expired() tells without throwing; destroying
+//       or moving it stays safe. Writers never wait for a snapshot:
+//       a writer whose shard copied budget / (2 * shards) bytes since its last check reads the total
+//       (O(shards)) after its write took effect and its lock is released, and runs the expiry's sweep
+//       itself (S3's steps, under one shard lock at a time), unless another thread is sweeping (that one
+//       checks when it is done) or it runs inside a callback of this map (then the next sweep does). So
+//       the copies pass the budget by at most half of it before a check acts, plus S3's reserves (at
+//       most 32 KiB per shard, handed out when a snapshot is taken). With no budget a write pays nothing
+//       more (the check is a field tested only where a copy is made). Counted in metrics()
+//       (snapshots_expired, snapshot_budget_bytes; docs/GUIDE.md, "Snapshot memory budget").
 //   Snapshots may be taken and walked by any thread and several may live at once. A snapshot must not
 //   outlive its map (destroying a map with a live snapshot aborts with a message). K and V must be copy
 //   constructible: a walk copies each bucket's entries out under the shard lock.
@@ -166,7 +183,7 @@ class concurrent_map : private detail::sharded_table<K, V, Hash, KeyEqual, Alloc
     using typename base::size_type;
     using typename base::value_type;
 
-    // What snapshot() returns (S1-S6): movable, walkable by any thread, must not outlive the map.
+    // What snapshot() returns (S1-S7): movable, walkable by any thread, must not outlive the map.
     using snapshot_view = detail::snapshot_walk<base>;
     // What lock_for_iteration() and try_lock_for_iteration() return (L1-L7):
     // G1  A guard belongs to the thread that took it, and to the scope it was returned into: it is neither
@@ -247,6 +264,11 @@ class concurrent_map : private detail::sharded_table<K, V, Hash, KeyEqual, Alloc
     using base::shard_count;
     using base::size;
     using base::snapshots_alive;
+    // set_snapshot_budget(bytes): the snapshot memory budget of S7 (0: none, the default); any thread, any
+    // time, O(1); it takes effect at the next check (a writer's next block of copies). snapshot_budget():
+    // the budget set (0: none). Both compile with the locked policy too, where nothing is preserved.
+    using base::set_snapshot_budget;
+    using base::snapshot_budget;
     // metrics(): the map's metrics (metrics.hpp). O(shards) relaxed loads of counters; takes no lock and
     // never waits, so any thread may call it at any time, including from inside a visit/cvisit/update/
     // erase_if callback or under an iteration guard of this map. Each counter is read atomically; the set is

@@ -1,6 +1,6 @@
 // iterlock/errors.hpp: the exception types iterlock throws.
 //
-// Owns: iterlock::lock_error, iterlock::invalidation_error (more error types join this header as the library
+// Owns: iterlock::lock_error, iterlock::invalidation_error, iterlock::snapshot_expired (more error types join this header as the library
 // grows).
 // Invariants: every type here derives from a standard exception, so `catch (const std::exception&)` sees it,
 // and its what() says what went wrong and what the caller can do about it.
@@ -24,6 +24,14 @@ struct lock_error : std::logic_error {
 // changed, the walk may go on.
 struct invalidation_error : std::logic_error {
     using std::logic_error::logic_error;
+};
+
+// A read (begin, find, size, revision, an iterator's next batch) of a concurrent_map snapshot that the map
+// expired to stay within its snapshot memory budget (concurrent_map.hpp, S7): the memory only it needed is
+// gone, so it can no longer answer. A runtime condition, not a bug: take a new snapshot and start the walk
+// again (or raise the budget, set_snapshot_budget). The expired snapshot stays safe to destroy and move.
+struct snapshot_expired : std::runtime_error {
+    using std::runtime_error::runtime_error;
 };
 
 }  // namespace iterlock

@@ -48,10 +48,13 @@ struct map_metrics {
     std::uint64_t iterations_timeout = 0;  // try_lock_for_iteration gave up
     std::uint64_t iterations_error = 0;    // lock_error instead of an iteration
     histogram_data lock_wait[2][2];        // [lock_role][priority: 0 best_effort, 1 realtime]
-    histogram_data iteration_hold[2];      // [priority]: how long guards held; filled by iteration_lock
-                                           // (empty bounds: not measured, e.g. concurrent_map)
+    histogram_data iteration_hold[2];      // [priority]: how long guards (and concurrent_map's snapshots)
+                                           // were held, by the releasing thread's priority (empty bounds:
+                                           // not measured by this source)
     std::uint64_t snapshots_active = 0;
     std::uint64_t snapshot_preserved_bytes = 0;
+    std::uint64_t snapshot_budget_bytes = 0;  // concurrent_map's snapshot memory budget (S7); 0: none
+    std::uint64_t snapshots_expired = 0;      // snapshots the budget expired (S7)
     std::uint64_t entries = 0;
     std::uint64_t growths = 0;            // hash_grow calls (doubling or same-size)
     std::uint64_t evacuated_buckets = 0;  // old buckets moved by incremental growth
@@ -130,7 +133,9 @@ struct map_event_metrics {
     std::atomic<std::uint64_t> iterations_timeout{0};
     std::atomic<std::uint64_t> iterations_error{0};
     std::atomic<std::uint64_t> misuse_detected{0};
+    std::atomic<std::uint64_t> snapshots_expired{0};  // concurrent_map, S7
     wait_histogram iterator_wait[2];
+    wait_histogram iteration_hold[2];  // concurrent_map: guard and snapshot hold times, by priority
 };
 
 struct no_metrics {};

@@ -333,6 +333,10 @@ class versioned_map final : private detail::feed_source<change<K, V>> {
     std::size_t shard_count() const noexcept { return inner_.shard_count(); }
     std::size_t preserved_bytes() const noexcept { return inner_.preserved_bytes(); }
     std::size_t snapshots_alive() const noexcept { return inner_.snapshots_alive(); }
+    // The snapshot memory budget (concurrent_map S7; 0: none): past it the oldest snapshot expires and its
+    // next read throws iterlock::snapshot_expired. Feeds are not snapshots: a budget never ends a feed.
+    void set_snapshot_budget(std::size_t bytes) noexcept { inner_.set_snapshot_budget(bytes); }
+    std::size_t snapshot_budget() const noexcept { return inner_.snapshot_budget(); }
     std::size_t feeds_alive() const noexcept { return feeds_alive_.load(std::memory_order_relaxed); }
     map_metrics metrics() const { return inner_.metrics(); }
 
@@ -405,6 +409,8 @@ class versioned_map final : private detail::feed_source<change<K, V>> {
         using iterator = typename inner_view::iterator;  // yields std::pair<const K, versioned<V>>
         size_type size() const { return view_.size(); }
         bool empty() const { return view_.empty(); }
+        // Whether the map's snapshot budget expired it (concurrent_map S7): its reads throw snapshot_expired.
+        bool expired() const noexcept { return view_.expired(); }
         // The number of writes it reflects (concurrent_map S6).
         std::uint64_t write_count() const { return view_.revision(); }
         std::optional<V> find(const K& k) const {

@@ -70,7 +70,8 @@ struct writer_after_a_snapshots_instant_preserves_what_it_overwrites
             found = pre_images[i].lo($) <= marker && marker < pre_images[i].hi($);
         RL_ASSERT(found);
         lock->unlock_shared();
-        registry->release(marker);
+        iterlock::detail::sweep_range ended;
+        registry->release(marker, ended);
     }
 };
 

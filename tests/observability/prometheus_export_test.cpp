@@ -86,7 +86,7 @@ TEST(PrometheusExport, LockedMapCountsIterationsByOutcome) {
 }
 
 // Issue 15: an iteration_lock, and a guarded<Map> through it, export like a locked map, plus guard hold
-// times; a concurrent_map exports no hold family (it does not measure holds).
+// times; a locked concurrent_map exports its guards' hold times too (none taken here: a count of 0).
 TEST(PrometheusExport, IterationLockAndGuardedExportIterationsAndHoldTimes) {
     iterlock::guarded<std::unordered_map<int, int>> g;
     iterlock::iteration_lock l;
@@ -112,7 +112,51 @@ TEST(PrometheusExport, IterationLockAndGuardedExportIterationsAndHoldTimes) {
     EXPECT_EQ(e.get(R"(iterlock_iteration_hold_seconds_count{map="features",priority="best_effort"})"), 2);
     EXPECT_EQ(e.get(R"(iterlock_iteration_hold_seconds_count{map="lock",priority="realtime"})"), 1);
     EXPECT_EQ(e.types.at("iterlock_iteration_hold_seconds"), "histogram");
-    EXPECT_FALSE(e.any("iterlock_iteration_hold_seconds_count", R"(map="map")"));
+    EXPECT_EQ(e.get(R"(iterlock_iteration_hold_seconds_count{map="map",priority="best_effort"})"), 0);
+}
+
+// Issue 16 item 5: concurrent_map records how long its guards and snapshots were held, by the priority of
+// the thread that ended them.
+TEST(PrometheusExport, ConcurrentMapExportsGuardAndSnapshotHoldTimes) {
+    locked_map l(2);
+    snapshot_map s(2);
+    iterlock::prometheus::registry reg;
+    auto hl = reg.add(l, "locked");
+    auto hs = reg.add(s, "snap");
+    {
+        auto g = l.lock_for_iteration();
+        auto nested = l.lock_for_iteration();  // L7: one hold, counted once
+    }
+    {
+        iterlock::priority_scope rt(iterlock::priority::realtime);
+        auto a = s.snapshot();
+        auto b = s.snapshot();
+    }
+    const exposition e(reg.text());
+    EXPECT_EQ(e.get(R"(iterlock_iteration_hold_seconds_count{map="locked",priority="best_effort"})"), 1);
+    EXPECT_EQ(e.get(R"(iterlock_iteration_hold_seconds_count{map="snap",priority="realtime"})"), 2);
+    EXPECT_EQ(e.get(R"(iterlock_iteration_hold_seconds_count{map="snap",priority="best_effort"})"), 0);
+}
+
+// Issue 16 item 5 (S7): the budget and the expiries are exported; a map without a budget exports 0.
+TEST(PrometheusExport, SnapshotBudgetAndExpiriesAreExported) {
+    snapshot_map m(2);
+    fill(m, 4000);
+    iterlock::prometheus::registry reg;
+    auto h = reg.add(m, "budgeted");
+    {
+        const exposition e(reg.text());
+        EXPECT_EQ(e.get(R"(iterlock_snapshot_budget_bytes{map="budgeted"})"), 0);
+        EXPECT_EQ(e.get(R"(iterlock_snapshots_expired_total{map="budgeted"})"), 0);
+        EXPECT_EQ(e.types.at("iterlock_snapshots_expired_total"), "counter");
+    }
+    m.set_snapshot_budget(1024);
+    auto s = m.snapshot();
+    for (int i = 0; i < 4000; ++i) m.insert_or_assign(i, -i);  // copies past the budget: s expires
+    const exposition e(reg.text());
+    EXPECT_EQ(e.get(R"(iterlock_snapshot_budget_bytes{map="budgeted"})"), 1024);
+    EXPECT_EQ(e.get(R"(iterlock_snapshots_expired_total{map="budgeted"})"), 1);
+    EXPECT_TRUE(s.expired());
 }
 
 TEST(PrometheusExport, LockWaitsAreLabelledByRoleAndPriority) {

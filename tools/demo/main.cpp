@@ -1,8 +1,10 @@
 // iterlock-demo: why iterlock exists, in one run. A feature service streams session updates from writer
 // threads while an aggregator walks every session every 100 ms; the same load runs once per contender
-// (std::unordered_map + std::shared_mutex, iterlock locked iteration, iterlock snapshot iteration, and
+// (std::unordered_map + std::shared_mutex, iterlock locked iteration, iterlock snapshot iteration, an
+// iterlock::versioned_map exported through a change feed meanwhile (feed_exporter.hpp), and
 // tbb::concurrent_unordered_map walked without a lock), and one table compares aggregations, writer latency
-// and the consistency violations the built-in check found (feature_service.hpp).
+// and the consistency violations the built-in check found (feature_service.hpp; for iterlock_feed also the
+// keys in which the exported replica differs from the map at the end).
 //
 // Output contract: the table (or, with --csv, rows `contender,metric,value,unit` and nothing else) goes to
 // stdout; progress, the metrics URL and notes go to stderr. Exit status: 0, or 1 when a contender that
@@ -32,6 +34,7 @@
 
 #include "contenders.hpp"
 #include "feature_service.hpp"
+#include "feed_exporter.hpp"
 
 #if ITERLOCK_DEMO_PROMETHEUS
 #include "iterlock/prometheus.hpp"
@@ -63,7 +66,22 @@ struct contender_of final : contender {
     std::string_view name() const override { return Store::name(); }
     bool promises_consistency() const override { return !std::is_same_v<Store, tbb_store>; }
     service_result run(const service_config& cfg, const std::function<void(double)>& tick) override {
-        return run_feature_service(store, cfg, live, tick);
+        if constexpr (requires { store.start_export(); }) {
+            // iterlock_feed: an exporter keeps a replica through a change feed while the writers run; a
+            // replica that differs from the map at the end counts as violations (feed_exporter.hpp).
+            store.start_export();
+            service_result r = run_feature_service(store, cfg, live, tick);
+            const std::uint64_t differ = store.finish_export();
+            std::cerr << "iterlock_feed: the exporter applied " << store.events_applied() << " events ("
+                      << store.resyncs() << " resyncs); its replica "
+                      << (differ == 0 ? "equals the map" : "DIFFERS from the map in ")
+                      << (differ == 0 ? std::string() : std::to_string(differ) + " keys") << "\n";
+            r.violations += differ;
+            live.violations.fetch_add(differ, std::memory_order_relaxed);
+            return r;
+        } else {
+            return run_feature_service(store, cfg, live, tick);
+        }
     }
 #if ITERLOCK_DEMO_PROMETHEUS
     void expose(iterlock::prometheus::endpoint& ep) override {
@@ -93,12 +111,13 @@ struct etcd_contender final : contender {
 #endif
 
 const std::vector<std::string> all_contenders = {"std_shared_mutex", "iterlock_locked", "iterlock_snapshot",
-                                                 "tbb_concurrent_unordered_map"};
+                                                 "iterlock_feed", "tbb_concurrent_unordered_map"};
 
 std::unique_ptr<contender> make_contender(const std::string& name) {
     if (name == "std_shared_mutex") return std::make_unique<contender_of<std_shared_mutex_store>>();
     if (name == "iterlock_locked") return std::make_unique<contender_of<iterlock_locked_store>>();
     if (name == "iterlock_snapshot") return std::make_unique<contender_of<iterlock_snapshot_store>>();
+    if (name == "iterlock_feed") return std::make_unique<contender_of<iterlock_feed_store>>();
     if (name == "tbb_concurrent_unordered_map") return std::make_unique<contender_of<tbb_store>>();
     return nullptr;
 }
@@ -223,6 +242,13 @@ std::string meaning(const finished& f, const std::vector<finished>& rows) {
         if (base && f.timed)
             s << ", write max " << human_ns(wmax)
               << " (std: " << human_ns(static_cast<double>(base->write_latency.max())) << ")";
+        s << ".";
+    } else if (n == "iterlock_feed") {
+        s << "a versioned_map whose walks are snapshots, exported meanwhile through a change feed "
+             "(snapshot_and_watch) into a replica that the check found "
+          << (f.r.violations == 0 ? "equal to the map at the end" : "DIFFERENT from the map (counted as violations)");
+        if (base) s << "; max writes/s " << ratio(f.capacity, base_cap) << " std's (each write also feeds the "
+                       "exporter)";
         s << ".";
     } else if (n == "iterlock_snapshot") {
         s << "each walk reads one instant while writers go on";
@@ -433,7 +459,9 @@ int demo_main(int argc, char** argv) {
         ->check(CLI::Range(0.0, 1e6));
     app.add_option("--contenders", contenders_opt,
                    "comma-separated subset of: std_shared_mutex, iterlock_locked, iterlock_snapshot, "
-                   "tbb_concurrent_unordered_map (default: all, in that order)");
+                   "iterlock_feed (a versioned_map exported through a change feed while the writers run; its "
+                   "check compares the replica with the map at the end), tbb_concurrent_unordered_map "
+                   "(default: all, in that order)");
     app.add_option(
            "--metrics-port", metrics_port,
            "serve /metrics on this port while the demo runs (0: any free port; the URL goes to stderr)")
@@ -539,7 +567,7 @@ int demo_main(int argc, char** argv) {
         if (!c) {
             std::cerr << "iterlock-demo: unknown contender '" << n
                       << "' (known: std_shared_mutex, iterlock_locked, "
-                      << "iterlock_snapshot, tbb_concurrent_unordered_map)\n";
+                      << "iterlock_snapshot, iterlock_feed, tbb_concurrent_unordered_map)\n";
             return 2;
         }
         cs.push_back(std::move(c));

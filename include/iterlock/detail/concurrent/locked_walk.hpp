@@ -128,6 +128,9 @@ class locked_walk {
             ++*d;
             m_ = m;
             nested_ = true;
+            // Guards end in scope order, so the outermost records the hold; a nested one that outlives it
+            // (heap-allocated) records its own.
+            if constexpr (metrics_on) held_since_ = std::chrono::steady_clock::now();
             return;
         }
         iteration_holds::held* slot = nullptr;
@@ -149,6 +152,7 @@ class locked_walk {
         }
         // Tables register this guard when its holder first writes to them (L6), not here.
         m_ = m;
+        if constexpr (metrics_on) held_since_ = std::chrono::steady_clock::now();
     }
 
     void release() noexcept {
@@ -163,6 +167,9 @@ class locked_walk {
         m_->count_event(&map_event_metrics::iterations_success);
         if (--h->depth == 0) {
             tls.remove(*h);
+            if constexpr (metrics_on)
+                m_->events_.iteration_hold[priority_index(current_priority())].record_shared(
+                    std::chrono::steady_clock::now() - held_since_);
             for (shard& s : m_->shards_) {
                 // Relaxed: see shard::iteration_writer (only this thread stores its own tag there).
                 if (s.iteration_writer.load(std::memory_order_relaxed) == owner_) [[unlikely]] {
@@ -178,6 +185,7 @@ class locked_walk {
     Table* m_ = nullptr;
     std::uint64_t owner_ = 0;
     bool nested_ = false;
+    std::chrono::steady_clock::time_point held_since_{};  // the outermost guard's start (metrics only)
 };
 
 }  // namespace iterlock::detail

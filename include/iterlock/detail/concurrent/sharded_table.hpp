@@ -336,6 +336,18 @@ class sharded_table {
         if constexpr (snapshots) return registry_.live();
         return 0;
     }
+    // The snapshot memory budget (S7): 0 for none (the default).
+    std::size_t snapshot_budget() const noexcept {
+        const std::size_t b = registry_.budget();
+        return b == snapshot_registry::unbounded ? 0 : b;
+    }
+    // Sets it (0: none). Takes effect at the next check (S7); lowering it below what is preserved now
+    // expires snapshots then, not here. Any thread, any time; O(1). Each shard checks the total after
+    // copying budget / (2 * shards) bytes, so the copies pass the budget by at most half of it.
+    void set_snapshot_budget(std::size_t bytes) noexcept {
+        registry_.set_budget(bytes == 0 ? snapshot_registry::unbounded : bytes,
+                             bytes / (2 * shards_.size()));
+    }
 
     // The map's metrics (metrics.hpp). O(shards) relaxed loads of counters; takes no lock and never waits,
     // so any thread may call it at any time, including from inside a visit/cvisit/update/erase_if callback
@@ -357,6 +369,9 @@ class sharded_table {
         }
         if constexpr (metrics_on) {
             add_events_to(events_, out);
+            for (int p = 0; p < 2; ++p) events_.iteration_hold[p].add_to(out.iteration_hold[p]);
+            // Relaxed: a statistic.
+            out.snapshots_expired = events_.snapshots_expired.load(std::memory_order_relaxed);
         }
         // Empty histograms still carry their bounds, so exporters always print every series.
         for (auto& role : out.lock_wait)
@@ -366,6 +381,7 @@ class sharded_table {
         out.revision = revision();
         out.snapshots_active = snapshots_alive();
         out.snapshot_preserved_bytes = preserved_bytes();
+        out.snapshot_budget_bytes = snapshot_budget();
         return out;
     }
 
@@ -497,11 +513,15 @@ class sharded_table {
             std::size_t n = 0;
             const std::vector<std::size_t>& ids;
             ~locks() {
+                bool budget_check = false;
                 while (n > 0) {
                     shard& s = m.shards_[ids[--n]];
                     if constexpr (optimistic_reads) reclaim(s);
+                    budget_check = s.t.chain_watch().take_budget_check() || budget_check;
                     s.lock.unlock();
                 }
+                if (budget_check) [[unlikely]]
+                    m.enforce_budget();  // S7, with every lock of the batch released
             }
         } held{*this, 0, ids};
         for (const std::size_t i : ids) {
@@ -648,7 +668,7 @@ class sharded_table {
     // The exclusive access a write needs: the shard's writer lock, or, for the thread that holds the only
     // locked-iteration guard of this map, an upgrade of its iteration lock (L6).
     struct write_lock {
-        write_lock(sharded_table& m, shard& s) : s_(s) {
+        write_lock(sharded_table& m, shard& s) : m_(m), s_(s) {
             m.entry_check();
             std::chrono::nanoseconds waited{0};
             std::chrono::nanoseconds* wp = metrics_on ? &waited : nullptr;
@@ -692,14 +712,19 @@ class sharded_table {
         }
         ~write_lock() {
             if constexpr (optimistic_reads) reclaim(s_);
-            if (upgraded_) {
+            bool budget_check = false;
+            if constexpr (snapshots) budget_check = s_.t.chain_watch().take_budget_check();
+            if (!snapshots && upgraded_) {  // only locked iteration upgrades (L6)
                 s_.lock.downgrade_write_to_iteration();
             } else {
                 s_.lock.unlock();
             }
+            if (budget_check) [[unlikely]]
+                m_.enforce_budget();  // S7: after the write took effect and its lock is released
         }
         write_lock(const write_lock&) = delete;
         write_lock& operator=(const write_lock&) = delete;
+        sharded_table& m_;
         shard& s_;
         bool upgraded_ = false;
     };
@@ -912,22 +937,73 @@ class sharded_table {
     // Ends a snapshot (S5). The sweep runs here unless this thread may hold one of the map's shard locks
     // (it runs inside a callback of this map, or inside this map's sweep); then it is deferred to the end of
     // that callback (after_callback), or to the next snapshot() or release.
-    void release_snapshot(std::uint64_t marker) const noexcept {
+    // A snapshot that the budget expired (S7) was released then: its release finds nothing to do.
+    // `taken`: when the snapshot was taken (the hold histogram; read only with metrics on).
+    void release_snapshot(std::uint64_t marker,
+                          [[maybe_unused]] std::chrono::steady_clock::time_point taken) const noexcept {
         count_event(&map_event_metrics::iterations_success);
-        const sweep_range r = registry_.release(marker);
+        if constexpr (metrics_on)
+            events_.iteration_hold[priority_index(current_priority())].record_shared(
+                std::chrono::steady_clock::now() - taken);
+        sweep_range r;
+        if (!registry_.release(marker, r)) return;
         if (sweep_must_wait()) {
             registry_.defer(marker);
             return;
         }
-        std::lock_guard<std::mutex> g(sweep_mu_);
-        sweep(r);
-        drain_deferred_locked();
+        {
+            std::lock_guard<std::mutex> g(sweep_mu_);
+            sweep(r);
+            drain_deferred_locked();
+            if (registry_.take_budget_pending()) expire_over_budget_locked();
+        }
+        if (registry_.budget_pending()) [[unlikely]]
+            enforce_budget();
+    }
+
+    // ---- the snapshot memory budget (S7) --------------------------------------------------------
+    // Brings preserved_bytes() back under the budget by expiring the oldest live snapshots, one at a time,
+    // each as an early release (snapshot_registry::expire_oldest) followed by its sweep. Called by a writer
+    // whose shard copied a check step's worth (snapshot_store.hpp, preserve), after its lock is released. Never waits for a snapshot or a
+    // sweep: if another thread sweeps (the sweep mutex is taken) or this thread may hold a shard lock
+    // (sweep_must_wait), the check is left pending for the next holder of the sweep mutex.
+    void enforce_budget() const noexcept {
+        if constexpr (snapshots) enforce_budget_now();
+    }
+    void enforce_budget_now() const noexcept requires snapshots {
+        for (;;) {
+            if (sweep_must_wait()) {
+                registry_.note_budget_pending();
+                return;
+            }
+            {
+                std::unique_lock<std::mutex> g(sweep_mu_, std::try_to_lock);
+                if (!g.owns_lock()) {
+                    registry_.note_budget_pending();
+                    return;
+                }
+                registry_.take_budget_pending();
+                drain_deferred_locked();
+                expire_over_budget_locked();
+            }
+            // A check noted while this thread held the mutex: its noter gave up on the mutex; run it here.
+            if (!registry_.budget_pending()) return;
+        }
+    }
+    // Requires: sweep_mu_.
+    void expire_over_budget_locked() const noexcept requires snapshots {
+        sweep_range r;
+        while (preserved_bytes() > registry_.budget() && registry_.expire_oldest(r)) {
+            count_event(&map_event_metrics::snapshots_expired);
+            sweep(r);
+        }
     }
     // Runs the sweeps that releases deferred, if this thread may (see release_snapshot).
     void drain_deferred() const noexcept {
         if (!registry_.has_deferred() || sweep_must_wait()) return;
         std::lock_guard<std::mutex> g(sweep_mu_);
         drain_deferred_locked();
+        if (registry_.take_budget_pending()) expire_over_budget_locked();
     }
     void drain_deferred_locked() const noexcept {
         sweep_range r;
@@ -937,6 +1013,8 @@ class sharded_table {
     void after_callback() const noexcept {
         if (registry_.has_deferred()) [[unlikely]]
             drain_deferred();
+        if (registry_.budget_pending()) [[unlikely]]
+            enforce_budget();
     }
 
     // Frees what the ended snapshot (r) alone needed, shard by shard, a bounded step at a time under each

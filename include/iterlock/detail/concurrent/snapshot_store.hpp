@@ -168,16 +168,63 @@ class snapshot_registry {
         seq_.store(m + 1, std::memory_order_seq_cst);  // publishes the registration with the new seq
         return m;
     }
-    // Removes marker m; returns what a sweep may free for it. O(live snapshots) under the mutex.
-    sweep_range release(std::uint64_t m) noexcept {
+    // Removes marker m and sets `out` to what a sweep may free for it; returns false (out untouched) if
+    // m was expired already (expire_oldest released it then). O(live snapshots) under the mutex.
+    bool release(std::uint64_t m, sweep_range& out) noexcept {
         std::lock_guard<sync_mutex> g(mu_);
         auto it = std::lower_bound(markers_.begin(), markers_.end(), m);
-        if (it == markers_.end() || *it != m) fatal("iterlock: releasing a snapshot marker that is not live");
-        markers_.erase(it);
-        live_.store(markers_.size(), std::memory_order_seq_cst);
-        max_live_.store(markers_.empty() ? 0 : markers_.back(), std::memory_order_seq_cst);
-        return unprotected_range(m);
+        if (it == markers_.end() || *it != m) {
+            // Relaxed: under mu_, which orders it after expire_oldest()'s store.
+            if (m <= expired_through_.load(std::memory_order_relaxed)) return false;
+            fatal("iterlock: releasing a snapshot marker that is not live");
+        }
+        unprotected_remove(it);
+        out = unprotected_range(m);
+        return true;
     }
+
+    // ---- the snapshot memory budget (concurrent_map.hpp, S7) ------------------------------------
+    // Expiry is an early release: the oldest live marker leaves the registry as release() would remove it,
+    // and expired_through_ records it, so the snapshot that holds it learns (expired()) that it must not
+    // read, and its own release later finds nothing to do. Markers only grow and expiry always takes the
+    // smallest live one, so the expired markers of snapshots that still exist are exactly those
+    // <= expired_through_ (a smaller live marker cannot exist when a larger one expires).
+    static constexpr std::size_t unbounded = ~std::size_t{0};
+    // `step`: how many bytes a shard copies between two checks of the total (0: no budget). Relaxed: a
+    // setting read by writers that copy and by the enforcement, which reads the bytes itself; a stale value
+    // delays an expiry to the next check.
+    void set_budget(std::size_t bytes, std::size_t step) noexcept {
+        budget_.store(bytes, std::memory_order_relaxed);
+        check_step_.store(bytes == unbounded ? 0 : std::max<std::size_t>(step, 1), std::memory_order_relaxed);
+    }
+    std::size_t budget() const noexcept { return budget_.load(std::memory_order_relaxed); }
+    std::size_t check_step() const noexcept { return check_step_.load(std::memory_order_relaxed); }
+    // Whether the snapshot with marker m was expired. Seq_cst: pairs with expire_oldest()'s store; a walk
+    // reads it after taking the shard's lock (the expiry's sweep has not reached the shard then) or inside
+    // an epoch section (the expiry's frees wait for the section).
+    bool expired(std::uint64_t m) const noexcept {
+        return m <= expired_through_.load(std::memory_order_seq_cst);
+    }
+    // Expires the oldest live snapshot: removes its marker and sets `out` to its sweep. False if none is
+    // live.
+    bool expire_oldest(sweep_range& out) noexcept {
+        std::lock_guard<sync_mutex> g(mu_);
+        if (markers_.empty()) return false;
+        const std::uint64_t m = markers_.front();
+        // Seq_cst: published before any sweep step of the expiry takes a shard's lock (see expired()).
+        expired_through_.store(m, std::memory_order_seq_cst);
+        unprotected_remove(markers_.begin());
+        out = unprotected_range(m);
+        return true;
+    }
+    // A budget check that could not run where it was due (the sweep mutex was busy, or the thread may hold
+    // a shard lock); whoever holds the sweep mutex next runs it. Relaxed: the sweep mutex orders the rest.
+    void note_budget_pending() noexcept { budget_pending_.store(true, std::memory_order_relaxed); }
+    bool take_budget_pending() noexcept {
+        return budget_pending_.load(std::memory_order_relaxed) &&
+               budget_pending_.exchange(false, std::memory_order_relaxed);
+    }
+    bool budget_pending() const noexcept { return budget_pending_.load(std::memory_order_relaxed); }
 
     // A release whose sweep cannot run now (the releasing thread holds one of the map's shard locks):
     // remembers the ended marker for a later drain. Never allocates (acquire() made room).
@@ -203,6 +250,11 @@ class snapshot_registry {
     }
 
   private:
+    void unprotected_remove(std::vector<std::uint64_t>::iterator it) noexcept {
+        markers_.erase(it);
+        live_.store(markers_.size(), std::memory_order_seq_cst);
+        max_live_.store(markers_.empty() ? 0 : markers_.back(), std::memory_order_seq_cst);
+    }
     sweep_range unprotected_range(std::uint64_t m) const noexcept {
         sweep_range r;
         r.m = m;
@@ -221,9 +273,13 @@ class snapshot_registry {
     atomic<std::size_t> live_{0};
     atomic<std::uint64_t> max_live_{0};
     atomic<bool> has_deferred_{false};
+    atomic<std::size_t> check_step_{0};  // see set_budget (beside live_: a copying writer reads both)
     // On their own line: every write reads seq_ and live_, and a chunk's start should not evict them.
     alignas(64) atomic<std::uint64_t> chunks_started_{0};
     atomic<std::uint64_t> chunks_seen_{0};
+    atomic<std::size_t> budget_{unbounded};     // bytes (set_budget)
+    atomic<std::uint64_t> expired_through_{0};  // the largest expired marker (markers start at 1)
+    atomic<bool> budget_pending_{false};
     mutable sync_mutex mu_;
     std::vector<std::uint64_t> markers_;   // sorted
     std::vector<std::uint64_t> deferred_;  // ended markers whose sweep is still to run
@@ -736,6 +792,15 @@ class shard_versions {
             add(bytes_, bytes);
             add(items_, 1);
             all_bytes_ += bytes;
+            // With a budget set (S7), the writer checks the map's total (O(shards)) once its lock is
+            // released, each time this shard copied another check step's worth since its last check.
+            if (const std::size_t step = reg_->check_step(); step != 0) [[unlikely]] {
+                copied_since_check_ += bytes;
+                if (copied_since_check_ >= step) {
+                    copied_since_check_ = 0;
+                    budget_check_ = true;
+                }
+            }
         }
         tag.label = op_seq_;
     }
@@ -789,6 +854,18 @@ class shard_versions {
         }
         return p;
     }
+  public:
+    // Whether this shard's copies since its last check reached the registry's check step (only with a
+    // budget set; see preserve). Requires: the shard's lock. One load of a field on the line every write
+    // reads, and a predictable branch.
+    bool take_budget_check() noexcept {
+        if (!budget_check_) [[likely]]
+            return false;
+        budget_check_ = false;
+        return true;
+    }
+
+  private:
     // Reserves: at least a page, at most two chunks' worth.
     static constexpr std::size_t page_bytes = 4096;  // the smallest page of the systems we build for
     static constexpr std::size_t page_units = page_bytes / sizeof(unit);
@@ -905,6 +982,8 @@ class shard_versions {
     alignas(64) snapshot_registry* reg_ = nullptr;
     std::uint64_t op_seq_ = 0;
     bool quiet_ = true;                   // no snapshot was alive when the operation began
+    bool budget_check_ = false;           // see take_budget_check()
+    std::size_t copied_since_check_ = 0;  // bytes preserved since the last budget check (S7)
     retire_list<version*> limbo_;         // dropped versions that optimistic readers may still reach
     version_chunk* cur_chunk_ = nullptr;  // the chunk preserve() carves from
     std::size_t cur_units_ = 0;           // cur_chunk_'s size (its header is a line the copies do not touch)

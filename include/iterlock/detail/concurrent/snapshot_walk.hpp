@@ -5,11 +5,14 @@
 // Invariants: a live snapshot_walk holds one registration (marker) in its table's snapshot registry and
 //       releases it exactly once (destruction or move-assignment); a batch holds only entries of the
 //       snapshot's instant (S2), copied either under the shard's shared lock or by a sequence-lock read
-//       that is kept only if validated (the same copy code serves both: copy_bucket<Racy>).
-// Rules S1-S6 are concurrent_map.hpp's.
+//       that is kept only if validated (the same copy code serves both: copy_bucket<Racy>); a snapshot
+//       that the budget expired (S7) reads nothing of the map again: every read checks expiry under the
+//       shard's lock or inside the epoch section it reads in, and throws snapshot_expired instead.
+// Rules S1-S7 are concurrent_map.hpp's.
 #pragma once
 
 #include <algorithm>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <iterator>
@@ -38,12 +41,13 @@ class snapshot_walk {
 
   public:
     snapshot_walk(snapshot_walk&& o) noexcept
-        : m_(std::exchange(o.m_, nullptr)), marker_(o.marker_), totals_(o.totals_) {}
+        : m_(std::exchange(o.m_, nullptr)), marker_(o.marker_), taken_(o.taken_), totals_(o.totals_) {}
     snapshot_walk& operator=(snapshot_walk&& o) noexcept {
         if (this != &o) {
             release();
             m_ = std::exchange(o.m_, nullptr);
             marker_ = o.marker_;
+            taken_ = o.taken_;
             totals_ = o.totals_;
         }
         return *this;
@@ -53,11 +57,14 @@ class snapshot_walk {
     ~snapshot_walk() { release(); }
 
     // Entries at the snapshot's instant (S2). O(shards) shard locks, shared, on the first call.
+    // snapshot_expired (S7) once the budget expired the snapshot, here and in every call below that reads.
     size_type size() const { return totals().count; }
     bool empty() const { return size() == 0; }
     // The number of writes the snapshot reflects (S6).
     std::uint64_t revision() const { return totals().revision; }
     std::uint64_t marker() const noexcept { return marker_; }
+    // Whether the map's snapshot budget expired this snapshot (S7): its next read throws snapshot_expired.
+    bool expired() const noexcept { return m_ != nullptr && m_->registry_.expired(marker_); }
     // Hook for versioned_map: shard i's revision at the snapshot's instant (one shared shard lock).
     std::uint64_t detail_shard_revision(std::size_t i) const { return counters_of(m_->shards_[i]).revision; }
 
@@ -83,6 +90,10 @@ class snapshot_walk {
         iterator() = default;
         reference operator*() const noexcept { return *cur_; }
         pointer operator->() const noexcept { return cur_; }
+        // snapshot_expired (S7) if the budget expired the snapshot, at the first step that reads the map
+        // after the expiry (the next batch); the entries already copied into this batch are the snapshot's
+        // own copies and are still yielded (checking every step cost a quarter more instructions per
+        // entry: docs/DESIGN.md, section 7).
         iterator& operator++() {
             if (++cur_ == end_) fill();
             return *this;
@@ -159,9 +170,10 @@ class snapshot_walk {
                 shard& sh = m.shards_[shard_];
                 m.entry_check();
                 if (!have_structure_) {
-                    // The arrays named here stay allocated while this snapshot lives (S4), so later
-                    // batches may read them without the lock.
+                    // The arrays named here stay allocated while this snapshot lives (S4) and is not
+                    // expired (S7), so later batches may read them without the lock.
                     const std::shared_lock<shard_lock> held(sh.lock);
+                    s_->check_live();
                     st_ = sh.t.chain_watch().structure_at(sh.t, s_->marker_);
                     bucket_ = 0;
                     have_structure_ = true;
@@ -173,6 +185,7 @@ class snapshot_walk {
                 if constexpr (optimistic_reads) copied = copy_batch_racy(sh, stop);
                 if (!copied) {
                     const std::shared_lock<shard_lock> held(sh.lock);
+                    s_->check_live();
                     for (; bucket_ < stop; ++bucket_) copy_bucket<false>(sh, bucket_);
                 }
                 bucket_ = stop;
@@ -203,9 +216,16 @@ class snapshot_walk {
             for (int attempt = 0; attempt < optimistic_attempts; ++attempt) {
                 const std::uint64_t token = sh.lock.read_begin();  // outside the section (E2)
                 bool ok = true;
+                bool expired = false;
                 {
                     const epoch_domain::section in_section(d, rec);
-                    for (std::size_t j = bucket_; j < stop && ok; ++j) ok = copy_bucket<true>(sh, j);
+                    // Inside the section: an expiry's frees wait for it, or it sees the expiry (S7).
+                    expired = s_->expired();
+                    for (std::size_t j = bucket_; j < stop && ok && !expired; ++j) ok = copy_bucket<true>(sh, j);
+                }
+                if (expired) {
+                    batch_->truncate(mark);
+                    throw_expired();
                 }
                 if (ok && sh.lock.read_validate(token)) return true;
                 batch_->truncate(mark);
@@ -290,6 +310,8 @@ class snapshot_walk {
             return false;  // longer than any real chain: torn
         }
 
+        [[noreturn]] static void throw_expired() { snapshot_walk::throw_expired(); }
+
         static constexpr std::size_t batch_buckets = 32;
         const snapshot_walk* s_ = nullptr;
         std::shared_ptr<batch> batch_;
@@ -303,7 +325,21 @@ class snapshot_walk {
 
   private:
     friend Table;
-    snapshot_walk(const Table* m, std::uint64_t marker) : m_(m), marker_(marker) {}
+    snapshot_walk(const Table* m, std::uint64_t marker) : m_(m), marker_(marker) {
+        if constexpr (Table::metrics_on) taken_ = std::chrono::steady_clock::now();
+    }
+
+    // S7: throws if the budget expired this snapshot. Called under the shard lock the read then holds.
+    void check_live() const {
+        if (expired()) [[unlikely]]
+            throw_expired();
+    }
+    [[noreturn]] static void throw_expired() {
+        throw snapshot_expired(
+            "iterlock: this snapshot was expired to keep the map's snapshot memory within its budget "
+            "(concurrent_map::set_snapshot_budget, rule S7); what only it needed is freed. Take a new "
+            "snapshot and start again, or raise the budget");
+    }
 
     struct totals_t {
         size_type count = 0;
@@ -311,6 +347,7 @@ class snapshot_walk {
         bool known = false;
     };
     const totals_t& totals() const {
+        check_live();
         if (!totals_.known) {
             totals_t t;
             for (shard& s : m_->shards_) {
@@ -327,6 +364,7 @@ class snapshot_walk {
     shard_counters counters_of(shard& s) const {
         m_->entry_check();
         const std::shared_lock<shard_lock> held(s.lock);
+        check_live();
         // Relaxed: under the shard's lock (shared), which orders the writer's store before this.
         return s.t.chain_watch().counters_at(
             shard_counters{s.t.size(), s.revision().load(std::memory_order_relaxed)}, marker_);
@@ -338,6 +376,7 @@ class snapshot_walk {
         shard& s = m_->shard_for(h);
         m_->entry_check();
         const std::shared_lock<shard_lock> held(s.lock);
+        check_live();
         const auto st = s.t.chain_watch().structure_at(s.t, marker_);
         if (!st.cur) return std::nullopt;
         auto search_version = [&](auto* v) -> std::optional<V> {
@@ -370,13 +409,14 @@ class snapshot_walk {
 
     void release() noexcept {
         if (m_ != nullptr) {
-            m_->release_snapshot(marker_);
+            m_->release_snapshot(marker_, taken_);
             m_ = nullptr;
         }
     }
 
     const Table* m_;
     std::uint64_t marker_;
+    std::chrono::steady_clock::time_point taken_{};  // the hold histogram's start (metrics only)
     mutable totals_t totals_;
 };
 

@@ -46,6 +46,8 @@ class prom_family_builder {
         iteration_hold,
         snapshots_active,
         preserved_bytes,
+        snapshot_budget,
+        snapshots_expired,
         entries,
         growths,
         evacuated,
@@ -73,13 +75,22 @@ class prom_family_builder {
                "one locked iteration) and by the waiter's priority.",
                T::Histogram);
         define(iteration_hold, "iterlock_iteration_hold_seconds",
-               "Time each iteration guard held its lock, by the guard's priority (iterlock::iteration_lock "
-               "and iterlock::guarded; concurrent_map does not measure it).",
+               "Time each iteration guard held its lock (iterlock::iteration_lock, iterlock::guarded, "
+               "concurrent_map's locked policy), or each concurrent_map snapshot lived (snapshot policy), by "
+               "the priority of the thread that ended it.",
                T::Histogram);
         define(snapshots_active, "iterlock_snapshots_active", "Snapshots alive now.", T::Gauge);
         define(preserved_bytes, "iterlock_snapshot_preserved_bytes",
                "Bytes of old entries kept alive for live snapshots (zero when no snapshot is alive).",
                T::Gauge);
+        define(snapshot_budget, "iterlock_snapshot_budget_bytes",
+               "The map's snapshot memory budget (concurrent_map S7; 0: none): past it the oldest snapshot "
+               "is expired.",
+               T::Gauge);
+        define(snapshots_expired, "iterlock_snapshots_expired_total",
+               "Snapshots expired to keep preserved bytes within the budget (their next read threw "
+               "iterlock::snapshot_expired).",
+               T::Counter);
         define(entries, "iterlock_map_entries", "Entries in the map.", T::Gauge);
         define(growths, "iterlock_map_growths_total",
                "Table growths started (doubling or same-size), all shards.", T::Counter);
@@ -125,6 +136,10 @@ class prom_family_builder {
         }
         gauge(snapshots_active, base, static_cast<double>(m.snapshots_active));
         gauge(preserved_bytes, base, static_cast<double>(m.snapshot_preserved_bytes));
+        if (!locked) {
+            gauge(snapshot_budget, base, static_cast<double>(m.snapshot_budget_bytes));
+            if (metrics_recorded) counter(snapshots_expired, base, m.snapshots_expired);
+        }
         gauge(entries, base, static_cast<double>(m.entries));
         counter(growths, base, m.growths);
         counter(evacuated, base, m.evacuated_buckets);
