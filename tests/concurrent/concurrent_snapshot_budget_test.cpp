@@ -13,15 +13,17 @@
 
 #include <gtest/gtest.h>
 
-#include "concurrent_test_util.hpp"
+#include "support/concurrent_maps.hpp"
+#include "support/scale.hpp"
+#include "support/watchdog.hpp"
 #include "iterlock/concurrent_map.hpp"
 #include "iterlock/errors.hpp"
 #include "iterlock/versioned_map.hpp"
 
 namespace {
 
-using iterlock::ctest::scaled;
-using iterlock::ctest::snap_map;
+using iterlock::test::scaled;
+using iterlock::test::snap_map;
 using lmap = snap_map<long, long>;
 
 // S3's reserve per shard at most (two 16 KiB blocks, detail/concurrent/snapshot_store.hpp): part of S7's

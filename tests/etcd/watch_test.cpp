@@ -10,11 +10,11 @@
 #include <string>
 #include <thread>
 
-#include "etcd_test_support.hpp"
+#include "support/etcd_sequences.hpp"
 #include "iterlock/etcd/detail/mirror_test_access.hpp"
 #include "testing/local_etcd.hpp"
 
-using namespace etcd_test;
+using namespace iterlock::test;
 using etcd::testing::local_etcd;
 using mirror_access = etcd::detail::mirror_test_access;
 
