@@ -32,6 +32,7 @@
 #if ITERLOCK_BENCH_ETCD
 #include "iterlock/etcd/detail/mirror_test_access.hpp"
 #include "iterlock/etcd/map.hpp"
+#include "etcd_support.hpp"
 #include "testing/local_etcd.hpp"
 #endif
 
@@ -41,34 +42,11 @@ namespace {
 #if ITERLOCK_BENCH_ETCD
 namespace etcd = iterlock::etcd;
 
-// The endpoints: --etcd-endpoints, or one member started once for the whole run.
-std::vector<std::string> endpoints(const options& opts) {
-    if (!opts.etcd_endpoints.empty()) {
-        std::vector<std::string> out;
-        std::stringstream ss(opts.etcd_endpoints);
-        for (std::string e; std::getline(ss, e, ',');)
-            if (!e.empty()) out.push_back(e);
-        return out;
-    }
-    static std::unique_ptr<etcd::testing::local_etcd> local;
-    static std::mutex mu;
-    std::lock_guard<std::mutex> g(mu);
-    if (!local) local = std::make_unique<etcd::testing::local_etcd>(1);
-    return local->endpoints();
-}
-
 etcd::client_options client_opts(const options& opts) {
     etcd::client_options o;
-    o.endpoints = endpoints(opts);
+    o.endpoints = etcd_endpoints(opts);
     o.call_timeout = std::chrono::seconds(30);
     return o;
-}
-
-double percentile(std::vector<double> v, double p) {
-    if (v.empty()) return 0;
-    std::sort(v.begin(), v.end());
-    const auto i = static_cast<std::size_t>(p * static_cast<double>(v.size() - 1) + 0.5);
-    return v[std::min(i, v.size() - 1)];
 }
 
 void require(const std::string& impl) {
@@ -81,7 +59,7 @@ void run_d1_go(const options& opts, const emit_fn& emit) {
     if (::access(bin.c_str(), X_OK) != 0)
         throw unavailable("go_clientv3: build it first: cmake --build <dir> --target iterlock-etcd-anchor");
     std::string eps;
-    for (const auto& e : endpoints(opts)) eps += (eps.empty() ? "" : ",") + e;
+    for (const auto& e : etcd_endpoints(opts)) eps += (eps.empty() ? "" : ",") + e;
     for (std::size_t n : opts.sizes.empty() ? std::vector<std::size_t>{2000} : opts.sizes) {
         medians m;
         for (int rep = 0; rep < opts.repetitions; ++rep) {
@@ -207,7 +185,7 @@ void run_d3(const std::string& impl, const options& opts, const emit_fn& emit) {
     if (go && ::access(anchor.c_str(), X_OK) != 0)
         throw unavailable("go_clientv3: build it first: cmake --build <dir> --target iterlock-etcd-anchor");
     std::string eps;
-    for (const auto& e : endpoints(opts)) eps += (eps.empty() ? "" : ",") + e;
+    for (const auto& e : etcd_endpoints(opts)) eps += (eps.empty() ? "" : ",") + e;
     etcd::client c(client_opts(opts));
     for (std::size_t n : opts.sizes.empty() ? std::vector<std::size_t>{1000} : opts.sizes) {
         medians m;

@@ -37,6 +37,7 @@
 
 #if ITERLOCK_BENCH_ETCD
 #include "iterlock/etcd/map.hpp"
+#include "etcd_support.hpp"
 #include "testing/local_etcd.hpp"
 #endif
 
@@ -58,26 +59,6 @@ std::int64_t mono_ns() {  // CLOCK_MONOTONIC: one clock for every process of the
         .count();
 }
 
-std::vector<std::string> lock_endpoints(const options& opts) {
-    std::vector<std::string> out;
-    if (!opts.etcd_endpoints.empty()) {
-        std::stringstream ss(opts.etcd_endpoints);
-        for (std::string e; std::getline(ss, e, ',');)
-            if (!e.empty()) out.push_back(e);
-        return out;
-    }
-    static std::unique_ptr<etcd::testing::local_etcd> local;
-    static std::mutex mu;
-    std::lock_guard<std::mutex> g(mu);
-    if (!local) local = std::make_unique<etcd::testing::local_etcd>(1);
-    return local->endpoints();
-}
-
-double pct(std::vector<double> v, double p) {
-    if (v.empty()) return 0;
-    std::sort(v.begin(), v.end());
-    return v[std::min(v.size() - 1, static_cast<std::size_t>(p * static_cast<double>(v.size() - 1) + 0.5))];
-}
 
 // etcd's concurrency.Mutex (clientv3/concurrency/mutex.go, 3.4), the same steps on our client: a key
 // pfx/<lease> put if absent with the lease; the holder is the key with the lowest create revision; a waiter
@@ -250,7 +231,7 @@ void run_d5_go(const options& opts, const emit_fn& emit) {
         throw unavailable(
             "go_concurrency: build it first: cmake --build <dir> --target iterlock-etcd-lock-anchor");
     std::string eps;
-    for (const auto& e : lock_endpoints(opts)) eps += (eps.empty() ? "" : ",") + e;
+    for (const auto& e : etcd_endpoints(opts)) eps += (eps.empty() ? "" : ",") + e;
     const std::size_t n = opts.sizes.empty() ? 30 : opts.sizes.front();
     medians med;
     for (int rep = 0; rep < opts.repetitions; ++rep) {
@@ -270,7 +251,7 @@ void run_d5_go(const options& opts, const emit_fn& emit) {
 void run_d5(const std::string& impl, const options& opts, const emit_fn& emit) {
     if (impl == "go_concurrency") return run_d5_go(opts, emit);
     require(impl);
-    const auto eps = lock_endpoints(opts);
+    const auto eps = etcd_endpoints(opts);
     etcd::client c(etcd::client_options{.endpoints = eps, .call_timeout = 60s});
     const std::string prefix = "d5/" + impl + "/";
     c.erase(prefix, etcd::prefix_end(prefix));
@@ -335,10 +316,10 @@ void run_d5(const std::string& impl, const options& opts, const emit_fn& emit) {
                 (shortcase ? hand_short : hand).push_back(static_cast<double>(done - rel));
                 std::this_thread::sleep_for(20ms);  // the waiter's release (etcd_mutex: Unlock)
             }
-        med.add("acquire_p50_ns", pct(acq, 0.5), "ns");
-        med.add("handoff_p50_ns", pct(hand, 0.5), "ns");
-        med.add("handoff_p99_ns", pct(hand, 0.99), "ns");
-        med.add("handoff_short_p50_ns", pct(hand_short, 0.5), "ns");
+        med.add("acquire_p50_ns", percentile(acq, 0.5), "ns");
+        med.add("handoff_p50_ns", percentile(hand, 0.5), "ns");
+        med.add("handoff_p99_ns", percentile(hand, 0.99), "ns");
+        med.add("handoff_short_p50_ns", percentile(hand_short, 0.5), "ns");
     }
     med.emit(emit, "D5", impl, n, 2);
 }
@@ -347,7 +328,7 @@ void run_d5(const std::string& impl, const options& opts, const emit_fn& emit) {
 
 void run_d6(const std::string& impl, const options& opts, const emit_fn& emit) {
     require(impl);
-    const auto eps = lock_endpoints(opts);
+    const auto eps = etcd_endpoints(opts);
     etcd::client c(etcd::client_options{.endpoints = eps, .call_timeout = 60s});
     const double seconds = opts.duration_s > 0 ? opts.duration_s : 5.0;
     constexpr int writers = 3;
@@ -400,7 +381,7 @@ void run_d6(const std::string& impl, const options& opts, const emit_fn& emit) {
         med.add("writes_per_s", rate[0], "1/s");
         med.add("writes_per_s_walked", rate[1], "1/s");
         med.add("writer_keep", rate[0] > 0 ? rate[1] / rate[0] : 0, "ratio");
-        med.add("walk_hold_p50_ms", pct(holds, 0.5), "ms");
+        med.add("walk_hold_p50_ms", percentile(holds, 0.5), "ms");
     }
     if (walks == 0) throw std::runtime_error("D6: no walk saw any entry");
     med.emit(emit, "D6", impl, 1000, writers);
