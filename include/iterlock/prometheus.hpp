@@ -75,6 +75,7 @@
 
 #include "iterlock/concurrent_map.hpp"
 #include "iterlock/detail/metrics/prom_families.hpp"
+#include "iterlock/detail/metrics/source_registration.hpp"
 #include "iterlock/detail/util/lifetime.hpp"
 #include "iterlock/metrics.hpp"
 
@@ -136,48 +137,28 @@ class registry;
 // The RAII handle expose() returns: the map is exported while it lives (P3). Movable, not copyable.
 class exposure {
   public:
+    // Movable (a move assignment stops exporting this handle's map, then takes the other's), not copyable;
+    // the destructor stops exporting (its registration ends before the map's lifetime token is let go).
     exposure() noexcept = default;
-    exposure(exposure&& o) noexcept
-        : state_(std::move(o.state_)), life_(std::move(o.life_)), id_(std::exchange(o.id_, 0)) {}
-    exposure& operator=(exposure&& o) noexcept {
-        if (this != &o) {
-            reset();
-            state_ = std::move(o.state_);
-            life_ = std::move(o.life_);
-            id_ = std::exchange(o.id_, 0);
-        }
-        return *this;
-    }
-    exposure(const exposure&) = delete;
-    exposure& operator=(const exposure&) = delete;
-    ~exposure() { reset(); }
 
     // Stops exporting the map. Blocks while a scrape is reading it (a few microseconds per shard); after it
     // returns the map is never read again through this handle. No effect on an empty handle. O(maps).
     void reset() noexcept {
-        if (id_ == 0) return;
-        if (auto s = state_.lock()) {
-            std::lock_guard lk(s->mu);
-            std::erase_if(s->sources,
-                          [&](const detail::registry_state::source& src) { return src.id == id_; });
-        }
-        state_.reset();
+        registration_.reset();
         life_.reset();
-        id_ = 0;
     }
     // Whether this handle still exports a map (false once reset, moved from, its registry is gone, or the
     // map is gone: P6).
-    bool active() const noexcept { return id_ != 0 && !state_.expired() && (!life_ || life_->alive()); }
+    bool active() const noexcept { return registration_.active() && (!life_ || life_->alive()); }
 
   private:
     friend class registry;
     exposure(std::weak_ptr<detail::registry_state> s, std::shared_ptr<iterlock::detail::lifetime> life,
              std::uint64_t id) noexcept
-        : state_(std::move(s)), life_(std::move(life)), id_(id) {}
+        : life_(std::move(life)), registration_(std::move(s), id) {}
 
-    std::weak_ptr<detail::registry_state> state_;
     std::shared_ptr<iterlock::detail::lifetime> life_;  // the map's, when it has one (P6)
-    std::uint64_t id_ = 0;
+    iterlock::detail::source_registration<detail::registry_state> registration_;  // destroyed first
 };
 
 // A ::prometheus::Collectable holding the exposed maps. Register it with a ::prometheus::Exposer

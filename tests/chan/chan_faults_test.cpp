@@ -45,8 +45,8 @@ void destroy_last_handle_under_blocked_thread(std::size_t capacity, Prepare prep
 
 TEST_F(ChanFaultsDeathTest, C9_Item07_LastHandleDestroyedUnderBlockedThreadAborts) {
     auto nothing = [](const chan<int>&) {};
-    auto receivers = [](const chan<int>& c) { return access::waiting_receivers(c) >= 1; };
-    auto senders = [](const chan<int>& c) { return access::waiting_senders(c) >= 1; };
+    auto receivers = [](const chan<int>& c) { return access::waiting(c, false) >= 1; };
+    auto senders = [](const chan<int>& c) { return access::waiting(c, true) >= 1; };
     // Unbuffered receive (parked in the hand-over slot).
     EXPECT_DEATH(destroy_last_handle_under_blocked_thread(
                      0, nothing, [](const chan<int>& c) { (void)c.recv(); }, receivers),

@@ -149,9 +149,9 @@ TEST(SelectSEL4Timeout, TimeoutRunsWhenNothingReady) {
     EXPECT_TRUE(timed_out);
     std::size_t const k2 = select(on_deadline(std::chrono::system_clock::now() + 1ms), on_send(a, 1));
     EXPECT_EQ(k2, 0u);
-    EXPECT_EQ(access::waiting_receivers(a), 0u);
-    EXPECT_EQ(access::waiting_senders(a), 0u);
-    EXPECT_EQ(access::waiting_receivers(b), 0u);
+    EXPECT_EQ(access::waiting(a, false), 0u);
+    EXPECT_EQ(access::waiting(a, true), 0u);
+    EXPECT_EQ(access::waiting(b, false), 0u);
     EXPECT_TRUE(access::check_invariants(a));
     EXPECT_TRUE(access::check_invariants(b));
 }
@@ -195,7 +195,7 @@ TEST(SelectSEL5Closed, CloseWakesParkedSelect) {
     t.join();
     EXPECT_EQ(k, 1u);
     EXPECT_TRUE(saw_nullopt);
-    EXPECT_EQ(access::waiting_receivers(a), 0u);
+    EXPECT_EQ(access::waiting(a, false), 0u);
     EXPECT_TRUE(access::check_invariants(a));
 }
 
@@ -433,7 +433,7 @@ TEST(SelectLoop, LoopUntilClosedWithSendAndReceiveOnSameChannel) {
     }
     producer.join();
     EXPECT_EQ(sum, 999L * 1000 / 2);
-    EXPECT_EQ(access::waiting_senders(done), 0u);
+    EXPECT_EQ(access::waiting(done, true), 0u);
 }
 
 // SEL8: no allocation. A loop of selects on this thread, through every path (a ready case, the default, an

@@ -406,8 +406,8 @@ TEST(ChanC6Blocking, Item20_BlockedThreadSleepsBeforeItsPartnerArrives) {
             });
         }
         auto const n = static_cast<std::size_t>(sh.receivers);
-        EXPECT_TRUE(iterlock::test::eventually([&] { return access::asleep_receivers(c) == n; }, 5s))
-            << access::waiting_receivers(c) << " receiver(s) parked, " << access::asleep_receivers(c)
+        EXPECT_TRUE(iterlock::test::eventually([&] { return access::asleep(c, false) == n; }, 5s))
+            << access::waiting(c, false) << " receiver(s) parked, " << access::asleep(c, false)
             << " asleep after 5 s: C6 says a blocked thread sleeps after a few microseconds of polling";
         for (int k = 0; k < sh.receivers; ++k) c.send(10 + k);  // the partner arrives only now
         for (auto& t : rs) t.join();
@@ -416,7 +416,7 @@ TEST(ChanC6Blocking, Item20_BlockedThreadSleepsBeforeItsPartnerArrives) {
     // The sender side of the hand-over slot.
     chan<int> c(0);
     std::thread s([h = c] { h.send(5); });
-    EXPECT_TRUE(iterlock::test::eventually([&] { return access::asleep_senders(c) == 1; }, 5s))
+    EXPECT_TRUE(iterlock::test::eventually([&] { return access::asleep(c, true) == 1; }, 5s))
         << "a sender parked in the hand-over slot still polls after 5 s (C6)";
     EXPECT_EQ(c.recv(), 5);
     s.join();
@@ -425,7 +425,7 @@ TEST(ChanC6Blocking, Item20_BlockedThreadSleepsBeforeItsPartnerArrives) {
 // C8: operations on a buffered channel take no lock while nobody waits, counted by the lock's probe. One
 // thread fills and drains with blocking, try and timed calls that never have to wait (and try calls that
 // find it full or empty); then a producer and a consumer that only try. Then the probe is shown to count: a
-// send that must wake a parked receiver takes the lock. (waiting_receivers() itself locks; it is called
+// send that must wake a parked receiver takes the lock. (waiting() itself locks; it is called
 // outside the counted stretches.)
 TEST(ChanC8Progress, Item20_BufferedOpsWithoutWaitersTakeNoLock) {
     using namespace std::chrono_literals;

@@ -22,11 +22,11 @@ using chan_access = iterlock::detail::chan_test_access;
 // Wait (under the test's watchdog) until `n` receivers, or senders, are parked on `ch`.
 template <class T>
 void wait_receivers(const iterlock::chan<T>& ch, std::size_t n) {
-    wait_until([&] { return chan_access::waiting_receivers(ch) >= n; });
+    wait_until([&] { return chan_access::waiting(ch, false) >= n; });
 }
 template <class T>
 void wait_senders(const iterlock::chan<T>& ch, std::size_t n) {
-    wait_until([&] { return chan_access::waiting_senders(ch) >= n; });
+    wait_until([&] { return chan_access::waiting(ch, true) >= n; });
 }
 
 }  // namespace iterlock::test

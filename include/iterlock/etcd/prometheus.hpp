@@ -56,6 +56,7 @@
 #include <vector>
 
 #include "iterlock/etcd/map.hpp"
+#include "iterlock/detail/metrics/source_registration.hpp"
 #include "iterlock/prometheus.hpp"
 
 namespace iterlock::etcd {
@@ -77,44 +78,24 @@ struct etcd_metrics_state {
 // What metrics_registry::add returns: exports the map while it lives (EP3). Movable, not copyable.
 class etcd_exposure {
   public:
+    // Movable, not copyable; the destructor stops exporting (the mirror's families first).
     etcd_exposure() noexcept = default;
-    etcd_exposure(etcd_exposure&& o) noexcept
-        : mirror_(std::move(o.mirror_)), state_(std::move(o.state_)), id_(std::exchange(o.id_, 0)) {}
-    etcd_exposure& operator=(etcd_exposure&& o) noexcept {
-        if (this != &o) {
-            reset();
-            mirror_ = std::move(o.mirror_);
-            state_ = std::move(o.state_);
-            id_ = std::exchange(o.id_, 0);
-        }
-        return *this;
-    }
-    etcd_exposure(const etcd_exposure&) = delete;
-    etcd_exposure& operator=(const etcd_exposure&) = delete;
-    ~etcd_exposure() { reset(); }
 
     // Stops exporting the map; blocks while a scrape is reading it. No effect on an empty handle.
     void reset() noexcept {
         mirror_.reset();
-        if (id_ == 0) return;
-        if (auto s = state_.lock()) {
-            std::lock_guard lk(s->mu);
-            std::erase_if(s->sources, [&](const auto& src) { return src.id == id_; });
-        }
-        state_.reset();
-        id_ = 0;
+        registration_.reset();
     }
-    bool active() const noexcept { return id_ != 0 && !state_.expired(); }
+    bool active() const noexcept { return registration_.active(); }
 
   private:
     friend class metrics_registry;
     etcd_exposure(iterlock::prometheus::exposure mirror, std::weak_ptr<detail::etcd_metrics_state> s,
                   std::uint64_t id) noexcept
-        : mirror_(std::move(mirror)), state_(std::move(s)), id_(id) {}
+        : registration_(std::move(s), id), mirror_(std::move(mirror)) {}
 
-    iterlock::prometheus::exposure mirror_;
-    std::weak_ptr<detail::etcd_metrics_state> state_;
-    std::uint64_t id_ = 0;
+    iterlock::detail::source_registration<detail::etcd_metrics_state> registration_;
+    iterlock::prometheus::exposure mirror_;  // destroyed first
 };
 
 // A ::prometheus::Collectable of etcd maps: their mirrors' families (iterlock/prometheus.hpp) followed by the
@@ -159,36 +140,42 @@ class metrics_registry final : public ::prometheus::Collectable {
             count
         };
         using T = ::prometheus::MetricType;
-        std::array<::prometheus::MetricFamily, count> f;
-        const auto define = [&](std::size_t i, const char* name, const char* help, T type) {
-            f[i].name = name;
-            f[i].help = help;
-            f[i].type = type;
+        struct family_spec {
+            const char* name;
+            const char* help;
+            T type;
         };
-        define(round_trips, "iterlock_etcd_round_trips_total",
-               "Requests the map's etcd client sent (attempts, watches opened included).", T::Counter);
-        define(retries, "iterlock_etcd_retries_total", "Attempts after the first (reads and refused writes).",
-               T::Counter);
-        define(reconnects, "iterlock_etcd_reconnects_total",
-               "Moves of the client to another endpoint after a connection failure.", T::Counter);
-        define(may_have_applied, "iterlock_etcd_may_have_applied_total",
-               "Writes whose answer was lost after they were sent (they may have been applied).", T::Counter);
-        define(watch_restarts, "iterlock_etcd_watch_restarts_total",
-               "Times the mirror's watch was reopened after it failed.", T::Counter);
-        define(relists, "iterlock_etcd_relists_total", "Full lists of the prefix, the first one included.",
-               T::Counter);
-        define(resyncs, "iterlock_etcd_compaction_resyncs_total",
-               "Re-lists because the watch's resume point had been compacted.", T::Counter);
-        define(events, "iterlock_etcd_events_applied_total", "Watch events applied to the mirror.",
-               T::Counter);
-        define(decode_errors, "iterlock_etcd_decode_errors_total",
-               "Entries under the prefix whose key or value did not decode (skipped).", T::Counter);
-        define(revision, "iterlock_etcd_mirror_revision",
-               "The etcd revision whose content the mirror holds exactly.", T::Gauge);
-        define(lag_revisions, "iterlock_etcd_mirror_lag_revisions",
-               "Revisions the mirror trails the newest revision its watch reported.", T::Gauge);
-        define(lag_seconds, "iterlock_etcd_mirror_lag_seconds",
-               "Seconds the mirror has been known to trail etcd (0 while it is current).", T::Gauge);
+        // In the order of the enum above.
+        static constexpr family_spec specs[count] = {
+            {"iterlock_etcd_round_trips_total",
+             "Requests the map's etcd client sent (attempts, watches opened included).", T::Counter},
+            {"iterlock_etcd_retries_total", "Attempts after the first (reads and refused writes).",
+             T::Counter},
+            {"iterlock_etcd_reconnects_total",
+             "Moves of the client to another endpoint after a connection failure.", T::Counter},
+            {"iterlock_etcd_may_have_applied_total",
+             "Writes whose answer was lost after they were sent (they may have been applied).", T::Counter},
+            {"iterlock_etcd_watch_restarts_total", "Times the mirror's watch was reopened after it failed.",
+             T::Counter},
+            {"iterlock_etcd_relists_total", "Full lists of the prefix, the first one included.", T::Counter},
+            {"iterlock_etcd_compaction_resyncs_total",
+             "Re-lists because the watch's resume point had been compacted.", T::Counter},
+            {"iterlock_etcd_events_applied_total", "Watch events applied to the mirror.", T::Counter},
+            {"iterlock_etcd_decode_errors_total",
+             "Entries under the prefix whose key or value did not decode (skipped).", T::Counter},
+            {"iterlock_etcd_mirror_revision", "The etcd revision whose content the mirror holds exactly.",
+             T::Gauge},
+            {"iterlock_etcd_mirror_lag_revisions",
+             "Revisions the mirror trails the newest revision its watch reported.", T::Gauge},
+            {"iterlock_etcd_mirror_lag_seconds",
+             "Seconds the mirror has been known to trail etcd (0 while it is current).", T::Gauge},
+        };
+        std::array<::prometheus::MetricFamily, count> f;
+        for (std::size_t i = 0; i < count; ++i) {
+            f[i].name = specs[i].name;
+            f[i].help = specs[i].help;
+            f[i].type = specs[i].type;
+        }
         {
             std::lock_guard lk(state_->mu);
             for (const auto& s : state_->sources) {

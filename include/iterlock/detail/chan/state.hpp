@@ -123,22 +123,25 @@ class chan_state final : public chan_core {
     }
 
   private:
+    // The fast fail of a rendezvous try without the lock, as Go's chansend and chanrecv: false (would
+    // block) if no partner waits, in the slot or in the partners' queue, and the channel is open; else takes
+    // lock_ and returns true. The partners are read before the closed flag; closed is monotonic, so "no
+    // partner and not closed" held at one instant. The slot is read before the queue: a party takes the slot
+    // only while the queue is empty, so "no partner in the slot, then queue empty" proves an instant with
+    // no partner parked. Acquire (slot_state_ and closed_): pair with the release stores that change them
+    // (unprotected_complete_slot's exchange, slot_wait's final store, close()); a fast fail only needs one
+    // instant with no partner and the channel open, which the load order gives.
+    bool lock_unless_no_partner(bool send) noexcept {
+        if (!slot_waiting(slot_state_.load(std::memory_order_acquire), !send) &&
+            queue_of(!send).empty_hint() && !closed_.load(std::memory_order_acquire))
+            return false;
+        lock_.lock();
+        return true;
+    }
+
     // Requires: lock_ held unless !locked (then it is taken here). Go: chansend's recvq path.
     op_status rendezvous_try_send(T& src, bool locked, wake_list& wakes) noexcept {
-        if (!locked) {
-            // Fast fail without the lock, as Go's chansend: read the receivers before the closed flag;
-            // closed is monotonic, so "no receiver and not closed" held at one instant. The slot is read
-            // before the queue: a receiver takes the slot only while the queue is empty, so "no receiver
-            // in the slot, then queue empty" proves an instant with no receiver parked.
-            // Acquire (slot_state_ and closed_): pair with the release stores that change them
-            // (unprotected_complete_slot's exchange, slot_wait's final store, close()); a fast fail only
-            // needs one instant with no receiver and the channel open, which the load order gives (see
-            // above).
-            if (!slot_waiting(slot_state_.load(std::memory_order_acquire), false) && recvq_.empty_hint() &&
-                !closed_.load(std::memory_order_acquire))
-                return op_status::would_block;
-            lock_.lock();
-        }
+        if (!locked && !lock_unless_no_partner(true)) return op_status::would_block;
         op_status st = op_status::would_block;
         // Relaxed: under lock_ (closed_ is written under it).
         if (closed_.load(std::memory_order_relaxed)) {
@@ -160,13 +163,7 @@ class chan_state final : public chan_core {
 
     // Requires: lock_ held unless !locked. Go: chanrecv's sendq path.
     op_status rendezvous_try_recv(void* dst, bool locked, wake_list& wakes) noexcept {
-        if (!locked) {
-            // Acquire: as in rendezvous_try_send.
-            if (!slot_waiting(slot_state_.load(std::memory_order_acquire), true) && sendq_.empty_hint() &&
-                !closed_.load(std::memory_order_acquire))
-                return op_status::would_block;
-            lock_.lock();
-        }
+        if (!locked && !lock_unless_no_partner(false)) return op_status::would_block;
         op_status st = op_status::would_block;
         std::size_t dropped = 0;
         if (unprotected_take_from_slot(dst)) {

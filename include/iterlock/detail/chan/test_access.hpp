@@ -15,24 +15,16 @@
 namespace iterlock::detail {
 
 struct chan_test_access {
-    // Waiters currently linked in the channel's receive / send queue (blocked threads and select cases),
-    // plus the party parked in the hand-over slot.
+    // Waiters currently linked in the channel's send (send = true) or receive queue (blocked threads and
+    // select cases), plus the party parked in the hand-over slot.
     template <class T>
-    static std::size_t waiting_receivers(const chan<T>& ch) noexcept {
-        return chan_access::state(ch)->waiting(false);
-    }
-    template <class T>
-    static std::size_t waiting_senders(const chan<T>& ch) noexcept {
-        return chan_access::state(ch)->waiting(true);
+    static std::size_t waiting(const chan<T>& ch, bool send) noexcept {
+        return chan_access::state(ch)->waiting(send);
     }
     // Of those, the ones that have stopped polling and sleep on their futex (rule C6).
     template <class T>
-    static std::size_t asleep_receivers(const chan<T>& ch) noexcept {
-        return chan_access::state(ch)->asleep(false);
-    }
-    template <class T>
-    static std::size_t asleep_senders(const chan<T>& ch) noexcept {
-        return chan_access::state(ch)->asleep(true);
+    static std::size_t asleep(const chan<T>& ch, bool send) noexcept {
+        return chan_access::state(ch)->asleep(send);
     }
     // Every invariant stated in chan/core.hpp and chan/ring.hpp. Requires: no operation in flight.
     template <class T>

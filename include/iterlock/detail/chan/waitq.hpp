@@ -21,6 +21,7 @@
 #include <cstdint>
 
 #include "iterlock/detail/chan/park.hpp"
+#include "iterlock/detail/util/pinned.hpp"
 
 namespace iterlock::detail {
 
@@ -39,11 +40,8 @@ struct chan_waiter {
 };
 
 // Claimed waiters to signal once all locks are released, in claim order.
-class wake_list {
+class wake_list : pinned {
   public:
-    wake_list() = default;
-    wake_list(const wake_list&) = delete;
-    wake_list& operator=(const wake_list&) = delete;
     ~wake_list() { signal_all(); }
 
     void push(chan_waiter* w) noexcept {

@@ -22,6 +22,8 @@
 #include <memory>
 #include <mutex>
 
+#include "iterlock/detail/util/pinned.hpp"
+
 namespace iterlock::detail {
 
 class lifetime {
@@ -52,11 +54,8 @@ class lifetime {
 };
 
 // The container's side. Not copyable, not movable (it stands for one container's existence).
-class lifetime_anchor {
+class lifetime_anchor : pinned {
   public:
-    lifetime_anchor() = default;
-    lifetime_anchor(const lifetime_anchor&) = delete;
-    lifetime_anchor& operator=(const lifetime_anchor&) = delete;
     ~lifetime_anchor() { end(); }
 
     // The shared lifetime (allocated on the first call; std::bad_alloc leaves nothing behind). Any thread,
