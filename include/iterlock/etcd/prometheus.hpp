@@ -55,8 +55,8 @@
 #include <utility>
 #include <vector>
 
-#include "iterlock/etcd/map.hpp"
 #include "iterlock/detail/metrics/source_registration.hpp"
+#include "iterlock/etcd/map.hpp"
 #include "iterlock/prometheus.hpp"
 
 namespace iterlock::etcd {
@@ -140,41 +140,35 @@ class metrics_registry final : public ::prometheus::Collectable {
             count
         };
         using T = ::prometheus::MetricType;
-        struct family_spec {
-            const char* name;
-            const char* help;
-            T type;
-        };
-        // In the order of the enum above.
-        static constexpr family_spec specs[count] = {
-            {"iterlock_etcd_round_trips_total",
-             "Requests the map's etcd client sent (attempts, watches opened included).", T::Counter},
-            {"iterlock_etcd_retries_total", "Attempts after the first (reads and refused writes).",
-             T::Counter},
-            {"iterlock_etcd_reconnects_total",
-             "Moves of the client to another endpoint after a connection failure.", T::Counter},
-            {"iterlock_etcd_may_have_applied_total",
-             "Writes whose answer was lost after they were sent (they may have been applied).", T::Counter},
-            {"iterlock_etcd_watch_restarts_total", "Times the mirror's watch was reopened after it failed.",
-             T::Counter},
-            {"iterlock_etcd_relists_total", "Full lists of the prefix, the first one included.", T::Counter},
-            {"iterlock_etcd_compaction_resyncs_total",
-             "Re-lists because the watch's resume point had been compacted.", T::Counter},
-            {"iterlock_etcd_events_applied_total", "Watch events applied to the mirror.", T::Counter},
-            {"iterlock_etcd_decode_errors_total",
-             "Entries under the prefix whose key or value did not decode (skipped).", T::Counter},
-            {"iterlock_etcd_mirror_revision", "The etcd revision whose content the mirror holds exactly.",
-             T::Gauge},
-            {"iterlock_etcd_mirror_lag_revisions",
-             "Revisions the mirror trails the newest revision its watch reported.", T::Gauge},
-            {"iterlock_etcd_mirror_lag_seconds",
-             "Seconds the mirror has been known to trail etcd (0 while it is current).", T::Gauge},
-        };
+        // In the order of the enum above: names, help texts, types.
+        static constexpr const char* names[count] = {
+            "iterlock_etcd_round_trips_total",        "iterlock_etcd_retries_total",
+            "iterlock_etcd_reconnects_total",         "iterlock_etcd_may_have_applied_total",
+            "iterlock_etcd_watch_restarts_total",     "iterlock_etcd_relists_total",
+            "iterlock_etcd_compaction_resyncs_total", "iterlock_etcd_events_applied_total",
+            "iterlock_etcd_decode_errors_total",      "iterlock_etcd_mirror_revision",
+            "iterlock_etcd_mirror_lag_revisions",     "iterlock_etcd_mirror_lag_seconds"};
+        static constexpr const char* helps[count] = {
+            "Requests the map's etcd client sent (attempts, watches opened included).",
+            "Attempts after the first (reads and refused writes).",
+            "Moves of the client to another endpoint after a connection failure.",
+            "Writes whose answer was lost after they were sent (they may have been applied).",
+            "Times the mirror's watch was reopened after it failed.",
+            "Full lists of the prefix, the first one included.",
+            "Re-lists because the watch's resume point had been compacted.",
+            "Watch events applied to the mirror.",
+            "Entries under the prefix whose key or value did not decode (skipped).",
+            "The etcd revision whose content the mirror holds exactly.",
+            "Revisions the mirror trails the newest revision its watch reported.",
+            "Seconds the mirror has been known to trail etcd (0 while it is current)."};
+        static constexpr T types[count] = {T::Counter, T::Counter, T::Counter, T::Counter,
+                                           T::Counter, T::Counter, T::Counter, T::Counter,
+                                           T::Counter, T::Gauge,   T::Gauge,   T::Gauge};
         std::array<::prometheus::MetricFamily, count> f;
         for (std::size_t i = 0; i < count; ++i) {
-            f[i].name = specs[i].name;
-            f[i].help = specs[i].help;
-            f[i].type = specs[i].type;
+            f[i].name = names[i];
+            f[i].help = helps[i];
+            f[i].type = types[i];
         }
         {
             std::lock_guard lk(state_->mu);
