@@ -370,7 +370,8 @@ class iterlock_versioned_peer_t {
         auto snap = map_.snapshot();
         for (const auto& [k, vv] : snap) f(k, vv.value);
     }
-    static constexpr std::string_view name = History == 0 ? "iterlock_versioned" : "iterlock_versioned_history";
+    static constexpr std::string_view name =
+        History == 0 ? "iterlock_versioned" : "iterlock_versioned_history";
     static constexpr bool iteration_safe = true;
     static constexpr std::string_view guarantee =
         History == 0 ? "snapshot (S1-S3) with per-key revisions (V1)"
@@ -445,8 +446,8 @@ using available_peers = peer_list<
     std_shared_mutex_peer, absl_mutex_peer, boost_shared_mutex_peer, tbb_hash_map_peer,
     tbb_unordered_map_peer, libcuckoo_peer, sharded_spinlock_peer>;
 
-inline constexpr std::string_view iterlock_peer_names[] = {"iterlock_snapshot", "iterlock_locked",
-                                                           "iterlock_snapshot_nometrics", "iterlock_versioned",
-                                                           "iterlock_versioned_history"};
+inline constexpr std::string_view iterlock_peer_names[] = {
+    "iterlock_snapshot", "iterlock_locked", "iterlock_snapshot_nometrics", "iterlock_versioned",
+    "iterlock_versioned_history"};
 
 }  // namespace iterlock::bench

@@ -30,9 +30,9 @@
 #include "registry.hpp"
 
 #if ITERLOCK_BENCH_ETCD
+#include "etcd_support.hpp"
 #include "iterlock/etcd/detail/mirror_test_access.hpp"
 #include "iterlock/etcd/map.hpp"
-#include "etcd_support.hpp"
 #include "testing/local_etcd.hpp"
 #endif
 

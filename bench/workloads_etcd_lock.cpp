@@ -6,10 +6,10 @@
 //   D5  acquire_p50_ns: an uncontended acquire plus release (iterlock_etcd: a guard; etcd_mutex: Lock +
 //       Unlock). handoff_p50_ns / handoff_p99_ns: from the holder's release call to the return of the
 //       waiting process's acquire (iterlock_etcd: the waiter is a put blocked by the guard, which returns
-//       when its view shows the release applied its put, the hand-off; etcd_mutex: its Lock), the waiter queued 150 ms before the
-//       release; handoff_short_p50_ns: the waiter asked 3 ms before the release. go_concurrency: the
-//       anchor, etcd's own recipe in Go (bench/go_anchor_lock, target iterlock-etcd-lock-anchor), timed
-//       the same way, holder and waiter on two clients of one Go process.
+//       when its view shows the release applied its put, the hand-off; etcd_mutex: its Lock), the waiter
+//       queued 150 ms before the release; handoff_short_p50_ns: the waiter asked 3 ms before the release.
+//       go_concurrency: the anchor, etcd's own recipe in Go (bench/go_anchor_lock, target
+//       iterlock-etcd-lock-anchor), timed the same way, holder and waiter on two clients of one Go process.
 //   D6  writer_keep: the write throughput of 3 writer processes (one closed-loop writer each, 1,000 keys
 //       each) while this process takes a guard every second and walks the prefix under it, as a ratio to
 //       the same run without the walker. iterlock_etcd: gated writes; etcd_mutex: one recipe Lock around
@@ -36,8 +36,8 @@
 #include "registry.hpp"
 
 #if ITERLOCK_BENCH_ETCD
-#include "iterlock/etcd/map.hpp"
 #include "etcd_support.hpp"
+#include "iterlock/etcd/map.hpp"
 #include "testing/local_etcd.hpp"
 #endif
 
@@ -58,7 +58,6 @@ std::int64_t mono_ns() {  // CLOCK_MONOTONIC: one clock for every process of the
                std::chrono::steady_clock::now().time_since_epoch())
         .count();
 }
-
 
 // etcd's concurrency.Mutex (clientv3/concurrency/mutex.go, 3.4), the same steps on our client: a key
 // pfx/<lease> put if absent with the lease; the holder is the key with the lowest create revision; a waiter

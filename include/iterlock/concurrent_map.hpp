@@ -298,12 +298,12 @@ class concurrent_map : private detail::sharded_table<K, V, Hash, KeyEqual, Alloc
 
     // ---- hooks for iterlock::versioned_map (versioned_map.hpp); not part of this map's contract ------
     // detail/concurrent/sharded_table.hpp states what each does.
-    using typename base::batch_site;
     using base::detail_shard_index;
     using base::detail_snapshot_all_locked;
     using base::detail_with_shard;
     using base::detail_write_at;
     using base::detail_write_batch;
+    using typename base::batch_site;
 
   private:
     friend struct detail::concurrent_map_test_access;

@@ -1,9 +1,9 @@
 // iterlock/errors.hpp: the exception types iterlock throws.
 //
-// Owns: iterlock::lock_error, iterlock::invalidation_error, iterlock::snapshot_expired (more error types join this header as the library
-// grows).
-// Invariants: every type here derives from a standard exception, so `catch (const std::exception&)` sees it,
-// and its what() says what went wrong and what the caller can do about it.
+// Owns: iterlock::lock_error, iterlock::invalidation_error, iterlock::snapshot_expired (more error types
+//       join this header as the library grows).
+// Invariants: every type here derives from a standard exception, so `catch (const std::exception&)` sees
+//       it, and its what() says what went wrong and what the caller can do about it.
 #pragma once
 
 #include <stdexcept>

@@ -13,9 +13,9 @@
 
 #include <gtest/gtest.h>
 
+#include "iterlock/versioned_map.hpp"
 #include "support/scale.hpp"
 #include "support/watchdog.hpp"
-#include "iterlock/versioned_map.hpp"
 
 namespace {
 

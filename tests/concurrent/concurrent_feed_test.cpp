@@ -14,11 +14,11 @@
 
 #include <gtest/gtest.h>
 
-#include "support/scale.hpp"
-#include "support/watchdog.hpp"
 #include "iterlock/chan.hpp"
 #include "iterlock/select.hpp"
 #include "iterlock/versioned_map.hpp"
+#include "support/scale.hpp"
+#include "support/watchdog.hpp"
 
 namespace {
 

@@ -13,12 +13,12 @@
 
 #include <gtest/gtest.h>
 
-#include "support/concurrent_maps.hpp"
-#include "support/scale.hpp"
-#include "support/watchdog.hpp"
 #include "iterlock/concurrent_map.hpp"
 #include "iterlock/errors.hpp"
 #include "iterlock/versioned_map.hpp"
+#include "support/concurrent_maps.hpp"
+#include "support/scale.hpp"
+#include "support/watchdog.hpp"
 
 namespace {
 

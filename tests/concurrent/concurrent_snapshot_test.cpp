@@ -620,9 +620,9 @@ TEST_F(CMapSnapshot, S5_MemoryReturnsToTheNoSnapshotLevel) {
         << "something used a default-made allocator";
 }
 
-// Reserves (detail/concurrent/snapshot_store.hpp): the creator of a snapshot gives a shard whose writers copied at least
-// a page since the previous snapshot a reserve; the same writes again then copy into it without allocating,
-// and the reserve is freed with the last snapshot like the copies (S5).
+// Reserves (detail/concurrent/snapshot_store.hpp): the creator of a snapshot gives a shard whose writers
+// copied at least a page since the previous snapshot a reserve; the same writes again then copy into it
+// without allocating, and the reserve is freed with the last snapshot like the copies (S5).
 TEST_F(CMapSnapshot, S3_S5_ReserveFromTheCreatorTakesTheWritersNextCopies) {
     iterlock::test::alloc_counter c;
     counted_map m(1, seed{3}, {}, {}, iterlock::test::counting_allocator<std::pair<const long, long>>(&c));

@@ -6,11 +6,11 @@
 
 #include <string>
 
-#include "support/exposition.hpp"
-#include "support/process.hpp"
-#include "support/etcd_sequences.hpp"
 #include "iterlock/etcd/detail/mirror_test_access.hpp"
 #include "iterlock/etcd/prometheus.hpp"
+#include "support/etcd_sequences.hpp"
+#include "support/exposition.hpp"
+#include "support/process.hpp"
 #include "testing/local_etcd.hpp"
 
 using namespace iterlock::test;
@@ -159,7 +159,7 @@ TEST(EtcdPrometheus, EP2_ExpositionPassesPromtool) {
     iterlock::test::temp_dir dir;
     iterlock::test::write_file(dir.path() / "metrics.txt", reg.text());
     iterlock::test::child_process p({*promtool, "check", "metrics"}, dir.path() / "out.txt",
-                                   dir.path() / "metrics.txt");
+                                    dir.path() / "metrics.txt");
     const auto rc = p.wait_for(std::chrono::seconds(60));
     ASSERT_TRUE(rc.has_value()) << "promtool did not finish";
     EXPECT_EQ(*rc, 0) << iterlock::test::read_file(dir.path() / "out.txt") << "\n--- input:\n"

@@ -10,8 +10,8 @@
 #include <string>
 #include <thread>
 
-#include "support/etcd_sequences.hpp"
 #include "iterlock/etcd/detail/mirror_test_access.hpp"
+#include "support/etcd_sequences.hpp"
 #include "testing/local_etcd.hpp"
 
 using namespace iterlock::test;

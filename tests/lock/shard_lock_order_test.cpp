@@ -1,6 +1,7 @@
 // tests/lock/shard_lock_order_test.cpp: threaded tests of who waits for whom and in which order the shard
-// lock hands itself on (rules R1..R7 of iterlock/detail/lock/shard_lock.hpp). Orders are checked by a log written
-// inside the critical sections, never by timing; "X is queued" is observed through shard_lock::state().
+// lock hands itself on (rules R1..R7 of iterlock/detail/lock/shard_lock.hpp). Orders are checked by a log
+// written inside the critical sections, never by timing; "X is queued" is observed through
+// shard_lock::state().
 #include <atomic>
 #include <chrono>
 #include <latch>

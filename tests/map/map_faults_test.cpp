@@ -332,7 +332,8 @@ TEST(MapFaults, Item09_KeptBlocksAreFreedByWhicheverCallComesNext) {
         ASSERT_FALSE(access::table(m).growing());
         {
             auto it = m.begin();
-            while (!access::table(m).growing()) m.insert({i, i}), ++i;  // starts a growth, evacuates buckets 0-1
+            while (!access::table(m).growing())
+                m.insert({i, i}), ++i;                          // starts a growth, evacuates buckets 0-1
             for (int k = 0; k < 2; ++k) m.insert({i, i}), ++i;  // evacuates buckets 2-5
             (void)it;
         }

@@ -1,4 +1,5 @@
-// memory_model.E1_RetiredBlockNeverFreedUnderAReader: epoch sections (detail/reclaim/epoch.hpp, E1) under Relacy.
+// memory_model.E1_RetiredBlockNeverFreedUnderAReader: epoch sections (detail/reclaim/epoch.hpp, E1) under
+// Relacy.
 //
 // The real epoch_domain, compiled with ITERLOCK_RELACY. Two readers each publish a record (as a thread's
 // first find does through claim()), open a section, follow the shard's pointer to the block it names and

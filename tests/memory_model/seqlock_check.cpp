@@ -1,8 +1,8 @@
 // memory_model.R9_SeqlockReaderNeverValidatesATornPair: shard_lock's sequence reads (R9) under Relacy.
 //
-// The real shard_lock (detail/lock/shard_lock.hpp, compiled with ITERLOCK_RELACY so its atomics, fences, mutex
-// and condition variables are Relacy's) guards a pair of words. A writer takes the lock, writes both words
-// with the same value and releases; readers copy the pair with relaxed loads between read_begin() (or
+// The real shard_lock (detail/lock/shard_lock.hpp, compiled with ITERLOCK_RELACY so its atomics, fences,
+// mutex and condition variables are Relacy's) guards a pair of words. A writer takes the lock, writes both
+// words with the same value and releases; readers copy the pair with relaxed loads between read_begin() (or
 // try_read_begin()) and read_validate(), as concurrent_map's optimistic finds do. R9 says a validated copy is
 // a pair some writer left behind: both words equal. Relacy explores the interleavings and the values each
 // relaxed or acquire load may return under the C++ memory model; one execution with a validated torn pair

@@ -1,5 +1,6 @@
 // memory_model.S1_WriterAfterASnapshotsInstantPreservesWhatItOverwrites: the snapshot registry's labels,
-// read by a writer inside its shard lock (detail/concurrent/snapshot_store.hpp, "Markers and labels"), under Relacy.
+// read by a writer inside its shard lock (detail/concurrent/snapshot_store.hpp, "Markers and labels"), under
+// Relacy.
 //
 // The real snapshot_registry and shard_lock, compiled with ITERLOCK_RELACY. One chain of one shard: a value
 // and its label, and room for pre-images, all plain data (rl::var) guarded by the shard lock. A writer does
@@ -13,8 +14,8 @@
 // order the plain data (R8).
 #include "support/memory_model_check.hpp"
 
-#include "iterlock/detail/lock/shard_lock.hpp"
 #include "iterlock/detail/concurrent/snapshot_store.hpp"
+#include "iterlock/detail/lock/shard_lock.hpp"
 
 namespace {
 

@@ -246,9 +246,12 @@ std::string meaning(const finished& f, const std::vector<finished>& rows) {
     } else if (n == "iterlock_feed") {
         s << "a versioned_map whose walks are snapshots, exported meanwhile through a change feed "
              "(snapshot_and_watch) into a replica that the check found "
-          << (f.r.violations == 0 ? "equal to the map at the end" : "DIFFERENT from the map (counted as violations)");
-        if (base) s << "; max writes/s " << ratio(f.capacity, base_cap) << " std's (each write also feeds the "
-                       "exporter)";
+          << (f.r.violations == 0 ? "equal to the map at the end"
+                                  : "DIFFERENT from the map (counted as violations)");
+        if (base)
+            s << "; max writes/s " << ratio(f.capacity, base_cap)
+              << " std's (each write also feeds the "
+                 "exporter)";
         s << ".";
     } else if (n == "iterlock_snapshot") {
         s << "each walk reads one instant while writers go on";

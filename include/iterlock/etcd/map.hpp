@@ -134,8 +134,7 @@ class map : private detail::mirror_sink, private iterlock::detail::feed_source<i
     map(client& c, std::string prefix, map_options o = {})
         : map(c, std::move(prefix), o, lock_options{}, 0) {}
     // M10: the locked policy's lock options (its prefix defaults to "iterlock-lock:" + prefix).
-    map(client& c, std::string prefix, map_options o, lock_options lo)
-        requires(Iteration::locked)
+    map(client& c, std::string prefix, map_options o, lock_options lo) requires(Iteration::locked)
         : map(c, std::move(prefix), o, std::move(lo), 0) {}
     ~map() override {
         core_.stop();
@@ -279,14 +278,8 @@ class map : private detail::mirror_sink, private iterlock::detail::feed_source<i
     const mirror_type& mirror() const noexcept { return mirror_; }
 
     // M10, locked_iteration only (iteration_lock.hpp). A guard with the caller's current_priority().
-    iteration_guard lock_for_iteration()
-        requires(Iteration::locked)
-    {
-        return lock().lock_for_iteration();
-    }
-    iteration_guard try_lock_for_iteration(std::chrono::milliseconds timeout)
-        requires(Iteration::locked)
-    {
+    iteration_guard lock_for_iteration() requires(Iteration::locked) { return lock().lock_for_iteration(); }
+    iteration_guard try_lock_for_iteration(std::chrono::milliseconds timeout) requires(Iteration::locked) {
         return lock().try_lock_for_iteration(timeout);
     }
     // Walks the prefix as etcd held it at g's fence (the live data, less g's own writes), calling
@@ -294,9 +287,7 @@ class map : private detail::mirror_sink, private iterlock::detail::feed_source<i
     // entries: a guard whose lease expired stops the walk with error(lease_expired) (D-L6). f may write
     // through this map on the guard's thread (D-L7: fenced writes).
     template <class F>
-    void for_each(const iteration_guard& g, F&& f) const
-        requires(Iteration::locked)
-    {
+    void for_each(const iteration_guard& g, F&& f) const requires(Iteration::locked) {
         g.check();
         auto [kvs, rev] =
             detail::list_at(client_, prefix_, prefix_end(prefix_), g.revision(), opts_.list_page_size);
@@ -309,11 +300,7 @@ class map : private detail::mirror_sink, private iterlock::detail::feed_source<i
         }
         g.check();
     }
-    iteration_lock& lock() const
-        requires(Iteration::locked)
-    {
-        return *lock_;
-    }
+    iteration_lock& lock() const requires(Iteration::locked) { return *lock_; }
 
   private:
     friend struct detail::mirror_test_access;

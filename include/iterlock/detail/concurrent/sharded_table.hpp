@@ -345,8 +345,7 @@ class sharded_table {
     // expires snapshots then, not here. Any thread, any time; O(1). Each shard checks the total after
     // copying budget / (2 * shards) bytes, so the copies pass the budget by at most half of it.
     void set_snapshot_budget(std::size_t bytes) noexcept {
-        registry_.set_budget(bytes == 0 ? snapshot_registry::unbounded : bytes,
-                             bytes / (2 * shards_.size()));
+        registry_.set_budget(bytes == 0 ? snapshot_registry::unbounded : bytes, bytes / (2 * shards_.size()));
     }
 
     // The map's metrics (metrics.hpp). O(shards) relaxed loads of counters; takes no lock and never waits,
@@ -421,8 +420,8 @@ class sharded_table {
         const slot_type* cur = s.t.find_slot(k, h);
         // Relaxed: under the shard's lock, whose holder is the only writer.
         const write_site<V> site{static_cast<std::size_t>(&s - &shards_[0]),
-                                         s.revision().load(std::memory_order_relaxed),
-                                         cur != nullptr ? &cur->second : nullptr};
+                                 s.revision().load(std::memory_order_relaxed),
+                                 cur != nullptr ? &cur->second : nullptr};
         site_decision<V> d = decide(site);
         if (d.action == site_action::put) {
             const V& stored = put_locked(s, k, h, std::move(*d.value));
@@ -568,6 +567,7 @@ class sharded_table {
         count_event(&map_event_metrics::iterations_started);
         return std::move(*view);
     }
+
   protected:
     // The hooks' two writes. Requires: s's writer lock (and, for erase_locked, k present). Each is one
     // write as insert_or_assign/erase make it (S1-S6); put_locked returns the stored value.
@@ -964,9 +964,10 @@ class sharded_table {
     // ---- the snapshot memory budget (S7) --------------------------------------------------------
     // Brings preserved_bytes() back under the budget by expiring the oldest live snapshots, one at a time,
     // each as an early release (snapshot_registry::expire_oldest) followed by its sweep. Called by a writer
-    // whose shard copied a check step's worth (snapshot_store.hpp, preserve), after its lock is released. Never waits for a snapshot or a
-    // sweep: if another thread sweeps (the sweep mutex is taken) or this thread may hold a shard lock
-    // (sweep_must_wait), the check is left pending for the next holder of the sweep mutex.
+    // whose shard copied a check step's worth (snapshot_store.hpp, preserve), after its lock is released.
+    // Never waits for a snapshot or a sweep: if another thread sweeps (the sweep mutex is taken) or this
+    // thread may hold a shard lock (sweep_must_wait), the check is left pending for the next holder of the
+    // sweep mutex.
     void enforce_budget() const noexcept {
         if constexpr (snapshots) enforce_budget_now();
     }

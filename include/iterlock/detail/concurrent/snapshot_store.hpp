@@ -854,6 +854,7 @@ class shard_versions {
         }
         return p;
     }
+
   public:
     // Whether this shard's copies since its last check reached the registry's check step (only with a
     // budget set; see preserve). Requires: the shard's lock. One load of a field on the line every write

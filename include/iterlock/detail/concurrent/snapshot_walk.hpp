@@ -221,7 +221,8 @@ class snapshot_walk {
                     const epoch_domain::section in_section(d, rec);
                     // Inside the section: an expiry's frees wait for it, or it sees the expiry (S7).
                     expired = s_->expired();
-                    for (std::size_t j = bucket_; j < stop && ok && !expired; ++j) ok = copy_bucket<true>(sh, j);
+                    for (std::size_t j = bucket_; j < stop && ok && !expired; ++j)
+                        ok = copy_bucket<true>(sh, j);
                 }
                 if (expired) {
                     batch_->truncate(mark);
