@@ -11,14 +11,8 @@
 #include <cstring>
 #include <iterlock/concurrent_map.hpp>
 #include <iterlock/map.hpp>
-using u64 = std::uint64_t;
-static u64 mix(u64 x) {
-    x ^= x >> 33;
-    x *= 0xff51afd7ed558ccdULL;
-    x ^= x >> 33;
-    x *= 0xc4ceb9fe1a85ec53ULL;
-    return x ^ (x >> 33);
-}
+
+#include "keys.hpp"
 constexpr u64 n = 100000;
 using plain_map = iterlock::map<u64, u64>;
 using snap_map = iterlock::concurrent_map<u64, u64>;

@@ -9,14 +9,8 @@
 #include <cstring>
 #include <iterlock/concurrent_map.hpp>
 #include <iterlock/versioned_map.hpp>
-using u64 = std::uint64_t;
-static u64 mix(u64 x) {
-    x ^= x >> 33;
-    x *= 0xff51afd7ed558ccdULL;
-    x ^= x >> 33;
-    x *= 0xc4ceb9fe1a85ec53ULL;
-    return x ^ (x >> 33);
-}
+
+#include "keys.hpp"
 template <class M>
 __attribute__((noinline)) u64 run_ops(M& m, u64 n, u64 ops) {
     u64 s = 0, r = 12345;
