@@ -5,6 +5,12 @@
 #include "registry.hpp"
 
 #include <algorithm>
+#include <thread>
+
+#if defined(__linux__)
+#include <pthread.h>
+#include <sched.h>
+#endif
 
 namespace iterlock::bench {
 
@@ -37,6 +43,24 @@ void medians::emit(const emit_fn& emit, const std::string& workload, const std::
                    std::size_t size, int threads) const {
     for (const auto& s : series_)
         emit(row{workload, impl, size, threads, s.metric, median(s.values), s.unit});
+}
+
+bool pin_this_thread(bool first) noexcept {
+#if defined(__linux__)
+    const unsigned n = std::thread::hardware_concurrency();
+    if (n < 2 || n > CPU_SETSIZE) return false;
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    if (first) {
+        CPU_SET(0, &set);
+    } else {
+        for (unsigned c = 1; c < n; ++c) CPU_SET(c, &set);
+    }
+    return pthread_setaffinity_np(pthread_self(), sizeof set, &set) == 0;
+#else
+    (void)first;
+    return false;
+#endif
 }
 
 }  // namespace iterlock::bench

@@ -104,4 +104,9 @@ inline std::int64_t now_ns() noexcept {
         .count();
 }
 
+// Thread placement for latency figures: pins the calling thread to CPU 0 alone (`first` true) or to every
+// CPU but 0 (`first` false), so that a writer and the threads it is measured against never share a core
+// by the scheduler's choice. Returns false, changing nothing, on a one-CPU machine or where the call fails.
+bool pin_this_thread(bool first) noexcept;
+
 }  // namespace iterlock::bench

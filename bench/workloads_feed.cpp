@@ -12,6 +12,8 @@
 //                       the queues are not updated together, which the consistency check shows.
 // Invariants: keys are mix64(i) over a 100K keyspace (1M for resync); threads start behind a latch; a
 // watcher's replica is checked against the final map after the writers stopped and its feed was drained.
+// In the writer_keep and delivery phases the writer runs on CPU 0 and the watchers on the other CPUs
+// (pin_this_thread), so that what is measured is the feed, not the scheduler putting both on one core.
 #include <algorithm>
 #include <atomic>
 #include <condition_variable>
@@ -257,12 +259,14 @@ double writer_rate(int watchers, std::chrono::nanoseconds d, u64 seed, int& cuto
     std::vector<std::jthread> ts;
     for (auto& w : ws)
         ts.emplace_back([&, wp = w.get()] {
+            pin_this_thread(false);
             go.arrive_and_wait();
             event e;
             while (wp->next(e)) {
             }
         });
     std::jthread writer([&] {
+        pin_this_thread(true);
         splitmix64 rng{seed};
         go.arrive_and_wait();
         u64 n = 0;
@@ -297,19 +301,24 @@ std::vector<double> delivery(std::size_t writes, std::int64_t gap) {
     std::vector<std::int64_t> returned(writes), received(writes);
     std::latch go(2);
     std::jthread reader([&] {
+        pin_this_thread(false);
         go.arrive_and_wait();
         event e;
         for (std::size_t i = 0; i < writes && w->next(e); ++i) received[e.second] = now_ns();
     });
-    go.arrive_and_wait();
-    std::int64_t next = now_ns();
-    for (std::size_t i = 0; i < writes; ++i) {
-        while (now_ns() < next) {
+    std::jthread writer([&] {
+        pin_this_thread(true);
+        go.arrive_and_wait();
+        std::int64_t next = now_ns();
+        for (std::size_t i = 0; i < writes; ++i) {
+            while (now_ns() < next) {
+            }
+            p.put(mix64(i % keyspace), i);
+            returned[i] = now_ns();
+            next = returned[i] + gap;
         }
-        p.put(mix64(i % keyspace), i);
-        returned[i] = now_ns();
-        next = returned[i] + gap;
-    }
+    });
+    writer.join();
     reader.join();
     std::vector<double> d(writes);
     for (std::size_t i = 0; i < writes; ++i)

@@ -29,6 +29,9 @@
 //      chan_closed. Every blocked sender and receiver is woken.
 //  C6  Blocking: a blocked thread spins for at most a few microseconds (bounded backoff ending in a few
 //      yields) and then sleeps on a futex; it is woken by the operation that completes or unblocks it.
+//      A buffered channel made with chan_wait::stream also polls, once a microsecond, for as long as the
+//      channel's recent waits lasted (twice the latest, at most 50 us) before it sleeps: a steady stream
+//      is then received without a sleep and a wake per value, at the price of the CPU it polls with.
 //  C7  Timeouts (send_for/recv_for/..._until): the operation either completes (C4 applies) or reports a
 //      timeout with no effect on the channel; never both.
 //  C8  Progress: operations on a buffered channel are lock-free while they neither block nor wake anybody
@@ -120,6 +123,13 @@ namespace detail {
 struct chan_access;
 }
 
+// How a blocked operation on a buffered channel waits (rule C6).
+enum class chan_wait : unsigned char {
+    sleep,   // a short bounded spin, then a futex sleep (the default; the least CPU while idle)
+    stream,  // also polls while the channel's recent waits were short (at most 50 us): for a consumer of a
+             // steady stream, such as a versioned_map feed, whose latency matters more than one core's time
+};
+
 template <class T>
 class chan {
     static_assert(std::is_object_v<T> && !std::is_const_v<T> && !std::is_volatile_v<T> && !std::is_array_v<T>,
@@ -136,7 +146,9 @@ class chan {
     // A channel with room for `capacity` values; 0 makes it unbuffered. Throws std::length_error, naming
     // both numbers, if capacity > max_capacity() (e.g. chan<int>(1 << 60), or a negative int converted to
     // size_t), and std::bad_alloc if the buffer cannot be allocated.
-    explicit chan(std::size_t capacity) : state_(std::make_shared<detail::chan_state<T>>(capacity)) {}
+    // `wait` picks how a blocked operation on a buffered channel waits (C6; ignored when unbuffered).
+    explicit chan(std::size_t capacity, chan_wait wait = chan_wait::sleep)
+        : state_(std::make_shared<detail::chan_state<T>>(capacity, wait == chan_wait::stream)) {}
 
     // The largest capacity a chan<T> accepts: as many slots (a T and an 8-byte stamp each) as fit in
     // PTRDIFF_MAX bytes. Like vector::max_size(), a bound of the representation, not a promise of memory.

@@ -10,7 +10,8 @@
 // A feed is what `m.watch(from)` returns: a channel (iterlock::chan<change<K, V>>, so it composes with
 // iterlock::select) on which every write after `from` arrives once, in order per key. The feed ends by
 // closing its channel; reason() then says why (feed_end). Destroying the feed unregisters it (O(shards)
-// shard locks, each held for a moment).
+// shard locks, each held for a moment). The channel is made with chan_wait::stream (chan.hpp, C6): a
+// receiver blocked on it polls while events come microseconds apart, instead of sleeping for each.
 //
 //   auto s = m.snapshot();                       // list ...
 //   for (const auto& [k, vv] : s) index.put(k, vv.value);

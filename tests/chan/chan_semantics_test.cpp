@@ -23,6 +23,7 @@
 namespace {
 
 using namespace std::chrono_literals;
+using iterlock::chan_wait;
 using access = iterlock::test::chan_access;
 using iterlock::chan;
 using iterlock::chan_closed;
@@ -386,12 +387,14 @@ TEST(ChanC6Blocking, Item20_BlockedThreadSleepsBeforeItsPartnerArrives) {
         std::size_t capacity;
         int receivers;
         bool via_select;
+        chan_wait wait = chan_wait::sleep;
     };
     for (shape const sh :
          {shape{"hand-over slot", 0, 1, false}, shape{"slot and unbuffered queue", 0, 2, false},
-          shape{"buffered queue", 4, 2, false}, shape{"select on two channels", 0, 1, true}}) {
+          shape{"buffered queue", 4, 2, false}, shape{"select on two channels", 0, 1, true},
+          shape{"buffered queue, stream mode", 4, 2, false, chan_wait::stream}}) {
         SCOPED_TRACE(sh.name);
-        chan<int> c(sh.capacity);
+        chan<int> c(sh.capacity, sh.wait);
         chan<int> other(1);
         std::atomic<int> sum{0};
         std::vector<std::thread> rs;
@@ -420,6 +423,30 @@ TEST(ChanC6Blocking, Item20_BlockedThreadSleepsBeforeItsPartnerArrives) {
         << "a sender parked in the hand-over slot still polls after 5 s (C6)";
     EXPECT_EQ(c.recv(), 5);
     s.join();
+}
+
+// C6, stream mode: the polling budget follows the waits a channel's blocked operations saw. A wait within
+// the limit sets it to twice that wait unless it is higher (then it decays by a quarter per wait); a longer
+// wait halves it, so a channel whose values stop coming goes back to sleeping at once. The budget is
+// checked as a rule here; the stream-mode calls themselves run in the C6 test above (they still sleep
+// when nothing comes) and in ChanMpmc's stream shapes (C3, C4).
+TEST(ChanC6Blocking, StreamBudgetFollowsTheRecentWaits) {
+    access::spin_budget b;
+    constexpr std::int64_t limit = access::spin_budget::max_ns;
+    static_assert(limit >= 4000, "the test below needs a limit of at least 4 us");
+    EXPECT_EQ(b.get(), 0) << "a new channel polls nothing beyond the fixed backoff";
+    b.observe(1000);
+    EXPECT_EQ(b.get(), 2000) << "a 1 us wait: poll for 2 us next time";
+    b.observe(100);
+    EXPECT_EQ(b.get(), 1500) << "a shorter wait: decay by a quarter, not a drop to 200 ns";
+    b.observe(limit / 2);
+    EXPECT_EQ(b.get(), limit) << "twice the wait, capped at the limit";
+    b.observe(limit + 1);
+    EXPECT_EQ(b.get(), limit / 2) << "a wait beyond the limit halves the budget";
+    for (int i = 0; i < 40; ++i) b.observe(10 * limit);
+    EXPECT_EQ(b.get(), 0) << "rare values: back to sleeping after the fixed backoff";
+    b.observe(-5);  // a clock that went backwards (never with steady_clock) counts as a long wait
+    EXPECT_EQ(b.get(), 0);
 }
 
 // C8: operations on a buffered channel take no lock while nobody waits, counted by the lock's probe. One

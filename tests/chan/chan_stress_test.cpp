@@ -25,7 +25,19 @@ using iterlock::chan_closed;
 
 using iterlock::test::encode;
 
-enum class style { blocking, try_ops, timed };
+// stream and stream_timed: blocking and timed calls on a channel made with chan_wait::stream (rule C6's
+// polling phase on both sides).
+enum class style { blocking, try_ops, timed, stream, stream_timed };
+
+bool is_stream(style s) {
+    return s == style::stream || s == style::stream_timed;
+}
+// The calls a style makes (a stream style makes those of its sleeping twin).
+style calls_of(style s) {
+    if (s == style::stream) return style::blocking;
+    if (s == style::stream_timed) return style::timed;
+    return s;
+}
 
 struct mpmc_param {
     int producers;
@@ -42,6 +54,10 @@ const char* style_name(style s) {
             return "try";
         case style::timed:
             return "timed";
+        case style::stream:
+            return "stream";
+        case style::stream_timed:
+            return "stream_timed";
     }
     return "?";
 }
@@ -65,7 +81,9 @@ TEST_P(ChanMpmc, ExactlyOnceAndPerProducerOrder) {
     auto const p = GetParam();
     std::size_t const per_producer =
         p.capacity == 0 ? iterlock::test::scaled(20000, 2500) : iterlock::test::scaled(50000, 6250);
-    chan<std::uint64_t> c(p.capacity);
+    chan<std::uint64_t> c(p.capacity,
+                          is_stream(p.how) ? iterlock::chan_wait::stream : iterlock::chan_wait::sleep);
+    style const how = calls_of(p.how);
     std::latch start(p.producers + p.consumers);
     std::vector<std::vector<std::uint64_t>> got(p.consumers);
     std::vector<std::thread> ts;
@@ -75,7 +93,7 @@ TEST_P(ChanMpmc, ExactlyOnceAndPerProducerOrder) {
             start.arrive_and_wait();
             for (std::uint32_t s = 0; s < per_producer; ++s) {
                 std::uint64_t v = encode(static_cast<std::uint32_t>(id), s);
-                switch (p.how) {
+                switch (how) {
                     case style::blocking:
                         c.send(v);
                         break;
@@ -86,6 +104,8 @@ TEST_P(ChanMpmc, ExactlyOnceAndPerProducerOrder) {
                         while (!c.send_for(std::uint64_t{v}, std::chrono::microseconds(20))) {
                         }
                         break;
+                    default:
+                        FAIL() << "calls_of() returned a stream style";
                 }
             }
         });
@@ -97,11 +117,11 @@ TEST_P(ChanMpmc, ExactlyOnceAndPerProducerOrder) {
             for (;;) {
                 // Two sides that only try can never meet on an unbuffered channel (nobody parks), so there
                 // the try_ops consumers block.
-                if (p.how == style::blocking || (p.how == style::try_ops && p.capacity == 0)) {
+                if (how == style::blocking || (how == style::try_ops && p.capacity == 0)) {
                     auto v = c.recv();
                     if (!v) break;
                     mine.push_back(*v);
-                } else if (p.how == style::try_ops) {
+                } else if (how == style::try_ops) {
                     auto r = c.try_recv();
                     if (r.closed()) break;
                     if (r) {
@@ -146,7 +166,9 @@ INSTANTIATE_TEST_SUITE_P(
                       mpmc_param{2, 2, 1024, style::blocking}, mpmc_param{8, 2, 16, style::blocking},
                       mpmc_param{2, 6, 3, style::blocking}, mpmc_param{3, 3, 0, style::try_ops},
                       mpmc_param{3, 3, 4, style::try_ops}, mpmc_param{3, 3, 0, style::timed},
-                      mpmc_param{3, 3, 2, style::timed}),
+                      mpmc_param{3, 3, 2, style::timed}, mpmc_param{1, 1, 64, style::stream},
+                      mpmc_param{3, 5, 7, style::stream}, mpmc_param{8, 2, 16, style::stream},
+                      mpmc_param{3, 3, 2, style::stream_timed}),
     shape_name);
 
 // Close racing with blocked and running senders: every send that returned normally is received, every

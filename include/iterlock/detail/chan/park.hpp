@@ -3,8 +3,9 @@
 // channel completes a blocked operation.
 //
 // Owns: iterlock::detail::futex_wait(), futex_wake(), backoff, chan_lock, lock_all(), unlock_all(),
-//       chan_parker, chan_probe, chan_probes, chan_clock, chan_random_below(); ITERLOCK_CHAN_SPIN_POLLS,
-//       ITERLOCK_CHAN_YIELD_POLLS, ITERLOCK_CHAN_PROBES.
+//       chan_parker, chan_spin_budget, chan_probe, chan_probes, chan_clock, chan_now_ns(),
+//       chan_random_below(); ITERLOCK_CHAN_SPIN_POLLS, ITERLOCK_CHAN_YIELD_POLLS,
+//       ITERLOCK_CHAN_ADAPTIVE_SPIN_NS, ITERLOCK_CHAN_PROBES.
 // Invariants: nothing spins without bound; a parker is claimed at most once per round and its claimer always
 //       signals it, and its owner never leaves before that signal (the list below says why this is safe).
 //
@@ -17,6 +18,7 @@
 //    harmless (the owner's futex loops tolerate spurious wake-ups).
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <climits>
@@ -42,6 +44,20 @@
 #ifndef ITERLOCK_CHAN_YIELD_POLLS
 #define ITERLOCK_CHAN_YIELD_POLLS 4
 #endif
+// The longest a blocked operation on a buffered channel keeps polling before it parks, when the channel's
+// recent waits say that its counterpart answers within that time (chan_spin_budget, rule C6). 0 turns the
+// adaptive phase off. The model checks (ITERLOCK_DETAIL_RELACY) run without it: it reads the clock.
+#ifndef ITERLOCK_CHAN_ADAPTIVE_SPIN_NS
+#if ITERLOCK_DETAIL_RELACY
+#define ITERLOCK_CHAN_ADAPTIVE_SPIN_NS 0
+#else
+#define ITERLOCK_CHAN_ADAPTIVE_SPIN_NS 50000
+#endif
+#endif
+// The adaptive phase's poll interval (the clock is read in between, which touches no shared line).
+#ifndef ITERLOCK_CHAN_ADAPTIVE_POLL_NS
+#define ITERLOCK_CHAN_ADAPTIVE_POLL_NS 1000
+#endif
 
 // Test probes: event counters that the channel tests read through detail/chan/test_access.hpp, to assert
 // that a race was actually reached or that a path took no lock. Compiled in only when ITERLOCK_CHAN_PROBES
@@ -58,6 +74,11 @@ static_assert(sizeof(std::atomic<std::uint32_t>) == sizeof(std::uint32_t) &&
               "futex words must be plain 32-bit atomics");
 
 using chan_clock = std::chrono::steady_clock;
+
+// The steady clock in nanoseconds (vDSO, no system call on Linux).
+inline std::int64_t chan_now_ns() noexcept {
+    return std::chrono::duration_cast<std::chrono::nanoseconds>(chan_clock::now().time_since_epoch()).count();
+}
 
 // Sleeps while `*word == expected`, at most until `deadline` when `timed`. May return spuriously.
 inline void futex_wait(atomic<std::uint32_t>* word, std::uint32_t expected, bool timed,
@@ -165,6 +186,8 @@ class backoff {
         if (step_ <= yield_limit) ++step_;
     }
     bool done() const noexcept { return step_ > yield_limit; }
+    // Whether the pause rounds are over (the next snooze() yields).
+    bool spun() const noexcept { return step_ > spin_limit; }
     void reset() noexcept { step_ = 0; }
 
   private:
@@ -283,8 +306,11 @@ class chan_parker {
         // the owner's acquire loads of wake_ in wait(); planted as relaxed,
         // memory_model.C4_ChannelDeliversEachValueExactlyOnce reports a data race on the value. Returns 1 iff
         // the owner set 1 (its CAS in wait()) before this RMW, so the owner sleeps only if it is then woken.
+        if (ITERLOCK_CHAN_ADAPTIVE_SPIN_NS != 0) signalled_ns_ = chan_now_ns();  // published by the exchange
         if (wake_.exchange(2, std::memory_order_release) == 1) futex_wake(&wake_, 1);
     }
+    // When signal() was called (steady clock, ns; 0 without the adaptive phase). Requires: signalled.
+    std::int64_t signalled_ns() const noexcept { return signalled_ns_; }
 
     // Waits for `signal()`: spins briefly, yields, then sleeps. Returns false if `deadline` passed first
     // (only when `timed`). Never returns false once signalled.
@@ -337,6 +363,40 @@ class chan_parker {
   private:
     atomic<std::uint32_t> sel_{unclaimed};
     atomic<std::uint32_t> wake_{0};
+    std::int64_t signalled_ns_ = 0;  // written by the claimer before its release in signal()
+};
+
+// How long a blocked operation on a buffered channel polls before it parks (rule C6), one per channel and
+// direction. A parked thread costs its waker a system call and itself a scheduler wake-up, which on a VM
+// can take milliseconds; a stream of values a few microseconds apart (a feed, a pipeline stage) should be
+// received by polling. The budget follows the delay that blocked operations of this direction saw from
+// first finding the ring empty (full) to the value (space) arriving: twice the latest delay when it is
+// within max_ns, decaying by a quarter per wait, and halved by each wait longer than max_ns. So a channel
+// whose counterpart answers within max_ns is polled through, and one whose values are rare parks after the
+// fixed backoff alone. A hint: relaxed, and any value read is a valid budget.
+class chan_spin_budget {
+  public:
+    static constexpr std::int64_t max_ns = ITERLOCK_CHAN_ADAPTIVE_SPIN_NS;
+    static constexpr std::int64_t poll_gap_ns = ITERLOCK_CHAN_ADAPTIVE_POLL_NS;
+
+    // Relaxed: a hint that orders nothing.
+    std::int64_t get() const noexcept { return ns_.load(std::memory_order_relaxed); }
+    // A blocked operation completed `delay_ns` after it first found the channel empty (full).
+    void observe(std::int64_t delay_ns) noexcept {
+        if constexpr (max_ns == 0) return;
+        // Relaxed: as get(); concurrent observers may overwrite each other, which only drops one sample.
+        std::uint32_t const old = ns_.load(std::memory_order_relaxed);
+        std::uint32_t next = old / 2;
+        if (delay_ns >= 0 && delay_ns <= max_ns) {
+            next = std::max(static_cast<std::uint32_t>(std::min<std::int64_t>(2 * delay_ns, max_ns)),
+                            old - old / 4);
+        }
+        if (next != old) ns_.store(next, std::memory_order_relaxed);
+    }
+
+  private:
+    static_assert(max_ns >= 0 && max_ns <= INT32_MAX, "the budget is kept in 32 bits");
+    atomic<std::uint32_t> ns_{0};
 };
 
 // Uniform value in [0, n) without division bias worth caring about for n <= 2^32.

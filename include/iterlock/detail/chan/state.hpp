@@ -56,7 +56,8 @@ class chan_state final : public chan_core {
 
   public:
     // Throws std::length_error if capacity > chan_ring<T>::max_capacity(), std::bad_alloc.
-    explicit chan_state(std::size_t capacity) : chan_core(capacity, &ops), ring_(capacity) {}
+    chan_state(std::size_t capacity, bool stream)
+        : chan_core(capacity, &ops), stream_(stream), ring_(capacity) {}
     // Aborts if a thread is still blocked on the channel (rule C9); then destroys the buffered values.
     ~chan_state() { fail_if_blocked_at_destruction(); }
 
@@ -353,14 +354,41 @@ class chan_state final : public chan_core {
         auto attempt = [&](bool locked, wake_list& wakes) {
             return send ? try_send(*static_cast<T*>(elem), locked, wakes) : try_recv(elem, locked, wakes);
         };
+        bool const adaptive = chan_spin_budget::max_ns != 0 && stream_;
+        chan_spin_budget& budget = send ? send_spin_ : recv_spin_;
+        std::int64_t blocked_at = 0;  // when an attempt first found the ring full (empty); 0: not yet
+        std::int64_t arrived_at = 0;  // when the last notification was signalled; 0: none
+        // A completed operation tells the budget how long its counterpart took (rule C6).
+        auto done = [&](op_status st) {
+            if (adaptive && st == op_status::ok && blocked_at != 0)
+                budget.observe((arrived_at != 0 ? arrived_at : chan_now_ns()) - blocked_at);
+            return st;
+        };
         backoff b;
         for (;;) {
             {
                 wake_list wakes;
                 op_status const st = attempt(false, wakes);
-                if (st != op_status::would_block) return st;
+                if (st != op_status::would_block) return done(st);
             }
             if (timed && chan_clock::now() >= deadline) return op_status::would_block;
+            if (adaptive && blocked_at == 0) blocked_at = chan_now_ns();
+            if (!b.spun()) {
+                b.snooze();
+                continue;
+            }
+            // The adaptive phase: poll while the channel's recent waits say the counterpart answers soon, one
+            // poll per chan_spin_budget::poll_gap_ns, so that the line the counterpart writes next is not
+            // pulled away from it at every pause (a stream then arrives in batches).
+            if (adaptive && arrived_at == 0) {
+                std::int64_t t = chan_now_ns();
+                if (t - blocked_at < budget.get()) {
+                    for (std::int64_t const until = t + chan_spin_budget::poll_gap_ns; t < until;
+                         t = chan_now_ns())
+                        spin_pause();
+                    continue;
+                }
+            }
             if (!b.done()) {
                 b.snooze();
                 continue;
@@ -377,7 +405,7 @@ class chan_state final : public chan_core {
                 unprotected_retract(send);
                 lock_.unlock();
                 wakes.signal_all();
-                return st;
+                return done(st);
             }
             unprotected_link(&w, send);
             lock_.unlock();
@@ -390,10 +418,16 @@ class chan_state final : public chan_core {
                 }
                 parker.wait(false, {});
             }
+            if (adaptive) arrived_at = parker.signalled_ns();
             // Notified (the ring changed or the channel closed): the claimer unlinked us; retry at once.
         }
     }
 
+    bool const stream_;  // chan_wait::stream: blocked operations poll within the budgets below (C6)
+    // Buffered kind in stream mode: how long a blocked receiver (sender) polls before it parks; each on
+    // its own line, written only by operations that had to wait.
+    alignas(64) chan_spin_budget recv_spin_;
+    alignas(64) chan_spin_budget send_spin_;
     chan_ring<T> ring_;
 };
 

@@ -3,8 +3,8 @@
 //
 // Owns: iterlock::detail::chan_test_access.
 // Invariants: every member only reads: how many threads are parked on a channel and how many of them sleep,
-//       the debug invariant check, and the probes (event counters, see ITERLOCK_CHAN_PROBES in
-//       chan/park.hpp). Not for production code.
+//       the debug invariant check, the stream budget's type, and the probes (event counters, see
+//       ITERLOCK_CHAN_PROBES in chan/park.hpp). Not for production code.
 #pragma once
 
 #include <cstddef>
@@ -15,6 +15,9 @@
 namespace iterlock::detail {
 
 struct chan_test_access {
+    // The polling budget of chan_wait::stream channels (rule C6), to check its rule on its own.
+    using spin_budget = chan_spin_budget;
+
     // Waiters currently linked in the channel's send (send = true) or receive queue (blocked threads and
     // select cases), plus the party parked in the hand-over slot.
     template <class T>

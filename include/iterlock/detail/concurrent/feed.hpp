@@ -30,7 +30,7 @@ namespace iterlock::detail {
 
 template <class Change>
 struct watcher_state {
-    explicit watcher_state(std::size_t capacity) : ch(capacity) {}
+    explicit watcher_state(std::size_t capacity) : ch(capacity, chan_wait::stream) {}
     chan<Change> ch;
     std::atomic<bool> ended{false};
     std::atomic<feed_end> reason{feed_end::none};
