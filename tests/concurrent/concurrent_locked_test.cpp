@@ -25,6 +25,7 @@
 #include "iterlock/errors.hpp"
 #include "iterlock/priority.hpp"
 #include "support/concurrent_maps.hpp"
+#include "support/cross_shard_writes.hpp"
 #include "support/lock_probes.hpp"
 #include "support/ordered_writes.hpp"
 #include "support/polling.hpp"
@@ -107,34 +108,9 @@ TEST_F(CMapLocked, L1_RealTimeOrderAcrossShards) {
     long passes = 0;
     for (long round = 0; passes < min_passes; ++round) {
         lmap m(16, seed{static_cast<std::uint64_t>(round) + 9});
-        std::atomic<long> a_done{0};
-        std::atomic<long> walks{0};
-        std::atomic<bool> finished{false};
-        std::latch start(3);
-        std::thread a([&] {
-            start.arrive_and_wait();
-            for (long i = 0; i < n; ++i) {
-                m.insert({2 * i, value_of(2 * i)});
-                a_done.store(i + 1);
-                if (i % 8 == 7) {
-                    const long seen = walks.load();
-                    while (walks.load() == seen) std::this_thread::yield();
-                }
-            }
-        });
-        std::thread b([&] {
-            start.arrive_and_wait();
-            for (long i = 0; i < n; ++i) {
-                while (a_done.load() <= i) std::this_thread::yield();
-                m.insert({2 * i + 1, value_of(2 * i + 1)});
-            }
-            finished.store(true);
-        });
-        start.arrive_and_wait();
-        for (bool last = false; !last; ++passes) {
-            last = finished.load();
+        passes += iterlock::test::run_cross_shard_round(m, n, [&](auto started) {
             auto g = m.lock_for_iteration();
-            walks.fetch_add(1);
+            started();
             const std::uint64_t rev = m.revision();
             std::vector<char> have(static_cast<std::size_t>(2 * n), 0);
             std::size_t produced = 0;
@@ -152,9 +128,8 @@ TEST_F(CMapLocked, L1_RealTimeOrderAcrossShards) {
                              !have[static_cast<std::size_t>(2 * i)])
                     << "round " << round << ": walk holds b[" << i << "] but not a[" << i << "]";
             }
-        }
-        a.join();
-        b.join();
+        });
+        if (HasFatalFailure()) return;
     }
 }
 

@@ -21,6 +21,7 @@
 #include "iterlock/concurrent_map.hpp"
 #include "support/concurrent_maps.hpp"
 #include "support/counting_allocator.hpp"
+#include "support/cross_shard_writes.hpp"
 #include "support/ordered_writes.hpp"
 #include "support/scale.hpp"
 #include "support/watchdog.hpp"
@@ -96,35 +97,10 @@ TEST_F(CMapSnapshot, S1_RealTimeOrderAcrossShards) {
     long passes = 0;
     for (long round = 0; passes < min_passes; ++round) {
         lmap m(16, seed{static_cast<std::uint64_t>(round) + 7});
-        std::atomic<long> a_done{0};
-        std::atomic<long> walks{0};
-        std::atomic<bool> finished{false};
-        std::latch start(3);
-        std::thread a([&] {
-            start.arrive_and_wait();
-            for (long i = 0; i < n; ++i) {
-                m.insert({2 * i, value_of(2 * i)});
-                a_done.store(i + 1);
-                if (i % 8 == 7) {
-                    const long seen = walks.load();
-                    while (walks.load() == seen) std::this_thread::yield();
-                }
-            }
-        });
-        std::thread b([&] {
-            start.arrive_and_wait();
-            for (long i = 0; i < n; ++i) {
-                while (a_done.load() <= i) std::this_thread::yield();
-                m.insert({2 * i + 1, value_of(2 * i + 1)});
-            }
-            finished.store(true);
-        });
-        start.arrive_and_wait();
         bool failed = false;
-        for (bool last = false; !last;) {
-            last = finished.load();
+        passes += iterlock::test::run_cross_shard_round(m, n, [&](auto started) {
             auto s = m.snapshot();
-            walks.fetch_add(1);
+            started();
             std::vector<char> have(static_cast<std::size_t>(2 * n), 0);
             std::size_t produced = 0;
             for (const auto& [k, v] : s) {
@@ -135,7 +111,6 @@ TEST_F(CMapSnapshot, S1_RealTimeOrderAcrossShards) {
                 ++produced;
             }
             EXPECT_EQ(s.size(), produced);
-            ++passes;
             long as = 0, bs = 0;
             for (long i = 0; i < n; ++i) {
                 as += have[static_cast<std::size_t>(2 * i)];
@@ -154,10 +129,9 @@ TEST_F(CMapSnapshot, S1_RealTimeOrderAcrossShards) {
                     failed = true;
                 }
             }
-        }
-        a.join();
-        b.join();
+        });
         ASSERT_FALSE(failed);
+        if (HasFatalFailure()) return;
     }
 }
 
