@@ -70,33 +70,32 @@ walk_result guard_walk(lmap& m, Started&& started) {
     return w;
 }
 
+// One run of the ordered-write harness (256 keys, a handshake every 8 writes) over guard walks of
+// fresh 4-shard maps, round r seeded r + seed_offset.
+iterlock::test::ordered_stats guard_rounds(write_kind kind, long min_passes, std::uint64_t seed_offset) {
+    return iterlock::test::run_ordered_rounds(
+        kind, 256, 8, min_passes, iterlock::test::fresh_map_per_round<lmap>(4, seed_offset),
+        [](lmap& m, auto started) { return guard_walk(m, started); });
+}
+
 // Item 19 of issue 13: the ordered-write harness's handshake makes walks overlap the writer; its own check
 // (at least n / handshake - 2 mid-round walks per round, ordered_writes.hpp) fails if a harness change lets
 // every walk see an empty or a full map. Here the count is asserted once more where the test can see it.
 TEST_F(CMapLocked, Item19_OrderedWalksSeeTheWriterMidRound) {
-    const auto st = iterlock::test::run_ordered_rounds(
-        write_kind::insert, 256, 8, scaled(400, 200),
-        [](long round) { return std::make_unique<lmap>(4, seed{static_cast<std::uint64_t>(round) + 71}); },
-        [](lmap& m, auto started) { return guard_walk(m, started); });
+    const auto st = guard_rounds(write_kind::insert, scaled(400, 200), 71);
     EXPECT_GE(st.partial, st.rounds * iterlock::test::min_partial_walks(256, 8));
     EXPECT_LT(st.partial, st.passes);
 }
 
 // L1: one writer inserts k0, k1, ... in order; every guard walk sees exactly a prefix.
 TEST_F(CMapLocked, L1_OrderedInsertsShowAPrefix) {
-    const auto st = iterlock::test::run_ordered_rounds(
-        write_kind::insert, 256, 8, scaled(4000, 2000),
-        [](long round) { return std::make_unique<lmap>(4, seed{static_cast<std::uint64_t>(round) + 1}); },
-        [](lmap& m, auto started) { return guard_walk(m, started); });
+    const auto st = guard_rounds(write_kind::insert, scaled(4000, 2000), 1);
     EXPECT_GE(st.passes, scaled(4000, 2000));
 }
 
 // The erasing twin: every guard walk sees exactly a suffix.
 TEST_F(CMapLocked, L1_OrderedErasesShowASuffix) {
-    const auto st = iterlock::test::run_ordered_rounds(
-        write_kind::erase, 256, 8, scaled(4000, 2000),
-        [](long round) { return std::make_unique<lmap>(4, seed{static_cast<std::uint64_t>(round) + 51}); },
-        [](lmap& m, auto started) { return guard_walk(m, started); });
+    const auto st = guard_rounds(write_kind::erase, scaled(4000, 2000), 51);
     EXPECT_GE(st.passes, scaled(4000, 2000));
 }
 

@@ -58,34 +58,33 @@ walk_result snapshot_walk(lmap& m, Started&& started) {
     return w;
 }
 
+// One run of the ordered-write harness (256 keys, a handshake every 8 writes) over snapshot walks of
+// fresh 4-shard maps, round r seeded r + seed_offset.
+iterlock::test::ordered_stats snapshot_rounds(write_kind kind, long min_passes, std::uint64_t seed_offset) {
+    return iterlock::test::run_ordered_rounds(
+        kind, 256, 8, min_passes, iterlock::test::fresh_map_per_round<lmap>(4, seed_offset),
+        [](lmap& m, auto started) { return snapshot_walk(m, started); });
+}
+
 // Item 19 of issue 13: the harness's handshake makes snapshot walks overlap the writer
 // (support/ordered_writes.hpp checks each round); the total is asserted here too, so a walk that is always
 // empty or full fails.
 TEST_F(CMapSnapshot, Item19_OrderedWalksSeeTheWriterMidRound) {
-    const auto st = iterlock::test::run_ordered_rounds(
-        write_kind::erase, 256, 8, scaled(400, 200),
-        [](long round) { return std::make_unique<lmap>(4, seed{static_cast<std::uint64_t>(round) + 171}); },
-        [](lmap& m, auto started) { return snapshot_walk(m, started); });
+    const auto st = snapshot_rounds(write_kind::erase, scaled(400, 200), 171);
     EXPECT_GE(st.partial, st.rounds * iterlock::test::min_partial_walks(256, 8));
     EXPECT_LT(st.partial, st.passes);
 }
 
 // S1/S2: one writer inserts k0, k1, ... in order; every snapshot holds exactly a prefix.
 TEST_F(CMapSnapshot, S1_S2_OrderedInsertsShowAPrefix) {
-    const auto st = iterlock::test::run_ordered_rounds(
-        write_kind::insert, 256, 8, scaled(4000, 2000),
-        [](long round) { return std::make_unique<lmap>(4, seed{static_cast<std::uint64_t>(round) + 1}); },
-        [](lmap& m, auto started) { return snapshot_walk(m, started); });
+    const auto st = snapshot_rounds(write_kind::insert, scaled(4000, 2000), 1);
     EXPECT_GE(st.passes, scaled(4000, 2000));
     RecordProperty("partial_passes", static_cast<int>(st.partial));
 }
 
 // The erasing twin: prefilled, erased k0, k1, ... in order; every snapshot holds exactly a suffix.
 TEST_F(CMapSnapshot, S1_S2_OrderedErasesShowASuffix) {
-    const auto st = iterlock::test::run_ordered_rounds(
-        write_kind::erase, 256, 8, scaled(4000, 2000),
-        [](long round) { return std::make_unique<lmap>(4, seed{static_cast<std::uint64_t>(round) + 101}); },
-        [](lmap& m, auto started) { return snapshot_walk(m, started); });
+    const auto st = snapshot_rounds(write_kind::erase, scaled(4000, 2000), 101);
     EXPECT_GE(st.passes, scaled(4000, 2000));
 }
 

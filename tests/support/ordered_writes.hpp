@@ -18,6 +18,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstddef>
+#include <cstdint>
 #include <latch>
 #include <memory>
 #include <optional>
@@ -28,6 +29,8 @@
 #include <vector>
 
 #include <gtest/gtest.h>
+
+#include "iterlock/map.hpp"
 
 namespace iterlock::test {
 
@@ -88,6 +91,14 @@ struct ordered_stats {
 // The fewest partial walks a round of n writes with this handshake can have (see the essay above).
 constexpr long min_partial_walks(long n, long handshake) {
     return n / handshake >= 2 ? n / handshake - 2 : 0;
+}
+
+// A make_map for run_ordered_rounds: round r gets a fresh Map(shards, seed{r + seed_offset}).
+template <class Map>
+auto fresh_map_per_round(std::size_t shards, std::uint64_t seed_offset) {
+    return [shards, seed_offset](long round) {
+        return std::make_unique<Map>(shards, iterlock::seed{static_cast<std::uint64_t>(round) + seed_offset});
+    };
 }
 
 // Runs rounds of `n` ordered writes on fresh maps made by make_map(round) until at least `min_passes` walks
