@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <sstream>
 #include <string>
 
@@ -72,14 +73,28 @@ bool have_openssl() {
     return std::system("openssl version >/dev/null 2>&1") == 0;
 }
 
-TEST(EtcdTls, C5_MapOverTlsWithAClientCertificate) {
-    if (!have_openssl()) GTEST_SKIP() << "no openssl command-line tool (Debian package `openssl`)";
-    test_pki pki;
-    ASSERT_TRUE(pki.ok) << read(pki.dir / "openssl.log");
-    local_etcd cluster(1, pki.server());
+// Every test: a fresh PKI (skipped without the openssl tool), one etcd member serving TLS with it, and
+// client options `o` that point at the member (no TLS set yet).
+class EtcdTls : public ::testing::Test {
+  protected:
+    void SetUp() override {
+        if (!have_openssl()) GTEST_SKIP() << "no openssl command-line tool (Debian package `openssl`)";
+        pki_.emplace();
+        ASSERT_TRUE(pki_->ok) << read(pki_->dir / "openssl.log");
+        cluster_.emplace(1, pki_->server());
+        o.endpoints = cluster_->endpoints();
+    }
+    const test_pki& pki() const { return *pki_; }
+
     etcd::client_options o;
-    o.endpoints = cluster.endpoints();
-    o.tls = pki.client(true);
+
+  private:
+    std::optional<test_pki> pki_;
+    std::optional<local_etcd> cluster_;
+};
+
+TEST_F(EtcdTls, C5_MapOverTlsWithAClientCertificate) {
+    o.tls = pki().client(true);
     etcd::client c(o);
     seq_map m(c, "tls/");  // list, watch and writes, all over TLS
     const auto last = write_sequence(c, "tls/", 0, 0, 20);
@@ -89,13 +104,7 @@ TEST(EtcdTls, C5_MapOverTlsWithAClientCertificate) {
     expect_equals_etcd(m, s);
 }
 
-TEST(EtcdTls, C5_PlaintextOrCertificatelessClientsAreRefused) {
-    if (!have_openssl()) GTEST_SKIP() << "no openssl command-line tool (Debian package `openssl`)";
-    test_pki pki;
-    ASSERT_TRUE(pki.ok) << read(pki.dir / "openssl.log");
-    local_etcd cluster(1, pki.server());
-    etcd::client_options o;
-    o.endpoints = cluster.endpoints();
+TEST_F(EtcdTls, C5_PlaintextOrCertificatelessClientsAreRefused) {
     o.call_timeout = std::chrono::milliseconds(1500);
     o.connect_timeout = std::chrono::milliseconds(500);
     {
@@ -103,7 +112,7 @@ TEST(EtcdTls, C5_PlaintextOrCertificatelessClientsAreRefused) {
         EXPECT_THROW(plain.put("tls/x", "1"), etcd::error);
     }
     {
-        o.tls = pki.client(false);  // TLS, but no client certificate: etcd requires one
+        o.tls = pki().client(false);  // TLS, but no client certificate: etcd requires one
         etcd::client anonymous(o);
         EXPECT_THROW(anonymous.put("tls/x", "1"), etcd::error);
     }
@@ -113,7 +122,7 @@ TEST(EtcdTls, C5_PlaintextOrCertificatelessClientsAreRefused) {
         etcd::client untrusting(o);
         EXPECT_THROW((void)untrusting.get("tls/x"), etcd::error);
     }
-    o.tls = pki.client(true);
+    o.tls = pki().client(true);
     etcd::client good(o);
     EXPECT_GT(good.put("tls/x", "1"), 0);
 }
