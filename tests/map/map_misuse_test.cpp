@@ -77,6 +77,16 @@ gated_map make_gated() {
     return m;
 }
 
+// Runs touch(m) on this thread while another thread is parked inside a write to a fresh gated map m (named
+// `name` when given, before the writer starts); used inside EXPECT_DEATH, whose child the misuse ends.
+template <class Touch>
+void during_parked_write(Touch touch, const char* name = nullptr) {
+    gated_map m = make_gated();
+    if (name != nullptr) m.set_name(name);
+    parked_writer w(m);
+    touch(m);
+}
+
 // Keeps an iterator of `m`, created on another thread, alive (and never stepped) until destruction.
 template <class Map>
 class foreign_iterator {
@@ -111,23 +121,11 @@ using iterlock::test::make_filled;
 // ---- "concurrent map writes" ---------------------------------------------------------------------------
 
 TEST_F(MapMisuse, ConcurrentWritesAbort) {
-    EXPECT_DEATH(
-        {
-            gated_map m = make_gated();
-            parked_writer w(m);
-            m.insert_or_assign(3, 3);
-        },
-        writes_re);
+    EXPECT_DEATH(during_parked_write([](gated_map& m) { m.insert_or_assign(3, 3); }), writes_re);
 }
 
 TEST_F(MapMisuse, ConcurrentWriteViaEraseAborts) {
-    EXPECT_DEATH(
-        {
-            gated_map m = make_gated();
-            parked_writer w(m);
-            m.erase(1);
-        },
-        writes_re);
+    EXPECT_DEATH(during_parked_write([](gated_map& m) { m.erase(1); }), writes_re);
 }
 
 TEST_F(MapMisuse, ConcurrentWritesThrowInThrowMode) {
@@ -153,30 +151,12 @@ TEST_F(MapMisuse, ConcurrentWritesThrowInThrowMode) {
 // ---- "concurrent map read and map write" -----------------------------------------------------------------
 
 TEST_F(MapMisuse, ReadDuringWriteAborts) {
-    EXPECT_DEATH(
-        {
-            gated_map m = make_gated();
-            parked_writer w(m);
-            (void)m.contains(5);
-        },
-        read_write_re);
+    EXPECT_DEATH(during_parked_write([](gated_map& m) { (void)m.contains(5); }), read_write_re);
 }
 
 TEST_F(MapMisuse, FindAndGetDuringWriteAbort) {
-    EXPECT_DEATH(
-        {
-            gated_map m = make_gated();
-            parked_writer w(m);
-            (void)m.find(1);
-        },
-        read_write_re);
-    EXPECT_DEATH(
-        {
-            gated_map m = make_gated();
-            parked_writer w(m);
-            (void)m.get(1);
-        },
-        read_write_re);
+    EXPECT_DEATH(during_parked_write([](gated_map& m) { (void)m.find(1); }), read_write_re);
+    EXPECT_DEATH(during_parked_write([](gated_map& m) { (void)m.get(1); }), read_write_re);
 }
 
 TEST_F(MapMisuse, ReadDuringWriteThrowsInThrowMode) {
@@ -281,14 +261,11 @@ TEST_F(MapMisuse, OwnIterationAfterForeignIteratorEndedIsNotReported) {
 
 TEST_F(MapMisuse, IterationStartedDuringWriteAborts) {
     // Go reports this from mapiternext; a begin() while another thread is mid-write is either message.
-    EXPECT_DEATH(
-        {
-            gated_map m = make_gated();
-            parked_writer w(m);
-            auto it = m.begin();
-            (void)it;
-        },
-        "fatal error: concurrent map (iteration|read) and map write");
+    EXPECT_DEATH(during_parked_write([](gated_map& m) {
+                     auto it = m.begin();
+                     (void)it;
+                 }),
+                 "fatal error: concurrent map (iteration|read) and map write");
 }
 
 TEST_F(MapMisuse, IterationWriteThrowsBeforeModifying) {
@@ -497,29 +474,12 @@ TEST_F(MapMisuse, Item13_MoveAssignmentAndSwapSayWhatHappened) {
 
 // Go's words, then iterlock's container, its key and mapped types, and the name the program gave the map.
 TEST_F(MapMisuse, Item13_AbortMessagesNameIterlockAndTheMap) {
-    EXPECT_DEATH(
-        {
-            gated_map m = make_gated();
-            m.set_name("sessions");
-            parked_writer w(m);
-            m.insert_or_assign(3, 3);
-        },
-        "fatal error: concurrent map writes \\(iterlock::map<int, int> \"sessions\"\\)");
-    EXPECT_DEATH(
-        {
-            gated_map m = make_gated();
-            parked_writer w(m);
-            m.insert_or_assign(3, 3);
-        },
-        "fatal error: concurrent map writes \\(iterlock::map<int, int>\\)");
-    EXPECT_DEATH(
-        {
-            gated_map m = make_gated();
-            m.set_name("sessions");
-            parked_writer w(m);
-            (void)m.contains(5);
-        },
-        "fatal error: concurrent map read and map write \\(iterlock::map<int, int> \"sessions\"\\)");
+    EXPECT_DEATH(during_parked_write([](gated_map& m) { m.insert_or_assign(3, 3); }, "sessions"),
+                 "fatal error: concurrent map writes \\(iterlock::map<int, int> \"sessions\"\\)");
+    EXPECT_DEATH(during_parked_write([](gated_map& m) { m.insert_or_assign(3, 3); }),
+                 "fatal error: concurrent map writes \\(iterlock::map<int, int>\\)");
+    EXPECT_DEATH(during_parked_write([](gated_map& m) { (void)m.contains(5); }, "sessions"),
+                 "fatal error: concurrent map read and map write \\(iterlock::map<int, int> \"sessions\"\\)");
     EXPECT_DEATH(
         {
             int_map m = make_filled(100);
