@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdint>
 #include <random>
 #include <vector>
@@ -106,16 +107,24 @@ TEST(DemoFeatureService, SlotOrderIsAFixedPermutation) {
     EXPECT_LT(in_place, 20u);  // not the key order (a random permutation fixes about one point)
 }
 
+// A run of the feature service with two writers: `sessions` sessions, an aggregation every `interval`,
+// `seconds` long, with about `entry_ns` of work per entry.
+service_config two_writer_service(std::uint64_t sessions, std::chrono::milliseconds interval, double seconds,
+                                  double entry_ns) {
+    service_config cfg;
+    cfg.writers = 2;
+    cfg.sessions = sessions;
+    cfg.interval = interval;
+    cfg.duration = std::chrono::duration<double>(seconds);
+    cfg.work = entry_work::calibrated(entry_ns);
+    return cfg;
+}
+
 // Both loops (closed: capacity, no per-update timing; open: every update timed from its arrival), over the
 // writers' random slot orders and the per-entry work: the consistent stores show no violation, which they
 // could not if the prefill's sequence numbers did not follow the writers' orders.
 TEST(DemoFeatureService, ConsistentStoresShowNoViolations) {
-    service_config cfg;
-    cfg.writers = 2;
-    cfg.sessions = 2000;
-    cfg.interval = std::chrono::milliseconds(5);
-    cfg.duration = std::chrono::duration<double>(0.3);
-    cfg.work = entry_work::calibrated(20);
+    service_config cfg = two_writer_service(2000, std::chrono::milliseconds(5), 0.3, 20);
     EXPECT_GT(cfg.work.steps(), 0u);
     iterlock_snapshot_store snap;
     iterlock_locked_store locked;
@@ -136,12 +145,7 @@ TEST(DemoFeatureService, ConsistentStoresShowNoViolations) {
 // Issue 16 ("Done means"): iterlock_feed exports through a change feed while the writers run, and its check
 // finds the replica equal to the map at the end; its walks are snapshots, consistent like the others.
 TEST(DemoFeatureService, FeedExporterReplicaEqualsTheMapAtTheEnd) {
-    service_config cfg;
-    cfg.writers = 2;
-    cfg.sessions = 2000;
-    cfg.interval = std::chrono::milliseconds(5);
-    cfg.duration = std::chrono::duration<double>(0.3);
-    cfg.work = entry_work::calibrated(20);
+    service_config cfg = two_writer_service(2000, std::chrono::milliseconds(5), 0.3, 20);
     for (int pass = 0; pass < 2; ++pass) {
         cfg.rate = pass == 0 ? 0 : 200'000;
         iterlock_feed_store store;
@@ -173,12 +177,8 @@ TEST(DemoFeatureService, FeedExporterCheckCatchesAStaleReplica) {
 // is not instrumented, so its hand-offs would read as races.)
 TEST(DemoFeatureService, UnlockedWalksAreCaught) {
     if (ITERLOCK_TEST_TSAN) GTEST_SKIP() << "TBB is not instrumented for ThreadSanitizer";
-    service_config cfg;
-    cfg.writers = 2;
-    cfg.sessions = 20000;
-    cfg.interval = std::chrono::milliseconds(1);
-    cfg.duration = std::chrono::duration<double>(0.5);
-    cfg.work = entry_work::calibrated(50);  // long walks: writers land in the middle of them
+    // Long walks (50 ns of work per entry): writers land in the middle of them.
+    service_config cfg = two_writer_service(20000, std::chrono::milliseconds(1), 0.5, 50);
     tbb_store tbb;
     // A torn walk needs a writer running during it; on a busy machine that may take a few rounds.
     std::uint64_t aggregations = 0, violations = 0;
