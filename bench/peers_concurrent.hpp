@@ -323,20 +323,43 @@ class sharded_spinlock_peer {
 
 // ----- iterlock ---------------------------------------------------------------------------------------
 
-#if ITERLOCK_BENCH_HAVE_CONCURRENT_MAP
-// iterlock::concurrent_map with its default (snapshot) iteration: a pass walks a snapshot. The template
-// parameter switches the map's metrics on (the default) or off, to measure what they cost.
-template <bool Metrics>
-class iterlock_snapshot_peer_t {
+// The writes every iterlock adapter forwards unchanged (the containers are safe to call concurrently on
+// their own); the adapter adds find (its container's lookup) and its own iteration pass over map_.
+template <class Map>
+class iterlock_forwarding_peer {
   public:
-    ITERLOCK_BENCH_FORWARD std::optional<std::uint64_t> find(std::uint64_t k) const { return map_.find(k); }
+    iterlock_forwarding_peer() = default;
+    template <class... Args>
+    explicit iterlock_forwarding_peer(Args... args) : map_(args...) {}
+
     ITERLOCK_BENCH_FORWARD void insert_or_assign(std::uint64_t k, std::uint64_t v) {
         map_.insert_or_assign(k, v);
     }
     ITERLOCK_BENCH_FORWARD bool erase(std::uint64_t k) { return map_.erase(k) != 0; }
+
+  protected:
+    Map map_;
+};
+
+#if ITERLOCK_BENCH_HAVE_CONCURRENT_MAP
+// iterlock::concurrent_map with its default (snapshot) iteration: a pass walks a snapshot. The template
+// parameter switches the map's metrics on (the default) or off, to measure what they cost.
+template <bool Metrics>
+using iterlock_snapshot_map_t =
+    iterlock::concurrent_map<std::uint64_t, std::uint64_t, iterlock::hash<std::uint64_t>,
+                             std::equal_to<std::uint64_t>,
+                             std::allocator<std::pair<const std::uint64_t, std::uint64_t>>,
+                             iterlock::map_options<iterlock::iteration_policy::snapshot, Metrics>>;
+
+template <bool Metrics>
+class iterlock_snapshot_peer_t : public iterlock_forwarding_peer<iterlock_snapshot_map_t<Metrics>> {
+  public:
+    ITERLOCK_BENCH_FORWARD std::optional<std::uint64_t> find(std::uint64_t k) const {
+        return this->map_.find(k);
+    }
     template <class F>
     void for_each_consistent(F&& f) {
-        auto snap = map_.snapshot();
+        auto snap = this->map_.snapshot();
         for (const auto& [k, v] : snap) f(k, v);
     }
     static constexpr std::string_view name = Metrics ? "iterlock_snapshot" : "iterlock_snapshot_nometrics";
@@ -344,13 +367,6 @@ class iterlock_snapshot_peer_t {
     static constexpr std::string_view guarantee = Metrics
                                                       ? "snapshot: one instant, writers never wait (S1-S3)"
                                                       : "as iterlock_snapshot, metrics compiled out";
-
-  private:
-    iterlock::concurrent_map<std::uint64_t, std::uint64_t, iterlock::hash<std::uint64_t>,
-                             std::equal_to<std::uint64_t>,
-                             std::allocator<std::pair<const std::uint64_t, std::uint64_t>>,
-                             iterlock::map_options<iterlock::iteration_policy::snapshot, Metrics>>
-        map_;
 };
 using iterlock_snapshot_peer = iterlock_snapshot_peer_t<true>;
 using iterlock_snapshot_nometrics_peer = iterlock_snapshot_peer_t<false>;
@@ -358,16 +374,17 @@ using iterlock_snapshot_nometrics_peer = iterlock_snapshot_peer_t<false>;
 // iterlock::versioned_map (issue 16): the snapshot map with a revision per entry; History events kept per
 // shard for watches from an earlier snapshot (0: versions only, no event is made without a watcher).
 template <std::size_t History>
-class iterlock_versioned_peer_t {
+class iterlock_versioned_peer_t
+    : public iterlock_forwarding_peer<iterlock::versioned_map<std::uint64_t, std::uint64_t>> {
   public:
-    ITERLOCK_BENCH_FORWARD std::optional<std::uint64_t> find(std::uint64_t k) const { return map_.find(k); }
-    ITERLOCK_BENCH_FORWARD void insert_or_assign(std::uint64_t k, std::uint64_t v) {
-        map_.insert_or_assign(k, v);
+    iterlock_versioned_peer_t()
+        : iterlock_forwarding_peer<iterlock::versioned_map<std::uint64_t, std::uint64_t>>(0, History) {}
+    ITERLOCK_BENCH_FORWARD std::optional<std::uint64_t> find(std::uint64_t k) const {
+        return this->map_.find(k);
     }
-    ITERLOCK_BENCH_FORWARD bool erase(std::uint64_t k) { return map_.erase(k) != 0; }
     template <class F>
     void for_each_consistent(F&& f) {
-        auto snap = map_.snapshot();
+        auto snap = this->map_.snapshot();
         for (const auto& [k, vv] : snap) f(k, vv.value);
     }
     static constexpr std::string_view name =
@@ -376,21 +393,15 @@ class iterlock_versioned_peer_t {
     static constexpr std::string_view guarantee =
         History == 0 ? "snapshot (S1-S3) with per-key revisions (V1)"
                      : "as iterlock_versioned, 256 events of history per shard (V2)";
-
-  private:
-    iterlock::versioned_map<std::uint64_t, std::uint64_t> map_{0, History};
 };
 using iterlock_versioned_peer = iterlock_versioned_peer_t<0>;
 using iterlock_versioned_history_peer = iterlock_versioned_peer_t<256>;
 
 // iterlock::concurrent_map with locked iteration: a pass runs under the iteration lock.
-class iterlock_locked_peer {
+class iterlock_locked_peer
+    : public iterlock_forwarding_peer<iterlock::locked_concurrent_map<std::uint64_t, std::uint64_t>> {
   public:
     ITERLOCK_BENCH_FORWARD std::optional<std::uint64_t> find(std::uint64_t k) const { return map_.find(k); }
-    ITERLOCK_BENCH_FORWARD void insert_or_assign(std::uint64_t k, std::uint64_t v) {
-        map_.insert_or_assign(k, v);
-    }
-    ITERLOCK_BENCH_FORWARD bool erase(std::uint64_t k) { return map_.erase(k) != 0; }
     template <class F>
     void for_each_consistent(F&& f) {
         auto guard = map_.lock_for_iteration();
@@ -400,22 +411,17 @@ class iterlock_locked_peer {
     static constexpr bool iteration_safe = true;
     static constexpr std::string_view guarantee =
         "consistent: writers wait for the guard; waiting writers block new guards (L1, L3)";
-
-  private:
-    iterlock::locked_concurrent_map<std::uint64_t, std::uint64_t> map_;
 };
 #endif
 
 #if ITERLOCK_BENCH_HAVE_GUARDED
 // iterlock::guarded<boost::unordered_flat_map>: the same map as boost_shared_mutex behind the iteration lock
 // (finds shared, writes exclusive, a pass under a guard; issue 15).
-class guarded_boost_flat_peer {
+class guarded_boost_flat_peer
+    : public iterlock_forwarding_peer<
+          iterlock::guarded<boost::unordered_flat_map<std::uint64_t, std::uint64_t>, false>> {
   public:
     ITERLOCK_BENCH_FORWARD std::optional<std::uint64_t> find(std::uint64_t k) const { return map_.get(k); }
-    ITERLOCK_BENCH_FORWARD void insert_or_assign(std::uint64_t k, std::uint64_t v) {
-        map_.insert_or_assign(k, v);
-    }
-    ITERLOCK_BENCH_FORWARD bool erase(std::uint64_t k) { return map_.erase(k) != 0; }
     template <class F>
     void for_each_consistent(F&& f) {
         auto guard = map_.lock_for_iteration();
@@ -425,9 +431,6 @@ class guarded_boost_flat_peer {
     static constexpr bool iteration_safe = true;
     static constexpr std::string_view guarantee =
         "consistent: writers wait for the guard; waiting writers block new guards; finds never wait for it";
-
-  private:
-    iterlock::guarded<boost::unordered_flat_map<std::uint64_t, std::uint64_t>, false> map_;
 };
 #endif
 
