@@ -92,6 +92,24 @@ class recipe_mutex {
     std::int64_t lease_;
 };
 
+// The lock a D5/D6 process contends on under `prefix`: for iterlock_etcd the map (data under prefix/data/)
+// with its iteration lock under prefix/lock/; otherwise the recipe's mutex under prefix/mutex/ on a fresh
+// 60 s lease. Exactly one of the two is set.
+struct contended_lock {
+    std::unique_ptr<lmap> m;
+    std::unique_ptr<recipe_mutex> mu;
+};
+
+contended_lock make_contended_lock(etcd::client& c, const std::string& impl, const std::string& prefix) {
+    contended_lock l;
+    if (impl == "iterlock_etcd")
+        l.m = std::make_unique<lmap>(c, prefix + "data/", etcd::map_options{},
+                                     etcd::lock_options{.prefix = prefix + "lock/", .ttl = 30s});
+    else
+        l.mu = std::make_unique<recipe_mutex>(c, prefix + "mutex/", c.lease_grant(60).id);
+    return l;
+}
+
 // ---- child processes ----
 
 std::string self_exe() {
@@ -160,13 +178,9 @@ int child_main(const std::string& spec) {
     in >> mode >> impl >> endpoint >> prefix;
     etcd::client c(etcd::client_options{.endpoints = {endpoint}, .call_timeout = 60s});
     const std::string data = prefix + "data/";
-    std::unique_ptr<lmap> m;
-    std::unique_ptr<recipe_mutex> mu;
-    if (impl == "iterlock_etcd")
-        m = std::make_unique<lmap>(c, data, etcd::map_options{},
-                                   etcd::lock_options{.prefix = prefix + "lock/", .ttl = 30s});
-    else
-        mu = std::make_unique<recipe_mutex>(c, prefix + "mutex/", c.lease_grant(60).id);
+    auto contended = make_contended_lock(c, impl, prefix);
+    auto& m = contended.m;
+    auto& mu = contended.mu;
     const std::string value(64, 'v');
     if (mode == "d5") {
         char line[64];
@@ -254,13 +268,9 @@ void run_d5(const std::string& impl, const options& opts, const emit_fn& emit) {
     etcd::client c(etcd::client_options{.endpoints = eps, .call_timeout = 60s});
     const std::string prefix = "d5/" + impl + "/";
     c.erase(prefix, etcd::prefix_end(prefix));
-    std::unique_ptr<lmap> m;
-    std::unique_ptr<recipe_mutex> mu;
-    if (impl == "iterlock_etcd")
-        m = std::make_unique<lmap>(c, prefix + "data/", etcd::map_options{},
-                                   etcd::lock_options{.prefix = prefix + "lock/", .ttl = 30s});
-    else
-        mu = std::make_unique<recipe_mutex>(c, prefix + "mutex/", c.lease_grant(60).id);
+    auto contended = make_contended_lock(c, impl, prefix);
+    auto& m = contended.m;
+    auto& mu = contended.mu;
     child_proc waiter;
     spawn_child(waiter, "d5 " + impl + " " + eps.front() + " " + prefix);
     auto acquire = [&](lmap* lm, std::optional<etcd::iteration_guard>& g) {
@@ -340,13 +350,9 @@ void run_d6(const std::string& impl, const options& opts, const emit_fn& emit) {
             const std::string prefix =
                 "d6/" + impl + "/" + std::to_string(rep) + std::to_string(walked) + "/";
             c.erase(prefix, etcd::prefix_end(prefix));
-            std::unique_ptr<lmap> m;
-            std::unique_ptr<recipe_mutex> mu;
-            if (impl == "iterlock_etcd")
-                m = std::make_unique<lmap>(c, prefix + "data/", etcd::map_options{},
-                                           etcd::lock_options{.prefix = prefix + "lock/", .ttl = 30s});
-            else
-                mu = std::make_unique<recipe_mutex>(c, prefix + "mutex/", c.lease_grant(60).id);
+            auto contended = make_contended_lock(c, impl, prefix);
+            auto& m = contended.m;
+            auto& mu = contended.mu;
             const auto start = mono_ns() + 1'500'000'000;  // the children's clients connect first
             const auto stop = start + static_cast<std::int64_t>(seconds * 1e9);
             std::vector<child_proc> kids(writers);
