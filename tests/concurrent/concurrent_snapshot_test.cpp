@@ -134,43 +134,73 @@ TEST_F(CMapSnapshot, S1_RealTimeOrderAcrossShards) {
     }
 }
 
+// A writer thread for the growth and churn tests: write(i) for i = 0 .. total - 1, publishing done() = i + 1
+// after each; every `hold` writes it parks until the reader reports a new snapshot (snapshot_taken()), so
+// snapshots overlap the writes on any scheduler, with no wait on time. It starts at start(); the destructor
+// releases a parked writer (a test that stopped early) and joins it.
+class parking_writer {
+  public:
+    template <class Write>
+    parking_writer(long total, long hold, Write write)
+        : thread_([this, total, hold, write] {
+              start_.arrive_and_wait();
+              long seen = 0;
+              for (long i = 0; i < total && !abandoned_.load(); ++i) {
+                  write(i);
+                  done_.store(i + 1);
+                  if (i % hold == hold - 1) {
+                      parked_.store(true);
+                      while (taken_.load() == seen && !abandoned_.load()) std::this_thread::yield();
+                      parked_.store(false);
+                      seen = taken_.load();
+                  }
+              }
+          }) {}
+    parking_writer(const parking_writer&) = delete;
+    parking_writer& operator=(const parking_writer&) = delete;
+    ~parking_writer() {
+        abandoned_.store(true);
+        join();
+    }
+    void start() { start_.arrive_and_wait(); }
+    long done() const { return done_.load(); }
+    void snapshot_taken() { taken_.fetch_add(1); }
+    // Lets the writer run on until it has made `target` writes or parks.
+    void run_on_until(long target) const {
+        while (done_.load() < target && !parked_.load()) std::this_thread::yield();
+    }
+    void join() {
+        if (thread_.joinable()) thread_.join();
+    }
+
+  private:
+    std::atomic<long> done_{0};
+    std::atomic<long> taken_{0};
+    std::atomic<bool> parked_{false};
+    std::atomic<bool> abandoned_{false};
+    std::latch start_{2};
+    std::thread thread_;  // last: it starts once the members above exist
+};
+
 // Growth under snapshots: 16 shards start empty and grow many times while snapshots live; a snapshot is held
 // while the writer adds a twentieth of the total before it is walked (S4: growth preserves and retires).
 TEST_F(CMapSnapshot, S4_GrowthDuringSnapshotsKeepsPrefixes) {
     const long n = scaled(200000, 80000);
     const long hold = n / 20;
     lmap m(16, seed{77});
-    std::atomic<long> done{0};
-    std::atomic<long> taken{0};
-    std::atomic<bool> parked{false};
-    std::latch start(2);
-    std::thread writer([&] {
-        start.arrive_and_wait();
-        long seen = 0;
-        for (long k = 0; k < n; ++k) {
-            m.insert({k, value_of(k)});
-            done.store(k + 1);
-            if (k % hold == hold - 1) {  // at least one snapshot per `hold` writes, whatever the scheduler
-                parked.store(true);
-                while (taken.load() == seen) std::this_thread::yield();
-                parked.store(false);
-                seen = taken.load();
-            }
-        }
-    });
-    start.arrive_and_wait();
+    // At least one snapshot per `hold` writes, whatever the scheduler.
+    parking_writer writer(n, hold, [&m](long k) { m.insert({k, value_of(k)}); });
+    writer.start();
     long passes = 0;
     std::vector<char> present;
     std::mt19937_64 rng(5);
     for (bool last = false; !last; ++passes) {
-        last = done.load() == n;
-        const long p0 = done.load();
+        last = writer.done() == n;
+        const long p0 = writer.done();
         auto s = m.snapshot();
-        taken.fetch_add(1);
-        const long p1 = done.load();
-        if (passes % 2 == 0) {  // keep it alive across more growth before walking
-            while (done.load() < std::min(n, p1 + hold) && !parked.load()) std::this_thread::yield();
-        }
+        writer.snapshot_taken();
+        const long p1 = writer.done();
+        if (passes % 2 == 0) writer.run_on_until(std::min(n, p1 + hold));  // alive across more growth
         present.assign(static_cast<std::size_t>(n), 0);
         long count = 0;
         for (const auto& [k, v] : s) {
@@ -400,40 +430,26 @@ TEST_F(CMapSnapshot, S4_SameSizeGrowthChurnKeepsWindows) {
     }
     for (std::uint64_t sd : {3u, 4u}) {
         lmap m(2, seed{sd});
-        std::atomic<long> done{0};
-        std::atomic<long> taken{0};
-        std::atomic<bool> parked{false};
-        std::latch start(2);
-        std::thread writer([&] {
-            start.arrive_and_wait();
-            long seen = 0;
-            for (std::size_t i = 0; i < ops.size(); ++i) {
-                if (ops[i].insert) {
-                    EXPECT_TRUE(m.insert({ops[i].key, value_of(ops[i].key)}));
-                } else {
-                    EXPECT_EQ(m.erase(ops[i].key), 1u);
-                }
-                done.store(static_cast<long>(i) + 1);
-                if (i % 200 == 199) {  // at least one snapshot per 200 writes
-                    parked.store(true);
-                    while (taken.load() == seen) std::this_thread::yield();
-                    parked.store(false);
-                    seen = taken.load();
-                }
+        const long total = static_cast<long>(ops.size());
+        // At least one snapshot per 200 writes.
+        parking_writer writer(total, 200, [&m, &ops](long i) {
+            const auto& o = ops[static_cast<std::size_t>(i)];
+            if (o.insert) {
+                EXPECT_TRUE(m.insert({o.key, value_of(o.key)}));
+            } else {
+                EXPECT_EQ(m.erase(o.key), 1u);
             }
         });
-        start.arrive_and_wait();
+        writer.start();
         long passes = 0;
-        const long total = static_cast<long>(ops.size());
         for (bool last = false; !last; ++passes) {
-            last = done.load() == total;
-            const long p0 = done.load();
+            last = writer.done() == total;
+            const long p0 = writer.done();
             auto s = m.snapshot();
-            taken.fetch_add(1);
-            const long p1 = std::min(total, done.load() + 1);
-            if (passes % 3 == 0) {  // let the churn run on under a live snapshot
-                while (done.load() < std::min(total, p1 + 500) && !parked.load()) std::this_thread::yield();
-            }
+            writer.snapshot_taken();
+            const long p1 = std::min(total, writer.done() + 1);
+            // Let the churn run on under a live snapshot.
+            if (passes % 3 == 0) writer.run_on_until(std::min(total, p1 + 500));
             std::vector<long> keys;
             for (const auto& [k, v] : s) {
                 ASSERT_EQ(v, value_of(k));
