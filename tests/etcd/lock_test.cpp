@@ -45,18 +45,26 @@ std::size_t keys_under(etcd::client& c, const std::string& p) {
     return static_cast<std::size_t>(c.range(p, {.range_end = etcd::prefix_end(p), .count_only = true}).count);
 }
 
-TEST(EtcdIterationLock, DL1_WriteOfAnotherProcessWaitsForTheGuard) {
-    local_etcd cluster;
-    node a(cluster, "dl1/"), b(cluster, "dl1/");
+// DL1's scene: node b writes key 1 = v while node a holds a guard. b's write queues (a sees one waiting
+// best-effort writer) and lands nowhere while the guard lives; a releases, and b's write returns a revision
+// (in *rev) after the guard's.
+void write_waits_for_a_guard(node& a, node& b, std::uint64_t v, std::int64_t* rev) {
     auto g = a.m.lock_for_iteration();
     ASSERT_TRUE(g);
-    auto w = std::async(std::launch::async, [&] { return b.m.insert_or_assign(1, 1); });
+    auto w = std::async(std::launch::async, [&] { return b.m.insert_or_assign(1, v); });
     ASSERT_TRUE(eventually([&] { return a.m.lock().view_state().writers_best_effort == 1; }));
     EXPECT_FALSE(a.c.get(a.m.etcd_key(1)).has_value()) << "a write landed inside a guard";
     const auto h = g.revision();
     g.release();
-    const auto rev = w.get();
-    EXPECT_GT(rev, h);
+    *rev = w.get();
+    EXPECT_GT(*rev, h);
+}
+
+TEST(EtcdIterationLock, DL1_WriteOfAnotherProcessWaitsForTheGuard) {
+    local_etcd cluster;
+    node a(cluster, "dl1/"), b(cluster, "dl1/");
+    std::int64_t rev = 0;
+    ASSERT_NO_FATAL_FAILURE(write_waits_for_a_guard(a, b, 1, &rev));
     EXPECT_TRUE(a.c.get(a.m.etcd_key(1)).has_value());
     EXPECT_TRUE(eventually([&] { return a.m.lock().view_state().writers_best_effort == 0; }))
         << "the waiting writer's key stayed behind";
@@ -68,15 +76,8 @@ TEST(EtcdIterationLock, DL1_HandOffPutLandsOnceInTheRelease) {
     local_etcd cluster;
     node a(cluster, "dl1h/"), b(cluster, "dl1h/");
     a.m.insert_or_assign(2, 1);  // another key, before the guard
-    auto g = a.m.lock_for_iteration();
-    ASSERT_TRUE(g);
-    auto w = std::async(std::launch::async, [&] { return b.m.insert_or_assign(1, 7); });
-    ASSERT_TRUE(eventually([&] { return a.m.lock().view_state().writers_best_effort == 1; }));
-    EXPECT_FALSE(a.c.get(a.m.etcd_key(1)).has_value()) << "a write landed inside a guard";
-    const auto h = g.revision();
-    g.release();
-    const auto rev = w.get();
-    EXPECT_GT(rev, h);
+    std::int64_t rev = 0;
+    ASSERT_NO_FATAL_FAILURE(write_waits_for_a_guard(a, b, 7, &rev));
     const auto kv = a.c.get(a.m.etcd_key(1));
     ASSERT_TRUE(kv.has_value());
     EXPECT_EQ(kv->mod_revision, rev) << "the writer was told another revision than its put's";
