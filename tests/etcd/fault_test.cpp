@@ -73,48 +73,73 @@ TEST(EtcdFaults, M1_MirrorResumesAfterItsMemberRestarts) {
     EXPECT_EQ(mm.duplicate_events, 0u);
 }
 
+// Two sequence writers (0 and 1) that write 80 entries each through `c` under `prefix`, one put per entry.
+// The constructor returns once 40 entries are written; the destructor joins whatever still runs.
+struct sequence_writers {
+    static constexpr std::uint64_t writers = 2, per_writer = 80;
+    std::atomic<std::uint64_t> done{0};
+    std::vector<std::int64_t> last = std::vector<std::int64_t>(writers);
+    std::vector<std::thread> ts;
+
+    sequence_writers(etcd::client& c, const std::string& prefix) {
+        for (std::uint64_t t = 0; t < writers; ++t)
+            ts.emplace_back([this, &c, prefix, t] {
+                for (std::uint64_t i = 0; i < per_writer; ++i) {
+                    last[t] = std::max(last[t], write_sequence(c, prefix, t, i, i + 1));
+                    done.fetch_add(1);
+                }
+            });
+        while (done.load() < 40) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    ~sequence_writers() { join(); }
+    bool writing() const { return done.load() < writers * per_writer; }
+    void join() {
+        for (auto& t : ts)
+            if (t.joinable()) t.join();
+    }
+    // After join(): the revision of the last write.
+    std::int64_t last_revision() const { return *std::max_element(last.begin(), last.end()); }
+};
+
+// After the writers joined: the mirror applies their last write within `bound`, and its snapshot holds both
+// sequences whole, equals etcd at its label, and came without a duplicate event.
+void expect_mirror_caught_up(seq_map& m, const sequence_writers& w, std::chrono::seconds bound) {
+    ASSERT_TRUE(m.wait_applied(w.last_revision(), bound));
+    auto s = m.snapshot();
+    auto counts = expect_exact_prefixes(s.view, "final");
+    for (std::uint64_t t = 0; t < sequence_writers::writers; ++t)
+        EXPECT_EQ(counts[t], sequence_writers::per_writer);
+    expect_equals_etcd(m, s);
+    EXPECT_EQ(m.metrics().duplicate_events, 0u);
+}
+
 TEST(EtcdFaults, M1_ThreeMembersLeaderKilledMidStream) {
     local_etcd cluster(3);
     etcd::client writer_client(opts(cluster.endpoints()));
     etcd::client mirror_client(opts(cluster.endpoints()));
     seq_map m(mirror_client, "ldr/");
-    constexpr std::uint64_t writers = 2, per_writer = 80;
-    std::atomic<std::uint64_t> done{0};
-    std::vector<std::int64_t> last(writers);
-    std::vector<std::thread> ts;
-    for (std::uint64_t t = 0; t < writers; ++t)
-        ts.emplace_back([&, t] {
-            for (std::uint64_t i = 0; i < per_writer; ++i) {
-                last[t] = std::max(last[t], write_sequence(writer_client, "ldr/", t, i, i + 1));
-                done.fetch_add(1);
-            }
-        });
-    while (done.load() < 40) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    sequence_writers w(writer_client, "ldr/");
     const int leader = cluster.leader();
     ASSERT_GE(leader, 0);
     cluster.kill(leader);
     int snapshots = 0;
-    while (done.load() < writers * per_writer) {
+    while (w.writing()) {
         auto s = m.snapshot();
         expect_exact_prefixes(s.view, "snapshot while the leader is down");
         ++snapshots;
         std::this_thread::sleep_for(std::chrono::milliseconds(5));
     }
-    for (auto& t : ts) t.join();
-    ASSERT_TRUE(m.wait_applied(*std::max_element(last.begin(), last.end()), std::chrono::seconds(10)));
-    auto s = m.snapshot();
-    auto counts = expect_exact_prefixes(s.view, "final");
-    for (std::uint64_t t = 0; t < writers; ++t) EXPECT_EQ(counts[t], per_writer);
-    expect_equals_etcd(m, s);
-    EXPECT_EQ(m.metrics().duplicate_events, 0u);
+    w.join();
+    ASSERT_NO_FATAL_FAILURE(expect_mirror_caught_up(m, w, std::chrono::seconds(10)));
     EXPECT_GT(snapshots, 0);
 }
 
-// Three members; sequence writers write through two of them while this runs `fault` on the member the
-// mirror's client uses first (a follower), then checks every snapshot taken meanwhile and the final one.
-// Returns the mirror's metrics at the end.
-template <class Fault>
-void mirror_under_member_fault(const char* prefix, Fault&& fault, etcd::map_etcd_metrics& out) {
+// Three members; sequence writers write through two of them while this takes the member the mirror's client
+// uses first (a follower) down with `down`, waits `pause` and brings it back with `up`; it checks every
+// snapshot taken meanwhile and the final one. Leaves the mirror's metrics at the end in `out`.
+void mirror_under_member_fault(const char* prefix, void (local_etcd::*down)(int),
+                               std::chrono::milliseconds pause, void (local_etcd::*up)(int),
+                               etcd::map_etcd_metrics& out) {
     local_etcd cluster(3);
     const int leader = cluster.leader();
     ASSERT_GE(leader, 0);
@@ -123,38 +148,24 @@ void mirror_under_member_fault(const char* prefix, Fault&& fault, etcd::map_etcd
     etcd::client mirror_client(
         opts({cluster.endpoint(f), cluster.endpoint(leader), cluster.endpoint(other)}));
     seq_map m(mirror_client, prefix);
-    constexpr std::uint64_t writers = 2, per_writer = 80;
-    std::atomic<std::uint64_t> done{0};
-    std::vector<std::int64_t> last(writers);
-    std::vector<std::thread> ts;
-    for (std::uint64_t t = 0; t < writers; ++t)
-        ts.emplace_back([&, t] {
-            for (std::uint64_t i = 0; i < per_writer; ++i) {
-                last[t] = std::max(last[t], write_sequence(writer_client, prefix, t, i, i + 1));
-                done.fetch_add(1);
-            }
-        });
-    while (done.load() < 40) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    sequence_writers w(writer_client, prefix);
     std::atomic<bool> fault_done{false};
     std::thread faulter([&] {
-        fault(cluster, f);
+        (cluster.*down)(f);
+        std::this_thread::sleep_for(pause);
+        (cluster.*up)(f);
         fault_done.store(true);
     });
     int snapshots = 0;
-    while (done.load() < writers * per_writer || !fault_done.load()) {
+    while (w.writing() || !fault_done.load()) {
         auto s = m.snapshot();
         expect_exact_prefixes(s.view, "snapshot during the fault");
         ++snapshots;
         std::this_thread::sleep_for(std::chrono::milliseconds(5));
     }
     faulter.join();
-    for (auto& t : ts) t.join();
-    ASSERT_TRUE(m.wait_applied(*std::max_element(last.begin(), last.end()), std::chrono::seconds(20)));
-    auto s = m.snapshot();
-    auto counts = expect_exact_prefixes(s.view, "final");
-    for (std::uint64_t t = 0; t < writers; ++t) EXPECT_EQ(counts[t], per_writer);
-    expect_equals_etcd(m, s);
-    EXPECT_EQ(m.metrics().duplicate_events, 0u);
+    w.join();
+    ASSERT_NO_FATAL_FAILURE(expect_mirror_caught_up(m, w, std::chrono::seconds(20)));
     EXPECT_EQ(m.metrics().relists, 1u);  // resumed from its label, never re-listed
     EXPECT_GT(snapshots, 0);
     out = m.metrics();
@@ -165,28 +176,15 @@ void mirror_under_member_fault(const char* prefix, Fault&& fault, etcd::map_etcd
 // mirror catches up without gap or duplicate once the member runs again.
 TEST(EtcdFaults, M1_ThreeMembersMirrorsMemberStoppedMidStream) {
     etcd::map_etcd_metrics mm;
-    mirror_under_member_fault(
-        "stp/",
-        [](local_etcd& cluster, int f) {
-            cluster.stop(f);
-            std::this_thread::sleep_for(std::chrono::seconds(2));
-            cluster.resume(f);
-        },
-        mm);
+    mirror_under_member_fault("stp/", &local_etcd::stop, std::chrono::seconds(2), &local_etcd::resume, mm);
 }
 
 // The mirror's own endpoint is killed and restarted mid-stream: the watch fails over to another member and
 // resumes from its label (watch_restarts >= 1, relists == 1).
 TEST(EtcdFaults, M1_ThreeMembersMirrorsEndpointRestartedMidStream) {
     etcd::map_etcd_metrics mm;
-    mirror_under_member_fault(
-        "rse/",
-        [](local_etcd& cluster, int f) {
-            cluster.kill(f);
-            std::this_thread::sleep_for(std::chrono::milliseconds(500));
-            cluster.restart(f);
-        },
-        mm);
+    mirror_under_member_fault("rse/", &local_etcd::kill, std::chrono::milliseconds(500), &local_etcd::restart,
+                              mm);
     EXPECT_GE(mm.watch_restarts, 1u);
     EXPECT_GE(mm.client.failovers, 1u);
 }
