@@ -87,6 +87,18 @@ void during_parked_write(Touch touch, const char* name = nullptr) {
     touch(m);
 }
 
+// Under misuse_action::throw_exception: touch() must throw concurrent_misuse whose what() is exactly Go's
+// `words`; `misuse` names what touch() did, for the failure when nothing was thrown.
+template <class Touch>
+void expect_misuse_thrown(Touch touch, const char* words, const char* misuse) {
+    try {
+        touch();
+        ADD_FAILURE() << misuse << " was not detected";
+    } catch (const iterlock::concurrent_misuse& e) {
+        EXPECT_STREQ(e.what(), words);
+    }
+}
+
 // Keeps an iterator of `m`, created on another thread, alive (and never stepped) until destruction.
 template <class Map>
 class foreign_iterator {
@@ -133,12 +145,7 @@ TEST_F(MapMisuse, ConcurrentWritesThrowInThrowMode) {
     gated_map m = make_gated();
     {
         parked_writer w(m);
-        try {
-            m.insert_or_assign(3, 3);
-            ADD_FAILURE() << "second writer was not detected";
-        } catch (const iterlock::concurrent_misuse& e) {
-            EXPECT_STREQ(e.what(), "concurrent map writes");
-        }
+        expect_misuse_thrown([&] { m.insert_or_assign(3, 3); }, "concurrent map writes", "second writer");
         EXPECT_EQ(w.finish(), nullptr) << "the first writer must complete normally";
     }
     // The detected write did not modify the map; the parked write completed.
@@ -163,12 +170,7 @@ TEST_F(MapMisuse, ReadDuringWriteThrowsInThrowMode) {
     misuse_action_scope mode(iterlock::misuse_action::throw_exception);
     gated_map m = make_gated();
     parked_writer w(m);
-    try {
-        (void)m.get(1);
-        ADD_FAILURE() << "read during a write was not detected";
-    } catch (const iterlock::concurrent_misuse& e) {
-        EXPECT_STREQ(e.what(), "concurrent map read and map write");
-    }
+    expect_misuse_thrown([&] { (void)m.get(1); }, "concurrent map read and map write", "read during a write");
     EXPECT_EQ(w.finish(), nullptr);
     EXPECT_EQ(m.size(), 2u);
     m.check_invariants();
@@ -273,12 +275,8 @@ TEST_F(MapMisuse, IterationWriteThrowsBeforeModifying) {
     int_map m = make_filled(100);
     {
         foreign_iterator<int_map> it(m);
-        try {
-            m.insert_or_assign(1000, 1);
-            ADD_FAILURE() << "write during a foreign iteration was not detected";
-        } catch (const iterlock::concurrent_misuse& e) {
-            EXPECT_STREQ(e.what(), "concurrent map iteration and map write");
-        }
+        expect_misuse_thrown([&] { m.insert_or_assign(1000, 1); }, "concurrent map iteration and map write",
+                             "write during a foreign iteration");
         EXPECT_THROW(m.erase(5), iterlock::concurrent_misuse);
     }
     EXPECT_EQ(m.size(), 100u);
@@ -373,12 +371,8 @@ TEST_F(MapMisuse, EraseIfPredicateThatReadsTheMapIsReported) {
     // erase_if is a write: a predicate that looks the map up reads during that write.
     misuse_action_scope mode(iterlock::misuse_action::throw_exception);
     int_map m = make_filled(20);
-    try {
-        m.erase_if([&](const int&, int&) { return m.contains(1); });
-        ADD_FAILURE() << "a read from inside erase_if's predicate was not detected";
-    } catch (const iterlock::concurrent_misuse& e) {
-        EXPECT_STREQ(e.what(), "concurrent map read and map write");
-    }
+    expect_misuse_thrown([&] { m.erase_if([&](const int&, int&) { return m.contains(1); }); },
+                         "concurrent map read and map write", "a read from inside erase_if's predicate");
     // The aborted write ended cleanly: the map is intact and later writes are not misreported.
     EXPECT_EQ(m.size(), 20u);
     EXPECT_NO_THROW(m.insert_or_assign(100, 1));
@@ -504,12 +498,7 @@ TEST_F(MapMisuse, Item13_ExceptionTextIsGoWordsAlone) {
     gated_map m = make_gated();
     m.set_name("sessions");
     parked_writer w(m);
-    try {
-        m.insert_or_assign(3, 3);
-        ADD_FAILURE() << "second writer was not detected";
-    } catch (const iterlock::concurrent_misuse& e) {
-        EXPECT_STREQ(e.what(), "concurrent map writes");
-    }
+    expect_misuse_thrown([&] { m.insert_or_assign(3, 3); }, "concurrent map writes", "second writer");
     EXPECT_EQ(w.finish(), nullptr);
 }
 
