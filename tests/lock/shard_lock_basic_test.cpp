@@ -13,23 +13,15 @@
 #include "iterlock/detail/lock/shard_lock.hpp"
 #include "iterlock/errors.hpp"
 #include "iterlock/priority.hpp"
+#include "support/shard_lock_idle.hpp"
 
 namespace {
 
 using iterlock::lock_error;
 using iterlock::priority;
 using iterlock::detail::shard_lock;
+using iterlock::test::expect_idle;
 using namespace std::chrono_literals;
-
-void expect_idle(const shard_lock& l) {
-    const auto st = l.state();
-    EXPECT_EQ(st.readers, 0U);
-    EXPECT_EQ(st.iterations, 0U);
-    EXPECT_FALSE(st.write_held);
-    EXPECT_FALSE(st.queued);
-    EXPECT_EQ(st.total_waiting(), 0U);
-    l.check_invariants();
-}
 
 TEST(ShardLockLayout, CacheLineAligned) {
     static_assert(alignof(shard_lock) == 64);

@@ -21,6 +21,7 @@
 #include "iterlock/priority.hpp"
 #include "support/polling.hpp"
 #include "support/scale.hpp"
+#include "support/shard_lock_idle.hpp"
 #include "support/watchdog.hpp"
 
 namespace {
@@ -176,13 +177,7 @@ void run_random_mix(int threads, int ops, int max_dwell, bool use_timeouts) {
 
     EXPECT_EQ(occ.violations.load(), 0);
     EXPECT_EQ(data.b, 3 * data.a);
-    const auto st = l.state();
-    EXPECT_EQ(st.readers, 0U);
-    EXPECT_EQ(st.iterations, 0U);
-    EXPECT_FALSE(st.write_held);
-    EXPECT_FALSE(st.queued);
-    EXPECT_EQ(st.total_waiting(), 0U);
-    l.check_invariants();
+    iterlock::test::expect_idle(l);
     std::printf(
         "ops=%d x %d threads: %ld slow-path acquisitions, upgrades %ld done / %ld refused, %ld timeouts, "
         "%llu writes\n",
