@@ -8,6 +8,7 @@
 #include <string>
 #include <thread>
 
+#include "support/etcd_client_options.hpp"
 #include "support/etcd_sequences.hpp"
 #include "testing/local_etcd.hpp"
 
@@ -16,19 +17,13 @@ using etcd::testing::local_etcd;
 
 namespace {
 
-etcd::client_options opts(const local_etcd& c) {
-    etcd::client_options o;
-    o.endpoints = c.endpoints();
-    return o;
-}
-
 // Four sequence writers run before, during and after the list; every snapshot of the mirror is an exact
 // prefix of each writer's sequence and equals etcd at its label. The writers go on past per_writer until
 // the reader has taken six snapshots, so the overlap does not depend on the schedule (an ASan run under
 // load once finished the writes during the map's construction).
 TEST(EtcdMap, M1_ListThenWatchIsExactUnderFourWriters) {
     local_etcd cluster;
-    etcd::client c(opts(cluster));
+    etcd::client c(cluster_client_options(cluster));
     const std::string prefix = "seq/";
     constexpr std::uint64_t writers = 4, per_writer = 150;
     std::latch go(writers + 1);
@@ -75,7 +70,7 @@ TEST(EtcdMap, M1_ListThenWatchIsExactUnderFourWriters) {
 
 TEST(EtcdMap, M1_TwoMirrorsAtOneRevisionHoldTheSame) {
     local_etcd cluster;
-    etcd::client c(opts(cluster));
+    etcd::client c(cluster_client_options(cluster));
     seq_map a(c, "two/");
     for (std::uint64_t i = 0; i < 50; ++i) a.insert_or_assign(seq_key(0, i), i);
     seq_map b(c, "two/");
@@ -95,7 +90,7 @@ TEST(EtcdMap, M1_TwoMirrorsAtOneRevisionHoldTheSame) {
 
 TEST(EtcdMap, M3_ReadYourWritesAfterWaitApplied) {
     local_etcd cluster;
-    etcd::client c(opts(cluster));
+    etcd::client c(cluster_client_options(cluster));
     etcd::map<std::string, std::string> m(c, "ryw/");
     const auto r = m.insert_or_assign("a", "1");
     ASSERT_TRUE(m.wait_applied(r));
@@ -120,7 +115,7 @@ TEST(EtcdMap, M3_ReadYourWritesAfterWaitApplied) {
 
 TEST(EtcdMap, M4_CompareAndSet) {
     local_etcd cluster;
-    etcd::client c(opts(cluster));
+    etcd::client c(cluster_client_options(cluster));
     etcd::map<std::string, std::uint64_t> m(c, "cas/");
     auto r1 = m.compare_and_set("k", 0, 1);  // 0: only if absent
     EXPECT_TRUE(r1.succeeded);
@@ -150,7 +145,7 @@ TEST(EtcdMap, M4_CompareAndSet) {
 
 TEST(EtcdMap, M6_SnapshotAtAPastRevisionOrCompacted) {
     local_etcd cluster;
-    etcd::client c(opts(cluster));
+    etcd::client c(cluster_client_options(cluster));
     etcd::map<std::string, std::string> m(c, "past/");
     const auto r1 = m.insert_or_assign("a", "old");
     const auto r2 = m.insert_or_assign("a", "new");
@@ -171,7 +166,7 @@ TEST(EtcdMap, M6_SnapshotAtAPastRevisionOrCompacted) {
 
 TEST(EtcdMap, M5_SnapshotOutlivesWritesAndKeepsItsLabel) {
     local_etcd cluster;
-    etcd::client c(opts(cluster));
+    etcd::client c(cluster_client_options(cluster));
     etcd::map<std::string, std::string> m(c, "snap/");
     const auto r = m.insert_or_assign("a", "1");
     ASSERT_TRUE(m.wait_applied(r));
@@ -186,7 +181,7 @@ TEST(EtcdMap, M5_SnapshotOutlivesWritesAndKeepsItsLabel) {
 
 TEST(EtcdMap, M8_TooLargeIsRejectedWithNoPartialWrite) {
     local_etcd cluster;
-    etcd::client c(opts(cluster));
+    etcd::client c(cluster_client_options(cluster));
     etcd::map<std::string, std::string> m(c, "big/");
     try {
         m.insert_or_assign("a", std::string(1600 * 1024, 'x'));

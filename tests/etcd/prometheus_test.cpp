@@ -8,6 +8,7 @@
 
 #include "iterlock/etcd/detail/mirror_test_access.hpp"
 #include "iterlock/etcd/prometheus.hpp"
+#include "support/etcd_client_options.hpp"
 #include "support/etcd_sequences.hpp"
 #include "support/exposition.hpp"
 #include "support/process.hpp"
@@ -21,19 +22,13 @@ using mirror_access = etcd::detail::mirror_test_access;
 
 namespace {
 
-etcd::client_options opts(const local_etcd& cluster) {
-    etcd::client_options o;
-    o.endpoints = cluster.endpoints();
-    return o;
-}
-
 std::string series(const std::string& name, const std::string& labels = R"(map="sessions",service="a")") {
     return name + "{" + labels + "}";
 }
 
 TEST(EtcdPrometheus, EP1_MirrorFamiliesUnderTheInProcessNamesPlusTheEtcdOnes) {
     local_etcd cluster;
-    etcd::client c(opts(cluster));
+    etcd::client c(cluster_client_options(cluster));
     seq_map m(c, "prom/");
     const auto last = write_sequence(c, "prom/", 0, 0, 10);
     ASSERT_TRUE(m.wait_applied(last));
@@ -71,7 +66,7 @@ TEST(EtcdPrometheus, EP1_MirrorFamiliesUnderTheInProcessNamesPlusTheEtcdOnes) {
 
 TEST(EtcdPrometheus, EP1_ResyncAndLagFollowADisconnectedWatch) {
     local_etcd cluster;
-    etcd::client c(opts(cluster));
+    etcd::client c(cluster_client_options(cluster));
     seq_map m(c, "lag/");
     etcd::metrics_registry reg;
     auto h = reg.add(m, "sessions", {{"service", "a"}});
@@ -108,7 +103,7 @@ TEST(EtcdPrometheus, EP1_ResyncAndLagFollowADisconnectedWatch) {
 
 TEST(EtcdPrometheus, EP2_OneFamilyPerNameForSeveralMaps) {
     local_etcd cluster;
-    etcd::client c(opts(cluster));
+    etcd::client c(cluster_client_options(cluster));
     seq_map a(c, "a/"), b(c, "b/");
     etcd::metrics_registry reg;
     auto ha = reg.add(a, "a");
@@ -125,7 +120,7 @@ TEST(EtcdPrometheus, EP2_OneFamilyPerNameForSeveralMaps) {
 
 TEST(EtcdPrometheus, EP3_EP4_HandleUnregistersAndDuplicatesAreRefused) {
     local_etcd cluster;
-    etcd::client c(opts(cluster));
+    etcd::client c(cluster_client_options(cluster));
     seq_map m(c, "h/");
     etcd::metrics_registry reg;
     auto h = reg.add(m, "m");
@@ -152,7 +147,7 @@ TEST(EtcdPrometheus, EP2_ExpositionPassesPromtool) {
     const auto promtool = iterlock::test::find_program("promtool");
     if (!promtool) GTEST_SKIP() << "promtool is not installed (Debian package `prometheus`)";
     local_etcd cluster;
-    etcd::client c(opts(cluster));
+    etcd::client c(cluster_client_options(cluster));
     seq_map m(c, "pt/");
     ASSERT_TRUE(m.wait_applied(write_sequence(c, "pt/", 0, 0, 3)));
     etcd::metrics_registry reg;

@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "iterlock/etcd/detail/mirror_test_access.hpp"
+#include "support/etcd_client_options.hpp"
 #include "support/etcd_sequences.hpp"
 #include "testing/local_etcd.hpp"
 
@@ -19,12 +20,6 @@ using etcd::testing::local_etcd;
 using mirror_access = etcd::detail::mirror_test_access;
 
 namespace {
-
-etcd::client_options opts(const local_etcd& c) {
-    etcd::client_options o;
-    o.endpoints = c.endpoints();
-    return o;
-}
 
 using replay_map = std::map<std::uint64_t, etcd::versioned<std::uint64_t>>;
 
@@ -73,7 +68,7 @@ void expect_same(const replay_map& a, const replay_map& b, const char* what) {
 // replay equals the mirror and etcd at the final revision.
 TEST(EtcdWatch, M11_SnapshotAtPlusWatchReplayedEqualsTheMapLater) {
     local_etcd cluster;
-    etcd::client c(opts(cluster));
+    etcd::client c(cluster_client_options(cluster));
     const std::string prefix = "w/";
     seq_map writer_map(c, prefix);
     seq_map m(c, prefix);
@@ -138,7 +133,7 @@ TEST(EtcdWatch, M11_SnapshotAtPlusWatchReplayedEqualsTheMapLater) {
 // the feed with feed_end::compacted; a start inside the history replays exactly the changes after it.
 TEST(EtcdWatch, M11_AStartThatIsGoneEndsTheFeedCompacted) {
     local_etcd cluster;
-    etcd::client c(opts(cluster));
+    etcd::client c(cluster_client_options(cluster));
     etcd::map_options o;
     o.feed_history = 4;
     seq_map m(c, "cw/", o);
@@ -182,7 +177,7 @@ TEST(EtcdWatch, M11_AStartThatIsGoneEndsTheFeedCompacted) {
 // A feed whose reader does not keep up is cut off (V3's lagging) while the mirror goes on applying.
 TEST(EtcdWatch, M11_ALaggingFeedIsCutOffAndTheMirrorNeverWaits) {
     local_etcd cluster;
-    etcd::client c(opts(cluster));
+    etcd::client c(cluster_client_options(cluster));
     seq_map m(c, "lag/");
     auto f = m.watch(m.applied_revision(), 2);
     std::int64_t last = 0;
@@ -201,7 +196,7 @@ TEST(EtcdWatch, M11_ALaggingFeedIsCutOffAndTheMirrorNeverWaits) {
 // The changes of one etcd transaction arrive together, numbered by more_in_batch as a versioned_map batch.
 TEST(EtcdWatch, M11_OneTransactionIsOneBatch) {
     local_etcd cluster;
-    etcd::client c(opts(cluster));
+    etcd::client c(cluster_client_options(cluster));
     seq_map m(c, "tx/");
     ASSERT_TRUE(m.wait_applied(m.insert_or_assign(9, 9)));
     auto f = m.watch(m.applied_revision());
