@@ -935,8 +935,9 @@ class table {
     }
     // Frees what growth kept for iterators: the overflow members of evacuated chains (their heads' links
     // are cleared), then the retired arrays. Requires: no iterator will walk them again (none is live, or
-    // clear/move ended every iteration).
-    void release_retained() noexcept {
+    // clear/move ended every iteration). Out of line: its one call inside evacuate (the end of a growth)
+    // would otherwise be inlined there and cost evacuate's chain loop registers.
+    [[gnu::noinline]] void release_retained() noexcept {
         for (body_type* head : kept_links_) {
             for (overflow_type* o = head->overflow; o != nullptr;) {
                 overflow_type* next = o->body.overflow;
@@ -1095,8 +1096,11 @@ class table {
     }
 
     // commit_insert's deferred growth step. If it evacuated the new entry's old bucket, the entry moved:
-    // follow it (evacuation keeps each side's order, see forward()).
-    found_position grow_work_after_insert(const write_position& pos) noexcept {
+    // follow it (evacuation keeps each side's order, see forward()). Out of line and `pos` by value: a
+    // reference would make every insert loop keep its write_position in memory, and merge its inline
+    // and prepare_write_slow answers into one path that tests `found` again (docs/BENCHMARKS.md, issue 15
+    // item 3).
+    [[gnu::noinline]] found_position grow_work_after_insert(write_position pos) noexcept {
         grow_work_noexcept();
         if (!is_evacuated_mark(*pos.chain.top)) return {pos.slot, pos.top};
         // The chain was in the array that the growth step evacuated: old_, or (that growth is done) the

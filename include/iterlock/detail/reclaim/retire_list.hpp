@@ -38,14 +38,7 @@ class retire_list {
             free(it);
             return false;
         }
-        try {
-            items_.push_back({it, stamp});
-            return true;
-        } catch (...) {  // no memory to remember it: wait for the readers instead (epoch E2)
-            domain_->wait_until_safe(stamp);
-            free(it);
-            return false;
-        }
+        return keep(it, stamp, free);
     }
     template <class Free>
     bool retire(Item it, Free&& free) noexcept {
@@ -73,6 +66,19 @@ class retire_list {
     bool empty() const noexcept { return items_.empty(); }
 
   private:
+    // retire()'s part for a set domain. Apart from retire() so that the unset case (a map without
+    // optimistic readers) stays a test and a call that compilers inline into the writer.
+    template <class Free>
+    bool keep(Item it, std::uint64_t stamp, Free& free) noexcept {
+        try {
+            items_.push_back({it, stamp});
+            return true;
+        } catch (...) {  // no memory to remember it: wait for the readers instead (epoch E2)
+            domain_->wait_until_safe(stamp);
+            free(it);
+            return false;
+        }
+    }
     struct entry {
         Item item;
         std::uint64_t stamp;
