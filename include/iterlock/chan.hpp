@@ -166,6 +166,14 @@ class chan {
     }
     // Never blocks (beyond C8's in-flight wait). true: sent. false: no room / no receiver; `v` untouched.
     bool try_send(const T& v) const {
+        if constexpr (std::is_nothrow_copy_constructible_v<T>) {
+            if (state().buffered()) {  // copied straight into the buffer
+                detail::wake_list wakes;
+                detail::op_status const st = state().try_send_copy(v, wakes);
+                if (st == detail::op_status::closed) throw_send_closed();
+                return st == detail::op_status::ok;
+            }
+        }
         T copy(v);
         return try_send(std::move(copy));
     }

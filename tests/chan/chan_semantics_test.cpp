@@ -247,6 +247,44 @@ TEST(ChanC4ExactlyOnce, FailedTrySendLeavesMoveOnlyValue) {
     EXPECT_EQ(**got, 1);
 }
 
+// try_send(const T&) on a buffered channel copies the value straight into the buffer when T's copy cannot
+// throw (no temporary), and copies first otherwise. Either way: one copy per value sent, the argument
+// unchanged, a full channel sends nothing, a closed one throws (C4, C5).
+struct copy_counted {
+    int v = 0;
+    static inline int copies = 0;
+    explicit copy_counted(int x) noexcept : v(x) {}
+    copy_counted(const copy_counted& o) noexcept : v(o.v) { ++copies; }
+    copy_counted(copy_counted&& o) noexcept : v(o.v) {}
+    copy_counted& operator=(const copy_counted&) = delete;
+    copy_counted& operator=(copy_counted&&) = delete;
+    ~copy_counted() = default;
+};
+
+TEST(ChanC4ExactlyOnce, TrySendOfAnLvalueCopiesOnceAndLeavesIt) {
+    chan<copy_counted> c(2);
+    copy_counted const a(1);
+    copy_counted const b(2);
+    copy_counted::copies = 0;
+    EXPECT_TRUE(c.try_send(a));
+    EXPECT_TRUE(c.try_send(b));
+    EXPECT_EQ(copy_counted::copies, 2) << "one copy per value sent, made in the buffer";
+    EXPECT_FALSE(c.try_send(a)) << "full";
+    EXPECT_EQ(copy_counted::copies, 2) << "a send into a full buffer copies nothing";
+    EXPECT_EQ(a.v, 1);
+    EXPECT_EQ(c.recv()->v, 1);
+    EXPECT_EQ(c.recv()->v, 2);
+    c.close();
+    EXPECT_THROW((void)c.try_send(a), chan_closed);
+
+    chan<std::string> s(1);  // a copy that may throw: made before the channel is touched
+    std::string const text(100, 'x');
+    EXPECT_TRUE(s.try_send(text));
+    EXPECT_FALSE(s.try_send(text));
+    EXPECT_EQ(text, std::string(100, 'x'));
+    EXPECT_EQ(*s.recv(), text);
+}
+
 TEST(ChanC4ExactlyOnce, BufferedValuesDestroyedOnceWithLastHandle) {
     ASSERT_EQ(counted::live.load(), 0);
     {

@@ -55,6 +55,7 @@
 #include "iterlock/detail/chan/ring.hpp"
 #include "iterlock/detail/chan/waitq.hpp"
 #include "iterlock/detail/util/atomic_traits.hpp"
+#include "iterlock/detail/util/inline.hpp"
 #include "iterlock/misuse.hpp"
 
 namespace iterlock::detail {
@@ -181,8 +182,13 @@ class chan_core {
     // Buffered kind: after a successful ring operation, wakes one waiter on the other side if any announced.
     // `other_send` names that side. Takes `lock_` unless `locked`.
     void notify_one(bool other_send, bool locked, wake_list& wakes) noexcept {
+        if (count_of(other_send).load(std::memory_order_seq_cst) == 0) return;
+        notify_one_slow(other_send, locked, wakes);
+    }
+    // notify_one() once a waiter has announced itself: out of line, so that every send and receive inlines
+    // only the count's test.
+    ITERLOCK_DETAIL_NOINLINE void notify_one_slow(bool other_send, bool locked, wake_list& wakes) noexcept {
         atomic<std::uint32_t>& count = count_of(other_send);
-        if (count.load(std::memory_order_seq_cst) == 0) return;
         if (!locked) lock_.lock();
         std::size_t dropped = 0;
         chan_waiter* w = queue_of(other_send).unprotected_dequeue_claim(dropped);

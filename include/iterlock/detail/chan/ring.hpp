@@ -36,6 +36,7 @@
 #include <new>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 #include <utility>
 
 #include "iterlock/detail/chan/park.hpp"
@@ -88,6 +89,18 @@ class chan_ring {
     // Moves `src` into the ring. ok: moved; closed: the mark is set (src untouched); would_block: full.
     // Lock-free except that it waits (bounded backoff, then yields) for a receiver in flight on the slot.
     op_status try_push(T& src) noexcept {
+        return push_with([&](void* at) noexcept { ::new (at) T(std::move(src)); });
+    }
+    // The same with a copy of `src` made in the slot (no temporary). Only for a T whose copy cannot throw:
+    // a reserved slot must be filled.
+    op_status try_push_copy(const T& src) noexcept requires std::is_nothrow_copy_constructible_v<T> {
+        return push_with([&](void* at) noexcept { ::new (at) T(src); });
+    }
+
+  private:
+    // The push protocol; `construct(storage)` builds the value in the reserved slot and must not throw.
+    template <class Construct>
+    op_status push_with(Construct&& construct) noexcept {
         backoff b;
         // Relaxed: only a first guess; the CAS below checks it, and the stamp's acquire load orders the slot.
         std::size_t tail = tail_.load(std::memory_order_relaxed);
@@ -101,7 +114,7 @@ class chan_ring {
                 if (tail_.compare_exchange_weak(
                         tail, next(tail), std::memory_order_seq_cst,
                         std::memory_order_relaxed)) {  // failure: `tail` is only a new guess
-                    ::new (static_cast<void*>(s.storage)) T(std::move(src));
+                    construct(static_cast<void*>(s.storage));
                     // Release: pairs with try_pop's acquire load of the stamp; publishes the value
                     // constructed just above.
                     s.stamp.store(tail + 1, std::memory_order_release);
@@ -121,6 +134,7 @@ class chan_ring {
         }
     }
 
+  public:
     // Moves the oldest value into raw storage `dst`. ok: constructed there; closed: marked and drained;
     // would_block: empty. Waits (bounded backoff, then yields) for a sender in flight on the head slot, so
     // an "empty" answer never skips a value whose send was reserved earlier.

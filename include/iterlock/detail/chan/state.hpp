@@ -69,6 +69,15 @@ class chan_state final : public chan_core {
         return st;
     }
 
+    // Non-blocking send of a copy made in the buffer (no temporary). Buffered kind only, and only for a T
+    // whose copy cannot throw (chan::try_send(const T&) falls back to copying first).
+    op_status try_send_copy(const T& src,
+                            wake_list& wakes) noexcept requires std::is_nothrow_copy_constructible_v<T> {
+        op_status const st = ring_.try_push_copy(src);
+        if (st == op_status::ok) notify_one(/*other_send=*/false, /*locked=*/false, wakes);
+        return st;
+    }
+
     // Non-blocking receive into raw storage `dst`: ok (a T constructed there), closed, would_block.
     op_status try_recv(void* dst, bool locked, wake_list& wakes) noexcept {
         if (!buffered()) return rendezvous_try_recv(dst, locked, wakes);
