@@ -368,7 +368,7 @@ class chan_state final : public chan_core {
         std::int64_t blocked_at = 0;  // when an attempt first found the ring full (empty); 0: not yet
         std::int64_t arrived_at = 0;  // when the last notification was signalled; 0: none
         // A completed operation tells the budget how long its counterpart took (rule C6).
-        auto done = [&](op_status st) {
+        auto finish = [&](op_status st) {
             if (adaptive && st == op_status::ok && blocked_at != 0)
                 budget.observe((arrived_at != 0 ? arrived_at : chan_now_ns()) - blocked_at);
             return st;
@@ -378,7 +378,7 @@ class chan_state final : public chan_core {
             {
                 wake_list wakes;
                 op_status const st = attempt(false, wakes);
-                if (st != op_status::would_block) return done(st);
+                if (st != op_status::would_block) return finish(st);
             }
             if (timed && chan_clock::now() >= deadline) return op_status::would_block;
             if (adaptive && blocked_at == 0) blocked_at = chan_now_ns();
@@ -414,7 +414,7 @@ class chan_state final : public chan_core {
                 unprotected_retract(send);
                 lock_.unlock();
                 wakes.signal_all();
-                return done(st);
+                return finish(st);
             }
             unprotected_link(&w, send);
             lock_.unlock();
