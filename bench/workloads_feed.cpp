@@ -210,12 +210,16 @@ class tbb_queue_peer {
             m_.insert(a, k);
             a->second = v;
         }
-        const std::size_t n = watchers_.size();
+        // Only the watchers published by watch(): concurrent_vector's size() also counts an element that
+        // push_back is still constructing, and reading that one hung a writer here (resync).
+        const std::size_t n = ready_.load(std::memory_order_acquire);
         for (std::size_t i = 0; i < n; ++i) watchers_[i]->push(event{k, v});
     }
+    // Requires: one thread at a time adds watchers (W8's main thread).
     std::unique_ptr<watcher> watch(std::size_t) {
         auto q = std::make_shared<queue>();
-        watchers_.push_back(q);
+        const auto it = watchers_.push_back(q);
+        ready_.store(static_cast<std::size_t>(it - watchers_.begin()) + 1, std::memory_order_release);
         return std::make_unique<watcher>(q);
     }
     // Subscribe, then copy the map (not one instant; events may repeat or come out of order with the copy).
@@ -235,12 +239,14 @@ class tbb_queue_peer {
         return r;
     }
     void close_watchers() {
-        for (std::size_t i = 0; i < watchers_.size(); ++i) watchers_[i]->push(std::nullopt);
+        const std::size_t n = ready_.load(std::memory_order_acquire);
+        for (std::size_t i = 0; i < n; ++i) watchers_[i]->push(std::nullopt);
     }
 
   private:
     map_t m_;
     tbb::concurrent_vector<std::shared_ptr<queue>> watchers_;
+    std::atomic<std::size_t> ready_{0};  // watchers_[0, ready_) are constructed
 };
 
 constexpr u64 keyspace = 100'000;
