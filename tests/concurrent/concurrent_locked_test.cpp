@@ -73,9 +73,9 @@ walk_result guard_walk(lmap& m, Started&& started) {
 // One run of the ordered-write harness (256 keys, a handshake every 8 writes) over guard walks of
 // fresh 4-shard maps, round r seeded r + seed_offset.
 iterlock::test::ordered_stats guard_rounds(write_kind kind, long min_passes, std::uint64_t seed_offset) {
-    return iterlock::test::run_ordered_rounds(
-        kind, 256, 8, min_passes, iterlock::test::fresh_map_per_round<lmap>(4, seed_offset),
-        [](lmap& m, auto started) { return guard_walk(m, started); });
+    return iterlock::test::run_ordered_rounds(kind, 256, 8, min_passes,
+                                              iterlock::test::fresh_map_per_round<lmap>(4, seed_offset),
+                                              [](lmap& m, auto started) { return guard_walk(m, started); });
 }
 
 // Item 19 of issue 13: the ordered-write harness's handshake makes walks overlap the writer; its own check
