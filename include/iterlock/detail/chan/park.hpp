@@ -44,9 +44,10 @@
 #ifndef ITERLOCK_CHAN_YIELD_POLLS
 #define ITERLOCK_CHAN_YIELD_POLLS 4
 #endif
-// The longest a blocked operation on a buffered channel keeps polling before it parks, when the channel's
-// recent waits say that its counterpart answers within that time (chan_spin_budget, rule C6). 0 turns the
-// adaptive phase off. The model checks (ITERLOCK_DETAIL_RELACY) run without it: it reads the clock.
+// The longest a blocked operation on a stream-mode buffered channel (chan_wait::stream) keeps polling before
+// it parks, when the channel's recent waits say that its counterpart answers within that time
+// (chan_spin_budget, rule C6). 0 turns the adaptive phase off. The model checks (ITERLOCK_DETAIL_RELACY)
+// run without it: it reads the clock.
 #ifndef ITERLOCK_CHAN_ADAPTIVE_SPIN_NS
 #if ITERLOCK_DETAIL_RELACY
 #define ITERLOCK_CHAN_ADAPTIVE_SPIN_NS 0
@@ -366,11 +367,11 @@ class chan_parker {
     std::int64_t signalled_ns_ = 0;  // written by the claimer before its release in signal()
 };
 
-// How long a blocked operation on a buffered channel polls before it parks (rule C6), one per channel and
-// direction. A parked thread costs its waker a system call and itself a scheduler wake-up, which on a VM
-// can take milliseconds; a stream of values a few microseconds apart (a feed, a pipeline stage) should be
-// received by polling. The budget follows the delay that blocked operations of this direction saw from
-// first finding the ring empty (full) to the value (space) arriving: twice the latest delay when it is
+// How long a blocked operation on a stream-mode buffered channel polls before it parks (rule C6), one per
+// channel and direction. A parked thread costs its waker a system call and itself a scheduler wake-up, which
+// on a VM can take milliseconds; a stream of values a few microseconds apart (a feed, a pipeline stage)
+// should be received by polling. The budget follows the delay that blocked operations of this direction saw
+// from first finding the ring empty (full) to the value (space) arriving: twice the latest delay when it is
 // within max_ns, decaying by a quarter per wait, and halved by each wait longer than max_ns. So a channel
 // whose counterpart answers within max_ns is polled through, and one whose values are rare parks after the
 // fixed backoff alone. A hint: relaxed, and any value read is a valid budget.
