@@ -1,7 +1,8 @@
 // W2's operation mix at a fixed count, single thread, for callgrind instruction counts (issue 16: what
 // versions cost). Not part of iterlock-bench (a timed phase has no fixed instruction count). Build and run:
 //   g++ -std=c++20 -O2 -DNDEBUG -Iinclude -o w2cg bench/callgrind/w2_versions.cpp -pthread
-//   valgrind --tool=callgrind --toggle-collect='*run_ops*' ./w2cg plain|versioned|history|watched
+//   valgrind --tool=callgrind --toggle-collect='*run_ops*' ./w2cg MODE
+// MODE: plain, versioned, history, watched, history_4k, history_push, history_pull (see main).
 // Prefill: the even indices of a 2N keyspace (N = 100K); then 1M operations, 90% find / 5% insert_or_assign /
 // 5% erase.
 #include <cstdint>
@@ -50,6 +51,23 @@ int main(int argc, char** argv) {
     if (!std::strcmp(argv[1], "watched")) {
         iterlock::versioned_map<u64, u64> m(0, 0);
         auto f = m.watch(std::size_t{1} << 20);
+        return go(m, n, ops);
+    }
+    // 4096 events of history per shard (every write of the run: a pull feed is then never cut off), with
+    // no feed, or one feed registered that nobody reads, push or pull delivery: what the writer pays per
+    // watcher.
+    if (!std::strcmp(argv[1], "history_4k")) {
+        iterlock::versioned_map<u64, u64> m(0, 4096);
+        return go(m, n, ops);
+    }
+    if (!std::strcmp(argv[1], "history_push")) {
+        iterlock::versioned_map<u64, u64> m(0, 4096);
+        auto f = m.watch(std::size_t{1} << 20, iterlock::feed_delivery::push);
+        return go(m, n, ops);
+    }
+    if (!std::strcmp(argv[1], "history_pull")) {
+        iterlock::versioned_map<u64, u64> m(0, 4096);
+        auto f = m.watch(std::size_t{1} << 20, iterlock::feed_delivery::pull);
         return go(m, n, ops);
     }
     return 1;

@@ -57,11 +57,25 @@ struct change {
 // Why a feed ended (its channel is closed; the events sent before the end are still received first).
 enum class feed_end : unsigned char {
     none,       // not ended
-    lagging,    // the watcher fell a whole channel behind the writers (V3); watch again from a cursor or list
-                // again
+    lagging,    // the watcher fell too far behind the writers (V3, by its feed_delivery's bound); watch again
+                // from a cursor or list again
     compacted,  // the start point is older than what the map's history still holds; list again
     failed,     // an event could not be copied (allocation failure); list again
     cancelled,  // the feed was destroyed, or its channel closed by a reader (the next write ends it)
+};
+
+// How a feed's events reach its channel (versioned_map::watch).
+enum class feed_delivery : unsigned char {
+    // Each writer copies the event into every watcher's channel (a try_send per watcher per write). The
+    // bound of V3 is the channel: a watcher is cut off (lagging) when a write finds its channel full.
+    push,
+    // The writer only keeps the event in its shard's history; the feed's receivers copy events out of the
+    // histories themselves, in batches, when their channel runs empty (the writer pays no copy, and wakes
+    // a receiver only if one sleeps). The bound of V3 is the channel plus the history: a watcher is cut off
+    // (lagging) when a write overwrites, in its shard's history, an event the watcher has not taken yet.
+    // Needs a trivially copyable change<K, V> (keys and values such as integers or fixed-size structs) and
+    // a history (history_per_shard > 0).
+    pull,
 };
 
 inline const char* to_string(feed_end r) noexcept {
@@ -69,7 +83,7 @@ inline const char* to_string(feed_end r) noexcept {
         case feed_end::none:
             return "none";
         case feed_end::lagging:
-            return "lagging: the watcher fell a whole channel behind the writers";
+            return "lagging: the watcher fell too far behind the writers";
         case feed_end::compacted:
             return "compacted: the start point is older than the map's history";
         case feed_end::failed:
@@ -150,8 +164,8 @@ class feed {
     // Why the feed ended (feed_end::none while it runs). Read it after the channel reported closed.
     feed_end reason() const noexcept;
     bool ended() const noexcept { return reason() != feed_end::none; }
-    // Events delivered and not yet received.
-    std::size_t backlog() const { return channel().size(); }
+    // Events delivered and not yet received (a pull feed also counts the events its shards hold for it).
+    std::size_t backlog() const;
     explicit operator bool() const noexcept { return w_ != nullptr; }
 
   private:
@@ -189,6 +203,10 @@ template <class K, class V>
 const chan<typename feed<K, V>::change_type>& feed<K, V>::channel() const {
     if (w_ == nullptr) throw std::logic_error("iterlock::feed: use of an empty (moved-from) feed");
     return w_->ch;
+}
+template <class K, class V>
+std::size_t feed<K, V>::backlog() const {
+    return channel().size() + w_->unpulled();
 }
 template <class K, class V>
 void feed<K, V>::reset() noexcept {

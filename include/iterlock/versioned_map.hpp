@@ -26,11 +26,14 @@
 //       after it exactly once, and none before it: "snapshot + feed replayed" equals the map at any later
 //       quiet instant. Writes to one key arrive in the order they took effect (they share a shard and its
 //       lock); writes to keys of different shards may arrive in any order.
-//   V3  Writers never wait for a watcher: an event is handed over with a non-blocking try_send under the
-//       shard's lock. A watcher whose channel is full is cut off: its channel closes after the events
-//       already in it, and reason() says feed_end::lagging. It recovers from its cursor (if the history
-//       still holds the writes since) or by listing again. Memory is bounded: per watcher its channel's
-//       capacity, per shard its history (history_per_shard events).
+//   V3  Writers never wait for a watcher. With feed_delivery::push (the default) an event is handed over
+//       with a non-blocking try_send under the shard's lock, and a watcher whose channel is full is cut
+//       off. With feed_delivery::pull the writer only keeps the event in the shard's history and the
+//       feed's receivers copy it out themselves; a watcher is cut off when a write overwrites an event it
+//       has not taken. A cut-off watcher's channel closes after the events already in it, and reason()
+//       says feed_end::lagging. It recovers from its cursor (if the history still holds the writes since)
+//       or by listing again. Memory is bounded: per watcher its channel's capacity, per shard its history
+//       (history_per_shard events).
 //   V4  A conditional write (compare_and_set, erase_if_unchanged, try_emplace) decides and writes under
 //       the key's shard lock: it is one linearizable write, and its result gives the key's revision at
 //       that point (the new one if it wrote).
@@ -41,8 +44,9 @@
 //       std::logic_error; a callback that throws writes nothing.
 //
 // Costs: a write pays what a concurrent_map write pays, plus 8 bytes per entry, plus, while history is kept
-// or a watcher exists, one copy of the key and value into the shard's history and one try_send per watcher
-// of the shard (docs/DESIGN.md, "Versions and change feeds", has the measurements). watch() costs
+// or a watcher exists, one copy of the key and value into the shard's history and, per watcher of the
+// shard, one try_send (push) or one test of whether its receiver sleeps (pull) (docs/DESIGN.md, "Versions
+// and change feeds", has the measurements). watch() costs
 // O(shards) shard locks plus the replay; destroying a feed O(shards) shard locks.
 // Exception safety: a write that throws (hash, equality, allocation, copies) changes nothing and publishes
 // nothing. Making an event never fails a write: a copy that throws empties the shard's history and ends
@@ -108,7 +112,7 @@ class versioned_map final : private detail::feed_source<change<K, V>> {
         : inner_(shards),
           shift_(static_cast<unsigned>(std::countr_zero(inner_.shard_count()))),
           feeds_(std::make_unique<shard_feed[]>(inner_.shard_count())) {
-        for (std::size_t i = 0; i < inner_.shard_count(); ++i) feeds_[i].set_history(history_per_shard);
+        for (std::size_t i = 0; i < inner_.shard_count(); ++i) feeds_[i].set_history(history_per_shard, i);
     }
     versioned_map(const versioned_map&) = delete;
     versioned_map& operator=(const versioned_map&) = delete;
@@ -279,6 +283,7 @@ class versioned_map final : private detail::feed_source<change<K, V>> {
                 effective[j] = present;
                 total += present ? 1 : 0;
             }
+            std::uint64_t pred = 0;  // the revision of the batch's previous event (pull feeds keep the order)
             for (std::size_t j = 0; j < b.ops_.size(); ++j) {
                 if (!effective[j]) continue;
                 const K& k = b.ops_[j].first;
@@ -286,20 +291,28 @@ class versioned_map final : private detail::feed_source<change<K, V>> {
                 const std::uint64_t n = site.revision(i) + 1;
                 const auto more = static_cast<std::uint32_t>(total - ++applied);
                 if (b.ops_[j].second.has_value()) {
-                    site.put(
-                        k, versioned<V>{std::move(*b.ops_[j].second), revision_of(n, i)},
-                        [&](const versioned<V>& stored) noexcept {
-                            publish(i, n, [&] {
-                                return change_type{change_kind::put, k, stored.value, stored.revision, more};
-                            });
-                        });
+                    site.put(k, versioned<V>{std::move(*b.ops_[j].second), revision_of(n, i)},
+                             [&](const versioned<V>& stored) noexcept {
+                                 publish(
+                                     i, n,
+                                     [&] {
+                                         return change_type{change_kind::put, k, stored.value,
+                                                            stored.revision, more};
+                                     },
+                                     pred);
+                             });
                 } else {
                     site.erase(k, [&]() noexcept {
-                        publish(i, n, [&] {
-                            return change_type{change_kind::erase, k, std::nullopt, revision_of(n, i), more};
-                        });
+                        publish(
+                            i, n,
+                            [&] {
+                                return change_type{change_kind::erase, k, std::nullopt, revision_of(n, i),
+                                                   more};
+                            },
+                            pred);
                     });
                 }
+                pred = revision_of(n, i);
             }
         });
         return applied;
@@ -312,14 +325,19 @@ class versioned_map final : private detail::feed_source<change<K, V>> {
         for (std::size_t i = 0; i < ids.size(); ++i) ids[i] = i;
         inner_.detail_write_batch(ids, [&](typename inner_type::batch_site& site) {
             std::size_t left = inner_.size();
+            std::uint64_t pred = 0;  // as in write_batch
             for (std::size_t i = 0; i < ids.size(); ++i) {
                 std::uint64_t n = site.revision(i);
                 site.clear_shard(i, [&](const K& k) {
                     ++n;
                     const auto more = static_cast<std::uint32_t>(--left);
-                    publish(i, n, [&] {
-                        return change_type{change_kind::erase, k, std::nullopt, revision_of(n, i), more};
-                    });
+                    publish(
+                        i, n,
+                        [&] {
+                            return change_type{change_kind::erase, k, std::nullopt, revision_of(n, i), more};
+                        },
+                        pred);
+                    pred = revision_of(n, i);
                 });
             }
         });
@@ -346,17 +364,17 @@ class versioned_map final : private detail::feed_source<change<K, V>> {
 
     // A feed of every write after the cursor (V2, V3), on a channel of `capacity` events (>= 1). If the
     // shards' histories no longer hold every write since the cursor, the feed is returned already ended
-    // with feed_end::compacted. Throws std::invalid_argument for a cursor of another shard count or ahead
-    // of the map (another map's), std::bad_alloc. O(shards) shard locks (each held for its replay).
-    feed_type watch(const watch_cursor& from, std::size_t capacity = default_feed_capacity) {
+    // with feed_end::compacted. `delivery`: see feed_delivery (feed.hpp); pull needs a trivially copyable
+    // change<K, V> and a history. Throws std::invalid_argument for a cursor of another shard count or ahead
+    // of the map (another map's), a capacity of 0, or a pull the map cannot serve; std::bad_alloc.
+    // O(shards) shard locks (each held for its replay; a pull feed replays nothing there).
+    feed_type watch(const watch_cursor& from, std::size_t capacity = default_feed_capacity,
+                    feed_delivery delivery = feed_delivery::push) {
         if (from.shard_count() != shard_count())
             throw std::invalid_argument(
                 "iterlock::versioned_map::watch: the cursor belongs to a map with "
                 "another shard count");
-        if (capacity == 0)
-            throw std::invalid_argument(
-                "iterlock::versioned_map::watch: a feed needs a capacity of at least 1");
-        auto w = std::make_shared<watcher>(capacity);
+        auto w = make_watcher(capacity, delivery);
         feeds_alive_.fetch_add(1, std::memory_order_relaxed);
         feed_type f(this, w);  // from here on its destructor unregisters, also if a later step throws
         for (std::size_t i = 0; i < shard_count(); ++i) {
@@ -374,12 +392,14 @@ class versioned_map final : private detail::feed_source<change<K, V>> {
     }
     // A feed of every write after the snapshot's instant: listing the snapshot and then replaying the feed
     // gives the map as it is at any later quiet instant (V2).
-    feed_type watch(const snapshot_view& from, std::size_t capacity = default_feed_capacity) {
-        return watch(from.cursor(), capacity);
+    feed_type watch(const snapshot_view& from, std::size_t capacity = default_feed_capacity,
+                    feed_delivery delivery = feed_delivery::push) {
+        return watch(from.cursor(), capacity, delivery);
     }
     // A feed from now on.
-    feed_type watch(std::size_t capacity = default_feed_capacity) {
-        return snapshot_and_watch(capacity).feed;
+    feed_type watch(std::size_t capacity = default_feed_capacity,
+                    feed_delivery delivery = feed_delivery::push) {
+        return snapshot_and_watch(capacity, delivery).feed;
     }
 
     struct listing;
@@ -387,11 +407,9 @@ class versioned_map final : private detail::feed_source<change<K, V>> {
     // together while every shard's writer lock is held for a moment (writers wait for that O(shards)
     // hold, never for the walk or the watcher). Use it where a watch(snapshot) could be compacted: a
     // small history, or writers that can outrun it between the snapshot and the watch.
-    listing snapshot_and_watch(std::size_t capacity = default_feed_capacity) {
-        if (capacity == 0)
-            throw std::invalid_argument(
-                "iterlock::versioned_map::watch: a feed needs a capacity of at least 1");
-        auto w = std::make_shared<watcher>(capacity);
+    listing snapshot_and_watch(std::size_t capacity = default_feed_capacity,
+                               feed_delivery delivery = feed_delivery::push) {
+        auto w = make_watcher(capacity, delivery);
         feeds_alive_.fetch_add(1, std::memory_order_relaxed);
         feed_type f(this, w);
         auto view = inner_.detail_snapshot_all_locked([&](std::size_t i, std::uint64_t now) {
@@ -472,25 +490,48 @@ class versioned_map final : private detail::feed_source<change<K, V>> {
                 }
             });
     }
-    // Publishes the event make() builds as shard i's write number n (only if anyone needs it). Requires:
-    // shard i's writer lock.
+    // Publishes the event make() builds as shard i's write number n (only if anyone needs it); `pred` is
+    // the revision of the batch event before it (0: none). Requires: shard i's writer lock.
     template <class Make>
-    void publish(std::size_t i, std::uint64_t n, Make&& make) noexcept {
+    void publish(std::size_t i, std::uint64_t n, Make&& make, std::uint64_t pred = 0) noexcept {
         shard_feed& f = feeds_[i];
         if (!f.wants_events()) [[likely]] {
             f.skip_to(n);
             return;
         }
         try {
-            f.publish(n, make());
+            f.publish(n, make(), pred);
         } catch (...) {
             f.fail(n);
         }
     }
 
+    // A new watcher with a channel of `capacity` events, pulling from the shards' histories if asked.
+    std::shared_ptr<watcher> make_watcher(std::size_t capacity, feed_delivery delivery) {
+        if (capacity == 0)
+            throw std::invalid_argument(
+                "iterlock::versioned_map::watch: a feed needs a capacity of at least 1");
+        auto w = std::make_shared<watcher>(capacity);
+        if (delivery == feed_delivery::pull) {
+            if constexpr (detail::pull_capable<change_type>) {
+                if (feeds_[0].history() == 0)
+                    throw std::invalid_argument(
+                        "iterlock::versioned_map::watch: feed_delivery::pull needs a history "
+                        "(history_per_shard > 0)");
+                w->make_pull(feeds_.get(), shard_count(), shift_);
+            } else {
+                throw std::invalid_argument(
+                    "iterlock::versioned_map::watch: feed_delivery::pull needs a trivially copyable "
+                    "change<K, V>");
+            }
+        }
+        return w;
+    }
+
     void unregister(watcher* w) noexcept override {
         for (std::size_t i = 0; i < shard_count(); ++i)
             inner_.detail_with_shard(i, [&](std::uint64_t) { feeds_[i].remove(w); });
+        w->detach();  // its channel may outlive the map: its receivers stop reading the shards
         feeds_alive_.fetch_sub(1, std::memory_order_release);
     }
 

@@ -21,6 +21,7 @@
 #pragma once
 
 #include <cstddef>
+#include <memory>
 #include <new>
 #include <thread>
 #include <type_traits>
@@ -28,6 +29,7 @@
 #include "iterlock/detail/chan/core.hpp"
 #include "iterlock/detail/chan/park.hpp"
 #include "iterlock/detail/chan/ring.hpp"
+#include "iterlock/detail/chan/source.hpp"
 #include "iterlock/detail/chan/waitq.hpp"
 
 namespace iterlock::detail {
@@ -78,12 +80,49 @@ class chan_state final : public chan_core {
         return st;
     }
 
-    // Non-blocking receive into raw storage `dst`: ok (a T constructed there), closed, would_block.
+    // Non-blocking receive into raw storage `dst`: ok (a T constructed there), closed, would_block. With a
+    // source (chan/source.hpp), an empty ring is refilled from it first.
     op_status try_recv(void* dst, bool locked, wake_list& wakes) noexcept {
         if (!buffered()) return rendezvous_try_recv(dst, locked, wakes);
-        op_status const st = ring_.try_pop(dst);
+        op_status st = ring_.try_pop(dst);
+        if (st == op_status::would_block && source_ != nullptr) [[unlikely]] {
+            source_->refill(*this, locked, wakes);
+            st = ring_.try_pop(dst);
+        }
         if (st == op_status::ok) notify_one(/*other_send=*/true, locked, wakes);
         return st;
+    }
+
+    // ---- a pull source (chan/source.hpp) -----------------------------------------------------------------
+    // Installs the source. Requires: buffered, T nothrow copy constructible, and no other thread uses the
+    // channel yet.
+    void attach_source(std::unique_ptr<chan_source<T>> s) noexcept { source_ = std::move(s); }
+    chan_source<T>* source() const noexcept { return source_.get(); }
+    // A source's send: a copy of v into the ring. ok, would_block (full) or closed; wakes a waiting
+    // receiver as a send does. `locked` as in chan_source::refill.
+    op_status source_push(const T& v, bool locked,
+                          wake_list& wakes) noexcept requires std::is_nothrow_copy_constructible_v<T> {
+        op_status const st = ring_.try_push_copy(v);
+        if (st == op_status::ok) notify_one(/*other_send=*/false, locked, wakes);
+        return st;
+    }
+    // A source ends the channel (as close(); `locked` as in chan_source::refill). False if it was closed.
+    bool source_close(bool locked, wake_list& wakes) noexcept {
+        if (!locked) return close();
+        return unprotected_close(wakes);
+    }
+    // A producer of a source tells a parked receiver that something is ready: wakes one if any announced
+    // itself (one load of the count otherwise). The caller orders its publication before this load (see
+    // chan/source.hpp). Takes the channel's lock only when a receiver waits.
+    ITERLOCK_DETAIL_NOINLINE void wake_receiver() noexcept {
+        wake_list wakes;
+        notify_one(/*other_send=*/false, /*locked=*/false, wakes);
+        wakes.signal_all();
+    }
+    // Whether a receiver announced itself (wake_receiver's test, for a caller that inlines it).
+    bool receiver_announced() const noexcept {
+        // seq_cst: as notify_one()'s load (the caller's fence orders its publication before it).
+        return recv_waiters_.load(std::memory_order_seq_cst) != 0;
     }
 
     // Blocking send. ok: sent (src moved from); closed: channel closed before a receiver took it;
@@ -104,19 +143,10 @@ class chan_state final : public chan_core {
     bool close() noexcept {
         wake_list wakes;
         lock_.lock();
-        // Relaxed: closed_ is written only under lock_, which this thread holds.
-        if (closed_.load(std::memory_order_relaxed)) {
-            lock_.unlock();
-            return false;
-        }
-        // Release: pairs with the lock-free acquire loads of closed_ in the fast-fail paths
-        // (rendezvous_try_send/recv), so a thread that sees closed also sees what the closer did before.
-        closed_.store(true, std::memory_order_release);
-        if (buffered()) ring_.mark_closed();
-        unprotected_release_all(wakes);
+        bool const closed_now = unprotected_close(wakes);
         lock_.unlock();
         wakes.signal_all();
-        return true;
+        return closed_now;
     }
 
     std::size_t size() const noexcept { return buffered() ? ring_.size() : 0; }
@@ -146,6 +176,18 @@ class chan_state final : public chan_core {
             queue_of(!send).empty_hint() && !closed_.load(std::memory_order_acquire))
             return false;
         lock_.lock();
+        return true;
+    }
+
+    // close() with lock_ held: the waiters to wake go to `wakes`. False if it was closed already.
+    bool unprotected_close(wake_list& wakes) noexcept {
+        // Relaxed: closed_ is written only under lock_, which this thread holds.
+        if (closed_.load(std::memory_order_relaxed)) return false;
+        // Release: pairs with the lock-free acquire loads of closed_ in the fast-fail paths
+        // (rendezvous_try_send/recv), so a thread that sees closed also sees what the closer did before.
+        closed_.store(true, std::memory_order_release);
+        if (buffered()) ring_.mark_closed();
+        unprotected_release_all(wakes);
         return true;
     }
 
@@ -438,6 +480,7 @@ class chan_state final : public chan_core {
     alignas(64) chan_spin_budget recv_spin_;
     alignas(64) chan_spin_budget send_spin_;
     chan_ring<T> ring_;
+    std::unique_ptr<chan_source<T>> source_;  // set before the channel is shared; read-only after
 };
 
 }  // namespace iterlock::detail

@@ -204,6 +204,10 @@ class epoch_domain {
         return m;
     }
 
+  public:
+    // The fence pair of E4, also for other protocols of the same shape (a frequent side and a rare side,
+    // each storing then loading, that must not both miss the other's store: versioned_map's pull feeds,
+    // detail/concurrent/feed.hpp): the light fence on the frequent side, the heavy one on the rare side.
     void light_fence() const noexcept {
         if (asymmetric()) {
             std::atomic_signal_fence(std::memory_order_seq_cst);
@@ -227,6 +231,8 @@ class epoch_domain {
 #endif
         fence(std::memory_order_seq_cst);
     }
+
+  private:
     // Registers the process for expedited private membarriers (once; the registration is per process and
     // idempotent). False where the kernel or a sandbox does not offer them.
     static bool register_membarrier() noexcept {

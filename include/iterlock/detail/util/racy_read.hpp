@@ -1,7 +1,8 @@
 // iterlock/detail/util/racy_read.hpp: loads of memory that a writer may be changing at the same time, for
 // sequence-lock readers.
 //
-// Owns: iterlock::detail::racy_load_u64(), racy_load_ptr(), racy_bytes(), racy_copy(), ITERLOCK_DETAIL_TSAN.
+// Owns: iterlock::detail::racy_load_u64(), racy_load_ptr(), racy_bytes(), racy_copy(), racy_store(),
+//       ITERLOCK_DETAIL_TSAN.
 // Invariants: every byte is read exactly once, by a relaxed atomic load (whole words when T is 8-aligned);
 //       the result is a copy that a caller uses only after its validation, never a reference into the
 //       shared memory; ITERLOCK_DETAIL_TSAN is 1 exactly under ThreadSanitizer.
@@ -67,6 +68,25 @@ std::array<unsigned char, sizeof(T)> racy_bytes(const T* p) noexcept {
 template <class T>
 T racy_copy(const T* p) noexcept {
     return std::bit_cast<T>(racy_bytes(p));
+}
+
+// The writer's side for memory that racy_copy() readers read while it is written (a sequence lock whose
+// data are written outside any lock the readers take): *dst = v made of relaxed stores, 8-byte words where
+// size and alignment allow, bytes otherwise, so that the race is between atomic accesses.
+template <class T>
+void racy_store(T* dst, const T& v) noexcept {
+    static_assert(std::is_trivially_copyable_v<T>);
+    const auto bytes = std::bit_cast<std::array<unsigned char, sizeof(T)>>(v);
+    auto* out = reinterpret_cast<unsigned char*>(dst);
+    if constexpr (sizeof(T) % 8 == 0 && alignof(T) >= 8) {
+        for (std::size_t i = 0; i < sizeof(T); i += 8) {
+            std::uint64_t w;
+            std::memcpy(&w, bytes.data() + i, 8);
+            __atomic_store_n(reinterpret_cast<std::uint64_t*>(out + i), w, __ATOMIC_RELAXED);
+        }
+    } else {
+        for (std::size_t i = 0; i < sizeof(T); ++i) __atomic_store_n(out + i, bytes[i], __ATOMIC_RELAXED);
+    }
 }
 
 }  // namespace iterlock::detail
