@@ -34,6 +34,9 @@ plantings=(
   "chan_handover_check.cpp#chan/ring.hpp#s.stamp.store(tail + 1, std::memory_order_release);#s.stamp.store(tail + 1, std::memory_order_relaxed);"
   "chan_handover_check.cpp#chan/ring.hpp#            std::size_t const stamp = s.stamp.load(std::memory_order_acquire);\n            if (stamp == head + 1) {#            std::size_t const stamp = s.stamp.load(std::memory_order_relaxed);\n            if (stamp == head + 1) {"
   "chan_handover_check.cpp#chan/state.hpp#slot_state_.store(slot_free, std::memory_order_release);  // hands the slot#slot_state_.store(slot_free, std::memory_order_relaxed);  // hands the slot"
+  "pull_feed_check.cpp#concurrent/feed.hpp#            process_light_fence();  // before reading whether a receiver parked#            /* no fence */"
+  "pull_feed_check.cpp#concurrent/feed.hpp#if (locked) process_heavy_fence();#/* no fence */"
+  "pull_feed_check.cpp#concurrent/feed.hpp#sees the slot filled above.\n        newest_.store(number, std::memory_order_release);#sees the slot filled above.\n        newest_.store(number, std::memory_order_relaxed);"
 )
 
 n=0

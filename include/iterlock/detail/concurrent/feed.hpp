@@ -59,6 +59,7 @@
 #include "iterlock/chan.hpp"
 #include "iterlock/detail/chan/source.hpp"
 #include "iterlock/detail/reclaim/epoch.hpp"
+#include "iterlock/detail/util/atomic_traits.hpp"
 #include "iterlock/detail/util/fence.hpp"
 #include "iterlock/detail/util/inline.hpp"
 #include "iterlock/detail/util/racy_read.hpp"
@@ -91,7 +92,8 @@ struct watcher_state {
     ~watcher_state() { detach(); }
 
     chan<Change> ch;
-    std::atomic<bool> ended{false};
+    atomic<bool> ended{false};
+    // std::atomic even in the memory-model checks (Relacy cannot print an enum); `ended` orders the end.
     std::atomic<feed_end> reason{feed_end::none};
 
     // Ends the feed once: the reason is stored before the channel closes, so a receiver that saw the
@@ -123,7 +125,7 @@ struct watcher_state {
     // watcher is registered anywhere. Throws std::bad_alloc.
     void make_pull(shard_feed<Change>* feeds, std::size_t shards,
                    unsigned shift) requires pull_capable<Change> {
-        seen_ = std::make_unique<std::atomic<std::uint64_t>[]>(shards);
+        seen_ = std::make_unique<atomic<std::uint64_t>[]>(shards);
         feeds_ = feeds;
         shards_ = shards;
         shift_ = shift;
@@ -187,7 +189,7 @@ struct watcher_state {
     shard_feed<Change>* feeds_ = nullptr;
     std::size_t shards_ = 0;
     unsigned shift_ = 0;
-    std::unique_ptr<std::atomic<std::uint64_t>[]> seen_;  // per shard: written by pulls, read by writers
+    std::unique_ptr<atomic<std::uint64_t>[]> seen_;  // per shard: written by pulls, read by writers
 };
 
 // A pull watcher's channel source: runs the watcher's pulls one at a time for the channel's receivers.
@@ -199,7 +201,7 @@ class feed_puller final : public chan_source<Change> {
     void refill(chan_state<Change>& ch, bool locked, wake_list& wakes) noexcept override {
         // The last check before parking: order it after every publication that may have missed this
         // receiver's announcement (the heavy side of the pair; see the file comment).
-        if (locked) epoch_domain::global().heavy_fence();
+        if (locked) process_heavy_fence();
         again_.store(true, std::memory_order_seq_cst);
         // seq_cst (again_ and busy_): a receiver stores again_ then tests busy_, the puller clears busy_
         // then tests again_; one of them sees the other's store, so a request is never dropped.
@@ -214,15 +216,15 @@ class feed_puller final : public chan_source<Change> {
     }
     void detach() noexcept {
         // Acquire/release: a pull in progress finishes before w_ goes; a later refill sees null.
-        while (busy_.exchange(true, std::memory_order_acquire)) std::this_thread::yield();
+        while (busy_.exchange(true, std::memory_order_acquire)) thread_yield();
         w_ = nullptr;
         busy_.store(false, std::memory_order_release);
     }
 
   private:
     watcher_state<Change>* w_;  // null once detached; read and written only with busy_ held
-    std::atomic<bool> busy_{false};
-    std::atomic<bool> again_{false};
+    atomic<bool> busy_{false};
+    atomic<bool> again_{false};
 };
 
 template <class Change>
@@ -272,7 +274,7 @@ class alignas(64) shard_feed {
                 if (!w->pulls()) drop |= !w->deliver(c);
         }
         if (pullers_ != 0) {
-            epoch_domain::global().light_fence();  // before reading whether a receiver parked
+            process_light_fence();  // before reading whether a receiver parked
             for (const watcher_ptr& w : watchers_)
                 if (w->pulls()) drop |= !w->after_publish(index_, number, cap_);
         }
@@ -353,7 +355,7 @@ class alignas(64) shard_feed {
     // A history slot of a pull-capable event: a sequence lock around its bytes (file comment), written
     // and read only with relaxed atomic accesses (racy_store, racy_copy).
     struct alignas(64) seq_slot {
-        std::atomic<std::uint64_t> number{0};  // 0: empty or being filled
+        atomic<std::uint64_t> number{0};  // 0: empty or being filled
         alignas(held_event<Change>) unsigned char bytes[sizeof(held_event<Change>)];
         held_event<Change>* body() noexcept { return reinterpret_cast<held_event<Change>*>(bytes); }
         const held_event<Change>* body() const noexcept {
@@ -373,9 +375,9 @@ class alignas(64) shard_feed {
 
     std::unique_ptr<slot[]> ring_;
     std::size_t cap_ = 0;
-    std::size_t index_ = 0;                 // this shard's index in the map
-    std::uint64_t held_ = 0;                // events held, the newest `held_` numbers up to newest_
-    std::atomic<std::uint64_t> newest_{0};  // the shard's revision as of the last event recorded
+    std::size_t index_ = 0;            // this shard's index in the map
+    std::uint64_t held_ = 0;           // events held, the newest `held_` numbers up to newest_
+    atomic<std::uint64_t> newest_{0};  // the shard's revision as of the last event recorded
     std::vector<watcher_ptr> watchers_;
     std::size_t pullers_ = 0;  // how many of watchers_ pull
 };

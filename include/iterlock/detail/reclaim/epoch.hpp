@@ -1,7 +1,8 @@
 // iterlock/detail/reclaim/epoch.hpp: when memory that optimistic readers may still be reading can be freed
 // (epoch-based reclamation).
 //
-// Owns: iterlock::detail::epoch_domain (its records, its section RAII type, the process-wide domain).
+// Owns: iterlock::detail::epoch_domain (its records, its section RAII type, the process-wide domain),
+//       process_light_fence(), process_heavy_fence().
 // Invariants: E1-E3 below: no block is freed while a section that could reach it is open; a section never
 //       waits; records are per thread, reused and never freed.
 //
@@ -207,7 +208,8 @@ class epoch_domain {
   public:
     // The fence pair of E4, also for other protocols of the same shape (a frequent side and a rare side,
     // each storing then loading, that must not both miss the other's store: versioned_map's pull feeds,
-    // detail/concurrent/feed.hpp): the light fence on the frequent side, the heavy one on the rare side.
+    // detail/concurrent/feed.hpp, through process_light_fence/process_heavy_fence below): the light fence
+    // on the frequent side, the heavy one on the rare side.
     void light_fence() const noexcept {
         if (asymmetric()) {
             std::atomic_signal_fence(std::memory_order_seq_cst);
@@ -312,5 +314,23 @@ class epoch_domain {
 #if !ITERLOCK_DETAIL_RELACY
 inline constinit epoch_domain epoch_domain::global_;
 #endif
+
+// The process-wide domain's fence pair (E4), for other protocols of that shape (versioned_map's pull feeds).
+// In the memory-model checks, which have no process-wide domain, both are the symmetric mode's seq_cst
+// fences (what Relacy can model).
+inline void process_light_fence() noexcept {
+#if ITERLOCK_DETAIL_RELACY
+    fence(std::memory_order_seq_cst);
+#else
+    epoch_domain::global().light_fence();
+#endif
+}
+inline void process_heavy_fence() noexcept {
+#if ITERLOCK_DETAIL_RELACY
+    fence(std::memory_order_seq_cst);
+#else
+    epoch_domain::global().heavy_fence();
+#endif
+}
 
 }  // namespace iterlock::detail
