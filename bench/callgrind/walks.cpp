@@ -1,6 +1,6 @@
-// bench/callgrind/walks.cpp: fixed-count walks of iterlock::map and concurrent_map (locked and snapshot), single
-// thread, for callgrind instruction counts per entry (issue 14 item 2). Not part of iterlock-bench (a timed
-// phase has no fixed instruction count). Build and run:
+// bench/callgrind/walks.cpp: fixed-count walks of iterlock::map and concurrent_map (locked and snapshot),
+// single thread, for callgrind instruction counts per entry (issue 14 item 2). Not part of iterlock-bench (a
+// timed phase has no fixed instruction count). Build and run:
 //   g++ -std=c++20 -O2 -DNDEBUG -Iinclude -o walks bench/callgrind/walks.cpp -pthread
 //   valgrind --tool=callgrind --toggle-collect='*phase_*' ./walks <phase> <n>
 // Phases: map_walk, locked_walk, snapshot_walk: 10 walks of n entries (default 10000) summing the values;

@@ -786,7 +786,7 @@ void expect_each_entry_once_at_every_fill() {
                 EXPECT_EQ(v, k + 1);
                 seen.push_back(k);
             };
-            if constexpr (requires(Map& x) { x.snapshot(); }) {
+            if constexpr (requires(Map & x) { x.snapshot(); }) {
                 const auto s = m.snapshot();
                 for (const auto& [k, v] : s) record(k, v);
             } else {
