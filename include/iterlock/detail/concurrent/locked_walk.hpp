@@ -16,6 +16,7 @@
 #include <optional>
 
 #include "iterlock/detail/concurrent/sharded_table.hpp"
+#include "iterlock/detail/util/inline.hpp"
 #include "iterlock/detail/util/random.hpp"
 #include "iterlock/iteration_lock.hpp"
 
@@ -58,7 +59,7 @@ class locked_walk {
         iterator() = default;
         reference operator*() const noexcept { return *cur_; }
         pointer operator->() const noexcept { return cur_; }
-        iterator& operator++() {
+        ITERLOCK_DETAIL_ALWAYS_INLINE iterator& operator++() {
             step();
             return *this;
         }
@@ -79,18 +80,29 @@ class locked_walk {
         }
         void open(std::size_t i) {
             shard_ = i;
-            m_->shards_[i].t.iter_init(st_, thread_random());
+            t_ = &m_->shards_[i].t;  // shards never move (sharded_table::shards_)
+            t_->iter_init(st_, thread_random());
         }
-        void step() {
+        // One entry of the current shard: the table's inline fast path, as map's iterator steps, through
+        // the cached table pointer. The end of a shard is the rare case (next_shard).
+        ITERLOCK_DETAIL_ALWAYS_INLINE void step() {
+            cur_ = t_->iter_next(st_);
+            if (cur_ == nullptr) [[unlikely]]
+                next_shard();
+        }
+        // The current shard is done: the first entry of the next shard that has one, or the end (cur_ ==
+        // nullptr) once every shard was visited.
+        ITERLOCK_DETAIL_NOINLINE void next_shard() {
             const std::size_t n = m_->shards_.size();
-            for (;;) {
-                cur_ = m_->shards_[shard_].t.iter_next(st_);
-                if (cur_ != nullptr) return;
-                if (++visited_ == n) return;  // cur_ == nullptr: end
+            while (++visited_ < n) {
                 open((shard_ + 1) & (n - 1));
+                cur_ = t_->iter_next(st_);
+                if (cur_ != nullptr) return;
             }
+            visited_ = n;
         }
         Table* m_ = nullptr;
+        const table_type* t_ = nullptr;  // shard shard_'s table
         typename table_type::iter_state st_{};
         slot_type* cur_ = nullptr;
         std::size_t start_ = 0;

@@ -5,7 +5,7 @@
 // Invariants: a live snapshot_walk holds one registration (marker) in its table's snapshot registry and
 //       releases it exactly once (destruction or move-assignment); a batch holds only entries of the
 //       snapshot's instant (S2), copied either under the shard's shared lock or by a sequence-lock read
-//       that is kept only if validated (the same copy code serves both: copy_bucket<Racy>); a snapshot
+//       that is kept only if validated (the same copy code serves both: copy_buckets<Racy>); a snapshot
 //       that the budget expired (S7) reads nothing of the map again: every read checks expiry under the
 //       shard's lock or inside the epoch section it reads in, and throws snapshot_expired instead.
 // Rules S1-S7 are concurrent_map.hpp's.
@@ -23,6 +23,7 @@
 #include <utility>
 
 #include "iterlock/detail/concurrent/sharded_table.hpp"
+#include "iterlock/detail/util/inline.hpp"
 
 namespace iterlock::detail {
 
@@ -186,7 +187,7 @@ class snapshot_walk {
                 if (!copied) {
                     const std::shared_lock<shard_lock> held(sh.lock);
                     s_->check_live();
-                    for (; bucket_ < stop; ++bucket_) copy_bucket<false>(sh, bucket_);
+                    copy_buckets<false>(sh, bucket_, stop);
                 }
                 bucket_ = stop;
                 if (bucket_ == walk) {
@@ -221,8 +222,7 @@ class snapshot_walk {
                     const epoch_domain::section in_section(d, rec);
                     // Inside the section: an expiry's frees wait for it, or it sees the expiry (S7).
                     expired = s_->expired();
-                    for (std::size_t j = bucket_; j < stop && ok && !expired; ++j)
-                        ok = copy_bucket<true>(sh, j);
+                    if (!expired) ok = copy_buckets<true>(sh, bucket_, stop);
                 }
                 if (expired) {
                     batch_->truncate(mark);
@@ -232,6 +232,21 @@ class snapshot_walk {
                 batch_->truncate(mark);
             }
             return false;
+        }
+        // Buckets [from, stop): the loop that runs per bucket. Where the snapshot's structure has no old
+        // array (no growth at its instant: the common case) each bucket is one chain, copied by the inline
+        // steps below; copy_bucket is the general case.
+        template <bool Racy>
+        bool copy_buckets(shard& sh, std::size_t from, std::size_t stop) {
+            if (st_.old) [[unlikely]] {
+                for (std::size_t j = from; j < stop; ++j)
+                    if (!copy_bucket<Racy>(sh, j)) return false;
+                return true;
+            }
+            const std::uint64_t m = s_->marker_;
+            for (std::size_t j = from; j < stop; ++j)
+                if (!copy_chain<Racy>(sh, st_.cur.at(j), m)) return false;
+            return true;
         }
         template <bool Racy>
         bool copy_bucket(shard& sh, std::size_t j) {
@@ -247,10 +262,13 @@ class snapshot_walk {
             return copy_chain<Racy>(sh, st_.cur.at(j + ((std::size_t{1} << st_.B) >> 1)), m);
         }
         template <bool Racy>
-        bool copy_chain(shard& sh, const bucket& head, std::uint64_t m) {
+        ITERLOCK_DETAIL_ALWAYS_INLINE bool copy_chain(shard& sh, const bucket& head, std::uint64_t m) {
             const version_type* v = nullptr;
-            if (!version_at<Racy>(sh, head, m, v)) return false;
-            return v != nullptr ? push_version<Racy>(v) : copy_live<Racy>(head);
+            if (!version_at<Racy>(sh, head, m, v)) [[unlikely]]
+                return false;
+            if (v != nullptr) [[unlikely]]
+                return push_version<Racy>(v);
+            return copy_live<Racy>(head);
         }
         // The version of the chain at `head` that the snapshot must see instead of the live chain, or null.
         template <bool Racy>
@@ -287,28 +305,41 @@ class snapshot_walk {
             for (std::uint32_t i = 0; i < n; ++i, ++c.to) copy_entry<Racy>(c.to, e + i);
             return true;
         }
+        // The live chain at b: its first member inline (a chain has no overflow member in the common case),
+        // the others in copy_rest.
         template <bool Racy>
-        bool copy_live(bucket b) {
-            batch& out = *batch_;  // loaded once: the copies' stores could otherwise alias batch_
-            for (std::size_t hops = 0; hops < max_racy_entries / bucket_cnt; ++hops) {
-                std::uint8_t group[bucket_cnt];
-                if constexpr (Racy) {
-                    b.load_top_racy(group);
-                } else {
-                    std::copy_n(b.top, bucket_cnt, group);
-                }
-                out.room(bucket_cnt);
-                const slot_type* from = b.slot(0);
-                {
-                    batch_commit c{out, out.data + out.n};
-                    for (slot_mask msk = match_full(group); msk != 0; msk &= msk - 1, ++c.to)
-                        copy_entry<Racy>(c.to, from + std::countr_zero(msk));
-                }
-                if (has_empty_rest(group)) return true;
+        ITERLOCK_DETAIL_ALWAYS_INLINE bool copy_live(bucket b) {
+            std::uint8_t group[bucket_cnt];
+            copy_member<Racy>(b, group);
+            if (has_empty_rest(group)) [[likely]]
+                return true;
+            return copy_rest<Racy>(b);
+        }
+        template <bool Racy>
+        ITERLOCK_DETAIL_NOINLINE bool copy_rest(bucket b) {
+            std::uint8_t group[bucket_cnt];
+            for (std::size_t hops = 1; hops < max_racy_entries / bucket_cnt; ++hops) {
                 b = Racy ? b.next_racy() : b.next();
                 if (!b) return true;
+                copy_member<Racy>(b, group);
+                if (has_empty_rest(group)) return true;
             }
             return false;  // longer than any real chain: torn
+        }
+        // Copies the full slots of member b into the batch; `group` receives the tophash bytes it read.
+        template <bool Racy>
+        ITERLOCK_DETAIL_ALWAYS_INLINE void copy_member(const bucket& b, std::uint8_t (&group)[bucket_cnt]) {
+            batch& out = *batch_;  // loaded once: the copies' stores could otherwise alias batch_
+            if constexpr (Racy) {
+                b.load_top_racy(group);
+            } else {
+                std::copy_n(b.top, bucket_cnt, group);
+            }
+            out.room(bucket_cnt);
+            const slot_type* from = b.slot(0);
+            batch_commit c{out, out.data + out.n};
+            for (slot_mask msk = match_full(group); msk != 0; msk &= msk - 1, ++c.to)
+                copy_entry<Racy>(c.to, from + std::countr_zero(msk));
         }
 
         [[noreturn]] static void throw_expired() { snapshot_walk::throw_expired(); }
