@@ -62,6 +62,7 @@
 #include "iterlock/detail/util/atomic_traits.hpp"
 #include "iterlock/detail/util/fence.hpp"
 #include "iterlock/detail/util/inline.hpp"
+#include "iterlock/detail/util/prefetch.hpp"
 #include "iterlock/detail/util/racy_read.hpp"
 #include "iterlock/feed.hpp"
 
@@ -253,6 +254,9 @@ class alignas(64) shard_feed {
                 fence(std::memory_order_release);
                 racy_store(e.body(), held_event<Change>{c, pred});
                 e.number.store(number, std::memory_order_release);
+                // The shard's next event goes to the next slot: ask for its line now, so that a history
+                // larger than the cache does not make every write wait for a line from memory.
+                prefetch_for_write(&ring_[number % cap_ + 1 == cap_ ? 0 : number % cap_ + 1]);
                 held_ = std::min<std::uint64_t>(held_ + 1, cap_);
             } else {
                 try {
