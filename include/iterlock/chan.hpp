@@ -169,9 +169,7 @@ class chan {
         if constexpr (std::is_nothrow_copy_constructible_v<T>) {
             if (state().buffered()) {  // copied straight into the buffer
                 detail::wake_list wakes;
-                detail::op_status const st = state().try_send_copy(v, wakes);
-                if (st == detail::op_status::closed) throw_send_closed();
-                return st == detail::op_status::ok;
+                return sent(state().try_send_copy(v, false, wakes));
             }
         }
         T copy(v);
@@ -179,9 +177,7 @@ class chan {
     }
     bool try_send(T&& v) const {
         detail::wake_list wakes;
-        detail::op_status const st = state().try_send(v, false, wakes);
-        if (st == detail::op_status::closed) throw_send_closed();
-        return st == detail::op_status::ok;
+        return sent(state().try_send(v, false, wakes));
     }
     // Blocks until sent (true) or until the timeout passes (false; `v` untouched).
     template <class Rep, class Period>
@@ -195,9 +191,7 @@ class chan {
     }
     template <class Clock, class Duration>
     bool send_until(T&& v, std::chrono::time_point<Clock, Duration> deadline) const {
-        detail::op_status const st = state().send(v, true, to_steady(deadline));
-        if (st == detail::op_status::closed) throw_send_closed();
-        return st == detail::op_status::ok;
+        return sent(state().send(v, true, to_steady(deadline)));
     }
     template <class Clock, class Duration>
     bool send_until(const T& v, std::chrono::time_point<Clock, Duration> deadline) const {
@@ -316,6 +310,12 @@ class chan {
         throw chan_closed(
             "iterlock::chan: send on a closed channel (whoever closes a channel must be sure no more sends "
             "follow; Go panics here)");
+    }
+    // A non-blocking or timed send's outcome: true if sent, false if it would block or timed out; a closed
+    // channel throws chan_closed (C5).
+    static bool sent(detail::op_status st) {
+        if (st == detail::op_status::closed) throw_send_closed();
+        return st == detail::op_status::ok;
     }
 
     template <class Rep, class Period>

@@ -307,11 +307,17 @@ class chan_parker {
         // the owner's acquire loads of wake_ in wait(); planted as relaxed,
         // memory_model.C4_ChannelDeliversEachValueExactlyOnce reports a data race on the value. Returns 1 iff
         // the owner set 1 (its CAS in wait()) before this RMW, so the owner sleeps only if it is then woken.
-        if (ITERLOCK_CHAN_ADAPTIVE_SPIN_NS != 0) signalled_ns_ = chan_now_ns();  // published by the exchange
+        // Only a stream-mode wait uses the time (~34 ns to read here), so only its parker asks for it.
+        if (ITERLOCK_CHAN_ADAPTIVE_SPIN_NS != 0 && wants_time_)
+            signalled_ns_ = chan_now_ns();  // published by the exchange
         if (wake_.exchange(2, std::memory_order_release) == 1) futex_wake(&wake_, 1);
     }
-    // When signal() was called (steady clock, ns; 0 without the adaptive phase). Requires: signalled.
+    // When signal() was called (steady clock, ns; 0 unless asked for with want_signal_time() and the
+    // adaptive phase is compiled in). Requires: signalled.
     std::int64_t signalled_ns() const noexcept { return signalled_ns_; }
+    // Asks signal() to record its time. Requires: before the parker is published to a claimer (linked under
+    // the channel's lock, which orders this store before the claimer's read).
+    void want_signal_time() noexcept { wants_time_ = true; }
 
     // Waits for `signal()`: spins briefly, yields, then sleeps. Returns false if `deadline` passed first
     // (only when `timed`). Never returns false once signalled.
@@ -365,6 +371,7 @@ class chan_parker {
     atomic<std::uint32_t> sel_{unclaimed};
     atomic<std::uint32_t> wake_{0};
     std::int64_t signalled_ns_ = 0;  // written by the claimer before its release in signal()
+    bool wants_time_ = false;        // set by the owner before the parker is published
 };
 
 // How long a blocked operation on a stream-mode buffered channel polls before it parks (rule C6), one per

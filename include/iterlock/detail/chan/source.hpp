@@ -3,7 +3,7 @@
 //
 // Owns: iterlock::detail::chan_source<T>.
 // Invariants: refill() is called only by a receiver of the channel that found its ring empty, never
-//       blocks, and moves values in only through chan_state<T>::source_push (so every ring invariant of
+//       blocks, and moves values in only through chan_state<T>::try_send_copy (so every ring invariant of
 //       chan/ring.hpp and the waiter counts of chan/core.hpp hold as for any sender).
 //
 // A channel with a source still works as any buffered channel (send, close, select); a receive that finds
@@ -29,7 +29,7 @@ class chan_source {
     chan_source(const chan_source&) = delete;
     chan_source& operator=(const chan_source&) = delete;
     virtual ~chan_source() = default;
-    // Moves what is ready into `ch`'s ring (chan_state::source_push) and may end the channel
+    // Moves what is ready into `ch`'s ring (chan_state::try_send_copy) and may end the channel
     // (chan_state::source_close). `locked`: the caller holds ch's lock (and maybe other channels' locks:
     // a select's slow pass); it is then the receiver's last check before it parks. Waiters claimed on the
     // way go to `wakes`. Never blocks on another thread for long (no lock but the source's own try-lock and

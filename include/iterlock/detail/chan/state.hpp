@@ -71,12 +71,14 @@ class chan_state final : public chan_core {
         return st;
     }
 
-    // Non-blocking send of a copy made in the buffer (no temporary). Buffered kind only, and only for a T
-    // whose copy cannot throw (chan::try_send(const T&) falls back to copying first).
-    op_status try_send_copy(const T& src,
+    // Non-blocking send of a copy made in the buffer (no temporary): ok, would_block (full) or closed; wakes
+    // a waiting receiver as a send does. Buffered kind only, and only for a T whose copy cannot throw
+    // (chan::try_send(const T&) falls back to copying first). `locked`: the caller holds lock_ (a pull
+    // source refilling in a receiver's last check, chan/source.hpp).
+    op_status try_send_copy(const T& src, bool locked,
                             wake_list& wakes) noexcept requires std::is_nothrow_copy_constructible_v<T> {
         op_status const st = ring_.try_push_copy(src);
-        if (st == op_status::ok) notify_one(/*other_send=*/false, /*locked=*/false, wakes);
+        if (st == op_status::ok) notify_one(/*other_send=*/false, locked, wakes);
         return st;
     }
 
@@ -98,14 +100,6 @@ class chan_state final : public chan_core {
     // channel yet.
     void attach_source(std::unique_ptr<chan_source<T>> s) noexcept { source_ = std::move(s); }
     chan_source<T>* source() const noexcept { return source_.get(); }
-    // A source's send: a copy of v into the ring. ok, would_block (full) or closed; wakes a waiting
-    // receiver as a send does. `locked` as in chan_source::refill.
-    op_status source_push(const T& v, bool locked,
-                          wake_list& wakes) noexcept requires std::is_nothrow_copy_constructible_v<T> {
-        op_status const st = ring_.try_push_copy(v);
-        if (st == op_status::ok) notify_one(/*other_send=*/false, locked, wakes);
-        return st;
-    }
     // A source ends the channel (as close(); `locked` as in chan_source::refill). False if it was closed.
     bool source_close(bool locked, wake_list& wakes) noexcept {
         if (!locked) return close();
@@ -448,6 +442,7 @@ class chan_state final : public chan_core {
             chan_parker& parker = f.parker;
             chan_waiter& w = f.waiter;
             w.parker = &parker;
+            if (adaptive) parker.want_signal_time();
             wake_list wakes;
             lock_.lock();
             unprotected_announce(send);

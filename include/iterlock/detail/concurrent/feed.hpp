@@ -404,7 +404,7 @@ void watcher_state<Change>::pull(chan_state<Change>& ch_state, bool locked, wake
                     const std::optional<held_event<Change>> e = f.read(seen + 1);
                     if (!e) return stop(feed_end::lagging);
                     if (e->pred != 0 && !taken(e->pred)) break;  // its batch predecessor first (V5)
-                    const op_status st = ch_state.source_push(e->c, locked, wakes);
+                    const op_status st = ch_state.try_send_copy(e->c, locked, wakes);
                     if (st == op_status::closed) return;
                     if (st != op_status::ok) return;  // the channel is full: the receivers take more first
                     // Relaxed: read by writers for the lagging test only (after_publish).
