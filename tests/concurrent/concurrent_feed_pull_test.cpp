@@ -22,6 +22,7 @@
 #include "iterlock/chan.hpp"
 #include "iterlock/select.hpp"
 #include "iterlock/versioned_map.hpp"
+#include "support/feed_replica.hpp"
 #include "support/scale.hpp"
 #include "support/watchdog.hpp"
 
@@ -29,28 +30,16 @@ namespace {
 
 using vmap = iterlock::versioned_map<int, long>;
 using change = iterlock::change<int, long>;
-using replica = std::map<int, iterlock::versioned<long>>;
+using replica = iterlock::test::feed_replica<long>;
 constexpr auto pull = iterlock::feed_delivery::pull;
 
 class ConcurrentFeedPull : public iterlock::test::watched {};
 
 replica list(const vmap::snapshot_view& s) {
-    replica r;
-    for (const auto& [k, vv] : s) r.emplace(k, vv);
-    return r;
+    return iterlock::test::list_snapshot(s);
 }
-// Applies one event; false if it breaks per-key order or repeats an event.
 bool apply(replica& r, const change& c, std::map<int, std::uint64_t>& last_rev) {
-    std::uint64_t& last = last_rev[c.key];
-    auto it = r.find(c.key);
-    const std::uint64_t before = std::max(last, it != r.end() ? it->second.revision : 0);
-    if (c.revision <= before) return false;
-    last = c.revision;
-    if (c.kind == iterlock::change_kind::put)
-        r[c.key] = {*c.value, c.revision};
-    else
-        r.erase(c.key);
-    return true;
+    return iterlock::test::apply_change(r, c, last_rev);
 }
 
 TEST_F(ConcurrentFeedPull, V2_SnapshotPlusFeedEqualsMapAfterwards) {
@@ -88,23 +77,8 @@ TEST_F(ConcurrentFeedPull, V2_RandomWritersWatchersAndReceivers) {
     std::vector<std::thread> ts;
     for (int w = 0; w < writers; ++w)
         ts.emplace_back([&, w] {
-            std::mt19937 rng(static_cast<unsigned>(w + 1));
             start.arrive_and_wait();
-            for (long i = 0; i < per; ++i) {
-                const int k = static_cast<int>(rng() % keys);
-                switch (rng() % 4) {
-                    case 0:
-                        m.erase(k);
-                        break;
-                    case 1: {
-                        const auto cur = m.find_versioned(k);
-                        m.compare_and_set(k, cur ? cur->revision : 0, i);
-                        break;
-                    }
-                    default:
-                        m.insert_or_assign(k, i * 10 + w);
-                }
-            }
+            iterlock::test::random_versioned_writes(m, w, per, keys);
             writers_done.fetch_add(1);
         });
     for (int w = 0; w < watchers; ++w)

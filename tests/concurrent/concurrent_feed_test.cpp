@@ -17,6 +17,7 @@
 #include "iterlock/chan.hpp"
 #include "iterlock/select.hpp"
 #include "iterlock/versioned_map.hpp"
+#include "support/feed_replica.hpp"
 #include "support/scale.hpp"
 #include "support/watchdog.hpp"
 
@@ -24,27 +25,17 @@ namespace {
 
 using vmap = iterlock::versioned_map<int, long>;
 using change = iterlock::change<int, long>;
-using replica = std::map<int, iterlock::versioned<long>>;
+using replica = iterlock::test::feed_replica<long>;
 
 replica list(const vmap::snapshot_view& s) {
-    replica r;
-    for (const auto& [k, vv] : s) EXPECT_TRUE(r.emplace(k, vv).second) << "key " << k << " listed twice";
+    replica r = iterlock::test::list_snapshot(s);
+    EXPECT_EQ(r.size(), s.size()) << "a key listed twice";
     return r;
 }
 // Applies one event, checking per-key order and exactly once against what the replica holds.
 void apply(replica& r, const change& c, std::map<int, std::uint64_t>& last_rev) {
-    std::uint64_t& last = last_rev[c.key];
-    auto it = r.find(c.key);
-    const std::uint64_t before = std::max(last, it != r.end() ? it->second.revision : 0);
-    ASSERT_GT(c.revision, before) << "key " << c.key << ": event out of order or delivered twice";
-    last = c.revision;
-    if (c.kind == iterlock::change_kind::put) {
-        ASSERT_TRUE(c.value.has_value());
-        r[c.key] = {*c.value, c.revision};
-    } else {
-        ASSERT_FALSE(c.value.has_value());
-        r.erase(c.key);
-    }
+    ASSERT_TRUE(iterlock::test::apply_change(r, c, last_rev))
+        << "key " << c.key << ": event out of order, delivered twice, or with a wrong value";
 }
 // Receives what the feed holds now, without waiting.
 void drain(const vmap::feed_type& f, replica& r, std::map<int, std::uint64_t>& last_rev) {
@@ -84,23 +75,8 @@ TEST(ConcurrentFeed, V2_RandomWritersWatchersAtRandomSnapshots) {
     std::vector<std::thread> ts;
     for (int w = 0; w < writers; ++w)
         ts.emplace_back([&, w] {
-            std::mt19937 rng(static_cast<unsigned>(w + 1));
             start.arrive_and_wait();
-            for (long i = 0; i < per; ++i) {
-                const int k = static_cast<int>(rng() % keys);
-                switch (rng() % 4) {
-                    case 0:
-                        m.erase(k);
-                        break;
-                    case 1: {
-                        const auto cur = m.find_versioned(k);
-                        m.compare_and_set(k, cur ? cur->revision : 0, i);
-                        break;
-                    }
-                    default:
-                        m.insert_or_assign(k, i * 10 + w);
-                }
-            }
+            iterlock::test::random_versioned_writes(m, w, per, keys);
             writers_done.fetch_add(1);
         });
     for (int w = 0; w < watchers; ++w)
