@@ -70,63 +70,49 @@ TEST_F(ConcurrentFeedPull, V2_RandomWritersWatchersAndReceivers) {
     const int writers = 3, watchers = 3, keys = 64;
     const long per = iterlock::test::scaled(20000, 2000);
     vmap m(8, 1 << 15);  // the history holds every write: no watcher is cut off
-    std::latch start(writers + watchers);
-    std::atomic<int> writers_done{0};
     std::vector<replica> replicas(watchers);
     std::vector<bool> ok(watchers, true);
-    std::vector<std::thread> ts;
-    for (int w = 0; w < writers; ++w)
-        ts.emplace_back([&, w] {
-            start.arrive_and_wait();
-            iterlock::test::random_versioned_writes(m, w, per, keys);
-            writers_done.fetch_add(1);
-        });
-    for (int w = 0; w < watchers; ++w)
-        ts.emplace_back([&, w] {
-            std::mt19937 rng(static_cast<unsigned>(100 + w));
-            start.arrive_and_wait();
-            std::this_thread::sleep_for(std::chrono::microseconds(rng() % 2000));
-            auto s = m.snapshot();
-            replica r = list(s);
-            auto f = m.watch(s, 256, pull);
-            // Two receivers on one channel: each event reaches exactly one of them. They record events in
-            // the order they took them; per shard the puller moves events in order, but two receivers can
-            // take two of one key's events in either order, so the replica is rebuilt by revision.
-            std::vector<change> got[2];
-            std::atomic<bool> done{false};
-            auto receive = [&](int i) {
-                auto ch = f.events();
-                for (;;) {
-                    if (auto c = ch.recv_for(std::chrono::milliseconds(1))) {
-                        got[i].push_back(*c);
-                    } else if (done.load()) {
-                        while (auto more = ch.try_recv()) got[i].push_back(*more);
-                        return;
-                    }
+    iterlock::test::writers_and_watchers(m, writers, watchers, per, keys, [&](int w, auto writing) {
+        auto s = m.snapshot();
+        replica r = list(s);
+        auto f = m.watch(s, 256, pull);
+        // Two receivers on one channel: each event reaches exactly one of them. They record events in
+        // the order they took them; per shard the puller moves events in order, but two receivers can
+        // take two of one key's events in either order, so the replica is rebuilt by revision.
+        std::vector<change> got[2];
+        std::atomic<bool> done{false};
+        auto receive = [&](int i) {
+            auto ch = f.events();
+            for (;;) {
+                if (auto c = ch.recv_for(std::chrono::milliseconds(1))) {
+                    got[i].push_back(*c);
+                } else if (done.load()) {
+                    while (auto more = ch.try_recv()) got[i].push_back(*more);
+                    return;
                 }
-            };
-            std::thread second(receive, 1);
-            std::thread first(receive, 0);
-            while (writers_done.load() < writers) std::this_thread::yield();
-            done.store(true);
-            first.join();
-            second.join();
-            if (f.ended()) {
-                ok[w] = false;
-                return;
             }
-            std::vector<change> all = got[0];
-            all.insert(all.end(), got[1].begin(), got[1].end());
-            std::sort(all.begin(), all.end(),
-                      [](const change& a, const change& b) { return a.revision < b.revision; });
-            // Revisions of different shards do not order writes, but one key's do, and each key lives in
-            // one shard: applying in revision order applies each key's events in its order.
-            std::map<int, std::uint64_t> last;
-            for (const change& c : all)
-                if (!apply(r, c, last)) ok[w] = false;
-            replicas[w] = std::move(r);
-        });
-    for (auto& t : ts) t.join();
+        };
+        std::thread second(receive, 1);
+        std::thread first(receive, 0);
+        while (writing()) std::this_thread::yield();
+        done.store(true);
+        first.join();
+        second.join();
+        if (f.ended()) {
+            ok[w] = false;
+            return;
+        }
+        std::vector<change> all = got[0];
+        all.insert(all.end(), got[1].begin(), got[1].end());
+        std::sort(all.begin(), all.end(),
+                  [](const change& a, const change& b) { return a.revision < b.revision; });
+        // Revisions of different shards do not order writes, but one key's do, and each key lives in
+        // one shard: applying in revision order applies each key's events in its order.
+        std::map<int, std::uint64_t> last;
+        for (const change& c : all)
+            if (!apply(r, c, last)) ok[w] = false;
+        replicas[w] = std::move(r);
+    });
     const replica final_map = list(m.snapshot());
     for (int w = 0; w < watchers; ++w) {
         EXPECT_TRUE(ok[w]) << "watcher " << w << ": an event repeated, out of order, or the feed ended";
@@ -353,32 +339,18 @@ TEST_F(ConcurrentFeedPull, V3_ChannelOutlivesItsFeedAndMap) {
 
 TEST_F(ConcurrentFeedPull, V3_FeedsDestroyedMidStreamUnderWriters) {
     vmap m(8, 256);
-    std::atomic<bool> stop{false};
-    std::latch start(3);
-    std::vector<std::thread> ts;
-    for (int w = 0; w < 2; ++w)
-        ts.emplace_back([&, w] {
-            start.arrive_and_wait();
-            for (long i = 0; !stop.load(); ++i) m.insert_or_assign(static_cast<int>((i + w) % 100), i);
+    iterlock::test::rounds_under_writers(m, iterlock::test::scaled(300, 30), [&] {
+        auto f = m.watch(std::size_t{64}, pull);
+        auto ch = f.events();
+        std::thread other([ch]() mutable {  // a receiver on another thread, ended under it
+            while (ch.recv_for(std::chrono::milliseconds(1)).has_value()) {
+            }
         });
-    ts.emplace_back([&] {
-        start.arrive_and_wait();
-        const long rounds = iterlock::test::scaled(300, 30);
-        for (long i = 0; i < rounds; ++i) {
-            auto f = m.watch(std::size_t{64}, pull);
-            auto ch = f.events();
-            std::thread other([ch]() mutable {  // a receiver on another thread, ended under it
-                while (ch.recv_for(std::chrono::milliseconds(1)).has_value()) {
-                }
-            });
-            for (int j = 0; j < 10; ++j)
-                if (!f.events().try_recv()) break;
-            f = {};  // ends mid-feed while writers publish and `other` receives
-            other.join();
-        }
-        stop.store(true);
+        for (int j = 0; j < 10; ++j)
+            if (!f.events().try_recv()) break;
+        f = {};  // ends mid-feed while writers publish and `other` receives
+        other.join();
     });
-    for (auto& t : ts) t.join();
     EXPECT_EQ(m.feeds_alive(), 0u);
 }
 

@@ -67,29 +67,15 @@ TEST(ConcurrentFeed, V2_RandomWritersWatchersAtRandomSnapshots) {
     const int writers = 3, watchers = 4, keys = 64;
     const long per = iterlock::test::scaled(20000, 2000);
     vmap m(8, 1 << 14);
-    std::latch start(writers + watchers);
-    std::atomic<int> writers_done{0};
     std::vector<vmap::feed_type> feeds(watchers);
     std::vector<replica> replicas(watchers);
     std::vector<std::map<int, std::uint64_t>> lasts(watchers);
-    std::vector<std::thread> ts;
-    for (int w = 0; w < writers; ++w)
-        ts.emplace_back([&, w] {
-            start.arrive_and_wait();
-            iterlock::test::random_versioned_writes(m, w, per, keys);
-            writers_done.fetch_add(1);
-        });
-    for (int w = 0; w < watchers; ++w)
-        ts.emplace_back([&, w] {
-            std::mt19937 rng(static_cast<unsigned>(100 + w));
-            start.arrive_and_wait();
-            std::this_thread::sleep_for(std::chrono::microseconds(rng() % 2000));
-            auto s = m.snapshot();
-            replicas[w] = list(s);
-            feeds[w] = m.watch(s, static_cast<std::size_t>(writers * per + 1));
-            while (writers_done.load() < writers) drain(feeds[w], replicas[w], lasts[w]);
-        });
-    for (auto& t : ts) t.join();
+    iterlock::test::writers_and_watchers(m, writers, watchers, per, keys, [&](int w, auto writing) {
+        auto s = m.snapshot();
+        replicas[w] = list(s);
+        feeds[w] = m.watch(s, static_cast<std::size_t>(writers * per + 1));
+        while (writing()) drain(feeds[w], replicas[w], lasts[w]);
+    });
     const replica final_map = list(m.snapshot());
     for (int w = 0; w < watchers; ++w) {
         ASSERT_FALSE(feeds[w].ended()) << iterlock::to_string(feeds[w].reason());
@@ -179,26 +165,12 @@ TEST(ConcurrentFeed, V3_ManyWatchersEachGetEveryEvent) {
 
 TEST(ConcurrentFeed, V3_WatcherDestroyedMidFeed) {
     vmap m(8, 256);
-    std::atomic<bool> stop{false};
-    std::latch start(3);
-    std::vector<std::thread> ts;
-    for (int w = 0; w < 2; ++w)
-        ts.emplace_back([&, w] {
-            start.arrive_and_wait();
-            for (long i = 0; !stop.load(); ++i) m.insert_or_assign(static_cast<int>((i + w) % 100), i);
-        });
-    ts.emplace_back([&] {
-        start.arrive_and_wait();
-        const long rounds = iterlock::test::scaled(300, 30);
-        for (long i = 0; i < rounds; ++i) {
-            auto f = m.watch(std::size_t{64});
-            for (int j = 0; j < 10; ++j)
-                if (!f.events().try_recv()) break;
-            // f ends here, mid-feed, while writers deliver to it
-        }
-        stop.store(true);
+    iterlock::test::rounds_under_writers(m, iterlock::test::scaled(300, 30), [&] {
+        auto f = m.watch(std::size_t{64});
+        for (int j = 0; j < 10; ++j)
+            if (!f.events().try_recv()) break;
+        // f ends here, mid-feed, while writers deliver to it
     });
-    for (auto& t : ts) t.join();
     EXPECT_EQ(m.feeds_alive(), 0u);
 }
 

@@ -1,17 +1,24 @@
 // tests/support/feed_replica.hpp: what the change-feed tests (V2, V3, V5) do with a versioned_map's
 // snapshots and feeds: list a snapshot into an ordered replica, apply an event to it with the checks of V2,
-// and write at random from one thread (puts, erases, compare-and-sets) as the feeds' writers do.
+// write at random from one thread (puts, erases, compare-and-sets) as the feeds' writers do, and run rounds
+// of feed churn while two writers write flat out.
 //
-// Owns: iterlock::test::feed_replica<V>, list_snapshot(), apply_change(), random_versioned_writes().
+// Owns: iterlock::test::feed_replica<V>, list_snapshot(), apply_change(), random_versioned_writes(),
+//       writers_and_watchers(), rounds_under_writers().
 // Invariants: apply_change() accepts an event only if it is newer than both what the replica holds for its
 //       key and the last event applied for that key (per-key order, no event twice), and leaves the replica
 //       untouched otherwise.
 #pragma once
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <cstdint>
+#include <latch>
 #include <map>
 #include <random>
+#include <thread>
+#include <vector>
 
 #include "iterlock/versioned_map.hpp"
 
@@ -67,6 +74,50 @@ void random_versioned_writes(Map& m, int w, long per, int keys) {
                 m.insert_or_assign(k, i * 10 + w);
         }
     }
+}
+
+// `writers` threads each make `per` random_versioned_writes to keys [0, keys) of m, while `watchers` threads
+// each sleep up to 2 ms (a per-watcher seed) and then call watch(w, writing), where writing() is true while
+// any writer still writes. Returns once every thread is joined.
+template <class Map, class Watch>
+void writers_and_watchers(Map& m, int writers, int watchers, long per, int keys, Watch watch) {
+    std::latch start(writers + watchers);
+    std::atomic<int> writers_done{0};
+    std::vector<std::thread> ts;
+    for (int w = 0; w < writers; ++w)
+        ts.emplace_back([&, w] {
+            start.arrive_and_wait();
+            random_versioned_writes(m, w, per, keys);
+            writers_done.fetch_add(1);
+        });
+    for (int w = 0; w < watchers; ++w)
+        ts.emplace_back([&, w] {
+            std::mt19937 rng(static_cast<unsigned>(100 + w));
+            start.arrive_and_wait();
+            std::this_thread::sleep_for(std::chrono::microseconds(rng() % 2000));
+            watch(w, [&] { return writers_done.load() < writers; });
+        });
+    for (auto& t : ts) t.join();
+}
+
+// Two writers put flat out on keys [0, 100) of m while round() runs `rounds` times on a third thread (the
+// tests that end feeds mid-stream, V3); returns once all three threads are joined.
+template <class Map, class Round>
+void rounds_under_writers(Map& m, long rounds, Round round) {
+    std::atomic<bool> stop{false};
+    std::latch start(3);
+    std::vector<std::thread> ts;
+    for (int w = 0; w < 2; ++w)
+        ts.emplace_back([&, w] {
+            start.arrive_and_wait();
+            for (long i = 0; !stop.load(); ++i) m.insert_or_assign(static_cast<int>((i + w) % 100), i);
+        });
+    ts.emplace_back([&] {
+        start.arrive_and_wait();
+        for (long i = 0; i < rounds; ++i) round();
+        stop.store(true);
+    });
+    for (auto& t : ts) t.join();
 }
 
 }  // namespace iterlock::test

@@ -6,10 +6,10 @@
 // suite under its schedulers and prints the failing execution's history when an assertion, a data race on an
 // rl::var, a deadlock or a livelock is found.
 //
-// Command line: [ITERATIONS] [random|bound] [CONTEXT_BOUND (default 2)]. Defaults: the scheduler and iteration count the check passes
-// to run() ('random' unless it asks for 'bound'; chosen to keep every check a few seconds on a 2-core
-// machine). 'bound' is Relacy's context-bound search (exhaustive for the given bound of preemptions;
-// slower, and what finds a lost wake-up that needs a preemption at one exact point).
+// Command line: [ITERATIONS] [random|bound] [CONTEXT_BOUND (default 2)]. Defaults: the scheduler and
+// iteration count the check passes to run() ('random' unless it asks for 'bound'; chosen to keep every check
+// a few seconds on a 2-core machine). 'bound' is Relacy's context-bound search (exhaustive for the given
+// bound of preemptions; slower, and what finds a lost wake-up that needs a preemption at one exact point).
 #pragma once
 
 #ifndef ITERLOCK_RELACY
@@ -56,7 +56,8 @@ class boxed {
 template <class Suite>
 // `context_bound` > 0: the default search is Relacy's context-bound one with that bound (the whole space,
 // whatever the iteration count), else the random scheduler.
-int run(const char* name, int argc, char** argv, unsigned long iterations = 200000, unsigned context_bound = 0) {
+int run(const char* name, int argc, char** argv, unsigned long iterations = 200000,
+        unsigned context_bound = 0) {
     rl::test_params params;
     params.iteration_count = argc > 1 ? std::strtoul(argv[1], nullptr, 10) : iterations;
     if (argc > 2) context_bound = std::strcmp(argv[2], "bound") == 0 ? 2 : 0;
