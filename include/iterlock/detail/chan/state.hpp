@@ -99,7 +99,6 @@ class chan_state final : public chan_core {
     // Installs the source. Requires: buffered, T nothrow copy constructible, and no other thread uses the
     // channel yet.
     void attach_source(std::unique_ptr<chan_source<T>> s) noexcept { source_ = std::move(s); }
-    chan_source<T>* source() const noexcept { return source_.get(); }
     // A source ends the channel (as close(); `locked` as in chan_source::refill). False if it was closed.
     bool source_close(bool locked, wake_list& wakes) noexcept {
         if (!locked) return close();

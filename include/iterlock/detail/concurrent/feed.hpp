@@ -247,7 +247,8 @@ class alignas(64) shard_feed {
     // number + 1.
     void publish(std::uint64_t number, const Change& c, std::uint64_t pred = 0) noexcept {
         if (cap_ != 0) {
-            slot& e = ring_[number % cap_];
+            const std::size_t at = static_cast<std::size_t>(number % cap_);
+            slot& e = ring_[at];
             if constexpr (pull_capable<Change>) {
                 // The slot's sequence lock (file comment): closed, filled with relaxed stores, reopened.
                 e.number.store(0, std::memory_order_relaxed);
@@ -256,7 +257,7 @@ class alignas(64) shard_feed {
                 e.number.store(number, std::memory_order_release);
                 // The shard's next event goes to the next slot: ask for its line now, so that a history
                 // larger than the cache does not make every write wait for a line from memory.
-                prefetch_for_write(&ring_[number % cap_ + 1 == cap_ ? 0 : number % cap_ + 1]);
+                prefetch_for_write(&ring_[at + 1 == cap_ ? 0 : at + 1]);
                 held_ = std::min<std::uint64_t>(held_ + 1, cap_);
             } else {
                 try {
