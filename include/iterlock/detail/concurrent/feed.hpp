@@ -406,8 +406,8 @@ void watcher_state<Change>::pull(chan_state<Change>& ch_state, bool locked, wake
                     if (!e) return stop(feed_end::lagging);
                     if (e->pred != 0 && !taken(e->pred)) break;  // its batch predecessor first (V5)
                     const op_status st = ch_state.try_send_copy(e->c, locked, wakes);
-                    if (st == op_status::closed) return;
-                    if (st != op_status::ok) return;  // the channel is full: the receivers take more first
+                    // Full (the receivers take more first) or closed (the feed ended): stop here.
+                    if (st != op_status::ok) return;
                     // Relaxed: read by writers for the lagging test only (after_publish).
                     seen_[s].store(++seen, std::memory_order_relaxed);
                     progress = true;
