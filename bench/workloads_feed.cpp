@@ -8,7 +8,7 @@
 //   iterlock_feed       iterlock::versioned_map (4096 events of history per shard): snapshot +
 //                       watch(snapshot), events on an iterlock::chan.
 //   iterlock_feed_pull  the same with feed_delivery::pull (the writer keeps events in its shard's history,
-//                       the watcher's receives copy them out).
+//                       the watcher's receivers copy them out).
 //   mutex_deque         std::unordered_map + std::mutex; each write appends its change to every watcher's
 //                       std::deque under the same lock (a condition variable wakes the watcher).
 //   tbb_queue           tbb::concurrent_hash_map + one tbb::concurrent_bounded_queue per watcher: the map and
