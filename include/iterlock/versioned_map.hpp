@@ -111,8 +111,10 @@ class versioned_map final : private detail::feed_source<change<K, V>> {
     explicit versioned_map(std::size_t shards = 0, std::size_t history_per_shard = default_history_per_shard)
         : inner_(shards),
           shift_(static_cast<unsigned>(std::countr_zero(inner_.shard_count()))),
-          feeds_(std::make_unique<shard_feed[]>(inner_.shard_count())) {
-        for (std::size_t i = 0; i < inner_.shard_count(); ++i) feeds_[i].set_history(history_per_shard, i);
+          feeds_(std::make_unique<shard_feed[]>(inner_.shard_count())),
+          marks_(inner_.shard_count()) {
+        for (std::size_t i = 0; i < inner_.shard_count(); ++i)
+            feeds_[i].set_history(history_per_shard, i, marks_[i]);
     }
     versioned_map(const versioned_map&) = delete;
     versioned_map& operator=(const versioned_map&) = delete;
@@ -477,7 +479,8 @@ class versioned_map final : private detail::feed_source<change<K, V>> {
     template <class Decide>
     detail::site_action write_at(const K& k, Decide&& decide) {
         return inner_.detail_write_at(
-            k, decide, [&](const site& st, detail::site_action a, const versioned<V>* stored) noexcept {
+            k, decide,
+            [&](const site& st, detail::site_action a, const versioned<V>* stored) noexcept {
                 const std::uint64_t n = st.revision + 1;
                 if (a == detail::site_action::put) {
                     publish(st.shard, n, [&] {
@@ -488,7 +491,8 @@ class versioned_map final : private detail::feed_source<change<K, V>> {
                         return change_type{change_kind::erase, k, std::nullopt, revision_of(n, st.shard)};
                     });
                 }
-            });
+            },
+            [&](std::size_t i) noexcept { feeds_[i].prepare(); });
     }
     // Publishes the event make() builds as shard i's write number n (only if anyone needs it); `pred` is
     // the revision of the batch event before it (0: none). Requires: shard i's writer lock.
@@ -518,7 +522,7 @@ class versioned_map final : private detail::feed_source<change<K, V>> {
                     throw std::invalid_argument(
                         "iterlock::versioned_map::watch: feed_delivery::pull needs a history "
                         "(history_per_shard > 0)");
-                w->make_pull(feeds_.get(), shard_count(), shift_);
+                w->make_pull(feeds_.get(), marks_, shard_count(), shift_);
             } else {
                 throw std::invalid_argument(
                     "iterlock::versioned_map::watch: feed_delivery::pull needs a trivially copyable "
@@ -538,6 +542,7 @@ class versioned_map final : private detail::feed_source<change<K, V>> {
     inner_type inner_;
     unsigned shift_;
     std::unique_ptr<shard_feed[]> feeds_;  // feeds_[i] belongs to shard i (under its lock)
+    detail::feed_marks marks_;             // the shards' publication marks (pull feeds)
     std::atomic<std::size_t> feeds_alive_{0};
 };
 

@@ -20,6 +20,7 @@
 #include <gtest/gtest.h>
 
 #include "iterlock/chan.hpp"
+#include "iterlock/detail/util/line_array.hpp"
 #include "iterlock/select.hpp"
 #include "iterlock/versioned_map.hpp"
 #include "support/feed_replica.hpp"
@@ -323,6 +324,41 @@ TEST_F(ConcurrentFeedPull, V5_ClearArrivesAsOneOrderedBatch) {
 
 // The channel handle may outlive the feed and the map: a receive then sees it closed and touches nothing
 // of the map (ASan checks that).
+// The shards' publication marks are kept only while a pull feed is registered: a pull feed that starts
+// after every earlier one ended, with writes in between, still receives exactly the writes after its
+// snapshot (none of the in-between ones, none missing), and so does one that starts beside a live one.
+TEST_F(ConcurrentFeedPull, V2_FeedStartedAfterEarlierOnesEndedSeesExactlyItsWrites) {
+    vmap m(4, 256);
+    for (int i = 0; i < 40; ++i) m.insert_or_assign(i, long{i});
+    {
+        auto first = m.watch(std::size_t{64}, pull);
+        for (int i = 0; i < 10; ++i) m.insert_or_assign(i, 100L + i);
+        int got = 0;
+        while (first.events().try_recv()) ++got;
+        EXPECT_EQ(got, 10);
+    }  // no pull feed: the marks stop following the writes
+    for (int i = 0; i < 40; ++i) m.insert_or_assign(i, 200L + i);
+    auto s = m.snapshot();
+    replica r = list(s);
+    auto second = m.watch(s, 64, pull);
+    auto third = m.watch(std::size_t{64}, pull);  // beside a live pull feed
+    for (int i = 0; i < 40; i += 3) m.insert_or_assign(i, 300L + i);
+    m.erase(7);
+    std::map<int, std::uint64_t> last;
+    int events = 0;
+    while (auto c = second.events().try_recv()) {
+        ASSERT_TRUE(apply(r, *c, last));
+        ++events;
+    }
+    EXPECT_EQ(events, 15);
+    EXPECT_EQ(r, list(m.snapshot()));
+    int third_events = 0;
+    while (third.events().try_recv()) ++third_events;
+    EXPECT_EQ(third_events, 15);
+    EXPECT_FALSE(second.ended());
+    EXPECT_FALSE(third.ended());
+}
+
 TEST_F(ConcurrentFeedPull, V3_ChannelOutlivesItsFeedAndMap) {
     iterlock::chan<change> ch;
     {
@@ -352,6 +388,22 @@ TEST_F(ConcurrentFeedPull, V3_FeedsDestroyedMidStreamUnderWriters) {
         other.join();
     });
     EXPECT_EQ(m.feeds_alive(), 0u);
+}
+
+// The marks and the cursors live in line_arrays (detail/util/line_array.hpp): whole lines of their own,
+// zeroed, so that what pullers write shares no line with what writers read.
+TEST(LineArray, ElementsStartALineAndFillWholeLines) {
+    using marks = iterlock::detail::line_array<std::atomic<std::uint32_t>>;
+    static_assert(marks::per_line == 16);
+    for (std::size_t n : {1u, 15u, 16u, 17u, 64u}) {
+        marks a(n);
+        const auto at = [&](std::size_t i) { return reinterpret_cast<std::uintptr_t>(&a[i]); };
+        EXPECT_EQ(at(0) % 64, 0u) << n;
+        for (std::size_t i = 0; i < n; ++i) {
+            EXPECT_EQ(a[i].load(), 0u) << n << " " << i;
+            EXPECT_EQ(at(i) / 64 - at(0) / 64, i / marks::per_line) << n << " " << i;
+        }
+    }
 }
 
 TEST_F(ConcurrentFeedPull, PullNeedsATriviallyCopyableChangeAndAHistory) {

@@ -36,7 +36,8 @@ plantings=(
   "chan_handover_check.cpp#chan/state.hpp#slot_state_.store(slot_free, std::memory_order_release);  // hands the slot#slot_state_.store(slot_free, std::memory_order_relaxed);  // hands the slot"
   "pull_feed_check.cpp#concurrent/feed.hpp#            process_light_fence();  // before reading whether a receiver parked#            /* no fence */"
   "pull_feed_check.cpp#concurrent/feed.hpp#if (locked) process_heavy_fence();#/* no fence */"
-  "pull_feed_check.cpp#concurrent/feed.hpp#sees the slot filled above.\n        newest_.store(number, std::memory_order_release);#sees the slot filled above.\n        newest_.store(number, std::memory_order_relaxed);"
+  "pull_feed_check.cpp#concurrent/feed.hpp#mark_->store(static_cast<std::uint32_t>(number), std::memory_order_release);#mark_->store(static_cast<std::uint32_t>(number), std::memory_order_relaxed);"
+  "pull_feed_check.cpp#concurrent/feed.hpp#const std::uint32_t mark = (*marks_)[s].load(std::memory_order_acquire);#const std::uint32_t mark = (*marks_)[s].load(std::memory_order_relaxed);"
 )
 
 n=0

@@ -1,6 +1,6 @@
 // memory_model.V2_PullFeedDeliversEachEventOnceAndWakesItsReceiver: versioned_map's pull delivery
-// (detail/concurrent/feed.hpp: shard_feed's history slots and newest_, watcher_state's cursors, feed_puller's
-// busy_/again_ and its heavy fence, the writer's light fence and wake test) under Relacy.
+// (detail/concurrent/feed.hpp: shard_feed's history slots and publication marks, watcher_state's cursors,
+// feed_puller's busy_/again_ and its heavy fence, the writer's light fence and wake test) under Relacy.
 //
 // The real shard_feed, watcher_state and chan, compiled with ITERLOCK_RELACY: the fences are the symmetric
 // mode's seq_cst fences (process_light_fence/process_heavy_fence), and a receiver that parks and is never
@@ -35,13 +35,15 @@ constexpr std::uint64_t revision(std::uint64_t number, std::uint64_t shard_index
 // first, on shard 1, as its predecessor). Values 1, 2, 3 in publication order.
 struct pull_fixture {
     std::unique_ptr<shard[]> shards;
+    std::unique_ptr<iterlock::detail::feed_marks> marks;
     std::shared_ptr<watcher> w;
 
     void set_up() {
         shards = std::make_unique<shard[]>(2);
-        for (std::size_t i = 0; i < 2; ++i) shards[i].set_history(4, i);
+        marks = std::make_unique<iterlock::detail::feed_marks>(2);
+        for (std::size_t i = 0; i < 2; ++i) shards[i].set_history(4, i, (*marks)[i]);
         w = std::make_shared<watcher>(1);
-        w->make_pull(shards.get(), 2, 1);
+        w->make_pull(shards.get(), *marks, 2, 1);
         for (std::size_t i = 0; i < 2; ++i) RL_ASSERT(shards[i].start(w, 0, 0));
     }
     void write() {
@@ -52,6 +54,7 @@ struct pull_fixture {
     void tear_down() {
         w.reset();
         shards.reset();
+        marks.reset();
     }
 };
 // Values taken in one receiver's order: each once, 3 (shard 0's second, and the batch's second) after 1

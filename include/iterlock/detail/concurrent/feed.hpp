@@ -2,7 +2,7 @@
 //
 // Owns: watcher_state (one feed: its channel, its end flag and reason, and for a pull feed its per-shard
 // cursors), feed_puller (the pull feed's channel source), shard_feed (one shard's recent history and the
-// watchers registered on it).
+// watchers registered on it), feed_marks (the shards' publication marks that pull watchers poll).
 // Invariants:
 //  - A shard_feed is written only under its shard's writer lock (concurrent_map::detail_write_at and
 //    detail_with_shard), so the history, the watcher list and the shard's revision change together:
@@ -23,10 +23,20 @@
 // Pull delivery, in detail (only for an event type that is trivially copyable, so that a torn copy is
 // bytes, never a broken object):
 //  - A history slot is a sequence lock: its number is 0 while the writer fills it, then the event's
-//    number (release). newest_ is stored (release) after the slot. A puller reads newest_ (acquire), copies
-//    the slot with relaxed loads (racy_copy) and keeps the copy only if the number read before and after
-//    is the one it wants; any other number means a newer event took the slot: the watcher lost an event
-//    and ends with feed_end::lagging.
+//    number (release). While a pull watcher is registered on the shard, the writer then stores the
+//    number's low 32 bits into the shard's mark (release). A puller reads the mark (acquire): while it
+//    differs from its cursor's low bits, the slot after the cursor is published. It copies the slot with
+//    relaxed loads (racy_copy) and keeps the copy only if the number read before and after is the one it
+//    wants; any other number means a newer event took the slot: the watcher lost an event and ends with
+//    feed_end::lagging. (32 bits cannot wrap unseen: a watcher 2^32 events behind was ended long before
+//    by the writer's lag check, since a history holds fewer.)
+//  - Why marks: a puller that finds its channel empty polls every shard. Had it read a word on each shard's
+//    own line, the writer's next store there would wait for that line to come back from the puller's core,
+//    nearly once per write at a high write rate (the store drains before the next write's lock). The marks
+//    pack 16 shards to a line, so one poll costs the writers at most shards/16 such transfers, and only
+//    while a pull watcher exists; the writer also asks for its mark's line before it locks the shard
+//    (shard_feed::prepare). The history's bookkeeping that the writer changes on every write (held_,
+//    newest_) sits on a line of its own, away from what pullers read (ring_, cap_).
 //  - Per shard, a pull watcher's cursor (seen_) is the number of the last event it moved into its
 //    channel. Pulls of one watcher run one at a time (feed_puller's busy_ flag); a receiver that finds a
 //    pull in progress leaves `again_` set, and the puller runs once more before it lets go, so a request
@@ -35,10 +45,10 @@
 //    a shard's next event only once the predecessor was taken (or lies before the watcher's start), so
 //    each watcher receives a batch's events in the batch's order. The batch's writer published them in that
 //    order, so the oldest unread event of all shards is always takeable: no shard waits forever.
-//  - No lost wake-up: a writer stores newest_, then runs the light fence and reads whether a receiver
+//  - No lost wake-up: a writer stores the mark, then runs the light fence and reads whether a receiver
 //    announced itself on the watcher's channel (chan_state::wake_receiver); a receiver announces itself,
 //    then, in its last check before parking (refill with `locked`), runs the heavy fence before it reads
-//    newest_ (epoch_domain's pair, E4 of detail/reclaim/epoch.hpp: a compiler barrier for the writer and a
+//    the marks (epoch_domain's pair, E4 of detail/reclaim/epoch.hpp: a compiler barrier for the writer and a
 //    membarrier for the rare parker, or two seq_cst fences). Either the check sees the event or the writer
 //    sees the receiver.
 //  - Lifetime: the channel (and its puller) may outlive the watcher and the map through a copy of the
@@ -62,6 +72,7 @@
 #include "iterlock/detail/util/atomic_traits.hpp"
 #include "iterlock/detail/util/fence.hpp"
 #include "iterlock/detail/util/inline.hpp"
+#include "iterlock/detail/util/line_array.hpp"
 #include "iterlock/detail/util/prefetch.hpp"
 #include "iterlock/detail/util/racy_read.hpp"
 #include "iterlock/feed.hpp"
@@ -84,6 +95,9 @@ template <class Change>
 class shard_feed;
 template <class Change>
 class feed_puller;
+
+// The shards' publication marks (file comment), 16 to a cache line. Built before the map is shared.
+using feed_marks = line_array<atomic<std::uint32_t>>;
 
 template <class Change>
 struct watcher_state {
@@ -122,12 +136,13 @@ struct watcher_state {
 
     // ---- pull delivery --------------------------------------------------------------------------------
     bool pulls() const noexcept { return puller_ != nullptr; }
-    // Makes this a pull watcher of the shards feeds[0, shards). Requires: pull_capable<Change>, before the
-    // watcher is registered anywhere. Throws std::bad_alloc.
-    void make_pull(shard_feed<Change>* feeds, std::size_t shards,
+    // Makes this a pull watcher of the shards feeds[0, shards), whose marks are `marks`. Requires:
+    // pull_capable<Change>, before the watcher is registered anywhere. Throws std::bad_alloc.
+    void make_pull(shard_feed<Change>* feeds, const feed_marks& marks, std::size_t shards,
                    unsigned shift) requires pull_capable<Change> {
-        seen_ = std::make_unique<atomic<std::uint64_t>[]>(shards);
+        seen_ = line_array<atomic<std::uint64_t>>(shards);
         feeds_ = feeds;
+        marks_ = &marks;
         shards_ = shards;
         shift_ = shift;
         auto p = std::make_unique<feed_puller<Change>>(this);
@@ -188,14 +203,19 @@ struct watcher_state {
     feed_puller<Change>* puller_ = nullptr;  // owned by ch's state; null for a push watcher
     chan_state<Change>* state_ = nullptr;    // ch's state (pull watchers)
     shard_feed<Change>* feeds_ = nullptr;
+    const feed_marks* marks_ = nullptr;
     std::size_t shards_ = 0;
     unsigned shift_ = 0;
-    std::unique_ptr<atomic<std::uint64_t>[]> seen_;  // per shard: written by pulls, read by writers
+    // Per shard: written by pulls on every event, read by writers now and then; on lines of their own (a
+    // heap neighbour that writers read on every write, such as a shard's watcher list, would move with them).
+    line_array<atomic<std::uint64_t>> seen_;
 };
 
-// A pull watcher's channel source: runs the watcher's pulls one at a time for the channel's receivers.
+// A pull watcher's channel source: runs the watcher's pulls one at a time for the channel's receivers. On
+// lines of its own: its flags change at every refill, and a heap neighbour (a shard's watcher list, which
+// writers read) would move with them.
 template <class Change>
-class feed_puller final : public chan_source<Change> {
+class alignas(64) feed_puller final : public chan_source<Change> {
   public:
     explicit feed_puller(watcher_state<Change>* w) noexcept : w_(w) {}
 
@@ -233,11 +253,13 @@ class alignas(64) shard_feed {
   public:
     using watcher_ptr = std::shared_ptr<watcher_state<Change>>;
 
-    // Requires: the shard's lock, and no event numbered yet (called before the map is shared).
-    void set_history(std::size_t cap, std::size_t index) {
+    // Requires: the shard's lock, and no event numbered yet (called before the map is shared). `mark`: this
+    // shard's entry of the map's feed_marks.
+    void set_history(std::size_t cap, std::size_t index, atomic<std::uint32_t>& mark) {
         ring_ = cap == 0 ? nullptr : std::make_unique<slot[]>(cap);
         cap_ = cap;
         index_ = index;
+        mark_ = &mark;
     }
     std::size_t history() const noexcept { return cap_; }
 
@@ -269,21 +291,31 @@ class alignas(64) shard_feed {
                 }
             }
         }
-        // Release: a puller that reads this number sees the slot filled above.
-        newest_.store(number, std::memory_order_release);
+        // Relaxed: pullers read the mark, not this (only unpulled() does, as a count).
+        newest_.store(number, std::memory_order_relaxed);
         if (watchers_.empty()) [[likely]]
             return;
         bool drop = false;
-        if (pullers_ != watchers_.size()) {
+        const std::size_t pullers = pullers_.load(std::memory_order_relaxed);  // under the lock
+        if (pullers != 0) set_mark(number);
+        if (pullers != watchers_.size()) {
             for (const watcher_ptr& w : watchers_)
                 if (!w->pulls()) drop |= !w->deliver(c);
         }
-        if (pullers_ != 0) {
+        if (pullers != 0) {
             process_light_fence();  // before reading whether a receiver parked
             for (const watcher_ptr& w : watchers_)
                 if (w->pulls()) drop |= !w->after_publish(index_, number, cap_);
         }
         if (drop) drop_ended();
+    }
+    // Called before the writer locks the shard: while pull watchers poll the marks, the line of this
+    // shard's mark is likely in a puller's cache; asking for it now overlaps its transfer with the lock
+    // and the table's work instead of making the next lock wait for the store (file comment, "Why marks").
+    // Reads pullers_ without the lock (relaxed): a hint.
+    ITERLOCK_DETAIL_ALWAYS_INLINE void prepare() const noexcept {
+        if (pullers_.load(std::memory_order_relaxed) != 0) [[unlikely]]
+            prefetch_for_write(mark_);
     }
     // Whether an event must be made at all: with no history kept and no watcher, a write only counts.
     bool wants_events() const noexcept { return cap_ != 0 || !watchers_.empty(); }
@@ -291,16 +323,17 @@ class alignas(64) shard_feed {
     // every watcher of the shard ends (failed), since none can be complete any more.
     void fail(std::uint64_t number) noexcept {
         held_ = 0;
-        newest_.store(number, std::memory_order_release);
+        newest_.store(number, std::memory_order_relaxed);
         for (const watcher_ptr& w : watchers_) w->end(feed_end::failed);
         watchers_.clear();
-        pullers_ = 0;
+        pullers_.store(0, std::memory_order_relaxed);
     }
     // Records that the shard's revision is `number` without an event (a write that the feed does not see).
     void skip_to(std::uint64_t number) noexcept {
         // Relaxed: newest_ is written only under the shard's lock, which this thread holds.
         if (number != newest_.load(std::memory_order_relaxed)) held_ = 0;
-        newest_.store(number, std::memory_order_release);
+        newest_.store(number, std::memory_order_relaxed);
+        if (pullers_.load(std::memory_order_relaxed) != 0) set_mark(number);  // they find the gap (lagging)
     }
 
     // Starts watcher w at `from` (it has seen this shard's events up to and including `from`): replays the
@@ -316,12 +349,14 @@ class alignas(64) shard_feed {
         watchers_.reserve(watchers_.size() + 1);
         if (w->pulls()) {
             w->set_seen(index_, from);
+            set_mark(now);  // not kept up while no puller was registered
         } else {
             for (std::uint64_t n = from + 1; n <= now; ++n)
                 if (!w->deliver(event_at(n))) break;  // ended (lagging): registering it is harmless
         }
         watchers_.push_back(w);
-        pullers_ += w->pulls() ? 1 : 0;
+        if (w->pulls())
+            pullers_.store(pullers_.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
         return true;
     }
     // Requires: the shard's writer lock.
@@ -332,8 +367,8 @@ class alignas(64) shard_feed {
     std::size_t watcher_count() const noexcept { return watchers_.size(); }
 
     // ---- for pullers (no lock) ------------------------------------------------------------------------
-    // The number of the newest event published (acquire: its slot is filled).
-    std::uint64_t newest() const noexcept { return newest_.load(std::memory_order_acquire); }
+    // The number of the newest event published (a count for unpulled(); pulls read the marks).
+    std::uint64_t newest() const noexcept { return newest_.load(std::memory_order_relaxed); }
     // A copy of event `number` (at most newest()), or nullopt if a newer event took its slot.
     std::optional<held_event<Change>> read(std::uint64_t number) const noexcept requires
         pull_capable<Change> {
@@ -353,8 +388,14 @@ class alignas(64) shard_feed {
         count_pullers();
     }
     void count_pullers() noexcept {
-        pullers_ = static_cast<std::size_t>(std::count_if(watchers_.begin(), watchers_.end(),
-                                                          [](const watcher_ptr& w) { return w->pulls(); }));
+        pullers_.store(
+            static_cast<std::size_t>(std::count_if(watchers_.begin(), watchers_.end(),
+                                                   [](const watcher_ptr& w) { return w->pulls(); })),
+            std::memory_order_relaxed);
+    }
+    // Release: a puller that reads the mark sees the slots up to `number` filled.
+    void set_mark(std::uint64_t number) noexcept {
+        mark_->store(static_cast<std::uint32_t>(number), std::memory_order_release);
     }
 
     // A history slot of a pull-capable event: a sequence lock around its bytes (file comment), written
@@ -378,13 +419,17 @@ class alignas(64) shard_feed {
             return static_cast<const Change&>(*ring_[n % cap_]);
     }
 
+    // Set before the map is shared, then read-only (pullers read ring_ and cap_).
     std::unique_ptr<slot[]> ring_;
     std::size_t cap_ = 0;
-    std::size_t index_ = 0;            // this shard's index in the map
-    std::uint64_t held_ = 0;           // events held, the newest `held_` numbers up to newest_
-    atomic<std::uint64_t> newest_{0};  // the shard's revision as of the last event recorded
+    std::size_t index_ = 0;                  // this shard's index in the map
+    atomic<std::uint32_t>* mark_ = nullptr;  // this shard's publication mark (feed_marks)
+    // Written by the shard's writers, on a line of its own (file comment, "Why marks").
+    alignas(64) std::uint64_t held_ = 0;  // events held, the newest `held_` numbers up to newest_
+    atomic<std::uint64_t> newest_{0};     // the shard's revision as of the last event recorded
     std::vector<watcher_ptr> watchers_;
-    std::size_t pullers_ = 0;  // how many of watchers_ pull
+    // How many of watchers_ pull. Written under the lock; read without it by prepare() (a hint).
+    atomic<std::size_t> pullers_{0};
 };
 
 template <class Change>
@@ -400,8 +445,9 @@ void watcher_state<Change>::pull(chan_state<Change>& ch_state, bool locked, wake
                 const shard_feed<Change>& f = feeds_[s];
                 // Relaxed: seen_[s] is written only by pulls, which run one at a time (busy_).
                 std::uint64_t seen = seen_[s].load(std::memory_order_relaxed);
-                const std::uint64_t newest = f.newest();
-                while (seen < newest) {
+                // Acquire: pairs with set_mark's release (the slots up to the mark are filled).
+                const std::uint32_t mark = (*marks_)[s].load(std::memory_order_acquire);
+                while (static_cast<std::uint32_t>(seen) != mark) {
                     const std::optional<held_event<Change>> e = f.read(seen + 1);
                     if (!e) return stop(feed_end::lagging);
                     if (e->pred != 0 && !taken(e->pred)) break;  // its batch predecessor first (V5)

@@ -412,10 +412,16 @@ class sharded_table {
     // the hook does it as one write (S1-S6 as for insert_or_assign/erase), then calls
     // commit(site, action, stored) (noexcept; stored: the entry's value after a put, else nullptr) before
     // the lock is released. If decide or the write throws, nothing changed and commit is not called.
-    template <class K2, class Decide, class Commit>
-    site_action detail_write_at(const K2& k, Decide&& decide, Commit&& commit) {
+    // before_lock(shard index) (noexcept) runs before the lock is taken, for the layer's own prefetches.
+    struct no_before_lock {
+        void operator()(std::size_t) const noexcept {}
+    };
+    template <class K2, class Decide, class Commit, class BeforeLock = no_before_lock>
+    site_action detail_write_at(const K2& k, Decide&& decide, Commit&& commit,
+                                BeforeLock&& before_lock = BeforeLock{}) {
         const std::uint64_t h = key_hash(k);
         shard& s = shard_for_write(h);
+        before_lock(static_cast<std::size_t>(&s - &shards_[0]));
         write_lock wl(*this, s);
         const slot_type* cur = s.t.find_slot(k, h);
         // Relaxed: under the shard's lock, whose holder is the only writer.
