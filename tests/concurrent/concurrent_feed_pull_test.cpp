@@ -202,6 +202,30 @@ TEST_F(ConcurrentFeedPull, V3_HistoryIsTheBoundWritersDoNotWait) {
     EXPECT_EQ(std::string(iterlock::to_string(f.reason())).rfind("lagging", 0), 0u);
 }
 
+// Histories of any size, powers of two or not (the ring places consecutive events two slots apart): a
+// watcher receives exactly the events the history still holds, in order, over several laps of the ring,
+// and one more unread lap ends it (lagging).
+TEST_F(ConcurrentFeedPull, V3_HistoriesOfAnySizeDeliverInOrderAndBoundTheLag) {
+    for (std::size_t cap :
+         {std::size_t{1}, std::size_t{2}, std::size_t{3}, std::size_t{5}, std::size_t{8}, std::size_t{13}}) {
+        vmap m(1, cap);
+        auto f = m.watch(cap, pull);
+        long next = 0;
+        for (int lap = 0; lap < 4; ++lap) {
+            for (std::size_t i = 0; i < cap; ++i, ++next) m.insert_or_assign(7, next);
+            for (long want = next - static_cast<long>(cap); want < next; ++want) {
+                auto c = f.events().try_recv();
+                ASSERT_TRUE(c) << "cap " << cap << " value " << want;
+                EXPECT_EQ(*c->value, want) << "cap " << cap;
+            }
+            EXPECT_FALSE(f.events().try_recv()) << "cap " << cap;
+        }
+        for (std::size_t i = 0; i <= cap; ++i, ++next) m.insert_or_assign(7, next);
+        EXPECT_FALSE(f.events().try_recv()) << "cap " << cap;
+        EXPECT_EQ(f.reason(), iterlock::feed_end::lagging) << "cap " << cap;
+    }
+}
+
 // A receiver that finds its next event overwritten ends the feed itself (lagging) after the events it
 // took before; resuming from its cursor works while the history still holds the rest.
 TEST_F(ConcurrentFeedPull, V3_ReceiverFindsItsEventGoneThenResumesFromCursor) {

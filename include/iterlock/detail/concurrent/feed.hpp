@@ -58,6 +58,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <bit>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -258,6 +259,8 @@ class alignas(64) shard_feed {
     void set_history(std::size_t cap, std::size_t index, atomic<std::uint32_t>& mark) {
         ring_ = cap == 0 ? nullptr : std::make_unique<slot[]>(cap);
         cap_ = cap;
+        half_ = (cap + 1) / 2;
+        mask_ = std::has_single_bit(cap) ? cap - 1 : 0;
         index_ = index;
         mark_ = &mark;
     }
@@ -269,17 +272,16 @@ class alignas(64) shard_feed {
     // number + 1.
     void publish(std::uint64_t number, const Change& c, std::uint64_t pred = 0) noexcept {
         if (cap_ != 0) {
-            const std::size_t at = static_cast<std::size_t>(number % cap_);
-            slot& e = ring_[at];
+            slot& e = ring_[place(number)];
             if constexpr (pull_capable<Change>) {
                 // The slot's sequence lock (file comment): closed, filled with relaxed stores, reopened.
                 e.number.store(0, std::memory_order_relaxed);
                 fence(std::memory_order_release);
                 racy_store(e.body(), held_event<Change>{c, pred});
                 e.number.store(number, std::memory_order_release);
-                // The shard's next event goes to the next slot: ask for its line now, so that a history
-                // larger than the cache does not make every write wait for a line from memory.
-                prefetch_for_write(&ring_[at + 1 == cap_ ? 0 : at + 1]);
+                // Ask for the line of the shard's next event now, so that a history larger than the cache
+                // does not make every write wait for a line from memory.
+                prefetch_for_write(&ring_[place(number + 1)]);
                 held_ = std::min<std::uint64_t>(held_ + 1, cap_);
             } else {
                 try {
@@ -372,7 +374,7 @@ class alignas(64) shard_feed {
     // A copy of event `number` (at most newest()), or nullopt if a newer event took its slot.
     std::optional<held_event<Change>> read(std::uint64_t number) const noexcept requires
         pull_capable<Change> {
-        const slot& e = ring_[number % cap_];
+        const slot& e = ring_[place(number)];
         // Acquire: pairs with publish()'s release store of the number (the body is filled).
         if (e.number.load(std::memory_order_acquire) != number) return std::nullopt;
         const held_event<Change> b = racy_copy(e.body());
@@ -411,17 +413,29 @@ class alignas(64) shard_feed {
     // Other events: an optional event, read only under the shard's lock.
     using slot = std::conditional_t<pull_capable<Change>, seq_slot, std::optional<Change>>;
 
+    // The ring index of event `number`. Consecutive events lie two slots (two cache lines) apart: the first
+    // half of the numbers fills the even slots, the second half the odd ones. A puller's read of an event
+    // also brings the line beside it (processors fetch lines in aligned pairs), and with consecutive slots
+    // that was the line of the shard's next event, which the writer had just asked for: its next store
+    // there then waited for the line to come back. A power-of-two history takes a mask, not a division.
+    std::size_t place(std::uint64_t number) const noexcept {
+        const std::size_t at =
+            mask_ != 0 ? static_cast<std::size_t>(number & mask_) : static_cast<std::size_t>(number % cap_);
+        return at < half_ ? 2 * at : 2 * (at - half_) + 1;
+    }
     // Requires: the shard's lock and n held.
     decltype(auto) event_at(std::uint64_t n) const noexcept {
         if constexpr (pull_capable<Change>)
-            return racy_copy(ring_[n % cap_].body()).c;  // a copy: the bytes hold no object
+            return racy_copy(ring_[place(n)].body()).c;  // a copy: the bytes hold no object
         else
-            return static_cast<const Change&>(*ring_[n % cap_]);
+            return static_cast<const Change&>(*ring_[place(n)]);
     }
 
     // Set before the map is shared, then read-only (pullers read ring_ and cap_).
     std::unique_ptr<slot[]> ring_;
     std::size_t cap_ = 0;
+    std::size_t half_ = 0;                   // (cap_ + 1) / 2: place()
+    std::size_t mask_ = 0;                   // cap_ - 1 for a power of two, else 0: place()
     std::size_t index_ = 0;                  // this shard's index in the map
     atomic<std::uint32_t>* mark_ = nullptr;  // this shard's publication mark (feed_marks)
     // Written by the shard's writers, on a line of its own (file comment, "Why marks").
