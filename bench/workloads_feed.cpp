@@ -9,7 +9,7 @@
 //   iterlock_feed       iterlock::versioned_map (4096 events of history per shard): snapshot +
 //                       watch(snapshot), events on an iterlock::chan.
 //   iterlock_feed_pull  the same with feed_delivery::pull (the writer keeps events in its shard's history,
-//                       the watcher's receivers copy them out).
+//                       the watcher's receivers copy them out; a channel of 256 events stages each pull).
 //   mutex_deque         std::unordered_map + std::mutex; each write appends its change to every watcher's
 //                       std::deque under the same lock (a condition variable wakes the watcher).
 //   tbb_queue           tbb::concurrent_hash_map + one tbb::concurrent_bounded_queue per watcher: the map and
@@ -83,10 +83,10 @@ class iterlock_feed_peer_of {
     };
     void put(u64 k, u64 v) { m_.insert_or_assign(k, v); }
     std::unique_ptr<watcher> watch(std::size_t cap) {
-        return std::make_unique<watcher>(m_.watch(cap, Delivery));
+        return std::make_unique<watcher>(m_.watch(channel(cap), Delivery));
     }
     std::unique_ptr<watcher> list_and_watch(replica& out, std::size_t cap) {
-        auto l = m_.snapshot_and_watch(cap, Delivery);
+        auto l = m_.snapshot_and_watch(channel(cap), Delivery);
         for (const auto& [k, vv] : l.snapshot) out[k] = vv.value;
         return std::make_unique<watcher>(std::move(l.feed));
     }
@@ -104,6 +104,13 @@ class iterlock_feed_peer_of {
     void close_watchers() {}
 
   private:
+    // A pull feed's slack is the history; its channel is where receivers take a pull's batch from, and
+    // GUIDE.md section 14 sizes it at a few hundred events (a larger one only adds memory the watcher
+    // cycles through). Push feeds get the workload's capacity, their slack.
+    static std::size_t channel(std::size_t cap) {
+        return Delivery == feed_delivery::pull ? std::min<std::size_t>(cap, pull_channel) : cap;
+    }
+    static constexpr std::size_t pull_channel = 256;
     // A pull feed is bounded by the history (V3): 4096 events per shard hold the resync phase's 2 x 20K
     // writes, which its watcher reads only afterwards. Both peers keep the same history, so that their
     // writer_mops_0w (which pays for writing it) is the same baseline.
