@@ -299,12 +299,12 @@ class alignas(64) shard_feed {
             return;
         bool drop = false;
         const std::size_t pullers = pullers_.load(std::memory_order_relaxed);  // under the lock
-        if (pullers != 0) set_mark(number);
         if (pullers != watchers_.size()) {
             for (const watcher_ptr& w : watchers_)
                 if (!w->pulls()) drop |= !w->deliver(c);
         }
         if (pullers != 0) {
+            set_mark(number);
             process_light_fence();  // before reading whether a receiver parked
             for (const watcher_ptr& w : watchers_)
                 if (w->pulls()) drop |= !w->after_publish(index_, number, cap_);

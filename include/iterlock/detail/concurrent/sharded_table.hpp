@@ -421,12 +421,12 @@ class sharded_table {
                                 BeforeLock&& before_lock = BeforeLock{}) {
         const std::uint64_t h = key_hash(k);
         shard& s = shard_for_write(h);
-        before_lock(static_cast<std::size_t>(&s - &shards_[0]));
+        const std::size_t index = static_cast<std::size_t>(&s - &shards_[0]);
+        before_lock(index);
         write_lock wl(*this, s);
         const slot_type* cur = s.t.find_slot(k, h);
         // Relaxed: under the shard's lock, whose holder is the only writer.
-        const write_site<V> site{static_cast<std::size_t>(&s - &shards_[0]),
-                                 s.revision().load(std::memory_order_relaxed),
+        const write_site<V> site{index, s.revision().load(std::memory_order_relaxed),
                                  cur != nullptr ? &cur->second : nullptr};
         site_decision<V> d = decide(site);
         if (d.action == site_action::put) {
