@@ -202,7 +202,10 @@ class concurrent_map : private detail::sharded_table<K, V, Hash, KeyEqual, Alloc
     concurrent_map() : concurrent_map(0) {}
     // `shards`: rounded up to a power of two, at most 65536; 0 picks detail::default_shard_count(). The map
     // draws one hash seed (or takes `s`) and keeps it for its lifetime: unlike iterlock::map, clear() does
-    // not re-seed, because the seed also decides each key's shard.
+    // not re-seed, because the seed also decides each key's shard. The first map built in a process also
+    // decides the process's memory fences for optimistic finds (detail/reclaim/epoch.hpp, E4): on Linux it
+    // registers for membarrier, one system call that takes milliseconds once the process has threads (an
+    // RCU grace period), paid here rather than by a later find or write.
     explicit concurrent_map(std::size_t shards, const Hash& h = Hash(), const KeyEqual& eq = KeyEqual(),
                             const Allocator& a = Allocator())
         : concurrent_map(shards, seed{detail::random_seed()}, h, eq, a) {}

@@ -11,6 +11,7 @@
 #include <array>
 #include <atomic>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <string>
@@ -170,6 +171,21 @@ TEST(Epoch, E4_AsymmetricWhereMembarrierIsOffered) {
 #else
     EXPECT_FALSE(epoch_domain::global().asymmetric());
 #endif
+}
+
+// Deciding the fences may register the process for membarrier, which waits for an RCU grace period once
+// the process has threads (7 ms measured here, in the middle of an etcd mirror's stream of applies). A map
+// decides them when it is built, so no find, write or feed delivery pays it. Run in a fresh process (the
+// threadsafe death-test style re-executes the binary), where nothing has decided them yet.
+[[noreturn]] void build_a_map_in_a_fresh_process() {
+    const bool before = epoch_domain::global().decided();
+    std::thread([] {}).join();  // a process with threads, as when the registration is costly
+    { const iterlock::concurrent_map<int, int> m; }
+    std::_Exit(!before && epoch_domain::global().decided() ? 0 : 1);
+}
+TEST(Epoch, E4_BuildingAMapDecidesTheFences) {
+    GTEST_FLAG_SET(death_test_style, "threadsafe");
+    EXPECT_EXIT(build_a_map_in_a_fresh_process(), ::testing::ExitedWithCode(0), "");
 }
 
 // The heavy fence in a forked child of a registered process (the registration is per process): it must

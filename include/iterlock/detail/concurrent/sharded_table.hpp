@@ -138,6 +138,7 @@ class sharded_table {
           seed_(seed),
           hash_(h),
           eq_(eq) {
+        prepare_process_fences();  // the one-time fence decision here, not in a find or write
         for (shard& sh : shards_) {
             // One hash serves the shard choice and the shard's table (key_hash), so no table may re-seed:
             // Go picks a new hash0 when a map is cleared or empties; a concurrent_map keeps its seed.

@@ -48,7 +48,8 @@
 //
 // One domain serves the process (records are per thread, not per map): a thread's record costs one cache
 // line; the scan reads one word per record. The domain is constant-initialised (no static-init guard on
-// the find path); which fences it uses is decided on first need (a claim or a scan) and never changes.
+// the find path); which fences it uses is decided once, when a map is built (prepare()) or else on first
+// need (a claim or a scan), and never changes.
 //
 // The fast path (concurrent_map::find): fast_record() is the thread's record only where the fences are
 // asymmetric, so a find that has one enters with enter_fast() — one load of G, one store, a compiler
@@ -84,6 +85,14 @@ class epoch_domain {
     };
 
     static epoch_domain& global() noexcept { return global_; }
+
+    // Decides the fences now (E4) instead of at the first claim or scan. Deciding may register the process
+    // for membarrier, and with several threads alive the kernel then waits for an RCU grace period
+    // (milliseconds here): maps call this when they are built, so that no find, write or feed delivery
+    // pays it. Once per process; later calls are one load.
+    void prepare() const noexcept { (void)fence_mode(); }
+    // Whether the fences are decided yet (a probe for tests; decides nothing).
+    bool decided() const noexcept { return fences_.load(std::memory_order_acquire) != fences_undecided; }
 
     // The calling thread's record (claimed on first use, returned when the thread exits).
     record& mine() {
@@ -323,6 +332,12 @@ inline void process_light_fence() noexcept {
     fence(std::memory_order_seq_cst);
 #else
     epoch_domain::global().light_fence();
+#endif
+}
+// Decides the process-wide domain's fences now (epoch_domain::prepare); nothing to decide in the checks.
+inline void prepare_process_fences() noexcept {
+#if !ITERLOCK_DETAIL_RELACY
+    epoch_domain::global().prepare();
 #endif
 }
 inline void process_heavy_fence() noexcept {
