@@ -281,7 +281,7 @@ class snapshot_walk {
         template <bool Racy>
         static void copy_entry(slot_type* to, const slot_type* e) {
             if constexpr (Racy) {
-                ::new (static_cast<void*>(to)) slot_type(racy_copy(&e->first), racy_copy(&e->second));
+                racy_copy_to(to, e);  // the whole slot, words straight into the batch
             } else {
                 ::new (static_cast<void*>(to)) slot_type(*e);
             }
