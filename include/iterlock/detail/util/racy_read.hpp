@@ -1,9 +1,8 @@
 // iterlock/detail/util/racy_read.hpp: loads of memory that a writer may be changing at the same time, for
 // sequence-lock readers.
 //
-// Owns: iterlock::detail::racy_load_u64(), racy_load_ptr(), racy_bytes(), racy_copy(), racy_copy_to(),
-//       racy_store(),
-//       ITERLOCK_DETAIL_TSAN.
+// Owns: iterlock::detail::racy_load_u64(), racy_load_ptr(), racy_copy_to(), racy_bytes(), racy_copy(),
+//       racy_store(), ITERLOCK_DETAIL_TSAN.
 // Invariants: every byte is read exactly once, by a relaxed atomic load (whole words when T is 8-aligned);
 //       the result is a copy that a caller uses only after its validation, never a reference into the
 //       shared memory; ITERLOCK_DETAIL_TSAN is 1 exactly under ThreadSanitizer.
@@ -48,34 +47,12 @@ T* racy_load_ptr(T* const* p) noexcept {
     return __atomic_load_n(p, __ATOMIC_RELAXED);
 }
 
-// The bytes of *p read with relaxed loads: 8-byte words where size and alignment allow, bytes otherwise.
-template <class T>
-std::array<unsigned char, sizeof(T)> racy_bytes(const T* p) noexcept {
-    static_assert(std::is_trivially_copyable_v<T>);
-    std::array<unsigned char, sizeof(T)> bytes;
-    if constexpr (sizeof(T) % 8 == 0 && alignof(T) >= 8) {
-        for (std::size_t i = 0; i < sizeof(T); i += 8) {
-            const std::uint64_t w = racy_load_u64(reinterpret_cast<const unsigned char*>(p) + i);
-            std::memcpy(bytes.data() + i, &w, 8);
-        }
-    } else {
-        const auto* src = reinterpret_cast<const unsigned char*>(p);
-        for (std::size_t i = 0; i < sizeof(T); ++i) bytes[i] = __atomic_load_n(src + i, __ATOMIC_RELAXED);
-    }
-    return bytes;
-}
-
-// A copy of *p made of relaxed loads (racy_bytes, as a T).
-template <class T>
-T racy_copy(const T* p) noexcept {
-    return std::bit_cast<T>(racy_bytes(p));
-}
-
-// racy_copy() straight into the raw storage at `dst`, each word stored as it is loaded, for a T that is
-// trivially copy-constructible and trivially destructible (an implicit-lifetime type, such as a map's
-// pair<const K, V> of trivially copyable K and V: the memcpy that stores the words creates it). No
-// temporary: a temporary's 8-byte stores, reloaded as one wider vector load to construct the destination,
-// stall store forwarding (the snapshot walk spent a quarter of its time there).
+// *src read with relaxed loads (8-byte words where size and alignment allow, bytes otherwise) straight into
+// the raw storage at `dst`, each word stored as it is loaded. T: trivially copy-constructible and trivially
+// destructible, an implicit-lifetime type (such as a map's pair<const K, V> of trivially copyable K and V),
+// which the memcpy storing the words creates. A copy into a final destination goes through no temporary:
+// a temporary's 8-byte stores, reloaded as wider vector loads to construct the destination, stall store
+// forwarding (the snapshot walk spent a quarter of its time there).
 template <class T>
 void racy_copy_to(void* dst, const T* src) noexcept {
     static_assert(std::is_trivially_copy_constructible_v<T> && std::is_trivially_destructible_v<T>);
@@ -93,6 +70,20 @@ void racy_copy_to(void* dst, const T* src) noexcept {
         }
     }
 }
+// The bytes of *p read with relaxed loads: 8-byte words where size and alignment allow, bytes otherwise.
+template <class T>
+std::array<unsigned char, sizeof(T)> racy_bytes(const T* p) noexcept {
+    static_assert(std::is_trivially_copyable_v<T>);
+    std::array<unsigned char, sizeof(T)> bytes;
+    racy_copy_to(bytes.data(), p);
+    return bytes;
+}
+// A copy of *p made of relaxed loads (racy_bytes, as a T).
+template <class T>
+T racy_copy(const T* p) noexcept {
+    return std::bit_cast<T>(racy_bytes(p));
+}
+
 // The writer's side for memory that racy_copy() readers read while it is written (a sequence lock whose
 // data are written outside any lock the readers take): *dst = v made of relaxed stores, 8-byte words where
 // size and alignment allow, bytes otherwise, so that the race is between atomic accesses.
