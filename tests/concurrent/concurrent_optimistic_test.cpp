@@ -175,17 +175,26 @@ TEST(Epoch, E4_AsymmetricWhereMembarrierIsOffered) {
 
 // Deciding the fences may register the process for membarrier, which waits for an RCU grace period once
 // the process has threads (7 ms measured here, in the middle of an etcd mirror's stream of applies). A map
-// decides them when it is built, so no find, write or feed delivery pays it. Run in a fresh process (the
-// threadsafe death-test style re-executes the binary), where nothing has decided them yet.
-[[noreturn]] void build_a_map_in_a_fresh_process() {
+// decides them when it is built, so no find, write or feed delivery pays it. The check needs a process
+// where nothing has decided them yet: ctest runs each test in a process of its own, so it checks here; run
+// after other tests of this binary, it re-executes the binary (gtest's threadsafe death-test style, which
+// qemu-user cannot do: the aarch64 leg runs each test alone).
+bool a_map_decides_the_fences() {
     const bool before = epoch_domain::global().decided();
     std::thread([] {}).join();  // a process with threads, as when the registration is costly
     { const iterlock::concurrent_map<int, int> m; }
-    std::_Exit(!before && epoch_domain::global().decided() ? 0 : 1);
+    return !before && epoch_domain::global().decided();
+}
+[[noreturn]] void check_in_a_fresh_process() {
+    std::_Exit(a_map_decides_the_fences() ? 0 : 1);
 }
 TEST(Epoch, E4_BuildingAMapDecidesTheFences) {
+    if (!epoch_domain::global().decided()) {
+        EXPECT_TRUE(a_map_decides_the_fences());
+        return;
+    }
     GTEST_FLAG_SET(death_test_style, "threadsafe");
-    EXPECT_EXIT(build_a_map_in_a_fresh_process(), ::testing::ExitedWithCode(0), "");
+    EXPECT_EXIT(check_in_a_fresh_process(), ::testing::ExitedWithCode(0), "");
 }
 
 // The heavy fence in a forked child of a registered process (the registration is per process): it must
