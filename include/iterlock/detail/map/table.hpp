@@ -850,14 +850,12 @@ class table {
 
     static constexpr unsigned max_racy_hops = 1u << 16;
 
-    // Starts fetching a bucket's slots (two or three cache lines of its body) while the caller matches its
-    // control group, so a hit's slot miss overlaps the control byte's instead of following it (Boost's
-    // flat maps prefetch their element group the same way; docs/BENCHMARKS.md has what it gained).
-    static void prefetch_slots(const bucket& b) noexcept {
-        __builtin_prefetch(b.slot(0));
-        __builtin_prefetch(b.slot(bucket_cnt / 2));
-        __builtin_prefetch(b.slot(bucket_cnt - 1));
-    }
+    // Starts fetching the cache line of a bucket's slot 1 while the caller matches its control group, so a
+    // hit's slot miss overlaps the control byte's instead of following it (Boost's flat maps prefetch their
+    // element group the same way). One line, not the body's two or three: slots fill from 0, so at the load
+    // factors a table runs at (3.25-6.5 of 8) that line holds most entries, and a miss, which reads no
+    // slot, fetches one wasted line instead of three (docs/BENCHMARKS.md, "Issue 14, fourth session").
+    static void prefetch_slots(const bucket& b) noexcept { __builtin_prefetch(b.slot(1)); }
     // Publishes cur_/old_ for the readers without a lock (find_racy, prefetch_for_write).
     void publish_view() noexcept { view_.publish(cur_, B_, old_, same_size_grow_ ? B_ : B_ - 1); }
     using ovf_alloc = typename std::allocator_traits<Allocator>::template rebind_alloc<overflow_type>;
