@@ -661,9 +661,9 @@ class map {
     };
 
     bool writing() const noexcept {
-        // Relaxed: a best-effort misuse flag (Go's hashWriting); a correct program never races on it, and no
-        // data hangs off it.
-        return (flags_.load(std::memory_order_relaxed) & hash_writing) != 0;
+        // A best-effort misuse flag (Go's hashWriting): a correct program never races on it, and no data hangs
+        // off it. Read once per call, without being a compiler barrier (racy_flag_load).
+        return (detail::racy_flag_load(&flags_) & hash_writing) != 0;
     }
 
     void check_read() const {
@@ -682,14 +682,14 @@ class map {
                     report(messages::iteration_during_write);
                 }
             }
-            flags_.store(hash_writing, std::memory_order_relaxed);  // relaxed: as in writing()
+            detail::racy_flag_store(&flags_, hash_writing);
         }
     }
     void end_write() noexcept {
         if constexpr (detect) {
             if (!writing()) [[unlikely]]
                 fatal(messages::concurrent_writes);
-            flags_.store(0, std::memory_order_relaxed);  // relaxed: as in writing()
+            detail::racy_flag_store(&flags_, 0);
         }
     }
     // Aborts with `message` if an iterator of this map is alive (moves, assignments and swaps replace the
@@ -788,7 +788,7 @@ class map {
 
     table_type t_;
     const char* name_ = nullptr;  // set_name(); not part of the contents (assignment and swap keep it)
-    std::atomic<std::uint8_t> flags_{0};
+    std::uint8_t flags_ = 0;      // hash_writing; read and written with racy_flag_load/racy_flag_store
     mutable std::atomic<std::uint64_t> iter_seq_{0};  // feeds each iteration's random start
 };
 

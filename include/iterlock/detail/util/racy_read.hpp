@@ -1,8 +1,8 @@
 // iterlock/detail/util/racy_read.hpp: loads of memory that a writer may be changing at the same time, for
 // sequence-lock readers.
 //
-// Owns: iterlock::detail::racy_load_u64(), racy_load_ptr(), racy_copy_to(), racy_bytes(), racy_copy(),
-//       racy_store(), ITERLOCK_DETAIL_TSAN.
+// Owns: iterlock::detail::racy_flag_load(), racy_flag_store(), racy_load_u64(), racy_load_ptr(),
+//       racy_copy_to(), racy_bytes(), racy_copy(), racy_store(), ITERLOCK_DETAIL_TSAN.
 // Invariants: every byte is read exactly once, by a relaxed atomic load (whole words when T is 8-aligned);
 //       the result is a copy that a caller uses only after its validation, never a reference into the
 //       shared memory; ITERLOCK_DETAIL_TSAN is 1 exactly under ThreadSanitizer.
@@ -37,6 +37,27 @@
 #endif
 
 namespace iterlock::detail {
+
+// A best-effort flag (map.hpp's hashWriting) that a correct program never writes while another thread
+// reads it, and that publishes nothing. Outside ThreadSanitizer builds it is a volatile access: read once
+// where the code reads it, like a relaxed load, but unlike GCC's __atomic builtins not a barrier for the
+// optimiser, so a caller's loop of finds keeps the map's fields in registers (with the atomic load, GCC
+// reloaded them after every flag check and spilled the hash's product to the stack). Under TSan it is a
+// relaxed atomic access, so a detected misuse is not also reported as a data race.
+inline std::uint8_t racy_flag_load(const std::uint8_t* p) noexcept {
+#if ITERLOCK_DETAIL_TSAN
+    return __atomic_load_n(p, __ATOMIC_RELAXED);
+#else
+    return *static_cast<const volatile std::uint8_t*>(p);
+#endif
+}
+inline void racy_flag_store(std::uint8_t* p, std::uint8_t v) noexcept {
+#if ITERLOCK_DETAIL_TSAN
+    __atomic_store_n(p, v, __ATOMIC_RELAXED);
+#else
+    *static_cast<volatile std::uint8_t*>(p) = v;
+#endif
+}
 
 inline std::uint64_t racy_load_u64(const void* p) noexcept {
     return __atomic_load_n(static_cast<const std::uint64_t*>(p), __ATOMIC_RELAXED);
