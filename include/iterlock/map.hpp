@@ -56,8 +56,9 @@
 // assigning or swapping a map while one of its iterators is alive always aborts: "map moved while an
 // iteration is live" (moved from, or move-constructed from), "map assigned while an iteration is live"
 // (the target of a copy, move or initializer-list assignment), "map swapped while an iteration is live".
-// Detection costs a relaxed load and store per write and a relaxed load per read (see docs/BENCHMARKS.md,
-// iterlock vs iterlock_nodetect).
+// Detection costs two loads and two stores of the map's flag byte and a load of its iterator word per
+// write, and one load and branch per read
+// (detail/util/racy_read.hpp, racy_flag_load; docs/BENCHMARKS.md, iterlock vs iterlock_nodetect).
 //
 // Entry pointers and the checked build
 // ------------------------------------
@@ -661,8 +662,8 @@ class map {
     };
 
     bool writing() const noexcept {
-        // A best-effort misuse flag (Go's hashWriting): a correct program never races on it, and no data hangs
-        // off it. Read once per call, without being a compiler barrier (racy_flag_load).
+        // A best-effort misuse flag (Go's hashWriting): a correct program never races on it, and no data
+        // hangs off it. Read once per call, without being a compiler barrier (racy_flag_load).
         return (detail::racy_flag_load(&flags_) & hash_writing) != 0;
     }
 
