@@ -702,8 +702,7 @@ class map {
 
     // Misuse reports name this map (misuse.hpp, "Messages"). The cold reporters take the map's name, not
     // the map: a call that receives a pointer to the map, even one that never returns, keeps GCC from
-    // hoisting the map's fields out of a caller's loop of finds (they were reloaded for every find, and
-    // detection cost 20% of a find's instructions instead of its flag check's three).
+    // hoisting the map's fields out of a caller's loop of finds (docs/DESIGN.md section 1, hashWriting).
     static detail::misuse_origin origin(const char* name) noexcept {
         return {"iterlock::map", detail::type_name<K>(), detail::type_name<V>(), name};
     }

@@ -3,9 +3,10 @@
 //
 // Owns: iterlock::detail::racy_flag_load(), racy_flag_store(), racy_load_u64(), racy_load_ptr(),
 //       racy_copy_to(), racy_bytes(), racy_copy(), racy_store(), ITERLOCK_DETAIL_TSAN.
-// Invariants: every byte is read exactly once, by a relaxed atomic load (whole words when T is 8-aligned);
-//       the result is a copy that a caller uses only after its validation, never a reference into the
-//       shared memory; ITERLOCK_DETAIL_TSAN is 1 exactly under ThreadSanitizer.
+// Invariants: every byte is read exactly once, by a relaxed atomic load (whole words when T is 8-aligned;
+//       the misuse flag's racy_flag_load: a volatile load, atomic under TSan); the result is a copy that a
+//       caller uses only after its validation, never a reference into the shared memory;
+//       ITERLOCK_DETAIL_TSAN is 1 exactly under ThreadSanitizer.
 //
 // A sequence-lock reader copies data that a writer may be overwriting and keeps the copy only if the
 // lock's sequence did not move (shard_lock R9). Plain loads would let the compiler re-read a value it
