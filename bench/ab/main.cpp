@@ -1,0 +1,127 @@
+// bench/ab/main.cpp: the in-process A/B finds driver's main (tools/ab-finds.sh builds and runs it).
+//
+// Owns: the rounds, the ratios and the report.
+// Invariants: every contender's map holds the same N keys and is probed with the same hit order and miss
+//       keys; all maps are alive for the whole run and timed round-robin, so a drift of the machine's speed
+//       lands on every contender alike; each round's time is divided by absl's in the same round, and the
+//       report gives the median of those per-round ratios (not a ratio of medians).
+//
+// Why: on this project's 2-vCPU VMs one process's memory placement moves a find's time by up to 2x from
+// the next process's, and iterlock-bench builds a fresh map per repetition, so two binaries' W1 ratios
+// differ by more than most changes under test. Here the contenders share one process and its placement
+// luck; run the script several times to sample placements.
+#include <absl/container/flat_hash_map.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <utility>
+#include <vector>
+
+using u64 = std::uint64_t;
+
+#define AB_DECLARE(name)                              \
+    void* build_##name(const std::vector<u64>& keys); \
+    u64 finds_##name(void* map, const std::vector<u64>& keys);
+AB_VARIANTS(AB_DECLARE)
+
+namespace {
+
+using absl_map = absl::flat_hash_map<u64, u64>;
+void* build_absl(const std::vector<u64>& keys) {
+    auto* m = new absl_map;
+    for (std::size_t i = 0; i < keys.size(); ++i) m->insert_or_assign(keys[i], i);
+    return m;
+}
+[[gnu::noinline]] u64 finds_absl(void* map, const std::vector<u64>& keys) {
+    absl_map& m = *static_cast<absl_map*>(map);
+    u64 sum = 0, found = 0;
+    for (u64 k : keys) {
+        if (auto it = m.find(k); it != m.end()) {
+            sum += it->second;
+            ++found;
+        }
+    }
+    return sum + found;
+}
+
+// splitmix64, as iterlock-bench's key streams.
+struct splitmix64 {
+    u64 s;
+    u64 operator()() {
+        u64 z = (s += 0x9e3779b97f4a7c15ULL);
+        z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+        z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+        return z ^ (z >> 31);
+    }
+};
+
+double now_ns() {
+    return static_cast<double>(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                   std::chrono::steady_clock::now().time_since_epoch())
+                                   .count());
+}
+
+double median(std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    return v[v.size() / 2];
+}
+
+struct contender {
+    const char* name;
+    void* (*build)(const std::vector<u64>&);
+    u64 (*finds)(void*, const std::vector<u64>&);
+    void* map = nullptr;
+    std::vector<double> hit_ns, miss_ns, hit_ratio, miss_ratio;
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    const std::size_t n = argc > 1 ? std::strtoull(argv[1], nullptr, 10) : 1000000;
+    const int rounds = argc > 2 ? std::atoi(argv[2]) : 11;
+    if (n == 0 || rounds <= 0) {
+        std::fprintf(stderr, "usage: %s [entries > 0] [rounds > 0]\n", argv[0]);
+        return 2;
+    }
+    splitmix64 g{1};
+    std::vector<u64> keys(n), misses(n);
+    for (u64& k : keys) k = g();
+    for (u64& k : misses) k = g();
+    std::vector<u64> order = keys;
+    splitmix64 shuffle{7};
+    for (std::size_t i = n; i > 1; --i) std::swap(order[i - 1], order[shuffle() % i]);
+
+#define AB_ENTRY(name) contender{#name, build_##name, finds_##name},
+    std::vector<contender> cs = {contender{"absl", build_absl, finds_absl}, AB_VARIANTS(AB_ENTRY)};
+    for (contender& c : cs) c.map = c.build(keys);
+    for (int r = 0; r < rounds; ++r) {
+        u64 expect = 0;
+        for (std::size_t i = 0; i < cs.size(); ++i) {
+            contender& c = cs[i];
+            const double t0 = now_ns();
+            const u64 a = c.finds(c.map, order);
+            const double t1 = now_ns();
+            const u64 b = c.finds(c.map, misses);
+            const double t2 = now_ns();
+            if (i == 0) {
+                expect = a + b;
+            } else if (a + b != expect) {
+                std::fprintf(stderr, "%s found other values than absl\n", c.name);
+                return 1;
+            }
+            c.hit_ns.push_back((t1 - t0) / static_cast<double>(n));
+            c.miss_ns.push_back((t2 - t1) / static_cast<double>(n));
+            c.hit_ratio.push_back(c.hit_ns.back() / cs[0].hit_ns.back());
+            c.miss_ratio.push_back(c.miss_ns.back() / cs[0].miss_ns.back());
+        }
+    }
+    std::printf("%-16s %10s %10s %10s %10s\n", "contender", "hit ns", "x absl", "miss ns", "x absl");
+    for (const contender& c : cs) {
+        std::printf("%-16s %10.2f %10.2f %10.2f %10.2f\n", c.name, median(c.hit_ns), median(c.hit_ratio),
+                    median(c.miss_ns), median(c.miss_ratio));
+    }
+    return 0;
+}

@@ -1,0 +1,51 @@
+// bench/ab/variant.cpp: one contender of the in-process A/B finds driver (tools/ab-finds.sh), compiled once
+// per header tree with `-Diterlock=<name>` so that several versions of the library live in one program.
+//
+// Owns: build_<name>() and finds_<name>(), the two entry points main.cpp calls through AB_VARIANTS.
+// Invariants: everything of the library is in the renamed namespace, so no inline function of one tree is
+//       merged with another's at link time (the trap docs/BENCHMARKS.md describes for per-file wrappers);
+//       AB_MAP picks the map type (iterlock::map with AB_POLICY, or iterlock::concurrent_map).
+#include <cstddef>
+#include <cstdint>
+#include <utility>
+#include <vector>
+
+#ifdef AB_CONCURRENT
+#include <iterlock/concurrent_map.hpp>
+using ab_map = iterlock::concurrent_map<std::uint64_t, std::uint64_t>;
+#else
+#include <iterlock/map.hpp>
+using ab_map =
+    iterlock::map<std::uint64_t, std::uint64_t, iterlock::hash<std::uint64_t>, std::equal_to<std::uint64_t>,
+                  std::allocator<std::pair<const std::uint64_t, std::uint64_t> >, AB_POLICY>;
+#endif
+
+#define AB_CAT2(a, b) a##b
+#define AB_CAT(a, b) AB_CAT2(a, b)
+
+void* AB_CAT(build_, AB_NAME)(const std::vector<std::uint64_t>& keys) {
+    auto* m = new ab_map;
+    for (std::size_t i = 0; i < keys.size(); ++i) m->insert_or_assign(keys[i], i);
+    return m;
+}
+
+// Looks every key up; returns the sum of the values found plus the number found (both contenders of a
+// run must agree on it).
+[[gnu::noinline]] std::uint64_t AB_CAT(finds_, AB_NAME)(void* map, const std::vector<std::uint64_t>& keys) {
+    ab_map& m = *static_cast<ab_map*>(map);
+    std::uint64_t sum = 0, found = 0;
+    for (std::uint64_t k : keys) {
+#ifdef AB_CONCURRENT
+        if (auto v = m.find(k)) {
+            sum += *v;
+            ++found;
+        }
+#else
+        if (auto p = m.find(k)) {
+            sum += p->second;
+            ++found;
+        }
+#endif
+    }
+    return sum + found;
+}
