@@ -1273,10 +1273,27 @@ class table {
         if (heads[1]) prepare_chain(heads[1], 0);
         // A racy reader that sees an evacuation mark also sees the destination chains initialised.
         fence(std::memory_order_release);
-        evac_dest xy[2] = {{heads[0], 0}, {heads[1], 0}};
-        evacuate_member(oldhead, ymask, xy);
+        // evacuate_member's moves and marks, one side at a time: each side fits its fresh head.
+        std::uint8_t marks[bucket_cnt];
+        std::memset(marks, evacuated_empty, bucket_cnt);
+        move_side(oldhead, full & ~ymask, heads[0], evacuated_x, marks);
+        move_side(oldhead, full & ymask, heads[1], evacuated_y, marks);
+        std::memcpy(oldhead.top, marks, bucket_cnt);
         ++moves_;
         add_exclusive(evacuated_, 1);
+    }
+    // Moves the slots of `from` named by `m`, in slot order, to slots 0, 1, ... of the fresh member `to`
+    // (which has room for them), and records `mark` for each in `marks`. Nothing here throws.
+    static void move_side(bucket from, slot_mask m, bucket to, std::uint8_t mark,
+                          std::uint8_t (&marks)[bucket_cnt]) noexcept {
+        for (unsigned j = 0; m != 0; m &= m - 1, ++j) {
+            const unsigned i = static_cast<unsigned>(std::countr_zero(m));
+            marks[i] = mark;
+            to.top[j] = from.top[i];
+            slot_type* src = from.slot(i);
+            ::new (static_cast<void*>(to.slot(j))) slot_type(relocate_from(*src));
+            std::destroy_at(src);
+        }
     }
 
     // Initialises a fresh chain at `head` with room for `entries` (overflow buckets linked behind it).
