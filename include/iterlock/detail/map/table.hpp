@@ -1254,9 +1254,10 @@ class table {
     }
 
     // evacuate() for the common chain of one member (no overflow bucket): at most 8 entries, so each side
-    // fits its fresh head and nothing is allocated. The same steps and order as the general case (decide
-    // every side first, then evacuate_member), in one pass with no per-chain bookkeeping. Strong guarantee
-    // as evacuate(): only the hash and the watcher may throw, before anything changed.
+    // fits its fresh head and nothing is allocated. The same result as the general case (decide every side
+    // first; each side's entries in slot order; the marks in one store), with no per-chain bookkeeping and
+    // each side moved by its own loop (move_side). Strong guarantee as evacuate(): only the hash and the
+    // watcher may throw, before anything changed.
     void evacuate_single(bucket oldhead, std::size_t oldbucket, std::size_t newbit) {
         const slot_mask full = match_full(oldhead.top);
         slot_mask ymask = 0;
