@@ -1244,10 +1244,7 @@ class table {
                 d.b = d.b.next();
                 d.i = 0;
             }
-            d.b.top[d.i] = b.top[i];
-            slot_type* src = b.slot(i);
-            ::new (static_cast<void*>(d.b.slot(d.i))) slot_type(relocate_from(*src));
-            std::destroy_at(src);
+            move_slot(b, i, d.b, d.i);
             ++d.i;
         }
         std::memcpy(b.top, marks, bucket_cnt);
@@ -1290,11 +1287,16 @@ class table {
         for (unsigned j = 0; m != 0; m &= m - 1, ++j) {
             const unsigned i = static_cast<unsigned>(std::countr_zero(m));
             marks[i] = mark;
-            to.top[j] = from.top[i];
-            slot_type* src = from.slot(i);
-            ::new (static_cast<void*>(to.slot(j))) slot_type(relocate_from(*src));
-            std::destroy_at(src);
+            move_slot(from, i, to, j);
         }
+    }
+    // Evacuation's move of one entry: slot i of `from` (tophash byte and object) to the empty slot j of `to`;
+    // the source object is destroyed, its tophash byte left for the caller's marks. Nothing here throws.
+    static void move_slot(bucket from, unsigned i, bucket to, unsigned j) noexcept {
+        to.top[j] = from.top[i];
+        slot_type* src = from.slot(i);
+        ::new (static_cast<void*>(to.slot(j))) slot_type(relocate_from(*src));
+        std::destroy_at(src);
     }
 
     // Initialises a fresh chain at `head` with room for `entries` (overflow buckets linked behind it).
