@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
-# tools/ab-finds.sh: in-process A/B of find speed between versions of the library, against absl.
+# tools/ab-finds.sh: in-process A/B of find and walk speed between versions of the library, against absl.
 #
 # Builds bench/ab/variant.cpp once per revision (each under its own namespace, -Diterlock=<name>), links
 # them with bench/ab/main.cpp into one program, and runs it: every contender's map holds the same keys, all
-# maps are alive, finds (hits in a shuffled order, then as many misses) are timed round-robin, and each
-# round is divided by absl's in the same round. On a VM whose speed and memory placement move from one
+# maps are alive, finds (hits in a shuffled order, then as many misses) and full walks (~20M entries a
+# round) are timed round-robin, and each round is divided by absl's in the same round. On a VM whose speed and memory placement move from one
 # process to the next, this compares code where iterlock-bench's separate runs compare luck; run it a few
 # times (--runs) to sample placements. docs/BENCHMARKS.md, "Method", says when to use which.
 #
 # Usage: tools/ab-finds.sh [--concurrent] [--nodetect] [--entries N] [--rounds R] [--runs K] REV...
-#   REV: a git revision, or "." for the working tree's include/ (uncommitted changes included).
+#   REV: a git revision, "." for the working tree's include/ (uncommitted changes included), or a directory
+#        holding an include/ tree (a variant made by hand, e.g. with a parameter changed).
 #   --concurrent  time iterlock::concurrent_map's find instead of iterlock::map's
 #   --nodetect    iterlock::map with no_misuse_detection (default: detect_misuse, the default policy)
 # Needs g++ and absl (libabsl-dev), both installed by `tools/dev.sh deps`.
@@ -43,6 +44,8 @@ for i in "${!revs[@]}"; do
     mkdir -p "$work/$name"
     if [[ $rev == . ]]; then
         cp -r "$root/include" "$work/$name/"
+    elif [[ -d $rev/include ]]; then
+        cp -r "$rev/include" "$work/$name/"
     else
         git -C "$root" archive "$rev" include | tar -x -C "$work/$name"
     fi

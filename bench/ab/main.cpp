@@ -24,7 +24,8 @@ using u64 = std::uint64_t;
 
 #define AB_DECLARE(name)                              \
     void* build_##name(const std::vector<u64>& keys); \
-    u64 finds_##name(void* map, const std::vector<u64>& keys);
+    u64 finds_##name(void* map, const std::vector<u64>& keys); \
+    u64 walk_##name(void* map);
 AB_VARIANTS(AB_DECLARE)
 
 namespace {
@@ -45,6 +46,15 @@ void* build_absl(const std::vector<u64>& keys) {
         }
     }
     return sum + found;
+}
+[[gnu::noinline]] u64 walk_absl(void* map) {
+    absl_map& m = *static_cast<absl_map*>(map);
+    u64 sum = 0, seen = 0;
+    for (const auto& [k, v] : m) {
+        sum += v;
+        ++seen;
+    }
+    return sum + seen;
 }
 
 // splitmix64, as iterlock-bench's key streams.
@@ -73,8 +83,9 @@ struct contender {
     const char* name;
     void* (*build)(const std::vector<u64>&);
     u64 (*finds)(void*, const std::vector<u64>&);
+    u64 (*walk)(void*);
     void* map = nullptr;
-    std::vector<double> hit_ns, miss_ns, hit_ratio, miss_ratio;
+    std::vector<double> hit_ns, miss_ns, walk_ns, hit_ratio, miss_ratio, walk_ratio;
 };
 
 }  // namespace
@@ -94,8 +105,10 @@ int main(int argc, char** argv) {
     splitmix64 shuffle{7};
     for (std::size_t i = n; i > 1; --i) std::swap(order[i - 1], order[shuffle() % i]);
 
-#define AB_ENTRY(name) contender{#name, build_##name, finds_##name},
-    std::vector<contender> cs = {contender{"absl", build_absl, finds_absl}, AB_VARIANTS(AB_ENTRY)};
+#define AB_ENTRY(name) contender{#name, build_##name, finds_##name, walk_##name},
+    std::vector<contender> cs = {contender{"absl", build_absl, finds_absl, walk_absl}, AB_VARIANTS(AB_ENTRY)};
+    // Walks per round: enough to time ~20M entries, as W3 does.
+    const std::size_t walks = std::max<std::size_t>(3, 20'000'000 / n);
     for (contender& c : cs) c.map = c.build(keys);
     for (int r = 0; r < rounds; ++r) {
         u64 expect = 0;
@@ -106,22 +119,29 @@ int main(int argc, char** argv) {
             const double t1 = now_ns();
             const u64 b = c.finds(c.map, misses);
             const double t2 = now_ns();
+            u64 w = 0;
+            for (std::size_t p = 0; p < walks; ++p) w += c.walk(c.map);
+            const double t3 = now_ns();
             if (i == 0) {
-                expect = a + b;
-            } else if (a + b != expect) {
-                std::fprintf(stderr, "%s found other values than absl\n", c.name);
+                expect = a + b + w;
+            } else if (a + b + w != expect) {
+                std::fprintf(stderr, "%s found or walked other values than absl\n", c.name);
                 return 1;
             }
             c.hit_ns.push_back((t1 - t0) / static_cast<double>(n));
             c.miss_ns.push_back((t2 - t1) / static_cast<double>(n));
+            c.walk_ns.push_back((t3 - t2) / static_cast<double>(n * walks));
             c.hit_ratio.push_back(c.hit_ns.back() / cs[0].hit_ns.back());
             c.miss_ratio.push_back(c.miss_ns.back() / cs[0].miss_ns.back());
+            c.walk_ratio.push_back(c.walk_ns.back() / cs[0].walk_ns.back());
         }
     }
-    std::printf("%-16s %10s %10s %10s %10s\n", "contender", "hit ns", "x absl", "miss ns", "x absl");
+    std::printf("%-16s %10s %10s %10s %10s %10s %10s\n", "contender", "hit ns", "x absl", "miss ns", "x absl",
+                "walk ns", "x absl");
     for (const contender& c : cs) {
-        std::printf("%-16s %10.2f %10.2f %10.2f %10.2f\n", c.name, median(c.hit_ns), median(c.hit_ratio),
-                    median(c.miss_ns), median(c.miss_ratio));
+        std::printf("%-16s %10.2f %10.2f %10.2f %10.2f %10.2f %10.2f\n", c.name, median(c.hit_ns),
+                    median(c.hit_ratio), median(c.miss_ns), median(c.miss_ratio), median(c.walk_ns),
+                    median(c.walk_ratio));
     }
     return 0;
 }

@@ -1,7 +1,7 @@
 // bench/ab/variant.cpp: one contender of the in-process A/B finds driver (tools/ab-finds.sh), compiled once
 // per header tree with `-Diterlock=<name>` so that several versions of the library live in one program.
 //
-// Owns: build_<name>() and finds_<name>(), the two entry points main.cpp calls through AB_VARIANTS.
+// Owns: build_<name>(), finds_<name>() and walk_<name>(), the entry points main.cpp calls through AB_VARIANTS.
 // Invariants: everything of the library is in the renamed namespace, so no inline function of one tree is
 //       merged with another's at link time (the trap docs/BENCHMARKS.md describes for per-file wrappers);
 //       AB_MAP picks the map type (iterlock::map with AB_POLICY, or iterlock::concurrent_map).
@@ -48,4 +48,21 @@ void* AB_CAT(build_, AB_NAME)(const std::vector<std::uint64_t>& keys) {
 #endif
     }
     return sum + found;
+}
+
+// One full walk (iterlock::map's iterator; concurrent_map: a snapshot's), summing the values; returns the
+// sum plus the number of entries visited.
+[[gnu::noinline]] std::uint64_t AB_CAT(walk_, AB_NAME)(void* map) {
+    ab_map& m = *static_cast<ab_map*>(map);
+    std::uint64_t sum = 0, seen = 0;
+#ifdef AB_CONCURRENT
+    auto snap = m.snapshot();
+    for (const auto& [k, v] : snap) {
+#else
+    for (const auto& [k, v] : m) {
+#endif
+        sum += v;
+        ++seen;
+    }
+    return sum + seen;
 }

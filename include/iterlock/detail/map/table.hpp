@@ -183,6 +183,7 @@ class table {
     static_assert(alignof(body_type) <= alignof(cache_line), "over-aligned entries are not supported");
 
     static constexpr std::size_t no_check = ~std::size_t{0};
+    static constexpr std::uint64_t no_gate = ~std::uint64_t{0};  // vacates_ never reaches it
 
     using array_ref = bucket_array<slot_type, ChainExtra>;
 
@@ -194,7 +195,11 @@ class table {
         std::size_t bucket_index = 0;  // next bucket index (in it_B space) to visit
         std::size_t check_bucket = no_check;
         std::uint64_t resets = 0;
-        slot_mask pending = 0;  // slots of b not visited yet (full or moved when b was entered), rotated
+        // The table's vacates_ when iter_next's fast path was last allowed, or no_gate: while the two are
+        // equal, every slot in pending is still full and the walk is on the current array, not growing,
+        // with no sibling filter (see iter_next).
+        std::uint64_t gate = no_gate;
+        slot_mask pending = 0;  // slots of b not visited yet (full or moved when b was entered), order_from
         std::uint8_t it_B = 0;
         std::uint8_t offset = 0;
         bool wrapped = false;
@@ -484,6 +489,7 @@ class table {
     // Go 1.21's clear(m): destroys every entry, keeps the current array's size, ends live iterations.
     void clear() noexcept {
         ++resets_;
+        ++vacates_;
         ++moves_;
         release_retained();  // every iteration has ended (I5): nothing walks what was kept
         if (!cur_) return;
@@ -554,38 +560,67 @@ class table {
     // entry is followed to where it moved (forward(); Go looks the key up instead) and produced from
     // there if still present. Entries inserted into a newer array are never reached (rule I7).
     //
-    // The common steps are inline: the next pending slot of the member is still full, or the member is done,
-    // its chain ends there and the table is not growing, so the next bucket is entered right here (the same
-    // steps as iter_next_slow's, which for a table that is not growing has no old bucket to read and no
-    // sibling filter). Everything else (the end of the walk, overflow members, a slot erased or moved since,
-    // a growth in progress, check_bucket) is iter_next_slow, which picks up from the same state.
+    // The common steps are inline, behind one test: the state's gate equals vacates_, which every change
+    // that can empty or move a full slot bumps (erase, the start of a growth, each evacuation, clear, moves
+    // and swaps). The slow path opens the gate when it leaves the walk in a member of the current array
+    // with no sibling filter, after dropping the pending slots that are no longer full. While the gate stays
+    // open, each pending slot is still full (only those changes empty one; inserts fill only empty slots)
+    // and holds no evacuation mark (only old arrays carry them). So a step takes the next pending slot
+    // without reading its control byte, and when the member is done, its chain ends there and the table is
+    // not growing, enters the next bucket right here (iter_next_walk's steps for a table that is not growing:
+    // no old bucket to read, no sibling filter). Everything else (the end of the walk, overflow members,
+    // growth, a closed gate) is iter_next_slow, which picks up from the same state.
     ITERLOCK_DETAIL_ALWAYS_INLINE slot_type* iter_next(iter_state& it) const {
-        if (it.resets == resets_ && it.check_bucket == no_check) [[likely]] {
-            for (;;) {
-                if (it.pending != 0) {
-                    const unsigned k = static_cast<unsigned>(std::countr_zero(it.pending));
-                    const unsigned i = (k + it.offset) & (bucket_cnt - 1);
-                    if (!is_full(it.b.top[i])) [[unlikely]]
-                        break;
-                    it.pending &= it.pending - 1;
-                    return it.b.slot(i);
-                }
-                if (!it.b || growing() || !has_empty_rest(it.b.top) ||
-                    (it.bucket_index == it.start_bucket && it.wrapped)) {
-                    break;
-                }
-                it.chain_old = false;
-                it.b = it.it_buckets.at(it.bucket_index);
-                if (++it.bucket_index == (std::size_t{1} << it.it_B)) {
-                    it.bucket_index = 0;
-                    it.wrapped = true;
-                }
-                it.pending = rotate_mask(visitable(it.b.top), it.offset);
+        if (it.gate == vacates_) [[likely]] {
+            if (it.pending != 0) [[likely]]
+                return take_pending(it);
+            if (can_enter_next(it)) {
+                enter_next(it);
+                if (it.pending != 0) [[likely]]
+                    return take_pending(it);
             }
         }
         return iter_next_slow(it);
     }
     [[gnu::noinline]] slot_type* iter_next_slow(iter_state& it) const {
+        if (it.gate == vacates_) {
+            // The member is done (pending is empty); while its chain ends there, enter the next bucket.
+            while (can_enter_next(it)) {
+                enter_next(it);
+                if (it.pending != 0) return take_pending(it);
+            }
+        }
+        slot_type* s = iter_next_walk(it);
+        // Open the gate (see iter_next) where its conditions hold.
+        if (s != nullptr && it.check_bucket == no_check && !it.chain_old && it.it_buckets.ctrl == cur_.ctrl) {
+            it.pending &= order_from(match_full(it.b.top), it.offset);
+            it.gate = vacates_;
+        } else {
+            it.gate = no_gate;
+        }
+        return s;
+    }
+    // iter_next's steps with the gate open: the next pending slot; whether the member's chain ends there and
+    // the walk goes on; entering the next bucket.
+    ITERLOCK_DETAIL_ALWAYS_INLINE static slot_type* take_pending(iter_state& it) noexcept {
+        const unsigned k = static_cast<unsigned>(std::countr_zero(it.pending));
+        it.pending &= it.pending - 1;
+        slot_type* s = it.b.slot(k & (bucket_cnt - 1));
+        if (s == nullptr) __builtin_unreachable();  // lets the caller's end test fold away
+        return s;
+    }
+    ITERLOCK_DETAIL_ALWAYS_INLINE bool can_enter_next(const iter_state& it) const noexcept {
+        return !growing() && has_empty_rest(it.b.top) && !(it.bucket_index == it.start_bucket && it.wrapped);
+    }
+    ITERLOCK_DETAIL_ALWAYS_INLINE static void enter_next(iter_state& it) noexcept {
+        it.b = it.it_buckets.at(it.bucket_index);
+        if (++it.bucket_index == (std::size_t{1} << it.it_B)) {
+            it.bucket_index = 0;
+            it.wrapped = true;
+        }
+        it.pending = order_from(match_full(it.b.top), it.offset);
+    }
+    slot_type* iter_next_walk(iter_state& it) const {
         if (it.resets != resets_) return nullptr;
         for (;;) {
             if (!it.b) {
@@ -607,12 +642,12 @@ class table {
                     it.bucket_index = 0;
                     it.wrapped = true;
                 }
-                it.pending = rotate_mask(visitable(it.b.top), it.offset);
+                it.pending = order_from(visitable(it.b.top), it.offset);
             }
             while (it.pending != 0) {
                 const unsigned k = static_cast<unsigned>(std::countr_zero(it.pending));
                 it.pending &= it.pending - 1;
-                const unsigned i = (k + it.offset) & (bucket_cnt - 1);
+                const unsigned i = k & (bucket_cnt - 1);
                 const std::uint8_t t = it.b.top[i];
                 if (is_full(t)) {
                     slot_type* s = it.b.slot(i);
@@ -628,7 +663,7 @@ class table {
                 // otherwise erased since we entered the member (rule I1)
             }
             it.b = has_empty_rest(it.b.top) ? bucket{} : it.b.next();
-            if (it.b) it.pending = rotate_mask(visitable(it.b.top), it.offset);
+            if (it.b) it.pending = order_from(visitable(it.b.top), it.offset);
         }
     }
 
@@ -731,8 +766,10 @@ class table {
         other.publish_view();
         ++other.moves_;
         ++other.resets_;
+        ++other.vacates_;
         ++moves_;
         ++resets_;
+        ++vacates_;
     }
 
     void swap_contents(table& other) noexcept {
@@ -758,6 +795,7 @@ class table {
         other.publish_view();
         ++moves_, ++other.moves_;
         ++resets_, ++other.resets_;
+        ++vacates_, ++other.vacates_;
     }
 
     // Inserts an entry known to be absent (copies, rehash): no lookup.
@@ -1022,6 +1060,7 @@ class table {
         std::destroy_at(b.slot(i));
         b.top[i] = empty_one;
         --count_;
+        ++vacates_;
         // If the chain now ends in a run of empty_one slots, turn them into empty_rest.
         if (i == bucket_cnt - 1) {
             const bucket n = b.next();
@@ -1062,6 +1101,7 @@ class table {
         old_ = cur_;
         cur_ = newb;
         B_ += bigger;
+        ++vacates_;
         add_exclusive(growths_, 1);
         same_size_grow_ = bigger == 0;
         nevacuate_ = 0;
@@ -1155,6 +1195,7 @@ class table {
     // throwing hash or a failed allocation leaves the table as it was (all of that happens before the first
     // entry moves; moving itself cannot throw).
     void evacuate(std::size_t oldbucket) {
+        ++vacates_;
         const bucket oldhead = old_.at(oldbucket);
         const std::size_t newbit = old_bucket_count();
         if (is_evacuated(oldhead.top)) {
@@ -1375,6 +1416,7 @@ class table {
         move_all_into_current(old, oldB, hashes);
         free_array(old, oldB);
         ++moves_;
+        ++vacates_;
     }
 
     // The moving half of rehash_into. An allocation failure here cannot be undone: terminate (noexcept).
@@ -1452,6 +1494,7 @@ class table {
     std::uint64_t hash0_;              // per-map hash seed
     std::uint64_t moves_ = 0;          // bumped whenever entries move (checked builds compare it)
     std::uint64_t resets_ = 0;         // bumped by clear and moves: live iterations end
+    std::uint64_t vacates_ = 0;        // bumped by what can empty or move a full slot (iter_next's gate)
     std::uint64_t reseeds_ = 0;
     // Written by the single writer (relaxed load + store), read by any thread.
     std::atomic<std::uint64_t> growths_{0};

@@ -3,7 +3,7 @@
 //
 // Owns: iterlock::detail's tophash states (empty_rest .. min_top_hash), bucket_cnt, tophash_of(), is_empty(),
 //       is_full(), is_evacuated_mark(), slot_mask, match_byte/match_full/match_empty (and their _swar,
-//       _sse2, _neon twins), has_empty_rest(), rotate_mask(), tophash_match_path.
+//       _sse2, _neon twins), has_empty_rest(), order_from(), tophash_match_path.
 // Invariants: tophash_of(h) >= min_top_hash, so a live entry's byte is never a reserved state; every
 //       matcher returns the same mask as its SWAR twin (bit i = slot i).
 //
@@ -210,11 +210,13 @@ inline bool has_empty_rest(const std::uint8_t* t) noexcept {
     return match_byte(t, empty_rest) != 0;
 }
 
-// Rotates an 8-bit slot mask right by r: bit (i + r) & 7 moves to bit i. Iteration visits slots in the
-// order offset, offset+1, ... (mod 8), as Go's iterator does.
-inline constexpr slot_mask rotate_mask(slot_mask m, unsigned r) noexcept {
-    r &= 7;
-    return ((m >> r) | (m << (8 - r))) & 0xFFu;
+// An 8-bit slot mask in visiting order from slot r: bit j (r <= j < r + 8) stands for slot j & 7, so the
+// lowest set bit is the next slot in the order r, r+1, ... (mod 8) that Go's iterator uses, and the slot is
+// the bit's index & 7 (no add of r per step).
+inline constexpr slot_mask order_from(slot_mask m, unsigned r) noexcept {
+    return (m | (m << 8)) & (0xFFu << (r & 7));
 }
+static_assert(order_from(0x81u, 0) == 0x8181u - 0x8100u && order_from(0x81u, 1) == 0x180u &&
+              order_from(0xFFu, 7) == 0x7F80u);
 
 }  // namespace iterlock::detail
