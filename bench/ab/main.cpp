@@ -22,8 +22,8 @@
 
 using u64 = std::uint64_t;
 
-#define AB_DECLARE(name)                              \
-    void* build_##name(const std::vector<u64>& keys); \
+#define AB_DECLARE(name)                                       \
+    void* build_##name(const std::vector<u64>& keys);          \
     u64 finds_##name(void* map, const std::vector<u64>& keys); \
     u64 walk_##name(void* map);
 AB_VARIANTS(AB_DECLARE)

@@ -211,6 +211,34 @@ TEST(MapIterationI3, GrowthMidIterationNoDuplicates) {
     }
 }
 
+TEST(MapIterationI3, EntriesMovedMidMemberAreProducedWhereTheyWent) {
+    // The walk is inside a full member when a growth starts and evacuates it (and everything else); the
+    // member's slots not produced yet now hold moved-from objects behind evacuation marks. Every original
+    // key is then given a new value, so an entry produced from its old slot instead of from where growth
+    // moved it shows a stale value (the walk's inline step must not outlive the evacuation, iter_next).
+    for (std::uint64_t seed = 1; seed <= 40; ++seed) {
+        auto f = make_filled(13, seed);  // 6.5 per bucket at B = 1: the next insert starts a growth
+        bool first = true;
+        int next = 100000;
+        iterate_with_writes(f, [&](int, oracle& o, filled& ff) {
+            if (!first) return;
+            first = false;
+            // Growths until the map holds 200 more entries and none is in progress (bounded: each growth
+            // ends after a few inserts at these sizes).
+            for (int j = 0; (j < 200 || access::table(ff.map).growing()) && j < 100000; ++j, ++next) {
+                ff.map.insert({next, next});
+                ff.mirror.emplace(next, next);
+                o.on_insert(next);
+            }
+            EXPECT_FALSE(access::table(ff.map).growing()) << "seed " << seed;
+            for (int k = 0; k < 13; ++k) {
+                ff.map.insert_or_assign(k, k + 1000);
+                ff.mirror[k] = k + 1000;
+            }
+        });
+    }
+}
+
 TEST(MapIterationI3, IterationStartedDuringGrowth) {
     // Begin iterating while old buckets are still being evacuated (the iterator must read unevacuated old
     // buckets and skip the sibling's keys), and keep inserting during the iteration.
