@@ -17,6 +17,7 @@ run() {  # name, args...
     "$bench" "$@" --csv >"$out/$name.csv"
 }
 { date -u +%FT%TZ; lscpu | grep -E 'Model name|^CPU\(s\)'; uname -r; } >"$out/machine.txt"
+run machine    --workload M0 --reps 3  # the cross-core figures below ride on this line's round trip
 run map        --workload W1,W3,W6 --reps 3
 run w1_10m     --workload W1 --size 10M --impl iterlock,absl_flat_hash_map --reps 1
 run w2         --workload W2 --threads 1,2 --duration 2 --reps 5 --interleave  # ratios: same stretch of time
