@@ -66,6 +66,8 @@
 //   T6 noverflow_ equals the number of overflow buckets hanging off the current array (not old buckets).
 //   T7 while growing, the old array's trailer names the current array; whatever is kept for iterators
 //      (retained_, kept_links_) is flagged for release (retained_due_).
+//   T8 no full slot is emptied or moved, and no growth starts, without a change of vacates_ (iter_next's
+//      gate relies on it; not checkable after the fact: the iteration tests catch a missing bump).
 #pragma once
 
 #include <algorithm>
