@@ -30,6 +30,13 @@ void* AB_CAT(build_, AB_NAME)(const std::vector<std::uint64_t>& keys) {
     return m;
 }
 
+// Inserts every key into a fresh map (growth included) and destroys it; returns the final size.
+[[gnu::noinline]] std::uint64_t AB_CAT(inserts_, AB_NAME)(const std::vector<std::uint64_t>& keys) {
+    ab_map m;
+    for (std::size_t i = 0; i < keys.size(); ++i) m.insert_or_assign(keys[i], i);
+    return m.size();
+}
+
 // Looks every key up; returns the sum of the values found plus the number found (both contenders of a
 // run must agree on it).
 [[gnu::noinline]] std::uint64_t AB_CAT(finds_, AB_NAME)(void* map, const std::vector<std::uint64_t>& keys) {
