@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <array>
+#include <bit>
 #include <cstdint>
 #include <cstring>
 #include <random>
@@ -152,6 +153,23 @@ TEST(TophashMatch, RandomBuckets) {
         }
         const std::uint8_t top = (n & 1) ? t[rng() % d::bucket_cnt] : static_cast<std::uint8_t>(rng());
         if (!agrees(t, top)) return;
+    }
+}
+
+// order_from: taking the lowest bit and & 7, again and again, visits exactly the slots of the mask, in the
+// order r, r+1, ... (mod 8) that a walk starting at slot offset r uses (every mask, every offset).
+TEST(TophashOrder, LowestBitsVisitTheMaskFromTheOffsetOnward) {
+    for (unsigned m = 0; m < 256; ++m) {
+        for (unsigned r = 0; r < d::bucket_cnt; ++r) {
+            std::string want, got;
+            for (unsigned k = 0; k < d::bucket_cnt; ++k) {
+                const unsigned slot = (r + k) % d::bucket_cnt;
+                if ((m >> slot) & 1u) want += static_cast<char>('0' + slot);
+            }
+            for (d::slot_mask p = d::order_from(m, r); p != 0; p &= p - 1)
+                got += static_cast<char>('0' + (std::countr_zero(p) & (d::bucket_cnt - 1)));
+            ASSERT_EQ(got, want) << "mask " << m << " offset " << r;
+        }
     }
 }
 

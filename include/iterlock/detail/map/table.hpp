@@ -198,8 +198,8 @@ class table {
         std::size_t check_bucket = no_check;
         std::uint64_t resets = 0;
         // The table's vacates_ when iter_next's fast path was last allowed, or no_gate: while the two are
-        // equal, every slot in pending is still full and the walk is on the current array, not growing,
-        // with no sibling filter (see iter_next).
+        // equal, every slot in pending is still full, and b is a member of the current array walked with
+        // no sibling filter (see iter_next).
         std::uint64_t gate = no_gate;
         slot_mask pending = 0;  // slots of b not visited yet (full or moved when b was entered), order_from
         std::uint8_t it_B = 0;

@@ -216,7 +216,7 @@ inline bool has_empty_rest(const std::uint8_t* t) noexcept {
 inline constexpr slot_mask order_from(slot_mask m, unsigned r) noexcept {
     return (m | (m << 8)) & (0xFFu << (r & 7));
 }
-static_assert(order_from(0x81u, 0) == 0x8181u - 0x8100u && order_from(0x81u, 1) == 0x180u &&
+static_assert(order_from(0x81u, 0) == 0x81u && order_from(0x81u, 1) == 0x180u &&
               order_from(0xFFu, 7) == 0x7F80u);
 
 }  // namespace iterlock::detail
