@@ -1,4 +1,5 @@
-// bench/ab/main.cpp: the in-process A/B finds driver's main (tools/ab-finds.sh builds and runs it).
+// bench/ab/main.cpp: the in-process A/B driver's main (tools/ab-finds.sh builds and runs it): inserts, finds
+// and walks of each contender against absl's.
 //
 // Owns: the rounds, the ratios and the report.
 // Invariants: every contender's map holds the same N keys and is probed with the same hit order and miss

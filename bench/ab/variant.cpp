@@ -1,11 +1,12 @@
-// bench/ab/variant.cpp: one contender of the in-process A/B finds driver (tools/ab-finds.sh), compiled once
-// per header tree with `-Diterlock=<name>` so that several versions of the library live in one program.
+// bench/ab/variant.cpp: one contender of the in-process A/B driver (tools/ab-finds.sh), compiled once per
+// header tree with `-Diterlock=<name>` so that several versions of the library live in one program.
 //
-// Owns: build_<name>(), finds_<name>() and walk_<name>(), the entry points main.cpp calls through
-// AB_VARIANTS. Invariants: everything of the library is in the renamed namespace, so no inline function of
-// one tree is
+// Owns: build_<name>(), inserts_<name>(), finds_<name>() and walk_<name>(), the entry points main.cpp calls
+//       through AB_VARIANTS.
+// Invariants: everything of the library is in the renamed namespace, so no inline function of one tree is
 //       merged with another's at link time (the trap docs/BENCHMARKS.md describes for per-file wrappers);
-//       AB_MAP picks the map type (iterlock::map with AB_POLICY, or iterlock::concurrent_map).
+//       AB_CONCURRENT and AB_POLICY pick the map type (iterlock::map with AB_POLICY, or
+//       iterlock::concurrent_map).
 #include <cstddef>
 #include <cstdint>
 #include <utility>
