@@ -616,11 +616,15 @@ class table {
     }
     ITERLOCK_DETAIL_ALWAYS_INLINE static void enter_next(iter_state& it) noexcept {
         it.b = it.it_buckets.at(it.bucket_index);
+        pass_bucket(it);
+        it.pending = order_from(match_full(it.b.top), it.offset);
+    }
+    // Moves the walk's bucket index past the bucket just entered, wrapping at the end of its array.
+    ITERLOCK_DETAIL_ALWAYS_INLINE static void pass_bucket(iter_state& it) noexcept {
         if (++it.bucket_index == (std::size_t{1} << it.it_B)) {
             it.bucket_index = 0;
             it.wrapped = true;
         }
-        it.pending = order_from(match_full(it.b.top), it.offset);
     }
     slot_type* iter_next_walk(iter_state& it) const {
         if (it.resets != resets_) return nullptr;
@@ -640,10 +644,7 @@ class table {
                         if (!same_size_grow_) it.check_bucket = it.bucket_index;
                     }
                 }
-                if (++it.bucket_index == (std::size_t{1} << it.it_B)) {
-                    it.bucket_index = 0;
-                    it.wrapped = true;
-                }
+                pass_bucket(it);
                 it.pending = order_from(visitable(it.b.top), it.offset);
             }
             while (it.pending != 0) {
