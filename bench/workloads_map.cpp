@@ -43,6 +43,7 @@ using value_pair = std::pair<const u64, u64>;
 constexpr u64 hit_seed = 0x6a09e667f3bcc908ULL;    // keys that are inserted
 constexpr u64 miss_seed = 0xbb67ae8584caa73bULL;   // keys that are looked up but never inserted
 constexpr u64 order_seed = 0x3c6ef372fe94f82bULL;  // the shuffled order of finds and erases
+constexpr u64 fresh_seed = 0xa54ff53a5f1d36f1ULL;  // W3's fresh layouts: one key stream per pass
 
 // Makes `v` observable so the loop that computed it is kept.
 inline void keep(u64 v) noexcept {
@@ -301,10 +302,35 @@ class bandwidth_read {
     std::vector<u64> words_;
 };
 
+// W3's second figure, iter_fresh_ns_per_entry: walks of layouts the machine has not walked before. Walking
+// one unchanged table again and again lets the branch predictor learn which buckets are full (at 10K
+// entries that made every map's walk about 2.4x faster on the VMs measured: docs/BENCHMARKS.md, "W3 at
+// 10K: a walk the branch predictor has learned"); a map its writers keep changing gives it no such chance.
+// Before each timed pass, `walk_fresh(keys)` builds its map anew from keys it never held (one stream per
+// pass), then returns the time of one walk (time_one_walk); the build is not timed.
+template <class Walk>
+std::int64_t time_one_walk(std::size_t n, Walk&& walk) {
+    const std::int64_t t0 = now_ns();
+    const u64 sum = walk();
+    keep(sum);
+    const std::int64_t t1 = now_ns();
+    if (sum != static_cast<u64>(n) * (n - 1) / 2)
+        throw std::logic_error("W3: a pass over a fresh layout did not visit every entry once");
+    return t1 - t0;
+}
+template <class WalkFresh>
+double fresh_ns_per_entry(std::size_t n, WalkFresh&& walk_fresh) {
+    const std::size_t passes = std::max<std::size_t>(3, 1'000'000 / n);
+    std::int64_t ns = 0;
+    for (std::size_t p = 0; p < passes; ++p) ns += walk_fresh(stream(fresh_seed + p, n));
+    return per(ns, n * passes);
+}
+
 // Times `passes` walks of an n-entry map holding values 0..n-1; `pass()` walks once and returns the sum.
-// Each repetition then times the bandwidth read (x_bandwidth, see bandwidth_read).
-template <class Pass>
-void w3_time(std::size_t n, const options& opts, medians& out, Pass&& pass) {
+// Each repetition then times the bandwidth read (x_bandwidth, see bandwidth_read) and the walks of fresh
+// layouts (`fresh()`: fresh_ns_per_entry).
+template <class Pass, class Fresh>
+void w3_time(std::size_t n, const options& opts, medians& out, Pass&& pass, Fresh&& fresh) {
     const u64 expected = static_cast<u64>(n) * (n - 1) / 2;
     const std::size_t passes = w3_passes(n);
     const bandwidth_read limit(n);
@@ -313,6 +339,7 @@ void w3_time(std::size_t n, const options& opts, medians& out, Pass&& pass) {
             time_passes(n, passes, expected, "W3: a pass did not visit every entry once", pass);
         out.add("iter_ns_per_entry", walk, "ns");
         out.add("x_bandwidth", walk / limit.ns_per_entry(n, passes), "ratio");
+        out.add("iter_fresh_ns_per_entry", fresh(), "ns");
     }
 }
 
@@ -326,16 +353,30 @@ void w3_bandwidth(std::size_t n, const options& opts, medians& out) {
     }
 }
 
+// Fills a map with keys[i] -> i.
+template <class Map>
+void fill_values(Map& m, const std::vector<u64>& keys) {
+    for (std::size_t i = 0; i < keys.size(); ++i) m.insert_or_assign(keys[i], u64{i});
+}
+
 template <class Map>
 void w3_one_size(std::size_t n, const options& opts, medians& out) {
-    const std::vector<u64> keys = stream(hit_seed, n);
-    Map m;
-    for (std::size_t i = 0; i < n; ++i) m.insert_or_assign(keys[i], u64{i});
-    w3_time(n, opts, out, [&] {
+    const auto walk = [](Map& m) {
         u64 sum = 0;
         for (auto& kv : m) sum += kv.second;
         return sum;
-    });
+    };
+    Map m;
+    fill_values(m, stream(hit_seed, n));
+    w3_time(
+        n, opts, out, [&] { return walk(m); },
+        [&] {
+            return fresh_ns_per_entry(n, [&](const std::vector<u64>& keys) {
+                Map f;
+                fill_values(f, keys);
+                return time_one_walk(n, [&] { return walk(f); });
+            });
+        });
 }
 
 #if ITERLOCK_BENCH_HAVE_CMAP
@@ -343,12 +384,9 @@ void w3_one_size(std::size_t n, const options& opts, medians& out) {
 // pass under the iteration lock. No writer runs: this measures the walk's own cost against the idle map.
 template <class Options>
 void w3_concurrent(std::size_t n, const options& opts, medians& out) {
-    const std::vector<u64> keys = stream(hit_seed, n);
-    iterlock::concurrent_map<u64, u64, iterlock::hash<u64>, std::equal_to<u64>, std::allocator<value_pair>,
-                             Options>
-        m;
-    for (std::size_t i = 0; i < n; ++i) m.insert_or_assign(keys[i], u64{i});
-    w3_time(n, opts, out, [&] {
+    using cmap = iterlock::concurrent_map<u64, u64, iterlock::hash<u64>, std::equal_to<u64>,
+                                          std::allocator<value_pair>, Options>;
+    const auto walk = [](cmap& m) {
         u64 sum = 0;
         if constexpr (Options::iteration == iterlock::iteration_policy::snapshot) {
             const auto snap = m.snapshot();
@@ -358,7 +396,18 @@ void w3_concurrent(std::size_t n, const options& opts, medians& out) {
             for (auto& kv : guard) sum += kv.second;
         }
         return sum;
-    });
+    };
+    cmap m;
+    fill_values(m, stream(hit_seed, n));
+    w3_time(
+        n, opts, out, [&] { return walk(m); },
+        [&] {
+            return fresh_ns_per_entry(n, [&](const std::vector<u64>& keys) {
+                cmap f;
+                fill_values(f, keys);
+                return time_one_walk(n, [&] { return walk(f); });
+            });
+        });
 }
 #endif
 
@@ -439,8 +488,11 @@ std::map<std::string, std::string> w3_notes() {
     n.emplace("iterlock_locked", "concurrent_map, one iteration guard per pass, no writer");
     return n;
 }
-const registrar w3{{"W3", "single thread: full iteration summing values (default N=10k and 1M)", w3_impls,
-                    run_w3, "absl_flat_hash_map", w3_notes()}};
+const registrar w3{{"W3",
+                    "single thread: full iteration summing values (default N=10k and 1M); "
+                    "iter_fresh_ns_per_entry: each walk on a map built anew from new keys (a layout the "
+                    "branch predictor has not learned)",
+                    w3_impls, run_w3, "absl_flat_hash_map", w3_notes()}};
 const registrar w6{
     {"W6", "memory: allocated bytes per entry at N entries, and the peak while growing (default N=1M)",
      map_impls, run_w6, "absl_flat_hash_map", map_notes}};
