@@ -5,6 +5,7 @@
 // after a latch says so. Death tests use the "threadsafe" style (re-exec), which also works under TSan.
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <chrono>
 #include <exception>
 #include <latch>
@@ -174,6 +175,61 @@ TEST_F(MapMisuse, ReadDuringWriteThrowsInThrowMode) {
     EXPECT_EQ(w.finish(), nullptr);
     EXPECT_EQ(m.size(), 2u);
     m.check_invariants();
+}
+
+// A reader's loop of finds sees a write that starts while the loop runs. The loop holds nothing that
+// would keep the compiler from reading the writing flag once before the loop (no atomic, no call that may
+// write memory: int keys, std::equal_to, and the map's own hash): only the flag's read itself
+// (detail::racy_flag_load, a volatile access) makes every find read it again. The writer parks in the
+// value's constructor, after it raised the flag and reserved its slot, so the reader's finds touch no byte
+// the writer writes, and resumes once the reader reported (or ran out of finds: the test then fails, it
+// does not hang). Were the flag's read hoisted, the reader would run all its finds without a report.
+struct parking_value {
+    static inline std::atomic<bool> park{false};
+    static inline std::atomic<bool> parked{false};
+    static inline std::atomic<bool> resume{false};
+    int v = 0;
+    parking_value() = default;
+    explicit parking_value(int x) : v(x) {
+        if (park.load()) {
+            parked.store(true);
+            while (!resume.load()) std::this_thread::yield();
+        }
+    }
+};
+
+TEST_F(MapMisuse, ReaderLoopSeesAWriteThatStartsDuringIt) {
+    misuse_action_scope mode(iterlock::misuse_action::throw_exception);
+    iterlock::map<int, parking_value> m;
+    m.reserve(64);  // room: the write below reserves a slot and changes nothing else before it parks
+    for (int k = 0; k < 8; ++k) m.try_emplace(k, k);
+    parking_value::parked.store(false);
+    parking_value::resume.store(false);
+    parking_value::park.store(true);
+    std::atomic<bool> reading{false};
+    std::atomic<bool> reported{false};
+    long finds = 0;
+    std::thread reader([&] {
+        reading.store(true);
+        long found = 0;  // a register: a store to memory in the loop could stand for the flag's reload
+        try {
+            for (long i = 0; i < 4'000'000'000L; ++i) found += m.contains(1) ? 1 : 0;
+        } catch (const iterlock::concurrent_misuse& e) {
+            EXPECT_STREQ(e.what(), "concurrent map read and map write");
+            reported.store(true);
+        }
+        finds = found;
+        parking_value::resume.store(true);  // reported or out of finds: let the writer finish
+    });
+    while (!reading.load()) std::this_thread::yield();
+    std::thread writer([&] { m.try_emplace(100, 100); });
+    reader.join();
+    writer.join();
+    EXPECT_TRUE(parking_value::parked.load()) << "the writer never parked";
+    EXPECT_TRUE(reported.load()) << "the reader ran " << finds << " finds through a write without seeing it";
+    EXPECT_EQ(m.size(), 9u);
+    m.check_invariants();
+    parking_value::park.store(false);
 }
 
 // ---- "concurrent map iteration and map write" -----------------------------------------------------------
