@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# tools/ab-finds.sh: in-process A/B of insert, find and walk speed between versions of the library, against
-# absl.
+# tools/ab-finds.sh: in-process A/B of insert, find, walk and erase speed between versions of the library,
+# against absl.
 #
 # Builds bench/ab/variant.cpp once per revision (each under its own namespace, -Diterlock=<name>), links
 # them with bench/ab/main.cpp into one program, and runs it: every contender's map holds the same keys, all
-# maps are alive, and round-robin each round times filling a fresh map with the keys (growth included),
-# finds (hits in a shuffled order, then as many misses) and full walks (~20M entries a round), each
-# divided by absl's in the same round. On a VM whose speed and memory placement move from one process to
+# maps are alive, and round-robin each round times finds (hits in a shuffled order, then as many misses),
+# full walks (~20M entries a round), filling a fresh map with the keys (growth included) and erasing them
+# from it in the shuffled order, each divided by absl's in the same round. On a VM whose speed and memory placement move from one process to
 # the next, this compares code where iterlock-bench's separate runs compare luck; run it a few times
 # (--runs) to sample placements. docs/BENCHMARKS.md, "Method", says when to use which.
 #

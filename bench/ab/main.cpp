@@ -1,5 +1,5 @@
-// bench/ab/main.cpp: the in-process A/B driver's main (tools/ab-finds.sh builds and runs it): inserts, finds
-// and walks of each contender against absl's.
+// bench/ab/main.cpp: the in-process A/B driver's main (tools/ab-finds.sh builds and runs it): inserts, finds,
+// walks and erases of each contender against absl's.
 //
 // Owns: the rounds, the ratios and the report.
 // Invariants: every contender's map holds the same N keys and is probed with the same hit order and miss
@@ -23,25 +23,30 @@
 
 using u64 = std::uint64_t;
 
-#define AB_DECLARE(name)                                       \
-    void* build_##name(const std::vector<u64>& keys);          \
-    u64 inserts_##name(const std::vector<u64>& keys);          \
-    u64 finds_##name(void* map, const std::vector<u64>& keys); \
+#define AB_DECLARE(name)                                        \
+    void* build_##name(const std::vector<u64>& keys);           \
+    u64 erases_##name(void* map, const std::vector<u64>& keys); \
+    void destroy_##name(void* map);                             \
+    u64 finds_##name(void* map, const std::vector<u64>& keys);  \
     u64 walk_##name(void* map);
 AB_VARIANTS(AB_DECLARE)
 
 namespace {
 
 using absl_map = absl::flat_hash_map<u64, u64>;
-void* build_absl(const std::vector<u64>& keys) {
+[[gnu::noinline]] void* build_absl(const std::vector<u64>& keys) {
     auto* m = new absl_map;
     for (std::size_t i = 0; i < keys.size(); ++i) m->insert_or_assign(keys[i], i);
     return m;
 }
-[[gnu::noinline]] u64 inserts_absl(const std::vector<u64>& keys) {
-    absl_map m;
-    for (std::size_t i = 0; i < keys.size(); ++i) m.insert_or_assign(keys[i], i);
-    return m.size();
+[[gnu::noinline]] u64 erases_absl(void* map, const std::vector<u64>& order) {
+    absl_map& m = *static_cast<absl_map*>(map);
+    u64 erased = 0;
+    for (u64 k : order) erased += m.erase(k);
+    return erased;
+}
+void destroy_absl(void* map) {
+    delete static_cast<absl_map*>(map);
 }
 [[gnu::noinline]] u64 finds_absl(void* map, const std::vector<u64>& keys) {
     absl_map& m = *static_cast<absl_map*>(map);
@@ -89,11 +94,13 @@ double median(std::vector<double> v) {
 struct contender {
     const char* name;
     void* (*build)(const std::vector<u64>&);
-    u64 (*inserts)(const std::vector<u64>&);
+    u64 (*erases)(void*, const std::vector<u64>&);
+    void (*destroy)(void*);
     u64 (*finds)(void*, const std::vector<u64>&);
     u64 (*walk)(void*);
     void* map = nullptr;
-    std::vector<double> insert_ns, hit_ns, miss_ns, walk_ns, insert_ratio, hit_ratio, miss_ratio, walk_ratio;
+    std::vector<double> insert_ns, hit_ns, miss_ns, walk_ns, erase_ns;
+    std::vector<double> insert_ratio, hit_ratio, miss_ratio, walk_ratio, erase_ratio;
 };
 
 }  // namespace
@@ -113,9 +120,11 @@ int main(int argc, char** argv) {
     splitmix64 shuffle{7};
     for (std::size_t i = n; i > 1; --i) std::swap(order[i - 1], order[shuffle() % i]);
 
-#define AB_ENTRY(name) contender{#name, build_##name, inserts_##name, finds_##name, walk_##name},
-    std::vector<contender> cs = {contender{"absl", build_absl, inserts_absl, finds_absl, walk_absl},
-                                 AB_VARIANTS(AB_ENTRY)};
+#define AB_ENTRY(name) \
+    contender{#name, build_##name, erases_##name, destroy_##name, finds_##name, walk_##name},
+    std::vector<contender> cs = {
+        contender{"absl", build_absl, erases_absl, destroy_absl, finds_absl, walk_absl},
+        AB_VARIANTS(AB_ENTRY)};
     // Walks per round: enough to time ~20M entries, as W3 does.
     const std::size_t walks = std::max<std::size_t>(3, 20'000'000 / n);
     for (contender& c : cs) c.map = c.build(keys);
@@ -132,11 +141,15 @@ int main(int argc, char** argv) {
             for (std::size_t p = 0; p < walks; ++p) w += c.walk(c.map);
             const double t3 = now_ns();
             // Last: a fresh map's allocation and release would disturb the caches the finds and walks use.
-            if (c.inserts(keys) != n) {
-                std::fprintf(stderr, "%s inserted other keys than absl\n", c.name);
+            void* fresh = c.build(keys);
+            const double t4 = now_ns();
+            const u64 erased = c.erases(fresh, order);
+            const double t5 = now_ns();
+            c.destroy(fresh);
+            if (erased != n) {
+                std::fprintf(stderr, "%s inserted or erased other keys than absl\n", c.name);
                 return 1;
             }
-            const double t4 = now_ns();
             if (i == 0) {
                 expect = a + b + w;
             } else if (a + b + w != expect) {
@@ -147,18 +160,21 @@ int main(int argc, char** argv) {
             c.hit_ns.push_back((t1 - t0) / static_cast<double>(n));
             c.miss_ns.push_back((t2 - t1) / static_cast<double>(n));
             c.walk_ns.push_back((t3 - t2) / static_cast<double>(n * walks));
+            c.erase_ns.push_back((t5 - t4) / static_cast<double>(n));
             c.insert_ratio.push_back(c.insert_ns.back() / cs[0].insert_ns.back());
             c.hit_ratio.push_back(c.hit_ns.back() / cs[0].hit_ns.back());
             c.miss_ratio.push_back(c.miss_ns.back() / cs[0].miss_ns.back());
             c.walk_ratio.push_back(c.walk_ns.back() / cs[0].walk_ns.back());
+            c.erase_ratio.push_back(c.erase_ns.back() / cs[0].erase_ns.back());
         }
     }
-    std::printf("%-16s %10s %10s %10s %10s %10s %10s %10s %10s\n", "contender", "insert ns", "x absl",
-                "hit ns", "x absl", "miss ns", "x absl", "walk ns", "x absl");
+    std::printf("%-16s %10s %10s %10s %10s %10s %10s %10s %10s %10s %10s\n", "contender", "insert ns",
+                "x absl", "hit ns", "x absl", "miss ns", "x absl", "walk ns", "x absl", "erase ns", "x absl");
     for (const contender& c : cs) {
-        std::printf("%-16s %10.2f %10.2f %10.2f %10.2f %10.2f %10.2f %10.2f %10.2f\n", c.name,
+        std::printf("%-16s %10.2f %10.2f %10.2f %10.2f %10.2f %10.2f %10.2f %10.2f %10.2f %10.2f\n", c.name,
                     median(c.insert_ns), median(c.insert_ratio), median(c.hit_ns), median(c.hit_ratio),
-                    median(c.miss_ns), median(c.miss_ratio), median(c.walk_ns), median(c.walk_ratio));
+                    median(c.miss_ns), median(c.miss_ratio), median(c.walk_ns), median(c.walk_ratio),
+                    median(c.erase_ns), median(c.erase_ratio));
     }
     return 0;
 }

@@ -1,8 +1,8 @@
 // bench/ab/variant.cpp: one contender of the in-process A/B driver (tools/ab-finds.sh), compiled once per
 // header tree with `-Diterlock=<name>` so that several versions of the library live in one program.
 //
-// Owns: build_<name>(), inserts_<name>(), finds_<name>() and walk_<name>(), the entry points main.cpp calls
-//       through AB_VARIANTS.
+// Owns: build_<name>(), erases_<name>(), destroy_<name>(), finds_<name>() and walk_<name>(), the entry
+//       points main.cpp calls through AB_VARIANTS.
 // Invariants: everything of the library is in the renamed namespace, so no inline function of one tree is
 //       merged with another's at link time (the trap docs/BENCHMARKS.md describes for per-file wrappers);
 //       AB_CONCURRENT and AB_POLICY pick the map type (iterlock::map with AB_POLICY, or
@@ -25,17 +25,23 @@ using ab_map =
 #define AB_CAT2(a, b) a##b
 #define AB_CAT(a, b) AB_CAT2(a, b)
 
-void* AB_CAT(build_, AB_NAME)(const std::vector<std::uint64_t>& keys) {
+// A fresh map holding keys[i] -> i, filled without reserve (growth included: main times it as the inserts).
+[[gnu::noinline]] void* AB_CAT(build_, AB_NAME)(const std::vector<std::uint64_t>& keys) {
     auto* m = new ab_map;
     for (std::size_t i = 0; i < keys.size(); ++i) m->insert_or_assign(keys[i], i);
     return m;
 }
 
-// Inserts every key into a fresh map (growth included) and destroys it; returns the final size.
-[[gnu::noinline]] std::uint64_t AB_CAT(inserts_, AB_NAME)(const std::vector<std::uint64_t>& keys) {
-    ab_map m;
-    for (std::size_t i = 0; i < keys.size(); ++i) m.insert_or_assign(keys[i], i);
-    return m.size();
+// Erases every key of `order` from a map made by build_; returns how many were erased.
+[[gnu::noinline]] std::uint64_t AB_CAT(erases_, AB_NAME)(void* map, const std::vector<std::uint64_t>& order) {
+    ab_map& m = *static_cast<ab_map*>(map);
+    std::uint64_t erased = 0;
+    for (std::uint64_t k : order) erased += m.erase(k);
+    return erased;
+}
+
+void AB_CAT(destroy_, AB_NAME)(void* map) {
+    delete static_cast<ab_map*>(map);
 }
 
 // Looks every key up; returns the sum of the values found plus the number found (both contenders of a
