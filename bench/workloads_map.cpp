@@ -326,20 +326,33 @@ double fresh_ns_per_entry(std::size_t n, WalkFresh&& walk_fresh) {
     return per(ns, n * passes);
 }
 
-// Times `passes` walks of an n-entry map holding values 0..n-1; `pass()` walks once and returns the sum.
-// Each repetition then times the bandwidth read (x_bandwidth, see bandwidth_read) and the walks of fresh
-// layouts (`fresh()`: fresh_ns_per_entry).
-template <class Pass, class Fresh>
-void w3_time(std::size_t n, const options& opts, medians& out, Pass&& pass, Fresh&& fresh) {
+// Fills a map with keys[i] -> i.
+template <class Map>
+void fill_values(Map& m, const std::vector<u64>& keys) {
+    for (std::size_t i = 0; i < keys.size(); ++i) m.insert_or_assign(keys[i], u64{i});
+}
+
+// W3 for maps of type Map, walked by `walk(map)` (one pass; returns the sum of the values): per repetition,
+// `passes` walks of one n-entry map holding values 0..n-1 (iter_ns_per_entry), the bandwidth read
+// (x_bandwidth, see bandwidth_read), and walks of fresh layouts (iter_fresh_ns_per_entry).
+template <class Map, class Walk>
+void w3_time(std::size_t n, const options& opts, medians& out, const Walk& walk) {
+    Map m;
+    fill_values(m, stream(hit_seed, n));
     const u64 expected = static_cast<u64>(n) * (n - 1) / 2;
     const std::size_t passes = w3_passes(n);
     const bandwidth_read limit(n);
     for (int rep = 0; rep < opts.repetitions; ++rep) {
-        const double walk =
-            time_passes(n, passes, expected, "W3: a pass did not visit every entry once", pass);
-        out.add("iter_ns_per_entry", walk, "ns");
-        out.add("x_bandwidth", walk / limit.ns_per_entry(n, passes), "ratio");
-        out.add("iter_fresh_ns_per_entry", fresh(), "ns");
+        const double ns = time_passes(n, passes, expected, "W3: a pass did not visit every entry once",
+                                      [&] { return walk(m); });
+        out.add("iter_ns_per_entry", ns, "ns");
+        out.add("x_bandwidth", ns / limit.ns_per_entry(n, passes), "ratio");
+        const double fresh = fresh_ns_per_entry(n, [&](const std::vector<u64>& keys) {
+            Map f;
+            fill_values(f, keys);
+            return time_one_walk(n, [&] { return walk(f); });
+        });
+        out.add("iter_fresh_ns_per_entry", fresh, "ns");
     }
 }
 
@@ -353,30 +366,13 @@ void w3_bandwidth(std::size_t n, const options& opts, medians& out) {
     }
 }
 
-// Fills a map with keys[i] -> i.
-template <class Map>
-void fill_values(Map& m, const std::vector<u64>& keys) {
-    for (std::size_t i = 0; i < keys.size(); ++i) m.insert_or_assign(keys[i], u64{i});
-}
-
 template <class Map>
 void w3_one_size(std::size_t n, const options& opts, medians& out) {
-    const auto walk = [](Map& m) {
+    w3_time<Map>(n, opts, out, [](Map& m) {
         u64 sum = 0;
         for (auto& kv : m) sum += kv.second;
         return sum;
-    };
-    Map m;
-    fill_values(m, stream(hit_seed, n));
-    w3_time(
-        n, opts, out, [&] { return walk(m); },
-        [&] {
-            return fresh_ns_per_entry(n, [&](const std::vector<u64>& keys) {
-                Map f;
-                fill_values(f, keys);
-                return time_one_walk(n, [&] { return walk(f); });
-            });
-        });
+    });
 }
 
 #if ITERLOCK_BENCH_HAVE_CMAP
@@ -386,7 +382,7 @@ template <class Options>
 void w3_concurrent(std::size_t n, const options& opts, medians& out) {
     using cmap = iterlock::concurrent_map<u64, u64, iterlock::hash<u64>, std::equal_to<u64>,
                                           std::allocator<value_pair>, Options>;
-    const auto walk = [](cmap& m) {
+    w3_time<cmap>(n, opts, out, [](cmap& m) {
         u64 sum = 0;
         if constexpr (Options::iteration == iterlock::iteration_policy::snapshot) {
             const auto snap = m.snapshot();
@@ -396,18 +392,7 @@ void w3_concurrent(std::size_t n, const options& opts, medians& out) {
             for (auto& kv : guard) sum += kv.second;
         }
         return sum;
-    };
-    cmap m;
-    fill_values(m, stream(hit_seed, n));
-    w3_time(
-        n, opts, out, [&] { return walk(m); },
-        [&] {
-            return fresh_ns_per_entry(n, [&](const std::vector<u64>& keys) {
-                cmap f;
-                fill_values(f, keys);
-                return time_one_walk(n, [&] { return walk(f); });
-            });
-        });
+    });
 }
 #endif
 
