@@ -235,6 +235,12 @@ std::size_t w3_passes(std::size_t n) {
 // words. Timed per pass like a walk and divided by the same n, so `iter_ns_per_entry` of the `bandwidth` row
 // lines up with the walks', and every walk row also reports `x_bandwidth`: its iter_ns_per_entry over this
 // read's, timed right after it in the same repetition (so drift between repetitions cancels).
+// Fills a map with keys[i] -> i.
+template <class Map>
+void fill_values(Map& m, const std::vector<u64>& keys) {
+    for (std::size_t i = 0; i < keys.size(); ++i) m.insert_or_assign(keys[i], u64{i});
+}
+
 std::size_t iterlock_storage_bytes(std::size_t n) {
 #if ITERLOCK_BENCH_HAVE_MAP
     static std::map<std::size_t, std::size_t> known;
@@ -244,7 +250,7 @@ std::size_t iterlock_storage_bytes(std::size_t n) {
     std::size_t bytes = 0;
     {
         iterlock::map<u64, u64, iterlock::hash<u64>, std::equal_to<u64>, counting_allocator<value_pair>> m;
-        for (std::size_t i = 0; i < n; ++i) m.insert_or_assign(keys[i], u64{i});
+        fill_values(m, keys);
         bytes = allocation_stats::live.load() - before;
     }
     known.emplace(n, bytes);
@@ -307,29 +313,13 @@ class bandwidth_read {
 // entries that made every map's walk about 2.4x faster on the VMs measured: docs/BENCHMARKS.md, "W3 at
 // 10K: a walk the branch predictor has learned"); a map its writers keep changing gives it no such chance.
 // Before each timed pass, `walk_fresh(keys)` builds its map anew from keys it never held (one stream per
-// pass), then returns the time of one walk (time_one_walk); the build is not timed.
-template <class Walk>
-std::int64_t time_one_walk(std::size_t n, Walk&& walk) {
-    const std::int64_t t0 = now_ns();
-    const u64 sum = walk();
-    keep(sum);
-    const std::int64_t t1 = now_ns();
-    if (sum != static_cast<u64>(n) * (n - 1) / 2)
-        throw std::logic_error("W3: a pass over a fresh layout did not visit every entry once");
-    return t1 - t0;
-}
+// pass), then returns its one walk's time per entry (time_passes of one pass); the build is not timed.
 template <class WalkFresh>
 double fresh_ns_per_entry(std::size_t n, WalkFresh&& walk_fresh) {
     const std::size_t passes = std::max<std::size_t>(3, 1'000'000 / n);
-    std::int64_t ns = 0;
+    double ns = 0;
     for (std::size_t p = 0; p < passes; ++p) ns += walk_fresh(stream(fresh_seed + p, n));
-    return per(ns, n * passes);
-}
-
-// Fills a map with keys[i] -> i.
-template <class Map>
-void fill_values(Map& m, const std::vector<u64>& keys) {
-    for (std::size_t i = 0; i < keys.size(); ++i) m.insert_or_assign(keys[i], u64{i});
+    return ns / static_cast<double>(passes);
 }
 
 // W3 for maps of type Map, walked by `walk(map)` (one pass; returns the sum of the values): per repetition,
@@ -350,7 +340,9 @@ void w3_time(std::size_t n, const options& opts, medians& out, const Walk& walk)
         const double fresh = fresh_ns_per_entry(n, [&](const std::vector<u64>& keys) {
             Map f;
             fill_values(f, keys);
-            return time_one_walk(n, [&] { return walk(f); });
+            return time_passes(n, 1, expected,
+                               "W3: a pass over a fresh layout did not visit every entry once",
+                               [&] { return walk(f); });
         });
         out.add("iter_fresh_ns_per_entry", fresh, "ns");
     }
@@ -429,7 +421,7 @@ void w6_one_size(std::size_t n, const options& opts, medians& out) {
         std::size_t held = 0;
         {
             Map m;
-            for (std::size_t i = 0; i < n; ++i) m.insert_or_assign(keys[i], u64{i});
+            fill_values(m, keys);
             held = allocation_stats::live.load() - before;
         }
         const std::size_t peak = allocation_stats::peak.load() - before;
