@@ -230,17 +230,17 @@ std::size_t w3_passes(std::size_t n) {
     return std::max<std::size_t>(3, 20'000'000 / n);
 }
 
-// The memory limit of a walk (issue 14): a streaming read of as many bytes as iterlock::map's bucket storage
-// holds at n entries (its bucket arrays and overflow buckets, built as W3 builds its maps), summed as 64-bit
-// words. Timed per pass like a walk and divided by the same n, so `iter_ns_per_entry` of the `bandwidth` row
-// lines up with the walks', and every walk row also reports `x_bandwidth`: its iter_ns_per_entry over this
-// read's, timed right after it in the same repetition (so drift between repetitions cancels).
 // Fills a map with keys[i] -> i.
 template <class Map>
 void fill_values(Map& m, const std::vector<u64>& keys) {
     for (std::size_t i = 0; i < keys.size(); ++i) m.insert_or_assign(keys[i], u64{i});
 }
 
+// The memory limit of a walk (issue 14): a streaming read of as many bytes as iterlock::map's bucket storage
+// holds at n entries (its bucket arrays and overflow buckets, built as W3 builds its maps), summed as 64-bit
+// words. Timed per pass like a walk and divided by the same n, so `iter_ns_per_entry` of the `bandwidth` row
+// lines up with the walks', and every walk row also reports `x_bandwidth`: its iter_ns_per_entry over this
+// read's, timed right after it in the same repetition (so drift between repetitions cancels).
 std::size_t iterlock_storage_bytes(std::size_t n) {
 #if ITERLOCK_BENCH_HAVE_MAP
     static std::map<std::size_t, std::size_t> known;

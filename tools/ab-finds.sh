@@ -6,9 +6,10 @@
 # them with bench/ab/main.cpp into one program, and runs it: every contender's map holds the same keys, all
 # maps are alive, and round-robin each round times finds (hits in a shuffled order, then as many misses),
 # full walks (~20M entries a round), filling a fresh map with the keys (growth included) and erasing them
-# from it in the shuffled order, each divided by absl's in the same round. On a VM whose speed and memory placement move from one process to
-# the next, this compares code where iterlock-bench's separate runs compare luck; run it a few times
-# (--runs) to sample placements. docs/BENCHMARKS.md, "Method", says when to use which.
+# from it in the shuffled order, each divided by absl's in the same round. On a VM whose speed and memory
+# placement move from one process to the next, this compares code where iterlock-bench's separate runs
+# compare luck; run it a few times (--runs) to sample placements. docs/BENCHMARKS.md, "Method", says when
+# to use which.
 #
 # Usage: tools/ab-finds.sh [--concurrent] [--nodetect] [--entries N] [--rounds R] [--runs K] REV...
 #   REV: a git revision, "." for the working tree's include/ (uncommitted changes included), or a directory
