@@ -11,10 +11,11 @@
 # compare luck; run it a few times (--runs) to sample placements. docs/BENCHMARKS.md, "Method", says when
 # to use which.
 #
-# Usage: tools/ab-finds.sh [--concurrent] [--nodetect] [--entries N] [--rounds R] [--runs K] REV...
+# Usage: tools/ab-finds.sh [--concurrent | --locked] [--nodetect] [--entries N] [--rounds R] [--runs K] REV...
 #   REV: a git revision, "." for the working tree's include/ (uncommitted changes included), or a directory
 #        holding an include/ tree (a variant made by hand, e.g. with a parameter changed).
-#   --concurrent  time iterlock::concurrent_map's find instead of iterlock::map's
+#   --concurrent  time iterlock::concurrent_map (snapshot policy) instead of iterlock::map
+#   --locked      time iterlock::locked_concurrent_map (its walk: a guard's)
 #   --nodetect    iterlock::map with no_misuse_detection (default: detect_misuse, the default policy)
 # Needs g++ and absl (libabsl-dev), both installed by `tools/dev.sh deps`.
 set -euo pipefail
@@ -25,6 +26,7 @@ revs=()
 while (($#)); do
     case $1 in
         --concurrent) concurrent=1 ;;
+        --locked) concurrent=2 ;;
         --nodetect) policy=iterlock::no_misuse_detection ;;
         --entries) entries=$2; shift ;;
         --rounds) rounds=$2; shift ;;
@@ -40,7 +42,8 @@ done
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 flags=(-std=c++20 -O2 -DNDEBUG)
-((concurrent)) && flags+=(-DAB_CONCURRENT)
+((concurrent == 1)) && flags+=(-DAB_CONCURRENT)
+((concurrent == 2)) && flags+=(-DAB_LOCKED)
 list="" objs=()
 for i in "${!revs[@]}"; do
     rev=${revs[$i]} name=v$i

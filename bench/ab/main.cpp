@@ -3,15 +3,18 @@
 //
 // Owns: the rounds, the ratios and the report.
 // Invariants: every contender's map holds the same N keys and is probed with the same hit order and miss
-//       keys; all maps are alive for the whole run and timed round-robin, so a drift of the machine's speed
-//       lands on every contender alike; each round's time is divided by absl's in the same round, and the
-//       report gives the median of those per-round ratios (not a ratio of medians).
+//       keys; all maps are alive for the whole run and timed round-robin (each round starting one contender
+//       later than the last), so a drift of the machine's speed lands on every contender alike; each round's
+//       time is divided by absl's in the same round, and the report gives the median of those per-round
+//       ratios (not a ratio of medians); every fill starts from a trimmed heap.
 //
 // Why: on this project's 2-vCPU VMs one process's memory placement moves a find's time by up to 2x from
 // the next process's, and iterlock-bench builds a fresh map per repetition, so two binaries' W1 ratios
 // differ by more than most changes under test. Here the contenders share one process and its placement
 // luck; run the script several times to sample placements.
 #include <absl/container/flat_hash_map.h>
+
+#include <malloc.h>
 
 #include <algorithm>
 #include <chrono>
@@ -128,9 +131,14 @@ int main(int argc, char** argv) {
     // Walks per round: enough to time ~20M entries, as W3 does.
     const std::size_t walks = std::max<std::size_t>(3, 20'000'000 / n);
     for (contender& c : cs) c.map = c.build(keys);
+    // What every contender's finds and walks must return: absl's.
+    u64 expect = cs[0].finds(cs[0].map, order) + cs[0].finds(cs[0].map, misses);
+    for (std::size_t p = 0; p < walks; ++p) expect += cs[0].walk(cs[0].map);
     for (int r = 0; r < rounds; ++r) {
-        u64 expect = 0;
-        for (std::size_t i = 0; i < cs.size(); ++i) {
+        // Each round starts at the next contender: a fresh map's inserts are timed on memory its
+        // predecessors in the round just released, and that would otherwise favour one position.
+        for (std::size_t j = 0; j < cs.size(); ++j) {
+            const std::size_t i = (j + static_cast<std::size_t>(r)) % cs.size();
             contender& c = cs[i];
             const double t0 = now_ns();
             const u64 a = c.finds(c.map, order);
@@ -146,13 +154,15 @@ int main(int argc, char** argv) {
             const u64 erased = c.erases(fresh, order);
             const double t5 = now_ns();
             c.destroy(fresh);
+            // Every fill starts from a trimmed heap, as in a fresh process: otherwise a fill finds the
+            // pages its predecessor in the round freed already mapped or not, depending on who that was
+            // (absl's one large block goes back to the system, 64 shards' arrays stay in the heap).
+            malloc_trim(0);
             if (erased != n) {
                 std::fprintf(stderr, "%s inserted or erased other keys than absl\n", c.name);
                 return 1;
             }
-            if (i == 0) {
-                expect = a + b + w;
-            } else if (a + b + w != expect) {
+            if (a + b + w != expect) {
                 std::fprintf(stderr, "%s found or walked other values than absl\n", c.name);
                 return 1;
             }
@@ -161,6 +171,8 @@ int main(int argc, char** argv) {
             c.miss_ns.push_back((t2 - t1) / static_cast<double>(n));
             c.walk_ns.push_back((t3 - t2) / static_cast<double>(n * walks));
             c.erase_ns.push_back((t5 - t4) / static_cast<double>(n));
+        }
+        for (contender& c : cs) {
             c.insert_ratio.push_back(c.insert_ns.back() / cs[0].insert_ns.back());
             c.hit_ratio.push_back(c.hit_ns.back() / cs[0].hit_ns.back());
             c.miss_ratio.push_back(c.miss_ns.back() / cs[0].miss_ns.back());

@@ -5,14 +5,18 @@
 //       points main.cpp calls through AB_VARIANTS.
 // Invariants: everything of the library is in the renamed namespace, so no inline function of one tree is
 //       merged with another's at link time (the trap docs/BENCHMARKS.md describes for per-file wrappers);
-//       AB_CONCURRENT and AB_POLICY pick the map type (iterlock::map with AB_POLICY, or
-//       iterlock::concurrent_map).
+//       AB_CONCURRENT, AB_LOCKED and AB_POLICY pick the map type (iterlock::map with AB_POLICY,
+//       iterlock::concurrent_map, or iterlock::locked_concurrent_map).
 #include <cstddef>
 #include <cstdint>
 #include <utility>
 #include <vector>
 
-#ifdef AB_CONCURRENT
+#if defined(AB_LOCKED)
+#define AB_CONCURRENT
+#include <iterlock/concurrent_map.hpp>
+using ab_map = iterlock::locked_concurrent_map<std::uint64_t, std::uint64_t>;
+#elif defined(AB_CONCURRENT)
 #include <iterlock/concurrent_map.hpp>
 using ab_map = iterlock::concurrent_map<std::uint64_t, std::uint64_t>;
 #else
@@ -65,12 +69,15 @@ void AB_CAT(destroy_, AB_NAME)(void* map) {
     return sum + found;
 }
 
-// One full walk (iterlock::map's iterator; concurrent_map: a snapshot's), summing the values; returns the
-// sum plus the number of entries visited.
+// One full walk (iterlock::map's iterator; concurrent_map: a snapshot's; the locked map: a guard's), summing
+// the values; returns the sum plus the number of entries visited.
 [[gnu::noinline]] std::uint64_t AB_CAT(walk_, AB_NAME)(void* map) {
     ab_map& m = *static_cast<ab_map*>(map);
     std::uint64_t sum = 0, seen = 0;
-#ifdef AB_CONCURRENT
+#if defined(AB_LOCKED)
+    auto guard = m.lock_for_iteration();
+    for (const auto& [k, v] : guard) {
+#elif defined(AB_CONCURRENT)
     auto snap = m.snapshot();
     for (const auto& [k, v] : snap) {
 #else

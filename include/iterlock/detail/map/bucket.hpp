@@ -12,7 +12,7 @@
 // and the slots in a parallel array of bucket bodies:
 //
 //   control array:  | top[0..7] of bucket 0 | top[0..7] of bucket 1 | ...        (8 bytes each)
-//   body array:     | overflow* | extra | slot[0] .. slot[7] | ...                (one body per bucket)
+//   body array:     | slot[0] .. slot[7] | overflow* | extra | ...                (one body per bucket)
 //   overflow bucket (allocated on demand, chained from a body): | top[0..7] | body |
 //
 // A miss or a growth-state check reads only the control array, which stays in cache where Go's inline
@@ -47,11 +47,14 @@ struct no_chain_extra {};
 template <class Slot, class Extra>
 struct overflow_bucket;
 
+// The slots come first and the overflow link and the extra after them: slot i is at the body's address
+// plus i * sizeof(Slot), one add less per lookup, and the slots a bucket fills first (0-3 at the load
+// factors a table runs at) share no line with the header (docs/BENCHMARKS.md, "A lookup's instructions").
 template <class Slot, class Extra>
 struct bucket_body {
+    alignas(Slot) unsigned char storage[bucket_cnt * sizeof(Slot)];
     overflow_bucket<Slot, Extra>* overflow;
     [[no_unique_address]] Extra extra;
-    alignas(Slot) unsigned char storage[bucket_cnt * sizeof(Slot)];
 
     Slot* slot(unsigned i) noexcept { return std::launder(reinterpret_cast<Slot*>(storage) + i); }
 };

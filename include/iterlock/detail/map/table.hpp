@@ -57,7 +57,7 @@
 // Invariants (check_invariants() verifies each one)
 //   T1 count_ equals the number of full slots reachable from the live buckets.
 //   T2 every full slot's tophash equals tophash_of(hash(key)), and its key belongs to the bucket holding it
-//      (hash & mask of that array).
+//      (hash & mask of that array); mask_ is 2^B_ - 1, the current array's mask.
 //   T3 in a chain, every slot after an empty_rest slot is empty_rest.
 //   T4 while growing: old buckets below nevacuate_ are evacuated; an evacuated old bucket has only
 //      evacuation marks, in every member of its chain, and no overflow members unless they are kept for
@@ -106,6 +106,7 @@ inline constexpr unsigned load_factor_den = 2;
 inline constexpr unsigned max_bucket_shift = 31;
 static_assert(max_bucket_shift <= published_view<int, no_chain_extra>::max_shift,
               "B must fit a view's 5 bits");
+static_assert(max_bucket_shift <= 32, "table::mask_ holds 2^B - 1 in 32 bits");
 // The most entries a table holds: a full load factor on the largest array, 13 * 2^30 (about 1.4e10).
 // reserve() refuses more, and so does an insert (std::length_error); map::max_size() reports it.
 inline constexpr std::size_t max_entries =
@@ -320,7 +321,7 @@ class table {
     template <class K2>
     ITERLOCK_DETAIL_ALWAYS_INLINE write_position prepare_write(const K2& key, std::uint64_t h) {
         if (cur_ && !growing() && !retained_due_) [[likely]] {
-            const bucket head = cur_.at(h & bucket_mask(B_));
+            const bucket head = cur_.at(h & mask_);
             prefetch_slots(head);
             const std::uint8_t top = tophash_of(h);
             for (slot_mask m = match_byte(head.top, top); m != 0; m &= m - 1) {
@@ -763,6 +764,7 @@ class table {
         noverflow_ = std::exchange(other.noverflow_, 0);
         allocated_bytes_ = std::exchange(other.allocated_bytes_, 0);
         B_ = std::exchange(other.B_, 0);
+        mask_ = std::exchange(other.mask_, 0);
         same_size_grow_ = std::exchange(other.same_size_grow_, false);
         hash0_ = other.hash0_;
         publish_view();
@@ -786,6 +788,7 @@ class table {
         swap(noverflow_, other.noverflow_);
         swap(allocated_bytes_, other.allocated_bytes_);
         swap(B_, other.B_);
+        swap(mask_, other.mask_);
         swap(same_size_grow_, other.same_size_grow_);
         swap(hash0_, other.hash0_);
         swap(hash_, other.hash_);
@@ -872,10 +875,10 @@ class table {
     // lock: the misses then overlap the lock's own (the acquire is a locked instruction, which later loads
     // wait for; earlier prefetches they do not). A racy hint: the view may be replaced meanwhile, and a
     // prefetch of a block freed since is harmless (prefetches never fault).
-    // With `chain_extra`, the body's header too: the chain's extra, which a layer above reads on every
-    // write at times (concurrent_map's snapshot tag, while a snapshot lives), shares a line with slot 0 only
-    // for a body that starts in the first half of a line (a 160-byte body: every other bucket); otherwise
-    // that line is one the write does not need.
+    // With `chain_extra`, the body's tail too: the chain's extra, which a layer above reads on every write
+    // at times (concurrent_map's snapshot tag, while a snapshot lives), shares a line with slot 7 only for
+    // a body that starts in the second half of a line (a 160-byte body: every other bucket); otherwise that
+    // line is one the write does not need.
     void prefetch_for_write(std::uint64_t h, bool chain_extra) const noexcept {
         detail::prefetch_for_write(&cur_);
         const bucket b = view_.hint_for(h);
@@ -916,11 +919,11 @@ class table {
 
     // The chain that holds (or would hold) hash h: the old bucket's while it is not evacuated.
     bucket read_bucket_for(std::uint64_t h) const noexcept {
-        if (growing()) {
+        if (growing()) [[unlikely]] {
             const std::size_t ob = h & old_bucket_mask();
             if (!is_evacuated(old_.top(ob))) return old_.at(ob);
         }
-        return cur_.at(h & bucket_mask(B_));
+        return cur_.at(h & mask_);
     }
 
     // ---- memory ---------------------------------------------------------------------------------
@@ -1027,6 +1030,7 @@ class table {
         watch_.before_structure_change(*this);
         cur_ = a;
         B_ = B;
+        mask_ = static_cast<std::uint32_t>(bucket_mask(B));
         noverflow_ = 0;
         nevacuate_ = 0;
         same_size_grow_ = false;
@@ -1104,6 +1108,7 @@ class table {
         old_ = cur_;
         cur_ = newb;
         B_ += bigger;
+        mask_ = static_cast<std::uint32_t>(bucket_mask(B_));
         ++vacates_;
         add_exclusive(growths_, 1);
         same_size_grow_ = bigger == 0;
@@ -1477,6 +1482,7 @@ class table {
         free_array(cur_, B_);
         cur_ = array_ref{};
         B_ = 0;
+        mask_ = 0;
         publish_view();
     }
 
@@ -1488,11 +1494,12 @@ class table {
     std::size_t count_ = 0;            // live entries (Go's count)
     std::size_t noverflow_ = 0;        // overflow buckets on the current array
     std::size_t nevacuate_ = 0;        // old buckets below this are evacuated
-    unsigned B_ = 0;                   // log2 of the bucket count
-    bool reseed_ = true;               // re-seed hash0 on clear and when the map empties (Go does)
+    std::uint32_t mask_ = 0;           // 2^B_ - 1: a lookup's bucket is hash & mask_ (no shift per lookup)
+    std::uint8_t B_ = 0;               // log2 of the bucket count
     bool same_size_grow_ = false;      // the current growth keeps B (Go's sameSizeGrow flag)
     bool reclaim_due_ = false;         // reclaim_due(), kept up to date where limbo_ changes
     bool retained_due_ = false;        // retained_ or kept_links_ hold something (release_retained)
+    bool reseed_ = true;               // re-seed hash0 on clear and when the map empties (Go does)
     std::size_t allocated_bytes_ = 0;  // bytes of arrays and overflow buckets (for metrics)
     std::uint64_t hash0_;              // per-map hash seed
     std::uint64_t moves_ = 0;          // bumped whenever entries move (checked builds compare it)

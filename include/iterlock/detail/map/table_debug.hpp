@@ -20,6 +20,7 @@ void table<K, V, Hash, KeyEqual, Allocator, ChainExtra, ChainWatch>::check_invar
         if (count_ != 0) fail("T1 entries counted but no bucket array");
         return;
     }
+    if (mask_ != bucket_mask(B_)) fail("T2 mask_ is not 2^B - 1");
     std::size_t full = 0;
     std::size_t overflow = 0;
     std::vector<const K*> keys;
