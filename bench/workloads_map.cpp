@@ -18,6 +18,10 @@
 #include <utility>
 #include <vector>
 
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
+
 #include "counting_allocator.hpp"
 #include "registry.hpp"
 
@@ -154,6 +158,13 @@ std::vector<std::size_t> sizes_or(const options& opts, std::vector<std::size_t> 
     return sizes;
 }
 
+// Returns the heap's free memory to the system (glibc), so that the next allocations fault their pages in.
+void trim_heap() {
+#if defined(__GLIBC__)
+    malloc_trim(0);
+#endif
+}
+
 double per(std::int64_t ns, std::size_t n) {
     return static_cast<double>(ns) / static_cast<double>(n);
 }
@@ -167,6 +178,9 @@ void w1_one_size(std::size_t n, const options& opts, medians& out) {
     const std::vector<u64> misses = stream(miss_seed, n);
     for (int rep = 0; rep < opts.repetitions; ++rep) {
         {
+            // Each fill starts from a trimmed heap, as in a fresh process: otherwise it runs on whatever
+            // the repetition before it (another map, with --interleave) freed, mapped or not.
+            trim_heap();
             Map m;  // no reserve: growth is part of the cost
             std::int64_t t0 = now_ns();
             for (std::size_t i = 0; i < n; ++i) m.insert_or_assign(keys[i], u64{i});

@@ -7,7 +7,7 @@
 //       before the map is modified.
 //
 // The structure is Go's: 2^B buckets of 8 slots with a tophash byte each, overflow chains, load factor 6.5,
-// incremental growth (each write evacuates at most two old buckets), a per-map hash seed and a randomized
+// incremental growth (each write evacuates at most eight old buckets; Go: two), a per-map hash seed and a randomized
 // iteration start. detail/map/table.hpp owns the structure and explains it; this header adds the public API,
 // the iterators, and the detection of concurrent misuse.
 //
