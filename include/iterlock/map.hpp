@@ -7,9 +7,9 @@
 //       before the map is modified.
 //
 // The structure is Go's: 2^B buckets of 8 slots with a tophash byte each, overflow chains, load factor 6.5,
-// incremental growth (each write evacuates at most eight old buckets; Go: two), a per-map hash seed and a randomized
-// iteration start. detail/map/table.hpp owns the structure and explains it; this header adds the public API,
-// the iterators, and the detection of concurrent misuse.
+// incremental growth (each write evacuates at most eight old buckets; Go: two), a per-map hash seed and a
+// randomized iteration start. detail/map/table.hpp owns the structure and explains it; this header adds the
+// public API, the iterators, and the detection of concurrent misuse.
 //
 // Writes during the map's own iteration (Go spec, "For statements with range clause")
 // ------------------------------------------------------------------------------------
