@@ -540,6 +540,32 @@ TEST(MapGrowth, ManyInsertsGrowAndKeepEverything) {
     m.check_invariants();
 }
 
+// Incremental growth (table.hpp, grow_work): a write moves at most evacuations_per_write old buckets, and a
+// growth of 2^oldB buckets is over after at most 2^oldB / evacuations_per_write writes, so no insert pays for
+// a rehash and no growth lingers.
+TEST(MapGrowth, EachWriteEvacuatesABoundedNumberOfBucketsAndGrowthEnds) {
+    constexpr std::size_t per_write = iterlock::detail::evacuations_per_write;
+    int_map m{iterlock::seed{11}};
+    int next = 0;
+    std::size_t growths_seen = 0;
+    while (growths_seen < 6) {
+        while (!access::table(m).growing()) m.insert({next, next}), ++next;
+        ++growths_seen;
+        ASSERT_FALSE(access::table(m).same_size_grow());  // distinct keys, no deletes: a doubling
+        const std::size_t old_buckets = std::size_t{1} << (access::table(m).bucket_shift() - 1);
+        std::size_t writes = 0;
+        while (access::table(m).growing()) {
+            const std::uint64_t before = access::table(m).evacuated_buckets();
+            m.insert({next, next}), ++next;
+            ++writes;
+            ASSERT_LE(access::table(m).evacuated_buckets() - before, per_write) << "write " << writes;
+        }
+        EXPECT_LE(writes, old_buckets / per_write + 1) << "a growth of " << old_buckets << " buckets";
+    }
+    for (int i = 0; i < next; ++i) ASSERT_EQ(m.get(i), std::optional<int>(i)) << i;
+    m.check_invariants();
+}
+
 TEST(MapGrowth, CollidingKeysChainIntoOverflowBuckets) {
     struct low_entropy_hash {
         std::uint64_t operator()(int k) const noexcept { return static_cast<std::uint64_t>(k & 3); }
