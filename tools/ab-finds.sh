@@ -21,12 +21,12 @@
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
-entries=1000000 rounds=11 runs=3 concurrent=0 policy=iterlock::detect_misuse
+entries=1000000 rounds=11 runs=3 map_flag="" policy=iterlock::detect_misuse
 revs=()
 while (($#)); do
     case $1 in
-        --concurrent) concurrent=1 ;;
-        --locked) concurrent=2 ;;
+        --concurrent) map_flag=-DAB_CONCURRENT ;;
+        --locked) map_flag=-DAB_LOCKED ;;
         --nodetect) policy=iterlock::no_misuse_detection ;;
         --entries) entries=$2; shift ;;
         --rounds) rounds=$2; shift ;;
@@ -42,8 +42,7 @@ done
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 flags=(-std=c++20 -O2 -DNDEBUG)
-((concurrent == 1)) && flags+=(-DAB_CONCURRENT)
-((concurrent == 2)) && flags+=(-DAB_LOCKED)
+[[ -n $map_flag ]] && flags+=("$map_flag")
 list="" objs=()
 for i in "${!revs[@]}"; do
     rev=${revs[$i]} name=v$i

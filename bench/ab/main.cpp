@@ -135,8 +135,8 @@ int main(int argc, char** argv) {
     u64 expect = cs[0].finds(cs[0].map, order) + cs[0].finds(cs[0].map, misses);
     for (std::size_t p = 0; p < walks; ++p) expect += cs[0].walk(cs[0].map);
     for (int r = 0; r < rounds; ++r) {
-        // Each round starts at the next contender: a fresh map's inserts are timed on memory its
-        // predecessors in the round just released, and that would otherwise favour one position.
+        // Each round starts at the next contender, so that a drift within a round does not always land on
+        // the same one. (The fills' dependence on what the round freed before them is the trim's, below.)
         for (std::size_t j = 0; j < cs.size(); ++j) {
             const std::size_t i = (j + static_cast<std::size_t>(r)) % cs.size();
             contender& c = cs[i];
